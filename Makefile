@@ -1,0 +1,39 @@
+# Every target builds what it needs: a fresh clone with python3 and make is enough.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PEER_VENV := .venv-peer
+
+.PHONY: demo test bench docs lint clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet 'event-tracking==4.0.2' pymongo psutil
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/readme_example.py
+
+# pytest exits 5 when it collects nothing; that must fail the build, and it does,
+# because make stops on any non-zero status.
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed $(PEER_VENV)/.installed
+	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python
+
+docs: $(VENV)/.installed
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check eventtracking tests benchmarks examples
+	$(VENV)/bin/mypy eventtracking
+
+clean:
+	rm -rf $(VENV) $(PEER_VENV) docs/_build build *.egg-info

@@ -1,0 +1,70 @@
+"""Packaging for event-tracking."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def read_version():
+    """Read ``__version__`` from the package without importing it."""
+    for line in (HERE / "eventtracking" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    msg = "eventtracking/__init__.py does not define __version__"
+    raise RuntimeError(msg)
+
+
+MONGO = ["pymongo>=4.0"]
+DJANGO = ["Django>=4.2"]
+SCHEMA = ["fastjsonschema>=2.19", "PyYAML>=6.0"]
+
+setup(
+    name="event-tracking",
+    version=read_version(),
+    description="Emit, enrich and deliver semi-structured application events.",
+    long_description=(HERE / "README.rst").read_text(),
+    long_description_content_type="text/x-rst",
+    license="AGPL-3.0-only",
+    packages=find_packages(include=["eventtracking", "eventtracking.*"]),
+    package_data={"eventtracking": ["py.typed"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=["pytz"],
+    extras_require={
+        "mongo": MONGO,
+        "django": DJANGO,
+        "schema": SCHEMA,
+        "dev": [
+            *MONGO,
+            *DJANGO,
+            *SCHEMA,
+            "SecantusDB>=0.7.0b3",
+            "freezegun",
+            "gunicorn",
+            "httpx",
+            "hypothesis",
+            "mypy",
+            "psutil",
+            "pytest",
+            "pytest-timeout",
+            "ruff",
+            "sphinx",
+            "uvicorn",
+        ],
+    },
+    entry_points={},
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Environment :: Web Environment",
+        "Framework :: Django",
+        "Framework :: Django :: 4.2",
+        "Framework :: Django :: 5.2",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: GNU Affero General Public License v3",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Typing :: Typed",
+    ],
+)

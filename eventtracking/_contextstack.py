@@ -1,0 +1,82 @@
+"""The immutable stack of named contexts that every locator stores.
+
+A stack is a tuple of ``(name, context)`` frames, innermost last. A name may appear more
+than once (nested ``with tracker.context('x', ...)`` blocks); only its innermost frame
+counts, and it counts at its own position, so re-entering a name makes it win over
+everything entered before. Leaving a name removes its innermost frame and uncovers the
+one below.
+
+Stacks are never changed in place: every enter or exit builds a new one. That makes a
+stack safe to share between threads and asyncio tasks, and lets it cache the merged
+context, which is the only thing the emit path needs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+
+class ContextStack:
+    """An immutable sequence of named context frames with a cached merge."""
+
+    __slots__ = ("_merged", "frames")
+
+    frames: tuple[tuple[str, Mapping[str, Any]], ...]
+
+    def __init__(self, frames: tuple[tuple[str, Mapping[str, Any]], ...] = ()) -> None:
+        self.frames = frames
+        self._merged: dict[str, Any] | None = None
+
+    def push(self, name: str, context: Mapping[str, Any]) -> ContextStack:
+        """Return a new stack with ``context`` entered as the innermost frame."""
+        return ContextStack((*self.frames, (name, context)))
+
+    def pop(self, name: str) -> ContextStack:
+        """Return a new stack without the innermost frame called ``name``.
+
+        Raises KeyError when no frame has that name.
+        """
+        frames = self.frames
+        for index in range(len(frames) - 1, -1, -1):
+            if frames[index][0] == name:
+                return ContextStack(frames[:index] + frames[index + 1 :])
+        raise KeyError(name)
+
+    def effective(self) -> list[tuple[str, Mapping[str, Any]]]:
+        """The frames that count: each name's innermost frame, in stack order."""
+        frames = self.frames
+        seen: set[str] = set()
+        kept = []
+        for name, context in reversed(frames):
+            if name not in seen:
+                seen.add(name)
+                kept.append((name, context))
+        kept.reverse()
+        return kept
+
+    def merged(self) -> dict[str, Any]:
+        """The effective frames merged, inner keys winning. Callers must not mutate it."""
+        merged = self._merged
+        if merged is None:
+            merged = {}
+            for _, context in self.effective():
+                merged.update(context)
+            # A benign race: two threads may both compute the same value.
+            self._merged = merged
+        return merged
+
+    def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:
+        """A fresh ``OrderedDict`` of name -> context, as 4.x locators returned."""
+        return OrderedDict(self.effective())
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __repr__(self) -> str:
+        names = ", ".join(name for name, _ in self.frames)
+        return f"<ContextStack [{names}]>"
+
+
+EMPTY = ContextStack()

@@ -1,0 +1,66 @@
+"""Keep events in a list in memory: for tests, demos and debugging."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from eventtracking._copy import safe_copy
+from eventtracking.typing import Event
+
+__all__ = ["InMemoryBackend"]
+
+
+class InMemoryBackend:
+    """Store a copy of every event it is sent, in order, safely across threads.
+
+    ``events`` is the list of stored events. Read it while holding ``lock`` when other
+    threads may be emitting, or take a snapshot with :meth:`snapshot`. ``max_events``
+    bounds memory: when set, the oldest events are discarded first and counted in
+    ``stats()['discarded']``.
+    """
+
+    mutates_events = False
+
+    def __init__(self, max_events: int | None = None) -> None:
+        if max_events is not None and (not isinstance(max_events, int) or max_events <= 0):
+            msg = f"max_events must be a positive int or None, got {max_events!r}"
+            raise ValueError(msg)
+        self.max_events = max_events
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+        self._discarded = 0
+
+    def send(self, event: Event) -> None:
+        """Append a copy of ``event``, so later changes by the caller do not show."""
+        stored = safe_copy(event)
+        with self.lock:
+            self.events.append(stored)
+            if self.max_events is not None and len(self.events) > self.max_events:
+                excess = len(self.events) - self.max_events
+                del self.events[:excess]
+                self._discarded += excess
+
+    def send_batch(self, events: Any) -> None:
+        """Append copies of several events, in order."""
+        for event in events:
+            self.send(event)
+
+    def snapshot(self) -> list[Event]:
+        """Return a new list of the events stored so far."""
+        with self.lock:
+            return list(self.events)
+
+    def clear(self) -> None:
+        """Forget every stored event."""
+        with self.lock:
+            self.events.clear()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Nothing is buffered: always True."""
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """``stored`` events held now and ``discarded`` ones over ``max_events``."""
+        with self.lock:
+            return {"stored": len(self.events), "discarded": self._discarded}

@@ -1,0 +1,1 @@
+"""Processors: callables that filter, change or replace events before delivery."""

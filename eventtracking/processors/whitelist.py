@@ -1,0 +1,49 @@
+"""Let through only events whose name is on an allow list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.typing import Event
+
+__all__ = ["NameWhitelistProcessor"]
+
+
+class NameWhitelistProcessor:
+    """Drop every event whose ``name`` is not in ``whitelist``.
+
+    ``whitelist`` is any iterable of names other than a single string (a string would be
+    read as a set of one-letter names); anything else raises TypeError. Called with a
+    list of events, as batching backends do, it returns the list of those allowed.
+    """
+
+    mutates_events = False
+
+    def __init__(self, whitelist: Iterable[str] | None = None, **_kwargs: Any) -> None:
+        if isinstance(whitelist, (str, bytes)) or whitelist is None:
+            whitelist_error = True
+        else:
+            try:
+                self.whitelist = frozenset(whitelist)
+                whitelist_error = False
+            except TypeError:
+                whitelist_error = True
+        if whitelist_error:
+            msg = (
+                "NameWhitelistProcessor needs whitelist=<a list or set of event names>, "
+                f"got {whitelist!r}"
+            )
+            raise TypeError(msg)
+
+    def __call__(self, event: Event | list[Event]) -> Event | list[Event]:
+        """Return the event (or the allowed events of a list); raise EventEmissionExit to drop."""
+        if isinstance(event, list):
+            return [item for item in event if item["name"] in self.whitelist]
+        if event["name"] not in self.whitelist:
+            raise EventEmissionExit
+        return event
+
+    def __repr__(self) -> str:
+        return f"NameWhitelistProcessor(whitelist={sorted(self.whitelist)!r})"

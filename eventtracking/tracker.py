@@ -1,0 +1,336 @@
+"""The tracker: stamps events, merges the entered contexts and hands events to backends.
+
+Typical use::
+
+    from eventtracking import tracker
+
+    tracker.register_tracker(tracker.Tracker({'log': LoggerBackend(name='events')}))
+    with tracker.get_tracker().context('request', {'user_id': 42}):
+        tracker.emit('navigation.request', {'url': '/courses'})
+
+Every event has exactly four keys: ``name``, ``timestamp`` (a timezone-aware UTC
+datetime), ``context`` (the merged contexts) and ``data``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+from eventtracking._contextstack import ContextStack
+from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters, FastCounter, merge_into
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.locator import DefaultContextLocator
+from eventtracking.typing import Event
+
+__all__ = [
+    "DEFAULT_TRACKER_NAME",
+    "TRACKERS",
+    "UNKNOWN_EVENT_TYPE",
+    "Tracker",
+    "emit",
+    "get_tracker",
+    "register_tracker",
+    "stats",
+]
+
+LOG = logging.getLogger(__name__)
+
+UNKNOWN_EVENT_TYPE = "unknown"
+DEFAULT_TRACKER_NAME = "default"
+
+#: Registered trackers by name.
+TRACKERS: dict[str, Tracker] = {}
+
+UTC = timezone.utc
+
+_anonymous_ids = itertools.count(1)
+
+
+class Tracker:
+    """Emit events through a routing backend, enriched with the located contexts.
+
+    ``backends`` maps names to backends, ``processors`` is a sequence of callables run
+    on every event before delivery, and ``context_locator`` decides which code shares a
+    context stack (:class:`~eventtracking.locator.DefaultContextLocator` unless given).
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, Any] | None = None,
+        context_locator: Any = None,
+        processors: Iterable[Callable[[Event], Any]] | None = None,
+    ) -> None:
+        self.routing_backend = RoutingBackend(backends=backends, processors=processors)
+        self.context_locator = context_locator or DefaultContextLocator()
+        #: Called with each event before routing when set; see :mod:`eventtracking.metadata`.
+        self.validator: Callable[[Event], Any] | None = None
+        self._emitted = FastCounter()
+        self._counters = Counters(groups=("dropped", "failed"))
+        self._log = RateLimitedLogger(LOG)
+        self._closed = False
+
+    # -- contexts ---------------------------------------------------------------------
+
+    @property
+    def context_locator(self) -> Any:
+        """The locator that stores this tracker's context stack."""
+        return self._locator
+
+    @context_locator.setter
+    def context_locator(self, locator: Any) -> None:
+        self._locator = locator
+        # Locators shipped here store an immutable ContextStack. A 4.x-style locator
+        # only offers get(), returning a mapping that is edited in place.
+        get_stack = getattr(locator, "get_stack", None)
+        set_stack = getattr(locator, "set_stack", None)
+        if callable(get_stack) and callable(set_stack):
+            self._get_stack: Callable[[], ContextStack] | None = get_stack
+            self._set_stack: Callable[[ContextStack], None] | None = set_stack
+        else:
+            self._get_stack = self._set_stack = None
+
+    @property
+    def located_context(self) -> MutableMapping[str, Any]:
+        """The entered contexts as an ordered mapping of name -> context, outermost first."""
+        return self._locator.get()
+
+    def enter_context(self, name: str, ctx: Mapping[str, Any]) -> None:
+        """Enter ``ctx`` under ``name``; its keys are merged into every later event.
+
+        The context is copied (one level deep) when entered, so later changes to the
+        caller's dict do not show. Entering a name that is already entered makes it the
+        innermost context, so its keys win; leaving it uncovers the previous one.
+        Raises TypeError when ``ctx`` is not a mapping.
+        """
+        if not isinstance(ctx, Mapping):
+            msg = (
+                f"Context {name!r} must be a mapping of keys to values, got "
+                f"{type(ctx).__name__}: {ctx!r}"
+            )
+            raise TypeError(msg)
+        if self._get_stack is not None and self._set_stack is not None:
+            self._set_stack(self._get_stack().push(name, dict(ctx)))
+            return
+        located = self._locator.get()
+        located.pop(name, None)
+        located[name] = ctx
+
+    def exit_context(self, name: str) -> None:
+        """Leave the innermost context called ``name``; KeyError when none is entered."""
+        if self._get_stack is not None and self._set_stack is not None:
+            self._set_stack(self._get_stack().pop(name))
+            return
+        del self._locator.get()[name]
+
+    def context(
+        self, name: str | Mapping[str, Any], ctx: Mapping[str, Any] | None = None
+    ) -> _EnteredContext:
+        """Return a context manager that enters a context for the duration of a block.
+
+        Call it as ``context(name, ctx)``, or as ``context(ctx)`` for an anonymous
+        context that nothing else can leave by name.
+        """
+        if ctx is None and isinstance(name, Mapping):
+            return _EnteredContext(self, f"<anonymous {next(_anonymous_ids)}>", name)
+        if ctx is None:
+            msg = (
+                f"context({name!r}) needs a context mapping: call context(name, ctx) or "
+                "context(ctx)."
+            )
+            raise TypeError(msg)
+        return _EnteredContext(self, name, ctx)  # type: ignore[arg-type]
+
+    def resolve_context(self) -> dict[str, Any]:
+        """Return a new dict of every entered context merged, inner keys winning."""
+        if self._get_stack is not None:
+            return dict(self._get_stack().merged())
+        merged: dict[str, Any] = {}
+        for ctx in self._locator.get().values():
+            merged.update(ctx)
+        return merged
+
+    # -- emitting ---------------------------------------------------------------------
+
+    def emit(self, name: str | None = None, data: Any = None) -> None:
+        """Build an event and deliver it; never raises into the caller.
+
+        The event is ``{'name', 'timestamp', 'context', 'data'}``: a missing name
+        becomes ``'unknown'`` and missing data ``{}``. Failures are logged at a limited
+        rate and counted in :meth:`stats`. The one exception is a validator in
+        ``strict`` mode, whose error is meant to reach the caller.
+        """
+        try:
+            # `data if data else {}`, tolerating data whose truth value raises.
+            # contextlib.suppress would cost a context manager on every emit.
+            try:  # noqa: SIM105
+                data = data if data else {}
+            except Exception:
+                pass
+            get_stack = self._get_stack
+            if get_stack is not None:
+                stack = get_stack()
+                merged = stack._merged
+                context = dict(merged if merged is not None else stack.merged())
+            else:
+                context = self.resolve_context()
+            event = {
+                "name": name or UNKNOWN_EVENT_TYPE,
+                "timestamp": datetime.now(UTC),
+                "context": context,
+                "data": data,
+            }
+        except Exception:
+            self._counters.incr("failed", "emit")
+            self._log.error("emit", "Could not build event %r", name, exc_info=True)
+            return
+        self._emitted.incr()
+        validator = self.validator
+        if validator is not None:
+            # A strict validator raises here, on purpose, into the caller.
+            event = validator(event) or event
+        try:
+            self.routing_backend.send(event)
+        except Exception:
+            self._counters.incr("failed", "routing")
+            self._log.error("routing", "Could not route event %r", name, exc_info=True)
+
+    # -- backends and processors ------------------------------------------------------
+
+    @property
+    def backends(self) -> MutableMapping[str, Any]:
+        """The backends by name, in registration order (sorted at construction)."""
+        return self.routing_backend.backends
+
+    @property
+    def processors(self) -> list[Callable[[Event], Any]]:
+        """The processors, in the order they run."""
+        return self.routing_backend.processors
+
+    def get_backend(self, name: str) -> Any:
+        """Return the backend registered as ``name``; KeyError when there is none."""
+        return self.backends[name]
+
+    # -- delivery ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Ask every buffering backend to deliver what it holds, within ``timeout`` seconds.
+
+        Returns True when every backend reports that everything accepted so far is
+        delivered.
+        """
+        return self.routing_backend.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and close every backend within ``timeout`` seconds. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = deadline_for(timeout)
+        self.routing_backend.close(remaining(deadline))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for this tracker and everything below it.
+
+        ``emitted`` counts events built; ``dropped`` counts events not delivered by
+        reason; ``failed`` counts errors by where they happened; ``backends`` holds each
+        backend's own ``stats()``.
+        """
+        routing = self.routing_backend.stats()
+        result: dict[str, Any] = {"emitted": self._emitted.value, "dropped": {}, "failed": {}}
+        merge_into(result, self._counters.snapshot())
+        merge_into(result, {key: routing.get(key, {}) for key in ("dropped", "failed")})
+        result["backends"] = routing["backends"]
+        return result
+
+
+class _EnteredContext:
+    """The context manager returned by :meth:`Tracker.context`; also usable as a decorator."""
+
+    __slots__ = ("ctx", "name", "tracker")
+
+    def __init__(self, tracker: Tracker, name: str, ctx: Mapping[str, Any]) -> None:
+        self.tracker = tracker
+        self.name = name
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        self.tracker.enter_context(self.name, self.ctx)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.tracker.exit_context(self.name)
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Use the context as a decorator: it is entered for every call of ``func``."""
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _EnteredContext(self.tracker, self.name, self.ctx):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+# -- the registry of trackers ---------------------------------------------------------
+
+_MODULE_COUNTERS = Counters(groups=("dropped",))
+_warned_lock = threading.Lock()
+_warned_no_tracker = False
+
+
+def register_tracker(tracker: Tracker, name: str = DEFAULT_TRACKER_NAME) -> None:
+    """Make ``tracker`` available as ``get_tracker(name)``, replacing any previous one."""
+    TRACKERS[name] = tracker
+
+
+def get_tracker(name: str = DEFAULT_TRACKER_NAME) -> Tracker:
+    """Return the tracker registered as ``name``; KeyError when there is none."""
+    return TRACKERS[name]
+
+
+def emit(name: str | None = None, data: Any = None) -> None:
+    """Emit through the default tracker.
+
+    With no default tracker registered, the event is dropped: the first time is logged
+    at WARNING, and every time is counted in :func:`stats` as ``no_tracker``.
+    """
+    try:
+        tracker = TRACKERS[DEFAULT_TRACKER_NAME]
+    except KeyError:
+        _drop_without_tracker(name)
+        return
+    tracker.emit(name, data)
+
+
+def _drop_without_tracker(name: str | None) -> None:
+    global _warned_no_tracker
+    _MODULE_COUNTERS.incr("dropped", "no_tracker")
+    with _warned_lock:
+        first = not _warned_no_tracker
+        _warned_no_tracker = True
+    if first:
+        LOG.warning(
+            "Event %r dropped: no tracker is registered as %r. Call "
+            "eventtracking.tracker.register_tracker() at start-up (the Django app does it "
+            "when EVENT_TRACKING_ENABLED is true). Further drops are only counted.",
+            name,
+            DEFAULT_TRACKER_NAME,
+        )
+
+
+def stats() -> dict[str, Any]:
+    """Counters of the module-level :func:`emit`: events dropped for want of a tracker."""
+    return _MODULE_COUNTERS.snapshot()

@@ -1,0 +1,62 @@
+"""Type aliases and the protocols that backends and processors implement.
+
+Only :meth:`Backend.send` is required. The delivery methods are optional: the tracker
+calls each one on every backend that has it, through nested routing backends too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+#: An event as it travels through processors and backends: the four keys ``name``,
+#: ``timestamp``, ``context`` and ``data``.
+Event = dict[str, Any]
+
+#: A named context, merged into every event emitted while it is entered.
+Context = Mapping[str, Any]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything with a ``send(event)`` method can receive events.
+
+    Set a class attribute ``mutates_events = False`` to promise that :meth:`send` never
+    changes the event or anything inside it. The router then hands the same object to
+    every such backend instead of giving each its own copy. A backend without the
+    attribute is assumed to mutate events.
+    """
+
+    def send(self, event: Event) -> None:
+        """Deliver one event. Exceptions are logged and counted by the router."""
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    """A backend that can take many events in one call."""
+
+    def send_batch(self, events: Iterable[Event]) -> None:
+        """Deliver several events at once, in order."""
+
+
+@runtime_checkable
+class FlushableBackend(Backend, Protocol):
+    """A backend that buffers events and can be asked to deliver them now."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what was accepted so far; True when all of it is delivered in time."""
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then release resources. Calling it twice is harmless."""
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """A callable that may return a replacement event, or None to keep the event.
+
+    Raising :class:`~eventtracking.processors.exceptions.EventEmissionExit` drops the
+    event. ``mutates_events = False`` has the same meaning as on :class:`Backend`.
+    """
+
+    def __call__(self, event: Event) -> Event | None:
+        """Inspect, change or replace the event."""

@@ -1,0 +1,80 @@
+"""The README's example runs as written and prints what the README shows."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_json_lines() -> list[dict]:
+    text = (ROOT / "README.rst").read_text()
+    block = text.split(".. code-block:: json", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line.strip() == "":
+            if lines:
+                break
+            continue
+        if not line.startswith("    "):
+            break
+        lines.append(json.loads(line))
+    return lines
+
+
+def _run_example() -> list[dict]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "readme_example.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _without_timestamp(event: dict) -> dict:
+    return {key: value for key, value in event.items() if key != "timestamp"}
+
+
+def test_readme_example_prints_the_events_the_readme_shows():
+    """Running the example prints the README's three events, timestamps aside."""
+    shown = _readme_json_lines()
+    printed = _run_example()
+    assert len(shown) == 3
+    assert [_without_timestamp(e) for e in printed] == [_without_timestamp(e) for e in shown]
+
+
+def test_readme_example_stamps_each_event_with_the_current_utc_time():
+    """Each printed timestamp is an ISO 8601 UTC time taken while the example ran."""
+    before = datetime.now().astimezone()
+    printed = _run_example()
+    after = datetime.now().astimezone()
+    for event in printed:
+        assert re.search(r"\+00:00$", event["timestamp"])
+        stamp = datetime.fromisoformat(event["timestamp"])
+        assert before - timedelta(seconds=1) <= stamp <= after
+    stamps = [datetime.fromisoformat(e["timestamp"]) for e in printed]
+    assert stamps == sorted(stamps)
+
+
+def test_readme_example_code_matches_the_example_script():
+    """The code in the README is the code the example script runs, line for line."""
+    text = (ROOT / "README.rst").read_text()
+    block = text.split(".. code-block:: python", 1)[1].split("\n\n", 1)[1]
+    readme_code = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        readme_code.append(line[4:])
+    readme_lines = [line for line in readme_code if line.strip()]
+    script = (ROOT / "examples" / "readme_example.py").read_text()
+    body = script.split("from eventtracking import tracker\n", 1)[1]
+    script_lines = [line[4:] for line in body.splitlines() if line.strip()]
+    assert readme_lines[0] == "from eventtracking import tracker"
+    assert script_lines[: len(readme_lines) - 1] == readme_lines[1:]

@@ -137,6 +137,15 @@ def build_contextvar(_setup: dict[str, Any]) -> NullWorkload:
     return NullWorkload(context_locator=ContextVarLocator())
 
 
+def _discarding_logger() -> tuple[logging.Logger, DiscardingHandler]:
+    handler = DiscardingHandler()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger, handler
+
+
 class LoggerWorkload:
     """LoggerBackend encoding each event as JSON into a handler that discards it."""
 
@@ -144,11 +153,7 @@ class LoggerWorkload:
         from eventtracking.backends.logger import LoggerBackend
         from eventtracking.tracker import Tracker
 
-        self.handler = DiscardingHandler()
-        self.logger = logging.getLogger(LOGGER_NAME)
-        self.logger.handlers[:] = [self.handler]
-        self.logger.setLevel(logging.INFO)
-        self.logger.propagate = False
+        self.logger, self.handler = _discarding_logger()
         # Default size limit: the event is well under 1 KB, which check() confirms by
         # counting the records that reached the handler.
         self.tracker = Tracker(backends={"logger": LoggerBackend(name=LOGGER_NAME)})
@@ -160,16 +165,20 @@ class LoggerWorkload:
             emit(NAME, DATA)
 
     def check(self, expected: int) -> dict[str, Any]:
-        _expect("logger handler", self.handler.count, expected)
-        event = json.loads(self.handler.last)
-        stamp = datetime.fromisoformat(event["timestamp"])
-        if stamp.utcoffset() != timezone.utc.utcoffset(None):
-            msg = f"logged timestamp {event['timestamp']!r} is not UTC"
-            raise AssertionError(msg)
-        return fingerprint(event)
+        return _check_logged(self.handler, expected)
 
     def close(self) -> None:
         self.logger.removeHandler(self.handler)
+
+
+def _check_logged(handler: DiscardingHandler, expected: int) -> dict[str, Any]:
+    _expect("logger handler", handler.count, expected)
+    event = json.loads(handler.last)
+    stamp = datetime.fromisoformat(event["timestamp"])
+    if stamp.utcoffset() != timezone.utc.utcoffset(None):
+        msg = f"logged timestamp {event['timestamp']!r} is not UTC"
+        raise AssertionError(msg)
+    return fingerprint(event)
 
 
 class NestedWorkload:
@@ -224,6 +233,35 @@ class FloorWorkload:
         return fingerprint(self.backend.last)
 
 
+class LoggingOnlyWorkload:
+    """No library, no encoding: log one pre-encoded event line through the handler.
+
+    Both packages pay this ``logging`` cost on top of building and encoding the event,
+    so it bounds the ratio a logger backend can reach: at best peer / this.
+    """
+
+    def __init__(self) -> None:
+        self.logger, self.handler = _discarding_logger()
+        event = {
+            "name": NAME,
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "context": {**APP, **REQUEST, **USER},
+            "data": DATA,
+        }
+        self.line = json.dumps(event)
+
+    def run(self, n: int) -> None:
+        info, line = self.logger.info, self.line
+        for _ in range(n):
+            info(line)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        return _check_logged(self.handler, expected)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
+
+
 def build_logger(_setup: dict[str, Any]) -> LoggerWorkload:
     return LoggerWorkload()
 
@@ -234,6 +272,10 @@ def build_nested(_setup: dict[str, Any]) -> NestedWorkload:
 
 def build_floor(_setup: dict[str, Any]) -> FloorWorkload:
     return FloorWorkload()
+
+
+def build_logging_only(_setup: dict[str, Any]) -> LoggingOnlyWorkload:
+    return LoggingOnlyWorkload()
 
 
 SUITE = Suite(
@@ -281,6 +323,13 @@ SUITE = Suite(
             build_floor,
             sides=("ours",),
             description="the work any emit must do, written inline",
+        ),
+        Entry(
+            "logging-only",
+            "floor: logger.info(encoded line) alone",
+            build_logging_only,
+            sides=("ours",),
+            description="the logging cost a JSON logger backend pays besides encoding",
         ),
     ],
 )

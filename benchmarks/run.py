@@ -31,7 +31,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SIDES = ("ours", "peer")
-REPEAT = 5
+REPEAT = 7
 SETUP_TIMEOUT = 120.0
 RUN_TIMEOUT = 600.0
 

@@ -25,8 +25,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# Extra options for run.py, e.g. make bench BENCH_ARGS="--suite core --quick".
 bench: $(VENV)/.installed $(PEER_VENV)/.installed
-	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python
+	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html

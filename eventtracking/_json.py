@@ -12,11 +12,14 @@ The rules, shared by every backend that writes JSON:
   base64 encoding;
 * a float that is NaN or infinite -> the string ``"NaN"``, ``"Infinity"`` or
   ``"-Infinity"`` (bare ``NaN`` is not JSON);
+* an int too long for Python to write in decimal (see
+  :func:`sys.set_int_max_str_digits`) -> its exact hexadecimal string, ``"0x..."``;
 * a key that is not a str, int, float, bool or None -> its ``repr``;
 * a reference cycle -> the string ``"<cycle>"``; nesting deeper than
   :data:`MAX_DEPTH` -> ``"<too deep>"``;
-* any other object -> its ``repr``, with a warning (rate-limited) and a count; an object
-  whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
+* any other object, or one of the above whose conversion raises (a ``__fspath__`` or a
+  set item's ``__lt__`` that fails) -> its ``repr``, with a warning (rate-limited) and a
+  count; an object whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
 
 The fast path is the standard library's C encoder; only an event that trips it (NaN, a
 cycle, an odd key, extreme depth) takes the slower path that cleans it first.
@@ -50,13 +53,18 @@ MAX_DEPTH = 100
 
 _UTC = datetime.timezone.utc
 _KEY_TYPES = (str, int, float, bool, type(None))
+# Ints this short are below the smallest digit limit Python allows (640 digits), so
+# they always convert to decimal; only longer ones need checking.
+_SAFE_INT_BITS = 2000
 
 
 def encode_known(obj: Any) -> Any:
     """Return a JSON-ready stand-in for ``obj``, or raise TypeError for unknown types."""
     if isinstance(obj, datetime.datetime):
-        naive = obj.tzinfo is None
-        return (obj.replace(tzinfo=_UTC) if naive else obj.astimezone(_UTC)).isoformat()
+        tzinfo = obj.tzinfo
+        if tzinfo is not _UTC:
+            obj = obj.replace(tzinfo=_UTC) if tzinfo is None else obj.astimezone(_UTC)
+        return obj.isoformat()
     if isinstance(obj, (datetime.date, datetime.time)):
         return obj.isoformat()
     if isinstance(obj, datetime.timedelta):
@@ -70,7 +78,8 @@ def encode_known(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         try:
             return sorted(obj)
-        except TypeError:
+        except Exception:
+            # Items that cannot be ordered, or whose comparison itself fails.
             return list(obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         raw = bytes(obj)
@@ -96,7 +105,9 @@ def encode_any(obj: Any) -> Any:
     """Like :func:`encode_known`, but falls back to the repr instead of raising."""
     try:
         return encode_known(obj)
-    except TypeError:
+    except Exception:
+        # TypeError for unknown types; anything else from a known type's own
+        # conversion (a failing __fspath__, say) must not lose the event either.
         pass
     JSON_STATS.incr("repr_fallback")
     kind = type(obj).__qualname__
@@ -114,6 +125,12 @@ _FAST = json.JSONEncoder(default=encode_any, allow_nan=False)
 def dumps(event: Any) -> str:
     """Serialise ``event`` to a JSON string; never raises, never writes invalid JSON."""
     try:
+        if type(event) is dict:
+            # Every event carries a UTC timestamp; converting it here spares the
+            # encoder a call back into Python, the largest single cost of a line.
+            stamp = event.get("timestamp")
+            if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
+                event = {**event, "timestamp": stamp.isoformat()}
         return _FAST.encode(event)
     except (ValueError, TypeError, RecursionError):
         JSON_STATS.incr("cleaned")
@@ -126,7 +143,11 @@ def clean(value: Any) -> Any:
 
 
 def _clean(value: Any, depth: int, active: set[int]) -> Any:
-    if isinstance(value, str) or value is None or isinstance(value, (bool, int)):
+    if isinstance(value, int):
+        if value.bit_length() > _SAFE_INT_BITS:
+            return _huge_int(value)
+        return value
+    if isinstance(value, str) or value is None:
         return value
     if isinstance(value, float):
         if math.isfinite(value):
@@ -154,6 +175,15 @@ def _clean(value: Any, depth: int, active: set[int]) -> Any:
     if replacement is value or isinstance(replacement, str):
         return replacement
     return _clean(replacement, depth + 1, active)
+
+
+def _huge_int(value: int) -> Any:
+    """``value`` itself when Python may write it in decimal, else its exact hex string."""
+    try:
+        int.__repr__(value)
+    except ValueError:
+        return hex(value)
+    return value
 
 
 def _clean_key(key: Any) -> Any:

@@ -40,10 +40,23 @@ class NameWhitelistProcessor:
     def __call__(self, event: Event | list[Event]) -> Event | list[Event]:
         """Return the event (or the allowed events of a list); raise EventEmissionExit to drop."""
         if isinstance(event, list):
-            return [item for item in event if item["name"] in self.whitelist]
-        if event["name"] not in self.whitelist:
+            return [item for item in event if self._allowed(item["name"])]
+        # Inlined rather than calling _allowed(): this runs on every emit.
+        try:
+            allowed = event["name"] in self.whitelist
+        except TypeError:
+            allowed = False
+        if not allowed:
             raise EventEmissionExit
         return event
+
+    def _allowed(self, name: Any) -> bool:
+        try:
+            return name in self.whitelist
+        except TypeError:
+            # An unhashable name is on no list. Raising would let the router log the
+            # error and deliver the event anyway: the filter would fail open.
+            return False
 
     def __repr__(self) -> str:
         return f"NameWhitelistProcessor(whitelist={sorted(self.whitelist)!r})"

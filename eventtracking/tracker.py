@@ -122,7 +122,7 @@ class Tracker:
             return
         located = self._locator.get()
         located.pop(name, None)
-        located[name] = ctx
+        located[name] = dict(ctx)
 
     def exit_context(self, name: str) -> None:
         """Leave the innermost context called ``name``; KeyError when none is entered."""

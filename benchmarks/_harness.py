@@ -138,10 +138,17 @@ class Suite:
         if self.setup is None:
             print(f"suite {self.name!r} has no setup step", file=sys.stderr)
             return 2
-        with self.setup() as info:
-            _print(info)
-            # run.py closes our stdin when every run of the suite is over.
-            sys.stdin.read()
+        # run.py reads the first stdout line as the setup data: anything the setup
+        # code prints (server banners) goes to stderr instead.
+        real_stdout, sys.stdout = sys.stdout, sys.stderr
+        try:
+            with self.setup() as info:
+                real_stdout.write(json.dumps(info, sort_keys=True) + "\n")
+                real_stdout.flush()
+                # run.py closes our stdin when every run of the suite is over.
+                sys.stdin.read()
+        finally:
+            sys.stdout = real_stdout
         return 0
 
     def _run(self, args: argparse.Namespace) -> int:

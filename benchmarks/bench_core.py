@@ -132,7 +132,7 @@ def build_whitelist(_setup: dict[str, Any]) -> NullWorkload:
 
 
 def build_contextvar(_setup: dict[str, Any]) -> NullWorkload:
-    from eventtracking.locator import ContextVarLocator  # type: ignore[attr-defined]
+    from eventtracking.locator import ContextVarLocator
 
     return NullWorkload(context_locator=ContextVarLocator())
 
@@ -217,7 +217,7 @@ class FloorWorkload:
 
     def __init__(self) -> None:
         self.backend = NullBackend()
-        self.contexts = {"app": APP, "request": REQUEST, "user": USER}
+        self.contexts: dict[str, dict[str, Any]] = {"app": APP, "request": REQUEST, "user": USER}
 
     def run(self, n: int) -> None:
         contexts, send, utc, now = self.contexts, self.backend.send, timezone.utc, datetime.now

@@ -49,12 +49,12 @@ class Row:
     error: str = ""
 
     def figure(self, side: str) -> float | None:
-        runs = self.runs[side]
-        return statistics.median(r["best_us"] for r in runs) if runs else None
+        values: list[float] = [r["best_us"] for r in self.runs[side]]
+        return statistics.median(values) if values else None
 
     def spread(self, side: str) -> float | None:
         """Relative range of the per-run figures: how noisy this figure was."""
-        values = [r["best_us"] for r in self.runs[side]]
+        values: list[float] = [r["best_us"] for r in self.runs[side]]
         if len(values) < 2:
             return None
         return (max(values) - min(values)) / statistics.median(values)
@@ -161,8 +161,9 @@ def _setup(script: Path, python: str, *, enabled: bool) -> Iterator[dict[str, An
         env=_clean_env(),
     )
     assert proc.stdin is not None and proc.stdout is not None
+    stdout = proc.stdout
     line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(SETUP_TIMEOUT)
     try:
@@ -235,9 +236,7 @@ def print_table(
             f"{sample['iterations']:,} events{note}"
         )
     headers = ("scenario", "ours us/ev", f"{peer_label} us/ev", "x faster", "goal", "status")
-    table = [headers]
-    for row in rows:
-        table.append(_cells(row))
+    table: list[tuple[str, ...]] = [headers, *(_cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     for n, line in enumerate(table):
         cells = [line[0].ljust(widths[0])]

@@ -1,0 +1,211 @@
+"""Tests for eventtracking.locator: which threads and asyncio tasks share a context stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pytest
+
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.locator import (
+    ContextVarLocator,
+    DefaultContextLocator,
+    ThreadLocalContextLocator,
+)
+from eventtracking.tracker import Tracker
+
+LOCATORS = [DefaultContextLocator, ThreadLocalContextLocator, ContextVarLocator]
+ISOLATING = [ThreadLocalContextLocator, ContextVarLocator]
+WAIT = 10.0
+
+
+def make_tracker(locator: Any) -> tuple[Tracker, InMemoryBackend]:
+    memory = InMemoryBackend()
+    return Tracker({"memory": memory}, context_locator=locator), memory
+
+
+def run_threads(count: int, target: Any) -> None:
+    """Start ``count`` threads running target(index), join them and re-raise any failure."""
+    errors: list[BaseException] = []
+
+    def wrapped(index: int) -> None:
+        try:
+            target(index)
+        except BaseException as exc:  # re-raised in the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_get_returns_an_ordered_snapshot(locator_cls: type) -> None:
+    """get() returns a new OrderedDict of name -> context; editing it does not change the stack."""
+    locator = locator_cls()
+    t, memory = make_tracker(locator)
+    t.enter_context("a", {"x": 1})
+    t.enter_context("b", {"y": 2})
+    view = locator.get()
+    assert isinstance(view, OrderedDict)
+    assert list(view.items()) == [("a", {"x": 1}), ("b", {"y": 2})]
+    view["c"] = {"z": 3}
+    del view["a"]
+    t.emit("e")
+    assert memory.events[0]["context"] == {"x": 1, "y": 2}
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_entering_sets_a_new_stack_and_never_changes_the_old_one(locator_cls: type) -> None:
+    """The stored value is immutable: a stack read before an enter is unchanged after it."""
+    locator = locator_cls()
+    t, _ = make_tracker(locator)
+    t.enter_context("a", {"x": 1})
+    before = locator.get_stack()
+    t.enter_context("b", {"y": 2})
+    t.exit_context("a")
+    assert before.frames == (("a", {"x": 1}),)
+    assert locator.get_stack() is not before
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_two_trackers_do_not_share_contexts(locator_cls: type) -> None:
+    """Each locator instance has its own stack: two trackers never see each other's contexts."""
+    first, first_memory = make_tracker(locator_cls())
+    second, second_memory = make_tracker(locator_cls())
+    first.enter_context("a", {"who": "first"})
+    second.emit("x")
+    first.emit("y")
+    assert second_memory.events[0]["context"] == {}
+    assert first_memory.events[0]["context"] == {"who": "first"}
+
+
+@pytest.mark.parametrize("locator_cls", ISOLATING)
+def test_threads_do_not_see_each_others_contexts(locator_cls: type) -> None:
+    """With thread-isolating locators, contexts entered concurrently stay in their thread."""
+    t, memory = make_tracker(locator_cls())
+    count = 8
+    entered = threading.Barrier(count, timeout=WAIT)
+    emitted = threading.Barrier(count, timeout=WAIT)
+
+    def work(index: int) -> None:
+        with t.context("thread", {"thread": index}), t.context(f"only{index}", {f"k{index}": 1}):
+            entered.wait()  # every thread has entered before any emits
+            t.emit("e", {"index": index})
+            emitted.wait()  # nobody leaves before everyone emitted
+
+    t.enter_context("main", {"main": True})
+    run_threads(count, work)
+    assert len(memory.events) == count
+    for event in memory.events:
+        index = event["data"]["index"]
+        assert event["context"] == {"thread": index, f"k{index}": 1}
+    assert t.resolve_context() == {"main": True}
+
+
+def test_default_locator_shares_one_stack_between_threads() -> None:
+    """DefaultContextLocator: a thread sees the contexts entered elsewhere, and vice versa."""
+    t, memory = make_tracker(DefaultContextLocator())
+    t.enter_context("main", {"main": True})
+
+    def work(index: int) -> None:
+        t.emit("from.thread")
+        t.enter_context("thread", {"thread": index})
+
+    run_threads(1, work)
+    assert memory.events[0]["context"] == {"main": True}
+    assert t.resolve_context() == {"main": True, "thread": 0}
+
+
+def test_context_var_thread_started_in_a_copied_context_inherits_it() -> None:
+    """A thread run in a copy of the current context starts with its contexts, and its
+    own changes stay in the thread."""
+    t, memory = make_tracker(ContextVarLocator())
+    t.enter_context("request", {"request_id": "r1"})
+    ctx = contextvars.copy_context()
+
+    def work(index: int) -> None:
+        def inner() -> None:
+            t.enter_context("thread", {"thread": index})
+            t.emit("from.thread")
+
+        ctx.run(inner)
+
+    run_threads(1, work)
+    assert memory.events[0]["context"] == {"request_id": "r1", "thread": 0}
+    assert t.resolve_context() == {"request_id": "r1"}
+
+
+def test_asyncio_tasks_only_see_their_own_contexts() -> None:
+    """ContextVarLocator: many interleaved asyncio tasks each emit with only their contexts."""
+    t, memory = make_tracker(ContextVarLocator())
+    count = 50
+
+    async def task(index: int) -> None:
+        with t.context("request", {"request_id": index}):
+            await asyncio.sleep(0)
+            with t.context(f"step{index}", {f"step{index}": index}):
+                await asyncio.sleep(0)
+                t.emit("inner", {"index": index})
+            await asyncio.sleep(0)
+            t.emit("outer", {"index": index})
+
+    async def main() -> None:
+        await asyncio.gather(*(task(i) for i in range(count)))
+
+    asyncio.run(main())
+    assert len(memory.events) == 2 * count
+    for event in memory.events:
+        index = event["data"]["index"]
+        expected = {"request_id": index}
+        if event["name"] == "inner":
+            expected[f"step{index}"] = index
+        assert event["context"] == expected
+    assert t.resolve_context() == {}
+
+
+def test_asyncio_child_task_starts_from_its_parent_and_does_not_leak_back() -> None:
+    """A task created inside a context starts with it; what the task enters or leaves
+    never reaches the parent."""
+    t, memory = make_tracker(ContextVarLocator())
+
+    async def child() -> None:
+        t.emit("child.start")
+        t.enter_context("child", {"child": True})
+        t.exit_context("request")
+        t.emit("child.end")
+
+    async def main() -> None:
+        with t.context("request", {"request_id": 1}):
+            await asyncio.create_task(child())
+            t.emit("parent")
+
+    asyncio.run(main())
+    contexts = {event["name"]: event["context"] for event in memory.events}
+    assert contexts == {
+        "child.start": {"request_id": 1},
+        "child.end": {"child": True},
+        "parent": {"request_id": 1},
+    }
+
+
+def test_thread_local_locator_under_asyncio_keeps_the_thread_stack() -> None:
+    """ThreadLocalContextLocator keeps one stack per thread: a context entered in the
+    thread before asyncio.run is seen inside tasks on it."""
+    t, memory = make_tracker(ThreadLocalContextLocator())
+    t.enter_context("process", {"pid": 1})
+
+    async def main() -> None:
+        t.emit("in.task")
+
+    asyncio.run(main())
+    assert memory.events[0]["context"] == {"pid": 1}

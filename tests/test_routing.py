@@ -1,0 +1,541 @@
+"""Tests for eventtracking.backends.routing: processors, backends, copying and trees."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import pytest
+
+from eventtracking import _copy
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking.backends.logger import LoggerBackend
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.processors.exceptions import (
+    EventEmissionExit,
+    NoBackendEnabled,
+    NoTransformerImplemented,
+)
+from eventtracking.processors.regex_filter import RegexFilter
+from eventtracking.processors.whitelist import NameWhitelistProcessor
+from eventtracking.tracker import Tracker
+
+ROUTING_LOG = "eventtracking.backends.routing"
+
+
+class Keeping:
+    """Keeps the very objects it is sent, and promises not to change them."""
+
+    mutates_events = False
+
+    def __init__(self, log: list[str] | None = None, label: str = "") -> None:
+        self.received: list[Any] = []
+        self.log = log
+        self.label = label
+
+    def send(self, event: Any) -> None:
+        self.received.append(event)
+        if self.log is not None:
+            self.log.append(self.label)
+
+
+class Mutating:
+    """A 4.x-style backend: adds ``_id`` and edits nested data of the event it gets."""
+
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+
+    def send(self, event: Any) -> None:
+        event["_id"] = len(self.received)
+        event["data"]["nested"]["value"] = "changed by backend"
+        event["data"]["nested"]["list"].append("backend")
+        event["context"]["added"] = True
+        self.received.append(event)
+
+
+class Raising:
+    """A backend that raises the given exception on every send."""
+
+    mutates_events = False
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def send(self, event: Any) -> None:
+        raise self.exc
+
+
+def sample_data() -> dict[str, Any]:
+    return {"nested": {"value": "original", "list": [1, 2]}, "top": 1}
+
+
+def make_event(data: Any = None) -> dict[str, Any]:
+    return {"name": "e", "timestamp": None, "context": {"c": 1}, "data": data or sample_data()}
+
+
+# -- registration -----------------------------------------------------------------------
+
+
+def test_backends_are_registered_in_sorted_name_order() -> None:
+    """Backends given to the constructor are kept, and sent to, in sorted name order."""
+    order: list[str] = []
+    names = ["charlie", "alpha", "bravo"]
+    router = RoutingBackend({name: Keeping(order, name) for name in names})
+    assert list(router.backends) == sorted(names)
+    router.send(make_event())
+    assert order == sorted(names)
+
+
+@pytest.mark.parametrize("backend", [object(), type("NoCall", (), {"send": 5})()])
+def test_register_backend_without_callable_send_raises(backend: Any) -> None:
+    """register_backend raises ValueError naming the backend when send is not callable."""
+    router = RoutingBackend()
+    with pytest.raises(ValueError, match="'bad'"):
+        router.register_backend("bad", backend)
+    with pytest.raises(ValueError, match="send"):
+        RoutingBackend({"bad": backend})
+    assert router.backends == {}
+
+
+@pytest.mark.parametrize("processor", [None, 5, "name", {"a": 1}])
+def test_register_processor_not_callable_raises(processor: Any) -> None:
+    """register_processor raises ValueError for anything that is not callable."""
+    router = RoutingBackend()
+    with pytest.raises(ValueError, match="not callable"):
+        router.register_processor(processor)
+    with pytest.raises(ValueError):
+        RoutingBackend(processors=[processor])
+    assert router.processors == []
+
+
+def test_backend_registered_later_receives_events() -> None:
+    """register_backend after construction adds a backend that receives later events."""
+    router = RoutingBackend({"first": Keeping()})
+    late = Keeping()
+    router.register_backend("late", late)
+    router.send(make_event())
+    assert len(late.received) == 1
+
+
+# -- processors -------------------------------------------------------------------------
+
+
+def appender(label: str, calls: list[str]) -> Any:
+    """A processor that records its call and returns a new event with label appended."""
+
+    def processor(event: Any) -> Any:
+        calls.append(label)
+        trail = [*event["data"].get("trail", []), label]
+        return {**event, "data": {**event["data"], "trail": trail}}
+
+    processor.mutates_events = False  # type: ignore[attr-defined]
+    return processor
+
+
+def test_processors_run_in_order_and_replacements_chain() -> None:
+    """Processors run in order; each non-None return replaces the event for the next."""
+    calls: list[str] = []
+    keeping = Keeping()
+    router = RoutingBackend(
+        {"keep": keeping}, processors=[appender(label, calls) for label in ("p1", "p2", "p3")]
+    )
+    router.send(make_event({"x": 1}))
+    assert calls == ["p1", "p2", "p3"]
+    assert keeping.received[0]["data"] == {"x": 1, "trail": ["p1", "p2", "p3"]}
+
+
+def test_processor_returning_none_keeps_the_event() -> None:
+    """A processor that returns None leaves the event as it was."""
+    keeping = Keeping()
+    seen: list[Any] = []
+
+    def observe(event: Any) -> None:
+        seen.append(event)
+
+    observe.mutates_events = False  # type: ignore[attr-defined]
+    router = RoutingBackend({"keep": keeping}, processors=[observe])
+    event = make_event()
+    router.send(event)
+    assert keeping.received == [event]
+    assert seen[0] is keeping.received[0]
+
+
+def test_event_emission_exit_drops_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+    """EventEmissionExit stops the chain: no later processor or backend sees the event,
+    and it is counted as dropped.filtered, without an error log."""
+    calls: list[str] = []
+    keeping = Keeping()
+
+    def drop(event: Any) -> None:
+        calls.append("drop")
+        raise EventEmissionExit
+
+    router = RoutingBackend({"keep": keeping}, processors=[drop, appender("after", calls)])
+    with caplog.at_level(logging.ERROR, logger=ROUTING_LOG):
+        router.send(make_event())
+    assert calls == ["drop"]
+    assert keeping.received == []
+    assert router.stats()["dropped"] == {"filtered": 1}
+    assert caplog.records == []
+
+
+def test_process_event_reraises_event_emission_exit() -> None:
+    """process_event() lets EventEmissionExit through so callers can tell a drop."""
+
+    def drop(event: Any) -> None:
+        raise EventEmissionExit
+
+    router = RoutingBackend(processors=[drop])
+    with pytest.raises(EventEmissionExit):
+        router.process_event(make_event())
+
+
+def test_failing_processor_is_logged_counted_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    """A processor raising anything else is logged at ERROR and counted; the event goes on
+    to the next processors and the backends without its change."""
+    calls: list[str] = []
+    keeping = Keeping()
+
+    def broken(event: Any) -> None:
+        event["data"]["half_done"] = True
+        raise ValueError("processor bug")
+
+    router = RoutingBackend(
+        {"keep": keeping}, processors=[appender("before", calls), broken, appender("after", calls)]
+    )
+    with caplog.at_level(logging.ERROR, logger=ROUTING_LOG):
+        router.send(make_event({"x": 1}))
+        router.send(make_event({"x": 2}))
+    assert calls == ["before", "after", "before", "after"]
+    assert [e["data"]["trail"] for e in keeping.received] == [["before", "after"]] * 2
+    assert router.stats()["failed"] == {"processor": 2}
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and errors[0].exc_info is not None
+    assert "processor bug" in str(errors[0].exc_info[1])
+
+
+# -- backends ---------------------------------------------------------------------------
+
+
+def test_failing_backend_is_logged_counted_and_others_still_receive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A backend that raises is logged at ERROR with its name and counted; the others
+    before and after it still get the event."""
+    first, last = Keeping(), Keeping()
+    router = RoutingBackend({"a": first, "b": Raising(RuntimeError("disk full")), "c": last})
+    with caplog.at_level(logging.ERROR, logger=ROUTING_LOG):
+        router.send(make_event())
+        router.send(make_event())
+    assert len(first.received) == len(last.received) == 2
+    assert router.stats()["failed"] == {"b": 2}
+    assert any("'b'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (NoTransformerImplemented("no"), "no_transformer"),
+        (NoBackendEnabled("off"), "backend_disabled"),
+    ],
+)
+def test_expected_backend_refusals_are_counted_as_drops(exc: Exception, reason: str) -> None:
+    """NoTransformerImplemented and NoBackendEnabled count as drops, not failures, and do
+    not stop the other backends."""
+    other = Keeping()
+    t = Tracker({"refusing": Raising(exc), "other": other})
+    t.emit("x")
+    stats = t.stats()
+    assert stats["dropped"] == {reason: 1}
+    assert stats["failed"] == {}
+    assert len(other.received) == 1
+
+
+def test_tracker_emit_survives_every_kind_of_failure() -> None:
+    """Raising processors and backends never make Tracker.emit raise."""
+
+    def broken(event: Any) -> None:
+        raise KeyError("processor")
+
+    memory = InMemoryBackend()
+    t = Tracker({"bad": Raising(TypeError("backend")), "memory": memory}, processors=[broken])
+    t.emit("x", {"a": 1})
+    assert [e["data"] for e in memory.events] == [{"a": 1}]
+
+
+# -- isolation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mutator_name", ["a_first", "z_last"])
+def test_mutating_backend_is_never_seen_by_siblings_or_the_caller(mutator_name: str) -> None:
+    """A backend that adds _id and edits nested data works on its own copy: siblings
+    (before or after it) and the caller's data never see the change."""
+    mutating = Mutating()
+    keeping = Keeping()
+    memory = InMemoryBackend()
+    logged: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    logger = logging.getLogger("tests.routing.isolation")
+    logger.handlers[:] = [Collect()]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    t = Tracker(
+        {
+            mutator_name: mutating,
+            "keep": keeping,
+            "memory": memory,
+            "log": LoggerBackend(name=logger.name, max_event_size=None),
+        }
+    )
+    data = sample_data()
+    original = copy.deepcopy(data)
+    t.emit("x", data)
+    t.emit("y", data)
+
+    assert data == original
+    assert len(mutating.received) == 2
+    assert mutating.received[1]["data"]["nested"]["value"] == "changed by backend"
+    for event in [*keeping.received, *memory.events]:
+        assert "_id" not in event
+        assert event["data"] == original
+        assert event["context"] == {}
+    assert len(logged) == 2
+    assert all('"_id"' not in line and "changed by backend" not in line for line in logged)
+
+
+def test_lone_mutating_backend_never_changes_later_events() -> None:
+    """A lone backend adding _id to its event does not leak into the next event."""
+    mutating = Mutating()
+    t = Tracker({"only": mutating})
+    t.emit("x", sample_data())
+    t.emit("y", sample_data())
+    assert [e["_id"] for e in mutating.received] == [0, 1]
+    assert mutating.received[0] is not mutating.received[1]
+
+
+def test_mutating_processor_never_changes_the_callers_data_or_context() -> None:
+    """A processor editing the event in place works on a copy: the caller's data (nested
+    too) and the entered context stay as they were; backends see the edit."""
+
+    def scrub(event: Any) -> None:
+        event["data"]["nested"]["value"] = "scrubbed"
+        event["data"]["nested"]["list"].clear()
+        event["data"]["added"] = True
+        event["context"]["user"]["name"] = "anonymous"
+
+    keeping = Keeping()
+    t = Tracker({"keep": keeping}, processors=[scrub])
+    user = {"name": "alice"}
+    t.enter_context("request", {"user": user})
+    data = sample_data()
+    original = copy.deepcopy(data)
+    t.emit("x", data)
+    t.emit("y", data)
+
+    assert data == original
+    assert user == {"name": "alice"}
+    assert t.resolve_context() == {"user": {"name": "alice"}}
+    for event in keeping.received:
+        assert event["data"] == {
+            "nested": {"value": "scrubbed", "list": []},
+            "top": 1,
+            "added": True,
+        }
+        assert event["context"] == {"user": {"name": "anonymous"}}
+
+
+class Uncopyable:
+    """A value that refuses to be copied."""
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise TypeError("cannot copy me")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("cannot pickle me")
+
+
+def test_uncopyable_value_never_raises_and_the_event_is_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A value whose copy raises is shared instead of copied, counted, and every
+    processor and backend still receives the event; emit does not raise."""
+    monkeypatch.setattr(_copy, "_RATE_LIMITED", RateLimitedLogger(_copy.LOG))
+
+    def touch(event: Any) -> None:
+        event["data"]["processed"] = True
+
+    first, second = Mutating(), Mutating()
+    memory = InMemoryBackend()
+    t = Tracker({"m1": first, "m2": second, "memory": memory}, processors=[touch])
+    value = Uncopyable()
+    before = _copy.COPY_STATS.get("uncopyable")
+    t.emit("x", {"odd": value, "nested": {"value": 1, "list": []}})
+    assert _copy.COPY_STATS.get("uncopyable") > before
+    for event in [first.received[0], second.received[0], memory.events[0]]:
+        assert event["data"]["odd"] is value
+        assert event["data"]["processed"] is True
+    assert t.stats()["failed"] == {}
+
+
+def test_non_mutating_components_share_one_object() -> None:
+    """When every processor and backend promises not to mutate, nothing is copied: all
+    of them, through a nested router too, get the very same event and the caller's data."""
+    seen: list[Any] = []
+
+    def watch(event: Any) -> None:
+        seen.append(event)
+
+    watch.mutates_events = False  # type: ignore[attr-defined]
+    a, b, inner = Keeping(), Keeping(), Keeping()
+    tree = RoutingBackend({"inner": inner}, processors=[NameWhitelistProcessor(["x"])])
+    t = Tracker(
+        {"a": a, "b": b, "tree": tree},
+        processors=[watch, RegexFilter("allowlist", ["x"]), NameWhitelistProcessor(["x"])],
+    )
+    data = {"nested": {"k": [1]}}
+    t.emit("x", data)
+    event = seen[0]
+    assert a.received[0] is event
+    assert b.received[0] is event
+    assert inner.received[0] is event
+    assert event["data"] is data
+
+
+def test_only_mutating_backends_get_copies() -> None:
+    """Beside non-mutating siblings, a mutating backend gets a copy and the others share."""
+    a, b, mutating = Keeping(), Keeping(), Mutating()
+    router = RoutingBackend({"a": a, "b": b, "m": mutating})
+    event = make_event()
+    router.send(event)
+    assert a.received[0] is event and b.received[0] is event
+    assert mutating.received[0] is not event
+    assert "_id" not in event
+
+
+def test_mutates_events_reflects_the_components() -> None:
+    """A router may mutate events exactly when one of its processors or backends may."""
+    assert RoutingBackend({"k": Keeping()}).mutates_events is False
+    assert RoutingBackend({"m": Mutating()}).mutates_events is True
+    assert RoutingBackend({"k": Keeping()}, processors=[lambda e: None]).mutates_events is True
+    nested = RoutingBackend({"tree": RoutingBackend({"m": Mutating()})})
+    assert nested.mutates_events is True
+
+
+def test_nested_router_with_mutator_is_isolated_from_a_sibling() -> None:
+    """A nested router holding a mutating backend never leaks the change to the outer
+    router's other backends."""
+    keeping, mutating = Keeping(), Mutating()
+    outer = RoutingBackend({"keep": keeping, "tree": RoutingBackend({"m": mutating})})
+    event = make_event()
+    original = copy.deepcopy(event)
+    outer.send(event)
+    assert keeping.received[0] == original
+    assert mutating.received[0]["_id"] == 0
+
+
+# -- trees: processors, flush, close and stats ------------------------------------------
+
+
+def test_nested_tree_applies_branch_processors_to_that_branch_only() -> None:
+    """A nested router's processors filter only its own branch."""
+    everything, allowed = InMemoryBackend(), InMemoryBackend()
+    branch = RoutingBackend({"allowed": allowed}, processors=[NameWhitelistProcessor(["keep"])])
+    t = Tracker({"all": everything, "branch": branch})
+    t.emit("keep")
+    t.emit("other")
+    assert [e["name"] for e in everything.events] == ["keep", "other"]
+    assert [e["name"] for e in allowed.events] == ["keep"]
+    stats = t.stats()
+    assert stats["dropped"] == {}
+    assert stats["backends"]["branch"]["dropped"] == {"filtered": 1}
+    assert stats["backends"]["branch"]["backends"]["allowed"]["stored"] == 1
+
+
+class Buffered:
+    """A backend that buffers: records flush/close timeouts and can fail or raise."""
+
+    mutates_events = False
+
+    def __init__(self, flush_result: Any = True, raise_on: str = "") -> None:
+        self.flush_result = flush_result
+        self.raise_on = raise_on
+        self.flushes: list[float | None] = []
+        self.closes: list[float | None] = []
+
+    def send(self, event: Any) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> Any:
+        self.flushes.append(timeout)
+        if self.raise_on == "flush":
+            raise RuntimeError("flush failed")
+        return self.flush_result
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closes.append(timeout)
+        if self.raise_on == "close":
+            raise RuntimeError("close failed")
+
+    def stats(self) -> dict[str, Any]:
+        if self.raise_on == "stats":
+            raise RuntimeError("stats failed")
+        return {"queued": 0}
+
+
+def test_flush_and_close_reach_every_backend_in_a_tree() -> None:
+    """Tracker.flush and close call flush/close on backends nested at any depth, each
+    with a timeout no larger than the one given."""
+    top, deep = Buffered(), Buffered()
+    tree = RoutingBackend({"deep": RoutingBackend({"leaf": deep}), "plain": Keeping()})
+    t = Tracker({"top": top, "tree": tree})
+    assert t.flush(2.0) is True
+    t.close(3.0)
+    for backend, limit in ((top, 2.0), (deep, 2.0)):
+        assert len(backend.flushes) == 1
+        assert 0 < backend.flushes[0] <= limit
+    for backend in (top, deep):
+        assert len(backend.closes) == 1
+        assert 0 < backend.closes[0] <= 3.0
+
+
+@pytest.mark.parametrize(("result", "expected"), [(True, True), (None, True), (False, False)])
+def test_flush_result_in_a_tree(result: Any, expected: bool) -> None:
+    """flush() is True unless a backend anywhere in the tree returns False; None is success."""
+    t = Tracker({"tree": RoutingBackend({"leaf": Buffered(flush_result=result)})})
+    assert t.flush(1.0) is expected
+
+
+@pytest.mark.parametrize("where", ["flush", "close", "stats"])
+def test_raising_flush_close_or_stats_is_logged_and_others_go_on(
+    where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend whose flush, close or stats raises is logged; the others are still
+    reached, and a raising flush makes flush() return False."""
+    bad, good = Buffered(raise_on=where), Buffered()
+    t = Tracker({"a_bad": bad, "b_good": good})
+    with caplog.at_level(logging.ERROR, logger="eventtracking"):
+        flushed = t.flush(1.0)
+        stats = t.stats()
+        t.close(1.0)
+    assert flushed is (where != "flush")
+    assert len(good.flushes) == len(good.closes) == 1
+    assert ("a_bad" in stats["backends"]) is (where != "stats")
+    assert stats["backends"]["b_good"] == {"queued": 0}
+    assert any("a_bad" in r.getMessage() for r in caplog.records)
+
+
+def test_router_stats_shape() -> None:
+    """RoutingBackend.stats() has dropped and failed groups and backends' own stats."""
+    router = RoutingBackend({"memory": InMemoryBackend(), "keep": Keeping()})
+    router.send(make_event())
+    assert router.stats() == {
+        "dropped": {},
+        "failed": {},
+        "backends": {"memory": {"stored": 1, "discarded": 0}},
+    }

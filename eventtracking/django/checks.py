@@ -1,0 +1,251 @@
+"""System checks (``manage.py check``) for the event-tracking settings and middleware.
+
+Each problem has an id and a message template, kept here as module constants so that
+tests and tools can match them:
+
+=====================  =============================================================
+eventtracking.E001     ``EVENT_TRACKING_BACKENDS`` is not a dict.
+eventtracking.E002     ``EVENT_TRACKING_PROCESSORS`` is not a list or tuple.
+eventtracking.E003     An entry has no ENGINE, or an empty or non-string one.
+eventtracking.E004     An ENGINE path cannot be imported.
+eventtracking.E005     An ENGINE is not a class with ``send`` (backends) or callable
+                       instances (processors).
+eventtracking.E006     OPTIONS that the ENGINE's constructor rejects.
+eventtracking.E007     The tracker could not be built at start-up for another reason.
+eventtracking.E008     ``TrackRequestEventMiddleware`` comes before
+                       ``TrackRequestContextMiddleware``.
+eventtracking.E009     An event-tracking middleware is listed more than once.
+eventtracking.E010     A middleware or shutdown setting has an invalid value.
+eventtracking.W001     ``TrackRequestEventMiddleware`` without
+                       ``TrackRequestContextMiddleware``.
+=====================  =============================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from eventtracking.django import _engines, _request
+from eventtracking.django.django_tracker import (
+    DJANGO_BACKEND_SETTING_NAME,
+    DJANGO_PROCESSOR_SETTING_NAME,
+)
+
+__all__ = [
+    "BACKENDS_NOT_A_DICT",
+    "CONTEXT_MIDDLEWARE",
+    "DUPLICATE_MIDDLEWARE",
+    "E001",
+    "E002",
+    "E003",
+    "E004",
+    "E005",
+    "E006",
+    "E007",
+    "E008",
+    "E009",
+    "E010",
+    "ENGINE_MISSING",
+    "ENGINE_NOT_FOUND",
+    "ENGINE_WRONG_KIND",
+    "EVENT_MIDDLEWARE",
+    "EVENT_MIDDLEWARE_BEFORE_CONTEXT",
+    "EVENT_MIDDLEWARE_WITHOUT_CONTEXT",
+    "INVALID_SETTING",
+    "OPTIONS_REJECTED",
+    "PROCESSORS_NOT_A_LIST",
+    "TAG",
+    "TRACKER_NOT_BUILT",
+    "W001",
+    "check_middleware",
+    "check_middleware_settings",
+    "check_tracker_settings",
+    "register_checks",
+]
+
+#: The tag of every check here: ``manage.py check --tag eventtracking``.
+TAG = "eventtracking"
+
+CONTEXT_MIDDLEWARE = "eventtracking.django.middleware.TrackRequestContextMiddleware"
+EVENT_MIDDLEWARE = "eventtracking.django.middleware.TrackRequestEventMiddleware"
+
+E001 = "eventtracking.E001"
+BACKENDS_NOT_A_DICT = "{setting} must be a dict of backend name to ENGINE dict, not {type_name}."
+BACKENDS_NOT_A_DICT_HINT = f"For example {{'logger': {_engines.EXAMPLE}}}."
+
+E002 = "eventtracking.E002"
+PROCESSORS_NOT_A_LIST = "{setting} must be a list of ENGINE dicts, not {type_name}."
+PROCESSORS_NOT_A_LIST_HINT = f"For example [{_engines.EXAMPLE}]."
+
+E003 = "eventtracking.E003"
+ENGINE_MISSING = "{where} has no usable ENGINE."
+
+E004 = "eventtracking.E004"
+ENGINE_NOT_FOUND = "{where}: ENGINE {engine!r} cannot be imported."
+
+E005 = "eventtracking.E005"
+ENGINE_WRONG_KIND = "{where}: ENGINE {engine!r} cannot be used here."
+
+E006 = "eventtracking.E006"
+OPTIONS_REJECTED = "{where}: the OPTIONS do not suit ENGINE {engine!r}."
+
+E007 = "eventtracking.E007"
+TRACKER_NOT_BUILT = "The event tracker could not be built at start-up, so tracking is off."
+
+E008 = "eventtracking.E008"
+EVENT_MIDDLEWARE_BEFORE_CONTEXT = (
+    "TrackRequestEventMiddleware comes before TrackRequestContextMiddleware in "
+    "MIDDLEWARE, so its events miss the request context."
+)
+EVENT_MIDDLEWARE_BEFORE_CONTEXT_HINT = (
+    f"Move {EVENT_MIDDLEWARE!r} after {CONTEXT_MIDDLEWARE!r}."
+)
+
+E009 = "eventtracking.E009"
+DUPLICATE_MIDDLEWARE = "{middleware} is listed {count} times in MIDDLEWARE."
+DUPLICATE_MIDDLEWARE_HINT = "Keep one entry: each extra one repeats its work on every request."
+
+E010 = "eventtracking.E010"
+INVALID_SETTING = "{setting} has an invalid value."
+
+W001 = "eventtracking.W001"
+EVENT_MIDDLEWARE_WITHOUT_CONTEXT = (
+    "TrackRequestEventMiddleware is in MIDDLEWARE without TrackRequestContextMiddleware, "
+    "so its events carry no request context."
+)
+EVENT_MIDDLEWARE_WITHOUT_CONTEXT_HINT = f"Add {CONTEXT_MIDDLEWARE!r} before it."
+
+_BY_KIND = {
+    _engines.MISSING: (E003, ENGINE_MISSING),
+    _engines.IMPORT: (E004, ENGINE_NOT_FOUND),
+    _engines.ROLE: (E005, ENGINE_WRONG_KIND),
+    _engines.BAD_OPTIONS: (E006, OPTIONS_REJECTED),
+    _engines.CONSTRUCT: (E006, OPTIONS_REJECTED),
+}
+
+
+def _engine_error(error: _engines.EngineError) -> checks.CheckMessage:
+    check_id, template = _BY_KIND[error.kind]
+    msg = template.format(where=error.where, engine=error.engine)
+    return checks.Error(msg, hint=str(error), id=check_id)
+
+
+def check_tracker_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check ``EVENT_TRACKING_BACKENDS`` and ``EVENT_TRACKING_PROCESSORS`` without building.
+
+    Also reports the error that stopped the tracker from being built at start-up, when
+    the settings themselves show nothing wrong.
+    """
+    messages: list[checks.CheckMessage] = []
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    processors = getattr(settings, DJANGO_PROCESSOR_SETTING_NAME, None)
+    if backends is not None and not isinstance(backends, dict):
+        msg = BACKENDS_NOT_A_DICT.format(
+            setting=DJANGO_BACKEND_SETTING_NAME, type_name=type(backends).__name__
+        )
+        messages.append(checks.Error(msg, hint=BACKENDS_NOT_A_DICT_HINT, id=E001))
+    if processors is not None and not isinstance(processors, (list, tuple)):
+        msg = PROCESSORS_NOT_A_LIST.format(
+            setting=DJANGO_PROCESSOR_SETTING_NAME, type_name=type(processors).__name__
+        )
+        messages.append(checks.Error(msg, hint=PROCESSORS_NOT_A_LIST_HINT, id=E002))
+    problems = _engines.setting_problems(
+        backends, processors, DJANGO_BACKEND_SETTING_NAME, DJANGO_PROCESSOR_SETTING_NAME
+    )
+    messages.extend(_engine_error(error) for error in problems)
+    if not messages:
+        messages.extend(_startup_error())
+    return messages
+
+
+def _startup_error() -> list[checks.CheckMessage]:
+    try:
+        config = apps.get_app_config("eventtracking_django")
+    except LookupError:
+        return []
+    error = getattr(config, "startup_error", None)
+    if error is None:
+        return []
+    if isinstance(error, _engines.EngineError):
+        return [_engine_error(error)]
+    return [checks.Error(TRACKER_NOT_BUILT, hint=f"{type(error).__name__}: {error}", id=E007)]
+
+
+def _middleware_classes(entries: Iterable[Any]) -> list[tuple[str, Any]]:
+    """Each MIDDLEWARE entry with its class, or None when it cannot be imported."""
+    resolved = []
+    for entry in entries:
+        cls = None
+        if isinstance(entry, str):
+            # A broken entry is Django's to report; it only means "not ours" here.
+            with contextlib.suppress(Exception):
+                cls = import_string(entry)
+        resolved.append((entry, cls))
+    return resolved
+
+
+def _positions(resolved: list[tuple[str, Any]], base_path: str) -> list[int]:
+    base = import_string(base_path)
+    return [
+        index
+        for index, (entry, cls) in enumerate(resolved)
+        if entry == base_path or (isinstance(cls, type) and issubclass(cls, base))
+    ]
+
+
+def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check where the event-tracking middleware sit in ``MIDDLEWARE``."""
+    entries = getattr(settings, "MIDDLEWARE", None) or []
+    resolved = _middleware_classes(entries)
+    context_at = _positions(resolved, CONTEXT_MIDDLEWARE)
+    event_at = _positions(resolved, EVENT_MIDDLEWARE)
+    messages: list[checks.CheckMessage] = []
+    for path, found in ((CONTEXT_MIDDLEWARE, context_at), (EVENT_MIDDLEWARE, event_at)):
+        if len(found) > 1:
+            msg = DUPLICATE_MIDDLEWARE.format(middleware=path, count=len(found))
+            messages.append(checks.Error(msg, hint=DUPLICATE_MIDDLEWARE_HINT, id=E009))
+    if event_at and not context_at:
+        messages.append(
+            checks.Warning(
+                EVENT_MIDDLEWARE_WITHOUT_CONTEXT,
+                hint=EVENT_MIDDLEWARE_WITHOUT_CONTEXT_HINT,
+                id=W001,
+            )
+        )
+    elif event_at and min(event_at) < min(context_at):
+        messages.append(
+            checks.Error(
+                EVENT_MIDDLEWARE_BEFORE_CONTEXT,
+                hint=EVENT_MIDDLEWARE_BEFORE_CONTEXT_HINT,
+                id=E008,
+            )
+        )
+    return messages
+
+
+def check_middleware_settings(
+    app_configs: Any = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """Parse every middleware and shutdown setting as the middleware will."""
+    messages: list[checks.CheckMessage] = []
+    for setting, parse in _request.PARSERS.items():
+        try:
+            parse()
+        except ImproperlyConfigured as error:
+            msg = INVALID_SETTING.format(setting=setting)
+            messages.append(checks.Error(msg, hint=str(error), id=E010))
+    return messages
+
+
+def register_checks() -> None:
+    """Register the checks with Django; calling it again is harmless."""
+    for check in (check_tracker_settings, check_middleware, check_middleware_settings):
+        checks.register(check, TAG)

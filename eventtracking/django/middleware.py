@@ -1,0 +1,262 @@
+"""Middleware that puts each request's context on its events, and one event per request.
+
+``TrackRequestContextMiddleware`` enters a context named ``django.request`` for the
+duration of each request, so every event emitted while handling the request carries
+who asked for what::
+
+    MIDDLEWARE = [
+        'eventtracking.django.middleware.TrackRequestContextMiddleware',
+        ...,
+        'eventtracking.django.middleware.TrackRequestEventMiddleware',  # optional
+    ]
+
+Both work under WSGI and ASGI, in Django's way: they declare ``sync_capable`` and
+``async_capable``, pick their mode when built, and have a separate ``__acall__`` that
+never blocks the event loop. Contexts live in a context variable, so neither reused
+threads nor interleaved tasks ever see another request's context.
+
+A failure inside the middleware (a broken hook, say) never breaks the request: it is
+logged, and re-raised only when ``DEBUG`` is true, so it shows during development.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+from eventtracking import tracker as tracker_module
+from eventtracking.django import _request
+from eventtracking.django._request import RATE_LIMITED
+
+__all__ = ["TrackRequestContextMiddleware", "TrackRequestEventMiddleware"]
+
+GetResponse = Callable[[HttpRequest], Any]
+
+
+def _failed(where: str, reraise: bool = True) -> None:
+    """Log the exception being handled; re-raise it when DEBUG is true and ``reraise``."""
+    RATE_LIMITED.error(where, "Event tracking middleware failed while %s", where, exc_info=True)
+    if reraise and settings.DEBUG:
+        raise
+
+
+class _Entered:
+    """One request's entry in a tracker's context stack, and how to undo it."""
+
+    __slots__ = ("locator", "name", "pushed", "saved", "tracker")
+
+    def __init__(self, tracker: Any, name: str, context: _request.RequestContext) -> None:
+        self.tracker = tracker
+        self.name = name
+        locator = tracker.context_locator
+        if callable(getattr(locator, "get_stack", None)) and callable(
+            getattr(locator, "set_stack", None)
+        ):
+            # Push our mapping itself: Tracker.enter_context would copy it, reading the
+            # lazy user and session fields now instead of when an event needs them.
+            self.locator = locator
+            self.saved = locator.get_stack()
+            self.pushed = self.saved.push(name, context)
+            locator.set_stack(self.pushed)
+        else:
+            # A 4.x-style locator: enter by name (the fields are read at once).
+            self.locator = self.saved = self.pushed = None
+            tracker.enter_context(name, context)
+
+    def exit(self) -> None:
+        """Restore the stack as it was before the request, discarding what leaked."""
+        if self.locator is None:
+            self.tracker.exit_context(self.name)
+            return
+        current = self.locator.get_stack()
+        if current is not self.pushed:
+            leaked = _leaked_names(self.pushed, current)
+            if leaked:
+                RATE_LIMITED.warning(
+                    "leaked",
+                    "A request left contexts entered (%s); they were discarded so that no "
+                    "other request sees them. Use `with tracker.context(...)`.",
+                    ", ".join(leaked),
+                )
+        self.locator.set_stack(self.saved)
+
+
+def _leaked_names(pushed: Any, current: Any) -> list[str]:
+    """Names of the frames on ``current`` that the request pushed and never popped."""
+    ours = {id(frame) for frame in pushed.frames}
+    return [frame[0] for frame in current.frames if id(frame) not in ours]
+
+
+class TrackRequestContextMiddleware:
+    """Enter the request context around each request.
+
+    The context holds the fields of ``EVENT_TRACKING_REQUEST_CONTEXT_FIELDS`` (all by
+    default): ``user_id``, ``username``, ``session`` (a keyed hash), ``ip``, ``agent``,
+    ``host``, ``path``, ``method``, ``referer``, ``accept_language`` and
+    ``request_id``, plus whatever ``EVENT_TRACKING_REQUEST_CONTEXT_HOOK`` returns. The
+    user and session are read when the first event is emitted, so an authentication
+    middleware placed after this one still works and a request that emits nothing
+    costs no lookup. The context is left when the response is returned, even when the
+    view raises, and anything the view entered and forgot to leave is discarded.
+
+    Raises Django's ImproperlyConfigured, when Django builds it, for a bad setting.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.config = _request.ContextConfig.from_settings()
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+            if self.config.wants_user:
+                # Django calls process_view after every middleware has seen the request,
+                # whatever the order, so the authentication middleware has run.
+                self.process_view: Callable[..., Awaitable[None]] = self._load_user
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        entered = self._enter(request)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._exit(entered, reraise=False)
+            raise
+        self._exit(entered, reraise=True)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        entered = self._enter(request)
+        try:
+            response: HttpResponseBase = await self.get_response(request)
+        except BaseException:
+            self._exit(entered, reraise=False)
+            raise
+        self._exit(entered, reraise=True)
+        return response
+
+    def _enter(self, request: HttpRequest) -> _Entered | None:
+        tracker = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
+        if tracker is None:
+            return None
+        try:
+            context = _request.build_context(request, self.config)
+            return _Entered(tracker, self.config.name, context)
+        except Exception:
+            _failed("entering the request context")
+            return None
+
+    @staticmethod
+    def _exit(entered: _Entered | None, reraise: bool) -> None:
+        if entered is None:
+            return
+        try:
+            entered.exit()
+        except Exception:
+            _failed("leaving the request context", reraise)
+
+    async def _load_user(
+        self, request: HttpRequest, view: Any, args: Any, kwargs: Any
+    ) -> None:
+        """Load the user off the event loop, where events emitted by async views can see it.
+
+        Only a request that carries a session cookie can have a user, so a visitor
+        without one costs nothing.
+        """
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return
+        if _request.loaded_user(request, may_block=False) is not _request._UNKNOWN:
+            return
+        try:
+            auser = getattr(request, "auser", None)
+            if callable(auser):
+                await auser()
+            else:
+                await sync_to_async(_request.loaded_user)(request, True)
+        except Exception:
+            _failed("loading the user")
+
+
+class TrackRequestEventMiddleware:
+    """Emit one event per request, named ``EVENT_TRACKING_REQUEST_EVENT_NAME``.
+
+    Its data is ``{'method', 'path', 'query', 'status', 'duration_ms'}``. ``query`` holds
+    the query parameters (a list for a repeated key); values whose key contains a
+    secret-looking fragment (password, token, ... and
+    ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS``) are blanked. Paths matching one of the
+    ``EVENT_TRACKING_REQUEST_EVENT_SKIP`` regexes (``re.match``) emit nothing. A view
+    that raises is reported with status 500.
+
+    Place it after :class:`TrackRequestContextMiddleware`, so that the event carries the
+    request context.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        self.name = _request.event_name()
+        self.skip = _request.skip_patterns()
+        self.secrets = _request.secret_keys()
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        if self._skipped(request):
+            return self.get_response(request)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            self._emit(request, None, started, reraise=False)
+            raise
+        self._emit(request, response, started, reraise=True)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if self._skipped(request):
+            skipped: HttpResponseBase = await self.get_response(request)
+            return skipped
+        started = time.perf_counter()
+        try:
+            response: HttpResponseBase = await self.get_response(request)
+        except BaseException:
+            self._emit(request, None, started, reraise=False)
+            raise
+        self._emit(request, response, started, reraise=True)
+        return response
+
+    def _skipped(self, request: HttpRequest) -> bool:
+        path = request.path
+        return any(pattern.match(path) for pattern in self.skip)
+
+    def _emit(
+        self,
+        request: HttpRequest,
+        response: HttpResponseBase | None,
+        started: float,
+        reraise: bool,
+    ) -> None:
+        try:
+            data = {
+                "method": request.method,
+                "path": request.path,
+                "query": _request.blank_secrets(request.GET, self.secrets),
+                "status": 500 if response is None else response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            }
+            tracker_module.emit(self.name, data)
+        except Exception:
+            _failed("emitting the request event", reraise)

@@ -1,0 +1,442 @@
+"""DjangoTracker, override_default_tracker and the app configuration (apps.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from django_support import REPO_DIR, TESTS_DIR, django_env  # noqa: F401
+
+from eventtracking import tracker
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.locator import ContextVarLocator
+from eventtracking.processors.regex_filter import RegexFilter
+
+pytestmark = pytest.mark.usefixtures("django_env")
+
+HERE = __name__
+MEMORY = "eventtracking.backends.memory.InMemoryBackend"
+ROUTING = "eventtracking.backends.routing.RoutingBackend"
+
+
+class Recorder:
+    """A backend that keeps its options, the events it gets, and whether it was closed."""
+
+    mutates_events = False
+
+    def __init__(self, option: Any = None, children: Any = None, **extra: Any) -> None:
+        self.option = option
+        self.children = children
+        self.extra = extra
+        self.events: list[dict[str, Any]] = []
+        self.closed = False
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+class Strict:
+    """A backend whose constructor takes exactly one keyword."""
+
+    def __init__(self, *, size: int) -> None:
+        self.size = size
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Accept and forget."""
+
+
+class Exploding:
+    """A backend whose constructor always fails."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("cannot start")
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Never reached."""
+
+
+class NotABackend:
+    """A class without send()."""
+
+
+class Upper:
+    """A processor that upper-cases the event name."""
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "name": event["name"].upper()}
+
+
+def build(**overrides: Any) -> Any:
+    from eventtracking.django import DjangoTracker
+
+    with override_settings(**overrides):
+        return DjangoTracker()
+
+
+def test_backends_are_built_from_engine_and_options() -> None:
+    """Each backend entry becomes an instance of ENGINE built with OPTIONS as keywords."""
+    built = build(
+        EVENT_TRACKING_BACKENDS={
+            "memory": {"ENGINE": MEMORY, "OPTIONS": {"max_events": 3}},
+            "recorder": {"ENGINE": f"{HERE}.Recorder"},
+        }
+    )
+    assert list(built.backends) == ["memory", "recorder"]
+    assert isinstance(built.get_backend("memory"), InMemoryBackend)
+    assert built.get_backend("memory").max_events == 3
+    assert built.get_backend("recorder").option is None
+    built.emit("one", {"n": 1})
+    assert [event["name"] for event in built.get_backend("recorder").events] == ["one"]
+
+
+def test_nested_engines_are_built_inside_dicts_and_lists() -> None:
+    """ENGINE dicts nested in OPTIONS, in plain dicts and in lists, are all built."""
+    built = build(
+        EVENT_TRACKING_BACKENDS={
+            "outer": {
+                "ENGINE": ROUTING,
+                "OPTIONS": {
+                    "backends": {
+                        "inner": {"ENGINE": MEMORY},
+                        "deeper": {
+                            "ENGINE": ROUTING,
+                            "OPTIONS": {
+                                "backends": {"leaf": {"ENGINE": f"{HERE}.Recorder"}},
+                                "processors": [{"ENGINE": f"{HERE}.Upper"}],
+                            },
+                        },
+                    },
+                    "processors": [
+                        {
+                            "ENGINE": "eventtracking.processors.regex_filter.RegexFilter",
+                            "OPTIONS": {
+                                "filter_type": "blocklist",
+                                "regular_expressions": ["^debug"],
+                            },
+                        }
+                    ],
+                },
+            },
+            "tree": {
+                "ENGINE": f"{HERE}.Recorder",
+                "OPTIONS": {
+                    "option": {"plain": {"ENGINE": MEMORY}, "kept": [1, "two"]},
+                    "children": [{"ENGINE": f"{HERE}.Recorder", "OPTIONS": {"option": 7}}],
+                },
+            },
+        }
+    )
+    outer = built.get_backend("outer")
+    assert isinstance(outer, RoutingBackend)
+    assert isinstance(outer.processors[0], RegexFilter)
+    deeper = outer.backends["deeper"]
+    assert isinstance(deeper, RoutingBackend)
+    assert isinstance(deeper.processors[0], Upper)
+    tree = built.get_backend("tree")
+    assert isinstance(tree.option["plain"], InMemoryBackend)
+    assert tree.option["kept"] == [1, "two"]
+    assert tree.children[0].option == 7
+
+    built.emit("debug.noise", {})
+    built.emit("page.view", {})
+    assert [e["name"] for e in outer.backends["inner"].events] == ["page.view"]
+    assert [e["name"] for e in deeper.backends["leaf"].events] == ["PAGE.VIEW"]
+
+
+def test_processors_are_built_in_order() -> None:
+    """EVENT_TRACKING_PROCESSORS becomes the tracker's processors, in order, with options."""
+    built = build(
+        EVENT_TRACKING_BACKENDS={"memory": {"ENGINE": MEMORY}},
+        EVENT_TRACKING_PROCESSORS=[
+            {"ENGINE": f"{HERE}.Upper"},
+            {
+                "ENGINE": "eventtracking.processors.regex_filter.RegexFilter",
+                "OPTIONS": {"filter_type": "allowlist", "regular_expressions": ["^KEEP"]},
+            },
+        ],
+    )
+    assert [type(p) for p in built.processors] == [Upper, RegexFilter]
+    built.emit("keep.me", {})
+    built.emit("drop.me", {})
+    assert [e["name"] for e in built.get_backend("memory").events] == ["KEEP.ME"]
+
+
+def test_missing_settings_mean_no_backends_and_no_processors() -> None:
+    """Without the settings the tracker has no backends and no processors."""
+    built = build(EVENT_TRACKING_BACKENDS=None, EVENT_TRACKING_PROCESSORS=None)
+    assert dict(built.backends) == {}
+    assert built.processors == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"OPTIONS": {}}, "must be a dict with an ENGINE key"),
+        ({"ENGINE": ""}, "ENGINE must be a dotted path"),
+        ({"ENGINE": None}, "ENGINE must be a dotted path"),
+        ({"ENGINE": 42}, "ENGINE must be a dotted path"),
+        ({"ENGINE": "BarBackend"}, "has no module part"),
+        ({"ENGINE": "no_such_package.BarBackend"}, "cannot import module 'no_such_package'"),
+        ({"ENGINE": f"{HERE}.NoSuchClass"}, "has no attribute 'NoSuchClass'"),
+    ],
+)
+def test_bad_engine_raises_value_error_naming_the_entry(entry: Any, fragment: str) -> None:
+    """A missing, empty, non-string or unimportable ENGINE raises ValueError naming it."""
+    with pytest.raises(ValueError, match="EVENT_TRACKING_BACKENDS\\['bad'\\]") as caught:
+        build(EVENT_TRACKING_BACKENDS={"bad": entry})
+    assert fragment in str(caught.value)
+
+
+def test_processor_without_engine_raises_value_error() -> None:
+    """A processor entry without ENGINE raises ValueError naming its index."""
+    with pytest.raises(ValueError, match=r"EVENT_TRACKING_PROCESSORS\[1\]"):
+        build(EVENT_TRACKING_PROCESSORS=[{"ENGINE": f"{HERE}.Upper"}, {}])
+
+
+def test_class_without_send_is_rejected() -> None:
+    """An ENGINE class without send() is refused as a backend with ValueError."""
+    with pytest.raises(ValueError, match="is not a backend: class NotABackend has no send"):
+        build(EVENT_TRACKING_BACKENDS={"odd": {"ENGINE": f"{HERE}.NotABackend"}})
+    with pytest.raises(ValueError, match="no callable 'send'"):
+        build(EVENT_TRACKING_BACKENDS={"odd": "not a backend"})
+
+
+def test_options_the_constructor_rejects_raise_value_error() -> None:
+    """OPTIONS not matching the signature, or a failing constructor, raise ValueError."""
+    with pytest.raises(ValueError, match="do not fit") as caught:
+        build(EVENT_TRACKING_BACKENDS={"s": {"ENGINE": f"{HERE}.Strict", "OPTIONS": {"sise": 1}}})
+    assert "sise" in str(caught.value)
+    with pytest.raises(ValueError, match="must be a dict of keyword arguments"):
+        build(EVENT_TRACKING_BACKENDS={"s": {"ENGINE": f"{HERE}.Strict", "OPTIONS": [1]}})
+    with pytest.raises(ValueError, match="raised RuntimeError: cannot start") as caught:
+        build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": f"{HERE}.Exploding"}})
+    assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_settings_of_the_wrong_shape_raise_value_error() -> None:
+    """A backends setting that is not a dict, or processors that are not a list, fail."""
+    with pytest.raises(ValueError, match="EVENT_TRACKING_BACKENDS must be a dict"):
+        build(EVENT_TRACKING_BACKENDS=[{"ENGINE": MEMORY}])
+    with pytest.raises(ValueError, match="EVENT_TRACKING_PROCESSORS must be a list"):
+        build(EVENT_TRACKING_PROCESSORS={"ENGINE": f"{HERE}.Upper"})
+
+
+def test_backends_built_before_a_failure_are_closed() -> None:
+    """When a later backend fails, the ones already built are closed, not leaked."""
+    created: list[Recorder] = []
+    original = Recorder.__init__
+
+    def remember(self: Recorder, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        created.append(self)
+
+    Recorder.__init__ = remember  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ValueError):
+            build(
+                EVENT_TRACKING_BACKENDS={
+                    "a": {"ENGINE": f"{HERE}.Recorder"},
+                    "b": {"ENGINE": f"{HERE}.Exploding"},
+                }
+            )
+    finally:
+        Recorder.__init__ = original  # type: ignore[method-assign]
+    assert len(created) == 1
+    assert created[0].closed
+
+
+def test_custom_setting_names() -> None:
+    """The constructor reads the settings it is told to read."""
+    from eventtracking.django import DjangoTracker
+
+    with override_settings(
+        OTHER_BACKENDS={"rec": {"ENGINE": f"{HERE}.Recorder", "OPTIONS": {"option": "x"}}},
+        OTHER_PROCESSORS=[{"ENGINE": f"{HERE}.Upper"}],
+    ):
+        built = DjangoTracker("OTHER_BACKENDS", "OTHER_PROCESSORS")
+    assert built.get_backend("rec").option == "x"
+    assert isinstance(built.processors[0], Upper)
+
+
+def test_override_default_tracker_registers_only_when_enabled() -> None:
+    """override_default_tracker registers a DjangoTracker iff EVENT_TRACKING_ENABLED."""
+    from eventtracking.django import DjangoTracker
+    from eventtracking.django.django_tracker import override_default_tracker
+
+    with override_settings(EVENT_TRACKING_ENABLED=False):
+        assert override_default_tracker() is None
+    assert tracker.DEFAULT_TRACKER_NAME not in tracker.TRACKERS
+
+    with override_settings(EVENT_TRACKING_ENABLED=True):
+        built = override_default_tracker()
+    assert isinstance(built, DjangoTracker)
+    assert tracker.get_tracker() is built
+
+
+def test_contexts_are_isolated_between_threads_and_tasks() -> None:
+    """The ContextVarLocator keeps each thread's and each task's contexts apart."""
+    built = build(EVENT_TRACKING_BACKENDS={"memory": {"ENGINE": MEMORY}})
+    assert isinstance(built.context_locator, ContextVarLocator)
+
+    async def task(n: int, gate: asyncio.Event) -> None:
+        with built.context("task", {"n": n}):
+            await gate.wait()
+            built.emit("task.event", {"n": n})
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        running = [asyncio.create_task(task(n, gate)) for n in range(20)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(*running)
+
+    asyncio.run(main())
+
+    barrier = threading.Barrier(8, timeout=10)
+
+    def worker(n: int) -> None:
+        with built.context("thread", {"t": n}):
+            barrier.wait()
+            built.emit("thread.event", {"t": n})
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    events = built.get_backend("memory").events
+    tasks = [e for e in events if e["name"] == "task.event"]
+    by_thread = [e for e in events if e["name"] == "thread.event"]
+    assert len(tasks) == 20
+    assert len(by_thread) == 8
+    assert all(e["context"] == {"n": e["data"]["n"]} for e in tasks)
+    assert all(e["context"] == {"t": e["data"]["t"]} for e in by_thread)
+
+
+def test_app_ready_registers_tracker_and_checks() -> None:
+    """ready() registers the default DjangoTracker and the eventtracking checks."""
+    from django.apps import apps
+    from django.core import checks as django_checks
+
+    from eventtracking.django import DjangoTracker
+    from eventtracking.django.checks import TAG
+
+    config = apps.get_app_config("eventtracking_django")
+    config.ready()
+    assert isinstance(tracker.get_tracker(), DjangoTracker)
+    assert config.startup_error is None
+    assert TAG in django_checks.registry.registry.tags_available()
+
+
+def test_app_ready_with_bad_settings_logs_and_registers_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken configuration is logged at ERROR and kept for the checks; no tracker."""
+    from django.apps import apps
+
+    config = apps.get_app_config("eventtracking_django")
+    with (
+        caplog.at_level(logging.ERROR, logger="eventtracking.django"),
+        override_settings(EVENT_TRACKING_BACKENDS={"bad": {"ENGINE": "nope.Nope"}}),
+    ):
+        config.ready()
+    try:
+        assert tracker.DEFAULT_TRACKER_NAME not in tracker.TRACKERS
+        assert isinstance(config.startup_error, ValueError)
+        assert "nope" in str(config.startup_error)
+        assert any("Event tracking is off" in r.getMessage() for r in caplog.records)
+    finally:
+        config.startup_error = None
+
+
+def _run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": f"{TESTS_DIR}:{REPO_DIR}", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(TESTS_DIR),
+        check=False,
+    )
+
+
+def test_process_exit_flushes_the_tracker(tmp_path: Any) -> None:
+    """Events held by a buffering backend are written when the process exits."""
+    result = _run_python(
+        f"""
+        import django
+        from django.conf import settings
+        settings.configure(
+            INSTALLED_APPS=["eventtracking.django"],
+            EVENT_TRACKING_ENABLED=True,
+            EVENT_TRACKING_SHUTDOWN_TIMEOUT=5,
+            EVENT_TRACKING_BACKENDS={{"file": {{
+                "ENGINE": "django_settings.BufferedFileBackend",
+                "OPTIONS": {{"directory": {str(tmp_path)!r}}},
+            }}}},
+        )
+        django.setup()
+        from eventtracking import tracker
+        tracker.emit("at.exit", {{"n": 1}})
+        tracker.emit("at.exit", {{"n": 2}})
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [
+        json.loads(line)
+        for path in tmp_path.glob("events-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [(e["name"], e["data"]["n"]) for e in lines] == [("at.exit", 1), ("at.exit", 2)]
+
+
+def test_core_imports_without_django_and_app_needs_no_optional_packages() -> None:
+    """`import eventtracking` works with Django hidden; the app needs no celery/openedx."""
+    result = _run_python(
+        """
+        import sys
+        sys.modules["django"] = None
+        import eventtracking, eventtracking.tracker, eventtracking.locator
+        print("core-ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "core-ok" in result.stdout
+
+    result = _run_python(
+        """
+        import sys
+        for name in ("celery", "openedx_events", "crum", "waffle"):
+            sys.modules[name] = None
+        import django
+        from django.conf import settings
+        settings.configure(
+            INSTALLED_APPS=["eventtracking.django"],
+            EVENT_TRACKING_ENABLED=True,
+            EVENT_TRACKING_BACKENDS={
+                "m": {"ENGINE": "eventtracking.backends.memory.InMemoryBackend"}},
+        )
+        django.setup()
+        import eventtracking.django.middleware, eventtracking.django.checks
+        from eventtracking import tracker
+        tracker.emit("x", {})
+        print(len(tracker.get_tracker().get_backend("m").events))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"

@@ -15,7 +15,35 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
+
+
+class FrozenContext(dict):  # type: ignore[type-arg]
+    """The merged context of an event: a dict that refuses to be changed.
+
+    Every event emitted under the same entered contexts shares one of these, so that
+    merging happens once per stack rather than once per event, and so that a backend
+    can cache what it derives from it (the logger caches its JSON). It compares,
+    serialises and pickles like a plain dict; ``dict(ctx)`` or :func:`copy.copy` gives a
+    mutable copy. Processors and backends that may change events are handed copies in
+    which it has been thawed into a plain dict.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        msg = (
+            "An event's context is shared with other events and cannot be changed in "
+            "place; copy it first: event['context'] = dict(event['context'])"
+        )
+        raise TypeError(msg)
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[dict], tuple[dict[str, Any]]]:  # type: ignore[type-arg]
+        # Copies and unpickled values are plain, mutable dicts.
+        return (dict, (dict(self),))
 
 
 class ContextStack:
@@ -27,7 +55,7 @@ class ContextStack:
 
     def __init__(self, frames: tuple[tuple[str, Mapping[str, Any]], ...] = ()) -> None:
         self.frames = frames
-        self._merged: dict[str, Any] | None = None
+        self._merged: FrozenContext | None = None
 
     def push(self, name: str, context: Mapping[str, Any]) -> ContextStack:
         """Return a new stack with ``context`` entered as the innermost frame."""
@@ -56,15 +84,15 @@ class ContextStack:
         kept.reverse()
         return kept
 
-    def merged(self) -> dict[str, Any]:
-        """The effective frames merged, inner keys winning. Callers must not mutate it."""
+    def merged(self) -> FrozenContext:
+        """The effective frames merged, inner keys winning, computed once per stack."""
         merged = self._merged
         if merged is None:
-            merged = {}
+            combined: dict[str, Any] = {}
             for _, context in self.effective():
-                merged.update(context)
+                combined.update(context)
             # A benign race: two threads may both compute the same value.
-            self._merged = merged
+            merged = self._merged = FrozenContext(combined)
         return merged
 
     def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:

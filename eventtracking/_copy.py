@@ -3,8 +3,9 @@
 :func:`copy.deepcopy` is slow for the JSON-like trees that events are (it keeps a memo
 of every object) and it raises on values that refuse to be copied, which 4.x let escape
 into the caller. :func:`safe_copy` copies dicts, lists and tuples by hand, shares
-immutable scalars, and only hands anything else to :func:`copy.deepcopy`. A value that
-cannot be copied is shared rather than lost, and counted.
+immutable scalars, and only hands anything else to :func:`copy.deepcopy`. A shared,
+read-only :class:`~eventtracking._contextstack.FrozenContext` comes out as a plain
+dict. A value that cannot be copied is shared rather than lost, and counted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import uuid
 from typing import Any
 
+from eventtracking._contextstack import FrozenContext
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
@@ -71,7 +73,7 @@ def _copy(value: Any, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         return _deepcopy(value)
     depth += 1
-    if kind is dict:
+    if kind is dict or kind is FrozenContext:
         return {key: _copy(item, depth) for key, item in value.items()}
     if kind is list:
         return [_copy(item, depth) for item in value]

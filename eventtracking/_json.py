@@ -38,6 +38,7 @@ import os
 import uuid
 from typing import Any
 
+from eventtracking._contextstack import FrozenContext
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
@@ -119,22 +120,123 @@ def encode_any(obj: Any) -> Any:
     return safe_repr(obj)
 
 
-_FAST = json.JSONEncoder(default=encode_any, allow_nan=False)
+def _default(obj: Any) -> Any:
+    # Every event carries a UTC timestamp: answer it before the general dispatch.
+    if type(obj) is datetime.datetime and obj.tzinfo is _UTC:
+        return obj.isoformat()
+    return encode_any(obj)
+
+
+_FAST = json.JSONEncoder(default=_default, allow_nan=False)
+
+try:
+    from json.encoder import c_make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has the accelerator
+    _c_make_encoder = None
+
+if _c_make_encoder is not None:
+    # JSONEncoder.encode() builds a new C encoder (and a dict of markers for cycle
+    # detection) on every call, which costs more than encoding a small event. This one
+    # is built once, without cycle detection: a cycle ends in RecursionError, which
+    # sends the event down the cleaning path like any other encoding failure. The
+    # arguments match JSONEncoder's defaults (ensure_ascii, ", " and ": "), so the
+    # output is the same as json.dumps(event, default=..., allow_nan=False).
+    _encode_chunks = _c_make_encoder(
+        None,
+        _default,
+        json.encoder.encode_basestring_ascii,  # the C function: ensure_ascii
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        False,
+    )
+
+    def _encode(obj: Any) -> str:
+        return "".join(_encode_chunks(obj, 0))
+
+else:  # pragma: no cover
+    _encode = _FAST.encode
 
 
 def dumps(event: Any) -> str:
     """Serialise ``event`` to a JSON string; never raises, never writes invalid JSON."""
     try:
-        if type(event) is dict:
-            # Every event carries a UTC timestamp; converting it here spares the
-            # encoder a call back into Python, the largest single cost of a line.
-            stamp = event.get("timestamp")
-            if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
-                event = {**event, "timestamp": stamp.isoformat()}
-        return _FAST.encode(event)
+        return _encode(event)
     except (ValueError, TypeError, RecursionError):
         JSON_STATS.incr("cleaned")
         return _FAST.encode(clean(event))
+
+
+_EVENT_KEYS = ("name", "timestamp", "context", "data")
+_escape = json.encoder.encode_basestring_ascii
+_SCALARS = (str, int, bool, type(None))
+
+
+class EventEncoder:
+    """Serialise events like :func:`dumps`, reusing the JSON of a shared context.
+
+    Events emitted under the same entered contexts share one read-only
+    :class:`~eventtracking._contextstack.FrozenContext`. When an event is a plain dict
+    with the four standard keys in their standard order, and its context is such an
+    object holding only strings, integers, booleans, None and finite floats, the
+    context's JSON is computed once and spliced into each line. The result is the same
+    string :func:`dumps` returns; anything else simply goes through :func:`dumps`.
+    """
+
+    def __init__(self) -> None:
+        # (context object, its JSON): one entry, replaced as a whole, so threads never
+        # see a torn pair. Holding the object keeps its id from being reused.
+        self._cached: tuple[Any, str] | None = None
+
+    def encode(self, event: Any) -> str:
+        """Return the JSON line for ``event``; never raises."""
+        if type(event) is dict and tuple(event) == _EVENT_KEYS:
+            context = event["context"]
+            if type(context) is FrozenContext:
+                cached = self._cached
+                if cached is not None and cached[0] is context:
+                    context_json = cached[1]
+                else:
+                    context_json = self._encode_context(context)
+                if context_json is not None:
+                    name = event["name"]
+                    stamp = event["timestamp"]
+                    try:
+                        return (
+                            '{"name": '
+                            + (_escape(name) if type(name) is str else _encode(name))
+                            + ', "timestamp": '
+                            + (
+                                '"' + stamp.isoformat() + '"'
+                                if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC
+                                else _encode(stamp)
+                            )
+                            + ', "context": '
+                            + context_json
+                            + ', "data": '
+                            + _encode(event["data"])
+                            + "}"
+                        )
+                    except (ValueError, TypeError, RecursionError):
+                        pass
+        return dumps(event)
+
+    def _encode_context(self, context: FrozenContext) -> str | None:
+        for value in context.values():
+            if not (
+                isinstance(value, _SCALARS)
+                or (isinstance(value, float) and math.isfinite(value))
+            ):
+                # A mutable value could change after the JSON is cached.
+                return None
+        try:
+            context_json = _encode(context)
+        except (ValueError, TypeError, RecursionError):
+            return None
+        self._cached = (context, context_json)
+        return context_json
 
 
 def clean(value: Any) -> Any:

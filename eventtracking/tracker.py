@@ -178,8 +178,9 @@ class Tracker:
             get_stack = self._get_stack
             if get_stack is not None:
                 stack = get_stack()
-                merged = stack._merged
-                context = dict(merged if merged is not None else stack.merged())
+                context = stack._merged
+                if context is None:
+                    context = stack.merged()
             else:
                 context = self.resolve_context()
             event = {

@@ -21,9 +21,9 @@ import json
 import logging
 from typing import Any
 
-from eventtracking._json import JSON_STATS, dumps, encode_known
+from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
 from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._stats import Counters, FastCounter
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.typing import Event
 
@@ -104,7 +104,9 @@ class LoggerBackend:
             raise ImproperlyConfigured(msg)
         self.max_event_size = max_event_size
         self.event_logger = logging.getLogger(name)
-        self._counters = Counters("sent", "oversized")
+        self._encoder = EventEncoder()
+        self._sent = FastCounter()
+        self._counters = Counters("oversized")
         self._log = RateLimitedLogger(LOG)
 
     def send(self, event: Event) -> None:
@@ -112,7 +114,7 @@ class LoggerBackend:
         logger = self.event_logger
         if not logger.isEnabledFor(self.level):
             return
-        line = dumps(event)
+        line = self._encoder.encode(event)
         limit = self.max_event_size
         if limit is not None and len(line) > limit:
             line = self._placeholder(event, len(line), limit)
@@ -122,7 +124,7 @@ class LoggerBackend:
             logger.name, self.level, "(eventtracking)", 0, line, (), None, "send"
         )
         logger.handle(record)
-        self._counters.incr("sent")
+        self._sent.incr()
 
     def _placeholder(self, event: Event, size: int, limit: int) -> str:
         name = _get(event, "name")
@@ -151,7 +153,7 @@ class LoggerBackend:
 
     def stats(self) -> dict[str, Any]:
         """``sent`` and ``oversized`` lines, and encoder fallbacks across the process."""
-        result = self._counters.snapshot()
+        result = {"sent": self._sent.value, **self._counters.snapshot()}
         result.update(JSON_STATS.snapshot())
         return result
 

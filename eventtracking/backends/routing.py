@@ -8,6 +8,9 @@ The router promises isolation without paying for a deep copy of every event:
 * when several backends share an event, each backend that may change events gets its
   own copy, so no backend ever sees another's changes (a Mongo ``_id`` never reaches
   the logger);
+* the event's ``context`` is a read-only dict shared by every event emitted under the
+  same contexts; a lone backend that may change events gets the event with a plain copy
+  of it;
 * a component promises not to change events with the class attribute
   ``mutates_events = False``; every backend and processor shipped here does, so the
   common case copies nothing at all.
@@ -20,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from eventtracking._contextstack import FrozenContext
 from eventtracking._copy import safe_copy
 from eventtracking._delivery_api import close_all, flush_all, stats_of
 from eventtracking._ratelimit import RateLimitedLogger
@@ -161,8 +165,10 @@ class RoutingBackend:
         shared = len(plan) > 1
         for name, backend, mutates in plan:
             payload = event
-            if shared and (mutates or (mutates is None and backend.mutates_events)):
-                payload = safe_copy(event)
+            if mutates or (mutates is None and backend.mutates_events):
+                # Siblings must not see this backend's changes: a deep copy. A lone
+                # backend only needs the shared, read-only context thawed.
+                payload = safe_copy(event) if shared else _thaw_context(event)
             try:
                 backend.send(payload)
             except NoTransformerImplemented as exc:
@@ -201,6 +207,15 @@ class RoutingBackend:
         result = self._counters.snapshot()
         result["backends"] = stats_of(self.backends.items())
         return result
+
+
+def _thaw_context(event: Any) -> Any:
+    """The event with its shared :class:`FrozenContext` replaced by a plain copy."""
+    if type(event) is dict:
+        context = event.get("context")
+        if type(context) is FrozenContext:
+            return {**event, "context": dict(context)}
+    return event
 
 
 def _event_name(event: Any) -> Any:

@@ -11,9 +11,10 @@ import textwrap
 import threading
 from typing import Any
 
+import django_support
 import pytest
 from django.test import override_settings
-from django_support import REPO_DIR, TESTS_DIR, django_env  # noqa: F401
+from django_support import REPO_DIR, TESTS_DIR
 
 from eventtracking import tracker
 from eventtracking.backends.memory import InMemoryBackend
@@ -22,6 +23,9 @@ from eventtracking.locator import ContextVarLocator
 from eventtracking.processors.regex_filter import RegexFilter
 
 pytestmark = pytest.mark.usefixtures("django_env")
+
+# pytest finds fixtures by module attribute: these come from django_support.
+django_env = django_support.django_env
 
 HERE = __name__
 MEMORY = "eventtracking.backends.memory.InMemoryBackend"

@@ -114,7 +114,8 @@ def check_role(target: Any, role: str, where: str, engine: str) -> None:
             "send(event) method."
         )
         raise EngineError(ROLE, where, engine, msg)
-    if role == PROCESSOR and not callable(getattr(target, "__call__", None)):  # noqa: B004
+    # Look in the class's own MRO: getattr would find type.__call__ on any class.
+    if role == PROCESSOR and not any("__call__" in vars(k) for k in target.__mro__):
         msg = (
             f"{where}: ENGINE {engine!r} is not a processor: instances of class "
             f"{target.__name__} are not callable (define __call__(self, event))."

@@ -105,9 +105,7 @@ EVENT_MIDDLEWARE_BEFORE_CONTEXT = (
     "TrackRequestEventMiddleware comes before TrackRequestContextMiddleware in "
     "MIDDLEWARE, so its events miss the request context."
 )
-EVENT_MIDDLEWARE_BEFORE_CONTEXT_HINT = (
-    f"Move {EVENT_MIDDLEWARE!r} after {CONTEXT_MIDDLEWARE!r}."
-)
+EVENT_MIDDLEWARE_BEFORE_CONTEXT_HINT = f"Move {EVENT_MIDDLEWARE!r} after {CONTEXT_MIDDLEWARE!r}."
 
 E009 = "eventtracking.E009"
 DUPLICATE_MIDDLEWARE = "{middleware} is listed {count} times in MIDDLEWARE."
@@ -231,9 +229,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     return messages
 
 
-def check_middleware_settings(
-    app_configs: Any = None, **kwargs: Any
-) -> list[checks.CheckMessage]:
+def check_middleware_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Parse every middleware and shutdown setting as the middleware will."""
     messages: list[checks.CheckMessage] = []
     for setting, parse in _request.PARSERS.items():

@@ -163,9 +163,7 @@ class TrackRequestContextMiddleware:
         except Exception:
             _failed("leaving the request context", reraise)
 
-    async def _load_user(
-        self, request: HttpRequest, view: Any, args: Any, kwargs: Any
-    ) -> None:
+    async def _load_user(self, request: HttpRequest, view: Any, args: Any, kwargs: Any) -> None:
         """Load the user off the event loop, where events emitted by async views can see it.
 
         Only a request that carries a session cookie can have a user, so a visitor

@@ -1,0 +1,256 @@
+"""System checks: each id appears for a bad setting and is absent for a good one."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import django_support
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from eventtracking.django import checks
+
+pytestmark = pytest.mark.usefixtures("django_env")
+
+# pytest finds fixtures by module attribute: these come from django_support.
+django_env = django_support.django_env
+
+MEMORY = "eventtracking.backends.memory.InMemoryBackend"
+LOGGER = "eventtracking.backends.logger.LoggerBackend"
+ROUTING = "eventtracking.backends.routing.RoutingBackend"
+B = "EVENT_TRACKING_BACKENDS"
+NOT_CALLABLE = 42
+
+
+class NoSend:
+    """Not a backend."""
+
+
+class NotCallable:
+    """Not a processor: instances cannot be called."""
+
+
+def run_all() -> list[Any]:
+    """Every eventtracking check's messages."""
+    return [
+        *checks.check_tracker_settings(),
+        *checks.check_middleware(),
+        *checks.check_middleware_settings(),
+    ]
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_the_test_settings_pass_every_check() -> None:
+    """The settings the other tests use raise nothing, and `manage.py check` agrees."""
+    assert run_all() == []
+    call_command("check", "--tag", checks.TAG, verbosity=0)
+
+
+@pytest.mark.parametrize("value", [[{"ENGINE": MEMORY}], "memory", 3])
+def test_e001_backends_not_a_dict(value: Any) -> None:
+    """A backends setting that is not a dict is E001."""
+    with override_settings(EVENT_TRACKING_BACKENDS=value):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E001]
+    assert messages[0].msg == checks.BACKENDS_NOT_A_DICT.format(
+        setting=B, type_name=type(value).__name__
+    )
+
+
+def test_e002_processors_not_a_list() -> None:
+    """A processors setting that is not a list or tuple is E002; a tuple is fine."""
+    with override_settings(EVENT_TRACKING_PROCESSORS={"ENGINE": MEMORY}):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E002]
+    assert messages[0].msg == checks.PROCESSORS_NOT_A_LIST.format(
+        setting="EVENT_TRACKING_PROCESSORS", type_name="dict"
+    )
+    upper = "eventtracking.processors.regex_filter.RegexFilter"
+    with override_settings(EVENT_TRACKING_PROCESSORS=({"ENGINE": upper},)):
+        assert checks.check_tracker_settings() == []
+
+
+@pytest.mark.parametrize("entry", [{"OPTIONS": {}}, {"ENGINE": ""}, {"ENGINE": None}])
+def test_e003_missing_or_empty_engine(entry: dict[str, Any]) -> None:
+    """A backend without a usable ENGINE is E003, naming the entry."""
+    with override_settings(EVENT_TRACKING_BACKENDS={"x": entry}):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E003]
+    assert messages[0].msg == checks.ENGINE_MISSING.format(where=f"{B}['x']")
+
+
+def test_e003_processor_without_engine() -> None:
+    """A processor without ENGINE is E003, naming its index."""
+    with override_settings(EVENT_TRACKING_PROCESSORS=[{}]):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E003]
+    assert messages[0].msg == checks.ENGINE_MISSING.format(where="EVENT_TRACKING_PROCESSORS[0]")
+
+
+@pytest.mark.parametrize(
+    "engine", ["no_such_module.Backend", "eventtracking.backends.memory.Nope", "Backend"]
+)
+def test_e004_unknown_engine_path(engine: str) -> None:
+    """An ENGINE that cannot be imported is E004, even nested deep in OPTIONS."""
+    with override_settings(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": engine}}):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E004]
+    assert messages[0].msg == checks.ENGINE_NOT_FOUND.format(where=f"{B}['x']", engine=engine)
+
+    nested = {
+        "route": {
+            "ENGINE": ROUTING,
+            "OPTIONS": {"backends": {"ok": {"ENGINE": MEMORY}, "bad": {"ENGINE": engine}}},
+        }
+    }
+    with override_settings(EVENT_TRACKING_BACKENDS=nested):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E004]
+    assert messages[0].msg == checks.ENGINE_NOT_FOUND.format(
+        where=f"{B}['route']['OPTIONS']['backends']['bad']", engine=engine
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "where", "engine"),
+    [
+        (B, {"x": {"ENGINE": f"{__name__}.NoSend"}}, f"{B}['x']", f"{__name__}.NoSend"),
+        (B, {"x": {"ENGINE": f"{__name__}.NOT_CALLABLE"}}, f"{B}['x']", f"{__name__}.NOT_CALLABLE"),
+        (
+            "EVENT_TRACKING_PROCESSORS",
+            [{"ENGINE": f"{__name__}.NotCallable"}],
+            "EVENT_TRACKING_PROCESSORS[0]",
+            f"{__name__}.NotCallable",
+        ),
+    ],
+)
+def test_e005_engine_of_the_wrong_kind(setting: str, value: Any, where: str, engine: str) -> None:
+    """A backend class without send, a non-callable or a non-callable processor is E005."""
+    with override_settings(**{setting: value}):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E005]
+    assert messages[0].msg == checks.ENGINE_WRONG_KIND.format(where=where, engine=engine)
+
+
+@pytest.mark.parametrize(
+    ("engine", "options"),
+    [(MEMORY, {"max_event": 3}), (MEMORY, {"max_events": 3, "extra": 1}), (LOGGER, ["name"])],
+)
+def test_e006_options_the_signature_rejects(engine: str, options: Any) -> None:
+    """OPTIONS that are not a dict or do not bind to the constructor are E006."""
+    with override_settings(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": engine, "OPTIONS": options}}):
+        messages = checks.check_tracker_settings()
+    assert ids(messages) == [checks.E006]
+    assert messages[0].msg == checks.OPTIONS_REJECTED.format(where=f"{B}['x']", engine=engine)
+    with override_settings(
+        EVENT_TRACKING_BACKENDS={"x": {"ENGINE": MEMORY, "OPTIONS": {"max_events": 3}}}
+    ):
+        assert checks.check_tracker_settings() == []
+
+
+def test_e006_options_the_constructor_rejects_at_start_up() -> None:
+    """A constructor that refuses its OPTIONS at start-up is reported as E006."""
+    from django.apps import apps
+
+    config = apps.get_app_config("eventtracking_django")
+    bad = {"x": {"ENGINE": LOGGER, "OPTIONS": {"max_events": 1}}}
+    try:
+        with override_settings(EVENT_TRACKING_BACKENDS=bad):
+            config.ready()
+            messages = checks.check_tracker_settings()
+        assert ids(messages) == [checks.E006]
+        assert messages[0].msg == checks.OPTIONS_REJECTED.format(where=f"{B}['x']", engine=LOGGER)
+        assert "max_events" in messages[0].hint
+    finally:
+        config.startup_error = None
+    assert checks.check_tracker_settings() == []
+
+
+def test_e007_tracker_not_built_for_another_reason() -> None:
+    """A start-up failure the static checks cannot see is E007, with the error as hint."""
+    from django.apps import apps
+
+    config = apps.get_app_config("eventtracking_django")
+    try:
+        with override_settings(EVENT_TRACKING_BACKENDS={"x": "not a backend"}):
+            config.ready()
+            messages = checks.check_tracker_settings()
+        assert ids(messages) == [checks.E007]
+        assert messages[0].msg == checks.TRACKER_NOT_BUILT
+        assert "no callable 'send'" in messages[0].hint
+    finally:
+        config.startup_error = None
+
+
+SESSION = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+def test_e008_event_middleware_before_context_middleware() -> None:
+    """The event middleware placed before the context middleware is E008."""
+    with override_settings(
+        MIDDLEWARE=[checks.EVENT_MIDDLEWARE, SESSION, checks.CONTEXT_MIDDLEWARE]
+    ):
+        messages = checks.check_middleware()
+    assert ids(messages) == [checks.E008]
+    assert messages[0].msg == checks.EVENT_MIDDLEWARE_BEFORE_CONTEXT
+    with override_settings(
+        MIDDLEWARE=[checks.CONTEXT_MIDDLEWARE, SESSION, checks.EVENT_MIDDLEWARE]
+    ):
+        assert checks.check_middleware() == []
+
+
+def test_e009_middleware_listed_twice() -> None:
+    """A tracking middleware listed twice is E009."""
+    context = checks.CONTEXT_MIDDLEWARE
+    with override_settings(MIDDLEWARE=[context, SESSION, context]):
+        messages = checks.check_middleware()
+    assert ids(messages) == [checks.E009]
+    assert messages[0].msg == checks.DUPLICATE_MIDDLEWARE.format(middleware=context, count=2)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("EVENT_TRACKING_REQUEST_CONTEXT_NAME", ""),
+        ("EVENT_TRACKING_REQUEST_CONTEXT_FIELDS", ["path", "shoe_size"]),
+        ("EVENT_TRACKING_REQUEST_CONTEXT_FIELDS", "path"),
+        ("EVENT_TRACKING_REQUEST_CONTEXT_HOOK", "no_such_module.hook"),
+        ("EVENT_TRACKING_REQUEST_CONTEXT_HOOK", 12),
+        ("EVENT_TRACKING_REQUEST_ID_HEADER", None),
+        ("EVENT_TRACKING_TRUSTED_PROXIES", ["10.0.0.0/33"]),
+        ("EVENT_TRACKING_REQUEST_EVENT_NAME", 5),
+        ("EVENT_TRACKING_REQUEST_EVENT_SKIP", ["(unclosed"]),
+        ("EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS", [1]),
+        ("EVENT_TRACKING_SHUTDOWN_TIMEOUT", -1),
+    ],
+)
+def test_e010_invalid_middleware_or_shutdown_setting(setting: str, value: Any) -> None:
+    """Each middleware and shutdown setting with a bad value is E010, naming it."""
+    with override_settings(**{setting: value}):
+        messages = checks.check_middleware_settings()
+    assert ids(messages) == [checks.E010]
+    assert messages[0].msg == checks.INVALID_SETTING.format(setting=setting)
+    assert repr(value) in messages[0].hint
+
+
+def test_w001_event_middleware_without_context_middleware() -> None:
+    """The event middleware alone is a warning: its events have no request context."""
+    with override_settings(MIDDLEWARE=[SESSION, checks.EVENT_MIDDLEWARE]):
+        messages = checks.check_middleware()
+    assert ids(messages) == [checks.W001]
+    assert messages[0].msg == checks.EVENT_MIDDLEWARE_WITHOUT_CONTEXT
+
+
+def test_manage_py_check_fails_on_errors() -> None:
+    """`manage.py check` stops with the eventtracking error ids in its report."""
+    with (
+        override_settings(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": "nope.Nope"}}),
+        pytest.raises(SystemCheckError, match=re.escape(checks.E004)),
+    ):
+        call_command("check", "--tag", checks.TAG, verbosity=0)

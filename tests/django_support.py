@@ -101,7 +101,10 @@ class Server:
     stopped: bool = field(default=False)
 
     def stop(self, timeout: float = 20.0) -> int:
-        """Stop gracefully with SIGTERM, or kill after ``timeout``; return the exit code."""
+        """Stop gracefully with SIGTERM, or kill after ``timeout``; return the exit code.
+
+        uvicorn re-raises SIGTERM after its graceful shutdown, so it exits with -15.
+        """
         if not self.stopped:
             self.stopped = True
             if self.process.poll() is None:
@@ -143,10 +146,10 @@ def start_server(kind: str, tmp_path: Path) -> Server:
     elif kind == "uvicorn":
         command = [
             sys.executable, "-m", "uvicorn",
-            "--fd", str(fd), "--factory", "--lifespan", "off",
+            "--fd", str(fd), "--factory", "--lifespan", "on",
             "--log-level", "warning", "--no-access-log",
             "--limit-concurrency", "2000", "--backlog", "1024",
-            "django.core.asgi:get_asgi_application",
+            "eventtracking.django.asgi:get_asgi_application",
         ]  # fmt: skip
     else:
         msg = f"unknown server kind {kind!r}; use 'gunicorn' or 'uvicorn'"

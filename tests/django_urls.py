@@ -7,6 +7,8 @@ check that the event's context (``request_id``, ``path``) belongs to the same re
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -20,11 +22,16 @@ def ping(request: HttpRequest) -> HttpResponse:
     return HttpResponse("pong")
 
 
+def worker() -> str:
+    """Which process and thread is handling the request."""
+    return f"{os.getpid()}:{threading.get_ident()}"
+
+
 def emit(request: HttpRequest) -> HttpResponse:
     """Emit one event inside a nested view context."""
     rid = request.GET.get("rid", "")
     with tracker.get_tracker().context("view", {"view": "emit", "rid_seen": rid}):
-        tracker.emit("test.emit", {"rid": rid})
+        tracker.emit("test.emit", {"rid": rid, "worker": worker()})
     return HttpResponse("ok")
 
 
@@ -38,7 +45,7 @@ def leak(request: HttpRequest) -> HttpResponse:
     """Enter a context and never leave it, as buggy code might."""
     rid = request.GET.get("rid", "")
     tracker.get_tracker().enter_context("leaky", {"leaked_from": rid})
-    tracker.emit("test.leak", {"rid": rid})
+    tracker.emit("test.leak", {"rid": rid, "worker": worker()})
     return HttpResponse("leaked")
 
 

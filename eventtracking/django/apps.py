@@ -13,7 +13,7 @@ from django.apps import AppConfig
 
 from eventtracking.tracker import Tracker
 
-__all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "EventTrackingConfig", "close_at_exit"]
+__all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "EventTrackingConfig", "close_at_exit", "close_trackers"]
 
 LOG = logging.getLogger("eventtracking.django")
 
@@ -96,11 +96,16 @@ def close_at_exit(tracker: Tracker, timeout: float) -> None:
     with _exit_lock:
         _to_close.append((weakref.ref(tracker), timeout))
         if not _exit_registered:
-            atexit.register(_close_all_at_exit)
+            atexit.register(close_trackers)
             _exit_registered = True
 
 
-def _close_all_at_exit() -> None:
+def close_trackers() -> None:
+    """Close every tracker passed to :func:`close_at_exit`, now; later calls do nothing.
+
+    The trackers share one deadline, the longest of their timeouts. Runs at exit, and
+    from :mod:`eventtracking.django.asgi` at ASGI lifespan shutdown.
+    """
     with _exit_lock:
         pending = list(_to_close)
         _to_close.clear()

@@ -1,0 +1,722 @@
+"""Deliver items to a sink from one background thread, without blocking or losing any.
+
+:class:`BatchDelivery` wraps any *sink*: an object with ``send_batch(items)`` that
+stores a batch somewhere slow (a database, an HTTP API). Callers hand it items with
+:meth:`~BatchDelivery.put`, which only appends to a bounded in-memory queue; one named
+daemon thread per delivery takes batches off the queue, by size or by interval, and
+calls the sink.
+
+Items are ``bytes``, serialised by the backend when the event is sent. That is what
+lets them be written to the :class:`~eventtracking.spool.Spool`, and it snapshots the
+event, so a caller changing its data afterwards cannot change what is delivered.
+
+Nothing is lost on the way:
+
+* when the sink fails, the batch goes to the spool and the thread retries with
+  exponential backoff and jitter, spooling new items meanwhile so memory stays bounded;
+  when the sink is back, the spool is replayed in order before the queue;
+* when the queue is full, the item goes straight to the spool;
+* with ``durable=True``, every item is on the spool before :meth:`~BatchDelivery.put`
+  returns, and the thread delivers from the spool;
+* at interpreter exit, each delivery flushes for at most ``exit_timeout`` seconds, then
+  spools what is left;
+* after ``os.fork()`` the child starts its own thread on its first use, with an empty
+  queue (the parent still delivers what it had queued);
+* items the sink refuses for good become dead letters in the spool, with the reason.
+
+Every outcome is counted in :meth:`~BatchDelivery.stats`, and errors are logged at a
+limited rate. Without a spool, what cannot be kept is dropped, logged and counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters, FastCounter
+from eventtracking.spool import Claim, Spool
+
+__all__ = [
+    "DEFAULT_FLUSH_TIMEOUT",
+    "BatchDelivery",
+    "Sink",
+    "backoff_delay",
+]
+
+LOG = logging.getLogger(__name__)
+
+#: How long :meth:`BatchDelivery.flush` waits when given ``timeout=None``.
+DEFAULT_FLUSH_TIMEOUT = 30.0
+
+# When idle, the thread looks this often for rows that other processes left in a
+# shared spool (a read that takes no lock).
+_SPOOL_POLL_INTERVAL = 5.0
+# While a flush waits for rows that another process has claimed.
+_CLAIMED_ELSEWHERE_WAIT = 0.05
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where a :class:`BatchDelivery` stores its items.
+
+    ``send_batch`` is called from the delivery thread only, one batch at a time. It
+    either stores the batch and returns, or raises, and then nothing is assumed stored:
+    the whole batch is retried later, so storing an item twice must be harmless (the
+    Mongo backend gives each event its ``_id`` for that). It returns the positions of
+    the items it refused for good, mapped to the reason (``{}`` or None when none
+    were); those become dead letters and the rest of the batch counts as stored.
+
+    A sink may also have ``close()``, called once by :meth:`BatchDelivery.close`, and
+    ``stats()``, whose dict is merged into the delivery's.
+    """
+
+    def send_batch(self, items: Sequence[bytes]) -> Mapping[int, str] | None:
+        """Store ``items``; return refused positions -> reasons; raise to retry later."""
+
+
+def backoff_delay(
+    failures: int, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait after ``failures`` consecutive failures (1 for the first).
+
+    Exponential (``base * 2 ** (failures - 1)``, at most ``cap``) with jitter: a random
+    factor between 0.5 and 1, so processes that failed together do not retry together.
+    """
+    exponent = min(max(failures, 1) - 1, 62)
+    delay = min(cap, base * (2.0**exponent))
+    return delay * (0.5 + 0.5 * (rng or random).random())
+
+
+class BatchDelivery:
+    """Deliver ``bytes`` items to ``sink`` in batches from a named daemon thread.
+
+    ``name`` names the thread (``eventtracking-delivery-<name>``) and the log lines.
+    ``spool`` and ``stream`` say where to keep what cannot be delivered yet; without a
+    spool, items that cannot be kept in memory are dropped and counted. ``durable``
+    (which needs a spool) writes each item to the spool before :meth:`put` returns.
+
+    Batches hold at most ``batch_size`` items and leave at the latest
+    ``flush_interval`` seconds after their first item arrived. The queue holds
+    ``max_queue_size`` items. After a failure the thread waits
+    :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
+    spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
+    out of range.
+    """
+
+    def __init__(
+        self,
+        sink: Any,
+        *,
+        name: str,
+        spool: Spool | None = None,
+        stream: str = "default",
+        durable: bool = False,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 10_000,
+        exit_timeout: float = 5.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        log_interval: float = 60.0,
+    ) -> None:
+        if not callable(getattr(sink, "send_batch", None)):
+            msg = f"sink {sink!r} has no send_batch(items) method; give it one"
+            raise TypeError(msg)
+        _check_positive("batch_size", batch_size, integer=True)
+        _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("flush_interval", flush_interval)
+        _check_positive("backoff_base", backoff_base)
+        _check_positive("backoff_max", backoff_max)
+        if not isinstance(exit_timeout, (int, float)) or exit_timeout < 0:
+            msg = f"exit_timeout must be a number of seconds >= 0, got {exit_timeout!r}"
+            raise ValueError(msg)
+        if durable and spool is None:
+            msg = "durable=True needs a spool to write to; pass spool=Spool(directory)"
+            raise ValueError(msg)
+        self.name = name
+        self.stream = stream
+        self.spool = spool
+        self.durable = bool(durable)
+        self.batch_size = batch_size
+        self.flush_interval = float(flush_interval)
+        self.max_queue_size = max_queue_size
+        self.exit_timeout = float(exit_timeout)
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self._sink = sink
+        self._log = RateLimitedLogger(LOG, interval=log_interval)
+        self._closed = False
+        self._reset_runtime()
+        os.register_at_fork(after_in_child=_weak_caller(weakref.WeakMethod(self._after_fork)))
+        _LIVE.add(self)
+        # Start at once, so that rows an earlier process left in the spool are
+        # delivered even if this one never sends anything.
+        self._ensure_thread()
+
+    def __repr__(self) -> str:
+        return f"<BatchDelivery {self.name!r} stream={self.stream!r}>"
+
+    def _reset_runtime(self) -> None:
+        """Fresh state for this process: at construction, and in the child after a fork."""
+        self._pid = os.getpid()
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._dead: collections.deque[tuple[bytes | None, str, str | None]] = collections.deque()
+        self._wake = threading.Event()
+        self._cond = threading.Condition(threading.Lock())
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._flush_seq = 0
+        self._idle_seq = 0
+        self._retry_now = False
+        self._stopping = False
+        self._failures = 0
+        self._backoff_until = 0.0
+        self._batch_started: float | None = None
+        # Rows may be waiting in the spool: left by an earlier process, or spooled here.
+        self._spool_dirty = self.spool is not None
+        self._next_spool_poll = 0.0
+        self._inflight: list[bytes] | None = None
+        self._durable_puts = FastCounter()
+        self._durable_taken = 0
+        self._queued = FastCounter()
+        self._counters = Counters(
+            "stored",
+            "spooled",
+            "replayed",
+            "dead_lettered",
+            "retries",
+            "batches",
+            "overflowed",
+            groups=("dropped",),
+        )
+
+    # -- the caller's side ------------------------------------------------------------
+
+    def put(self, item: bytes) -> None:
+        """Accept one item for delivery. Never raises; blocks only to write the spool.
+
+        Normally this appends to the queue. It writes the spool instead (on the
+        caller's thread) with ``durable=True``, when the queue is full, and after
+        :meth:`close`.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._thread is None:
+            self._ensure_thread()
+        self._queued.incr()
+        if self._closed:
+            self._spool_now([item], reason="closed")
+            return
+        if self.durable and self._spool_now([item], reason=None):
+            self._durable_puts.incr()
+            self._spool_dirty = True
+            self._poke(self._backlog())
+            return
+        queue = self._queue
+        if len(queue) >= self.max_queue_size:
+            self._counters.incr("overflowed")
+            self._spool_now([item], reason="queue_full")
+            return
+        queue.append(item)
+        self._poke(len(queue))
+
+    def put_many(self, items: Iterable[bytes]) -> None:
+        """Accept several items, in order; the same promises as :meth:`put`."""
+        for item in items:
+            self.put(item)
+
+    def dead_letter(self, payload: bytes | None, reason: str, detail: str | None = None) -> None:
+        """Record an item refused before it was queued (it could not be encoded, say).
+
+        The thread writes it to the dead-letter table; without a spool it is dropped
+        and counted. Logged at a limited rate. Never raises.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._log.warning(
+            "dead-letter", "Delivery %r refused an event for good: %s", self.name, reason
+        )
+        if self._closed:
+            self._write_dead_letters([(payload, reason, detail)])
+            return
+        self._dead.append((payload, reason, detail))
+        self._poke(1)
+
+    def _poke(self, backlog: int) -> None:
+        # Wake the thread for the first item of a batch (to start its interval) and
+        # when a batch is full; in between, waking it would only cost time.
+        if (backlog == 1 or backlog >= self.batch_size) and not self._wake.is_set():
+            self._wake.set()
+
+    def _backlog(self) -> int:
+        return len(self._queue) + self._durable_puts.value - self._durable_taken
+
+    def _spool_now(self, items: list[bytes], reason: str | None) -> bool:
+        """Write ``items`` to the spool from the caller's thread; count a drop if impossible.
+
+        ``reason`` is the drop reason to count when there is no usable spool; None means
+        the caller has a fallback and nothing is counted as dropped. Returns success.
+        """
+        if self.spool is not None:
+            try:
+                self.spool.append(self.stream, items)
+            except Exception as exc:
+                self._record_error("spool", exc)
+            else:
+                self._counters.incr("spooled", amount=len(items))
+                self._spool_dirty = True
+                return True
+        if reason is not None:
+            self._counters.incr("dropped", reason, amount=len(items))
+            self._log.error(
+                f"drop-{reason}",
+                "Delivery %r dropped %d event(s) (%s): no spool could take them",
+                self.name,
+                len(items),
+                reason,
+            )
+        return False
+
+    # -- flush and close ----------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything accepted so far; True when all of it was stored in time.
+
+        "Everything" includes rows waiting in the spool for this stream, and dead
+        letters written to their table. A flush cuts short the current backoff, so it
+        retries at once. ``timeout=None`` waits up to :data:`DEFAULT_FLUSH_TIMEOUT`
+        seconds: nothing here waits forever. Returns False on timeout; the events stay
+        queued or spooled.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        if timeout is None:
+            timeout = DEFAULT_FLUSH_TIMEOUT
+        if self._closed:
+            return self._settled()
+        return self._wait_flushed(time.monotonic() + max(0.0, timeout), give_up_on_failure=False)
+
+    def _wait_flushed(self, deadline: float, *, give_up_on_failure: bool) -> bool:
+        thread = self._ensure_thread()
+        if thread is None:
+            return self._settled()
+        failures = self._counters.get("retries")
+        with self._cond:
+            self._flush_seq += 1
+            seq = self._flush_seq
+            self._retry_now = True
+        self._wake.set()
+        with self._cond:
+            while self._idle_seq < seq:
+                left = deadline - time.monotonic()
+                if left <= 0 or not thread.is_alive():
+                    return False
+                if give_up_on_failure:
+                    if self._counters.get("retries") > failures:
+                        return False
+                    left = min(left, 0.05)
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what can be delivered within ``timeout``, spool the rest, stop the thread.
+
+        ``timeout=None`` means ``exit_timeout``. While the sink is failing it does not
+        wait at all: the queue goes straight to the spool. Calling it again does
+        nothing; items put afterwards go to the spool.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+        _LIVE.discard(self)
+        if timeout is None:
+            timeout = self.exit_timeout
+        deadline = time.monotonic() + max(0.0, timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            if time.monotonic() >= self._backoff_until:
+                # Deliver while that works; at the first failure, spool instead of waiting.
+                self._wait_flushed(deadline, give_up_on_failure=True)
+            with self._cond:
+                self._stopping = True
+            self._wake.set()
+            # The thread only has to spool the queue now; give it a moment even when
+            # the deadline has passed.
+            thread.join(max(0.5, deadline - time.monotonic()))
+            if thread.is_alive():
+                # Stuck in the sink. Spool what it holds too: if it did store that
+                # batch after all, replaying it later stores nothing twice.
+                inflight = self._inflight
+                if inflight:
+                    self._spool_now(list(inflight), reason="closed")
+        self._spool_queue(reason="closed")
+        self._write_dead_letters(self._take_all(self._dead))
+        close = getattr(self._sink, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:
+                self._record_error("close", exc)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (in this process or before the fork)."""
+        return self._closed
+
+    # -- stats --------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since this process started using the delivery.
+
+        ``queued`` items accepted; ``stored`` confirmed by the sink (``replayed`` of them
+        came from the spool); ``spooled`` written to the spool; ``overflowed`` found the
+        queue full; ``dead_lettered`` refused for good; ``retries`` failed attempts;
+        ``batches`` successful sink calls; ``dropped`` lost, by reason; ``queue_size``
+        now; ``last_error`` and ``last_error_at`` (Unix time) when anything failed.
+        """
+        result = self._counters.snapshot()
+        result["queued"] = self._queued.value
+        result["queue_size"] = len(self._queue)
+        result.setdefault("last_error", None)
+        sink_stats = getattr(self._sink, "stats", None)
+        if callable(sink_stats):
+            try:
+                result.update(sink_stats())
+            except Exception as exc:
+                self._record_error("stats", exc)
+        return result
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _ensure_thread(self) -> threading.Thread | None:
+        """Start the thread unless it runs or the delivery is closed; return it."""
+        thread = self._thread
+        if thread is not None or self._closed:
+            return thread
+        with self._start_lock:
+            if self._thread is None and not self._closed:
+                thread = threading.Thread(
+                    target=self._run, name=f"eventtracking-delivery-{self.name}", daemon=True
+                )
+                thread.start()
+                self._thread = thread
+            return self._thread
+
+    def _after_fork(self) -> None:
+        # Locks may have been held by the parent's thread at the fork; the queue holds
+        # the parent's items, which the parent delivers. Start over, lazily.
+        self._reset_runtime()
+        if not self._closed:
+            _LIVE.add(self)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._step():
+                    break
+            except Exception as exc:  # a bug here must not end delivery for good
+                self._record_error("worker", exc)
+                self._wake.wait(1.0)
+        self._spool_queue(reason="closed")
+        self._write_dead_letters(self._take_all(self._dead))
+
+    def _step(self) -> bool:
+        """Do one unit of work or wait for some; False when the thread should stop."""
+        self._wake.clear()
+        with self._cond:
+            seq = self._flush_seq
+            urgent = seq != self._idle_seq
+            stopping = self._stopping
+            if self._retry_now:
+                self._retry_now = False
+                self._backoff_until = 0.0
+        if stopping:
+            return False
+        if self._dead:
+            self._write_dead_letters(self._take_all(self._dead))
+        now = time.monotonic()
+        if now < self._backoff_until:
+            # The sink is failing: keep memory bounded until the next attempt.
+            self._spool_queue(reason=None)
+            self._wake.wait(min(self._backoff_until - now, self.flush_interval))
+            return True
+        backlog = self._backlog()
+        if backlog and not urgent and backlog < self.batch_size:
+            if self._batch_started is None:
+                self._batch_started = now
+            left = self._batch_started + self.flush_interval - now
+            if left > 0:
+                self._wake.wait(left)
+                return True
+        if self._spool_due(now, urgent) and self._replay_batch() is not None:
+            return True
+        if self._queue:
+            self._send_queued()
+            return True
+        self._batch_started = None
+        if urgent:
+            if self._settled():
+                with self._cond:
+                    self._idle_seq = max(self._idle_seq, seq)
+                    self._cond.notify_all()
+                return True
+            # Rows of this stream are claimed by another process: wait for its ack.
+            self._wake.wait(_CLAIMED_ELSEWHERE_WAIT)
+            return True
+        self._wake.wait(self.flush_interval)
+        return True
+
+    def _spool_due(self, now: float, urgent: bool) -> bool:
+        if self.spool is None:
+            return False
+        if urgent or self._spool_dirty or now >= self._next_spool_poll:
+            self._next_spool_poll = now + _SPOOL_POLL_INTERVAL
+            return True
+        return False
+
+    def _replay_batch(self) -> bool | None:
+        """Deliver one batch from the spool: None when it had nothing, else success."""
+        assert self.spool is not None
+        # Cleared before looking, so a row spooled after the look sets it again.
+        self._spool_dirty = False
+        self._durable_taken = self._durable_puts.value
+        try:
+            # A read first: most looks find nothing, and need no write lock. Claimed
+            # rows count, so that claims of dead processes get taken back by claim().
+            if self.spool.pending_count(self.stream) == 0:
+                return None
+            claim = self.spool.claim(self.stream, self.batch_size)
+        except Exception as exc:
+            self._record_error("spool", exc)
+            return None
+        if claim is None:
+            return None
+        self._spool_dirty = True
+        try:
+            rejected = self._sink.send_batch(claim.payloads) or {}
+        except Exception as exc:
+            self._release(claim)
+            self._failed(exc, len(claim))
+            return False
+        self._succeeded()
+        self._ack(claim, rejected)
+        return True
+
+    def _ack(self, claim: Claim, rejected: Mapping[int, str]) -> None:
+        assert self.spool is not None
+        try:
+            held = self.spool.ack(claim, rejected)
+        except Exception as exc:
+            # Stored, but still on the spool: the next replay stores nothing twice.
+            self._record_error("spool", exc)
+            return
+        if held < len(claim):
+            LOG.info(
+                "Delivery %r: %d spooled event(s) were taken back by another process "
+                "while being delivered; it will find them stored already",
+                self.name,
+                len(claim) - held,
+            )
+        stored = len(claim) - len(rejected)
+        self._counters.incr("stored", amount=stored)
+        self._counters.incr("replayed", amount=stored)
+        if rejected:
+            self._counters.incr("dead_lettered", amount=len(rejected))
+            self._log_rejected(rejected)
+
+    def _release(self, claim: Claim) -> None:
+        assert self.spool is not None
+        try:
+            self.spool.release(claim)
+        except Exception as exc:
+            # The lease hands these rows back later, to this process or another one.
+            self._record_error("spool", exc)
+
+    def _send_queued(self) -> None:
+        batch = self._take(self._queue, self.batch_size)
+        if not batch:
+            return
+        self._batch_started = time.monotonic() if self._queue else None
+        self._inflight = batch
+        try:
+            rejected = self._sink.send_batch(batch) or {}
+        except Exception as exc:
+            self._failed(exc, len(batch))
+            if not self._spool_now(batch, reason=None):
+                # No spool: keep the batch, in order, at the head of the queue. Memory
+                # stays bounded by the queue limit: put() drops when it is full.
+                self._queue.extendleft(reversed(batch))
+            return
+        finally:
+            self._inflight = None
+        self._succeeded()
+        self._counters.incr("stored", amount=len(batch) - len(rejected))
+        if rejected:
+            self._write_dead_letters(
+                [(batch[position], reason, None) for position, reason in rejected.items()]
+            )
+            self._log_rejected(rejected)
+
+    def _succeeded(self) -> None:
+        self._counters.incr("batches")
+        if self._failures:
+            LOG.warning(
+                "Delivery %r recovered after %d failed attempt(s)", self.name, self._failures
+            )
+        self._failures = 0
+        self._backoff_until = 0.0
+
+    def _failed(self, exc: BaseException, count: int) -> None:
+        self._failures += 1
+        delay = backoff_delay(self._failures, self.backoff_base, self.backoff_max)
+        self._backoff_until = time.monotonic() + delay
+        self._counters.incr("retries")
+        self._record_error(
+            "send",
+            exc,
+            f"could not deliver {count} event(s); they are kept and retried in {delay:.1f}s "
+            f"(attempt {self._failures})",
+        )
+
+    def _spool_queue(self, reason: str | None) -> None:
+        """Move the queue to the spool, a batch per transaction (so writers wait little)."""
+        if self.spool is None and reason is None:
+            return
+        while self._queue:
+            batch = self._take(self._queue, self.batch_size)
+            if not self._spool_now(batch, reason=reason):
+                if reason is None:
+                    self._queue.extendleft(reversed(batch))
+                return
+
+    def _write_dead_letters(self, entries: list[tuple[bytes | None, str, str | None]]) -> None:
+        if not entries:
+            return
+        if self.spool is not None:
+            try:
+                self.spool.add_dead_letters(self.stream, entries)
+            except Exception as exc:
+                self._record_error("spool", exc)
+            else:
+                self._counters.incr("dead_lettered", amount=len(entries))
+                return
+        self._counters.incr("dropped", "dead_letter", amount=len(entries))
+        for _payload, reason, _detail in entries:
+            self._log.error(
+                "drop-dead-letter",
+                "Delivery %r dropped a refused event (no spool for dead letters): %s",
+                self.name,
+                reason,
+            )
+
+    def _log_rejected(self, rejected: Mapping[int, str]) -> None:
+        for reason in rejected.values():
+            self._log.warning(
+                "dead-letter",
+                "Delivery %r: the sink refused an event for good: %s",
+                self.name,
+                reason,
+            )
+
+    def _settled(self) -> bool:
+        """Whether nothing of this process or stream is left to deliver."""
+        if self._queue or self._dead or self._inflight:
+            return False
+        if self.spool is None:
+            return True
+        try:
+            return self.spool.pending_count(self.stream) == 0
+        except Exception as exc:
+            self._record_error("spool", exc)
+            return False
+
+    def _record_error(self, where: str, exc: BaseException, what: str = "") -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self._counters.set("last_error", text)
+        self._counters.set("last_error_at", time.time())
+        self._counters.incr("errors", where)
+        self._log.error(
+            f"{where}:{type(exc).__name__}",
+            "Delivery %r: %s failed: %s%s",
+            self.name,
+            where,
+            text,
+            f"; {what}" if what else "",
+        )
+
+    @staticmethod
+    def _take(queue: collections.deque[Any], limit: int) -> list[Any]:
+        items = []
+        popleft = queue.popleft
+        for _ in range(limit):
+            try:
+                items.append(popleft())
+            except IndexError:
+                break
+        return items
+
+    @staticmethod
+    def _take_all(queue: collections.deque[Any]) -> list[Any]:
+        items = []
+        while True:
+            try:
+                items.append(queue.popleft())
+            except IndexError:
+                return items
+
+
+def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
+    number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not number or value <= 0:
+        kind = "int" if integer else "number"
+        msg = f"{name} must be a positive {kind}, got {value!r}"
+        raise ValueError(msg)
+
+
+def _weak_caller(method: weakref.WeakMethod[Any]) -> Any:
+    """A callable that calls ``method`` while its object lives, and does nothing after."""
+
+    def call() -> None:
+        bound = method()
+        if bound is not None:
+            bound()
+
+    return call
+
+
+# Deliveries of this process that are not closed: flushed and closed at exit.
+_LIVE: weakref.WeakSet[BatchDelivery] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Give each live delivery its ``exit_timeout`` (together, not one after another)."""
+    pid = os.getpid()
+    deliveries = [d for d in list(_LIVE) if d._pid == pid and not d.closed]
+    if not deliveries:
+        return
+    deadline = time.monotonic() + max(d.exit_timeout for d in deliveries)
+    for delivery in deliveries:
+        # Ask every thread to flush first, so they work in parallel.
+        with delivery._cond:
+            delivery._flush_seq += 1
+            delivery._retry_now = True
+        delivery._wake.set()
+    for delivery in deliveries:
+        left = min(delivery.exit_timeout, max(0.0, deadline - time.monotonic()))
+        try:
+            delivery.close(left)
+        except Exception:
+            LOG.exception("Closing delivery %r at exit failed", delivery.name)

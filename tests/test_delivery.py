@@ -1,0 +1,449 @@
+"""Background delivery: batching, backoff, spooling, flush/close, fork and exit.
+
+The sinks here are small real objects with ``send_batch``: the component under test
+accepts any such sink. MongoDB itself is tested in test_mongodb.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from eventtracking.delivery import BatchDelivery, Sink, backoff_delay
+from eventtracking.spool import Spool
+
+STREAM = "test-stream"
+
+#: The ``make`` fixture: build a delivery from a sink and options.
+Make = Callable[..., BatchDelivery]
+
+
+class ListSink:
+    """Keeps every batch in memory; can be taken down, held, or told to refuse items."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+        self.down = False
+        self.refuse: set[bytes] = set()
+        self.calls = 0
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.changed = threading.Condition()
+
+    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+        self.entered.set()
+        self.hold.wait(60)
+        with self.changed:
+            self.calls += 1
+            if self.down:
+                msg = "sink is down"
+                raise ConnectionError(msg)
+            refused = {
+                i: "refused by the sink" for i, item in enumerate(items) if item in self.refuse
+            }
+            self.batches.append([item for item in items if item not in self.refuse])
+            self.changed.notify_all()
+        return refused
+
+    @property
+    def items(self) -> list[bytes]:
+        with self.changed:
+            return [item for batch in self.batches for item in batch]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: sum(map(len, self.batches)) >= count, timeout)
+
+
+def items(start: int, stop: int) -> list[bytes]:
+    return [b"item-%d" % i for i in range(start, stop)]
+
+
+@pytest.fixture
+def deliveries() -> Iterator[list[BatchDelivery]]:
+    """Deliveries made by a test, closed after it so no thread outlives it."""
+    made: list[BatchDelivery] = []
+    yield made
+    for delivery in made:
+        delivery.close(0)
+
+
+@pytest.fixture
+def make(deliveries: list[BatchDelivery], tmp_path: Path) -> Make:
+    """Build a delivery with test-friendly defaults and a spool in tmp_path."""
+
+    def build(sink: object, **options: object) -> BatchDelivery:
+        options.setdefault("name", "test")
+        options.setdefault("spool", Spool(tmp_path / "spool"))
+        options.setdefault("stream", STREAM)
+        options.setdefault("backoff_base", 0.01)
+        options.setdefault("backoff_max", 0.05)
+        delivery = BatchDelivery(sink, **options)  # type: ignore[arg-type]
+        deliveries.append(delivery)
+        return delivery
+
+    return build
+
+
+def test_list_sink_is_a_sink() -> None:
+    """Anything with send_batch satisfies the Sink protocol."""
+    assert isinstance(ListSink(), Sink)
+
+
+def test_full_batches_leave_without_waiting_for_the_interval(make: Make) -> None:
+    """With a long interval, each batch_size items are sent as one batch at once."""
+    sink = ListSink()
+    delivery = make(sink, batch_size=10, flush_interval=60)
+    delivery.put_many(items(0, 30))
+    assert sink.wait_for(30)
+    assert [len(batch) for batch in sink.batches] == [10, 10, 10]
+    assert sink.items == items(0, 30)
+
+
+def test_a_partial_batch_leaves_after_the_interval(make: Make) -> None:
+    """Fewer items than batch_size are sent once flush_interval has passed, without flush()."""
+    sink = ListSink()
+    delivery = make(sink, batch_size=1000, flush_interval=0.05)
+    delivery.put_many(items(0, 3))
+    assert sink.wait_for(3)
+    assert sink.batches == [items(0, 3)]
+
+
+def test_flush_delivers_now_and_says_whether_all_was_stored(make: Make) -> None:
+    """flush() sends a partial batch at once and returns True when the sink took it."""
+    sink = ListSink()
+    delivery = make(sink, batch_size=1000, flush_interval=60)
+    delivery.put_many(items(0, 5))
+    assert delivery.flush(10) is True
+    assert sink.items == items(0, 5)
+    assert delivery.stats()["stored"] == 5
+
+
+def test_flush_times_out_while_the_sink_is_down_and_nothing_is_lost(make: Make) -> None:
+    """While the sink fails, flush returns False at its timeout; once back, all arrive once."""
+    sink = ListSink()
+    sink.down = True
+    delivery = make(sink, batch_size=10, flush_interval=60)
+    delivery.put_many(items(0, 25))
+    start = time.monotonic()
+    assert delivery.flush(0.3) is False
+    assert time.monotonic() - start < 5
+    stats = delivery.stats()
+    assert stats["retries"] >= 1
+    assert stats["spooled"] == 25
+    assert stats["queue_size"] == 0  # spooled, not held in memory
+    assert stats["last_error"] == "ConnectionError: sink is down"
+    sink.down = False
+    assert delivery.flush(10) is True
+    assert sink.items == items(0, 25)  # in order, each once
+    stats = delivery.stats()
+    assert (stats["stored"], stats["replayed"]) == (25, 25)
+
+
+def test_items_put_during_an_outage_are_spooled_and_replayed_in_order(make: Make) -> None:
+    """Items arriving while the sink is down go to the spool after the failed ones, in order."""
+    sink = ListSink()
+    sink.down = True
+    delivery = make(sink, batch_size=5, flush_interval=0.01, backoff_base=0.2, backoff_max=0.2)
+    delivery.put_many(items(0, 5))
+    assert delivery.flush(0.1) is False
+    delivery.put_many(items(5, 40))
+    assert delivery.flush(0.1) is False
+    sink.down = False
+    assert delivery.flush(10) is True
+    assert sink.items == items(0, 40)
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    """Each failure doubles the wait, times a random factor in [0.5, 1], never above the cap."""
+    rng = random.Random(7)
+    delays = [backoff_delay(n, base=0.5, cap=30.0, rng=rng) for n in range(1, 11)]
+    for n, delay in enumerate(delays, start=1):
+        ceiling = min(30.0, 0.5 * 2 ** (n - 1))
+        assert ceiling * 0.5 <= delay <= ceiling
+    factors = [delay / min(30.0, 0.5 * 2 ** (n - 1)) for n, delay in enumerate(delays, start=1)]
+    assert len({round(f, 6) for f in factors}) == len(factors)  # jittered, not fixed
+    assert backoff_delay(10_000, base=0.5, cap=30.0, rng=rng) <= 30.0
+
+
+def test_retries_are_counted_and_errors_logged_at_a_limited_rate(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink failing again and again is retried each time but logged once per interval."""
+    sink = ListSink()
+    sink.down = True
+    delivery = make(sink, backoff_base=0.001, backoff_max=0.002)
+    with caplog.at_level(logging.ERROR, logger="eventtracking.delivery"):
+        delivery.put(b"x")
+        assert delivery.flush(0.5) is False
+    retries = delivery.stats()["retries"]
+    assert retries >= 3
+    failures = [r for r in caplog.records if "send failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert "ConnectionError: sink is down" in failures[0].getMessage()
+
+
+def test_a_full_queue_sends_items_to_the_spool(make: Make) -> None:
+    """When the queue is full, put() writes the item to the spool; nothing is lost."""
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=5)
+    delivery.put(b"first")
+    assert sink.entered.wait(10)  # the thread holds "first" inside the sink
+    delivery.put_many(items(0, 8))
+    stats = delivery.stats()
+    assert (stats["overflowed"], stats["spooled"], stats["queue_size"]) == (3, 3, 5)
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    assert sorted(sink.items) == sorted([b"first", *items(0, 8)])
+    assert len(sink.items) == 9
+
+
+def test_without_a_spool_a_full_queue_drops_counts_and_logs(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No spool: items beyond the queue are dropped, each one counted, logged at a limited rate."""
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, spool=None, batch_size=1, flush_interval=0.01, max_queue_size=5)
+    with caplog.at_level(logging.ERROR, logger="eventtracking.delivery"):
+        delivery.put(b"first")
+        assert sink.entered.wait(10)
+        delivery.put_many(items(0, 8))
+    assert delivery.stats()["dropped"] == {"queue_full": 3}
+    assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    assert sink.items == [b"first", *items(0, 5)]
+
+
+def test_durable_items_are_on_the_spool_before_put_returns(make: Make, tmp_path: Path) -> None:
+    """With durable=True, another reader sees the item in the spool as soon as put() returns."""
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, durable=True, batch_size=100, flush_interval=60)
+    delivery.put(b"precious")
+    assert Spool(tmp_path / "spool").pending_count(STREAM) == 1
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    assert sink.items == [b"precious"]
+    assert Spool(tmp_path / "spool").pending_count(STREAM) == 0
+
+
+def test_rows_left_in_the_spool_by_another_process_are_delivered(
+    make: Make, tmp_path: Path
+) -> None:
+    """A new delivery replays what an earlier process left in its stream, before new items."""
+    Spool(tmp_path / "spool").append(STREAM, items(0, 3))
+    Spool(tmp_path / "spool").append("another-stream", [b"not mine"])
+    sink = ListSink()
+    delivery = make(sink)
+    delivery.put(b"new")
+    assert delivery.flush(10) is True
+    assert sink.items == [*items(0, 3), b"new"]
+
+
+def test_refused_items_become_dead_letters_and_the_rest_is_stored(
+    make: Make, tmp_path: Path
+) -> None:
+    """Items the sink refuses go to the dead-letter table with the reason; others are stored."""
+    sink = ListSink()
+    sink.refuse = {b"item-2", b"item-4"}
+    delivery = make(sink, batch_size=10, flush_interval=60)
+    delivery.put_many(items(0, 6))
+    delivery.dead_letter(None, "could not be encoded", "{'bad': object}")
+    assert delivery.flush(10) is True
+    assert sink.items == [b"item-0", b"item-1", b"item-3", b"item-5"]
+    letters = Spool(tmp_path / "spool").dead_letters(STREAM)
+    assert sorted((letter.payload, letter.reason) for letter in letters if letter.payload) == [
+        (b"item-2", "refused by the sink"),
+        (b"item-4", "refused by the sink"),
+    ]
+    assert [letter.detail for letter in letters if letter.payload is None] == ["{'bad': object}"]
+    assert delivery.stats()["dead_lettered"] == 3
+
+
+def test_close_is_idempotent_and_later_items_go_to_the_spool(make: Make, tmp_path: Path) -> None:
+    """close() twice is harmless; items put after close are spooled for the next process."""
+    sink = ListSink()
+    delivery = make(sink)
+    delivery.put(b"before")
+    delivery.close(10)
+    delivery.close(10)
+    assert sink.items == [b"before"]
+    delivery.put(b"after")
+    assert not any(t.name == "eventtracking-delivery-test" for t in threading.enumerate())
+    assert Spool(tmp_path / "spool").pending_count(STREAM) == 1
+    later = ListSink()
+    make(later, name="later").flush(10)
+    assert later.items == [b"after"]
+
+
+def test_close_while_the_sink_is_down_spools_the_queue_without_waiting(
+    make: Make, tmp_path: Path
+) -> None:
+    """close() does not wait out its timeout for a failing sink: the queue goes to the spool."""
+    sink = ListSink()
+    sink.down = True
+    delivery = make(sink, batch_size=5, flush_interval=60, backoff_base=30, backoff_max=30)
+    delivery.put_many(items(0, 20))
+    start = time.monotonic()
+    delivery.close(30)
+    assert time.monotonic() - start < 10
+    assert Spool(tmp_path / "spool").pending_count(STREAM) == 20
+
+
+def test_close_with_a_stuck_sink_spools_the_batch_in_flight(make: Make, tmp_path: Path) -> None:
+    """A sink that hangs past close's timeout does not lose the batch it holds."""
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, batch_size=3, flush_interval=0.01)
+    delivery.put_many(items(0, 3))
+    assert sink.entered.wait(10)
+    delivery.put_many(items(3, 5))
+    delivery.close(0.2)
+    spool = Spool(tmp_path / "spool")
+    claim = spool.claim(STREAM, 100)
+    assert claim is not None and sorted(claim.payloads) == items(0, 5)
+    spool.release(claim)
+    sink.hold.set()  # let the stuck thread finish
+
+
+def test_one_named_daemon_thread_per_delivery(make: Make) -> None:
+    """Each delivery runs exactly one daemon thread, named after it, however many items."""
+    sink = ListSink()
+    make(sink, name="alpha").put_many(items(0, 1000))
+    make(sink, name="beta").put_many(items(0, 1000))
+    names = [t.name for t in threading.enumerate() if t.name.startswith("eventtracking-delivery")]
+    assert sorted(names) == ["eventtracking-delivery-alpha", "eventtracking-delivery-beta"]
+    assert all(t.daemon for t in threading.enumerate() if t.name in names)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("batch_size", 0, "batch_size must be a positive int, got 0"),
+        ("batch_size", 1.5, "batch_size must be a positive int, got 1.5"),
+        ("max_queue_size", -1, "max_queue_size must be a positive int, got -1"),
+        ("flush_interval", 0, "flush_interval must be a positive number, got 0"),
+        ("exit_timeout", -1, "exit_timeout must be a number of seconds >= 0, got -1"),
+    ],
+)
+def test_options_out_of_range_are_refused(option: str, value: object, message: str) -> None:
+    """A bad option raises ValueError naming it and the value."""
+    with pytest.raises(ValueError, match=message):
+        BatchDelivery(ListSink(), name="bad", **{option: value})  # type: ignore[arg-type]
+
+
+def test_durable_needs_a_spool_and_the_sink_needs_send_batch() -> None:
+    """durable=True without a spool, or a sink without send_batch, is refused."""
+    with pytest.raises(ValueError, match="durable=True needs a spool"):
+        BatchDelivery(ListSink(), name="bad", durable=True)
+    with pytest.raises(TypeError, match="has no send_batch"):
+        BatchDelivery(object(), name="bad")
+
+
+# -- processes ----------------------------------------------------------------------------
+
+# A sink that appends each item as a line to a file: visible across processes.
+FILE_SINK = textwrap.dedent(
+    """
+    class FileSink:
+        def __init__(self, path, down=False):
+            self.path, self.down = path, down
+        def send_batch(self, items):
+            if self.down:
+                raise ConnectionError("down")
+            with open(self.path, "ab") as f:
+                f.write(b"".join(item + b"\\n" for item in items))
+    """
+)
+
+
+def file_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def test_a_forked_child_delivers_its_own_items(tmp_path: Path) -> None:
+    """After fork, the child starts its own thread and delivers its items, not the parent's."""
+    namespace: dict[str, object] = {}
+    exec(FILE_SINK, namespace)
+    out = tmp_path / "out"
+    sink = namespace["FileSink"](out)  # type: ignore[operator]
+    delivery = BatchDelivery(
+        sink, name="fork", spool=Spool(tmp_path / "spool"), stream=STREAM, flush_interval=60
+    )
+    try:
+        delivery.put(b"parent-sent")
+        assert delivery.flush(10)
+        delivery.put(b"parent-queued")  # still queued when the child is forked
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                delivery.put(b"child")
+                code = 0 if delivery.flush(10) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert file_lines(out) == [b"parent-sent", b"child"]
+        assert delivery.flush(10)
+        assert sorted(file_lines(out)) == [b"child", b"parent-queued", b"parent-sent"]
+    finally:
+        delivery.close(0)
+
+
+def run_script(body: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    script = FILE_SINK + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_exit_flushes_what_is_queued(tmp_path: Path) -> None:
+    """A process that exits without close() still delivers its queue (atexit flush)."""
+    out = tmp_path / "out"
+    done = run_script(
+        f"""
+        from eventtracking.delivery import BatchDelivery
+        from eventtracking.spool import Spool
+        d = BatchDelivery(FileSink({str(out)!r}), name="exit", spool=Spool({str(tmp_path)!r}),
+                          flush_interval=60)
+        for i in range(10):
+            d.put(b"item-%d" % i)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert file_lines(out) == items(0, 10)
+
+
+def test_exit_spools_what_it_cannot_deliver_within_exit_timeout(tmp_path: Path) -> None:
+    """At exit with the sink down, the queue is spooled and the exit takes a bounded time."""
+    start = time.monotonic()
+    done = run_script(
+        f"""
+        from eventtracking.delivery import BatchDelivery
+        from eventtracking.spool import Spool
+        d = BatchDelivery(FileSink("unused", down=True), name="exit", flush_interval=60,
+                          spool=Spool({str(tmp_path)!r}), stream="s", exit_timeout=1.0)
+        for i in range(10):
+            d.put(b"item-%d" % i)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start < 30
+    spool = Spool(tmp_path)
+    claim = spool.claim("s", 100)
+    assert claim is not None and list(claim.payloads) == items(0, 10)

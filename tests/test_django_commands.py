@@ -1,0 +1,272 @@
+"""The management commands, against the real SecantusDB server of the Mongo fixtures."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import django_support
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from eventtracking import tracker
+
+pytestmark = pytest.mark.usefixtures("django_env")
+
+# pytest finds fixtures by module attribute: these come from django_support.
+django_env = django_support.django_env
+memory = django_support.memory
+
+MONGO = "eventtracking.backends.mongodb.MongoBackend"
+MEMORY = "eventtracking.backends.memory.InMemoryBackend"
+
+
+class Failing:
+    """A backend that refuses every event."""
+
+    def send(self, event: dict[str, Any]) -> None:
+        raise RuntimeError("refused")
+
+
+def run(*args: Any) -> str:
+    """Run a management command; return what it printed."""
+    out = io.StringIO()
+    call_command(*args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def dead_uri() -> str:
+    """A loopback URI where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"mongodb://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def configure(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Register DjangoTrackers built from the given backends; close them all after."""
+    built: list[Any] = []
+
+    def make(backends: dict[str, Any]) -> Any:
+        from eventtracking.django.django_tracker import override_default_tracker
+
+        with override_settings(EVENT_TRACKING_BACKENDS=backends):
+            created = override_default_tracker()
+        built.append(created)
+        return created
+
+    yield make
+    for created in built:
+        created.close(0)
+
+
+def mongo_backend(uri: str, collection: str, spool_dir: Path, stream: str = "t") -> dict[str, Any]:
+    """Settings for a MongoBackend writing to ``collection`` with its own spool."""
+    return {
+        "ENGINE": MONGO,
+        "OPTIONS": {
+            "uri": uri,
+            "collection": collection,
+            "spool_dir": str(spool_dir),
+            "spool_stream": stream,
+            "flush_interval": 0.05,
+        },
+    }
+
+
+# -- eventtracking_emit ------------------------------------------------------------------
+
+
+def test_emit_sends_a_test_event_and_reports_the_counters(memory: Any) -> None:
+    """The default event reaches the backend, and the changed counters are printed."""
+    output = run("eventtracking_emit")
+    (event,) = memory.snapshot()
+    assert event["name"] == "eventtracking.test"
+    assert event["data"]["source"] == "manage.py eventtracking_emit"
+    assert "backends.memory.stored: +1" in output
+    assert "Delivered." in output
+
+
+def test_emit_takes_name_and_data(memory: Any) -> None:
+    """--name and --data set the event's name and data."""
+    run("eventtracking_emit", "--name", "deploy.check", "--data", '{"release": "5.0"}')
+    (event,) = memory.snapshot()
+    assert (event["name"], event["data"]) == ("deploy.check", {"release": "5.0"})
+
+
+@pytest.mark.parametrize(("data", "fragment"), [("{oops", "not valid JSON"), ("[1]", "object")])
+def test_emit_rejects_bad_data(memory: Any, data: str, fragment: str) -> None:
+    """--data must be a JSON object; nothing is emitted otherwise."""
+    with pytest.raises(CommandError, match=fragment):
+        run("eventtracking_emit", "--data", data)
+    assert memory.snapshot() == []
+
+
+def test_emit_without_tracker_says_how_to_configure_one() -> None:
+    """Without a registered tracker the command fails, naming the settings."""
+    assert tracker.TRACKERS == {}
+    with pytest.raises(CommandError, match="EVENT_TRACKING_ENABLED"):
+        run("eventtracking_emit")
+
+
+def test_emit_fails_when_a_backend_fails(configure: Any) -> None:
+    """A failure counter going up makes the command fail."""
+    configure({"bad": {"ENGINE": f"{__name__}.Failing"}, "mem": {"ENGINE": MEMORY}})
+    with pytest.raises(CommandError, match="not delivered cleanly: failed"):
+        run("eventtracking_emit")
+
+
+def test_emit_stores_the_event_in_mongodb(
+    configure: Any, mongo: Any, collection_name: str, tmp_path: Path
+) -> None:
+    """Against a real server the event is in the collection when the command returns."""
+    configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
+    output = run("eventtracking_emit", "--name", "deploy.check")
+    assert "Delivered." in output
+    stored = list(mongo.client()["eventtracking"][collection_name].find())
+    assert [doc["name"] for doc in stored] == ["deploy.check"]
+
+
+def test_emit_fails_when_the_flush_times_out(configure: Any, tmp_path: Path) -> None:
+    """With MongoDB unreachable the flush does not finish and the command fails."""
+    configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    with pytest.raises(CommandError, match=r"did not finish within 0\.5 s"):
+        run("eventtracking_emit", "--timeout", "0.5")
+
+
+# -- eventtracking_ensure_indexes --------------------------------------------------------
+
+
+def test_ensure_indexes_creates_them_and_flags_the_legacy_one(
+    configure: Any, mongo: Any, collection_name: str, tmp_path: Path
+) -> None:
+    """The timestamp and name indexes are created; 4.x's index on time is flagged."""
+    collection = mongo.client()["eventtracking"][collection_name]
+    collection.create_index("time")
+    configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
+
+    output = run("eventtracking_ensure_indexes")
+    indexes = {name: info["key"] for name, info in collection.index_information().items()}
+    assert indexes["timestamp_-1"] == [("timestamp", -1)]
+    assert indexes["name_1"] == [("name", 1)]
+    assert "time_1" in indexes
+    assert "remove it with --drop-legacy" in output
+
+    output = run("eventtracking_ensure_indexes", "--drop-legacy")
+    assert "dropped time_1" in output
+    assert "time_1" not in collection.index_information()
+
+
+def test_ensure_indexes_needs_a_mongo_backend(memory: Any) -> None:
+    """Without a MongoBackend, or with an unknown --backend, the command fails."""
+    with pytest.raises(CommandError, match="No MongoBackend is configured"):
+        run("eventtracking_ensure_indexes")
+
+
+def test_ensure_indexes_names_unknown_backends(
+    configure: Any, mongo: Any, collection_name: str, tmp_path: Path
+) -> None:
+    """--backend must name a configured MongoBackend; the message lists them."""
+    configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
+    with pytest.raises(CommandError, match="Unknown backend nope; the MongoBackends are: mongo"):
+        run("eventtracking_ensure_indexes", "--backend", "nope")
+
+
+def test_ensure_indexes_fails_in_time_when_mongodb_is_down(configure: Any, tmp_path: Path) -> None:
+    """An unreachable server fails the command within --timeout."""
+    configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    with pytest.raises(CommandError, match="Could not create the indexes of mongo"):
+        run("eventtracking_ensure_indexes", "--timeout", "0.5")
+
+
+# -- eventtracking_spool -----------------------------------------------------------------
+
+
+def spool_events_while_down(configure: Any, spool_dir: Path, count: int) -> Any:
+    """Emit ``count`` events to an unreachable server and close: they end up spooled."""
+    down = configure({"mongo": mongo_backend(dead_uri(), "events", spool_dir)})
+    for n in range(count):
+        down.emit("spooled", {"n": n})
+    down.close(0)
+    return down
+
+
+def test_spool_status_shows_pending_events(configure: Any, tmp_path: Path) -> None:
+    """status reports the events waiting in the configured backend's spool."""
+    spool_events_while_down(configure, tmp_path, 5)
+    configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    output = run("eventtracking_spool", "status")
+    assert "mongo: stream t" in output
+    assert "pending: 5" in output
+    report = json.loads(run("eventtracking_spool", "status", "--json"))
+    assert report["mongo"]["pending"] == 5
+    assert report["mongo"]["spool"].startswith(str(tmp_path))
+
+
+def test_spool_replay_delivers_spooled_events(
+    configure: Any, mongo: Any, collection_name: str, tmp_path: Path
+) -> None:
+    """replay stores what waited in the spool once the server is reachable."""
+    spool_events_while_down(configure, tmp_path, 5)
+    configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
+    output = run("eventtracking_spool", "replay", "--timeout", "20")
+    assert "0 still pending" in output
+    stored = mongo.client()["eventtracking"][collection_name].find({"name": "spooled"})
+    assert sorted(doc["data"]["n"] for doc in stored) == [0, 1, 2, 3, 4]
+
+
+def test_spool_dead_letters_listed_redriven_and_purged(
+    configure: Any, mongo: Any, collection_name: str, tmp_path: Path
+) -> None:
+    """Dead letters are listed, re-driven to the server by replay, or purged."""
+    import bson
+
+    live = configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
+    spool = live.get_backend("mongo").spool
+    documents = [{"_id": bson.ObjectId(), "name": "refused", "data": {"n": n}} for n in range(3)]
+    spool.add_dead_letters(
+        "t", [(bson.encode(doc), "refused by a validator", None) for doc in documents]
+    )
+    ids = [letter.id for letter in spool.dead_letters("t")]
+
+    listing = run("eventtracking_spool", "dead-letters")
+    assert listing.count("reason: refused by a validator") == 3
+    assert json.loads(run("eventtracking_spool", "dead-letters", "--json"))[0]["document"][
+        "name"
+    ] == ("refused")
+
+    output = run("eventtracking_spool", "replay", "--dead-letters", "--id", str(ids[0]))
+    assert "1 dead letter(s) moved back" in output
+    stored = mongo.client()["eventtracking"][collection_name].find({"name": "refused"})
+    assert [doc["data"]["n"] for doc in stored] == [0]
+
+    output = run("eventtracking_spool", "purge", "--dead-letters")
+    assert "purged 2 dead letter(s)" in output
+    assert spool.dead_letters("t") == []
+
+
+def test_spool_purge_pending_needs_confirmation(configure: Any, tmp_path: Path) -> None:
+    """purge --pending refuses without --yes, and deletes the waiting events with it."""
+    spool_events_while_down(configure, tmp_path, 3)
+    down = configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    spool = down.get_backend("mongo").spool
+    with pytest.raises(CommandError, match="deletes 3 event"):
+        run("eventtracking_spool", "purge", "--pending")
+    with pytest.raises(CommandError, match="Say what to purge"):
+        run("eventtracking_spool", "purge")
+    assert spool.pending_count("t") == 3
+    assert "purged 3 pending event(s)" in run("eventtracking_spool", "purge", "--pending", "--yes")
+    assert spool.pending_count("t") == 0
+
+
+def test_spool_needs_a_backend_with_a_spool(memory: Any) -> None:
+    """With no spooling backend configured the command says so."""
+    with pytest.raises(CommandError, match="No backend with a spool is configured"):
+        run("eventtracking_spool", "status")

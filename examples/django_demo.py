@@ -63,11 +63,13 @@ async def make_requests(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         # The first request waits in the socket's backlog until the site is up.
         response = await client.get("/", headers={"User-Agent": "demo-browser/1.0"})
+        response.raise_for_status()
         print(f"GET /                          -> {response.status_code}")
         response = await client.get(
             "/courses/intro-101/enroll/", params={"mode": "verified"},
             headers={"X-Request-ID": "enroll-42"},
         )  # fmt: skip
+        response.raise_for_status()
         print(f"GET /courses/intro-101/enroll/ -> {response.status_code} (X-Request-ID enroll-42)")
         queries = ["django", "asyncio", "mongodb"]
         responses = await asyncio.gather(
@@ -77,11 +79,12 @@ async def make_requests(url: str) -> None:
             )
         )
         for query, response in zip(queries, responses, strict=True):
+            response.raise_for_status()
             print(f"GET /search/?q={query:<14} -> {response.status_code} (concurrent)")
 
 
-def print_events(collection: pymongo.collection.Collection) -> None:
-    """Print the stored events grouped by request, oldest request first."""
+def print_events(collection: pymongo.collection.Collection) -> int:
+    """Print the stored events grouped by request, oldest request first; return the count."""
     by_request: dict[str, list[dict]] = defaultdict(list)
     # ObjectIds are given in emission order within a process; timestamps tie at the
     # millisecond MongoDB stores.
@@ -97,6 +100,7 @@ def print_events(collection: pymongo.collection.Collection) -> None:
             own = {k: v for k, v in event["context"].items() if k not in MIDDLEWARE_FIELDS}
             extra = f" view context {own}" if own else ""
             print(f"  {event['name']:<22} data {event['data']}{extra}")
+    return total
 
 
 def main() -> int:
@@ -109,14 +113,21 @@ def main() -> int:
                 asyncio.run(make_requests(url))
             finally:
                 site.send_signal(signal.SIGTERM)
-                site.wait(30)
+                try:
+                    site.wait(30)
+                except subprocess.TimeoutExpired:
+                    site.kill()
+                    site.wait()
             client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)
             try:
-                print_events(client["eventtracking_demo"]["events"])
+                stored = print_events(client["eventtracking_demo"]["events"])
             finally:
                 client.close()
         finally:
             server.stop()
+    if not stored:
+        print("No events were stored: see the site's output above.", file=sys.stderr)
+        return 1
     return 0
 
 

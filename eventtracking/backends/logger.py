@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
+from eventtracking._metadata_api import METADATA_EVENT_NAME
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
 from eventtracking.exceptions import ImproperlyConfigured
@@ -125,6 +127,30 @@ class LoggerBackend:
         )
         logger.handle(record)
         self._sent.incr()
+
+    def send_metadata(self, record: dict[str, Any]) -> None:
+        """Write a documentation record as one line shaped like an event.
+
+        The line's ``name`` is ``eventtracking.metadata``, its ``context`` is empty and
+        its ``data`` is the record (see :mod:`eventtracking.metadata`). It is never
+        replaced by a placeholder, whatever ``max_event_size`` says: the documentation
+        of the events is worth its size.
+        """
+        logger = self.event_logger
+        if not logger.isEnabledFor(self.level):
+            return
+        line = dumps(
+            {
+                "name": METADATA_EVENT_NAME,
+                "timestamp": datetime.now(timezone.utc),
+                "context": {},
+                "data": record,
+            }
+        )
+        log_record = logger.makeRecord(
+            logger.name, self.level, "(eventtracking)", 0, line, (), None, "send_metadata"
+        )
+        logger.handle(log_record)
 
     def _placeholder(self, event: Event, size: int, limit: int) -> str:
         name = _get(event, "name")

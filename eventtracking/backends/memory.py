@@ -17,7 +17,8 @@ class InMemoryBackend:
     ``events`` is the list of stored events. Read it while holding ``lock`` when other
     threads may be emitting, or take a snapshot with :meth:`snapshot`. ``max_events``
     bounds memory: when set, the oldest events are discarded first and counted in
-    ``stats()['discarded']``.
+    ``stats()['discarded']``. ``metadata`` lists the documentation records received
+    (see :mod:`eventtracking.metadata`), in order.
     """
 
     mutates_events = False
@@ -28,6 +29,7 @@ class InMemoryBackend:
             raise ValueError(msg)
         self.max_events = max_events
         self.events: list[Event] = []
+        self.metadata: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self._discarded = 0
 
@@ -40,6 +42,12 @@ class InMemoryBackend:
                 excess = len(self.events) - self.max_events
                 del self.events[:excess]
                 self._discarded += excess
+
+    def send_metadata(self, record: dict[str, Any]) -> None:
+        """Append a copy of a documentation record to ``metadata``."""
+        stored = safe_copy(record)
+        with self.lock:
+            self.metadata.append(stored)
 
     def send_batch(self, events: Any) -> None:
         """Append copies of several events, in order."""

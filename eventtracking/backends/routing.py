@@ -19,6 +19,7 @@ The router promises isolation without paying for a deep copy of every event:
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from eventtracking._contextstack import FrozenContext
 from eventtracking._copy import safe_copy
 from eventtracking._delivery_api import close_all, flush_all, stats_of
+from eventtracking._metadata_api import deliver_metadata
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.processors.exceptions import (
@@ -70,6 +72,10 @@ class RoutingBackend:
         self._log = RateLimitedLogger(LOG)
         self._copy_for_processors = False
         self._plan: list[tuple[str, Any, bool | None]] = []
+        # Documentation records already passed on, by id: each goes to a backend once,
+        # and a backend registered later still receives them.
+        self._metadata: dict[Any, dict[str, Any]] = {}
+        self._metadata_lock = threading.Lock()
         if backends is not None:
             for name in sorted(backends):
                 self.register_backend(name, backends[name])
@@ -87,6 +93,10 @@ class RoutingBackend:
             raise ValueError(msg)
         self.backends[name] = backend
         self._refresh()
+        with self._metadata_lock:
+            records = list(self._metadata.values())
+        for record in records:
+            deliver_metadata([(name, backend)], record, self._counters)
 
     def register_processor(self, processor: Callable[[Event], Any]) -> None:
         """Append ``processor`` to the chain; raises ValueError unless it is callable."""
@@ -188,6 +198,21 @@ class RoutingBackend:
                     _event_name(event),
                     exc_info=True,
                 )
+
+    def send_metadata(self, record: dict[str, Any]) -> None:
+        """Pass a documentation record to every backend that has ``send_metadata``.
+
+        Each record (by its ``id``) goes to each backend once; a backend registered
+        later receives the records passed on before. Processors do not see records.
+        Never raises: a failing backend is logged and counted as
+        ``failed['metadata:<name>']``. See :mod:`eventtracking.metadata`.
+        """
+        key = record.get("id")
+        with self._metadata_lock:
+            if key in self._metadata:
+                return
+            self._metadata[key] = record
+        deliver_metadata(list(self.backends.items()), record, self._counters)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Flush every backend that buffers; True when all of them delivered in time."""

@@ -1,0 +1,78 @@
+"""Event documentation and metadata: document event types, store the documentation
+beside the events, check events against it, and publish a catalogue.
+
+* :mod:`~eventtracking.metadata.registry`: :func:`register`, :func:`register_context`,
+  the :func:`emits` decorator and the :class:`Registry` of versioned definitions;
+* :mod:`~eventtracking.metadata.loading`: definitions from YAML or JSON files and
+  settings (:func:`load`);
+* :mod:`~eventtracking.metadata.validation`: :func:`set_validation` with modes
+  ``off``, ``warn`` and ``strict``; references to definitions in events; records sent
+  to backends;
+* :mod:`~eventtracking.metadata.discovery`: :class:`EventObserver`, which drafts
+  definitions from the events a code base actually emits;
+* :mod:`~eventtracking.metadata.catalog`: Markdown, JSON and HTML catalogues
+  (``python -m eventtracking catalog``).
+
+See ``docs/metadata.rst`` for the design.
+"""
+
+from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking.metadata.definitions import (
+    FIELD_TYPES,
+    ContextType,
+    Definition,
+    EventType,
+    FieldSpec,
+    Location,
+)
+from eventtracking.metadata.loading import load
+from eventtracking.metadata.registry import (
+    MODES,
+    Registry,
+    emits,
+    get_registry,
+    register,
+    register_context,
+)
+from eventtracking.metadata.validation import FINDINGS, Validator, configure, set_validation
+
+__all__ = [
+    "FIELD_TYPES",
+    "FINDINGS",
+    "METADATA_EVENT_NAME",
+    "MODES",
+    "REFERENCE_KEY",
+    "ContextType",
+    "Definition",
+    "EventType",
+    "FieldSpec",
+    "Location",
+    "Registry",
+    "Validator",
+    "configure",
+    "emits",
+    "get_registry",
+    "load",
+    "publish",
+    "register",
+    "register_context",
+    "set_validation",
+]
+
+
+def publish(tracker: object, registry: Registry | None = None) -> int:
+    """Send every version of every definition in ``registry`` to ``tracker``'s backends.
+
+    Useful at start-up, so that storage holds the documentation of types not emitted
+    yet. Backends receive each record once however often this is called. Returns the
+    number of records handed to the router.
+    """
+    source = registry if registry is not None else get_registry()
+    send = getattr(getattr(tracker, "routing_backend", None), "send_metadata", None)
+    if not callable(send):
+        msg = f"{tracker!r} has no routing_backend with send_metadata; pass a Tracker."
+        raise TypeError(msg)
+    records = [definition.record for definition in source.all_versions()]
+    for record in records:
+        send(record)
+    return len(records)

@@ -1,0 +1,324 @@
+"""The event catalogue: the registry as Markdown, JSON, one HTML page, or reStructuredText.
+
+::
+
+    python -m eventtracking catalog --source events.yaml --import myapp.events -o docs/events
+    python manage.py eventtracking_catalog -o docs/events       # with Django
+
+Every format lists each event type (current version first, then its history), its
+fields, where it is emitted, its owner and an example event, and then the context
+types. The JSON form is the list of every version's record, exactly as stored beside
+the events, and loads back into a registry (:func:`eventtracking.metadata.load`). The
+HTML page is self-contained (no external files or network), with a search box that
+filters the cards by name, description and field. Output is deterministic: the same
+registry always gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from eventtracking.metadata._html import render_page
+from eventtracking.metadata.definitions import (
+    ContextType,
+    Definition,
+    EventType,
+    example_data,
+    example_event,
+)
+from eventtracking.metadata.registry import Registry, get_registry
+
+__all__ = [
+    "CATALOG_FORMAT",
+    "FORMATS",
+    "build_catalog",
+    "changes",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_rst",
+    "write_catalog",
+]
+
+#: The ``format`` of the JSON catalogue.
+CATALOG_FORMAT = "eventtracking.catalog/1"
+
+#: Output formats and their file suffixes.
+FORMATS = {"markdown": ".md", "json": ".json", "html": ".html"}
+
+DEFAULT_TITLE = "Event catalogue"
+
+
+def build_catalog(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> dict[str, Any]:
+    """The JSON catalogue: every version's record, event types then context types."""
+    from eventtracking import __version__
+
+    source = registry if registry is not None else get_registry()
+    versions = source.all_versions()
+    return {
+        "format": CATALOG_FORMAT,
+        "generated_by": f"event-tracking {__version__}",
+        "title": title,
+        "event_types": [d.record for d in versions if isinstance(d, EventType)],
+        "context_types": [d.record for d in versions if isinstance(d, ContextType)],
+    }
+
+
+def render_json(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
+    """:func:`build_catalog` as indented JSON text, ending with a newline."""
+    return json.dumps(build_catalog(registry, title), indent=2, ensure_ascii=False) + "\n"
+
+
+# -- what each card shows -------------------------------------------------------------
+
+
+def changes(previous: Definition, current: Definition) -> list[str]:
+    """What changed from one version to the next, in short phrases."""
+    found = []
+    before, after = previous.record["fields"], current.record["fields"]
+    added = [path for path in after if path not in before]
+    removed = [path for path in before if path not in after]
+    changed = [path for path in after if path in before and before[path] != after[path]]
+    if added:
+        found.append("added " + ", ".join(added))
+    if removed:
+        found.append("removed " + ", ".join(removed))
+    if changed:
+        found.append("changed " + ", ".join(changed))
+    for key, label in (
+        ("description", "description"),
+        ("owner", "owner"),
+        ("emitted_from", "where emitted"),
+        ("additional_fields", "additional fields"),
+        ("example", "example"),
+    ):
+        if previous.record[key] != current.record[key]:
+            found.append(f"{label} changed")
+    if previous.schema != current.schema and previous.schema is not None:
+        found.append("schema changed")
+    return found or ["no change"]
+
+
+def _history(registry: Registry, definition: Definition) -> list[dict[str, Any]]:
+    if isinstance(definition, EventType):
+        versions: Sequence[Definition] = registry.versions(definition.name)
+    else:
+        versions = registry.context_versions(definition.name)
+    rows = []
+    for index, version in enumerate(versions):
+        summary = (
+            "first version" if index == 0 else "; ".join(changes(versions[index - 1], version))
+        )
+        rows.append(
+            {
+                "version": version.version,
+                "id": version.id,
+                "current": version is definition,
+                "changes": summary,
+            }
+        )
+    return rows
+
+
+def _cards(registry: Registry) -> list[dict[str, Any]]:
+    cards = []
+    for definition in [*registry.event_types(), *registry.context_types()]:
+        record = definition.record
+        data, built = example_data(definition)
+        example = example_event(definition) if isinstance(definition, EventType) else data
+        cards.append(
+            {
+                "kind": definition.kind,
+                "name": definition.name,
+                "version": definition.version,
+                "id": definition.id,
+                "description": definition.description,
+                "owner": definition.owner,
+                "emitted_from": [str(location) for location in definition.emitted_from],
+                "fields": [
+                    {
+                        "path": spec.path,
+                        "type": " or ".join(spec.types),
+                        "required": spec.required,
+                        "description": spec.description,
+                    }
+                    for spec in definition.fields
+                ],
+                "additional_fields": record["additional_fields"],
+                "history": _history(registry, definition),
+                "example": json.dumps(example, indent=2, ensure_ascii=False),
+                "example_built": built,
+            }
+        )
+    return cards
+
+
+def _summary(cards: Iterable[dict[str, Any]]) -> str:
+    events = sum(1 for card in cards if card["kind"] == "event_type")
+    contexts = sum(1 for card in cards if card["kind"] == "context_type")
+    return (
+        f"{events} event type{'s' if events != 1 else ''}, "
+        f"{contexts} context type{'s' if contexts != 1 else ''}"
+    )
+
+
+# -- Markdown -------------------------------------------------------------------------
+
+
+def _md_code(text: str) -> str:
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
+    """The catalogue as one Markdown document (GitHub flavour: tables, fenced code)."""
+    cards = _cards(registry if registry is not None else get_registry())
+    lines = [f"# {title}", "", _summary(cards) + ".", ""]
+    for kind, heading in (("event_type", "Event types"), ("context_type", "Context types")):
+        selected = [card for card in cards if card["kind"] == kind]
+        if not selected:
+            continue
+        lines += [f"## {heading}", ""]
+        for card in selected:
+            lines += _markdown_card(card)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _markdown_card(card: dict[str, Any]) -> list[str]:
+    lines = [f"### {_md_code(card['name'])}", ""]
+    if card["description"]:
+        lines += [card["description"], ""]
+    lines.append(f"- **Version:** {card['version']} (record id {_md_code(card['id'])})")
+    if card["owner"]:
+        lines.append(f"- **Owner:** {card['owner']}")
+    if card["emitted_from"]:
+        where = ", ".join(_md_code(location) for location in card["emitted_from"])
+        lines.append(f"- **Emitted from:** {where}")
+    if card["additional_fields"] and card["kind"] == "event_type":
+        lines.append("- **Undocumented fields:** allowed")
+    lines.append("")
+    if card["fields"]:
+        lines += ["| Field | Type | Required | Description |", "| --- | --- | --- | --- |"]
+        for row in card["fields"]:
+            lines.append(
+                f"| {_md_code(row['path'])} | {row['type']} | "
+                f"{'yes' if row['required'] else 'no'} | {_md_cell(row['description'])} |"
+            )
+        lines.append("")
+    else:
+        lines += ["No documented fields.", ""]
+    lines += ["| Version | Record id | Changes |", "| --- | --- | --- |"]
+    for row in card["history"]:
+        marker = " (current)" if row["current"] else ""
+        lines.append(
+            f"| {row['version']}{marker} | {_md_code(row['id'])} | {_md_cell(row['changes'])} |"
+        )
+    lines.append("")
+    label = "Example event" if card["kind"] == "event_type" else "Example context"
+    if card["example_built"]:
+        label += " (built from the field types)"
+    lines += [f"{label}:", "", "```json", card["example"], "```", ""]
+    return lines
+
+
+# -- HTML -----------------------------------------------------------------------------
+
+
+def render_html(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
+    """The catalogue as one self-contained HTML page with a search box."""
+    cards = _cards(registry if registry is not None else get_registry())
+    return render_page(title, _summary(cards), cards)
+
+
+# -- reStructuredText -----------------------------------------------------------------
+
+
+def _rst_text(text: str) -> str:
+    for char in ("\\", "*", "`", "_", "|"):
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
+
+
+def _rst_code(text: str) -> str:
+    return _rst_text(text) if "`" in text or not text.strip() else f"``{text}``"
+
+
+def render_rst(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
+    """The catalogue as reStructuredText without section titles, to nest anywhere.
+
+    Used by the Sphinx directive in :mod:`eventtracking.metadata.sphinx`; ``title`` is
+    not written (the page around it has its own).
+    """
+    cards = _cards(registry if registry is not None else get_registry())
+    lines = [_summary(cards) + ".", ""]
+    for card in cards:
+        kind = "Event type" if card["kind"] == "event_type" else "Context type"
+        lines += [f".. rubric:: {kind} {_rst_code(card['name'])}", ""]
+        if card["description"]:
+            lines += [_rst_text(card["description"]), ""]
+        lines.append(f":Version: {card['version']} (record id ``{card['id']}``)")
+        if card["owner"]:
+            lines.append(f":Owner: {_rst_text(card['owner'])}")
+        if card["emitted_from"]:
+            lines.append(
+                ":Emitted from: " + ", ".join(_rst_code(loc) for loc in card["emitted_from"])
+            )
+        lines.append("")
+        if card["fields"]:
+            lines += [".. list-table::", "   :header-rows: 1", ""]
+            lines += ["   * - Field", "     - Type", "     - Required", "     - Description"]
+            for row in card["fields"]:
+                lines += [
+                    f"   * - {_rst_code(row['path'])}",
+                    f"     - {row['type']}",
+                    f"     - {'yes' if row['required'] else 'no'}",
+                    f"     - {_rst_text(row['description'])}" if row["description"] else "     -",
+                ]
+            lines.append("")
+        history = "; ".join(
+            f"{row['version']} (``{row['id']}``): {_rst_text(row['changes'])}"
+            for row in card["history"]
+        )
+        lines += [f"Versions: {history}.", ""]
+        lines += [".. code-block:: json", ""]
+        lines += [f"   {line}" for line in card["example"].splitlines()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- files ----------------------------------------------------------------------------
+
+
+def write_catalog(
+    directory: str | Path,
+    registry: Registry | None = None,
+    *,
+    formats: Iterable[str] = tuple(FORMATS),
+    basename: str = "catalog",
+    title: str = DEFAULT_TITLE,
+) -> dict[str, Path]:
+    """Write ``basename.md``, ``.json`` and ``.html`` (or the ``formats`` asked for)
+    into ``directory``, creating it; return the path of each format written.
+
+    Raises ValueError for an unknown format, listing the valid ones.
+    """
+    chosen = list(dict.fromkeys(formats))
+    unknown = [name for name in chosen if name not in FORMATS]
+    if unknown:
+        msg = f"Unknown catalogue format {unknown[0]!r}; use {', '.join(FORMATS)}."
+        raise ValueError(msg)
+    renderers = {"markdown": render_markdown, "json": render_json, "html": render_html}
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in chosen:
+        path = target / f"{basename}{FORMATS[name]}"
+        path.write_text(renderers[name](registry, title), encoding="utf-8")
+        written[name] = path
+    return written

@@ -1,0 +1,555 @@
+"""What a documented event type or context type is: fields, versions and records.
+
+A definition is immutable. Its :attr:`~EventType.record` is the JSON document stored
+beside the events, and its :attr:`~EventType.id` is a hash of what the record says, so
+the same definition has the same id in every process, and any change gives a new id.
+
+Fields are named by path: ``url`` is a key of ``data``, ``address.postal_code`` a key
+of the object under ``address``, ``tags[]`` each item of the array ``tags`` and
+``items[].sku`` a key of each object in the array ``items``. Parents that are not
+declared are added as required objects or arrays.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+from eventtracking._metadata_api import REFERENCE_KEY
+from eventtracking.metadata._jsonform import to_json_form
+
+__all__ = [
+    "CONTEXT_TYPE",
+    "EVENT_TYPE",
+    "FIELD_TYPES",
+    "ContextType",
+    "Definition",
+    "EventType",
+    "FieldSpec",
+    "Location",
+    "definition_id",
+    "example_data",
+    "example_event",
+    "fields_from_schema",
+    "normalise_fields",
+    "parse_locations",
+    "schema_from_fields",
+]
+
+#: ``kind`` of an event type's record.
+EVENT_TYPE = "event_type"
+#: ``kind`` of a context type's record.
+CONTEXT_TYPE = "context_type"
+
+#: Field types, with the JSON Schema each stands for. ``datetime``, ``date``, ``uuid``
+#: and ``decimal`` accept the Python object or its string form, as the JSON writers
+#: produce it; ``any`` accepts every value that can be written as JSON.
+FIELD_TYPES: Mapping[str, Mapping[str, Any]] = {
+    "any": {},
+    "array": {"type": "array"},
+    "boolean": {"type": "boolean"},
+    "date": {"type": "string", "format": "date"},
+    "datetime": {"type": "string", "format": "date-time"},
+    "decimal": {"type": "string", "format": "decimal"},
+    "integer": {"type": "integer"},
+    "null": {"type": "null"},
+    "number": {"type": "number"},
+    "object": {"type": "object"},
+    "string": {"type": "string"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
+
+_SEGMENT = re.compile(r"^[^.\[\]]+(\[\])*$")
+_FIELD_KEYS = frozenset({"type", "description", "required", "fields", "items", "observed"})
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One documented field: its ``path``, accepted ``types``, ``description`` and
+    whether it is ``required``."""
+
+    path: str
+    types: tuple[str, ...] = ("any",)
+    description: str = ""
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not all(
+            _SEGMENT.match(part) for part in self.path.split(".")
+        ):
+            msg = (
+                f"Field path {self.path!r} is not valid: use keys separated by dots, each "
+                "optionally followed by [] for the items of an array, e.g. "
+                "'address.postal_code' or 'items[].sku'."
+            )
+            raise ValueError(msg)
+        unknown = [name for name in self.types if name not in FIELD_TYPES]
+        if unknown or not self.types:
+            msg = (
+                f"Field {self.path!r} has type {list(self.types)!r}; use one or more of "
+                f"{', '.join(sorted(FIELD_TYPES))}."
+            )
+            raise ValueError(msg)
+
+    @property
+    def type(self) -> str | list[str]:
+        """The type as written in files: one name, or a list of names."""
+        return self.types[0] if len(self.types) == 1 else list(self.types)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This field as it appears under ``fields`` in a record."""
+        return {"type": self.type, "description": self.description, "required": self.required}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where events of a type are emitted: a ``module`` and, when known, a ``function``."""
+
+    module: str
+    function: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This location as it appears in a record's ``emitted_from``."""
+        return {"module": self.module, "function": self.function}
+
+    def __str__(self) -> str:
+        return self.module if self.function is None else f"{self.module}.{self.function}"
+
+
+@dataclass(frozen=True, eq=False)
+class Definition:
+    """Common ground of :class:`EventType` and :class:`ContextType` (one version of one).
+
+    Build them through a :class:`~eventtracking.metadata.Registry`, which checks and
+    normalises what it is given; ``id`` is computed from the content when left empty.
+    """
+
+    kind: ClassVar[str] = ""
+    name: str
+    version: int
+    description: str = ""
+    fields: tuple[FieldSpec, ...] = ()
+    schema: Mapping[str, Any] | None = None
+    owner: str | None = None
+    emitted_from: tuple[Location, ...] = ()
+    example: Any = None
+    additional_fields: bool = False
+    id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", definition_id(self.content()))
+
+    def content(self) -> dict[str, Any]:
+        """Everything the definition says, except its version: the input of its id."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "description": self.description,
+            "owner": self.owner,
+            "emitted_from": [location.to_dict() for location in self.emitted_from],
+            "fields": {spec.path: spec.to_dict() for spec in self.fields},
+            "schema": None if self.schema is None else to_json_form(self.schema),
+            "additional_fields": self.additional_fields,
+            "example": None if self.example is None else to_json_form(self.example),
+        }
+
+    @cached_property
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of ``data``: the one given, or one built from the fields."""
+        if self.schema is not None:
+            schema: dict[str, Any] = to_json_form(self.schema)
+            return schema
+        return schema_from_fields(self.fields, self.additional_fields)
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        """The documentation record stored beside the events. Do not change it.
+
+        Keys: ``kind``, ``id``, ``name``, ``version``, ``description``, ``owner``,
+        ``emitted_from``, ``fields``, ``schema`` (always a JSON Schema of ``data``),
+        ``schema_source`` (``'fields'`` or ``'schema'``), ``additional_fields`` and
+        ``example``.
+        """
+        content = self.content()
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "owner": self.owner,
+            "emitted_from": content["emitted_from"],
+            "fields": content["fields"],
+            "schema": self.json_schema,
+            "schema_source": "fields" if self.schema is None else "schema",
+            "additional_fields": self.additional_fields,
+            "example": content["example"],
+        }
+
+
+class EventType(Definition):
+    """One version of a documented event type (``kind == 'event_type'``)."""
+
+    kind = EVENT_TYPE
+
+
+class ContextType(Definition):
+    """One version of a documented context (``kind == 'context_type'``): the keys a
+    named context adds to every event emitted while it is entered."""
+
+    kind = CONTEXT_TYPE
+
+
+def definition_id(content: Mapping[str, Any]) -> str:
+    """A stable id for a definition's content: 16 hex digits of its SHA-256."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# -- reading fields -------------------------------------------------------------------
+
+
+def normalise_fields(fields: Any, *, where: str) -> tuple[FieldSpec, ...]:
+    """Turn any accepted way of writing fields into FieldSpecs, parents first.
+
+    Accepted: a mapping of path -> spec, where a spec is a type name (``'string'``), a
+    list of type names, a mapping with ``type``, ``description``, ``required`` and,
+    for objects and arrays, nested ``fields`` (or ``items``, the type of an array's
+    items); or a sequence of :class:`FieldSpec`. ``where`` names the definition in
+    error messages. Raises ValueError naming the bad field.
+    """
+    specs: list[FieldSpec] = []
+    if fields is None:
+        return ()
+    if isinstance(fields, Mapping):
+        for path, spec in fields.items():
+            _read_field(str(path), spec, specs, where)
+    elif isinstance(fields, Iterable) and not isinstance(fields, (str, bytes)):
+        for spec in fields:
+            if not isinstance(spec, FieldSpec):
+                msg = (
+                    f"{where}: fields given as a list must be FieldSpec objects, got "
+                    f"{spec!r}; or give a mapping of path -> spec."
+                )
+                raise ValueError(msg)
+            specs.append(spec)
+    else:
+        msg = f"{where}: fields must be a mapping of path -> spec, got {fields!r}."
+        raise ValueError(msg)
+    return _with_parents(specs, where)
+
+
+def _read_field(path: str, spec: Any, out: list[FieldSpec], where: str) -> None:
+    if isinstance(spec, FieldSpec):
+        out.append(spec if spec.path == path else FieldSpec(path, *_spec_values(spec)))
+        return
+    if isinstance(spec, str) or (isinstance(spec, Sequence) and not isinstance(spec, bytes)):
+        out.append(_field(path, spec, "", True, where))
+        return
+    if not isinstance(spec, Mapping):
+        msg = (
+            f"{where}: field {path!r} must be a type name or a mapping with 'type', "
+            f"'description' and 'required', got {spec!r}."
+        )
+        raise ValueError(msg)
+    unknown = set(spec) - _FIELD_KEYS
+    if unknown:
+        msg = (
+            f"{where}: field {path!r} has unknown keys {sorted(unknown)}; use "
+            f"{', '.join(sorted(_FIELD_KEYS - {'observed'}))}."
+        )
+        raise ValueError(msg)
+    nested = spec.get("fields")
+    items = spec.get("items")
+    default_type = "array" if items is not None else "object" if nested is not None else "any"
+    required = spec.get("required", True)
+    if not isinstance(required, bool):
+        msg = f"{where}: field {path!r} has required={required!r}; use true or false."
+        raise ValueError(msg)
+    description = spec.get("description") or ""
+    if not isinstance(description, str):
+        msg = f"{where}: field {path!r} has a description that is not text: {description!r}."
+        raise ValueError(msg)
+    own = _field(path, spec.get("type", default_type), description, required, where)
+    out.append(own)
+    child_prefix = f"{path}[]" if "array" in own.types and "object" not in own.types else path
+    if items is not None:
+        child_prefix = f"{path}[]"
+        _read_field(child_prefix, items, out, where)
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            msg = f"{where}: the nested fields of {path!r} must be a mapping, got {nested!r}."
+            raise ValueError(msg)
+        for key, child in nested.items():
+            _read_field(f"{child_prefix}.{key}", child, out, where)
+
+
+def _spec_values(spec: FieldSpec) -> tuple[tuple[str, ...], str, bool]:
+    return spec.types, spec.description, spec.required
+
+
+def _field(path: str, kind: Any, description: str, required: bool, where: str) -> FieldSpec:
+    types = (kind,) if isinstance(kind, str) else tuple(kind)
+    if not all(isinstance(name, str) for name in types):
+        msg = f"{where}: field {path!r} has type {kind!r}; use a type name or a list of them."
+        raise ValueError(msg)
+    try:
+        return FieldSpec(path, types, description, required)
+    except ValueError as exc:
+        msg = f"{where}: {exc}"
+        raise ValueError(msg) from None
+
+
+def _with_parents(specs: list[FieldSpec], where: str) -> tuple[FieldSpec, ...]:
+    by_path: dict[str, FieldSpec] = {}
+    for spec in specs:
+        if spec.path in by_path:
+            msg = f"{where}: field {spec.path!r} is declared twice; declare each path once."
+            raise ValueError(msg)
+        by_path[spec.path] = spec
+    result: dict[str, FieldSpec] = {}
+    for spec in specs:
+        for parent, kind in _parents(spec.path):
+            if parent in result:
+                continue
+            declared = by_path.get(parent)
+            if declared is None:
+                required = any(
+                    other.required and other.path.startswith((f"{parent}.", f"{parent}["))
+                    for other in specs
+                )
+                result[parent] = FieldSpec(parent, (kind,), "", required)
+            else:
+                result[parent] = declared
+        result.setdefault(spec.path, spec)
+    for spec in result.values():
+        for parent, kind in _parents(spec.path):
+            if kind not in result[parent].types and "any" not in result[parent].types:
+                msg = (
+                    f"{where}: field {parent!r} has type {result[parent].type!r} but "
+                    f"{spec.path!r} is declared inside it; give {parent!r} the type {kind!r}."
+                )
+                raise ValueError(msg)
+    return tuple(result.values())
+
+
+def _parents(path: str) -> list[tuple[str, str]]:
+    """The ancestors of ``path`` with the type each must have, outermost first."""
+    parents: list[tuple[str, str]] = []
+    prefix = ""
+    for part in path.split("."):
+        base = part.split("[", 1)[0]
+        prefix = f"{prefix}.{base}" if prefix else base
+        for _ in range(part.count("[]")):
+            parents.append((prefix, "array"))
+            prefix = f"{prefix}[]"
+        parents.append((prefix, "object"))
+    # The last entry is the path itself, which is no ancestor.
+    return parents[:-1]
+
+
+def schema_from_fields(fields: Sequence[FieldSpec], additional: bool) -> dict[str, Any]:
+    """The JSON Schema of data documented by ``fields``."""
+    root: dict[str, Any] = {"type": "object", "properties": {}}
+    if not additional:
+        root["additionalProperties"] = False
+    nodes: dict[str, dict[str, Any]] = {"": root}
+    for spec in fields:
+        node = _schema_of(spec.types, spec.description)
+        parent_path, key = _split(spec.path)
+        parent = nodes[parent_path]
+        if key is None:
+            parent["items"] = node
+        else:
+            parent.setdefault("properties", {})[key] = node
+            if spec.required:
+                parent.setdefault("required", []).append(key)
+        nodes[spec.path] = node
+    if not additional:
+        _close_objects(root)
+    return root
+
+
+def _split(path: str) -> tuple[str, str | None]:
+    """Split ``path`` into its parent's path and its key (None for array items)."""
+    if path.endswith("[]"):
+        return path[:-2], None
+    parent, _, key = path.rpartition(".")
+    return parent, key
+
+
+def _close_objects(node: dict[str, Any]) -> None:
+    # Only objects whose keys are documented are closed: an object field documented
+    # without fields of its own may hold anything.
+    if "properties" in node:
+        node["additionalProperties"] = False
+        for child in node["properties"].values():
+            _close_objects(child)
+    if "items" in node:
+        _close_objects(node["items"])
+
+
+def _schema_of(types: Sequence[str], description: str) -> dict[str, Any]:
+    if "any" in types:
+        schema: dict[str, Any] = {}
+    else:
+        names: list[str] = []
+        formats = set()
+        for name in types:
+            part = FIELD_TYPES[name]
+            if part["type"] not in names:
+                names.append(part["type"])
+            if name != "null":
+                formats.add(part.get("format"))
+        schema = {"type": names[0] if len(names) == 1 else names}
+        fmt = formats.pop() if len(formats) == 1 else None
+        if fmt is not None:
+            schema["format"] = fmt
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def fields_from_schema(schema: Mapping[str, Any]) -> tuple[FieldSpec, ...]:
+    """Best-effort FieldSpecs describing a JSON Schema, for tables in the catalogue."""
+    specs: list[FieldSpec] = []
+    _fields_of(schema, "", specs)
+    return tuple(specs)
+
+
+_JSON_TO_FIELD = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "null": "null",
+    "object": "object",
+    "array": "array",
+}
+_FORMAT_TO_FIELD = {"date-time": "datetime", "date": "date", "uuid": "uuid"}
+
+
+def _fields_of(schema: Any, prefix: str, out: list[FieldSpec]) -> None:
+    if not isinstance(schema, Mapping):
+        return
+    required = set(schema.get("required") or ())
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        for key, child in properties.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if not _SEGMENT.match(str(key)):
+                continue
+            out.append(_field_of(path, child, key in required))
+            _fields_of(child, path, out)
+    items = schema.get("items")
+    if prefix and isinstance(items, Mapping):
+        out.append(_field_of(f"{prefix}[]", items, True))
+        _fields_of(items, f"{prefix}[]", out)
+
+
+def _field_of(path: str, schema: Any, required: bool) -> FieldSpec:
+    if not isinstance(schema, Mapping):
+        return FieldSpec(path, ("any",), "", required)
+    declared = schema.get("type")
+    names = [declared] if isinstance(declared, str) else list(declared or [])
+    types = [_JSON_TO_FIELD[name] for name in names if name in _JSON_TO_FIELD]
+    fmt = _FORMAT_TO_FIELD.get(schema.get("format", ""))
+    if fmt and "string" in types:
+        types[types.index("string")] = fmt
+    description = schema.get("description") or schema.get("title") or ""
+    return FieldSpec(path, tuple(types) or ("any",), str(description), required)
+
+
+# -- where events are emitted ---------------------------------------------------------
+
+
+def parse_locations(value: Any, *, where: str) -> tuple[Location, ...]:
+    """Read ``emitted_from``: a string ``'module'`` or ``'module:function'``, a mapping
+    with ``module`` and ``function``, a function object, or a list of these."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    result = []
+    for item in items:
+        result.append(_location(item, where))
+    return tuple(dict.fromkeys(result))
+
+
+def _location(item: Any, where: str) -> Location:
+    if isinstance(item, Location):
+        return item
+    if isinstance(item, str) and item:
+        module, _, function = item.partition(":")
+        return Location(module, function or None)
+    if isinstance(item, Mapping) and isinstance(item.get("module"), str):
+        declared = item.get("function")
+        return Location(item["module"], None if declared is None else str(declared))
+    if callable(item) and hasattr(item, "__module__") and hasattr(item, "__qualname__"):
+        return Location(str(item.__module__), str(item.__qualname__))
+    msg = (
+        f"{where}: emitted_from entry {item!r} is not a location; use 'module', "
+        "'module:function', {'module': ..., 'function': ...} or the function itself."
+    )
+    raise ValueError(msg)
+
+
+# -- placeholder values for example events --------------------------------------------
+
+_PLACEHOLDERS: Mapping[str, Callable[[], Any]] = {
+    "any": lambda: "...",
+    "array": list,
+    "boolean": lambda: True,
+    "date": lambda: datetime.date(2024, 1, 31).isoformat(),
+    "datetime": lambda: datetime.datetime(
+        2024, 1, 31, 12, 0, tzinfo=datetime.timezone.utc
+    ).isoformat(),
+    "decimal": lambda: str(decimal.Decimal("1.50")),
+    "integer": lambda: 0,
+    "null": lambda: None,
+    "number": lambda: 0.0,
+    "object": dict,
+    "string": lambda: "...",
+    "uuid": lambda: str(uuid.UUID(int=0)),
+}
+
+
+def example_data(definition: Definition) -> tuple[Any, bool]:
+    """The definition's example, or one built from its fields; and whether it was built."""
+    if definition.example is not None:
+        return to_json_form(definition.example), False
+    data: dict[str, Any] = {}
+    nodes: dict[str, Any] = {"": data}
+    for spec in definition.fields:
+        parent_path, key = _split(spec.path)
+        parent = nodes.get(parent_path)
+        if parent is None:
+            continue
+        value = _PLACEHOLDERS[spec.types[0]]()
+        if key is None and isinstance(parent, list):
+            parent.append(value)
+        elif key is not None and isinstance(parent, dict):
+            parent[key] = value
+        else:
+            continue
+        nodes[spec.path] = value
+    return data, True
+
+
+def example_event(definition: Definition) -> dict[str, Any]:
+    """A sample event of this type as a backend would write it."""
+    data, _ = example_data(definition)
+    return {
+        "name": definition.name,
+        "timestamp": "<UTC time of the emit, ISO 8601>",
+        "context": {REFERENCE_KEY: definition.id},
+        "data": data,
+    }

@@ -1,0 +1,441 @@
+"""The registry of documented event types and context types.
+
+Register a type with a call, at module level (the usual place)::
+
+    from eventtracking import metadata
+
+    NAVIGATION = metadata.register(
+        "navigation.request",
+        "A learner opened a page.",
+        fields={"url": {"type": "string", "description": "The page's full URL."}},
+        owner="web-team",
+    )
+
+or with the :func:`emits` decorator on the function that emits it, or from a YAML or
+JSON file or a settings dict (:mod:`eventtracking.metadata.loading`).
+
+Each registration is a version. Registering a name again with the same definition
+returns the existing version; with a different one it adds version ``n + 1``, which
+becomes current, and every earlier version stays readable. Version numbers count
+registrations in this registry; the ``id`` (a hash of the content) is what identifies
+a definition across processes and deployments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from eventtracking.metadata._jsonform import to_json_form
+from eventtracking.metadata.definitions import (
+    CONTEXT_TYPE,
+    EVENT_TYPE,
+    ContextType,
+    Definition,
+    EventType,
+    Location,
+    fields_from_schema,
+    normalise_fields,
+    parse_locations,
+)
+
+__all__ = [
+    "MODES",
+    "Registry",
+    "emits",
+    "get_registry",
+    "register",
+    "register_context",
+]
+
+#: Validation modes, from none to failing the caller.
+MODES = ("off", "warn", "strict")
+
+_D = TypeVar("_D", bound=Definition)
+_F = TypeVar("_F", bound=Callable[..., Any])
+_PACKAGE = "eventtracking.metadata"
+
+
+class Registry:
+    """Documented event types and context types, every version of each. Thread-safe.
+
+    Reading methods return immutable :class:`~eventtracking.metadata.EventType` and
+    :class:`~eventtracking.metadata.ContextType` objects; :attr:`generation` grows by
+    one with every change, so readers can tell when to look again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._versions: dict[tuple[str, str], list[Definition]] = {}
+        self._current: dict[tuple[str, str], Definition] = {}
+        self._by_id: dict[str, Definition] = {}
+        self._modes: dict[str, str] = {}
+        self._listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Grows by one with every change to the registry.
+        self.generation = 0
+
+    # -- registering ------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        fields: Any = None,
+        schema: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        emitted_from: Any = None,
+        example: Any = None,
+        additional_fields: bool = False,
+        validation: str | None = None,
+        version: int | None = None,
+    ) -> EventType:
+        """Document the event type ``name`` and return its current version.
+
+        ``fields`` maps field paths to specs (see
+        :func:`~eventtracking.metadata.definitions.normalise_fields`); ``schema`` is a
+        full JSON Schema of ``data`` instead. ``emitted_from`` is one or more locations
+        (``'module:function'``, a function); when None, the module and function that
+        called ``register`` are recorded. ``example`` is sample ``data``.
+        ``additional_fields`` allows keys that are not documented. ``validation``
+        (``'off'``, ``'warn'`` or ``'strict'``) overrides the tracker's mode for this
+        type. ``version`` pins the version number, for files that keep history.
+
+        Raises ValueError naming the problem when the definition is not valid, or when
+        ``version`` is already taken by a different definition.
+        """
+        definition = self._build(
+            EventType,
+            name,
+            description,
+            fields=fields,
+            schema=schema,
+            owner=owner,
+            emitted_from=emitted_from,
+            example=example,
+            additional_fields=additional_fields,
+        )
+        if validation is not None:
+            self._check_mode(validation, name)
+        with self._lock:
+            result = self._add(definition, version, make_current=True)
+            if validation is not None and self._modes.get(name) != validation:
+                self._modes[name] = validation
+                self._changed()
+        return result
+
+    def register_context(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        fields: Any = None,
+        owner: str | None = None,
+        emitted_from: Any = None,
+        example: Any = None,
+        version: int | None = None,
+    ) -> ContextType:
+        """Document the context entered as ``name`` (e.g. ``'django.context'``).
+
+        ``fields`` documents the keys it adds to events, as for :meth:`register`;
+        ``emitted_from`` records where it is entered. Returns its current version.
+        """
+        definition = self._build(
+            ContextType,
+            name,
+            description,
+            fields=fields,
+            schema=None,
+            owner=owner,
+            emitted_from=emitted_from,
+            example=example,
+            additional_fields=True,
+        )
+        with self._lock:
+            return self._add(definition, version, make_current=True)
+
+    def set_validation(self, name: str, mode: str | None) -> None:
+        """Set the validation mode of event type ``name``; None goes back to the tracker's."""
+        if mode is not None:
+            self._check_mode(mode, name)
+        with self._lock:
+            if self._modes.get(name) == mode:
+                return
+            if mode is None:
+                self._modes.pop(name, None)
+            else:
+                self._modes[name] = mode
+            self._changed()
+
+    def _build(
+        self,
+        cls: type[_D],
+        name: Any,
+        description: Any,
+        *,
+        fields: Any,
+        schema: Any,
+        owner: Any,
+        emitted_from: Any,
+        example: Any,
+        additional_fields: Any,
+    ) -> _D:
+        kind = "event type" if cls is EventType else "context type"
+        if not isinstance(name, str) or not name:
+            msg = f"A {kind} needs a non-empty name (a str), got {name!r}."
+            raise ValueError(msg)
+        where = f"{kind} {name!r}"
+        if not isinstance(description, str):
+            msg = f"{where}: description must be text, got {description!r}."
+            raise ValueError(msg)
+        if owner is not None and not isinstance(owner, str):
+            msg = f"{where}: owner must be text or None, got {owner!r}."
+            raise ValueError(msg)
+        if not isinstance(additional_fields, bool):
+            msg = f"{where}: additional_fields must be True or False, got {additional_fields!r}."
+            raise ValueError(msg)
+        if schema is not None:
+            if fields is not None:
+                msg = (
+                    f"{where}: give either fields or a full JSON schema, not both; the "
+                    "catalogue derives the field table from the schema."
+                )
+                raise ValueError(msg)
+            if not isinstance(schema, Mapping):
+                msg = f"{where}: schema must be a JSON Schema mapping, got {schema!r}."
+                raise ValueError(msg)
+            schema = to_json_form(schema)
+            specs = fields_from_schema(schema)
+        else:
+            specs = normalise_fields(fields, where=where)
+        if emitted_from is None:
+            locations: tuple[Location, ...] = _caller_location()
+        else:
+            locations = parse_locations(emitted_from, where=where)
+        return cls(
+            name=name,
+            version=0,
+            description=description,
+            fields=specs,
+            schema=schema,
+            owner=owner,
+            emitted_from=locations,
+            example=None if example is None else to_json_form(example),
+            additional_fields=additional_fields,
+        )
+
+    def _add(self, definition: _D, version: int | None, *, make_current: bool) -> _D:
+        """Store ``definition`` as a version (new or existing); hold the lock."""
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 1
+        ):
+            msg = f"{definition.name!r}: version must be a positive int, got {version!r}."
+            raise ValueError(msg)
+        key = (definition.kind, definition.name)
+        versions = self._versions.setdefault(key, [])
+        same: Any = next((known for known in versions if known.id == definition.id), None)
+        if version is not None:
+            taken = next((known for known in versions if known.version == version), None)
+            if taken is not None and taken.id != definition.id:
+                msg = (
+                    f"{definition.name!r} version {version} is already registered with a "
+                    f"different definition (id {taken.id}); leave version out to add the "
+                    "next version."
+                )
+                raise ValueError(msg)
+            if same is not None and same.version != version:
+                msg = (
+                    f"{definition.name!r}: this definition (id {same.id}) is already "
+                    f"version {same.version}, not {version}."
+                )
+                raise ValueError(msg)
+        changed = False
+        if same is None:
+            number = version or max((known.version for known in versions), default=0) + 1
+            same = dataclasses.replace(definition, version=number)
+            versions.append(same)
+            versions.sort(key=lambda known: known.version)
+            self._by_id[same.id] = same
+            changed = True
+        if (make_current or key not in self._current) and self._current.get(key) is not same:
+            self._current[key] = same
+            changed = True
+        if changed:
+            self._changed()
+        return same
+
+    def _changed(self) -> None:
+        self.generation += 1
+        for listener in list(self._listeners):
+            listener._registry_changed()
+
+    @staticmethod
+    def _check_mode(mode: Any, name: str) -> None:
+        if mode not in MODES:
+            msg = (
+                f"Validation mode {mode!r} for {name!r} is not valid; use one of "
+                f"{', '.join(MODES)}, or None for the tracker's mode."
+            )
+            raise ValueError(msg)
+
+    def subscribe(self, listener: Any) -> None:
+        """Call ``listener._registry_changed()`` after each change; held weakly."""
+        with self._lock:
+            self._listeners.add(listener)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, name: str, version: int | None = None) -> EventType:
+        """The current version of event type ``name``, or the given ``version``.
+
+        Raises KeyError naming the registered types when there is no such type or
+        version.
+        """
+        return self._get(EVENT_TYPE, name, version)  # type: ignore[return-value]
+
+    def get_context(self, name: str, version: int | None = None) -> ContextType:
+        """The current (or given) version of context type ``name``; KeyError if none."""
+        return self._get(CONTEXT_TYPE, name, version)  # type: ignore[return-value]
+
+    def _get(self, kind: str, name: str, version: int | None) -> Definition:
+        with self._lock:
+            if version is None:
+                found = self._current.get((kind, name))
+            else:
+                found = next(
+                    (d for d in self._versions.get((kind, name), ()) if d.version == version),
+                    None,
+                )
+        if found is None:
+            what = kind.replace("_", " ")
+            suffix = "" if version is None else f" version {version}"
+            msg = f"No {what} {name!r}{suffix} is registered."
+            raise KeyError(msg)
+        return found
+
+    def current(self, name: str) -> EventType | None:
+        """The current version of event type ``name``, or None when it is not registered."""
+        return self._current.get((EVENT_TYPE, name))  # type: ignore[return-value]
+
+    def versions(self, name: str) -> list[EventType]:
+        """Every version of event type ``name``, oldest first (empty when unknown)."""
+        with self._lock:
+            return list(self._versions.get((EVENT_TYPE, name), ()))  # type: ignore[arg-type]
+
+    def context_versions(self, name: str) -> list[ContextType]:
+        """Every version of context type ``name``, oldest first (empty when unknown)."""
+        with self._lock:
+            return list(self._versions.get((CONTEXT_TYPE, name), ()))  # type: ignore[arg-type]
+
+    def by_id(self, record_id: str) -> Definition:
+        """The version whose record has ``id``; KeyError when there is none."""
+        try:
+            return self._by_id[record_id]
+        except KeyError:
+            msg = f"No registered definition has id {record_id!r}."
+            raise KeyError(msg) from None
+
+    def event_types(self) -> list[EventType]:
+        """The current version of every event type, sorted by name."""
+        return self._currents(EVENT_TYPE)  # type: ignore[return-value]
+
+    def context_types(self) -> list[ContextType]:
+        """The current version of every context type, sorted by name."""
+        return self._currents(CONTEXT_TYPE)  # type: ignore[return-value]
+
+    def _currents(self, kind: str) -> list[Definition]:
+        with self._lock:
+            found = [d for (k, _), d in self._current.items() if k == kind]
+        return sorted(found, key=lambda d: d.name)
+
+    def all_versions(self) -> list[Definition]:
+        """Every version of every type: event types then context types, by name and
+        version."""
+        with self._lock:
+            found = [d for versions in self._versions.values() for d in versions]
+        order = {EVENT_TYPE: 0, CONTEXT_TYPE: 1}
+        return sorted(found, key=lambda d: (order[d.kind], d.name, d.version))
+
+    def validation_mode(self, name: str) -> str | None:
+        """The mode set for event type ``name``, or None to follow the tracker."""
+        return self._modes.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return (EVENT_TYPE, name) in self._current
+
+    def __len__(self) -> int:
+        """The number of event types (not versions)."""
+        return len(self.event_types())
+
+    def clear(self) -> None:
+        """Forget everything (for tests)."""
+        with self._lock:
+            self._versions.clear()
+            self._current.clear()
+            self._by_id.clear()
+            self._modes.clear()
+            self._changed()
+
+    def load(self, source: Any) -> list[Definition]:
+        """Register the definitions in a file path or a settings mapping.
+
+        See :func:`eventtracking.metadata.loading.load`; returns what was registered.
+        """
+        from eventtracking.metadata.loading import load
+
+        return load(source, registry=self)
+
+
+def _caller_location() -> tuple[Location, ...]:
+    """The first frame outside this package: where ``register`` was called from."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__") or "?"
+        if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
+            code = frame.f_code
+            function = getattr(code, "co_qualname", code.co_name)
+            return (Location(module, None if function == "<module>" else function),)
+        frame = frame.f_back  # type: ignore[assignment]
+    return ()
+
+
+# -- the default registry -------------------------------------------------------------
+
+_DEFAULT = Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry that :func:`register` and the tools use."""
+    return _DEFAULT
+
+
+def register(name: str, description: str = "", **options: Any) -> EventType:
+    """Register an event type in the default registry; see :meth:`Registry.register`."""
+    return _DEFAULT.register(name, description, **options)
+
+
+def register_context(name: str, description: str = "", **options: Any) -> ContextType:
+    """Register a context type in the default registry; see
+    :meth:`Registry.register_context`."""
+    return _DEFAULT.register_context(name, description, **options)
+
+
+def emits(
+    name: str, description: str = "", *, registry: Registry | None = None, **options: Any
+) -> Callable[[_F], _F]:
+    """Decorate the function that emits ``name``, registering the type there.
+
+    The record's ``emitted_from`` is the decorated function. The options are those of
+    :meth:`Registry.register`; the function is returned unchanged.
+    """
+
+    def decorate(func: _F) -> _F:
+        options.setdefault("emitted_from", func)
+        (registry or _DEFAULT).register(name, description, **options)
+        return func
+
+    return decorate

@@ -1,0 +1,472 @@
+"""Checking emitted events against their documented types: ``off``, ``warn``, ``strict``.
+
+::
+
+    from eventtracking import metadata
+
+    metadata.set_validation(tracker, "warn")     # or "strict" in test suites
+
+``off`` (the default)
+    The tracker has no validator: emit does not even look at the registry, and events
+    keep exactly their four keys.
+``warn``
+    Every problem is counted in ``tracker.stats()['validation']`` and logged on the
+    ``eventtracking.metadata`` logger, once per event type and minute. The event is
+    delivered as it is.
+``strict``
+    The first event with a problem raises
+    :class:`~eventtracking.exceptions.ValidationError` into the code that called
+    ``emit``, and is not delivered. Meant for test suites, so that an undocumented or
+    wrongly shaped event fails CI.
+
+What is checked, by finding (the keys of ``stats()['validation']['findings']``):
+``unregistered_type``, ``missing_field``, ``extra_field``, ``wrong_type``,
+``invalid_value`` (other JSON Schema rules), ``unserialisable_value`` (a value the JSON
+writers could only write as its ``repr``), ``oversized_event`` (only with
+``max_event_size``; it costs one JSON encoding per event) and ``invalid_schema`` (a
+full JSON Schema that cannot be compiled).
+
+While validating (and whenever ``annotate`` is on), every event of a registered type
+gets the id of its definition's record in ``context['eventtracking_type']``; events of
+unregistered types are left untouched. The
+first event of each version also sends that version's documentation record to every
+backend that stores records (``send_metadata``), through the routing tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from eventtracking._contextstack import FrozenContext
+from eventtracking._metadata_api import REFERENCE_KEY
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+from eventtracking.exceptions import ImproperlyConfigured, ValidationError
+from eventtracking.metadata._compile import Finding, compile_fields, unserialisable_findings
+from eventtracking.metadata._jsonform import is_plain, json_size, to_json_form
+from eventtracking.metadata.definitions import Definition
+from eventtracking.metadata.registry import MODES, Registry, get_registry
+from eventtracking.typing import Event
+
+__all__ = [
+    "FINDINGS",
+    "MODES",
+    "Validator",
+    "configure",
+    "set_validation",
+]
+
+LOG = logging.getLogger("eventtracking.metadata")
+
+#: Every kind of finding, in the order the documentation lists them.
+FINDINGS = (
+    "unregistered_type",
+    "missing_field",
+    "extra_field",
+    "wrong_type",
+    "invalid_value",
+    "unserialisable_value",
+    "oversized_event",
+    "invalid_schema",
+)
+
+_RULES = {
+    "required": "missing_field",
+    "additionalProperties": "extra_field",
+    "type": "wrong_type",
+}
+
+
+class _Plan:
+    """What to do with events of one name; built once per name and registry change."""
+
+    __slots__ = ("annotated", "check", "definition", "diagnose", "mode", "name", "pending", "ref")
+
+    def __init__(
+        self,
+        name: Any,
+        mode: str,
+        definition: Definition | None,
+        ref: str | None,
+        check: Callable[[Any], bool] | None,
+        diagnose: Callable[[Any], list[Finding]],
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        self.definition = definition
+        self.ref = ref
+        #: (shared context, the same with the reference added): events emitted under
+        #: the same contexts share one annotated context, as they share the original.
+        self.annotated: tuple[Any, Any] = (None, None)
+        self.check = check
+        self.diagnose = diagnose
+        #: True until this plan's record was handed to the backends.
+        self.pending = definition is not None
+
+
+class Validator:
+    """The tracker hook that references, publishes and checks documented events.
+
+    Install it with :func:`set_validation` rather than by hand. ``mode`` is the
+    tracker's default; ``types`` maps event names (or prefixes ending in ``*``) to a
+    mode and wins over the registry's per-type modes, which win over ``mode``.
+    ``annotate`` (default: on unless everything is off) adds the reference to each
+    registered event. ``max_event_size`` (characters of JSON) turns on the size check.
+    """
+
+    def __init__(
+        self,
+        tracker: Any,
+        mode: str = "warn",
+        *,
+        registry: Registry | None = None,
+        types: Mapping[str, str] | None = None,
+        annotate: bool | None = None,
+        max_event_size: int | None = None,
+    ) -> None:
+        _check_mode(mode, "mode")
+        overrides = dict(types or {})
+        for name, value in overrides.items():
+            _check_mode(value, f"types[{name!r}]")
+        if max_event_size is not None and (
+            isinstance(max_event_size, bool)
+            or not isinstance(max_event_size, int)
+            or max_event_size <= 0
+        ):
+            msg = f"max_event_size must be a positive int or None, got {max_event_size!r}."
+            raise ImproperlyConfigured(msg)
+        self.tracker = tracker
+        self.mode = mode
+        self.registry = registry if registry is not None else get_registry()
+        self.annotate = mode != "off" if annotate is None else bool(annotate)
+        self.max_event_size = max_event_size
+        self._exact = {k: v for k, v in overrides.items() if not k.endswith("*")}
+        # Longest prefix first, so the most specific pattern wins.
+        self._prefixes = sorted(
+            ((k[:-1], v) for k, v in overrides.items() if k.endswith("*")),
+            key=lambda item: -len(item[0]),
+        )
+        self._plans: dict[Any, _Plan] = {}
+        self._published: set[str] = set()
+        self._counters = Counters("invalid_events", "published", "errors", groups=("findings",))
+        self._log = RateLimitedLogger(LOG)
+        self._publish_lock = threading.Lock()
+        self.registry.subscribe(self)
+
+    def _registry_changed(self) -> None:
+        # Called by the registry, under its lock: only drop the plans.
+        self._plans = {}
+
+    # -- the hook ---------------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        """Check ``event`` in place; raise ValidationError only in strict mode."""
+        try:
+            name = event["name"]
+            plan = self._plans.get(name)
+            if plan is None:
+                plan = self._plan(name)
+            if plan.pending:
+                self._publish(plan)
+            if plan.ref is not None:
+                context = event["context"]
+                annotated = plan.annotated
+                if annotated[0] is context:
+                    event["context"] = annotated[1]
+                else:
+                    event["context"] = _annotate(plan, context)
+            check = plan.check
+            if check is not None and not check(event["data"]):
+                findings = plan.diagnose(event["data"])
+                if findings:
+                    self._report(plan, findings)
+            if self.max_event_size is not None and plan.mode != "off":
+                self._check_size(plan, event)
+        except ValidationError:
+            raise
+        except Exception:
+            self._counters.incr("errors")
+            self._log.error(
+                "error",
+                "Validating event %r failed; it is delivered unchecked",
+                event.get("name"),
+                exc_info=True,
+            )
+
+    def _plan(self, name: Any) -> _Plan:
+        plans = self._plans  # see _registry_changed: a stale plan lands in a dropped dict
+        registry = self.registry
+        definition = registry.current(name) if isinstance(name, str) else None
+        mode = self.mode_for(name)
+        ref = definition.id if definition is not None and self.annotate else None
+        check: Callable[[Any], bool] | None
+        diagnose: Callable[[Any], list[Finding]]
+        if mode == "off":
+            check, diagnose = None, _no_findings
+        elif definition is None:
+            check, diagnose = _never, _unregistered(name)
+        elif definition.schema is not None:
+            check, diagnose = _schema_checks(definition)
+        else:
+            check, diagnose = compile_fields(definition.fields, definition.additional_fields)
+        plan = _Plan(name, mode, definition, ref, check, diagnose)
+        if definition is not None and definition.id in self._published:
+            plan.pending = False
+        self._publish_contexts()
+        plans[name] = plan
+        return plan
+
+    def mode_for(self, name: Any) -> str:
+        """The mode that applies to events called ``name``."""
+        if isinstance(name, str):
+            mode = self._exact.get(name)
+            if mode is not None:
+                return mode
+            for prefix, value in self._prefixes:
+                if name.startswith(prefix):
+                    return value
+            mode = self.registry.validation_mode(name)
+            if mode is not None:
+                return mode
+        return self.mode
+
+    # -- records ----------------------------------------------------------------------
+
+    def _publish(self, plan: _Plan) -> None:
+        definition = plan.definition
+        plan.pending = False
+        if definition is not None:
+            self._send(definition)
+
+    def _publish_contexts(self) -> None:
+        for definition in self.registry.context_types():
+            if definition.id not in self._published:
+                self._send(definition)
+
+    def _send(self, definition: Definition) -> None:
+        with self._publish_lock:
+            if definition.id in self._published:
+                return
+            self._published.add(definition.id)
+        self._counters.incr("published")
+        send = getattr(self.tracker.routing_backend, "send_metadata", None)
+        if callable(send):
+            send(definition.record)
+
+    # -- findings ---------------------------------------------------------------------
+
+    def _report(self, plan: _Plan, findings: list[Finding]) -> None:
+        counters = self._counters
+        counters.incr("invalid_events")
+        for finding in findings:
+            counters.incr("findings", finding.kind)
+        message = _message(plan, findings)
+        if plan.mode == "strict":
+            error = ValidationError(message)
+            error.findings = findings  # type: ignore[attr-defined]
+            error.event_name = plan.name  # type: ignore[attr-defined]
+            raise error
+        self._log.warning(f"invalid:{plan.name}", "%s", message)
+
+    def _check_size(self, plan: _Plan, event: Event) -> None:
+        limit = self.max_event_size
+        assert limit is not None
+        size = json_size(event)
+        if size > limit:
+            finding = Finding(
+                "oversized_event",
+                "event",
+                f"the event is {size} characters of JSON, over max_event_size={limit}",
+            )
+            self._report(plan, [finding])
+
+    def stats(self) -> dict[str, Any]:
+        """``mode``, ``invalid_events``, ``findings`` by kind, ``published`` records and
+        internal ``errors``."""
+        result = self._counters.snapshot()
+        result["mode"] = self.mode
+        return result
+
+
+def _annotate(plan: _Plan, context: Any) -> Any:
+    """Add the reference to ``context``: to a copy when it is the shared, read-only one."""
+    if type(context) is FrozenContext:
+        annotated = FrozenContext(context)
+        dict.__setitem__(annotated, REFERENCE_KEY, plan.ref)
+        plan.annotated = (context, annotated)
+        return annotated
+    # A context resolved through a 4.x-style locator is this event's own dict.
+    context[REFERENCE_KEY] = plan.ref
+    return context
+
+
+def _message(plan: _Plan, findings: list[Finding]) -> str:
+    definition = plan.definition
+    if definition is None:
+        head = f"Event {plan.name!r}"
+    else:
+        head = f"Event {plan.name!r} (version {definition.version}, id {definition.id})"
+    details = "; ".join(finding.message for finding in findings)
+    if findings[0].kind == "unregistered_type":
+        return f"{head}: {details}"
+    return (
+        f"{head} does not match its documented type: {details}. Fix the emitting code, or "
+        "register a new version of the type."
+    )
+
+
+def _never(data: Any) -> bool:
+    return False
+
+
+def _no_findings(data: Any) -> list[Finding]:
+    return []
+
+
+def _unregistered(name: Any) -> Callable[[Any], list[Finding]]:
+    text = (
+        f"the type {name!r} is not registered; document it with "
+        f"eventtracking.metadata.register({name!r}, ...) or in an event types file, or "
+        "turn its validation off"
+    )
+
+    def diagnose(data: Any) -> list[Finding]:
+        findings = [Finding("unregistered_type", "name", text)]
+        if not is_plain(data):
+            unserialisable_findings(data, "data", findings)
+        return findings
+
+    return diagnose
+
+
+def _schema_checks(
+    definition: Definition,
+) -> tuple[Callable[[Any], bool], Callable[[Any], list[Finding]]]:
+    """``check`` and ``diagnose`` for a definition given as a full JSON Schema."""
+    try:
+        import fastjsonschema
+    except ImportError:
+        text = (
+            f"{definition.name!r} is documented by a JSON Schema, and checking it needs "
+            "fastjsonschema: pip install 'event-tracking[schema]'"
+        )
+        return _never, lambda data: [Finding("invalid_schema", "schema", text)]
+    try:
+        compiled = fastjsonschema.compile(definition.json_schema)
+    except Exception as exc:
+        text = f"the JSON Schema of {definition.name!r} cannot be compiled: {exc}"
+        return _never, lambda data: [Finding("invalid_schema", "schema", text)]
+    failure = fastjsonschema.JsonSchemaException
+
+    def check(data: Any) -> bool:
+        try:
+            compiled(data)
+        except failure:
+            return False
+        # A schema may leave values untyped: those must still be writable as JSON.
+        return is_plain(data)
+
+    def diagnose(data: Any) -> list[Finding]:
+        findings: list[Finding] = []
+        unserialisable_findings(data, "data", findings)
+        # The schema describes the written JSON, so dates are checked as strings.
+        try:
+            compiled(to_json_form(data))
+        except failure as exc:
+            rule = getattr(exc, "rule", None)
+            path = getattr(exc, "name", "data")
+            kind = _RULES.get(str(rule), "invalid_value")
+            findings.append(Finding(kind, str(path), str(exc)))
+        return findings
+
+    return check, diagnose
+
+
+def _check_mode(mode: Any, what: str) -> None:
+    if mode not in MODES:
+        msg = f"Validation {what} is {mode!r}; use one of {', '.join(MODES)}."
+        raise ImproperlyConfigured(msg)
+
+
+# -- installing -----------------------------------------------------------------------
+
+
+def set_validation(
+    tracker: Any,
+    mode: str = "warn",
+    *,
+    registry: Registry | None = None,
+    types: Mapping[str, str] | None = None,
+    annotate: bool | None = None,
+    max_event_size: int | None = None,
+) -> Validator | None:
+    """Set how ``tracker`` checks events against the registry; return the validator.
+
+    With ``mode='off'``, no per-type ``types`` other than off and no ``annotate``, the
+    tracker's validator is removed (None is returned), so emitting costs nothing
+    extra. Per-type modes set in the registry only apply while a validator is set.
+    See :class:`Validator` for the options; raises ImproperlyConfigured for a bad one.
+    """
+    if mode == "off" and not annotate and all(v == "off" for v in (types or {}).values()):
+        _check_mode(mode, "mode")
+        tracker.validator = None
+        return None
+    validator = Validator(
+        tracker,
+        mode,
+        registry=registry,
+        types=types,
+        annotate=annotate,
+        max_event_size=max_event_size,
+    )
+    tracker.validator = validator
+    return validator
+
+
+_SETTING_KEYS = ("MODE", "TYPES", "ANNOTATE", "MAX_EVENT_SIZE", "EVENT_TYPES")
+
+
+def configure(
+    tracker: Any, setting: Any, *, registry: Registry | None = None, name: str = "setting"
+) -> Validator | None:
+    """Apply a validation setting, such as Django's ``EVENT_TRACKING_VALIDATION``.
+
+    ``setting`` is None or a mode (``'off'``, ``'warn'``, ``'strict'``), or a mapping
+    with ``MODE``, ``TYPES`` (name or ``prefix*`` -> mode), ``ANNOTATE``,
+    ``MAX_EVENT_SIZE`` and ``EVENT_TYPES`` (definitions to load first: a mapping in the
+    file format, a file path, or a list of these). ``name`` is used in error messages.
+    """
+    if setting is None:
+        setting = "off"
+    if isinstance(setting, str):
+        if setting not in MODES:
+            msg = f"{name} is {setting!r}; use one of {', '.join(MODES)}, or a dict."
+            raise ImproperlyConfigured(msg)
+        return set_validation(tracker, setting, registry=registry)
+    if not isinstance(setting, Mapping):
+        msg = f"{name} must be a mode ({', '.join(MODES)}) or a dict, got {setting!r}."
+        raise ImproperlyConfigured(msg)
+    unknown = set(setting) - set(_SETTING_KEYS)
+    if unknown:
+        msg = f"{name} has unknown keys {sorted(unknown)}; use {', '.join(_SETTING_KEYS)}."
+        raise ImproperlyConfigured(msg)
+    sources = setting.get("EVENT_TYPES")
+    if sources is not None:
+        from eventtracking.metadata.loading import load
+
+        load(sources, registry=registry)
+    mode = setting.get("MODE", "warn")
+    if mode not in MODES:
+        msg = f"{name}['MODE'] is {mode!r}; use one of {', '.join(MODES)}."
+        raise ImproperlyConfigured(msg)
+    return set_validation(
+        tracker,
+        mode,
+        registry=registry,
+        types=setting.get("TYPES"),
+        annotate=setting.get("ANNOTATE"),
+        max_event_size=setting.get("MAX_EVENT_SIZE"),
+    )

@@ -61,24 +61,42 @@ def safe_copy(value: Any) -> Any:
     ``COPY_STATS['uncopyable']``.
     """
     try:
-        return _copy(value, 0)
+        return _copy(value, 0, {})
     except RecursionError:
         return _deepcopy(value)
 
 
-def _copy(value: Any, depth: int) -> Any:
+def _copy(value: Any, depth: int, memo: dict[int, Any]) -> Any:
     kind = type(value)
     if kind in _IMMUTABLE:
         return value
     if depth > _MAX_DEPTH:
         return _deepcopy(value)
+    # A container reached a second time (shared, or through a cycle) is copied once,
+    # as deepcopy's memo does. Without this, every path to it is copied again: a list
+    # that holds itself twice would take 2**_MAX_DEPTH steps.
+    marker = id(value)
+    done = memo.get(marker)
+    if done is not None:
+        return done
     depth += 1
     if kind is dict or kind is FrozenContext:
-        return {key: _copy(item, depth) for key, item in value.items()}
+        copied: dict[Any, Any] = {}
+        memo[marker] = copied
+        for key, item in value.items():
+            copied[key] = _copy(item, depth, memo)
+        return copied
     if kind is list:
-        return [_copy(item, depth) for item in value]
+        items: list[Any] = []
+        memo[marker] = items
+        for item in value:
+            items.append(_copy(item, depth, memo))
+        return items
     if kind is tuple:
-        return tuple(_copy(item, depth) for item in value)
+        # Registered after it is built: a cycle through a tuple passes through a list
+        # or dict, which the memo already holds.
+        result = memo[marker] = tuple(_copy(item, depth, memo) for item in value)
+        return result
     return _deepcopy(value)
 
 

@@ -1,0 +1,222 @@
+"""Tests for eventtracking._json: the serialisation rules every JSON-writing backend shares."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventtracking import _json
+from eventtracking._contextstack import FrozenContext
+from eventtracking._json import (
+    JSON_STATS,
+    MAX_DEPTH,
+    EventEncoder,
+    clean,
+    dumps,
+    encode_any,
+    encode_known,
+    safe_repr,
+)
+from eventtracking._ratelimit import RateLimitedLogger
+
+
+def loads_strict(text: str) -> Any:
+    def reject(name: str) -> Any:
+        msg = f"non-standard JSON constant {name}"
+        raise ValueError(msg)
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first repr-fallback warning of every type."""
+    monkeypatch.setattr(_json, "_RATE_LIMITED", RateLimitedLogger(_json.LOG))
+
+
+class NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_encode_known_raises_type_error_for_unknown_objects() -> None:
+    """encode_known() refuses unknown objects with TypeError, as json's default() must."""
+    with pytest.raises(TypeError, match="object"):
+        encode_known(object())
+
+
+def test_safe_repr_never_raises() -> None:
+    """safe_repr() gives the repr, or a placeholder naming the type when repr raises."""
+    assert safe_repr([1]) == "[1]"
+    assert safe_repr(NoRepr()) == "<unrepresentable NoRepr>"
+
+
+def test_encode_any_falls_back_to_repr_and_counts() -> None:
+    """encode_any() writes an unknown object as its repr and counts the fallback."""
+
+    class Thing:
+        def __repr__(self) -> str:
+            return "Thing()"
+
+    before = JSON_STATS.get("repr_fallback")
+    assert encode_any(Thing()) == "Thing()"
+    assert encode_any({"a", "b"}) == ["a", "b"]
+    assert JSON_STATS.get("repr_fallback") == before + 1
+
+
+PLAIN = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=8),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=4), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=PLAIN)
+def test_dumps_of_plain_json_matches_the_standard_library(value: Any) -> None:
+    """For data JSON already supports, dumps() writes exactly what json.dumps writes."""
+    assert dumps(value) == json.dumps(value)
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.one_of(st.text(max_size=8), st.none(), st.integers()),
+    context=st.dictionaries(st.text(max_size=4), st.one_of(SCALARS, PLAIN), max_size=4),
+    data=st.one_of(PLAIN, st.dictionaries(st.text(max_size=3), SCALARS, max_size=3)),
+    aware=st.booleans(),
+)
+def test_event_encoder_matches_dumps(
+    name: Any, context: dict[str, Any], data: Any, aware: bool
+) -> None:
+    """EventEncoder, which reuses a shared context's JSON, writes the same string as dumps()
+    for every event, however often the context is reused."""
+    frozen = FrozenContext(context)
+    stamp = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc if aware else None)
+    encoder = EventEncoder()
+    for index in range(2):
+        event = {"name": name, "timestamp": stamp, "context": frozen, "data": [data, index]}
+        line = encoder.encode(event)
+        assert line == dumps(event)
+        loads_strict(line)
+
+
+def test_event_encoder_falls_back_for_other_shapes() -> None:
+    """Events that are not the plain four-key dict go through dumps() unchanged."""
+    encoder = EventEncoder()
+    odd = {"data": 1, "name": "x", "timestamp": None, "context": FrozenContext()}
+    assert encoder.encode(odd) == dumps(odd)
+    assert encoder.encode([1, 2]) == "[1, 2]"
+
+
+def test_dumps_nonfinite_floats_become_strings() -> None:
+    """NaN and infinities are written as the strings "NaN", "Infinity" and "-Infinity"."""
+    text = dumps([math.nan, math.inf, -math.inf, 1.5])
+    assert loads_strict(text) == ["NaN", "Infinity", "-Infinity", 1.5]
+
+
+def test_dumps_counts_events_that_needed_cleaning() -> None:
+    """Only data that trips the fast encoder is counted as cleaned."""
+    before = JSON_STATS.get("cleaned")
+    dumps({"fine": [1, "a"]})
+    assert JSON_STATS.get("cleaned") == before
+    dumps({"nan": math.nan})
+    assert JSON_STATS.get("cleaned") == before + 1
+
+
+def test_clean_cuts_nesting_at_max_depth() -> None:
+    """Containers nested deeper than MAX_DEPTH are replaced by "<too deep>"."""
+    value: Any = []
+    for _ in range(MAX_DEPTH + 5):
+        value = [value]
+    cleaned = clean(value)
+    depth = 0
+    while isinstance(cleaned, list):
+        cleaned = cleaned[0]
+        depth += 1
+    assert cleaned == "<too deep>"
+    assert depth == MAX_DEPTH
+
+
+def test_clean_marks_cycles() -> None:
+    """A container that contains itself is written as "<cycle>" at the point it repeats."""
+    loop: list[Any] = []
+    loop.append({"again": loop})
+    assert clean(loop) == [{"again": "<cycle>"}]
+
+
+def test_clean_keys() -> None:
+    """Keys json accepts are kept; non-finite floats become str(); others their repr."""
+    cleaned = clean({1: "a", math.inf: "b", frozenset(): "c", NoRepr(): "d"})
+    assert cleaned == {1: "a", "inf": "b", "frozenset()": "c", "<unrepresentable NoRepr>": "d"}
+
+
+def test_huge_int_is_written_exactly_in_hex() -> None:
+    """An int too long for decimal conversion is written as its exact hex string."""
+    value = 7**10_000
+    assert loads_strict(dumps({"n": value})) == {"n": hex(value)}
+    assert int(loads_strict(dumps(value)), 16) == value
+
+
+def test_int_below_the_digit_limit_stays_a_number() -> None:
+    """Long ints that Python can still write in decimal stay JSON numbers."""
+    value = 10**1000
+    assert loads_strict(dumps({"n": value, "x": math.nan})) == {"n": value, "x": "NaN"}
+
+
+def test_set_items_whose_comparison_raises() -> None:
+    """A set whose items cannot be compared (even with a non-TypeError) is still written."""
+
+    class Grumpy:
+        def __lt__(self, other: object) -> bool:
+            raise RuntimeError("no ordering")
+
+        def __repr__(self) -> str:
+            return "Grumpy()"
+
+    assert loads_strict(dumps({Grumpy(), Grumpy()})) == ["Grumpy()", "Grumpy()"]
+
+
+def test_failing_fspath_falls_back_to_repr() -> None:
+    """A path-like whose __fspath__ raises is written as its repr, not lost."""
+
+    class BadPath:
+        def __fspath__(self) -> str:
+            raise OSError("unmounted")
+
+        def __repr__(self) -> str:
+            return "BadPath()"
+
+    assert loads_strict(dumps({"p": BadPath()})) == {"p": "BadPath()"}
+
+
+def test_enum_with_unserialisable_value_is_cleaned() -> None:
+    """What a known type is converted to is itself cleaned (an enum whose value is NaN)."""
+
+    class Odd(enum.Enum):
+        NAN = math.nan
+
+    assert loads_strict(dumps([Odd.NAN])) == ["NaN"]

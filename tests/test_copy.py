@@ -1,0 +1,146 @@
+"""Tests for eventtracking._copy: deep copies that are fast for events and never raise."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from eventtracking import _copy
+from eventtracking._contextstack import FrozenContext
+from eventtracking._copy import COPY_STATS, safe_copy
+from eventtracking._ratelimit import RateLimitedLogger
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first warning for every uncopyable type."""
+    monkeypatch.setattr(_copy, "_RATE_LIMITED", RateLimitedLogger(_copy.LOG))
+
+
+class Uncopyable:
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise TypeError("no copies")
+
+
+def test_containers_are_copied_all_the_way_down() -> None:
+    """Dicts, lists and tuples are new objects at every level; changing the copy leaves
+    the original alone."""
+    original = {"a": [1, {"b": [2, 3]}], "t": ([4], 5)}
+    copied = safe_copy(original)
+    assert copied == original
+    assert copied is not original
+    assert copied["a"] is not original["a"]
+    assert copied["a"][1] is not original["a"][1]
+    assert copied["t"][0] is not original["t"][0]
+    copied["a"][1]["b"].append(99)
+    assert original["a"][1]["b"] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text",
+        7,
+        2.5,
+        True,
+        None,
+        b"raw",
+        1j,
+        datetime(2020, 1, 1),
+        date(2020, 1, 1),
+        time(1, 2),
+        timedelta(seconds=3),
+        Decimal("1.1"),
+        uuid.UUID(int=5),
+        frozenset({1}),
+    ],
+)
+def test_immutable_values_are_shared(value: Any) -> None:
+    """Immutable scalars are not copied: the copy holds the same object."""
+    assert safe_copy({"v": value})["v"] is value
+
+
+def test_other_objects_go_through_deepcopy() -> None:
+    """Other objects (sets, OrderedDicts, custom classes) are deep-copied."""
+
+    class Box:
+        def __init__(self) -> None:
+            self.items = [1]
+
+    original = {"set": {1, 2}, "ordered": OrderedDict(a=[1]), "box": Box()}
+    copied = safe_copy(original)
+    assert copied["set"] == {1, 2} and copied["set"] is not original["set"]
+    assert copied["ordered"] == original["ordered"]
+    assert copied["ordered"]["a"] is not original["ordered"]["a"]
+    assert copied["box"].items == [1] and copied["box"] is not original["box"]
+
+
+def test_frozen_context_comes_out_as_a_plain_dict() -> None:
+    """A shared read-only context is copied into an ordinary, mutable dict."""
+    copied = safe_copy({"context": FrozenContext({"user": {"id": 1}})})
+    assert type(copied["context"]) is dict
+    copied["context"]["extra"] = True
+    assert copied["context"] == {"user": {"id": 1}, "extra": True}
+
+
+def test_uncopyable_value_is_shared_warned_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A value whose copy raises is shared as it is, with a warning naming its type and a count."""
+    value = Uncopyable()
+    before = COPY_STATS.get("uncopyable")
+    with caplog.at_level(logging.WARNING, logger="eventtracking._copy"):
+        copied = safe_copy({"v": value, "other": [1]})
+    assert copied["v"] is value
+    assert copied["other"] == [1]
+    assert COPY_STATS.get("uncopyable") == before + 1
+    assert any("Uncopyable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.timeout(20)
+def test_value_reached_by_many_paths_is_copied_once() -> None:
+    """A list that holds itself twice, and a value shared at every level, copy in linear
+    time, keeping their shape (a copy made per path would take 2**64 steps)."""
+    loop: list[Any] = []
+    loop.append(loop)
+    loop.append(loop)
+    copied = safe_copy({"loop": loop})["loop"]
+    assert copied is not loop
+    assert copied[0] is copied and copied[1] is copied
+
+    shared: Any = [0]
+    for _ in range(200):
+        shared = [shared, shared]
+    copied = safe_copy(shared)
+    assert copied[0] is copied[1]
+    assert copied[0] is not shared[0]
+
+
+def test_cycle_through_a_dict_and_a_tuple() -> None:
+    """Cycles through dicts and tuples are copied without raising, into new objects."""
+    inner: dict[str, Any] = {}
+    cyclic = (inner,)
+    inner["back"] = cyclic
+    copied = safe_copy(cyclic)
+    assert copied is not cyclic
+    assert copied[0] is not inner
+    assert copied[0]["back"][0] is copied[0]
+
+
+def test_very_deep_nesting_never_raises() -> None:
+    """Data nested 10,000 levels deep is returned without raising (shared past the depth
+    that can be copied)."""
+    value: Any = "bottom"
+    for _ in range(10_000):
+        value = {"d": [value]}
+    copied = safe_copy({"deep": value})
+    node = copied["deep"]
+    for _ in range(10_000):
+        node = node["d"][0]
+    assert node == "bottom"

@@ -1,0 +1,312 @@
+"""Discovery: draft definitions from the events a code base actually emits.
+
+For code bases with hundreds of undocumented events. Add the observer as a backend for
+a test run or in staging; it records, per event name, how often it was seen, the type
+of every field (nested objects and arrays too), whether each field was always present,
+a few example values and one example event::
+
+    from eventtracking.metadata.discovery import EventObserver
+
+    observer = EventObserver.attach(tracker)
+    ...                                   # run the test suite, or serve staging traffic
+    observer.write_drafts("event_types.yaml", registry=metadata.get_registry())
+
+The drafts are in the file format of :mod:`eventtracking.metadata.loading`, with empty
+descriptions for a person to write, and ``observed`` details that loading ignores.
+Edit, commit, and load the file (or paste the definitions into code).
+
+In Django, list it in ``EVENT_TRACKING_BACKENDS`` with ``'OPTIONS': {'path':
+'/tmp/event_drafts.yaml'}``: the drafts are written when the tracker is closed.
+
+The observer costs a walk over each event's data, under a lock: it is meant for test
+runs and staging, not for production traffic.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking.metadata._jsonform import to_json_form
+from eventtracking.metadata.loading import _yaml
+from eventtracking.metadata.registry import Registry
+
+__all__ = ["EventObserver", "infer_type"]
+
+#: Example values kept per field.
+MAX_FIELD_EXAMPLES = 3
+#: Items of one array looked at per event.
+MAX_ITEMS = 50
+#: Nesting below this depth is not recorded.
+MAX_DEPTH = 12
+_MAX_EXAMPLE_TEXT = 80
+
+
+def infer_type(value: Any) -> str:
+    """The field type (see :data:`~eventtracking.metadata.FIELD_TYPES`) of one value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, datetime.datetime):
+        return "datetime"
+    if isinstance(value, datetime.date):
+        return "date"
+    if isinstance(value, decimal.Decimal):
+        return "decimal"
+    if isinstance(value, uuid.UUID):
+        return "uuid"
+    return "any"
+
+
+def _merge_types(types: Counter[str]) -> list[str]:
+    names = set(types)
+    if "any" in names:
+        return ["any"]
+    if {"integer", "number"} <= names:
+        names.discard("integer")
+    order = ["string", "integer", "number", "boolean", "object", "array"]
+    order += ["datetime", "date", "decimal", "uuid", "null"]
+    return [name for name in order if name in names]
+
+
+@dataclass
+class _Field:
+    types: Counter[str] = field(default_factory=Counter)
+    seen: int = 0
+    objects: int = 0  # times the value here was an object: the base of children's counts
+    examples: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Type:
+    seen: int = 0
+    first_seen: str = ""
+    last_seen: str = ""
+    example: Any = None
+    root_objects: int = 0
+    fields: dict[str, _Field] = field(default_factory=dict)
+    context_keys: set[str] = field(default_factory=set)
+    fields_dropped: int = 0
+
+
+class EventObserver:
+    """A backend that records emitted events and drafts registry entries from them.
+
+    ``max_types`` and ``max_fields`` (per type) bound its memory; what is over them is
+    counted in :meth:`stats`, not recorded. ``path``, if given, is where
+    :meth:`close` writes the drafts (``.yaml``, ``.yml`` or ``.json``).
+    """
+
+    mutates_events = False
+
+    def __init__(
+        self,
+        *,
+        path: str | Path | None = None,
+        max_types: int = 10_000,
+        max_fields: int = 500,
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        self.max_types = max_types
+        self.max_fields = max_fields
+        self._lock = threading.Lock()
+        self._types: dict[str, _Type] = {}
+        self._events = 0
+        self._types_dropped = 0
+
+    @classmethod
+    def attach(cls, tracker: Any, name: str = "eventtracking_observer", **options: Any) -> Any:
+        """Create an observer and register it as backend ``name`` of ``tracker``."""
+        observer = cls(**options)
+        tracker.routing_backend.register_backend(name, observer)
+        return observer
+
+    # -- observing --------------------------------------------------------------------
+
+    def send(self, event: Any) -> None:
+        """Record one event's name, fields, types and, the first time, an example."""
+        name = event.get("name")
+        if not isinstance(name, str) or name == METADATA_EVENT_NAME:
+            return
+        data = event.get("data")
+        stamp = event.get("timestamp")
+        when = stamp.isoformat() if isinstance(stamp, datetime.datetime) else str(stamp)
+        context = event.get("context")
+        with self._lock:
+            self._events += 1
+            seen = self._types.get(name)
+            if seen is None:
+                if len(self._types) >= self.max_types:
+                    self._types_dropped += 1
+                    return
+                seen = self._types[name] = _Type(first_seen=when, example=to_json_form(data))
+            seen.seen += 1
+            seen.last_seen = when
+            if isinstance(context, Mapping):
+                seen.context_keys.update(str(key) for key in context if key != REFERENCE_KEY)
+            if isinstance(data, Mapping):
+                seen.root_objects += 1
+                self._walk_object(seen, data, "", 0)
+
+    def _walk_object(self, seen: _Type, value: Mapping[Any, Any], prefix: str, depth: int) -> None:
+        for key, item in value.items():
+            text = str(key)
+            if not text or any(char in text for char in ".[]"):
+                # Field paths cannot name such a key.
+                seen.fields_dropped += 1
+                continue
+            self._walk(seen, item, f"{prefix}.{text}" if prefix else text, depth + 1)
+
+    def _walk(self, seen: _Type, value: Any, path: str, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            return
+        stats = seen.fields.get(path)
+        if stats is None:
+            if len(seen.fields) >= self.max_fields:
+                seen.fields_dropped += 1
+                return
+            stats = seen.fields[path] = _Field()
+        kind = infer_type(value)
+        stats.types[kind] += 1
+        stats.seen += 1
+        if kind == "object":
+            stats.objects += 1
+            self._walk_object(seen, value, path, depth)
+        elif kind == "array":
+            for item in list(value)[:MAX_ITEMS]:
+                self._walk(seen, item, f"{path}[]", depth + 1)
+        elif len(stats.examples) < MAX_FIELD_EXAMPLES:
+            example = to_json_form(value)
+            if isinstance(example, str) and len(example) > _MAX_EXAMPLE_TEXT:
+                example = example[: _MAX_EXAMPLE_TEXT - 3] + "..."
+            if example not in stats.examples:
+                stats.examples.append(example)
+
+    # -- drafting ---------------------------------------------------------------------
+
+    def drafts(
+        self, registry: Registry | None = None, *, include_registered: bool = False
+    ) -> dict[str, Any]:
+        """Draft definitions in the file format, one per observed event name.
+
+        With a ``registry``, names it already documents are left out unless
+        ``include_registered``. Types are inferred from every value seen: a field seen
+        with several types gets a list (``[string, null]``); a field present every time
+        its parent was an object is required.
+        """
+        with self._lock:
+            snapshot = {name: self._draft(seen) for name, seen in sorted(self._types.items())}
+        if registry is not None and not include_registered:
+            snapshot = {name: d for name, d in snapshot.items() if name not in registry}
+        return {"event_types": snapshot}
+
+    def _draft(self, seen: _Type) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for path, stats in seen.fields.items():
+            types = _merge_types(stats.types)
+            observed: dict[str, Any] = {"seen": stats.seen}
+            if stats.examples:
+                observed["examples"] = list(stats.examples)
+            fields[path] = {
+                "type": types[0] if len(types) == 1 else types,
+                "description": "",
+                "required": stats.seen >= self._parent_objects(seen, path),
+                "observed": observed,
+            }
+        return {
+            "description": "",
+            "fields": fields,
+            "example": seen.example,
+            "observed": {
+                "seen": seen.seen,
+                "first_seen": seen.first_seen,
+                "last_seen": seen.last_seen,
+                "context_keys": sorted(seen.context_keys),
+                **({"fields_not_recorded": seen.fields_dropped} if seen.fields_dropped else {}),
+            },
+        }
+
+    @staticmethod
+    def _parent_objects(seen: _Type, path: str) -> int:
+        if path.endswith("[]"):
+            # Items are present whenever the array is; "required" means nothing here.
+            return 0
+        parent, dot, _ = path.rpartition(".")
+        if not dot:
+            return seen.root_objects
+        stats = seen.fields.get(parent)
+        return stats.objects if stats is not None else 0
+
+    def write_drafts(
+        self,
+        path: str | Path,
+        registry: Registry | None = None,
+        *,
+        include_registered: bool = False,
+    ) -> Path:
+        """Write :meth:`drafts` to ``path`` as YAML (``.yaml``/``.yml``) or JSON."""
+        target = Path(path)
+        drafts = self.drafts(registry, include_registered=include_registered)
+        count = len(drafts["event_types"])
+        if target.suffix.lower() == ".json":
+            text = json.dumps(drafts, indent=2, ensure_ascii=False) + "\n"
+        elif target.suffix.lower() in (".yaml", ".yml"):
+            yaml = _yaml()
+            header = (
+                f"# Drafted by eventtracking from {self._events} observed events "
+                f"({count} types). Write the descriptions, check the types and\n"
+                "# required flags, then commit this file and load it with "
+                "eventtracking.metadata.load(). 'observed' keys are ignored.\n"
+            )
+            text = header + yaml.safe_dump(
+                drafts, sort_keys=False, allow_unicode=True, default_flow_style=False
+            )
+        else:
+            msg = f"Drafts are written as .yaml, .yml or .json, not {target.name!r}."
+            raise ValueError(msg)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    # -- backend protocol -------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write the drafts to ``path`` when one was given."""
+        if self.path is not None:
+            self.write_drafts(self.path)
+
+    def clear(self) -> None:
+        """Forget everything observed."""
+        with self._lock:
+            self._types.clear()
+            self._events = 0
+            self._types_dropped = 0
+
+    def stats(self) -> dict[str, Any]:
+        """``events`` observed, ``types`` recorded and ``types_not_recorded`` over the limit."""
+        with self._lock:
+            return {
+                "events": self._events,
+                "types": len(self._types),
+                "types_not_recorded": self._types_dropped,
+            }

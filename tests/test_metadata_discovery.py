@@ -1,0 +1,190 @@
+"""Tests for eventtracking.metadata.discovery: drafts from observed events."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from eventtracking import metadata
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.metadata import Registry, load
+from eventtracking.metadata.discovery import EventObserver, infer_type
+from eventtracking.tracker import Tracker
+
+UTC = datetime.timezone.utc
+
+CHECKOUTS = [
+    {
+        "order_id": 1,
+        "cart": {
+            "items": [{"sku": "a-1", "qty": 1}, {"sku": "b-2", "qty": 2, "gift": True}],
+            "total": decimal.Decimal("3.50"),
+        },
+        "placed_at": datetime.datetime(2024, 3, 1, 12, 0, tzinfo=UTC),
+        "coupon": None,
+    },
+    {
+        "order_id": 2,
+        "cart": {"items": [{"sku": "c-3", "qty": 1.5}], "total": decimal.Decimal("1.00")},
+        "placed_at": datetime.datetime(2024, 3, 2, 12, 0, tzinfo=UTC),
+        "coupon": "SPRING",
+    },
+    {
+        "order_id": 3,
+        "cart": {"items": [], "total": decimal.Decimal("0")},
+        "placed_at": datetime.datetime(2024, 3, 3, 12, 0, tzinfo=UTC),
+    },
+]
+
+
+def _observe(events: list[tuple[str, Any]]) -> tuple[Tracker, EventObserver]:
+    tracker = Tracker({"memory": InMemoryBackend()})
+    observer = EventObserver.attach(tracker)
+    tracker.enter_context("request", {"user_id": 5, "session": "s"})
+    for name, data in events:
+        tracker.emit(name, data)
+    return tracker, observer
+
+
+def test_drafts_describe_nested_objects_and_arrays_of_objects() -> None:
+    """Nested dicts become dotted paths and array items ``[]`` paths, each with a type."""
+    _, observer = _observe([("shop.checkout", data) for data in CHECKOUTS])
+    draft = observer.drafts()["event_types"]["shop.checkout"]
+    table = {path: (spec["type"], spec["required"]) for path, spec in draft["fields"].items()}
+    assert table == {
+        "order_id": ("integer", True),
+        "cart": ("object", True),
+        "cart.items": ("array", True),
+        "cart.items[]": ("object", True),
+        "cart.items[].sku": ("string", True),
+        "cart.items[].qty": ("number", True),  # 1 and 1.5: integer widens to number
+        "cart.items[].gift": ("boolean", False),  # in one item of three
+        "cart.total": ("decimal", True),
+        "placed_at": ("datetime", True),
+        "coupon": (["string", "null"], False),  # missing from the third event
+    }
+
+
+def test_drafts_carry_seen_counts_examples_and_context_keys() -> None:
+    """Each type and field records how often it was seen and a few example values."""
+    tracker, observer = _observe([("shop.checkout", data) for data in CHECKOUTS])
+    draft = observer.drafts()["event_types"]["shop.checkout"]
+    stored = tracker.get_backend("memory").events
+    assert draft["observed"]["seen"] == 3
+    assert draft["observed"]["first_seen"] == stored[0]["timestamp"].isoformat()
+    assert draft["observed"]["last_seen"] == stored[-1]["timestamp"].isoformat()
+    assert draft["observed"]["context_keys"] == ["session", "user_id"]
+    assert draft["fields"]["cart.items[].sku"]["observed"] == {
+        "seen": 3,
+        "examples": ["a-1", "b-2", "c-3"],
+    }
+    assert draft["fields"]["coupon"]["observed"] == {"seen": 2, "examples": [None, "SPRING"]}
+    assert draft["fields"]["cart.total"]["observed"]["examples"] == ["3.50", "1.00", "0"]
+    # The example event is the first one seen, in its JSON form.
+    assert draft["example"]["placed_at"] == "2024-03-01T12:00:00+00:00"
+    assert draft["example"]["cart"]["items"][1] == {"sku": "b-2", "qty": 2, "gift": True}
+    assert draft["description"] == ""
+    assert observer.stats() == {"events": 3, "types": 1, "types_not_recorded": 0}
+
+
+def test_drafts_load_and_then_validate_the_observed_events_without_findings(
+    tmp_path: Path,
+) -> None:
+    """Written as YAML, loaded and enforced strictly, the drafts accept what was seen."""
+    _, observer = _observe(
+        [("shop.checkout", data) for data in CHECKOUTS] + [("page.view", {"url": "/"})]
+    )
+    path = observer.write_drafts(tmp_path / "drafts.yaml")
+    text = path.read_text()
+    assert text.startswith("# Drafted by eventtracking from 4 observed events (2 types)")
+    registry = Registry()
+    load(path, registry=registry)
+    assert sorted(d.name for d in registry.event_types()) == ["page.view", "shop.checkout"]
+    tracker = Tracker({"memory": InMemoryBackend()})
+    metadata.set_validation(tracker, "strict", registry=registry)
+    for data in CHECKOUTS:
+        tracker.emit("shop.checkout", data)
+    tracker.emit("page.view", {"url": "/other"})
+    assert tracker.stats()["validation"]["findings"] == {}
+
+
+def test_json_drafts_match_the_yaml_ones(tmp_path: Path) -> None:
+    """Both file formats hold the same drafts."""
+    _, observer = _observe([("page.view", {"url": "/", "ms": 3})])
+    as_json = json.loads(observer.write_drafts(tmp_path / "d.json").read_text())
+    as_yaml = yaml.safe_load(observer.write_drafts(tmp_path / "d.yml").read_text())
+    assert as_json == as_yaml == observer.drafts()
+    with pytest.raises(ValueError, match=r"not 'd\.txt'"):
+        observer.write_drafts(tmp_path / "d.txt")
+
+
+def test_registered_types_are_left_out_of_the_drafts_unless_asked_for() -> None:
+    """With a registry, only undocumented names are drafted by default."""
+    _, observer = _observe([("page.view", {"url": "/"}), ("known", {"x": 1})])
+    registry = Registry()
+    registry.register("known")
+    assert list(observer.drafts(registry)["event_types"]) == ["page.view"]
+    assert list(observer.drafts(registry, include_registered=True)["event_types"]) == [
+        "known",
+        "page.view",
+    ]
+
+
+def test_limits_bound_memory_and_are_counted() -> None:
+    """Types over max_types and fields over max_fields are counted, not recorded."""
+    tracker = Tracker({})
+    observer = EventObserver.attach(tracker, max_types=2, max_fields=3)
+    for name in ("a", "b", "c"):
+        tracker.emit(name, {"w": 1, "x": 2, "y": 3, "z": 4, "bad.key": 5})
+    drafts = observer.drafts()["event_types"]
+    assert list(drafts) == ["a", "b"]
+    assert list(drafts["a"]["fields"]) == ["w", "x", "y"]
+    assert drafts["a"]["observed"]["fields_not_recorded"] == 2
+    assert observer.stats()["types_not_recorded"] == 1
+
+
+def test_close_writes_the_drafts_to_the_configured_path(tmp_path: Path) -> None:
+    """Given ``path``, the drafts are written when the tracker closes (Django's exit)."""
+    target = tmp_path / "out" / "drafts.json"
+    tracker = Tracker({"observer": EventObserver(path=target)})
+    tracker.emit("page.view", {"url": "/"})
+    tracker.close()
+    assert list(json.loads(target.read_text())["event_types"]) == ["page.view"]
+
+
+def test_metadata_records_and_references_are_not_observed_as_data() -> None:
+    """Documentation records and the reference key never show up in drafts."""
+    registry = Registry()
+    registry.register("page.view", fields={"url": "string"})
+    tracker = Tracker({})
+    observer = EventObserver.attach(tracker)
+    metadata.set_validation(tracker, "warn", registry=registry)
+    tracker.emit("page.view", {"url": "/"})
+    drafts = observer.drafts(include_registered=True)["event_types"]
+    assert list(drafts) == ["page.view"]
+    assert drafts["page.view"]["observed"]["context_keys"] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "null"),
+        (True, "boolean"),
+        (3, "integer"),
+        (1.5, "number"),
+        ("x", "string"),
+        ({}, "object"),
+        ((1,), "array"),
+        (datetime.date(2024, 1, 1), "date"),
+        (object(), "any"),
+    ],
+)
+def test_infer_type_names_every_kind_of_value(value: Any, expected: str) -> None:
+    """Each Python value maps to one field type."""
+    assert infer_type(value) == expected

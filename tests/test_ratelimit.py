@@ -1,0 +1,103 @@
+"""Tests for eventtracking._ratelimit: logging that cannot flood."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from eventtracking import _ratelimit
+from eventtracking._ratelimit import RateLimitedLogger
+
+LOGGER = "tests.ratelimit"
+
+
+class Clock:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Replace the rate limiter's clock with one the test moves."""
+    fake = Clock()
+    monkeypatch.setattr(_ratelimit, "time", fake)
+    return fake
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+def test_first_occurrence_is_logged_then_suppressed(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first line for a key is written; repeats within the interval are not."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER), interval=60.0)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert limited.warning("k", "problem %s", "one") is True
+        clock.now += 30
+        assert limited.warning("k", "problem %s", "two") is False
+        assert limited.warning("k", "problem %s", "three") is False
+    assert messages(caplog) == ["problem one"]
+
+
+def test_next_line_after_the_interval_reports_suppressed_count(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the interval the key logs again, saying how many lines were suppressed."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER), interval=60.0)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        limited.warning("k", "problem %d", 1)
+        limited.warning("k", "problem %d", 2)
+        limited.warning("k", "problem %d", 3)
+        clock.now += 60
+        assert limited.warning("k", "problem %d", 4) is True
+        clock.now += 60
+        limited.warning("k", "problem %d", 5)
+    assert messages(caplog) == [
+        "problem 1",
+        "problem 4 (2 similar messages suppressed)",
+        "problem 5",
+    ]
+
+
+def test_keys_are_limited_independently(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """Each key has its own interval: one noisy key does not hide another."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER))
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        limited.error("a", "from a")
+        limited.error("a", "from a again")
+        limited.error("b", "from b")
+    assert messages(caplog) == ["from a", "from b"]
+
+
+@pytest.mark.parametrize(
+    ("method", "level"), [("warning", logging.WARNING), ("error", logging.ERROR)]
+)
+def test_shorthands_log_at_their_level(
+    clock: Clock, caplog: pytest.LogCaptureFixture, method: str, level: int
+) -> None:
+    """warning() and error() write at WARNING and ERROR."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER))
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        getattr(limited, method)("k", "text")
+    assert [r.levelno for r in caplog.records if r.name == LOGGER] == [level]
+
+
+def test_log_passes_exc_info(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """exc_info reaches the record, so tracebacks are kept."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER))
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            limited.log(logging.ERROR, "k", "failed", exc_info=True)
+    record: Any = next(r for r in caplog.records if r.name == LOGGER)
+    assert record.exc_info[0] is ValueError

@@ -13,6 +13,7 @@ Settings (all optional)::
         {'ENGINE': 'eventtracking.processors.regex_filter.RegexFilter',
          'OPTIONS': {'filter_type': 'blocklist', 'regular_expressions': ['^debug\\.']}},
     ]
+    EVENT_TRACKING_VALIDATION = 'warn'  # or 'strict', or a dict: see eventtracking.metadata
 
 ENGINE/OPTIONS dicts are built recursively inside dicts and lists, so a
 :class:`~eventtracking.backends.routing.RoutingBackend` can hold its own backends and
@@ -69,6 +70,14 @@ class DjangoTracker(Tracker):
         backends = self.create_backends_from_settings(backends_settings_name)
         try:
             super().__init__(backends, ContextVarLocator(), processors)
+            # EVENT_TRACKING_VALIDATION: off (default), warn, strict or a dict; see
+            # eventtracking.metadata.validation.configure. Read only when set, so that
+            # projects without it never import the metadata package.
+            validation = getattr(settings, "EVENT_TRACKING_VALIDATION", None)
+            if validation is not None:
+                from eventtracking.metadata import configure
+
+                configure(self, validation, name="EVENT_TRACKING_VALIDATION")
         except Exception:
             close_all(backends.items(), timeout=1.0)
             raise

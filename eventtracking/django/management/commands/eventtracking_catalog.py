@@ -1,0 +1,43 @@
+"""``manage.py eventtracking_catalog``: write the event catalogue of this project.
+
+The registry is what the project's code registered while Django started (module-level
+``register()`` calls in imported modules), plus the definitions in
+``EVENT_TRACKING_VALIDATION['EVENT_TYPES']``, plus ``--source`` files and ``--import``
+modules. It writes Markdown, JSON and one self-contained HTML page, as
+``python -m eventtracking catalog`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from eventtracking.metadata import _cli
+from eventtracking.metadata.loading import load
+
+#: The setting whose ``EVENT_TYPES`` entry is loaded (see eventtracking.metadata).
+VALIDATION_SETTING = "EVENT_TRACKING_VALIDATION"
+
+
+class Command(BaseCommand):
+    """Write the catalogue of documented event types."""
+
+    help = (
+        "Write the catalogue of documented event and context types as Markdown, JSON and "
+        "a self-contained HTML page."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        _cli.add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        setting = getattr(settings, VALIDATION_SETTING, None)
+        try:
+            if isinstance(setting, dict) and setting.get("EVENT_TYPES") is not None:
+                load(setting["EVENT_TYPES"])
+            _cli.write(argparse.Namespace(**options), self.stdout)
+        except (_cli.CatalogError, ValueError) as exc:
+            raise CommandError(str(exc)) from None

@@ -71,6 +71,8 @@ DEFAULT_SECRET_KEYS = (
 )
 #: What a blanked value becomes.
 BLANK = ""
+#: Seconds that process exit may spend closing the tracker.
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 SESSION_SALT = "eventtracking.django.session"
 
@@ -189,7 +191,7 @@ def secret_keys() -> tuple[str, ...]:
 def shutdown_timeout() -> float:
     """``EVENT_TRACKING_SHUTDOWN_TIMEOUT``: seconds process exit may spend flushing."""
     setting = "EVENT_TRACKING_SHUTDOWN_TIMEOUT"
-    value = _setting(setting, 5.0)
+    value = _setting(setting, DEFAULT_SHUTDOWN_TIMEOUT)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise _fail(setting, value, "it must be a number of seconds, 0 or more.")
     return float(value)

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from eventtracking.django import _request
 from eventtracking.tracker import Tracker
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "EventTrackingConfig", "close_at_exit", "close_trackers"]
@@ -19,7 +20,7 @@ LOG = logging.getLogger("eventtracking.django")
 
 #: Seconds that process exit may spend flushing the tracker, unless
 #: ``EVENT_TRACKING_SHUTDOWN_TIMEOUT`` says otherwise.
-DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+DEFAULT_SHUTDOWN_TIMEOUT = _request.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class EventTrackingConfig(AppConfig):
@@ -70,8 +71,6 @@ class EventTrackingConfig(AppConfig):
 def shutdown_timeout() -> float:
     """The ``EVENT_TRACKING_SHUTDOWN_TIMEOUT`` setting, or the default when it is invalid."""
     from django.core.exceptions import ImproperlyConfigured
-
-    from eventtracking.django import _request
 
     try:
         return _request.shutdown_timeout()

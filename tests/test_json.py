@@ -105,7 +105,11 @@ SCALARS = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(
     name=st.one_of(st.text(max_size=8), st.none(), st.integers()),
-    context=st.dictionaries(st.text(max_size=4), st.one_of(SCALARS, PLAIN), max_size=4),
+    context=st.dictionaries(
+        st.one_of(st.text(max_size=4), st.integers(-5, 5), st.none(), st.floats(), st.tuples()),
+        st.one_of(SCALARS, PLAIN, st.integers(4400, 4401).map(lambda digits: 10**digits)),
+        max_size=4,
+    ),
     data=st.one_of(PLAIN, st.dictionaries(st.text(max_size=3), SCALARS, max_size=3)),
     aware=st.booleans(),
 )

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import django_support
@@ -300,6 +302,33 @@ def test_without_a_tracker_the_middleware_stays_out_of_the_way() -> None:
     with override_settings(MIDDLEWARE=[CONTEXT_MW, SESSION_MW, AUTH_MW, EVENT_MW]):
         response = Client().get("/missing/")
     assert response.status_code == 404
+
+
+class LegacyLocator:
+    """A 4.x-style locator: only get(), returning a dict the tracker edits in place."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def get(self) -> OrderedDict[str, Any]:
+        if not hasattr(self.local, "contexts"):
+            self.local.contexts = OrderedDict()
+        return self.local.contexts  # type: ignore[no-any-return]
+
+
+def test_trackers_with_a_4x_style_locator_get_the_context_too() -> None:
+    """A custom tracker whose locator only has get() still gets the request context."""
+    from eventtracking.backends.memory import InMemoryBackend
+
+    locator = LegacyLocator()
+    store = InMemoryBackend()
+    tracker.register_tracker(tracker.Tracker({"memory": store}, locator))
+    with override_settings(MIDDLEWARE=[CONTEXT_MW, SESSION_MW, AUTH_MW]):
+        Client().get("/emit/?rid=legacy", HTTP_X_REQUEST_ID="legacy-1")
+    (event,) = store.snapshot()
+    assert event["context"]["request_id"] == "legacy-1"
+    assert event["context"]["rid_seen"] == "legacy"
+    assert locator.get() == OrderedDict()
 
 
 # -- the request event -----------------------------------------------------------------

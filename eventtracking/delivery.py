@@ -313,7 +313,8 @@ class BatchDelivery:
         with self._cond:
             self._flush_seq += 1
             seq = self._flush_seq
-            self._retry_now = True
+            # A flush cuts the backoff short; closing does not, as it gives up on failure.
+            self._retry_now = self._retry_now or not give_up_on_failure
         self._wake.set()
         with self._cond:
             while self._idle_seq < seq:
@@ -462,8 +463,17 @@ class BatchDelivery:
                 return True
         if self._spool_due(now, urgent) and self._replay_batch() is not None:
             return True
-        if self._queue:
-            self._send_queued()
+        queue = self._queue
+        if queue:
+            started = self._batch_started
+            # Items may have arrived since the backlog was read: send them only when
+            # their batch is due, else the next step starts its interval.
+            if (
+                urgent
+                or len(queue) >= self.batch_size
+                or (started is not None and time.monotonic() - started >= self.flush_interval)
+            ):
+                self._send_queued()
             return True
         self._batch_started = None
         if urgent:
@@ -509,6 +519,7 @@ class BatchDelivery:
         except Exception as exc:
             self._release(claim)
             self._failed(exc, len(claim))
+            self._spool_queue(reason=None)
             return False
         self._succeeded()
         self._ack(claim, rejected)
@@ -558,6 +569,8 @@ class BatchDelivery:
                 # No spool: keep the batch, in order, at the head of the queue. Memory
                 # stays bounded by the queue limit: put() drops when it is full.
                 self._queue.extendleft(reversed(batch))
+            # What queued behind it waits on disk too, not in memory.
+            self._spool_queue(reason=None)
             return
         finally:
             self._inflight = None
@@ -709,10 +722,9 @@ def _close_at_exit() -> None:
         return
     deadline = time.monotonic() + max(d.exit_timeout for d in deliveries)
     for delivery in deliveries:
-        # Ask every thread to flush first, so they work in parallel.
+        # Ask every thread to send what it holds now, so that they work in parallel.
         with delivery._cond:
             delivery._flush_seq += 1
-            delivery._retry_now = True
         delivery._wake.set()
     for delivery in deliveries:
         left = min(delivery.exit_timeout, max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,643 @@
+"""Store events in a MongoDB collection, without blocking the caller or losing events.
+
+:class:`MongoBackend` keeps the options and attributes of event-tracking 4.x (``host``,
+``port``, ``user``, ``password``, ``database``, ``collection``, ``extra``;
+``connection``, ``database``, ``collection``) and delivers from a background thread
+(:mod:`eventtracking.delivery`):
+
+* ``send()`` gives the event an ``_id``, encodes it to BSON and queues the bytes. The
+  event itself is never changed, and later changes to it do not reach MongoDB.
+* A writer thread inserts batches with ``insert_many(ordered=False)`` and acknowledged
+  writes. It creates the indexes on ``timestamp`` (descending) and ``name`` once the
+  server answers. Construction never talks to the server.
+* While MongoDB is unreachable, events go to a local spool (SQLite, see
+  :mod:`eventtracking.spool`) and are replayed in order when it is back. A replayed
+  batch that was partly stored before stores only the rest: the ``_id`` was given on
+  this side, and the duplicate-key errors are expected and ignored.
+* A document MongoDB cannot take (one BSON cannot encode, one over 16 MiB, one a
+  collection validator refuses) becomes a dead letter in the spool, with the reason,
+  while the rest of its batch is stored.
+
+pymongo is imported when a backend is built, so ``import eventtracking`` works without
+it; building one without pymongo raises ImportError naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+from eventtracking.delivery import BatchDelivery
+from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.spool import Spool, default_spool_dir
+from eventtracking.typing import Event
+
+__all__ = ["INSTALL_HINT", "MAX_DOCUMENT_SIZE", "WRITER_CLIENT_DEFAULTS", "MongoBackend"]
+
+LOG = logging.getLogger(__name__)
+
+#: What to run when pymongo is missing.
+INSTALL_HINT = "pip install 'event-tracking[mongo]'"
+
+#: The largest document MongoDB stores (16 MiB). Larger events become dead letters
+#: at ``send()`` instead of travelling to the server to be refused there.
+MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+
+#: Client options of the writer thread's own client, unless ``extra`` or ``uri`` set
+#: them: an attempt against an unreachable server fails after two seconds (and the
+#: events are spooled) instead of pymongo's thirty, and a hung socket is given up.
+WRITER_CLIENT_DEFAULTS: Mapping[str, Any] = {
+    "serverSelectionTimeoutMS": 2_000,
+    "connectTimeoutMS": 2_000,
+    "socketTimeoutMS": 30_000,
+    "appname": "eventtracking",
+}
+
+_DEFAULT_PORT = 27017
+_SCHEMES = ("mongodb://", "mongodb+srv://")
+_DUPLICATE_KEY = 11000
+_AUTHENTICATION_FAILED = 18
+# Write errors about the server's state rather than the document: retry the batch.
+# (Not primary, shutting down, network trouble, time limits, write conflicts, auth.)
+_TRANSIENT_CODES = frozenset(
+    {6, 7, 13, 18, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
+)
+_DETAIL_LIMIT = 10_000
+
+# Clients created before a fork are left alone in the child (pymongo resets them there);
+# kept referenced so that garbage collection never closes one the parent still uses.
+_INHERITED: list[object] = []
+
+
+def _pymongo() -> Any:
+    """Import pymongo, or raise ImportError saying how to install it."""
+    try:
+        import bson  # noqa: F401
+        import pymongo
+    except ImportError as exc:
+        msg = f"MongoBackend needs pymongo, which is not installed. Install it with: {INSTALL_HINT}"
+        raise ImportError(msg) from exc
+    return pymongo
+
+
+class MongoBackend:
+    """Deliver events to ``database``.``collection`` from a background writer thread.
+
+    Where (the 4.x options, plus ``uri``):
+
+    * ``host`` (default ``'localhost'``) and ``port`` (default 27017), or ``uri``: a
+      full ``mongodb://`` or ``mongodb+srv://`` URI, for replica sets, TLS and
+      ``authSource``. ``uri`` takes precedence; ImproperlyConfigured is raised when
+      ``host``/``port`` are also given and name a server the URI does not.
+    * ``user`` and ``password``: pymongo's ``username``/``password``, authenticated
+      against ``database`` unless ``extra`` or ``uri`` set ``authSource``.
+    * ``database`` (default ``'eventtracking'``), ``collection`` (default
+      ``'events'``).
+    * ``extra``: more MongoClient options, such as ``{'journal': True}`` or
+      ``{'w': 'majority'}``. It is copied, never changed.
+
+    Delivery (see :class:`~eventtracking.delivery.BatchDelivery`):
+
+    * ``batch_size`` (500): events per ``insert_many``;
+    * ``flush_interval`` (1.0 s): the longest an event waits for its batch to fill;
+    * ``max_queue_size`` (10,000): events held in memory; more go to the spool;
+    * ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when None): where
+      events wait while MongoDB is unreachable, and where dead letters are kept;
+    * ``durable`` (False): when True, each event is on the spool before ``send()``
+      returns, so it survives the process being killed;
+    * ``exit_timeout`` (5.0 s): how long interpreter exit waits for delivery before
+      spooling what is left;
+    * ``spool_stream``: the name of this destination in the spool; by default the
+      servers, database and collection (never credentials). Backends with the same
+      stream share their spooled events.
+
+    Raises ImportError without pymongo, ImproperlyConfigured for conflicting or invalid
+    options. Never contacts the server while being built.
+    """
+
+    #: The event is read, never changed: the router need not copy it for this backend.
+    mutates_events = False
+
+    def __init__(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        database: str = "eventtracking",
+        collection: str = "events",
+        extra: Mapping[str, Any] | None = None,
+        uri: str | None = None,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        max_queue_size: int = 10_000,
+        spool_dir: str | os.PathLike[str] | None = None,
+        durable: bool = False,
+        exit_timeout: float = 5.0,
+        spool_stream: str | None = None,
+    ) -> None:
+        pymongo = _pymongo()
+        import bson
+
+        if extra is not None and not isinstance(extra, Mapping):
+            msg = f"extra must be a mapping of MongoClient options, got {type(extra).__name__}"
+            raise ImproperlyConfigured(msg)
+        for name, value in (("database", database), ("collection", collection)):
+            if not isinstance(value, str) or not value:
+                msg = f"{name} must be a non-empty string, got {value!r}"
+                raise ImproperlyConfigured(msg)
+        self.database_name = database
+        self.collection_name = collection
+        self._extra: dict[str, Any] = dict(extra or {})
+        target, target_port, seeds = _resolve_target(host, port, uri)
+        self.uri = _redact(target) if target_port is None else None
+        self._target = target
+        self._target_port = target_port
+        self._client_kwargs = _client_options(self._extra, target, user, password, database)
+        writer_kwargs = dict(self._client_kwargs)
+        given = {key.lower() for key in writer_kwargs} | _uri_option_names(target)
+        for key, value in WRITER_CLIENT_DEFAULTS.items():
+            if key.lower() not in given:
+                writer_kwargs[key] = value
+        _warn_if_unacknowledged(writer_kwargs, target)
+        writer_kwargs["connect"] = False
+        try:
+            # Built now so that bad options fail here, in the caller's hands; with
+            # connect=False it starts no thread and makes no network call.
+            writer = pymongo.MongoClient(target, target_port, **writer_kwargs)
+        except pymongo.errors.PyMongoError as exc:
+            msg = f"MongoBackend options are not valid for pymongo: {exc}"
+            raise ImproperlyConfigured(msg) from exc
+        self.stream = spool_stream or f"{seeds}/{database}.{collection}"
+        self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
+        self._sink = _MongoSink(
+            writer,
+            lambda: pymongo.MongoClient(target, target_port, **writer_kwargs),
+            database,
+            collection,
+        )
+        self._encode = bson.encode
+        self._new_id = bson.ObjectId
+        self._codec = _codec_options()
+        self._connection: Any = None
+        self._connection_lock = threading.Lock()
+        try:
+            self.delivery = BatchDelivery(
+                self._sink,
+                name=f"mongodb:{database}.{collection}",
+                spool=self.spool,
+                stream=self.stream,
+                durable=durable,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_queue_size=max_queue_size,
+                exit_timeout=exit_timeout,
+            )
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from exc
+
+    def __repr__(self) -> str:
+        where = self.uri or f"{self._target}:{self._target_port}"
+        return f"<MongoBackend {where} {self.database_name}.{self.collection_name}>"
+
+    # -- the 4.x attributes -------------------------------------------------------------
+
+    @property
+    def connection(self) -> Any:
+        """A MongoClient with the backend's options, for your own queries.
+
+        Made on first use (with pymongo's own timeouts, not the writer's short ones);
+        the writer thread has a client of its own.
+        """
+        with self._connection_lock:
+            if self._connection is None:
+                import pymongo
+
+                self._connection = pymongo.MongoClient(
+                    self._target, self._target_port, **self._client_kwargs
+                )
+            return self._connection
+
+    @property
+    def database(self) -> Any:
+        """The pymongo Database that events are stored in (from :attr:`connection`)."""
+        return self.connection[self.database_name]
+
+    @property
+    def collection(self) -> Any:
+        """The pymongo Collection that events are stored in (from :attr:`connection`)."""
+        return self.database[self.collection_name]
+
+    # -- the backend protocol -----------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        """Queue ``event`` for insertion; never blocks on MongoDB and never raises.
+
+        The event is encoded now, with its own ``_id`` (unless it has one), into a new
+        document: the caller's dict is not changed, and changing it later changes
+        nothing stored. An event BSON cannot encode, or one over
+        :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
+        """
+        payload = self._payload(event)
+        if payload is not None:
+            self.delivery.put(payload)
+
+    def send_batch(self, events: Iterable[Event]) -> None:
+        """Queue several events, in order, with the same promises as :meth:`send`."""
+        put = self.delivery.put
+        for event in events:
+            payload = self._payload(event)
+            if payload is not None:
+                put(payload)
+
+    def _payload(self, event: Event) -> bytes | None:
+        try:
+            payload: bytes = self._encode({"_id": self._new_id(), **event}, False, self._codec)
+        except Exception as exc:
+            self.delivery.dead_letter(
+                None, f"BSON cannot encode the event: {type(exc).__name__}: {exc}", _describe(event)
+            )
+            return None
+        if len(payload) > MAX_DOCUMENT_SIZE:
+            self.delivery.dead_letter(
+                payload,
+                f"the document is {len(payload)} bytes encoded; MongoDB stores at most "
+                f"{MAX_DOCUMENT_SIZE} bytes per document",
+                _describe(event),
+            )
+            return None
+        return payload
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Store what was sent so far, spooled events included; True when all are stored.
+
+        ``timeout=None`` waits at most :data:`~eventtracking.delivery.DEFAULT_FLUSH_TIMEOUT`
+        seconds. On False, nothing is lost: the events are still queued or spooled.
+        """
+        return self.delivery.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver for at most ``timeout`` seconds (``exit_timeout`` when None), spool the
+        rest, stop the writer. Idempotent; events sent afterwards go to the spool."""
+        self.delivery.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``queued``, ``stored``, ``spooled``, ``replayed``, ``dead_lettered``,
+        ``retries``, ``duplicates`` (already stored, found on replay), ``index_errors``,
+        ``dropped`` by reason, ``queue_size``, ``last_error``; see
+        :meth:`~eventtracking.delivery.BatchDelivery.stats`."""
+        return self.delivery.stats()
+
+
+class _MongoSink:
+    """The writer thread's side: a client of its own, indexes, and ``insert_many``."""
+
+    def __init__(self, client: Any, make_client: Any, database: str, collection: str) -> None:
+        self._client = client
+        self._client_pid = os.getpid()
+        self._make_client = make_client
+        self._database = database
+        self._collection_name = collection
+        self._indexed = False
+        self._counters = Counters("duplicates", "index_errors")
+        self._log = RateLimitedLogger(LOG)
+
+    def _collection(self) -> Any:
+        if self._client_pid != os.getpid():
+            _INHERITED.append(self._client)
+            self._client = self._make_client()
+            self._client_pid = os.getpid()
+        return self._client[self._database][self._collection_name]
+
+    def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
+        from bson.errors import InvalidDocument
+        from bson.raw_bson import RawBSONDocument
+        from pymongo.errors import BulkWriteError, DocumentTooLarge
+
+        collection = self._collection()
+        if not self._indexed:
+            self._create_indexes(collection)
+        documents = [RawBSONDocument(item) for item in items]
+        try:
+            collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            return self._sort_write_errors(exc)
+        except (DocumentTooLarge, InvalidDocument):
+            # pymongo refused a document before sending: find which, one at a time.
+            return self._insert_one_by_one(collection, documents)
+        return None
+
+    def _sort_write_errors(self, exc: Any) -> dict[int, str]:
+        details = exc.details or {}
+        rejected: dict[int, str] = {}
+        duplicates = 0
+        for error in details.get("writeErrors", ()):
+            code = error.get("code")
+            if code == _DUPLICATE_KEY and _is_id_conflict(error):
+                duplicates += 1
+            elif code in _TRANSIENT_CODES:
+                # Retry the whole batch; what was stored comes back as duplicates.
+                raise exc
+            else:
+                rejected[error["index"]] = (
+                    f"MongoDB refused the document (code {code}): {error.get('errmsg')}"
+                )
+        if details.get("writeConcernErrors"):
+            raise exc
+        self._counters.incr("duplicates", amount=duplicates)
+        return rejected
+
+    def _insert_one_by_one(self, collection: Any, documents: list[Any]) -> dict[int, str]:
+        from bson.errors import InvalidDocument
+        from pymongo.errors import DocumentTooLarge, DuplicateKeyError, WriteError
+
+        rejected: dict[int, str] = {}
+        for position, document in enumerate(documents):
+            try:
+                collection.insert_one(document)
+            except DuplicateKeyError as exc:
+                if _is_id_conflict(exc.details or {}):
+                    self._counters.incr("duplicates")
+                else:
+                    rejected[position] = f"MongoDB refused the document: {exc}"
+            except (DocumentTooLarge, InvalidDocument) as exc:
+                rejected[position] = f"pymongo cannot send the document: {exc}"
+            except WriteError as exc:
+                if exc.code in _TRANSIENT_CODES:
+                    raise
+                rejected[position] = f"MongoDB refused the document (code {exc.code}): {exc}"
+        return rejected
+
+    def _create_indexes(self, collection: Any) -> None:
+        from pymongo import ASCENDING, DESCENDING
+        from pymongo.errors import (
+            ConnectionFailure,
+            NetworkTimeout,
+            OperationFailure,
+            PyMongoError,
+        )
+
+        # One at a time, so that a conflict on one does not keep the other away.
+        for keys in ([("timestamp", DESCENDING)], [("name", ASCENDING)]):
+            try:
+                collection.create_index(keys)
+            except NetworkTimeout as exc:
+                # A long build on a big collection: the server finishes it regardless.
+                self._index_error(keys, exc)
+            except ConnectionFailure:
+                raise  # no server: the insert fails too, and both are retried
+            except OperationFailure as exc:
+                if exc.code == _AUTHENTICATION_FAILED:
+                    raise  # the insert fails too; try again with the batch
+                self._index_error(keys, exc)
+            except PyMongoError as exc:
+                self._index_error(keys, exc)
+        self._indexed = True
+
+    def _index_error(self, keys: list[tuple[str, int]], exc: BaseException) -> None:
+        self._counters.incr("index_errors")
+        spec = dict(keys)
+        self._log.error(
+            f"index-{spec}",
+            "Creating the index %s on %s.%s failed; events are still stored, but queries "
+            "on it will be slow until it is created by hand: %s: %s",
+            spec,
+            self._database,
+            self._collection_name,
+            type(exc).__name__,
+            exc,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return self._counters.snapshot()
+
+    def close(self) -> None:
+        if self._client_pid == os.getpid():
+            self._client.close()
+
+
+def _is_id_conflict(error: Mapping[str, Any]) -> bool:
+    """Whether a duplicate-key error is about ``_id`` (a replay), not a unique index."""
+    pattern = error.get("keyPattern")
+    if pattern is not None:
+        return list(pattern) == ["_id"]
+    return "_id_ dup key" in str(error.get("errmsg", ""))
+
+
+def _resolve_target(
+    host: str | None, port: int | None, uri: str | None
+) -> tuple[str, int | None, str]:
+    """Return MongoClient's ``host`` and ``port`` arguments, and the servers' name."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        msg = f"port must be an int, got {port!r}"
+        raise ImproperlyConfigured(msg)
+    if host is not None and not isinstance(host, str):
+        msg = f"host must be a string, got {host!r}"
+        raise ImproperlyConfigured(msg)
+    if host is not None and host.startswith(_SCHEMES):
+        # 4.x passed host straight to MongoClient, which accepts a URI there too.
+        if uri is not None and uri != host:
+            msg = (
+                f"MongoBackend got two different URIs: host={_redact(host)!r} and "
+                f"uri={_redact(uri)!r}. Pass the URI as uri only."
+            )
+            raise ImproperlyConfigured(msg)
+        uri, host = host, None
+    if uri is None:
+        host = host or "localhost"
+        port = port or _DEFAULT_PORT
+        return host, port, f"mongodb://{host.lower()}:{port}"
+    if not isinstance(uri, str) or not uri.startswith(_SCHEMES):
+        msg = f"uri must start with 'mongodb://' or 'mongodb+srv://', got {_redact(str(uri))!r}"
+        raise ImproperlyConfigured(msg)
+    scheme, seeds = _uri_seeds(uri)
+    if (host is not None or port is not None) and not any(
+        (host is None or host.lower() == seed_host) and (port is None or port == seed_port)
+        for seed_host, seed_port in seeds
+    ):
+        given = ", ".join(
+            f"{name}={value!r}" for name, value in (("host", host), ("port", port)) if value
+        )
+        servers = ", ".join(f"{h}:{p}" if p else h for h, p in seeds)
+        msg = (
+            f"MongoBackend got uri={_redact(uri)!r}, which names {servers}, and {given}, "
+            "which the URI does not name. Pass only uri: it takes precedence over host "
+            "and port."
+        )
+        raise ImproperlyConfigured(msg)
+    names = ",".join(sorted(f"{h}:{p}" if p else h for h, p in seeds))
+    return uri, None, f"{scheme}{names}"
+
+
+def _uri_seeds(uri: str) -> tuple[str, list[tuple[str, int | None]]]:
+    """The scheme and the (host, port) pairs of a URI, without resolving anything."""
+    scheme = next(s for s in _SCHEMES if uri.startswith(s))
+    rest = uri[len(scheme) :]
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    seeds: list[tuple[str, int | None]] = []
+    for entry in hosts.split(","):
+        if not entry:
+            continue
+        if entry.startswith("["):
+            name, _, port_text = entry[1:].partition("]")
+            port_text = port_text.lstrip(":")
+        else:
+            name, _, port_text = entry.partition(":")
+        if scheme == "mongodb+srv://":
+            seeds.append((name.lower(), None))
+            continue
+        try:
+            port = int(port_text) if port_text else _DEFAULT_PORT
+        except ValueError:
+            msg = f"uri {_redact(uri)!r} has a bad port in {entry!r}"
+            raise ImproperlyConfigured(msg) from None
+        seeds.append((name.lower(), port))
+    if not seeds:
+        msg = f"uri {_redact(uri)!r} names no server"
+        raise ImproperlyConfigured(msg)
+    return scheme, seeds
+
+
+def _uri_option_names(target: str) -> set[str]:
+    """The lower-cased option names in a URI's query string (empty for a host name)."""
+    if not target.startswith(_SCHEMES) or "?" not in target:
+        return set()
+    query = target.split("?", 1)[1]
+    return {key.lower() for key, _ in parse_qsl(query.replace(";", "&"), keep_blank_values=True)}
+
+
+def _uri_userinfo(target: str) -> str | None:
+    """The user name in a URI, if it has one."""
+    if not target.startswith(_SCHEMES):
+        return None
+    rest = target.split("://", 1)[1].split("/", 1)[0]
+    if "@" not in rest:
+        return None
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(rest.rsplit("@", 1)[0].split(":", 1)[0])
+
+
+def _client_options(
+    extra: dict[str, Any], target: str, user: str | None, password: str | None, database: str
+) -> dict[str, Any]:
+    """MongoClient keyword arguments from ``extra`` and the credentials."""
+    lowered = {key.lower(): key for key in extra}
+    for forbidden in ("host", "port"):
+        if forbidden in lowered:
+            msg = (
+                f"extra sets {lowered[forbidden]!r}; pass it as the {forbidden} option or "
+                "in uri instead, not in extra"
+            )
+            raise ImproperlyConfigured(msg)
+    options = dict(extra)
+    if user is None and password is None:
+        return options
+    if user is None or password is None:
+        msg = "user and password go together: pass both, or neither"
+        raise ImproperlyConfigured(msg)
+    for key, value in (("username", user), ("password", password)):
+        if key in lowered and extra[lowered[key]] != value:
+            msg = (
+                f"extra sets {lowered[key]!r} to another value than the {key} option; "
+                "set it in one place only"
+            )
+            raise ImproperlyConfigured(msg)
+    in_uri = _uri_userinfo(target)
+    if in_uri is not None and in_uri != user:
+        msg = (
+            f"uri names user {in_uri!r} and the user option names {user!r}; set the "
+            "credentials in one place only"
+        )
+        raise ImproperlyConfigured(msg)
+    options["username"] = user
+    options["password"] = password
+    if "authsource" not in lowered and "authsource" not in _uri_option_names(target):
+        # 4.x authenticated against the events database; keep that as the default.
+        options["authSource"] = database
+    return options
+
+
+def _warn_if_unacknowledged(options: Mapping[str, Any], target: str) -> None:
+    lowered = {key.lower(): value for key, value in options.items()}
+    in_uri = (
+        target.startswith(_SCHEMES)
+        and "?" in target
+        and any(
+            key.lower() == "w" and value == "0"
+            for key, value in parse_qsl(target.split("?", 1)[1].replace(";", "&"))
+        )
+    )
+    if lowered.get("w") in (0, "0") or in_uri:
+        LOG.warning(
+            "MongoBackend is configured with w=0: writes are not acknowledged, so refused "
+            "documents and lost writes cannot be detected. Remove w=0 to let the backend "
+            "confirm every event."
+        )
+
+
+def _redact(uri: str) -> str:
+    """The URI with any password replaced by ``***``."""
+    if not uri.startswith(_SCHEMES) or "@" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    authority, slash, tail = rest.partition("/")
+    if "@" not in authority:
+        return uri
+    userinfo, hosts = authority.rsplit("@", 1)
+    name = userinfo.split(":", 1)[0]
+    return f"{scheme}://{name}:***@{hosts}{slash}{tail}"
+
+
+def _describe(event: Any) -> str:
+    """A bounded, human-readable description of an event, for a dead letter."""
+    try:
+        text = repr(event)
+    except Exception as exc:
+        text = f"<event of type {type(event).__name__} whose repr() failed: {exc}>"
+    if len(text) > _DETAIL_LIMIT:
+        text = text[:_DETAIL_LIMIT] + f"... ({len(text) - _DETAIL_LIMIT} more characters)"
+    return text
+
+
+def _fallback_encoder(value: Any) -> Any:
+    """Encode the values BSON has no type for but which have an obvious equivalent."""
+    if isinstance(value, decimal.Decimal):
+        from bson.decimal128 import Decimal128
+
+        try:
+            return Decimal128(value)
+        except Exception:  # more digits than Decimal128 holds: keep them all, as text
+            return str(value)
+    if isinstance(value, datetime.date):
+        return datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.timezone.utc)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    msg = f"no BSON type for {type(value).__name__} value {value!r}"
+    raise TypeError(msg)
+
+
+_CODEC: Any = None
+
+
+def _codec_options() -> Any:
+    global _CODEC
+    if _CODEC is None:
+        from bson.binary import UuidRepresentation
+        from bson.codec_options import CodecOptions, TypeRegistry
+
+        _CODEC = CodecOptions(
+            tz_aware=True,
+            uuid_representation=UuidRepresentation.STANDARD,
+            type_registry=TypeRegistry(fallback_encoder=_fallback_encoder),
+        )
+    return _CODEC

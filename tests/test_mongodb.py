@@ -1,0 +1,612 @@
+"""MongoBackend against a real server (SecantusDB in a subprocess), faults included.
+
+The fault tests kill the server or the writing process for real, and check what ended
+up stored: every event exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from mongo_fixtures import AUTH_DATABASE, AUTH_USERS, MongoServer
+
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.backends.mongodb import (
+    INSTALL_HINT,
+    MAX_DOCUMENT_SIZE,
+    MongoBackend,
+)
+from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.spool import Spool
+from eventtracking.tracker import Tracker
+
+DB = "eventtracking_tests"
+UTC = datetime.timezone.utc
+
+#: Builds a MongoBackend against the test server with a spool in tmp_path; closed after.
+MakeBackend = Callable[..., MongoBackend]
+
+
+@pytest.fixture
+def make_backend(mongo: MongoServer, collection_name: str, tmp_path: Path) -> Iterator[MakeBackend]:
+    made: list[MongoBackend] = []
+
+    def build(**options: Any) -> MongoBackend:
+        options.setdefault("uri", mongo.uri)
+        options.setdefault("database", DB)
+        options.setdefault("collection", collection_name)
+        options.setdefault("spool_dir", tmp_path / "spool")
+        backend = MongoBackend(**options)
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        backend.close(0)
+
+
+@pytest.fixture
+def stored(mongo: MongoServer, collection_name: str) -> Any:
+    """The test's collection, read through a client of the test's own."""
+    return mongo.client(tz_aware=True)[DB][collection_name]
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seqs(collection: Any, **query: Any) -> list[int]:
+    return sorted(doc["data"]["seq"] for doc in collection.find(query, {"data.seq": 1}))
+
+
+# -- storing --------------------------------------------------------------------------
+
+
+def test_events_are_stored_with_an_id_of_their_own(make_backend: MakeBackend, stored: Any) -> None:
+    """An emitted event is stored with its four keys and a client-side ObjectId."""
+    tracker = Tracker({"mongo": make_backend()})
+    tracker.emit("navigation.request", {"url": "/courses", "n": 1})
+    assert tracker.flush(10)
+    [doc] = list(stored.find())
+    assert isinstance(doc["_id"], bson.ObjectId)
+    assert doc["name"] == "navigation.request"
+    assert doc["data"] == {"url": "/courses", "n": 1}
+    assert isinstance(doc["context"], dict)
+    assert abs(doc["timestamp"] - datetime.datetime.now(UTC)) < datetime.timedelta(minutes=1)
+
+
+def test_the_event_is_never_changed_and_later_changes_are_not_stored(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """send() leaves the event alone (no _id), and changing it afterwards stores nothing new."""
+    backend = make_backend(flush_interval=60)
+    event = {
+        "name": "x",
+        "timestamp": datetime.datetime.now(UTC),
+        "context": {"user_id": 1},
+        "data": {"value": "original"},
+    }
+    backend.send(event)
+    assert sorted(event) == ["context", "data", "name", "timestamp"]
+    event["data"]["value"] = "changed after send"
+    assert backend.flush(10)
+    assert stored.find_one()["data"] == {"value": "original"}
+
+
+def test_sibling_backends_never_see_the_mongo_id(make_backend: MakeBackend, stored: Any) -> None:
+    """Another backend of the same tracker gets the event without any _id."""
+    memory = InMemoryBackend()
+    tracker = Tracker({"memory": memory, "mongo": make_backend()})
+    tracker.emit("shared", {"n": 1})
+    assert tracker.flush(10)
+    assert "_id" not in memory.events[0]
+    assert stored.count_documents({"name": "shared"}) == 1
+
+
+def test_values_bson_lacks_are_stored_as_their_nearest_type(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """Decimal becomes Decimal128, a date a UTC midnight datetime, a set a list."""
+    backend = make_backend()
+    backend.send(
+        {
+            "name": "types",
+            "data": {
+                "price": decimal.Decimal("19.99"),
+                "day": datetime.date(2024, 2, 29),
+                "tags": {"a"},
+            },
+        }
+    )
+    assert backend.flush(10)
+    data = stored.find_one()["data"]
+    assert data["price"] == bson.Decimal128("19.99")
+    assert data["day"] == datetime.datetime(2024, 2, 29, tzinfo=UTC)
+    assert data["tags"] == ["a"]
+
+
+def test_the_4x_attributes_are_there(make_backend: MakeBackend, collection_name: str) -> None:
+    """connection, database and collection are pymongo objects for the configured names."""
+    backend = make_backend()
+    backend.send({"name": "attrs"})
+    assert backend.flush(10)
+    assert backend.database.name == DB
+    assert backend.collection.name == collection_name
+    assert backend.connection[DB][collection_name].find_one()["name"] == "attrs"
+
+
+def test_indexes_on_timestamp_and_name_are_created_by_the_writer(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """Once the server answers, the writer creates {'timestamp': -1} and {'name': 1}."""
+    backend = make_backend()
+    backend.send({"name": "first"})
+    assert backend.flush(10)
+    keys = [info["key"] for info in stored.index_information().values()]
+    assert [("timestamp", -1)] in keys
+    assert [("name", 1)] in keys
+
+
+def test_index_errors_are_logged_and_counted_never_raised(
+    make_backend: MakeBackend, stored: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An index conflict is logged and counted; events are stored and the other index made."""
+    stored.create_index([("timestamp", 1)], name="timestamp_-1")
+    backend = make_backend()
+    with caplog.at_level(logging.ERROR, logger="eventtracking.backends.mongodb"):
+        backend.send({"name": "still stored"})
+        assert backend.flush(10)
+    assert stored.count_documents({"name": "still stored"}) == 1
+    assert backend.stats()["index_errors"] == 1
+    assert [("name", 1)] in [info["key"] for info in stored.index_information().values()]
+    assert any("Creating the index" in r.getMessage() for r in caplog.records)
+
+
+def test_replica_set_uri(make_backend: MakeBackend, mongo: MongoServer, stored: Any) -> None:
+    """A replica-set URI works as the uri option."""
+    backend = make_backend(uri=f"mongodb://127.0.0.1:{mongo.port}/?replicaSet=secantus")
+    backend.send({"name": "rs"})
+    assert backend.flush(10)
+    assert stored.count_documents({"name": "rs"}) == 1
+
+
+def test_host_and_port_options_of_4x_still_work(
+    make_backend: MakeBackend, mongo: MongoServer, stored: Any
+) -> None:
+    """host and port, without uri, reach the server as in 4.x."""
+    backend = make_backend(uri=None, host="127.0.0.1", port=mongo.port)
+    backend.send({"name": "hostport"})
+    assert backend.flush(10)
+    assert stored.count_documents({"name": "hostport"}) == 1
+
+
+def test_a_partly_stored_batch_stores_only_the_rest_on_replay(
+    make_backend: MakeBackend, stored: Any, tmp_path: Path
+) -> None:
+    """Replaying events already in the collection stores the others; duplicates are ignored."""
+    backend = make_backend()
+    docs = [{"_id": bson.ObjectId(), "name": "replay", "data": {"seq": i}} for i in range(6)]
+    stored.insert_many(docs[:3])  # stored before a crash, never acknowledged to the spool
+    Spool(tmp_path / "spool").append(backend.stream, [bson.encode(doc) for doc in docs])
+    assert backend.flush(10)
+    assert seqs(stored) == list(range(6))
+    stats = backend.stats()
+    assert (stats["replayed"], stats["duplicates"], stats["dead_lettered"]) == (6, 3, 0)
+
+
+def test_bad_documents_are_dead_lettered_while_the_rest_of_the_batch_is_stored(
+    make_backend: MakeBackend, stored: Any, tmp_path: Path
+) -> None:
+    """Unencodable, oversized and validator-refused events become dead letters; others stored."""
+    stored.database.create_collection(
+        stored.name,
+        validator={
+            "$jsonSchema": {"properties": {"data": {"properties": {"seq": {"maximum": 99}}}}}
+        },
+    )
+    backend = make_backend(batch_size=100, flush_interval=60)
+    tracker = Tracker({"mongo": backend})
+    for seq in range(8):
+        tracker.emit("good", {"seq": seq})
+    tracker.emit("refused", {"seq": 500})  # the validator refuses it, server side
+    tracker.emit("unencodable", {"seq": 8, "handle": object()})
+    tracker.emit("huge", {"seq": 9, "blob": "x" * MAX_DOCUMENT_SIZE})
+    tracker.emit("good", {"seq": 10})
+    assert tracker.flush(30)
+    assert seqs(stored) == [*range(8), 10]
+    stats = backend.stats()
+    assert stats["batches"] == 1  # the refused document was in the stored batch
+    assert stats["dead_lettered"] == 3
+    letters = {letter.reason.split(":")[0]: letter for letter in backend.spool.dead_letters()}
+    assert len(letters) == 3
+    refused = next(v for k, v in letters.items() if "code 121" in k)
+    assert refused.payload is not None and bson.decode(refused.payload)["data"] == {"seq": 500}
+    unencodable = letters["BSON cannot encode the event"]
+    assert unencodable.payload is None and "'unencodable'" in (unencodable.detail or "")
+    assert any(f"at most {MAX_DOCUMENT_SIZE} bytes" in reason for reason in letters)
+
+    # Once the validator is relaxed, re-driving the refused one stores it.
+    stored.database.command("collMod", stored.name, validator={})
+    assert backend.spool.redrive(ids=[refused.id]) == 1
+    assert backend.flush(30) is True
+    assert stored.count_documents({"name": "refused"}) == 1
+    assert len(backend.spool.dead_letters()) == 2
+
+
+def test_stats_count_what_happened(make_backend: MakeBackend) -> None:
+    """stats() reports queued, stored, spooled, replayed, dead letters, retries, last error."""
+    backend = make_backend()
+    for seq in range(5):
+        backend.send({"name": "counted", "data": {"seq": seq}})
+    backend.send({"name": "bad", "data": {"handle": object()}})
+    assert backend.flush(10)
+    stats = backend.stats()
+    assert stats["queued"] == 5
+    assert stats["stored"] == 5
+    assert stats["dead_lettered"] == 1
+    for key in ("spooled", "replayed", "retries", "duplicates", "dropped", "last_error"):
+        assert key in stats
+
+
+# -- options --------------------------------------------------------------------------
+
+
+def test_extra_is_copied_never_changed(make_backend: MakeBackend, stored: Any) -> None:
+    """The extra mapping is passed to MongoClient and left exactly as given."""
+    extra = {"journal": True, "w": 1}
+    backend = make_backend(extra=extra, user=None)
+    backend.send({"name": "journaled"})
+    assert backend.flush(10)
+    assert extra == {"journal": True, "w": 1}
+    assert stored.count_documents({"name": "journaled"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"uri": "mongodb://a.example:27017/", "host": "b.example"},
+            "which the URI does not name. Pass only uri",
+        ),
+        (
+            {"uri": "mongodb://a.example:27017/", "port": 27018},
+            "which the URI does not name",
+        ),
+        (
+            {"uri": "mongodb://a.example/", "host": "mongodb://b.example/"},
+            "two different URIs",
+        ),
+        ({"uri": "http://a.example/"}, "uri must start with 'mongodb://' or 'mongodb\\+srv://'"),
+        ({"extra": {"host": "a.example"}}, "extra sets 'host'; pass it as the host option"),
+        ({"user": "me"}, "user and password go together"),
+        (
+            {"uri": "mongodb://alice:pw@a.example/", "user": "bob", "password": "x"},
+            "uri names user 'alice' and the user option names 'bob'",
+        ),
+        ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+        ({"collection": ""}, "collection must be a non-empty string"),
+        ({"extra": ["journal"]}, "extra must be a mapping"),
+    ],
+)
+def test_bad_or_conflicting_options_raise_a_clear_error(
+    options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    """Conflicting or invalid options raise ImproperlyConfigured saying what to change."""
+    with pytest.raises(ImproperlyConfigured, match=message):
+        MongoBackend(spool_dir=tmp_path, **options)
+
+
+def test_uri_wins_over_matching_host_and_the_password_is_never_shown(tmp_path: Path) -> None:
+    """host/port naming a server of the URI are accepted; repr and errors hide the password."""
+    backend = MongoBackend(
+        uri="mongodb://alice:s3cret@a.example:27017,b.example:27018/?replicaSet=rs",
+        host="b.example",
+        port=27018,
+        spool_dir=tmp_path,
+    )
+    try:
+        assert "s3cret" not in repr(backend)
+        assert backend.stream == "mongodb://a.example:27017,b.example:27018/eventtracking.events"
+    finally:
+        backend.close(0)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        MongoBackend(uri="mongodb://alice:s3cret@a.example/", host="c.example", spool_dir=tmp_path)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_without_pymongo_import_works_and_the_error_names_the_extra(tmp_path: Path) -> None:
+    """`import eventtracking` needs no pymongo; building a MongoBackend says what to install."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pymongo"] = None  # as if it were not installed
+        sys.modules["bson"] = None
+        import eventtracking
+        from eventtracking.backends.mongodb import MongoBackend
+        try:
+            MongoBackend()
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert INSTALL_HINT in done.stdout
+    assert "pip install 'event-tracking[mongo]'" in done.stdout
+
+
+# -- authentication -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "extra"),
+    [("writer", None), ("root", {"authSource": "admin"})],
+    ids=["auth-source-defaults-to-database", "auth-source-in-extra"],
+)
+def test_user_and_password_authenticate_with_pymongo_4(
+    mongo_auth_server: MongoServer, tmp_path: Path, role: str, extra: Any
+) -> None:
+    """user/password log in on a server with auth on (pymongo 4 username/password)."""
+    user, password, _ = AUTH_USERS[role]
+    backend = MongoBackend(
+        uri=mongo_auth_server.uri,
+        user=user,
+        password=password,
+        database=AUTH_DATABASE,
+        collection=f"auth_{role}",
+        extra=extra,
+        spool_dir=tmp_path,
+    )
+    try:
+        backend.send({"name": "authenticated"})
+        assert backend.flush(10)
+    finally:
+        backend.close(0)
+    root, root_password, _ = AUTH_USERS["root"]
+    admin = mongo_auth_server.client(username=root, password=root_password, authSource="admin")
+    assert admin[AUTH_DATABASE][f"auth_{role}"].count_documents({"name": "authenticated"}) == 1
+
+
+def test_a_wrong_password_keeps_the_events_until_fixed(
+    mongo_auth_server: MongoServer, tmp_path: Path
+) -> None:
+    """Refused credentials fail delivery visibly; the events wait in the spool, then arrive."""
+    user, password, _ = AUTH_USERS["writer"]
+    options: dict[str, Any] = {
+        "uri": mongo_auth_server.uri,
+        "user": user,
+        "database": AUTH_DATABASE,
+        "collection": "wrong_password",
+        "spool_dir": tmp_path,
+    }
+    wrong = MongoBackend(password="not the password", **options)
+    for seq in range(3):
+        wrong.send({"name": "waiting", "data": {"seq": seq}})
+    for _ in range(40):  # until the writer has tried and been refused
+        if wrong.stats()["retries"] or wrong.flush(0.25):
+            break
+    assert wrong.flush(0.1) is False
+    assert "authentication failed" in str(wrong.stats()["last_error"]).lower()
+    wrong.close(5)
+    assert Spool(tmp_path).pending_count(wrong.stream) == 3
+
+    fixed = MongoBackend(password=password, **options)
+    try:
+        assert fixed.flush(10)
+    finally:
+        fixed.close(0)
+    root, root_password, _ = AUTH_USERS["root"]
+    admin = mongo_auth_server.client(username=root, password=root_password, authSource="admin")
+    assert seqs(admin[AUTH_DATABASE]["wrong_password"]) == [0, 1, 2]
+
+
+# -- faults ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "eventtracking-test.invalid"])
+def test_tracker_construction_and_emit_with_mongodb_down_return_at_once(
+    host: str, tmp_path: Path
+) -> None:
+    """With no server (refused, or an unknown host) building and emitting do not wait."""
+    start = time.monotonic()
+    backend = MongoBackend(host=host, port=free_port(), spool_dir=tmp_path)
+    tracker = Tracker({"mongo": backend})
+    built = time.monotonic() - start
+    slowest = 0.0
+    for seq in range(20):
+        before = time.perf_counter()
+        tracker.emit("while.down", {"seq": seq})
+        slowest = max(slowest, time.perf_counter() - before)
+    assert built < 1.0
+    assert slowest < 0.1
+    assert tracker.flush(0.2) is False
+    tracker.close(10)
+    assert Spool(tmp_path).pending_count(backend.stream) == 20
+
+
+def test_server_killed_mid_stream_every_event_is_stored_exactly_once(
+    make_backend: MakeBackend, mongo: MongoServer, stored: Any
+) -> None:
+    """SIGKILL the server while events flow, restart it: all arrive once; emit never slows."""
+    backend = make_backend(batch_size=50, flush_interval=0.02, extra={"journal": True})
+    tracker = Tracker({"mongo": backend})
+    slowest_while_down = 0.0
+    for seq in range(900):
+        if seq == 300:
+            mongo.kill()
+        if seq == 600:
+            # Let the writer notice: its attempts fail, and events go to the spool.
+            for _ in range(40):
+                if backend.stats()["retries"] or tracker.flush(0.25):
+                    break
+            assert backend.stats()["retries"] >= 1
+            mongo.start()
+        before = time.perf_counter()
+        tracker.emit("stream", {"seq": seq})
+        if 300 <= seq < 600:
+            slowest_while_down = max(slowest_while_down, time.perf_counter() - before)
+    assert tracker.flush(60)
+    assert seqs(stored) == list(range(900))  # each once: sorted list equality
+    assert stored.count_documents({}) == 900
+    assert slowest_while_down < 0.1
+    assert backend.stats()["spooled"] > 0
+
+
+def _writer_script(uri: str, collection: str, spool_dir: Path, count: int) -> str:
+    return textwrap.dedent(
+        f"""
+        import sys
+        from eventtracking.backends.mongodb import MongoBackend
+        from eventtracking.tracker import Tracker
+        backend = MongoBackend(uri={uri!r}, database={DB!r}, collection={collection!r},
+                               spool_dir={str(spool_dir)!r}, durable=True,
+                               flush_interval=60, batch_size=10_000)
+        tracker = Tracker({{"mongo": backend}})
+        for seq in range({count}):
+            tracker.emit("durable", {{"seq": seq}})
+        print("EMITTED", flush=True)
+        sys.stdin.read()  # killed while waiting here
+        """
+    )
+
+
+def test_durable_events_survive_sigkill_of_the_writer_process(
+    mongo: MongoServer, collection_name: str, stored: Any, tmp_path: Path
+) -> None:
+    """durable=True: a process killed right after emit loses nothing; the next one delivers."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _writer_script(mongo.uri, collection_name, tmp_path, 300)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdin is not None
+    try:
+        assert writer.stdout.readline().strip() == "EMITTED"
+        os.kill(writer.pid, signal.SIGKILL)
+        assert writer.wait(30) == -signal.SIGKILL
+    finally:
+        writer.kill()
+        writer.stdin.close()
+        writer.stdout.close()
+        writer.wait()
+    assert stored.count_documents({}) == 0  # it had delivered nothing yet
+
+    backend = MongoBackend(
+        uri=mongo.uri, database=DB, collection=collection_name, spool_dir=tmp_path
+    )
+    try:
+        assert backend.flush(30)
+    finally:
+        backend.close(0)
+    assert seqs(stored) == list(range(300))
+
+
+def test_a_child_forked_after_the_backend_was_made_delivers_its_events(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """After os.fork() the child delivers its own events; the parent keeps delivering too."""
+    backend = make_backend(flush_interval=0.02)
+    tracker = Tracker({"mongo": backend})
+    tracker.emit("parent", {"seq": 0})
+    assert tracker.flush(10)  # the writer thread and its client are live before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            for seq in range(25):
+                tracker.emit("child", {"seq": seq})
+            code = 0 if tracker.flush(20) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tracker.emit("parent", {"seq": 1})
+    assert tracker.flush(10)
+    assert seqs(stored, name="child") == list(range(25))
+    assert seqs(stored, name="parent") == [0, 1]
+
+
+_SHARER = textwrap.dedent(
+    """
+    import json, sys
+    from eventtracking.backends.mongodb import MongoBackend
+    from eventtracking.tracker import Tracker
+    uri, collection, spool_dir, proc, count = sys.argv[1:6]
+    backend = MongoBackend(uri=uri, database="{db}", collection=collection,
+                           spool_dir=spool_dir, batch_size=40, flush_interval=0.02,
+                           extra={{"serverSelectionTimeoutMS": 300}})
+    tracker = Tracker({{"mongo": backend}})
+    for seq in range(int(count)):
+        tracker.emit("shared", {{"proc": int(proc), "seq": seq}})
+    for _ in range(200):  # until the writer has moved everything to the spool
+        if backend.stats()["spooled"] == int(count) or backend.flush(0.1):
+            break
+    print(json.dumps(backend.stats()), flush=True)
+    sys.stdin.readline()  # the server is back: deliver, all processes at once
+    done = tracker.flush(60)
+    print(json.dumps({{"done": done, **backend.stats()}}, default=str), flush=True)
+    tracker.close(5)
+    """
+).format(db=DB)
+
+
+def test_processes_sharing_a_spool_during_an_outage_store_everything_once(
+    mongo: MongoServer, collection_name: str, stored: Any, tmp_path: Path
+) -> None:
+    """Several processes spool into one directory while the server is down; each row is
+    then replayed by exactly one of them, and every event is stored once."""
+    processes, count = 3, 150
+    mongo.kill()
+    command = [sys.executable, "-c", _SHARER, mongo.uri, collection_name, str(tmp_path)]
+    children = [
+        subprocess.Popen(
+            [*command, str(n), str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+    try:
+        before = [json.loads(child.stdout.readline()) for child in children]  # type: ignore[union-attr]
+        assert [stats["spooled"] for stats in before] == [count] * processes
+        assert Spool(tmp_path).pending_count() == processes * count
+        mongo.start()
+        for child in children:
+            child.stdin.write("go\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+        after = [json.loads(child.stdout.readline()) for child in children]  # type: ignore[union-attr]
+        for child in children:
+            assert child.wait(60) == 0
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert all(stats["done"] for stats in after)
+    # Each spooled row was replayed by exactly one process: none twice, none left.
+    assert sum(stats["replayed"] for stats in after) == processes * count
+    assert Spool(tmp_path).pending_count() == 0
+    assert stored.count_documents({}) == processes * count
+    for n in range(processes):
+        assert seqs(stored, **{"data.proc": n}) == list(range(count))

@@ -30,6 +30,7 @@ from eventtracking._delivery_api import close_all, flush_all, stats_of
 from eventtracking._metadata_api import deliver_metadata
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking._watched import WatchedDict, WatchedList
 from eventtracking.processors.exceptions import (
     EventEmissionExit,
     NoBackendEnabled,
@@ -66,8 +67,11 @@ class RoutingBackend:
         backends: Mapping[str, Any] | None = None,
         processors: Iterable[Callable[[Event], Any]] | None = None,
     ) -> None:
-        self.backends: OrderedDict[str, Any] = OrderedDict()
-        self.processors: list[Callable[[Event], Any]] = []
+        # Edited directly too, as 4.x code does: every change refreshes the copy plan.
+        registry, chain = WatchedDict(), WatchedList()
+        registry.on_change = chain.on_change = self._refresh
+        self.backends: OrderedDict[str, Any] = registry
+        self.processors: list[Callable[[Event], Any]] = chain
         self._counters = Counters(groups=("dropped", "failed"))
         self._log = RateLimitedLogger(LOG)
         self._copy_for_processors = False

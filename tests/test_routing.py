@@ -539,3 +539,54 @@ def test_router_stats_shape() -> None:
         "failed": {},
         "backends": {"memory": {"stored": 1, "discarded": 0}},
     }
+
+
+# -- editing backends and processors directly, as 4.x code does --------------------------
+
+
+def test_backends_edited_directly_are_used() -> None:
+    """A backend added to tracker.backends directly receives events, and one deleted or
+    popped from it no longer does."""
+    first, second, third = InMemoryBackend(), InMemoryBackend(), InMemoryBackend()
+    t = Tracker({"first": first, "third": third})
+    t.backends["second"] = second
+    del t.backends["first"]
+    t.emit("x")
+    t.backends.pop("third")
+    t.emit("y")
+    assert first.events == []
+    assert [e["name"] for e in second.events] == ["x", "y"]
+    assert [e["name"] for e in third.events] == ["x"]
+
+
+def test_backend_replaced_directly_gets_its_own_copy() -> None:
+    """Replacing a backend directly with one that mutates events updates the copy plan:
+    the sibling never sees its change."""
+    keeping = Keeping()
+    t = Tracker({"keep": keeping, "other": Keeping()})
+    t.backends["other"] = Mutating()
+    t.emit("x", sample_data())
+    assert "_id" not in keeping.received[0]
+    assert keeping.received[0]["data"] == sample_data()
+
+
+def test_processor_appended_directly_never_changes_the_callers_data() -> None:
+    """A mutating processor appended to tracker.processors directly still works on a
+    copy, and one removed directly no longer runs."""
+    calls: list[str] = []
+
+    def scrub(event: Any) -> None:
+        calls.append("scrub")
+        event["data"]["nested"]["value"] = "scrubbed"
+
+    keeping = Keeping()
+    t = Tracker({"keep": keeping})
+    t.processors.append(scrub)
+    data = sample_data()
+    t.emit("x", data)
+    assert data == sample_data()
+    assert keeping.received[0]["data"]["nested"]["value"] == "scrubbed"
+    t.processors.remove(scrub)
+    t.emit("y", data)
+    assert calls == ["scrub"]
+    assert keeping.received[1]["data"] is data

@@ -1,0 +1,242 @@
+"""The command line: ``python -m eventtracking <command> ...``.
+
+Commands:
+
+``spool``
+    Inspect and repair the local spool of the background backends: ``status``,
+    ``dead-letters`` (list them), ``redrive``, ``purge`` and ``replay``.
+
+Adding a command: write ``register(commands)``, which adds a parser to the argparse
+sub-parsers ``commands`` and sets ``handler`` on it with ``set_defaults``; a handler
+is called as ``handler(args, out)`` with the parsed arguments and the text stream to
+write to, and returns the exit status. Then append ``register`` to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from eventtracking.spool import DeadLetter, Spool, default_spool_dir
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+_PREVIEW = 200
+
+
+def register_spool(commands: Any) -> None:
+    """Add ``spool`` and its sub-commands to the argparse sub-parsers ``commands``."""
+    spool = commands.add_parser(
+        "spool",
+        help="inspect and repair the local spool of background backends",
+        description=(
+            "Events wait in the spool while their server is unreachable, and documents "
+            "the server refused for good wait there as dead letters."
+        ),
+    )
+    actions = spool.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace, TextIO], int], text: str) -> Any:
+        parser = actions.add_parser(name, help=text, description=text)
+        parser.add_argument(
+            "--spool-dir",
+            default=None,
+            metavar="DIR",
+            help=f"the backend's spool_dir (default: {default_spool_dir()})",
+        )
+        parser.set_defaults(handler=handler)
+        return parser
+
+    status = add("status", _status, "show pending events and dead letters per stream")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    listing = add("dead-letters", _list_dead_letters, "list dead letters, oldest first")
+    listing.add_argument("--stream", help="only this stream")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    redrive = add(
+        "redrive",
+        _redrive,
+        "move dead letters back to their stream, to be delivered again by the backend",
+    )
+    _add_selection(redrive)
+
+    purge = add("purge", _purge, "delete dead letters for good")
+    _add_selection(purge)
+
+    replay = add(
+        "replay",
+        _replay,
+        "deliver the pending events of a stream to MongoDB now, from this process",
+    )
+    replay.add_argument("--uri", required=True, help="mongodb:// or mongodb+srv:// URI")
+    replay.add_argument("--database", default="eventtracking", help="(eventtracking)")
+    replay.add_argument("--collection", default="events", help="(events)")
+    replay.add_argument(
+        "--stream",
+        help="the spool stream to deliver (default: the one this URI, database and "
+        "collection spool to; see `spool status`)",
+    )
+    replay.add_argument(
+        "--timeout", type=float, default=60.0, help="give up after this many seconds (60)"
+    )
+
+
+#: The functions that add each command; see the module docstring.
+COMMANDS: list[Callable[[Any], None]] = [register_spool]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m eventtracking``, with every command of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m eventtracking", description="Operate event-tracking's components."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command in ``argv`` (``sys.argv[1:]`` when None), writing to ``out``.
+
+    Returns the exit status; argparse exits with 2 on a usage error.
+    """
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace, TextIO], int] = args.handler
+    return handler(args, out or sys.stdout)
+
+
+# -- spool ------------------------------------------------------------------------------
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--id", type=int, action="append", dest="ids", help="this dead letter")
+    group.add_argument("--stream", help="every dead letter of this stream")
+    group.add_argument("--all", action="store_true", help="every dead letter")
+
+
+def _open(args: argparse.Namespace) -> Spool:
+    return Spool(args.spool_dir if args.spool_dir is not None else default_spool_dir())
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    spool = _open(args)
+    status = spool.status()
+    if args.json:
+        out.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
+        return 0
+    if not status["exists"]:
+        out.write(f"No spool at {status['path']}: nothing was ever spooled there.\n")
+        return 0
+    out.write(f"Spool {status['path']}\n")
+    if not status["streams"]:
+        out.write("Empty: no pending events, no dead letters.\n")
+        return 0
+    for stream, counts in sorted(status["streams"].items()):
+        oldest = f", oldest from {_time(counts['oldest'])}" if counts["oldest"] else ""
+        out.write(
+            f"{stream}\n  pending: {counts['pending']} ({counts['claimed']} being delivered)"
+            f"{oldest}\n  dead letters: {counts['dead_letters']}\n"
+        )
+    return 0
+
+
+def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
+    letters = _open(args).dead_letters(args.stream, limit=args.limit)
+    if args.json:
+        rows = [
+            {
+                "id": letter.id,
+                "stream": letter.stream,
+                "created": letter.created,
+                "reason": letter.reason,
+                "document": _document(letter),
+            }
+            for letter in letters
+        ]
+        out.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return 0
+    if not letters:
+        out.write("No dead letters.\n")
+        return 0
+    for letter in letters:
+        preview = json.dumps(_document(letter), default=str)
+        if len(preview) > _PREVIEW:
+            preview = preview[:_PREVIEW] + "..."
+        redrivable = "" if letter.payload is not None else " (cannot be re-driven: never encoded)"
+        out.write(
+            f"#{letter.id} {_time(letter.created)} {letter.stream}{redrivable}\n"
+            f"  reason: {letter.reason}\n  event: {preview}\n"
+        )
+    return 0
+
+
+def _redrive(args: argparse.Namespace, out: TextIO) -> int:
+    spool = _open(args)
+    selected = spool.dead_letters(args.stream, ids=args.ids)
+    moved = spool.redrive(args.stream, ids=args.ids)
+    out.write(f"Re-drove {moved} dead letter(s); the backend delivers them with its next batch.\n")
+    left = len(selected) - moved
+    if left:
+        out.write(f"{left} could not be re-driven: they were never encoded (see dead-letters).\n")
+    return 0
+
+
+def _purge(args: argparse.Namespace, out: TextIO) -> int:
+    removed = _open(args).purge_dead_letters(args.stream, ids=args.ids)
+    out.write(f"Purged {removed} dead letter(s).\n")
+    return 0
+
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    from eventtracking.backends.mongodb import MongoBackend
+
+    backend = MongoBackend(
+        uri=args.uri,
+        database=args.database,
+        collection=args.collection,
+        spool_dir=args.spool_dir if args.spool_dir is not None else default_spool_dir(),
+        spool_stream=args.stream,
+    )
+    try:
+        done = backend.flush(args.timeout)
+    finally:
+        backend.close(0)
+    stats = backend.stats()
+    left = backend.spool.pending_count(backend.stream)
+    out.write(
+        f"Stream {backend.stream}: stored {stats['replayed']} event(s), "
+        f"{stats['dead_lettered']} dead letter(s), {left} still pending.\n"
+    )
+    if not done:
+        out.write(f"Not finished within {args.timeout:g} s: {stats.get('last_error')}\n")
+        return 1
+    return 0
+
+
+def _document(letter: DeadLetter) -> Any:
+    """The dead letter's document, decoded when possible, for display."""
+    if letter.payload is None:
+        return letter.detail
+    try:
+        import bson
+
+        return bson.decode(letter.payload)
+    except Exception:  # pymongo missing, or bytes that are not BSON: show what we have
+        return letter.detail or f"<{len(letter.payload)} bytes>"
+
+
+def _time(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""``python -m eventtracking spool ...``: status, dead letters, re-drive, purge, replay."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from mongo_fixtures import MongoServer
+
+from eventtracking.__main__ import main
+from eventtracking.spool import Spool
+
+STREAM = "mongodb://old-host:27017/app.events"
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = main(list(argv), out)
+    return status, out.getvalue()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    """A spool with two pending events and two dead letters (one never encoded)."""
+    spool = Spool(tmp_path)
+    spool.append(
+        STREAM, [bson.encode({"_id": i, "name": "pending", "data": {"seq": i}}) for i in range(2)]
+    )
+    spool.add_dead_letters(
+        STREAM,
+        [
+            (
+                bson.encode({"_id": 7, "name": "refused"}),
+                "MongoDB refused the document (code 121)",
+                None,
+            ),
+            (None, "BSON cannot encode the event: TypeError", "{'name': 'unencodable'}"),
+        ],
+    )
+    return spool
+
+
+def test_the_module_runs_and_lists_its_commands() -> None:
+    """`python -m eventtracking --help` works and names the spool command."""
+    done = subprocess.run(
+        [sys.executable, "-m", "eventtracking", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0
+    assert "spool" in done.stdout
+
+
+def test_status_of_a_directory_never_spooled_to(tmp_path: Path) -> None:
+    """status says so when nothing was ever spooled, and creates nothing."""
+    status, text = run("spool", "status", "--spool-dir", str(tmp_path / "none"))
+    assert status == 0
+    assert "nothing was ever spooled there" in text
+    assert not (tmp_path / "none").exists()
+
+
+def test_status_shows_each_stream(spool: Spool) -> None:
+    """status lists pending events and dead letters per stream, as text or JSON."""
+    status, text = run("spool", "status", "--spool-dir", str(spool.directory))
+    assert status == 0
+    assert STREAM in text
+    assert "pending: 2 (0 being delivered)" in text
+    assert "dead letters: 2" in text
+    status, text = run("spool", "status", "--spool-dir", str(spool.directory), "--json")
+    counts = json.loads(text)["streams"][STREAM]
+    assert (counts["pending"], counts["dead_letters"]) == (2, 2)
+
+
+def test_dead_letters_are_listed_with_reason_and_document(spool: Spool) -> None:
+    """The listing shows each letter's id, reason and decoded document; JSON too."""
+    status, text = run("spool", "dead-letters", "--spool-dir", str(spool.directory))
+    assert status == 0
+    first, second = spool.dead_letters()
+    assert f"#{first.id} " in text and f"#{second.id} " in text
+    assert "reason: MongoDB refused the document (code 121)" in text
+    assert '"name": "refused"' in text
+    assert "(cannot be re-driven: never encoded)" in text
+    status, text = run("spool", "dead-letters", "--spool-dir", str(spool.directory), "--json")
+    rows = json.loads(text)
+    assert [row["document"] for row in rows] == [
+        {"_id": 7, "name": "refused"},
+        "{'name': 'unencodable'}",
+    ]
+
+
+def test_redrive_moves_letters_back_and_says_which_cannot_move(spool: Spool) -> None:
+    """redrive --all re-queues the encodable letter and reports the one it cannot move."""
+    status, text = run("spool", "redrive", "--spool-dir", str(spool.directory), "--all")
+    assert status == 0
+    assert "Re-drove 1 dead letter(s)" in text
+    assert "1 could not be re-driven" in text
+    assert spool.pending_count(STREAM) == 3
+    assert [letter.reason for letter in spool.dead_letters()] == [
+        "BSON cannot encode the event: TypeError"
+    ]
+
+
+def test_purge_deletes_the_selected_letters_and_needs_a_selection(spool: Spool) -> None:
+    """purge --id deletes one letter; purge with no selection is a usage error."""
+    first, second = spool.dead_letters()
+    status, text = run("spool", "purge", "--spool-dir", str(spool.directory), "--id", str(first.id))
+    assert (status, text) == (0, "Purged 1 dead letter(s).\n")
+    assert spool.dead_letters() == [second]
+    with pytest.raises(SystemExit) as raised:
+        run("spool", "purge", "--spool-dir", str(spool.directory))
+    assert raised.value.code == 2
+
+
+def test_replay_delivers_a_stream_to_mongodb(
+    spool: Spool, mongo: MongoServer, collection_name: str
+) -> None:
+    """replay sends the pending events of a stream to the given server, and says so."""
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(spool.directory), "--stream", STREAM,
+        "--uri", mongo.uri, "--database", "cli", "--collection", collection_name,
+    )  # fmt: skip
+    assert status == 0, text
+    assert f"Stream {STREAM}: stored 2 event(s), 0 dead letter(s), 0 still pending." in text
+    stored: Any = mongo.client()["cli"][collection_name]
+    assert sorted(doc["data"]["seq"] for doc in stored.find()) == [0, 1]
+
+
+def test_replay_fails_visibly_when_the_server_is_unreachable(spool: Spool) -> None:
+    """replay exits 1 with the last error when it cannot finish; the events stay spooled."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(spool.directory), "--stream", STREAM,
+        "--uri", f"mongodb://127.0.0.1:{port}/", "--timeout", "0.5",
+    )  # fmt: skip
+    assert status == 1
+    assert "Not finished within 0.5 s" in text
+    assert spool.pending_count(STREAM) == 2

@@ -616,3 +616,18 @@ def test_bad_data_never_raises_and_writes_one_strict_json_line(
     assert len(memory.events) == 1
     assert "_id" not in memory.events[0]
     assert t.stats()["failed"] == {}
+
+
+def test_placeholder_is_written_even_when_over_a_tiny_limit(
+    lines: Lines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a limit smaller than any placeholder, the placeholder is still written (never
+    a silent drop) and the warning still names the event."""
+    backend = LoggerBackend(name=lines.logger_name, max_event_size=10)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger=BACKEND_LOG):
+        Tracker({"log": backend}).emit("tiny.limit", {"a": 1})
+    record = loads_strict(lines.lines[0])
+    assert record["name"] == "tiny.limit"
+    assert record["data"][OVERSIZED_KEY]["max_event_size"] == 10
+    assert backend.stats()["oversized"] == 1
+    assert any("tiny.limit" in r.getMessage() for r in caplog.records)

@@ -19,6 +19,7 @@ $(PEER_VENV)/.installed:
 
 demo: $(VENV)/.installed
 	$(PY) examples/readme_example.py
+	$(PY) examples/mongo_demo.py
 	$(PY) examples/django_demo.py
 
 # pytest exits 5 when it collects nothing; that must fail the build, and it does,

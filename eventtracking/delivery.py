@@ -364,6 +364,8 @@ class BatchDelivery:
                     self._spool_now(list(inflight), reason="closed")
         self._spool_queue(reason="closed")
         self._write_dead_letters(self._take_all(self._dead))
+        if thread is not None and thread.is_alive():
+            return  # the sink is still in use by the stuck thread: leave it open
         close = getattr(self._sink, "close", None)
         if callable(close):
             try:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 
-class FrozenContext(dict):  # type: ignore[type-arg]
+class FrozenContext(dict[str, Any]):
     """The merged context of an event: a dict that refuses to be changed.
 
     Every event emitted under the same entered contexts shares one of these, so that
@@ -41,7 +41,7 @@ class FrozenContext(dict):  # type: ignore[type-arg]
     __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
 
-    def __reduce__(self) -> tuple[type[dict], tuple[dict[str, Any]]]:  # type: ignore[type-arg]
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         # Copies and unpickled values are plain, mutable dicts.
         return (dict, (dict(self),))
 

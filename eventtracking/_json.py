@@ -130,7 +130,9 @@ def _default(obj: Any) -> Any:
 _FAST = json.JSONEncoder(default=_default, allow_nan=False)
 
 try:
-    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import (  # type: ignore[attr-defined]
+        c_make_encoder as _c_make_encoder,
+    )
 except ImportError:  # pragma: no cover - CPython always has the accelerator
     _c_make_encoder = None
 
@@ -157,7 +159,9 @@ if _c_make_encoder is not None:
         return "".join(_encode_chunks(obj, 0))
 
 else:  # pragma: no cover
-    _encode = _FAST.encode
+
+    def _encode(obj: Any) -> str:
+        return _FAST.encode(obj)
 
 
 def dumps(event: Any) -> str:
@@ -196,6 +200,7 @@ class EventEncoder:
             context = event["context"]
             if type(context) is FrozenContext:
                 cached = self._cached
+                context_json: str | None
                 if cached is not None and cached[0] is context:
                     context_json = cached[1]
                 else:

@@ -178,7 +178,7 @@ class Tracker:
             get_stack = self._get_stack
             if get_stack is not None:
                 stack = get_stack()
-                context = stack._merged
+                context: Mapping[str, Any] | None = stack._merged
                 if context is None:
                     context = stack.merged()
             else:

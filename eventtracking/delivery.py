@@ -15,7 +15,7 @@ Nothing is lost on the way:
 * when the sink fails, the batch goes to the spool and the thread retries with
   exponential backoff and jitter, spooling new items meanwhile so memory stays bounded;
   when the sink is back, the spool is replayed in order before the queue;
-* when the queue is full, the item goes straight to the spool;
+* when the queue is full, its oldest batch moves to the spool to make room;
 * with ``durable=True``, every item is on the spool before :meth:`~BatchDelivery.put`
   returns, and the thread delivers from the spool;
 * at interpreter exit, each delivery flushes for at most ``exit_timeout`` seconds, then
@@ -204,9 +204,9 @@ class BatchDelivery:
     def put(self, item: bytes) -> None:
         """Accept one item for delivery. Never raises; blocks only to write the spool.
 
-        Normally this appends to the queue. It writes the spool instead (on the
-        caller's thread) with ``durable=True``, when the queue is full, and after
-        :meth:`close`.
+        Normally this appends to the queue. It writes the spool (on the caller's
+        thread) with ``durable=True``, after :meth:`close`, and when the queue is full:
+        then the oldest ``batch_size`` queued items move to the spool in one commit.
         """
         if self._pid != os.getpid():
             self._after_fork()
@@ -222,12 +222,26 @@ class BatchDelivery:
             self._poke(self._backlog())
             return
         queue = self._queue
-        if len(queue) >= self.max_queue_size:
-            self._counters.incr("overflowed")
+        if len(queue) >= self.max_queue_size and not self._make_room():
             self._spool_now([item], reason="queue_full")
             return
         queue.append(item)
         self._poke(len(queue))
+
+    def _make_room(self) -> bool:
+        """The queue is full: move its oldest batch to the spool; False if impossible.
+
+        Moving the oldest items, rather than spooling the new one, keeps the order
+        (the spool is replayed before the queue), and one commit serves a whole batch.
+        """
+        self._counters.incr("overflowed")
+        if self.spool is None:
+            return False
+        oldest = self._take(self._queue, self.batch_size)
+        if self._spool_now(oldest, reason=None):
+            return True
+        self._queue.extendleft(reversed(oldest))
+        return False
 
     def put_many(self, items: Iterable[bytes]) -> None:
         """Accept several items, in order; the same promises as :meth:`put`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import logging
@@ -15,6 +16,7 @@ from eventtracking import metadata
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
 from eventtracking.metadata import REFERENCE_KEY, Registry
+from eventtracking.metadata.validation import DEEP_EVERY
 from eventtracking.tracker import Tracker
 
 FIELDS = {
@@ -129,9 +131,30 @@ def test_unserialisable_values_are_found_in_untyped_and_undocumented_places(mode
             with pytest.raises(ValidationError, match=re.escape(f"{path} is of type Opaque")):
                 tracker.emit("a", data)
         else:
+            tracker.emit("a", dict(data))
+            # warn walks undocumented shapes in one event of DEEP_EVERY per name.
             tracker.emit("a", data)
+            for _ in range(DEEP_EVERY - 2):
+                tracker.emit("a", {"meta": {}, "anything": 1})
     assert _findings(tracker) == {"unserialisable_value": 2}
-    assert len(backend.events) == (2 if mode == "warn" else 0)
+    assert len(backend.events) == (2 * DEEP_EVERY if mode == "warn" else 0)
+
+
+def test_warn_walks_undocumented_events_in_samples_and_strict_every_time() -> None:
+    """For unregistered types too: warn looks for unserialisable values in samples."""
+    counts = {}
+    for mode in ("warn", "strict"):
+        tracker = Tracker({})
+        metadata.set_validation(tracker, mode, registry=Registry())
+        for _ in range(DEEP_EVERY + 1):
+            with contextlib.suppress(ValidationError):
+                tracker.emit("page.view", {"x": Opaque()})
+        counts[mode] = _findings(tracker)
+    assert counts["warn"] == {"unregistered_type": DEEP_EVERY + 1, "unserialisable_value": 2}
+    assert counts["strict"] == {
+        "unregistered_type": DEEP_EVERY + 1,
+        "unserialisable_value": DEEP_EVERY + 1,
+    }
 
 
 @pytest.mark.parametrize("mode", ["warn", "strict"])

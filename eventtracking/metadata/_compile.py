@@ -33,6 +33,9 @@ __all__ = ["Finding", "compile_fields", "unserialisable_findings"]
 #: At most this many findings are listed per event.
 MAX_FINDINGS = 20
 
+# Compared with values read for ``any`` fields: reading them proves the key is there.
+_ABSENT = object()
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -218,9 +221,12 @@ _EXACT: Mapping[str, tuple[type, ...]] = {
 class _Writer:
     """Generates the source of one ``check`` function."""
 
-    def __init__(self, additional: bool) -> None:
+    def __init__(self, additional: bool, walk: bool) -> None:
         self.additional = additional
-        self.constants: dict[str, Any] = {"_plain": is_plain}
+        # Whether values of undocumented shape (``any``, objects without documented
+        # keys, undocumented keys) are walked to prove they can be written as JSON.
+        self.walk = walk
+        self.constants: dict[str, Any] = {"_plain": is_plain, "_absent": _ABSENT}
         self.names = itertools.count()
         self.needs_plain_check = False
 
@@ -236,7 +242,7 @@ class _Writer:
         """An expression, true when the value of ``expr`` surely matches ``node``."""
         if "any" in node.types:
             # Anything is accepted, but it must still be writable as JSON.
-            return f"_plain({expr})"
+            return f"_plain({expr})" if self.walk else f"{expr} is not _absent"
         classes = tuple(dict.fromkeys(c for name in node.types for c in _EXACT[name]))
         if len(classes) == 1:
             type_test = f"type({expr}) is {self.constant(classes[0])}"
@@ -252,9 +258,14 @@ class _Writer:
                 f"(type({expr}) is not dict and {type_test}))"
             )
         if "array" in node.types and node.items is not None:
-            item = f"_i{next(self.names)}"
-            item_test = self.node(node.items, item)
-            array = f"all({item_test} for {item} in {expr})"
+            items = node.items
+            if items.children or "any" in items.types or "object" in items.types:
+                item = f"_i{next(self.names)}"
+                array = f"all({self.node(items, item)} for {item} in {expr})"
+            else:
+                # Scalar items: compare the set of their classes, all in C.
+                allowed = frozenset(c for name in items.types for c in _EXACT[name])
+                array = f"{self.constant(allowed)}.issuperset(map(type, {expr}))"
             if node.types == {"array"}:
                 return f"({type_test} and {array})"
             return f"({type_test} and (type({expr}) not in (list, tuple) or {array}))"
@@ -262,27 +273,26 @@ class _Writer:
 
     def object_body(self, node: _Node, expr: str) -> str:
         if not node.children:
-            return f"_plain({expr})"
-        required = frozenset(key for key, child in node.children.items() if child.required)
-        every = frozenset(node.children)
+            return f"_plain({expr})" if self.walk else "True"
+        # Required keys are read by subscription: a missing one raises KeyError, which
+        # the generated function turns into False. With every required key present,
+        # the length proves that no undocumented key is there.
+        required = [key for key, child in node.children.items() if child.required]
+        optional = [key for key, child in node.children.items() if not child.required]
         parts = []
         if self.additional:
-            self.needs_plain_check = True
-            if required:
-                parts.append(f"{self.constant(required)} <= {expr}.keys()")
-        elif required == every:
-            parts.append(f"{expr}.keys() == {self.constant(every)}")
+            self.needs_plain_check = self.walk
         else:
-            if required:
-                parts.append(f"{self.constant(required)} <= {expr}.keys()")
-            parts.append(f"{expr}.keys() <= {self.constant(every)}")
+            count = " + ".join([str(len(required)), *(f"({key!r} in {expr})" for key in optional)])
+            parts.append(f"len({expr}) == {count}")
         for key, child in node.children.items():
             var = self.variable()
-            # Bind the value where the test first reads it, which is also the first
-            # thing the test evaluates: one dict lookup per field.
-            test = re.sub(
-                rf"\b{var}\b", f"({var} := {expr}[{key!r}])", self.node(child, var), count=1
-            )
+            test = self.node(child, var)
+            uses = len(re.findall(rf"\b{var}\b", test))
+            # Read a scalar where it is tested; bind an object or array where the test
+            # first reads it (also the first thing it evaluates): one lookup per field.
+            value = f"{expr}[{key!r}]" if uses == 1 else f"({var} := {expr}[{key!r}])"
+            test = re.sub(rf"\b{var}\b", value, test, count=1)
             if child.required:
                 parts.append(test)
             else:
@@ -292,22 +302,44 @@ class _Writer:
 
 def compile_fields(
     fields: Sequence[FieldSpec], additional: bool
-) -> tuple[Callable[[Any], bool], Callable[[Any], list[Finding]]]:
-    """Return ``(check, diagnose)`` for data documented by ``fields`` (see module doc)."""
+) -> tuple[Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list[Finding]]]:
+    """Return ``(check, shallow, diagnose)`` for data documented by ``fields``.
+
+    ``check`` and ``diagnose`` are described in the module documentation. ``shallow``
+    is ``check`` without walking the values whose shape is not documented (``any``,
+    objects without documented keys, undocumented keys), or None when there are none:
+    the validator's ``warn`` mode uses it for most events, to stay cheap.
+    """
     root = _tree(fields)
-    writer = _Writer(additional)
-    body = writer.node(root, "data")
-    if writer.needs_plain_check:
-        # Undocumented keys are allowed, so their values are not type-tested above.
-        body = f"{body} and _plain(data)"
-    source = f"def check(data):\n    return bool({body})\n"
-    namespace = dict(writer.constants)
-    exec(compile(source, "<eventtracking field check>", "exec"), namespace)
-    check: Callable[[Any], bool] = namespace["check"]
+    check, walks = _compile(root, additional, walk=True)
+    shallow = _compile(root, additional, walk=False)[0] if walks else None
 
     def diagnose(data: Any) -> list[Finding]:
         found: list[Finding] = []
         _diagnose(root, data, "data", additional, found)
         return found[:MAX_FINDINGS]
 
-    return check, diagnose
+    return check, shallow, diagnose
+
+
+def _compile(root: _Node, additional: bool, *, walk: bool) -> tuple[Callable[[Any], bool], bool]:
+    """The compiled test, and whether it walks any value."""
+    writer = _Writer(additional, walk)
+    body = writer.node(root, "data")
+    if writer.needs_plain_check:
+        # Undocumented keys are allowed, so their values are not type-tested above.
+        body = f"{body} and _plain(data)"
+    # Constants and builtins as default arguments: local reads are the cheapest.
+    constants = dict(writer.constants, type=type, len=len, dict=dict)
+    signature = ", ".join(["data", *(f"{name}={name}" for name in constants)])
+    source = (
+        f"def check({signature}):\n"
+        "    try:\n"
+        f"        return bool({body})\n"
+        "    except (KeyError, IndexError, TypeError):\n"
+        "        return False\n"
+    )
+    namespace = dict(constants)
+    exec(compile(source, "<eventtracking field check>", "exec"), namespace)
+    check: Callable[[Any], bool] = namespace["check"]
+    return check, "_plain(" in body

@@ -37,11 +37,23 @@ def is_plain(value: Any, depth: int = 0) -> bool:
         return False
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not is_plain(item, depth + 1):
+            if type(key) is not str:
+                return False
+            # Scalars inline: a call per value would double the cost.
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if not is_plain(item, depth + 1):
                 return False
         return True
     if kind is list or kind is tuple:
-        return all(is_plain(item, depth + 1) for item in value)
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                continue
+            if not is_plain(item, depth + 1):
+                return False
+        return True
     return False
 
 

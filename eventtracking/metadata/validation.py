@@ -35,15 +35,17 @@ backend that stores records (``send_metadata``), through the routing tree.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext
 from eventtracking._metadata_api import REFERENCE_KEY
 from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
 from eventtracking.metadata._compile import Finding, compile_fields, unserialisable_findings
 from eventtracking.metadata._jsonform import is_plain, json_size, to_json_form
@@ -73,6 +75,15 @@ FINDINGS = (
     "invalid_schema",
 )
 
+#: In ``warn`` mode, values of undocumented shape (``any`` fields, objects without
+#: documented keys, undocumented keys, undocumented events) are walked, to find values
+#: without a JSON form, in the first event of each name and then one in this many.
+#: ``strict`` walks every event.
+DEEP_EVERY = 64
+
+#: Seconds between two warnings about the same event name (every finding is counted).
+LOG_INTERVAL = 60.0
+
 _RULES = {
     "required": "missing_field",
     "additionalProperties": "extra_field",
@@ -83,7 +94,18 @@ _RULES = {
 class _Plan:
     """What to do with events of one name; built once per name and registry change."""
 
-    __slots__ = ("annotated", "check", "definition", "diagnose", "mode", "name", "pending", "ref")
+    __slots__ = (
+        "annotated",
+        "check",
+        "definition",
+        "diagnose",
+        "log_after",
+        "mode",
+        "name",
+        "ref",
+        "size_limit",
+        "suppressed",
+    )
 
     def __init__(
         self,
@@ -93,6 +115,7 @@ class _Plan:
         ref: str | None,
         check: Callable[[Any], bool] | None,
         diagnose: Callable[[Any], list[Finding]],
+        size_limit: int | None,
     ) -> None:
         self.name = name
         self.mode = mode
@@ -103,8 +126,11 @@ class _Plan:
         self.annotated: tuple[Any, Any] = (None, None)
         self.check = check
         self.diagnose = diagnose
-        #: True until this plan's record was handed to the backends.
-        self.pending = definition is not None
+        #: max_event_size when the size is checked for this name, else None.
+        self.size_limit = size_limit
+        #: When the next warning may be logged, and how many were held back since.
+        self.log_after = 0.0
+        self.suppressed = 0
 
 
 class Validator:
@@ -151,7 +177,11 @@ class Validator:
         )
         self._plans: dict[Any, _Plan] = {}
         self._published: set[str] = set()
-        self._counters = Counters("invalid_events", "published", "errors", groups=("findings",))
+        # Lock-free counters: a warn-mode finding must not cost a lock per event.
+        self._invalid = FastCounter()
+        self._published_count = FastCounter()
+        self._errors = FastCounter()
+        self._findings: dict[str, FastCounter] = {}
         self._log = RateLimitedLogger(LOG)
         self._publish_lock = threading.Lock()
         self.registry.subscribe(self)
@@ -164,13 +194,11 @@ class Validator:
 
     def __call__(self, event: Event) -> None:
         """Check ``event`` in place; raise ValidationError only in strict mode."""
+        # The fast path: one dict lookup, the reference from a cache, one compiled test.
         try:
-            name = event["name"]
-            plan = self._plans.get(name)
+            plan = self._plans.get(event["name"])
             if plan is None:
-                plan = self._plan(name)
-            if plan.pending:
-                self._publish(plan)
+                plan = self._plan(event["name"])
             if plan.ref is not None:
                 context = event["context"]
                 annotated = plan.annotated
@@ -183,12 +211,12 @@ class Validator:
                 findings = plan.diagnose(event["data"])
                 if findings:
                     self._report(plan, findings)
-            if self.max_event_size is not None and plan.mode != "off":
+            if plan.size_limit is not None:
                 self._check_size(plan, event)
         except ValidationError:
             raise
         except Exception:
-            self._counters.incr("errors")
+            self._errors.incr()
             self._log.error(
                 "error",
                 "Validating event %r failed; it is delivered unchecked",
@@ -203,19 +231,27 @@ class Validator:
         mode = self.mode_for(name)
         ref = definition.id if definition is not None and self.annotate else None
         check: Callable[[Any], bool] | None
+        shallow: Callable[[Any], bool] | None = None
         diagnose: Callable[[Any], list[Finding]]
         if mode == "off":
             check, diagnose = None, _no_findings
         elif definition is None:
-            check, diagnose = _never, _unregistered(name)
+            check, diagnose = _never, _unregistered(name, 1 if mode == "strict" else DEEP_EVERY)
         elif definition.schema is not None:
-            check, diagnose = _schema_checks(definition)
+            check, shallow, diagnose = _schema_checks(definition)
         else:
-            check, diagnose = compile_fields(definition.fields, definition.additional_fields)
-        plan = _Plan(name, mode, definition, ref, check, diagnose)
-        if definition is not None and definition.id in self._published:
-            plan.pending = False
+            check, shallow, diagnose = compile_fields(
+                definition.fields, definition.additional_fields
+            )
+        if mode == "warn" and shallow is not None and check is not None:
+            check = _sampled(shallow, check)
+        size_limit = self.max_event_size if mode != "off" else None
+        plan = _Plan(name, mode, definition, ref, check, diagnose, size_limit)
+        # Plans are built at the first event of a name (and after registry changes), so
+        # records reach the backends before the first event that refers to them.
         self._publish_contexts()
+        if definition is not None:
+            self._send(definition)
         plans[name] = plan
         return plan
 
@@ -235,12 +271,6 @@ class Validator:
 
     # -- records ----------------------------------------------------------------------
 
-    def _publish(self, plan: _Plan) -> None:
-        definition = plan.definition
-        plan.pending = False
-        if definition is not None:
-            self._send(definition)
-
     def _publish_contexts(self) -> None:
         for definition in self.registry.context_types():
             if definition.id not in self._published:
@@ -251,7 +281,7 @@ class Validator:
             if definition.id in self._published:
                 return
             self._published.add(definition.id)
-        self._counters.incr("published")
+        self._published_count.incr()
         send = getattr(self.tracker.routing_backend, "send_metadata", None)
         if callable(send):
             send(definition.record)
@@ -259,23 +289,32 @@ class Validator:
     # -- findings ---------------------------------------------------------------------
 
     def _report(self, plan: _Plan, findings: list[Finding]) -> None:
-        counters = self._counters
-        counters.incr("invalid_events")
+        self._invalid.incr()
         for finding in findings:
-            counters.incr("findings", finding.kind)
-        message = _message(plan, findings)
+            counter = self._findings.get(finding.kind)
+            if counter is None:
+                with self._publish_lock:
+                    counter = self._findings.setdefault(finding.kind, FastCounter())
+            counter.incr()
         if plan.mode == "strict":
-            error = ValidationError(message)
+            error = ValidationError(_message(plan, findings))
             error.findings = findings  # type: ignore[attr-defined]
             error.event_name = plan.name  # type: ignore[attr-defined]
             raise error
-        self._log.warning(f"invalid:{plan.name}", "%s", message)
+        # One line per event name and LOG_INTERVAL; the counters have every finding.
+        now = time.monotonic()
+        if now < plan.log_after:
+            plan.suppressed += 1
+            return
+        plan.log_after = now + LOG_INTERVAL
+        held, plan.suppressed = plan.suppressed, 0
+        suffix = f" ({held} more such events since the last warning)" if held else ""
+        LOG.warning("%s%s", _message(plan, findings), suffix)
 
     def _check_size(self, plan: _Plan, event: Event) -> None:
-        limit = self.max_event_size
-        assert limit is not None
+        limit = plan.size_limit
         size = json_size(event)
-        if size > limit:
+        if limit is not None and size > limit:
             finding = Finding(
                 "oversized_event",
                 "event",
@@ -286,9 +325,14 @@ class Validator:
     def stats(self) -> dict[str, Any]:
         """``mode``, ``invalid_events``, ``findings`` by kind, ``published`` records and
         internal ``errors``."""
-        result = self._counters.snapshot()
-        result["mode"] = self.mode
-        return result
+        findings = {kind: counter.value for kind, counter in list(self._findings.items())}
+        return {
+            "mode": self.mode,
+            "invalid_events": self._invalid.value,
+            "findings": findings,
+            "published": self._published_count.value,
+            "errors": self._errors.value,
+        }
 
 
 def _annotate(plan: _Plan, context: Any) -> Any:
@@ -326,17 +370,32 @@ def _no_findings(data: Any) -> list[Finding]:
     return []
 
 
-def _unregistered(name: Any) -> Callable[[Any], list[Finding]]:
+def _sampled(shallow: Callable[[Any], bool], deep: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``deep`` for the first event and one in :data:`DEEP_EVERY`, else ``shallow``."""
+    count = itertools.count()
+
+    def check(data: Any) -> bool:
+        if next(count) % DEEP_EVERY:
+            return shallow(data)
+        return deep(data)
+
+    return check
+
+
+def _unregistered(name: Any, every: int) -> Callable[[Any], list[Finding]]:
     text = (
         f"the type {name!r} is not registered; document it with "
         f"eventtracking.metadata.register({name!r}, ...) or in an event types file, or "
         "turn its validation off"
     )
+    finding = Finding("unregistered_type", "name", text)
+    count = itertools.count()
 
     def diagnose(data: Any) -> list[Finding]:
-        findings = [Finding("unregistered_type", "name", text)]
-        if not is_plain(data):
-            unserialisable_findings(data, "data", findings)
+        if next(count) % every or is_plain(data):
+            return [finding]
+        findings = [finding]
+        unserialisable_findings(data, "data", findings)
         return findings
 
     return diagnose
@@ -344,8 +403,8 @@ def _unregistered(name: Any) -> Callable[[Any], list[Finding]]:
 
 def _schema_checks(
     definition: Definition,
-) -> tuple[Callable[[Any], bool], Callable[[Any], list[Finding]]]:
-    """``check`` and ``diagnose`` for a definition given as a full JSON Schema."""
+) -> tuple[Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list[Finding]]]:
+    """``check``, ``shallow`` and ``diagnose`` for a definition given as a JSON Schema."""
     try:
         import fastjsonschema
     except ImportError:
@@ -353,21 +412,24 @@ def _schema_checks(
             f"{definition.name!r} is documented by a JSON Schema, and checking it needs "
             "fastjsonschema: pip install 'event-tracking[schema]'"
         )
-        return _never, lambda data: [Finding("invalid_schema", "schema", text)]
+        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
     try:
         compiled = fastjsonschema.compile(definition.json_schema)
     except Exception as exc:
         text = f"the JSON Schema of {definition.name!r} cannot be compiled: {exc}"
-        return _never, lambda data: [Finding("invalid_schema", "schema", text)]
+        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
     failure = fastjsonschema.JsonSchemaException
 
-    def check(data: Any) -> bool:
+    def shallow(data: Any) -> bool:
         try:
             compiled(data)
         except failure:
             return False
+        return True
+
+    def check(data: Any) -> bool:
         # A schema may leave values untyped: those must still be writable as JSON.
-        return is_plain(data)
+        return shallow(data) and is_plain(data)
 
     def diagnose(data: Any) -> list[Finding]:
         findings: list[Finding] = []
@@ -382,7 +444,7 @@ def _schema_checks(
             findings.append(Finding(kind, str(path), str(exc)))
         return findings
 
-    return check, diagnose
+    return check, shallow, diagnose
 
 
 def _check_mode(mode: Any, what: str) -> None:

@@ -5,6 +5,8 @@ Commands:
 ``spool``
     Inspect and repair the local spool of the background backends: ``status``,
     ``dead-letters`` (list them), ``redrive``, ``purge`` and ``replay``.
+``catalog``
+    Write the catalogue of documented event types as Markdown, JSON and HTML.
 
 Adding a command: write ``register(commands)``, which adds a parser to the argparse
 sub-parsers ``commands`` and sets ``handler`` on it with ``set_defaults``; a handler
@@ -87,8 +89,15 @@ def register_spool(commands: Any) -> None:
     )
 
 
+def register_catalog(commands: Any) -> None:
+    """Add ``catalog``, which writes the event catalogue (see eventtracking.metadata)."""
+    from eventtracking.metadata._cli import register
+
+    register(commands)
+
+
 #: The functions that add each command; see the module docstring.
-COMMANDS: list[Callable[[Any], None]] = [register_spool]
+COMMANDS: list[Callable[[Any], None]] = [register_spool, register_catalog]
 
 
 def build_parser() -> argparse.ArgumentParser:

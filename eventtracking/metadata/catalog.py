@@ -286,7 +286,10 @@ def render_rst(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> 
             for row in card["history"]
         )
         lines += [f"Versions: {history}.", ""]
-        lines += [".. code-block:: json", ""]
+        label = "Example event" if card["kind"] == "event_type" else "Example context"
+        if card["example_built"]:
+            label += " (built from the field types)"
+        lines += [f"{label}:", "", ".. code-block:: json", ""]
         lines += [f"   {line}" for line in card["example"].splitlines()]
         lines.append("")
     return "\n".join(lines)

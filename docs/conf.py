@@ -19,6 +19,8 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    # Renders docs/metadata.rst's example catalogue from docs/readme_events.yaml.
+    "eventtracking.metadata.sphinx",
 ]
 
 autodoc_member_order = "bysource"

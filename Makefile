@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/readme_example.py
 	$(PY) examples/mongo_demo.py
 	$(PY) examples/django_demo.py
+	$(PY) examples/catalog_demo.py
 
 # pytest exits 5 when it collects nothing; that must fail the build, and it does,
 # because make stops on any non-zero status.

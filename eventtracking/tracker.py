@@ -243,13 +243,18 @@ class Tracker:
 
         ``emitted`` counts events built; ``dropped`` counts events not delivered by
         reason; ``failed`` counts errors by where they happened; ``backends`` holds each
-        backend's own ``stats()``.
+        backend's own ``stats()``; ``validation`` (only while a validator with ``stats()``
+        is set) holds its findings.
         """
         routing = self.routing_backend.stats()
         result: dict[str, Any] = {"emitted": self._emitted.value, "dropped": {}, "failed": {}}
         merge_into(result, self._counters.snapshot())
         merge_into(result, {key: routing.get(key, {}) for key in ("dropped", "failed")})
         result["backends"] = routing["backends"]
+        validator_stats = getattr(self.validator, "stats", None)
+        if callable(validator_stats):
+            # Findings of the validator (eventtracking.metadata), only when one is set.
+            result["validation"] = validator_stats()
         return result
 
 

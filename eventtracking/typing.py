@@ -51,6 +51,18 @@ class FlushableBackend(Backend, Protocol):
 
 
 @runtime_checkable
+class MetadataBackend(Backend, Protocol):
+    """A backend that stores event documentation records beside the events.
+
+    The router hands each record (see :mod:`eventtracking.metadata`) to each such
+    backend once, before the first event that refers to it.
+    """
+
+    def send_metadata(self, record: dict[str, Any]) -> None:
+        """Store one documentation record; it must not be changed."""
+
+
+@runtime_checkable
 class Processor(Protocol):
     """A callable that may return a replacement event, or None to keep the event.
 

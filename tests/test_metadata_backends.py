@@ -168,3 +168,98 @@ def test_publish_needs_a_tracker() -> None:
     """publish() with something that is not a tracker raises TypeError saying so."""
     with pytest.raises(TypeError, match="pass a Tracker"):
         metadata.publish(object(), Registry())
+
+
+# -- MongoDB: the event_types collection beside the events ------------------------------
+
+
+@pytest.fixture
+def mongo_backends(mongo: Any, collection_name: str, tmp_path: Any) -> Iterator[Any]:
+    """Builds MongoBackends on the test server, in a database of the test's own."""
+    from eventtracking.backends.mongodb import MongoBackend
+
+    made: list[Any] = []
+    database = f"meta_{collection_name}"[:60]
+
+    def build(**options: Any) -> Any:
+        options.setdefault("uri", mongo.uri)
+        options.setdefault("database", database)
+        options.setdefault("collection", "events")
+        options.setdefault("spool_dir", tmp_path / "spool")
+        options.setdefault("flush_interval", 0.05)
+        backend = MongoBackend(**options)
+        made.append(backend)
+        return backend
+
+    build.database = mongo.client(tz_aware=True)[database]  # type: ignore[attr-defined]
+    yield build
+    for backend in made:
+        backend.close(0)
+    mongo.client().drop_database(database)
+
+
+@pytest.mark.slow
+def test_mongodb_keeps_each_version_in_event_types_and_events_find_theirs(
+    mongo_backends: Any,
+) -> None:
+    """Every version's record is stored once by id; each stored event finds its own."""
+    registry = _registry()
+    backend = mongo_backends()
+    tracker = Tracker({"mongo": backend})
+    metadata.set_validation(tracker, "warn", registry=registry)
+    tracker.emit("navigation.request", {"url": "/1"})
+    tracker.emit("navigation.request", {"url": "/2"})
+    second = registry.register(
+        "navigation.request", "Now with a referrer.", fields={"url": "string", "ref": "string"}
+    )
+    tracker.emit("navigation.request", {"url": "/3", "ref": "/2"})
+    assert tracker.flush(timeout=30)
+    database = mongo_backends.database
+    stored_records = {doc["_id"]: doc for doc in database.event_types.find()}
+    expected = {d.id: d.record for d in registry.all_versions()}
+    assert set(stored_records) == set(expected)
+    for record_id, doc in stored_records.items():
+        assert {k: v for k, v in doc.items() if k != "_id"} == expected[record_id]
+    events = list(database.events.find().sort("data.url", 1))
+    assert [e["data"]["url"] for e in events] == ["/1", "/2", "/3"]
+    versions = [
+        database.event_types.find_one({"_id": e["context"][REFERENCE_KEY]})["version"]
+        for e in events
+    ]
+    assert versions == [1, 1, second.version]
+    assert backend.stats()["metadata"]["stored"] == 3
+
+
+@pytest.mark.slow
+def test_mongodb_records_from_several_processes_are_stored_once(mongo_backends: Any) -> None:
+    """A record another backend (another process) stored already is kept, not doubled."""
+    registry = _registry()
+    first, second = mongo_backends(), mongo_backends(spool_stream="other-process")
+    for backend in (first, second):
+        tracker = Tracker({"mongo": backend})
+        assert metadata.publish(tracker, registry) == 2
+        assert tracker.flush(timeout=30)
+    assert mongo_backends.database.event_types.count_documents({}) == 2
+    assert second.stats()["metadata"]["duplicates"] == 2
+
+
+@pytest.mark.slow
+def test_mongodb_records_wait_in_the_spool_while_the_server_is_unreachable(
+    mongo_backends: Any,
+) -> None:
+    """With no server, send_metadata returns at once and the record is spooled on close."""
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    backend = mongo_backends(uri=f"mongodb://127.0.0.1:{port}/?directConnection=true")
+    record = _registry().get("navigation.request").record
+    started = time.monotonic()
+    backend.send_metadata(record)
+    assert time.monotonic() - started < 1.0
+    backend.close(0)
+    streams = backend.spool.status()["streams"]
+    (stream,) = [name for name in streams if name.endswith(".event_types")]
+    assert streams[stream]["pending"] == 1

@@ -17,6 +17,9 @@
 * A document MongoDB cannot take (one BSON cannot encode, one over 16 MiB, one a
   collection validator refuses) becomes a dead letter in the spool, with the reason,
   while the rest of its batch is stored.
+* Documentation records (:mod:`eventtracking.metadata`) go to the ``event_types``
+  collection of the same database, one document per version with the record id as
+  ``_id``, delivered the same way.
 
 pymongo is imported when a backend is built, so ``import eventtracking`` works without
 it; building one without pymongo raises ImportError naming the extra to install.
@@ -33,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.delivery import BatchDelivery
@@ -40,9 +44,18 @@ from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import Spool, default_spool_dir
 from eventtracking.typing import Event
 
-__all__ = ["INSTALL_HINT", "MAX_DOCUMENT_SIZE", "WRITER_CLIENT_DEFAULTS", "MongoBackend"]
+__all__ = [
+    "INSTALL_HINT",
+    "MAX_DOCUMENT_SIZE",
+    "METADATA_COLLECTION",
+    "WRITER_CLIENT_DEFAULTS",
+    "MongoBackend",
+]
 
 LOG = logging.getLogger(__name__)
+
+#: The collection, in the events' database, that keeps documentation records.
+METADATA_COLLECTION = "event_types"
 
 #: What to run when pymongo is missing.
 INSTALL_HINT = "pip install 'event-tracking[mongo]'"
@@ -205,6 +218,29 @@ class MongoBackend:
         except ValueError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
 
+        # Documentation records (eventtracking.metadata) go to the event_types collection
+        # beside the events, through a delivery of their own (same spool, own stream),
+        # built with the first record: backends that never get one start no thread.
+        def metadata_delivery() -> BatchDelivery:
+            sink = _MongoSink(
+                pymongo.MongoClient(target, target_port, **writer_kwargs),
+                lambda: pymongo.MongoClient(target, target_port, **writer_kwargs),
+                database,
+                METADATA_COLLECTION,
+            )
+            return BatchDelivery(
+                sink,
+                name=f"mongodb:{database}.{METADATA_COLLECTION}",
+                spool=self.spool,
+                stream=(spool_stream or f"{seeds}/{database}") + f".{METADATA_COLLECTION}",
+                durable=durable,
+                flush_interval=flush_interval,
+                exit_timeout=exit_timeout,
+            )
+
+        self._metadata_factory = metadata_delivery
+        self._metadata_delivery: BatchDelivery | None = None
+
     def __repr__(self) -> str:
         where = self.uri or f"{self._target}:{self._target_port}"
         return f"<MongoBackend {where} {self.database_name}.{self.collection_name}>"
@@ -277,25 +313,59 @@ class MongoBackend:
             return None
         return payload
 
+    def send_metadata(self, record: Mapping[str, Any]) -> None:
+        """Queue a documentation record for the ``event_types`` collection; never blocks.
+
+        The document is the record with ``_id`` set to the record's ``id``, so a record
+        that any process stored before is kept as it was (see
+        :mod:`eventtracking.metadata`). It is delivered like events, spool included.
+        """
+        with self._connection_lock:
+            if self._metadata_delivery is None:
+                self._metadata_delivery = self._metadata_factory()
+            delivery = self._metadata_delivery
+        try:
+            payload = self._encode({"_id": record["id"], **record}, False, self._codec)
+        except Exception as exc:
+            reason = f"BSON cannot encode the record: {type(exc).__name__}: {exc}"
+            delivery.dead_letter(None, reason, _describe(record))
+            return
+        delivery.put(payload)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Store what was sent so far, spooled events included; True when all are stored.
 
         ``timeout=None`` waits at most :data:`~eventtracking.delivery.DEFAULT_FLUSH_TIMEOUT`
         seconds. On False, nothing is lost: the events are still queued or spooled.
         """
-        return self.delivery.flush(timeout)
+        metadata = self._metadata_delivery
+        if metadata is None:
+            return self.delivery.flush(timeout)
+        deadline = deadline_for(timeout)
+        stored = metadata.flush(timeout)
+        return self.delivery.flush(remaining(deadline) if timeout is not None else None) and stored
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver for at most ``timeout`` seconds (``exit_timeout`` when None), spool the
         rest, stop the writer. Idempotent; events sent afterwards go to the spool."""
-        self.delivery.close(timeout)
+        metadata = self._metadata_delivery
+        if metadata is None:
+            self.delivery.close(timeout)
+            return
+        deadline = deadline_for(timeout)
+        metadata.close(timeout)
+        self.delivery.close(remaining(deadline) if timeout is not None else None)
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``queued``, ``stored``, ``spooled``, ``replayed``, ``dead_lettered``,
         ``retries``, ``duplicates`` (already stored, found on replay), ``index_errors``,
         ``dropped`` by reason, ``queue_size``, ``last_error``; see
-        :meth:`~eventtracking.delivery.BatchDelivery.stats`."""
-        return self.delivery.stats()
+        :meth:`~eventtracking.delivery.BatchDelivery.stats`. Once documentation records
+        were sent, ``metadata`` holds the same counters for them."""
+        result = self.delivery.stats()
+        if self._metadata_delivery is not None:
+            result["metadata"] = self._metadata_delivery.stats()
+        return result
 
 
 class _MongoSink:

@@ -9,6 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+__all__ = [
+    "Backend",
+    "BatchBackend",
+    "Context",
+    "Event",
+    "FlushableBackend",
+    "MetadataBackend",
+    "Processor",
+]
+
 #: An event as it travels through processors and backends: the four keys ``name``,
 #: ``timestamp``, ``context`` and ``data``.
 Event = dict[str, Any]

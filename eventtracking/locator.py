@@ -35,6 +35,10 @@ __all__ = ["ContextVarLocator", "DefaultContextLocator", "ThreadLocalContextLoca
 class _StackLocator:
     """Common surface: the stack itself, and the 4.x ``get()`` view of it."""
 
+    #: True when several threads may change the same stack, so that the tracker must
+    #: serialise its read-push-write of the stack.
+    shared = False
+
     def get_stack(self) -> ContextStack:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -48,6 +52,8 @@ class _StackLocator:
 
 class DefaultContextLocator(_StackLocator):
     """One context stack shared by every thread and task that uses the tracker."""
+
+    shared = True
 
     def __init__(self) -> None:
         self._stack = EMPTY

@@ -97,6 +97,10 @@ class Tracker:
             self._set_stack: Callable[[ContextStack], None] | None = set_stack
         else:
             self._get_stack = self._set_stack = None
+        # Entering reads the stack, pushes and writes it back. When threads share the
+        # stack, two threads doing that at once would lose a frame, and leaving it
+        # would raise KeyError; per-thread locators need no lock.
+        self._stack_lock = threading.Lock() if getattr(locator, "shared", False) else None
 
     @property
     def located_context(self) -> MutableMapping[str, Any]:
@@ -118,7 +122,17 @@ class Tracker:
             )
             raise TypeError(msg)
         if self._get_stack is not None and self._set_stack is not None:
-            self._set_stack(self._get_stack().push(name, dict(ctx)))
+            frame = dict(ctx)
+            lock = self._stack_lock
+            if lock is None:
+                self._set_stack(self._get_stack().push(name, frame))
+                return
+            # acquire/release rather than `with`: half the cost, on every enter.
+            lock.acquire()
+            try:
+                self._set_stack(self._get_stack().push(name, frame))
+            finally:
+                lock.release()
             return
         located = self._locator.get()
         located.pop(name, None)
@@ -127,7 +141,15 @@ class Tracker:
     def exit_context(self, name: str) -> None:
         """Leave the innermost context called ``name``; KeyError when none is entered."""
         if self._get_stack is not None and self._set_stack is not None:
-            self._set_stack(self._get_stack().pop(name))
+            lock = self._stack_lock
+            if lock is None:
+                self._set_stack(self._get_stack().pop(name))
+                return
+            lock.acquire()
+            try:
+                self._set_stack(self._get_stack().pop(name))
+            finally:
+                lock.release()
             return
         del self._locator.get()[name]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -124,6 +125,32 @@ def test_default_locator_shares_one_stack_between_threads() -> None:
     run_threads(1, work)
     assert memory.events[0]["context"] == {"main": True}
     assert t.resolve_context() == {"main": True, "thread": 0}
+
+
+def test_default_locator_concurrent_enters_and_exits_lose_nothing() -> None:
+    """Threads entering and leaving their own contexts at once on the shared default stack
+    never lose a frame: no KeyError on leaving, and nothing is left entered."""
+    t, _ = make_tracker(DefaultContextLocator())
+    errors: list[KeyError] = []
+    start = threading.Barrier(8, timeout=WAIT)
+
+    def work(index: int) -> None:
+        start.wait()
+        for _ in range(1000):
+            try:
+                with t.context(f"thread{index}", {"thread": index}):
+                    pass
+            except KeyError as exc:
+                errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible to expose races
+    try:
+        run_threads(8, work)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert list(t.located_context) == []
 
 
 def test_context_var_thread_started_in_a_copied_context_inherits_it() -> None:

@@ -205,3 +205,22 @@ def test_listeners_hear_about_changes_and_are_held_weakly() -> None:
     gc.collect()
     registry.register("b")
     assert Listener.calls == 1
+
+
+def test_one_emits_decorator_on_two_functions_records_each() -> None:
+    """Reusing a decorator object registers each decorated function as its own location."""
+    registry = Registry()
+    decorator = metadata.emits("a", "d", registry=registry)
+
+    @decorator
+    def first() -> None:
+        pass
+
+    @decorator
+    def second() -> None:
+        pass
+
+    assert [str(d.emitted_from[0]).rsplit(".", 1)[-1] for d in registry.versions("a")] == [
+        "first",
+        "second",
+    ]

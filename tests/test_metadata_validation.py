@@ -436,3 +436,18 @@ def test_configure_rejects_bad_settings(setting: Any, fragment: str) -> None:
     with pytest.raises(ImproperlyConfigured) as info:
         metadata.configure(tracker, setting, registry=Registry())
     assert fragment in str(info.value)
+
+
+def test_the_plan_cache_is_bounded_for_names_with_ids_in_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of distinct names never grow the cache past MAX_PLANS; counts stay exact."""
+    from eventtracking.metadata import validation
+
+    monkeypatch.setattr(validation, "MAX_PLANS", 8)
+    tracker, backend, _ = _setup("warn")
+    for n in range(50):
+        tracker.emit(f"page.view.{n}", {})
+    assert _findings(tracker) == {"unregistered_type": 50}
+    assert len(tracker.validator._plans) <= 8  # type: ignore[union-attr]
+    assert len(backend.events) == 50

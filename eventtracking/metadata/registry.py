@@ -434,8 +434,8 @@ def emits(
     """
 
     def decorate(func: _F) -> _F:
-        options.setdefault("emitted_from", func)
-        (registry or _DEFAULT).register(name, description, **options)
+        target = registry if registry is not None else _DEFAULT
+        target.register(name, description, **{"emitted_from": func, **options})
         return func
 
     return decorate

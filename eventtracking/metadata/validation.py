@@ -81,6 +81,9 @@ FINDINGS = (
 #: ``strict`` walks every event.
 DEEP_EVERY = 64
 
+#: Event names whose plan is cached at most; past this the cache starts afresh.
+MAX_PLANS = 10_000
+
 #: Seconds between two warnings about the same event name (every finding is counted).
 LOG_INTERVAL = 60.0
 
@@ -226,6 +229,9 @@ class Validator:
 
     def _plan(self, name: Any) -> _Plan:
         plans = self._plans  # see _registry_changed: a stale plan lands in a dropped dict
+        if len(plans) >= MAX_PLANS:
+            # Names with ids in them would grow the cache without end: start afresh.
+            plans = self._plans = {}
         registry = self.registry
         definition = registry.current(name) if isinstance(name, str) else None
         mode = self.mode_for(name)

@@ -47,19 +47,30 @@ class FrozenContext(dict[str, Any]):
 
 
 class ContextStack:
-    """An immutable sequence of named context frames with a cached merge."""
+    """An immutable sequence of named context frames with a cached merge.
 
-    __slots__ = ("_merged", "frames")
+    Each stack remembers the stack it was pushed onto, so that leaving the innermost
+    context (the common, ``with``-block case) returns that very stack, merge cache and
+    all, and a push of a new name merges onto the parent's cached result instead of
+    starting over.
+    """
+
+    __slots__ = ("_merged", "_parent", "frames")
 
     frames: tuple[tuple[str, Mapping[str, Any]], ...]
 
-    def __init__(self, frames: tuple[tuple[str, Mapping[str, Any]], ...] = ()) -> None:
+    def __init__(
+        self,
+        frames: tuple[tuple[str, Mapping[str, Any]], ...] = (),
+        parent: ContextStack | None = None,
+    ) -> None:
         self.frames = frames
+        self._parent = parent
         self._merged: FrozenContext | None = None
 
     def push(self, name: str, context: Mapping[str, Any]) -> ContextStack:
         """Return a new stack with ``context`` entered as the innermost frame."""
-        return ContextStack((*self.frames, (name, context)))
+        return ContextStack((*self.frames, (name, context)), self)
 
     def pop(self, name: str) -> ContextStack:
         """Return a new stack without the innermost frame called ``name``.
@@ -67,6 +78,8 @@ class ContextStack:
         Raises KeyError when no frame has that name.
         """
         frames = self.frames
+        if frames and frames[-1][0] == name and self._parent is not None:
+            return self._parent
         for index in range(len(frames) - 1, -1, -1):
             if frames[index][0] == name:
                 return ContextStack(frames[:index] + frames[index + 1 :])
@@ -88,12 +101,24 @@ class ContextStack:
         """The effective frames merged, inner keys winning, computed once per stack."""
         merged = self._merged
         if merged is None:
-            combined: dict[str, Any] = {}
-            for _, context in self.effective():
-                combined.update(context)
             # A benign race: two threads may both compute the same value.
-            merged = self._merged = FrozenContext(combined)
+            merged = self._merged = FrozenContext(self._merge())
         return merged
+
+    def _merge(self) -> dict[str, Any]:
+        frames = self.frames
+        parent = self._parent
+        # Bounded, so that a pathological depth cannot recurse without end.
+        if parent is not None and (parent._merged is not None or len(frames) < 64):
+            name, context = frames[-1]
+            # A name new to the parent adds its keys on top of the parent's merge. A
+            # re-entered name replaces an outer frame, so it needs the full rule.
+            if all(frame_name != name for frame_name, _ in parent.frames):
+                return {**parent.merged(), **context}
+        combined: dict[str, Any] = {}
+        for _, context in self.effective():
+            combined.update(context)
+        return combined
 
     def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:
         """A fresh ``OrderedDict`` of name -> context, as 4.x locators returned."""

@@ -35,15 +35,19 @@ __all__ = ["ContextVarLocator", "DefaultContextLocator", "ThreadLocalContextLoca
 class _StackLocator:
     """Common surface: the stack itself, and the 4.x ``get()`` view of it."""
 
-    #: True when several threads may change the same stack, so that the tracker must
-    #: serialise its read-push-write of the stack.
-    shared = False
-
     def get_stack(self) -> ContextStack:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def set_stack(self, stack: ContextStack) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def push(self, name: str, context: Mapping[str, Any]) -> None:
+        """Enter ``context`` as the innermost frame called ``name``."""
+        self.set_stack(self.get_stack().push(name, context))
+
+    def pop(self, name: str) -> None:
+        """Leave the innermost frame called ``name``; KeyError when there is none."""
+        self.set_stack(self.get_stack().pop(name))
 
     def get(self) -> OrderedDict[str, Mapping[str, Any]]:
         """Return a snapshot of the entered contexts, outermost first."""
@@ -53,16 +57,33 @@ class _StackLocator:
 class DefaultContextLocator(_StackLocator):
     """One context stack shared by every thread and task that uses the tracker."""
 
-    shared = True
-
     def __init__(self) -> None:
         self._stack = EMPTY
+        # Every thread reads, pushes and writes back the one stack: without the lock,
+        # two threads entering at once would lose a frame, and leaving it would then
+        # raise KeyError.
+        self._lock = threading.Lock()
 
     def get_stack(self) -> ContextStack:
         return self._stack
 
     def set_stack(self, stack: ContextStack) -> None:
         self._stack = stack
+
+    def push(self, name: str, context: Mapping[str, Any]) -> None:
+        # acquire/release rather than `with`: half the cost, on every enter.
+        self._lock.acquire()
+        try:
+            self._stack = self._stack.push(name, context)
+        finally:
+            self._lock.release()
+
+    def pop(self, name: str) -> None:
+        self._lock.acquire()
+        try:
+            self._stack = self._stack.pop(name)
+        finally:
+            self._lock.release()
 
 
 class ThreadLocalContextLocator(_StackLocator):

@@ -91,16 +91,14 @@ class Tracker:
         # Locators shipped here store an immutable ContextStack. A 4.x-style locator
         # only offers get(), returning a mapping that is edited in place.
         get_stack = getattr(locator, "get_stack", None)
-        set_stack = getattr(locator, "set_stack", None)
-        if callable(get_stack) and callable(set_stack):
+        push = getattr(locator, "push", None)
+        pop = getattr(locator, "pop", None)
+        if callable(get_stack) and callable(push) and callable(pop):
             self._get_stack: Callable[[], ContextStack] | None = get_stack
-            self._set_stack: Callable[[ContextStack], None] | None = set_stack
+            self._push: Callable[[str, Mapping[str, Any]], None] | None = push
+            self._pop: Callable[[str], None] | None = pop
         else:
-            self._get_stack = self._set_stack = None
-        # Entering reads the stack, pushes and writes it back. When threads share the
-        # stack, two threads doing that at once would lose a frame, and leaving it
-        # would raise KeyError; per-thread locators need no lock.
-        self._stack_lock = threading.Lock() if getattr(locator, "shared", False) else None
+            self._get_stack = self._push = self._pop = None
 
     @property
     def located_context(self) -> MutableMapping[str, Any]:
@@ -115,24 +113,15 @@ class Tracker:
         innermost context, so its keys win; leaving it uncovers the previous one.
         Raises TypeError when ``ctx`` is not a mapping.
         """
-        if not isinstance(ctx, Mapping):
+        if type(ctx) is not dict and not isinstance(ctx, Mapping):
             msg = (
                 f"Context {name!r} must be a mapping of keys to values, got "
                 f"{type(ctx).__name__}: {ctx!r}"
             )
             raise TypeError(msg)
-        if self._get_stack is not None and self._set_stack is not None:
-            frame = dict(ctx)
-            lock = self._stack_lock
-            if lock is None:
-                self._set_stack(self._get_stack().push(name, frame))
-                return
-            # acquire/release rather than `with`: half the cost, on every enter.
-            lock.acquire()
-            try:
-                self._set_stack(self._get_stack().push(name, frame))
-            finally:
-                lock.release()
+        push = self._push
+        if push is not None:
+            push(name, dict(ctx))
             return
         located = self._locator.get()
         located.pop(name, None)
@@ -140,16 +129,9 @@ class Tracker:
 
     def exit_context(self, name: str) -> None:
         """Leave the innermost context called ``name``; KeyError when none is entered."""
-        if self._get_stack is not None and self._set_stack is not None:
-            lock = self._stack_lock
-            if lock is None:
-                self._set_stack(self._get_stack().pop(name))
-                return
-            lock.acquire()
-            try:
-                self._set_stack(self._get_stack().pop(name))
-            finally:
-                lock.release()
+        pop = self._pop
+        if pop is not None:
+            pop(name)
             return
         del self._locator.get()[name]
 

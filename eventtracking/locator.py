@@ -15,7 +15,7 @@ the 4.x locators did. It is a snapshot: change the stack with
 
 A custom locator written for 4.x, whose ``get()`` returns a mutable mapping the tracker
 edits in place, keeps working: the tracker falls back to that protocol when the locator
-has no ``get_stack``/``set_stack`` pair.
+has no ``get_stack``, ``push`` and ``pop`` methods.
 """
 
 from __future__ import annotations

@@ -217,7 +217,8 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     try:
         done = backend.flush(args.timeout)
     finally:
-        backend.close(0)
+        # Long enough for an attempt in progress to end, so that it releases its rows.
+        backend.close(5)
     stats = backend.stats()
     left = backend.spool.pending_count(backend.stream)
     out.write(

@@ -470,20 +470,26 @@ class BatchDelivery:
             self._wake.wait(min(self._backoff_until - now, self.flush_interval))
             return True
         backlog = self._backlog()
-        if backlog and not urgent and backlog < self.batch_size:
+        if not backlog:
+            self._batch_started = None
+        elif not urgent and backlog < self.batch_size:
             if self._batch_started is None:
                 self._batch_started = now
             left = self._batch_started + self.flush_interval - now
             if left > 0:
                 self._wake.wait(left)
                 return True
+        if not urgent and not backlog and self._backlog():
+            # Items arrived since the backlog was read: the next step starts their
+            # interval, instead of sending them one by one as they come.
+            return True
         if self._spool_due(now, urgent) and self._replay_batch() is not None:
             return True
         queue = self._queue
         if queue:
             started = self._batch_started
             # Items may have arrived since the backlog was read: send them only when
-            # their batch is due, else the next step starts its interval.
+            # their batch is due, else the next step starts their interval.
             if (
                 urgent
                 or len(queue) >= self.batch_size

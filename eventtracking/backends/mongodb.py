@@ -134,6 +134,12 @@ class MongoBackend:
       servers, database and collection (never credentials). Backends with the same
       stream share their spooled events.
 
+    Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
+    4.x), ``database_name`` and ``collection_name``, ``uri`` (password hidden; None
+    when built from host and port), ``spool`` (its :class:`~eventtracking.spool.Spool`)
+    and ``stream`` (its name there), and ``delivery`` (the
+    :class:`~eventtracking.delivery.BatchDelivery` behind it).
+
     Raises ImportError without pymongo, ImproperlyConfigured for conflicting or invalid
     options. Never contacts the server while being built.
     """

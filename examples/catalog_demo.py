@@ -2,8 +2,8 @@
 
 ``make demo`` runs this after the README example. It
 
-1. registers the README's event types, ``navigation.request`` and ``address.create``,
-   and its ``outer`` context;
+1. registers the README's event type ``navigation.request`` and its ``outer`` context,
+   plus ``address.create``, an event with nested data;
 2. turns validation on (``warn``) for a tracker whose LoggerBackend writes JSON lines to
    ``build/demo/metadata/events.jsonl``;
 3. runs the README example, saves an address, and emits one undocumented event;

@@ -47,6 +47,7 @@ from eventtracking.spool import Spool, default_spool_dir
 from eventtracking.typing import Event
 
 __all__ = [
+    "INDEXES",
     "INSTALL_HINT",
     "MAX_DOCUMENT_SIZE",
     "METADATA_COLLECTION",
@@ -65,6 +66,10 @@ INSTALL_HINT = "pip install 'event-tracking[mongo]'"
 #: The largest document MongoDB stores (16 MiB). Larger events become dead letters
 #: at ``send()`` instead of travelling to the server to be refused there.
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+
+#: The indexes every events collection gets, as lists of (field, direction) keys:
+#: newest events first, and by name.
+INDEXES: tuple[tuple[tuple[str, int], ...], ...] = ((("timestamp", -1),), (("name", 1),))
 
 #: Client options of the writer thread's own client, unless ``extra`` or ``uri`` set
 #: them: an attempt against an unreachable server fails after two seconds (and the
@@ -461,7 +466,6 @@ class _MongoSink:
         return rejected
 
     def _create_indexes(self, collection: Any) -> None:
-        from pymongo import ASCENDING, DESCENDING
         from pymongo.errors import (
             ConnectionFailure,
             NetworkTimeout,
@@ -470,7 +474,8 @@ class _MongoSink:
         )
 
         # One at a time, so that a conflict on one does not keep the other away.
-        for keys in ([("timestamp", DESCENDING)], [("name", ASCENDING)]):
+        for index in INDEXES:
+            keys = list(index)
             try:
                 collection.create_index(keys)
             except NetworkTimeout as exc:

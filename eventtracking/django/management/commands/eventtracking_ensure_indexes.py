@@ -13,10 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from eventtracking.backends.mongodb import INDEXES
 from eventtracking.django._commands import configured_tracker, select_backends
 
-#: The indexes every events collection gets: newest events first, and by name.
-INDEXES = ((("timestamp", -1),), (("name", 1),))
 #: The keys of the index event-tracking 4.x created on a field events do not have.
 LEGACY_KEYS = [("time", 1)]
 

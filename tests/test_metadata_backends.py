@@ -228,6 +228,18 @@ def test_mongodb_keeps_each_version_in_event_types_and_events_find_theirs(
     ]
     assert versions == [1, 1, second.version]
     assert backend.stats()["metadata"]["stored"] == 3
+    # Records are found by _id: only the events collection gets the events' indexes.
+    index_keys = {
+        name: {tuple(key) for key in info["key"]}
+        for name, info in database.event_types.index_information().items()
+    }
+    assert index_keys == {"_id_": {("_id", 1)}}
+    event_index_keys = [
+        [(field, int(direction)) for field, direction in info["key"]]
+        for info in database.events.index_information().values()
+    ]
+    assert [("timestamp", -1)] in event_index_keys
+    assert [("name", 1)] in event_index_keys
 
 
 @pytest.mark.slow

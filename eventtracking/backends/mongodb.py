@@ -239,6 +239,8 @@ class MongoBackend:
                 lambda: pymongo.MongoClient(target, target_port, **writer_kwargs),
                 database,
                 METADATA_COLLECTION,
+                # Records are looked up by _id; the events' indexes would only cost.
+                indexes=(),
             )
             return BatchDelivery(
                 sink,
@@ -389,8 +391,16 @@ class MongoBackend:
 class _MongoSink:
     """The writer thread's side: a client of its own, indexes, and ``insert_many``."""
 
-    def __init__(self, client: Any, make_client: Any, database: str, collection: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        make_client: Any,
+        database: str,
+        collection: str,
+        indexes: tuple[tuple[tuple[str, int], ...], ...] = INDEXES,
+    ) -> None:
         self._client = client
+        self._indexes = indexes
         self._client_pid = os.getpid()
         self._make_client = make_client
         self._database = database
@@ -474,7 +484,7 @@ class _MongoSink:
         )
 
         # One at a time, so that a conflict on one does not keep the other away.
-        for index in INDEXES:
+        for index in self._indexes:
             keys = list(index)
             try:
                 collection.create_index(keys)

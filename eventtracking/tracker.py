@@ -15,6 +15,7 @@ datetime), ``context`` (the merged contexts) and ``data``.
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import threading
@@ -284,7 +285,19 @@ class _EnteredContext:
         self.tracker.exit_context(self.name)
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Use the context as a decorator: it is entered for every call of ``func``."""
+        """Use the context as a decorator: it is entered for every call of ``func``.
+
+        For a coroutine function the context is entered while the coroutine runs, not
+        merely while it is created.
+        """
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with _EnteredContext(self.tracker, self.name, self.ctx):
+                    return await func(*args, **kwargs)
+
+            return async_wrapper
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -377,6 +379,30 @@ def test_context_as_decorator(locator_cls: type) -> None:
     t.emit("outside")
     assert [e["context"] for e in memory.events] == [{"task_id": 5}, {"task_id": 5}, {}]
     assert work.__name__ == "work"
+
+
+@pytest.mark.parametrize("locator_cls", [DefaultContextLocator, ContextVarLocator])
+def test_context_as_decorator_of_a_coroutine_function(locator_cls: type) -> None:
+    """On an async function the context covers the coroutine's run, awaits included."""
+    t, memory = make_tracker(locator_cls)
+
+    @t.context("job", {"job_id": 7})
+    async def job(value: int) -> int:
+        await asyncio.sleep(0)
+        t.emit("job.step")
+        return value + 1
+
+    async def main() -> int:
+        result = await job(1)
+        t.emit("after")
+        return result
+
+    assert asyncio.run(main()) == 2
+    assert [(e["name"], e["context"]) for e in memory.events] == [
+        ("job.step", {"job_id": 7}),
+        ("after", {}),
+    ]
+    assert inspect.iscoroutinefunction(job)
 
 
 @pytest.mark.parametrize("locator_cls", ALL_LOCATORS)

@@ -155,11 +155,13 @@ class Spool:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # This process's open connections, by id: one per thread that used the spool,
+        # closed when that thread ends (see _ThreadOwner) or by close().
+        self._connections: dict[int, sqlite3.Connection] = {}
         self._nonce = uuid.uuid4().hex[:12]
 
     def _after_fork(self) -> None:
-        _INHERITED.extend(self._connections)
+        _INHERITED.extend(self._connections.values())
         self._reset()
 
     def _connect(self, *, create: bool) -> sqlite3.Connection | None:
@@ -191,9 +193,17 @@ class Spool:
         except BaseException:
             conn.close()
             raise
-        self._local.conn = conn
         with self._lock:
-            self._connections.append(conn)
+            self._connections[id(conn)] = conn
+        # When this thread ends, its thread-local values go, and the owner's finalizer
+        # closes the connection: threads that come and go leave no files open.
+        owner = _ThreadOwner()
+        finalizer = weakref.finalize(
+            owner, _close_thread_connection, self._connections, conn, os.getpid()
+        )
+        finalizer.atexit = False  # at exit, deliveries still use the spool
+        self._local.owner = owner
+        self._local.conn = conn
         return conn
 
     def close(self) -> None:
@@ -202,11 +212,12 @@ class Spool:
             self._after_fork()
             return
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = self._connections, {}
             self._local = threading.local()
-        for conn in connections:
+        for conn in list(connections.values()):
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        connections.clear()
 
     # -- producing ----------------------------------------------------------------------
 
@@ -517,6 +528,22 @@ def _owner_is_gone(token: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+class _ThreadOwner:
+    """Kept in one thread's local storage; collected, with them, when the thread ends."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _close_thread_connection(
+    connections: dict[int, sqlite3.Connection], conn: sqlite3.Connection, pid: int
+) -> None:
+    """Close the connection of a thread that ended, unless close() or a fork took it."""
+    if connections.pop(id(conn), None) is None or os.getpid() != pid:
+        return  # closed by Spool.close(), or inherited from the parent: never close it
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
 
 
 def _call_weak(method: weakref.WeakMethod[Any]) -> Any:

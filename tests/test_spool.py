@@ -11,6 +11,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from eventtracking.spool import SPOOL_FILENAME, Spool, default_spool_dir
@@ -195,6 +196,31 @@ def test_threads_can_append_at_once(tmp_path: Path) -> None:
     for n in range(4):
         mine = [row for row in rows if row.startswith(b"t%d-" % n)]
         assert mine == [b"t%d-%d" % (n, i) for i in range(50)]
+
+
+def test_threads_that_end_leave_no_spool_file_open(tmp_path: Path) -> None:
+    """A thread's connection is closed when the thread ends: no files pile up per thread."""
+    spool = Spool(tmp_path)
+    spool.append(STREAM, [b"main"])
+
+    def open_spool_files() -> int:
+        return sum(
+            1 for f in psutil.Process().open_files() if Path(f.path).parent == tmp_path
+        )
+
+    def append_in_threads(first: int, stop: int) -> None:
+        for n in range(first, stop):
+            thread = threading.Thread(target=spool.append, args=(STREAM, [b"t%d" % n]))
+            thread.start()
+            thread.join(60)
+
+    # SQLite may keep one closed connection's descriptor for reuse; what matters is
+    # that twenty more threads open nothing more than one did.
+    append_in_threads(0, 1)
+    after_one = open_spool_files()
+    append_in_threads(1, 21)
+    assert open_spool_files() == after_one
+    assert drain(spool) == [b"main"] + [b"t%d" % n for n in range(21)]
 
 
 def test_a_forked_child_uses_its_own_connection(tmp_path: Path) -> None:

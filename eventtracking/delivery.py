@@ -43,7 +43,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
-from eventtracking.spool import Claim, Spool
+from eventtracking.spool import Claim, Spool, _call_weak
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
@@ -156,7 +156,7 @@ class BatchDelivery:
         self._log = RateLimitedLogger(LOG, interval=log_interval)
         self._closed = False
         self._reset_runtime()
-        os.register_at_fork(after_in_child=_weak_caller(weakref.WeakMethod(self._after_fork)))
+        os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
         _LIVE.add(self)
         # Start at once, so that rows an earlier process left in the spool are
         # delivered even if this one never sends anything.
@@ -718,17 +718,6 @@ def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
         kind = "int" if integer else "number"
         msg = f"{name} must be a positive {kind}, got {value!r}"
         raise ValueError(msg)
-
-
-def _weak_caller(method: weakref.WeakMethod[Any]) -> Any:
-    """A callable that calls ``method`` while its object lives, and does nothing after."""
-
-    def call() -> None:
-        bound = method()
-        if bound is not None:
-            bound()
-
-    return call
 
 
 # Deliveries of this process that are not closed: flushed and closed at exit.

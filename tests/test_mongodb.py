@@ -458,6 +458,33 @@ def test_tracker_construction_and_emit_with_mongodb_down_return_at_once(
     assert Spool(tmp_path).pending_count(backend.stream) == 20
 
 
+def test_flush_and_close_share_one_limit_between_events_and_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With records sent too, flush(None) and close(None) still wait one limit, not two."""
+    from eventtracking import delivery
+
+    monkeypatch.setattr(delivery, "DEFAULT_FLUSH_TIMEOUT", 1.5)
+    backend = MongoBackend(
+        uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+        spool_dir=tmp_path,
+        exit_timeout=1.5,
+    )
+    backend.send({"name": "while.down", "data": {}})
+    backend.send_metadata({"id": "while.down/1", "name": "while.down"})
+    start = time.monotonic()
+    assert backend.flush() is False
+    flushed = time.monotonic() - start
+    start = time.monotonic()
+    backend.close()
+    closed = time.monotonic() - start
+    # Two limits would be 3 s or more each; generous bounds for a slow machine.
+    assert flushed < 2.5
+    assert closed < 2.5
+    streams = backend.spool.status()["streams"]
+    assert sum(entry["pending"] for entry in streams.values()) == 2
+
+
 def test_server_killed_mid_stream_every_event_is_stored_exactly_once(
     make_backend: MakeBackend, mongo: MongoServer, stored: Any
 ) -> None:

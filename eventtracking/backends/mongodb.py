@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
+from eventtracking import delivery as delivery_module
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -361,9 +362,12 @@ class MongoBackend:
         metadata = self._metadata_delivery
         if metadata is None:
             return self.delivery.flush(timeout)
+        # One deadline for both deliveries: None must not mean the limit twice over.
+        if timeout is None:
+            timeout = delivery_module.DEFAULT_FLUSH_TIMEOUT
         deadline = deadline_for(timeout)
-        stored = metadata.flush(timeout)
-        return self.delivery.flush(remaining(deadline) if timeout is not None else None) and stored
+        stored = metadata.flush(remaining(deadline))
+        return self.delivery.flush(remaining(deadline)) and stored
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver for at most ``timeout`` seconds (``exit_timeout`` when None), spool the
@@ -372,9 +376,11 @@ class MongoBackend:
         if metadata is None:
             self.delivery.close(timeout)
             return
+        if timeout is None:
+            timeout = self.delivery.exit_timeout
         deadline = deadline_for(timeout)
-        metadata.close(timeout)
-        self.delivery.close(remaining(deadline) if timeout is not None else None)
+        metadata.close(remaining(deadline))
+        self.delivery.close(remaining(deadline))
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``queued``, ``stored``, ``spooled``, ``replayed``, ``dead_lettered``,

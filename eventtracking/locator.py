@@ -97,11 +97,17 @@ class ThreadLocalContextLocator(_StackLocator):
 
     def __init__(self) -> None:
         self._local: threading.local | None = None
+        self._create_lock = threading.Lock()
 
     def _storage(self) -> threading.local:
         local = self._local
         if local is None:
-            local = self._local = threading.local()
+            # Two threads' first uses must not make one each: the stack one of them
+            # set on the discarded storage would be lost.
+            with self._create_lock:
+                if self._local is None:
+                    self._local = threading.local()
+                local = self._local
         return local
 
     def get_stack(self) -> ContextStack:

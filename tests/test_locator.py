@@ -236,3 +236,45 @@ def test_thread_local_locator_under_asyncio_keeps_the_thread_stack() -> None:
 
     asyncio.run(main())
     assert memory.events[0]["context"] == {"pid": 1}
+
+
+def test_thread_local_locator_first_used_by_two_threads_at_once_keeps_both_stacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two threads using a new ThreadLocalContextLocator at once share one storage, so a
+    context one of them entered is still there when it emits."""
+    import eventtracking.locator as locator_module
+
+    a_entered, b_paused = threading.Event(), threading.Event()
+    real_local = threading.local
+    paused: list[str] = []
+
+    class PausingLocal(real_local):  # type: ignore[misc]
+        def __init__(self) -> None:
+            # Thread "b" is caught creating the storage while thread "a" enters.
+            if threading.current_thread().name == "b" and not paused:
+                paused.append("b")
+                b_paused.set()
+                a_entered.wait(1.0)
+
+    monkeypatch.setattr(locator_module.threading, "local", PausingLocal)
+    t, memory = make_tracker(ThreadLocalContextLocator())
+
+    def in_b() -> None:
+        t.emit("from.b")
+
+    def in_a() -> None:
+        b_paused.wait(WAIT)
+        t.enter_context("request", {"who": "a"})
+        a_entered.set()
+        b.join(WAIT)
+        t.emit("from.a")
+
+    b = threading.Thread(target=in_b, name="b")
+    a = threading.Thread(target=in_a, name="a")
+    b.start()
+    a.start()
+    a.join(WAIT)
+    b.join(WAIT)
+    contexts = {event["name"]: event["context"] for event in memory.events}
+    assert contexts == {"from.a": {"who": "a"}, "from.b": {}}

@@ -25,7 +25,6 @@ from types import TracebackType
 from typing import Any
 
 from eventtracking._contextstack import ContextStack
-from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter, merge_into
 from eventtracking.backends.routing import RoutingBackend
@@ -240,8 +239,7 @@ class Tracker:
         if self._closed:
             return
         self._closed = True
-        deadline = deadline_for(timeout)
-        self.routing_backend.close(remaining(deadline))
+        self.routing_backend.close(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Counters for this tracker and everything below it.

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +65,12 @@ class DefaultContextLocator(_StackLocator):
         # two threads entering at once would lose a frame, and leaving it would then
         # raise KeyError.
         self._lock = threading.Lock()
+        _DEFAULT_LOCATORS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held the lock at the fork; it does not exist
+        # in the child, so the lock would never be released.
+        self._lock = threading.Lock()
 
     def get_stack(self) -> ContextStack:
         return self._stack
@@ -84,6 +92,18 @@ class DefaultContextLocator(_StackLocator):
             self._stack = self._stack.pop(name)
         finally:
             self._lock.release()
+
+
+_DEFAULT_LOCATORS: weakref.WeakSet[DefaultContextLocator] = weakref.WeakSet()
+
+
+def _reset_default_locators_in_child() -> None:
+    for locator in list(_DEFAULT_LOCATORS):
+        locator._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_default_locators_in_child)
 
 
 class ThreadLocalContextLocator(_StackLocator):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import signal
 import sys
 import threading
 from collections import OrderedDict
@@ -278,3 +280,33 @@ def test_thread_local_locator_first_used_by_two_threads_at_once_keeps_both_stack
     b.join(WAIT)
     contexts = {event["name"]: event["context"] for event in memory.events}
     assert contexts == {"from.a": {"who": "a"}, "from.b": {}}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_default_locator_works_in_a_child_forked_while_its_lock_was_held() -> None:
+    """A fork while another thread holds the default locator's lock leaves the child able
+    to enter contexts: the child gets a fresh lock instead of deadlocking."""
+    locator = DefaultContextLocator()
+    tracker = Tracker({"memory": InMemoryBackend()}, context_locator=locator)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with locator._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a deadlock here ends in SIGALRM, not a hung test
+            signal.alarm(5)
+            tracker.enter_context("child", {"forked": True})
+            os._exit(0 if tracker.resolve_context() == {"forked": True} else 1)
+    finally:
+        release.set()
+        holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), f"the child did not exit normally: status {status}"
+    assert os.WEXITSTATUS(status) == 0

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -322,11 +323,14 @@ def test_close_with_a_stuck_sink_spools_the_batch_in_flight(make: Make, tmp_path
 def test_one_named_daemon_thread_per_delivery(make: Make) -> None:
     """Each delivery runs exactly one daemon thread, named after it, however many items."""
     sink = ListSink()
-    make(sink, name="alpha").put_many(items(0, 1000))
-    make(sink, name="beta").put_many(items(0, 1000))
-    names = [t.name for t in threading.enumerate() if t.name.startswith("eventtracking-delivery")]
-    assert sorted(names) == ["eventtracking-delivery-alpha", "eventtracking-delivery-beta"]
-    assert all(t.daemon for t in threading.enumerate() if t.name in names)
+    # Names of this test's own: deliveries of earlier tests may still be winding down.
+    alpha, beta = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("alpha", "beta"))
+    make(sink, name=alpha).put_many(items(0, 1000))
+    make(sink, name=beta).put_many(items(0, 1000))
+    expected = {f"eventtracking-delivery-{alpha}", f"eventtracking-delivery-{beta}"}
+    threads = [t for t in threading.enumerate() if t.name in expected]
+    assert sorted(t.name for t in threads) == sorted(expected)
+    assert all(t.daemon for t in threads)
 
 
 @pytest.mark.parametrize(

@@ -563,7 +563,11 @@ def test_durable_events_survive_sigkill_of_the_writer_process(
     finally:
         backend.close(0)
     assert seqs(stored) == list(range(300))
-    assert backend.stats()["replayed"] == 300 - before
+    # Every spooled event is replayed. One the killed writer had stored but not yet
+    # acknowledged in the spool comes back as a counted duplicate, never a second copy.
+    stats = backend.stats()
+    assert stats["replayed"] - stats["duplicates"] == 300 - before
+    assert stats["replayed"] <= 300
 
 
 def test_interpreter_exit_stores_what_is_still_queued(

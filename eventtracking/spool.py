@@ -127,6 +127,28 @@ class DeadLetter:
     created: float
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the database in WAL mode, waiting out other connections doing the same.
+
+    WAL is a property of the file, so only the first connection ever changes it. That
+    change needs the database to itself, and SQLite reports "database is locked" at once,
+    without its busy handler, when another connection is setting it up at that moment:
+    retry for as long as any other statement would wait.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 class Spool:
     """The spool stored in ``directory``; safe to share between threads and processes.
 
@@ -179,7 +201,7 @@ class Spool:
             self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn)
             # NORMAL: a commit survives the death of the process (it is in the WAL, which
             # the OS holds); only a power loss can take the last commits with it.
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -314,3 +315,23 @@ def test_default_directory_follows_xdg_cache_home(
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_spool_dir() == tmp_path / "home" / ".cache" / "eventtracking" / "spool"
+
+
+
+def test_a_new_spool_waits_for_another_connection_setting_up_the_file(tmp_path: Path) -> None:
+    """Opening the spool while another connection holds the still-new file's write lock
+    waits for it, as every other statement does, instead of failing at once with
+    "database is locked" (SQLite's switch to WAL mode does not wait by itself)."""
+    spool = Spool(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    other = sqlite3.connect(spool.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE setting_up (x)")
+    releaser = threading.Timer(0.3, other.execute, args=("COMMIT",))
+    releaser.start()
+    try:
+        spool.append(STREAM, [b"after the wait"])
+    finally:
+        releaser.join(10)
+        other.close()
+    assert drain(spool) == [b"after the wait"]

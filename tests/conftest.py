@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from mongo_fixtures import *  # noqa: F403
+from redis_fixtures import *  # noqa: F403
 
 from eventtracking import tracker
 

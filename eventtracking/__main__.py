@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from eventtracking.spool import DeadLetter, Spool, default_spool_dir
+from eventtracking.spool import DeadLetter, Spool, UnsafeSpoolError, default_spool_dir
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -114,11 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command in ``argv`` (``sys.argv[1:]`` when None), writing to ``out``.
 
-    Returns the exit status; argparse exits with 2 on a usage error.
+    Returns the exit status: 2 for a spool directory refused as unsafe (the message on
+    stderr says why); argparse exits with 2 on a usage error.
     """
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, TextIO], int] = args.handler
-    return handler(args, out or sys.stdout)
+    try:
+        return handler(args, out or sys.stdout)
+    except UnsafeSpoolError as exc:  # a refused spool_dir: the message says what to do
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
 
 
 # -- spool ------------------------------------------------------------------------------

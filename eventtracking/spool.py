@@ -25,11 +25,33 @@ Claiming protocol, which keeps every row delivered once and none left behind:
    to the dead-letter table) or :meth:`Spool.release` hands them back;
 3. a claim whose owner died is taken back: at once when the owner was a process of
    this host that no longer exists, otherwise once the claim is older than ``lease``.
+
+What protects the spool:
+
+* **Private files.** The directory is created 0700 and the files 0600, whatever the
+  umask. A directory that another user owns or can write to, and a spool file that is
+  not this user's own or that others can read, are refused with
+  :class:`UnsafeSpoolError` (see :mod:`eventtracking._spool_files`).
+* **Corruption.** A spool file SQLite finds corrupt is moved aside, renamed
+  ``eventtracking-spool.sqlite3.corrupt-<time>-<pid>`` with its ``-wal``, and a fresh
+  spool is started; the move is logged as an error and counted in :meth:`Spool.stats`.
+  Every process sharing the directory notices the move at its next statement and uses
+  the fresh file.
+* **Size.** Adding rows is refused with :class:`SpoolFullError` (and counted) when the
+  database would hold more than ``max_bytes``, and when the disk is nearly full.
+* **Draining a full disk.** The spool never fills the disk itself: it stops adding
+  rows while fewer than ``reserve_bytes`` are free. And it keeps a reserve of as many
+  bytes beside it, given back when claiming or acknowledging rows finds the disk full
+  (filled by something else), so that what the spool holds can always be delivered
+  (see :mod:`eventtracking._disk_reserve`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
+import logging
 import os
 import socket
 import sqlite3
@@ -37,30 +59,76 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from eventtracking._disk_reserve import DiskReserve
+from eventtracking._spool_files import (
+    UnsafeSpoolError,
+    check_directory,
+    check_file,
+    create_private_file,
+    directory_lock,
+    make_private_directory,
+)
+from eventtracking._stats import Counters
 
 __all__ = [
     "DEFAULT_LEASE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_RESERVE_BYTES",
+    "RESERVE_FILENAME",
     "SPOOL_FILENAME",
     "Claim",
     "DeadLetter",
     "Spool",
+    "SpoolFullError",
+    "UnsafeSpoolError",
     "default_spool_dir",
 ]
 
+LOG = logging.getLogger(__name__)
+
 #: The file holding the spool, inside the spool directory.
 SPOOL_FILENAME = "eventtracking-spool.sqlite3"
+
+#: The file holding the disk reserve, beside the spool file.
+RESERVE_FILENAME = SPOOL_FILENAME + "-reserve"
 
 #: Seconds after which another process may take back a claim whose owner it cannot
 #: check (an owner on another host, or a reused pid).
 DEFAULT_LEASE = 300.0
 
+#: The most the spool database holds before adding rows is refused: 1 GiB, about a
+#: million events of 1 KB.
+DEFAULT_MAX_BYTES = 1 << 30
+
+#: Disk kept back for draining (see :mod:`eventtracking._disk_reserve`): twice what
+#: the write-ahead log grows to between two checkpoints of SQLite's default settings.
+DEFAULT_RESERVE_BYTES = 8 << 20
+
 # How long a statement waits for another connection's write lock before failing.
 # Transactions here last milliseconds; this only absorbs bursts.
 _BUSY_TIMEOUT = 5.0
+
+# Bytes a row takes beyond its payload, for the size cap: the stream name twice (in
+# the row and in its index entry), the row id, the time and SQLite's record headers.
+_ROW_OVERHEAD = 48
+
+# Attempts of one operation when the file turns out to be corrupt, moved aside by
+# another process, or in need of the disk reserve.
+_ATTEMPTS = 3
+
+# SQLite's primary result codes that tell what went wrong.
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+
+# Free bytes under which an I/O error is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -90,6 +158,14 @@ _HOST = socket.gethostname()
 # closing one can checkpoint and delete the WAL that the parent is still writing. The
 # child forgets them here, so that they are never garbage-collected (which closes them).
 _INHERITED: list[object] = []
+
+# Connections to a spool file that was moved aside, by this process or another. They
+# are never closed either: SQLite deletes the WAL *by name* when the last connection to
+# a database closes, and that name now belongs to the fresh spool's WAL.
+_ABANDONED: list[object] = []
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 def default_spool_dir() -> Path:
@@ -149,37 +225,148 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.005)
 
 
+class SpoolFullError(Exception):
+    """The spool refused rows: it holds ``max_bytes`` already, or the disk is full.
+
+    ``reason`` is ``'max_bytes'`` or ``'disk'``, ``rows`` how many rows were refused.
+    Every refusal is counted in :meth:`Spool.stats`, under ``refused`` by reason.
+    """
+
+    def __init__(self, message: str, *, reason: str, rows: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.rows = rows
+
+
+class _FileReplaced(Exception):
+    """This thread's connection has a file open that is no longer at the spool's path."""
+
+
+def _recovering(
+    *, drains: bool = False
+) -> Callable[[Callable[Concatenate[Spool, _P], _T]], Callable[Concatenate[Spool, _P], _T]]:
+    """Run a :class:`Spool` method again when its file went away under it.
+
+    That is: the file was moved aside by another thread or process (the method runs
+    again on the fresh file), or SQLite found it corrupt (it is moved aside first). A
+    method that ``drains`` the spool (or tells the delivery whether to) also runs again
+    after a full disk made it give back the disk reserve. Every statement runs in a
+    transaction that was rolled back, so running the method again is safe.
+    """
+
+    def decorate(
+        method: Callable[Concatenate[Spool, _P], _T],
+    ) -> Callable[Concatenate[Spool, _P], _T]:
+        @functools.wraps(method)
+        def run(self: Spool, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+            attempt = 1
+            while True:
+                try:
+                    return method(self, *args, **kwargs)
+                except _FileReplaced:
+                    self._forget_connection()
+                    if attempt >= _ATTEMPTS:
+                        msg = f"the spool file {self.path} was replaced {attempt} times in a row"
+                        raise sqlite3.OperationalError(msg) from None
+                except sqlite3.DatabaseError as exc:
+                    if attempt >= _ATTEMPTS:
+                        raise
+                    if _is_corrupt(exc):
+                        self._move_aside(exc)
+                    elif not (drains and self._disk_full(exc) and self._release_reserve()):
+                        raise
+                attempt += 1
+
+        return run
+
+    return decorate
+
+
 class Spool:
     """The spool stored in ``directory``; safe to share between threads and processes.
 
     Opening is lazy: nothing touches the disk until the first call that needs to, and
     read-only calls on a spool that was never written return empty results without
-    creating it. Every method may raise :class:`sqlite3.Error` (disk full, unwritable
-    directory, lock wait over five seconds); callers on a hot path catch it.
+    creating it.
+
+    ``max_bytes`` (None for no limit) caps the database: :meth:`append` and
+    :meth:`add_dead_letters` refuse rows that would take it over, raising
+    :class:`SpoolFullError`. ``reserve_bytes`` is the disk kept back so that a full
+    disk never stops draining (0 keeps none).
+
+    Every method may raise :class:`UnsafeSpoolError` when the directory or its files
+    could be read or changed by another user, :class:`SpoolFullError` (adding rows
+    only), and :class:`sqlite3.Error` (an unwritable directory, a lock wait over five
+    seconds); callers on a hot path catch them.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, lease: float = DEFAULT_LEASE) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        lease: float = DEFAULT_LEASE,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+    ) -> None:
         if lease <= 0:
             msg = f"lease must be a positive number of seconds, got {lease!r}"
+            raise ValueError(msg)
+        if max_bytes is not None and not _is_int(max_bytes, minimum=1):
+            msg = (
+                f"max_bytes must be a positive int (bytes) or None for no limit, got {max_bytes!r}"
+            )
+            raise ValueError(msg)
+        if not _is_int(reserve_bytes, minimum=0):
+            msg = (
+                "reserve_bytes must be an int >= 0 (bytes; 0 keeps no reserve), got "
+                f"{reserve_bytes!r}"
+            )
             raise ValueError(msg)
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILENAME
         self.lease = lease
+        self.max_bytes = max_bytes
+        self._reserve = DiskReserve(self.directory / RESERVE_FILENAME, reserve_bytes)
+        self._counters = Counters("moved_aside", "reserve_released", groups=("refused",))
         self._reset()
         os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
 
     def __repr__(self) -> str:
         return f"Spool({str(self.directory)!r})"
 
+    @property
+    def reserve_bytes(self) -> int:
+        """The disk kept back for draining, in bytes (0: none)."""
+        return self._reserve.size
+
+    def check(self) -> None:
+        """Raise :class:`UnsafeSpoolError` if the directory or a spool file in it could be
+        read or changed by another user. Creates nothing; a missing directory passes."""
+        if not self.directory.exists():
+            return
+        check_directory(self.directory)
+        for path in self._files():
+            check_file(path)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process: ``refused`` rows by reason (``max_bytes``, ``disk``),
+        ``moved_aside`` corrupt files, ``reserve_released`` times the disk reserve was
+        given back."""
+        return self._counters.snapshot()
+
     # -- connections ------------------------------------------------------------------
+
+    def _files(self) -> tuple[Path, ...]:
+        return (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._local = threading.local()
-        # This process's open connections, by id: one per thread that used the spool,
-        # closed when that thread ends (see _ThreadOwner) or by close().
-        self._connections: dict[int, sqlite3.Connection] = {}
+        # This process's open connections, by id, with the (device, inode) of the file
+        # each has open: one per thread that used the spool, closed when that thread
+        # ends (see _ThreadOwner) or by close().
+        self._connections: dict[int, tuple[sqlite3.Connection, tuple[int, int]]] = {}
         self._nonce = uuid.uuid4().hex[:12]
 
     def _after_fork(self) -> None:
@@ -192,41 +379,80 @@ class Spool:
             self._after_fork()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
-            return conn
+            if _identity(self.path) == self._local.ident:
+                return conn
+            self._forget_connection()  # the file was moved aside: open the one there now
         if not create and not self.path.exists():
             return None
         if create:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        try:
-            _enable_wal(conn)
-            # NORMAL: a commit survives the death of the process (it is in the WAL, which
-            # the OS holds); only a power loss can take the last commits with it.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != _SCHEMA_VERSION:
-                with _transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
+            make_private_directory(self.directory)
+        else:
+            check_directory(self.directory)
+        # Under the directory's lock, nobody moves the file aside between the checks,
+        # the open and the reading of its identity.
+        with directory_lock(self.directory, _BUSY_TIMEOUT):
+            for path in self._files():
+                check_file(path)
+            if not self.path.exists():
+                if not create:
+                    return None
+                # Created here, 0600, so that SQLite opens a private file; its -wal and
+                # -shm get the same mode from SQLite.
+                create_private_file(self.path)
+            ident = _identity(self.path)
+            assert ident is not None
+            conn = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            self._adopt(conn, ident)
+            try:
+                _set_up(conn)
+            except sqlite3.DatabaseError as exc:
+                # A corrupt file keeps its connection for _move_aside, which never closes it.
+                corrupt = _is_corrupt(exc)
+                self._forget_connection(close=not corrupt)
+                if corrupt:
+                    self._local.corrupt_ident = ident
+                raise
+            except BaseException:
+                self._forget_connection(close=True)
+                raise
+        return conn
+
+    def _adopt(self, conn: sqlite3.Connection, ident: tuple[int, int]) -> None:
+        """Make ``conn`` this thread's connection, closed when the thread ends."""
         with self._lock:
-            self._connections[id(conn)] = conn
+            self._connections[id(conn)] = (conn, ident)
         # When this thread ends, its thread-local values go, and the owner's finalizer
         # closes the connection: threads that come and go leave no files open.
         owner = _ThreadOwner()
         finalizer = weakref.finalize(
-            owner, _close_thread_connection, self._connections, conn, os.getpid()
+            owner, _close_thread_connection, self._connections, conn, os.getpid(), self.path
         )
         finalizer.atexit = False  # at exit, deliveries still use the spool
         self._local.owner = owner
         self._local.conn = conn
-        return conn
+        self._local.ident = ident
+
+    def _forget_connection(self, *, close: bool = False) -> None:
+        """Drop this thread's connection: closed when ``close``, else kept open forever.
+
+        A connection to a file that is no longer at the spool's path must never be
+        closed (see ``_ABANDONED``).
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        with self._lock:
+            self._connections.pop(id(conn), None)
+        self._local.conn = None
+        self._local.ident = None
+        self._local.owner = None
+        if close:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        else:
+            _ABANDONED.append(conn)
 
     def close(self) -> None:
         """Close this process's connections. The spool reopens itself if used again."""
@@ -236,10 +462,132 @@ class Spool:
         with self._lock:
             connections, self._connections = self._connections, {}
             self._local = threading.local()
-        for conn in list(connections.values()):
+        current = _identity(self.path)
+        for conn, ident in list(connections.values()):
+            if ident != current:
+                _ABANDONED.append(conn)  # moved aside: closing would delete the new WAL
+                continue
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         connections.clear()
+
+    # -- what protects the file -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A write transaction on this thread's connection, holding the lock from its start.
+
+        Raises _FileReplaced when the file was moved aside: that is checked with the
+        write lock held, which the process moving it holds too, so a writer that waited
+        for it never commits to the file that left.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if _identity(self.path) != self._local.ident:
+                raise _FileReplaced
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _move_aside(self, error: sqlite3.DatabaseError) -> None:
+        """Rename the corrupt spool file (and its -wal and -shm) so a fresh one starts."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        ident = getattr(self._local, "ident", None) or getattr(self._local, "corrupt_ident", None)
+        self._local.corrupt_ident = None
+        self._forget_connection()
+        if ident is None:
+            return
+        with directory_lock(self.directory, _BUSY_TIMEOUT):
+            if _identity(self.path) != ident:
+                return  # another thread or process moved it already
+            # Writers in a transaction on this file finish first; the ones that wait for
+            # this lock find the file gone when they get it (see _write).
+            locked = False
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("BEGIN IMMEDIATE")
+                    locked = True
+            try:
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+                target = self.path.with_name(f"{SPOOL_FILENAME}.corrupt-{stamp}-{os.getpid()}")
+                os.rename(self.path, target)
+                for suffix in ("-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(f"{self.path}{suffix}", f"{target}{suffix}")
+            finally:
+                if locked and conn is not None:
+                    _rollback(conn)
+        self._counters.incr("moved_aside")
+        LOG.error(
+            "The spool file %s is corrupt (%s): it was moved to %s, and a fresh spool was "
+            "started. The events it held were not delivered; SQLite's .recover command "
+            "may get them back from the moved file.",
+            self.path,
+            error,
+            target,
+        )
+
+    def _disk_full(self, error: sqlite3.Error) -> bool:
+        """Whether ``error`` comes from a full disk: SQLite says so, or it failed to grow a
+        file (opening needs a -shm file) on a file system that has next to nothing free."""
+        if _is_full(error):
+            return True
+        if _primary_code(error) != _SQLITE_IOERR and "disk I/O error" not in str(error):
+            return False
+        try:
+            usage = os.statvfs(self.directory)
+        except (AttributeError, OSError):
+            return False
+        return usage.f_bavail * usage.f_frsize < _NEARLY_FULL
+
+    def _release_reserve(self) -> bool:
+        """Give the disk reserve back because the disk is full; False if there was none."""
+        if not self._reserve.release():
+            return False
+        self._counters.incr("reserve_released")
+        LOG.warning(
+            "The disk of the spool %s is full: its reserve of %d bytes was given back so "
+            "that the spooled events can still be delivered. Nothing new is spooled until "
+            "the file system has %d bytes free.",
+            self.directory,
+            self._reserve.size,
+            2 * self._reserve.size,
+        )
+        return True
+
+    def _refused(self, reason: str, rows: int, why: str) -> SpoolFullError:
+        self._counters.incr("refused", reason, amount=rows)
+        return SpoolFullError(
+            f"The spool {self.path} refused {rows} row(s): {why}", reason=reason, rows=rows
+        )
+
+    def _admit(self, rows: int, incoming: int) -> None:
+        """Refuse new rows that would leave less than the reserve's size free on the disk,
+        or while the reserve is missing and cannot be made again."""
+        if not self._reserve.room_for(incoming):
+            why = (
+                f"the disk is nearly full: the spool keeps {self._reserve.size} bytes free, "
+                "and as much in reserve, to deliver what it holds. Free some space on the "
+                f"file system of {self.directory}"
+            )
+            raise self._refused("disk", rows, why)
+
+    def _admit_size(self, conn: sqlite3.Connection, incoming: int, rows: int) -> None:
+        """Refuse ``rows`` of ``incoming`` bytes that would take the database over max_bytes."""
+        if self.max_bytes is None:
+            return
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        used = (pages - free) * page_size
+        if used + incoming > self.max_bytes:
+            why = (
+                f"it holds {used} bytes of its limit of {self.max_bytes} "
+                "(spool_max_bytes); they are kept until delivery makes room, or raise the limit"
+            )
+            raise self._refused("max_bytes", rows, why)
 
     # -- producing ----------------------------------------------------------------------
 
@@ -247,22 +595,37 @@ class Spool:
         """Add payloads at the end of ``stream``, in order, in one transaction.
 
         When this returns, the rows survive the death of this process. Returns how
-        many were written.
+        many were written. Raises :class:`SpoolFullError`, writing none of them, when
+        they would take the spool over ``max_bytes`` or the disk is full.
         """
         now = time.time()
-        rows = [(stream, payload, now) for payload in payloads]
+        return self._append([(stream, payload, now) for payload in payloads])
+
+    @_recovering()
+    def _append(self, rows: list[tuple[str, bytes, float]]) -> int:
         if not rows:
             return 0
         conn = self._connect(create=True)
         assert conn is not None
-        with _transaction(conn):
-            conn.executemany(
-                "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
-            )
+        incoming = sum(
+            len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
+        )
+        self._admit(len(rows), incoming)
+        try:
+            with self._write(conn):
+                self._admit_size(conn, incoming, len(rows))
+                conn.executemany(
+                    "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
+                )
+        except sqlite3.DatabaseError as exc:
+            if not _is_full(exc):
+                raise
+            raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
         return len(rows)
 
     # -- consuming ----------------------------------------------------------------------
 
+    @_recovering(drains=True)
     def has_unclaimed(self, stream: str) -> bool:
         """Whether ``stream`` has rows nobody has claimed (a read that takes no lock)."""
         conn = self._connect(create=False)
@@ -273,6 +636,7 @@ class Spool:
         ).fetchone()
         return row is not None
 
+    @_recovering(drains=True)
     def pending_count(self, stream: str | None = None) -> int:
         """Rows not delivered yet, claimed or not, in ``stream`` or in every stream."""
         conn = self._connect(create=False)
@@ -286,6 +650,7 @@ class Spool:
             ).fetchone()
         return int(row[0])
 
+    @_recovering(drains=True)
     def claim(self, stream: str, limit: int) -> Claim | None:
         """Claim up to ``limit`` of the oldest unclaimed rows of ``stream``.
 
@@ -300,7 +665,7 @@ class Spool:
             return None
         token = f"{_HOST}|{os.getpid()}|{self._nonce}|{uuid.uuid4().hex[:8]}"
         now = time.time()
-        with _transaction(conn):
+        with self._write(conn):
             self._take_back_stale_claims(conn, stream, now)
             rows = conn.execute(
                 "SELECT id, payload FROM pending WHERE stream = ? AND claim IS NULL "
@@ -336,6 +701,7 @@ class Spool:
                     (token,),
                 )
 
+    @_recovering(drains=True)
     def ack(self, claim: Claim, rejected: Mapping[int, str] | None = None) -> int:
         """Delete the claimed rows; those at the positions in ``rejected`` become dead letters.
 
@@ -346,7 +712,7 @@ class Spool:
         conn = self._connect(create=True)
         assert conn is not None
         now = time.time()
-        with _transaction(conn):
+        with self._write(conn):
             for position, reason in (rejected or {}).items():
                 conn.execute(
                     "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
@@ -356,22 +722,24 @@ class Spool:
             cursor = conn.execute("DELETE FROM pending WHERE claim = ?", (claim.token,))
         return cursor.rowcount
 
+    @_recovering(drains=True)
     def release(self, claim: Claim) -> None:
         """Hand the claimed rows back, undelivered, for the next :meth:`claim`."""
         conn = self._connect(create=True)
         assert conn is not None
-        with _transaction(conn):
+        with self._write(conn):
             conn.execute(
                 "UPDATE pending SET claim = NULL, claimed_at = NULL WHERE claim = ?",
                 (claim.token,),
             )
 
+    @_recovering(drains=True)
     def purge_pending(self, stream: str) -> int:
         """Delete every undelivered row of ``stream``; returns how many. Events are lost."""
         conn = self._connect(create=False)
         if conn is None:
             return 0
-        with _transaction(conn):
+        with self._write(conn):
             cursor = conn.execute("DELETE FROM pending WHERE stream = ?", (stream,))
         return cursor.rowcount
 
@@ -383,22 +751,42 @@ class Spool:
         """Store ``(payload, reason, detail)`` entries as dead letters; returns how many.
 
         ``payload`` is None for an event that could not be encoded at all; ``detail``
-        then describes it for a human.
+        then describes it for a human. Raises :class:`SpoolFullError`, storing none,
+        as :meth:`append` does.
         """
         now = time.time()
-        rows = [(stream, payload, detail, reason, now) for payload, reason, detail in entries]
+        return self._add_dead_letters(
+            [(stream, payload, detail, reason, now) for payload, reason, detail in entries]
+        )
+
+    @_recovering()
+    def _add_dead_letters(
+        self, rows: list[tuple[str, bytes | None, str | None, str, float]]
+    ) -> int:
         if not rows:
             return 0
         conn = self._connect(create=True)
         assert conn is not None
-        with _transaction(conn):
-            conn.executemany(
-                "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
-                "VALUES (?, ?, ?, ?, ?)",
-                rows,
-            )
+        incoming = sum(
+            len(payload or b"") + len(detail or "") + len(reason) + 2 * len(stream) + _ROW_OVERHEAD
+            for stream, payload, detail, reason, _ in rows
+        )
+        self._admit(len(rows), incoming)
+        try:
+            with self._write(conn):
+                self._admit_size(conn, incoming, len(rows))
+                conn.executemany(
+                    "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.DatabaseError as exc:
+            if not _is_full(exc):
+                raise
+            raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
         return len(rows)
 
+    @_recovering()
     def dead_letters(
         self,
         stream: str | None = None,
@@ -430,6 +818,7 @@ class Spool:
             for row in conn.execute(sql, params)
         ]
 
+    @_recovering()
     def redrive(self, stream: str | None = None, *, ids: Sequence[int] | None = None) -> int:
         """Move dead letters back to the end of their stream, to be delivered again.
 
@@ -441,7 +830,7 @@ class Spool:
         if conn is None:
             return 0
         where, params = _dead_letter_filter(stream, ids, extra="payload IS NOT NULL")
-        with _transaction(conn):
+        with self._write(conn):
             conn.execute(
                 "INSERT INTO pending (stream, payload, created) "
                 f"SELECT stream, payload, ? FROM dead_letters{where} ORDER BY id",
@@ -450,6 +839,7 @@ class Spool:
             cursor = conn.execute(f"DELETE FROM dead_letters{where}", params)
         return cursor.rowcount
 
+    @_recovering(drains=True)
     def purge_dead_letters(
         self, stream: str | None = None, *, ids: Sequence[int] | None = None
     ) -> int:
@@ -458,12 +848,13 @@ class Spool:
         if conn is None:
             return 0
         where, params = _dead_letter_filter(stream, ids)
-        with _transaction(conn):
+        with self._write(conn):
             cursor = conn.execute(f"DELETE FROM dead_letters{where}", params)
         return cursor.rowcount
 
     # -- status -------------------------------------------------------------------------
 
+    @_recovering()
     def status(self) -> dict[str, Any]:
         """Describe the spool: its path, and per stream the pending, claimed and dead rows.
 
@@ -493,6 +884,7 @@ class Spool:
             entry(stream)["dead_letters"] = count
         return result
 
+    @_recovering()
     def journal_mode(self) -> str | None:
         """The SQLite journal mode of the spool file ('wal'), or None when it does not exist."""
         conn = self._connect(create=False)
@@ -501,16 +893,74 @@ class Spool:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
 
 
+def _set_up(conn: sqlite3.Connection) -> None:
+    """Prepare a new connection: WAL mode, synchronous=NORMAL, and the tables."""
+    _enable_wal(conn)
+    # NORMAL: a commit survives the death of the process (it is in the WAL, which the OS
+    # holds); only a power loss can take the last commits with it.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != _SCHEMA_VERSION:
+        with _transaction(conn):
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """A write transaction that holds the lock from its start (``BEGIN IMMEDIATE``)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back, if SQLite has not already: after a full disk or a corrupt page it may
+    have, and a second ROLLBACK would raise instead of the error that matters."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at ``path``, None when there is none."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _primary_code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    return None if code is None else code & 0xFF
+
+
+def _is_corrupt(error: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged or not a database at all."""
+    code = _primary_code(error)
+    if code is not None:
+        return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(error)
+    return "malformed" in text or "not a database" in text
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    """Whether SQLite says the disk (or the database's page limit) is full."""
+    code = _primary_code(error)
+    if code is not None:
+        return code == _SQLITE_FULL
+    return "database or disk is full" in str(error)
+
+
+def _is_int(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _dead_letter_filter(
@@ -559,11 +1009,18 @@ class _ThreadOwner:
 
 
 def _close_thread_connection(
-    connections: dict[int, sqlite3.Connection], conn: sqlite3.Connection, pid: int
+    connections: dict[int, tuple[sqlite3.Connection, tuple[int, int]]],
+    conn: sqlite3.Connection,
+    pid: int,
+    path: Path,
 ) -> None:
     """Close the connection of a thread that ended, unless close() or a fork took it."""
-    if connections.pop(id(conn), None) is None or os.getpid() != pid:
+    entry = connections.pop(id(conn), None)
+    if entry is None or os.getpid() != pid:
         return  # closed by Spool.close(), or inherited from the parent: never close it
+    if _identity(path) != entry[1]:
+        _ABANDONED.append(conn)  # moved aside: closing would delete the new file's WAL
+        return
     with contextlib.suppress(sqlite3.Error):
         conn.close()
 

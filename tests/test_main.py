@@ -47,6 +47,21 @@ def spool(tmp_path: Path) -> Spool:
     return spool
 
 
+def test_a_spool_directory_others_can_write_to_is_refused_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointing a spool command at a shared directory exits 2 with the reason and the fix."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    Spool(shared).append(STREAM, [b"x"])
+    shared.chmod(0o777)
+    status, out = run("spool", "status", "--spool-dir", str(shared))
+    assert (status, out) == (2, "")
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: The spool directory {shared} is writable by other users")
+    assert "Traceback" not in error
+
+
 def test_the_module_runs_and_lists_its_commands() -> None:
     """`python -m eventtracking --help` works and names the spool command."""
     done = subprocess.run(

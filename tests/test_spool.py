@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
+from disk_support import run_on_small_disk
 
-from eventtracking.spool import SPOOL_FILENAME, Spool, default_spool_dir
+from eventtracking.spool import (
+    SPOOL_FILENAME,
+    Spool,
+    SpoolFullError,
+    UnsafeSpoolError,
+    default_spool_dir,
+)
 
 STREAM = "mongodb://db.example:27017/app.events"
 
@@ -323,7 +335,7 @@ def test_a_new_spool_waits_for_another_connection_setting_up_the_file(tmp_path: 
     waits for it, as every other statement does, instead of failing at once with
     "database is locked" (SQLite's switch to WAL mode does not wait by itself)."""
     spool = Spool(tmp_path)
-    tmp_path.mkdir(exist_ok=True)
+    os.close(os.open(spool.path, os.O_CREAT | os.O_WRONLY, 0o600))  # as a spool creates it
     other = sqlite3.connect(spool.path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     other.execute("CREATE TABLE setting_up (x)")
@@ -335,3 +347,310 @@ def test_a_new_spool_waits_for_another_connection_setting_up_the_file(tmp_path: 
         releaser.join(10)
         other.close()
     assert drain(spool) == [b"after the wait"]
+
+
+# -- private files --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277], ids=["000", "022", "277"])
+def test_spool_files_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    """The directory is created 0700, and the database, -wal and -shm 0600, under any umask."""
+    script = textwrap.dedent(
+        f"""
+        import json, os, sys
+        os.umask({umask})
+        from eventtracking.spool import Spool
+        spool = Spool({str(tmp_path / "new" / "spool")!r})
+        spool.append({STREAM!r}, [b"x"])
+        # -wal and -shm exist while a connection is open.
+        modes = {{name: os.stat(os.path.join(spool.directory, name)).st_mode & 0o777
+                  for name in os.listdir(spool.directory)}}
+        modes["."] = os.stat(spool.directory).st_mode & 0o777
+        print(json.dumps(modes))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    modes = json.loads(done.stdout)
+    assert modes.pop(".") == 0o700
+    assert {SPOOL_FILENAME, f"{SPOOL_FILENAME}-wal", f"{SPOOL_FILENAME}-shm"} <= set(modes)
+    assert {name: oct(mode) for name, mode in modes.items()} == {
+        name: oct(0o600) for name in modes
+    }
+
+
+def _foreign_directory(tmp_path: Path) -> Path:
+    """A directory owned by another user: chowned when running as root, else one of root's."""
+    if os.geteuid() == 0:
+        directory = tmp_path / "theirs"
+        directory.mkdir(mode=0o700)
+        os.chown(directory, _OTHER_UID, _OTHER_UID)
+        return directory
+    if os.stat("/").st_uid != os.geteuid():
+        return Path("/")
+    pytest.skip("no directory of another user here: this user owns / and is not root")
+
+
+_OTHER_UID = 65534  # nobody
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        (0o777, "writable by other users (mode 0777)"),
+        (0o1777, "writable by other users (mode 1777)"),  # like /tmp
+        (0o770, "writable by its group (mode 0770)"),
+    ],
+)
+def test_a_directory_others_can_write_to_is_refused(tmp_path: Path, mode: int, says: str) -> None:
+    """A spool_dir others can write to (a shared or /tmp-like one) is refused with the fix;
+    nothing is written there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    spool = Spool(shared)
+    with pytest.raises(UnsafeSpoolError) as raised:
+        spool.append(STREAM, [b"secret event"])
+    message = str(raised.value)
+    assert str(shared) in message and says in message
+    assert f"chmod go-w {shared}" in message
+    assert raised.value.path == shared
+    assert os.listdir(shared) == []
+    with pytest.raises(UnsafeSpoolError):
+        spool.check()
+    # A spool file planted there, with forged events, is never read.
+    forger = Spool(tmp_path / "forger")
+    forger.append(STREAM, [b"forged event"])
+    forger.close()
+    shutil.copy(forger.path, shared / SPOOL_FILENAME)
+    with pytest.raises(UnsafeSpoolError):
+        spool.claim(STREAM, 10)
+
+
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    """A spool_dir that another user owns is refused, naming both users and the fix."""
+    theirs = _foreign_directory(tmp_path)
+    spool = Spool(theirs)
+    with pytest.raises(UnsafeSpoolError) as raised:
+        spool.check()
+    message = str(raised.value)
+    assert f"The spool directory {theirs} belongs to" in message
+    assert "Set spool_dir to a directory of your own" in message
+    with pytest.raises(UnsafeSpoolError):
+        spool.append(STREAM, [b"secret event"])
+    assert not (theirs / SPOOL_FILENAME).exists()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [(0o644, "readable by other users (mode 0644)"), (0o620, "accessible by other users")],
+)
+def test_a_spool_file_others_can_read_is_refused(
+    tmp_path: Path, suffix: str, mode: int, says: str
+) -> None:
+    """An existing spool file (or its -wal or -shm) that others can read or write is refused
+    with `chmod 600`, for reading as for writing; the file is left as it was."""
+    Spool(tmp_path).append(STREAM, [b"x"])  # (closed by the GC: -wal and -shm go)
+    target = Path(f"{tmp_path / SPOOL_FILENAME}{suffix}")
+    target.touch()
+    os.chmod(target, mode)
+    spool = Spool(tmp_path)
+    for operation in (lambda: spool.append(STREAM, [b"y"]), spool.pending_count, spool.check):
+        with pytest.raises(UnsafeSpoolError) as raised:
+            operation()
+        assert f"The spool file {target} is {says}" in str(raised.value)
+        assert f"chmod 600 {target}" in str(raised.value)
+    assert target.stat().st_mode & 0o777 == mode
+    os.chmod(target, 0o600)
+    spool.append(STREAM, [b"y"])
+    assert drain(spool) == [b"x", b"y"]
+
+
+def test_a_spool_file_of_another_user_or_a_symlink_is_refused(tmp_path: Path) -> None:
+    """A spool file another user owns, or a symbolic link in its place, is refused."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    Spool(tmp_path).append(STREAM, [b"x"])
+    path = tmp_path / SPOOL_FILENAME
+    os.chown(path, _OTHER_UID, _OTHER_UID)
+    with pytest.raises(UnsafeSpoolError, match=f"The spool file {path} belongs to .*uid 65534"):
+        Spool(tmp_path).pending_count()
+    os.chown(path, 0, 0)
+    path.rename(tmp_path / "elsewhere.sqlite3")
+    path.symlink_to(tmp_path / "elsewhere.sqlite3")
+    with pytest.raises(UnsafeSpoolError, match=f"The spool file {path} is a symbolic link"):
+        Spool(tmp_path).append(STREAM, [b"y"])
+
+
+# -- corruption -----------------------------------------------------------------------
+
+
+def _garble_header(path: Path) -> None:
+    with open(path, "r+b") as file:
+        file.write(b"not a database!!" * 8)
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _garble_pages(path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "r+b") as file:
+        file.seek(4096)  # page 2 onwards: the header stays valid
+        file.write(b"\xff" * (size // 2))
+
+
+@pytest.mark.parametrize("damage", [_garble_header, _truncate, _garble_pages])
+def test_a_corrupt_spool_file_is_moved_aside_and_a_fresh_spool_started(
+    tmp_path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite finding the file corrupt moves it aside (with a logged error and a counter),
+    and the spool carries on with a fresh file: later events are kept and delivered."""
+    writer = Spool(tmp_path)
+    writer.append(STREAM, [b"%04d" % n + b"." * 500 for n in range(2000)])
+    writer.close()
+    damage(tmp_path / SPOOL_FILENAME)
+
+    spool = Spool(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="eventtracking.spool"):
+        drain(spool)  # delivers what it can read, until it meets the damage
+        spool.append(STREAM, [b"after the damage"])
+        assert drain(spool) == [b"after the damage"]
+    moved = sorted(tmp_path.glob(f"{SPOOL_FILENAME}.corrupt-*"))
+    assert [path.name for path in moved if not path.name.endswith(("-wal", "-shm"))] != []
+    assert spool.stats()["moved_aside"] == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"The spool file {tmp_path / SPOOL_FILENAME} is corrupt" in errors[0]
+    assert str(moved[0]) in errors[0]
+
+
+def test_another_connection_moves_on_to_the_fresh_file(tmp_path: Path) -> None:
+    """A spool with a connection open on a file that another one moved aside writes to the
+    fresh file from its next statement, so nothing goes to the file that left."""
+    other = Spool(tmp_path)
+    other.append(STREAM, [b"before"])  # its connection stays open on the old file
+    (tmp_path / SPOOL_FILENAME).rename(tmp_path / "old.sqlite3")
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{tmp_path / SPOOL_FILENAME}{suffix}").rename(tmp_path / f"old.sqlite3{suffix}")
+    mover = Spool(tmp_path)
+    mover.append(STREAM, [b"fresh"])
+    other.append(STREAM, [b"from the other"])
+    assert drain(mover) == [b"fresh", b"from the other"]
+    old = sqlite3.connect(tmp_path / "old.sqlite3")
+    assert old.execute("SELECT payload FROM pending").fetchall() == [(b"before",)]
+    old.close()
+
+
+# -- size and disk --------------------------------------------------------------------
+
+
+def test_the_size_cap_refuses_what_does_not_fit_and_counts_it(tmp_path: Path) -> None:
+    """Past max_bytes, append raises SpoolFullError naming the limit, writes none of the
+    batch, and counts the refused rows; delivering makes room again."""
+    spool = Spool(tmp_path, max_bytes=256 * 1024)
+    accepted: list[bytes] = []
+    refused = 0
+    for start in range(0, 1000, 10):
+        batch = [b"%05d" % n + b"." * 995 for n in range(start, start + 10)]
+        try:
+            spool.append(STREAM, batch)
+        except SpoolFullError as exc:
+            assert exc.reason == "max_bytes" and exc.rows == len(batch)
+            assert str(spool.path) in str(exc) and "spool_max_bytes" in str(exc)
+            refused += len(batch)
+        else:
+            accepted.extend(batch)
+    assert 0 < len(accepted) < 1000
+    assert refused == 1000 - len(accepted)
+    assert spool.stats()["refused"] == {"max_bytes": refused}
+    assert spool.path.stat().st_size <= 256 * 1024 + 16 * 4096
+    assert drain(spool) == accepted
+    spool.append(STREAM, [b"room again"])
+    assert drain(spool) == [b"room again"]
+
+
+def test_bad_size_options_are_refused(tmp_path: Path) -> None:
+    """max_bytes and reserve_bytes that are not sizes raise ValueError naming the value."""
+    with pytest.raises(ValueError, match=r"max_bytes must be a positive int .* got 0"):
+        Spool(tmp_path, max_bytes=0)
+    with pytest.raises(ValueError, match=r"reserve_bytes must be an int >= 0 .* got -1"):
+        Spool(tmp_path, reserve_bytes=-1)
+
+
+_FULL_DISK_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from eventtracking.spool import Spool
+
+def fill(path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, bytes(65536)):
+            pass
+    except OSError:
+        pass
+    os.close(fd)
+
+disk = Path(sys.argv[1])
+# Other files (logs, say) take 12 of the 32 MiB.
+with open(disk / "logs", "wb") as file:
+    file.write(bytes(12 << 20))
+spool = Spool(disk / "spool")  # the default reserve and limit
+accepted, refusal, n = [], None, 0
+while refusal is None:  # an outage long enough to fill the disk
+    batch = [b"%08d" % (n + i) + b"." * 992 for i in range(50)]
+    try:
+        spool.append("stream", batch)
+    except Exception as exc:
+        refusal = f"{type(exc).__name__}: {getattr(exc, 'reason', None)}"
+    else:
+        accepted.extend(batch)
+        n += len(batch)
+# The process ends (its WAL goes with its last connection), and the logs take every
+# byte the spool left free: a new process must find room to write before it can claim.
+spool.close()
+fill(disk / "more-logs")
+spool = Spool(disk / "spool")
+delivered = []
+while (claim := spool.claim("stream", 500)) is not None:
+    delivered.extend(claim.payloads)
+    spool.ack(claim)
+try:
+    spool.append("stream", [b"while the disk is full"])
+    while_full = "accepted"
+except Exception as exc:
+    while_full = getattr(exc, "reason", type(exc).__name__)
+os.unlink(disk / "logs")  # an operator makes room
+os.unlink(disk / "more-logs")
+spool.append("stream", [b"once there is room"])
+last = spool.claim("stream", 10)
+print(json.dumps({
+    "refusal": refusal,
+    "accepted": len(accepted),
+    "delivered_in_order": delivered == accepted,
+    "while_full": while_full,
+    "last": [p.decode() for p in last.payloads] if last else None,
+    "stats": spool.stats(),
+}))
+"""
+
+
+def test_a_spool_that_filled_the_disk_can_still_be_drained(tmp_path: Path) -> None:
+    """On a real full disk (a small tmpfs, filled by the spool and other files), every row the
+    spool accepted is claimed and acknowledged; nothing new is accepted until there is room."""
+    done = run_on_small_disk(tmp_path, _FULL_DISK_SCRIPT, size="32m")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["refusal"] == "SpoolFullError: disk"
+    assert result["accepted"] > 500
+    assert result["delivered_in_order"] is True
+    assert result["while_full"] == "disk"
+    assert result["last"] == ["once there is room"]
+    assert result["stats"]["reserve_released"] == 1
+    assert result["stats"]["refused"] == {"disk": 1}

@@ -1,0 +1,127 @@
+"""Free space kept back, so that a spool on a full disk can still be drained.
+
+Draining a SQLite spool writes: claiming rows updates them, delivering them deletes
+them, and both go through the write-ahead log before a checkpoint copies them into the
+database. On a full disk those writes fail, so a spool that filled the disk during an
+outage could never be delivered, even once the server is back.
+
+Two things keep room for draining:
+
+* the spool never fills the disk itself: adding rows is refused while the file system
+  has less than the reserve's size free (:meth:`DiskReserve.room_for`), so its
+  write-ahead log can always be checkpointed;
+* a *reserve*, a file of allocated blocks beside the spool, protects against other
+  programs filling the disk. When a draining write fails because the disk is full, the
+  reserve is deleted, which gives its space back to the file system, and the write is
+  tried again. While the reserve is missing nothing new is added to the spool, so the
+  freed space stays for draining; the reserve is made again, and adding resumes, once
+  the file system has room for it twice over.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from eventtracking._spool_files import create_private_file
+
+__all__ = ["DiskReserve"]
+
+_CHUNK = 1 << 20
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskReserve:
+    """``size`` bytes of disk held in the file ``path``; ``size=0`` keeps no reserve."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def present(self) -> bool:
+        """Whether the reserve holds its full size now (always True when ``size`` is 0)."""
+        if not self.size:
+            return True
+        try:
+            return os.lstat(self.path).st_size >= self.size
+        except FileNotFoundError:
+            return False
+
+    def room_for(self, incoming: int) -> bool:
+        """Whether ``incoming`` more bytes leave the reserve's size free on the file system,
+        with the reserve in place (always True when ``size`` is 0)."""
+        if not self.size:
+            return True
+        if not self.ensure():
+            return False
+        free = _free_bytes(self.path.parent)
+        return free is None or free - incoming >= self.size
+
+    def ensure(self) -> bool:
+        """Make the reserve unless it is there; False when the file system lacks room.
+
+        There is room when the file system has at least twice ``size`` free: the
+        reserve, and as much again for the spool to grow into.
+        """
+        if self.present():
+            return True
+        free = _free_bytes(self.path.parent)
+        if free is not None and free < 2 * self.size:
+            return False
+        create_private_file(self.path)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:  # released meanwhile by another process: try next time
+            return False
+        try:
+            _allocate(fd, self.size)
+        except OSError as exc:
+            if exc.errno not in _NO_ROOM:
+                raise
+            allocated = False
+        else:
+            allocated = True
+        finally:
+            os.close(fd)
+        if not allocated:
+            self.release()  # a part of a reserve would only take space
+        return allocated
+
+    def release(self) -> bool:
+        """Delete the reserve, giving its space back; False when there was none."""
+        if not self.size:
+            return False
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged user may still write on ``directory``'s file system."""
+    try:
+        usage = os.statvfs(directory)
+    except (AttributeError, OSError):  # no statvfs here: writing will tell
+        return None
+    return usage.f_bavail * usage.f_frsize
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of real blocks (not a sparse hole)."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, size)
+            return
+        except OSError as exc:
+            # EINVAL/EOPNOTSUPP: the file system cannot preallocate; write instead.
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    os.lseek(fd, 0, os.SEEK_SET)
+    zeros = bytes(_CHUNK)
+    left = size
+    while left > 0:
+        left -= os.write(fd, zeros[: min(left, _CHUNK)])
+    os.fsync(fd)

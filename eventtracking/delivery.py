@@ -15,6 +15,11 @@ Nothing is lost on the way:
 * when the sink fails, the batch goes to the spool and the thread retries with
   exponential backoff and jitter, spooling new items meanwhile so memory stays bounded;
   when the sink is back, the spool is replayed in order before the queue;
+* what earlier processes left in the spool is replayed once this process has work of
+  its own: the thread starts with the first :meth:`~BatchDelivery.put` (or
+  :meth:`~BatchDelivery.flush`), never at construction, so a process that sends
+  nothing (``manage.py check``, a cron job) neither replays the spool nor waits for the
+  sink at exit;
 * when the queue is full, its oldest batch moves to the spool to make room;
 * with ``durable=True``, every item is on the spool before :meth:`~BatchDelivery.put`
   returns, and the thread delivers from the spool;
@@ -25,7 +30,8 @@ Nothing is lost on the way:
 * items the sink refuses for good become dead letters in the spool, with the reason.
 
 Every outcome is counted in :meth:`~BatchDelivery.stats`, and errors are logged at a
-limited rate. Without a spool, what cannot be kept is dropped, logged and counted.
+limited rate. What cannot be kept, without a spool or when the spool is full, is
+dropped, logged and counted.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
-from eventtracking.spool import Claim, Spool, _call_weak
+from eventtracking.spool import Claim, Spool, SpoolFullError, _call_weak
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
@@ -158,9 +164,9 @@ class BatchDelivery:
         self._reset_runtime()
         os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
         _LIVE.add(self)
-        # Start at once, so that rows an earlier process left in the spool are
-        # delivered even if this one never sends anything.
-        self._ensure_thread()
+        # No thread yet: it starts with the first put() or flush(), and then replays what
+        # earlier processes left. A process that sends nothing must not contact the sink,
+        # nor wait for it at exit (a management command while the server is down).
 
     def __repr__(self) -> str:
         return f"<BatchDelivery {self.name!r} stream={self.stream!r}>"
@@ -283,6 +289,19 @@ class BatchDelivery:
         if self.spool is not None:
             try:
                 self.spool.append(self.stream, items)
+            except SpoolFullError as exc:
+                # Counted by the spool (refused); a drop is counted and logged below.
+                self._counters.set("last_error", f"{type(exc).__name__}: {exc}")
+                self._counters.set("last_error_at", time.time())
+                if reason is None:
+                    self._log.warning(
+                        "spool-full",
+                        "Delivery %r keeps events in memory, up to max_queue_size: %s",
+                        self.name,
+                        exc,
+                    )
+                else:
+                    reason = "spool_full"
             except Exception as exc:
                 self._record_error("spool", exc)
             else:
@@ -293,10 +312,11 @@ class BatchDelivery:
             self._counters.incr("dropped", reason, amount=len(items))
             self._log.error(
                 f"drop-{reason}",
-                "Delivery %r dropped %d event(s) (%s): no spool could take them",
+                "Delivery %r dropped %d event(s) (%s): %s",
                 self.name,
                 len(items),
                 reason,
+                "the spool is full" if reason == "spool_full" else "no spool could take them",
             )
         return False
 
@@ -400,13 +420,17 @@ class BatchDelivery:
         ``queued`` items accepted; ``stored`` confirmed by the sink (``replayed`` of them
         came from the spool); ``spooled`` written to the spool; ``overflowed`` found the
         queue full; ``dead_lettered`` refused for good; ``retries`` failed attempts;
-        ``batches`` successful sink calls; ``dropped`` lost, by reason; ``queue_size``
-        now; ``last_error`` and ``last_error_at`` (Unix time) when anything failed.
+        ``batches`` successful sink calls; ``dropped`` lost, by reason (``spool_full``
+        when the spool refused them); ``queue_size`` now; ``last_error`` and
+        ``last_error_at`` (Unix time) when anything failed; ``spool``, the spool's own
+        :meth:`~eventtracking.spool.Spool.stats`, when there is one.
         """
         result = self._counters.snapshot()
         result["queued"] = self._queued.value
         result["queue_size"] = len(self._queue)
         result.setdefault("last_error", None)
+        if self.spool is not None:
+            result["spool"] = self.spool.stats()
         sink_stats = getattr(self._sink, "stats", None)
         if callable(sink_stats):
             try:

@@ -6,6 +6,7 @@ accepts any such sink. MongoDB itself is tested in test_mongodb.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from disk_support import run_on_small_disk
 
 from eventtracking.delivery import BatchDelivery, Sink, backoff_delay
 from eventtracking.spool import Spool
@@ -254,6 +256,103 @@ def test_rows_left_in_the_spool_by_another_process_are_delivered(
     assert sink.items == [*items(0, 3), b"new"]
 
 
+def test_a_delivery_that_is_given_nothing_starts_no_thread_and_leaves_the_spool_alone(
+    make: Make, tmp_path: Path
+) -> None:
+    """Building a delivery starts no thread: rows an earlier process left wait for this one's
+    first put() or flush(), and closing an unused delivery sends nothing."""
+    Spool(tmp_path / "spool").append(STREAM, items(0, 3))
+    sink = ListSink()
+    name = f"idle-{uuid.uuid4().hex[:8]}"
+    delivery = make(sink, name=name)
+    assert f"eventtracking-delivery-{name}" not in {t.name for t in threading.enumerate()}
+    delivery.close(10)
+    assert sink.calls == 0
+    assert Spool(tmp_path / "spool").pending_count(STREAM) == 3
+
+
+def test_the_first_flush_replays_what_an_earlier_process_left(make: Make, tmp_path: Path) -> None:
+    """flush() on a delivery that was given nothing delivers the rows left in its stream
+    (how the replay commands work)."""
+    Spool(tmp_path / "spool").append(STREAM, items(0, 3))
+    sink = ListSink()
+    assert make(sink).flush(10) is True
+    assert sink.items == items(0, 3)
+
+
+def test_items_a_full_spool_refuses_are_counted_as_dropped(make: Make, tmp_path: Path) -> None:
+    """With the sink down and the spool at its size cap, what memory cannot hold is dropped
+    and counted (spool_full), and the spool counts its refusals; the rest is delivered."""
+    sink = ListSink()
+    sink.down = True
+    spool = Spool(tmp_path / "capped", max_bytes=64 * 1024)
+    delivery = make(sink, spool=spool, batch_size=10, max_queue_size=20)
+    sent = [b"%04d" % n + b"." * 1000 for n in range(300)]
+    delivery.put_many(sent)
+    sink.down = False
+    assert delivery.flush(30) is True
+    stats = delivery.stats()
+    dropped = stats["dropped"].get("spool_full", 0)
+    assert dropped > 0
+    assert stats["spool"]["refused"]["max_bytes"] >= dropped
+    delivered = set(sink.items)
+    assert delivered <= set(sent)
+    assert len(delivered) + dropped == len(sent)
+    assert stats["queued"] == len(sent)
+
+
+_FULL_DISK_DELIVERY_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from eventtracking.delivery import BatchDelivery
+from eventtracking.spool import Spool
+
+class Sink:
+    def __init__(self):
+        self.down, self.items = True, []
+    def send_batch(self, items):
+        if self.down:
+            raise ConnectionError("the server is down")
+        self.items.extend(items)
+
+disk = Path(sys.argv[1])
+sink = Sink()
+delivery = BatchDelivery(sink, name="disk", spool=Spool(disk / "spool"), stream="s",
+                         batch_size=50, max_queue_size=100, backoff_base=0.01, backoff_max=0.05)
+n = 0
+while sum(delivery.stats()["dropped"].values()) < 100:  # until the disk is full
+    delivery.put(b"%08d" % n + b"." * 992)
+    n += 1
+fd = os.open(disk / "logs", os.O_WRONLY | os.O_CREAT)  # and other files take the rest
+try:
+    while os.write(fd, bytes(65536)):
+        pass
+except OSError:
+    pass
+sink.down = False  # the server is back
+flushed = delivery.flush(30)
+stats = delivery.stats()
+print(json.dumps({"put": n, "flushed": flushed, "stored": len(sink.items),
+                  "unique": len(set(sink.items)), "dropped": stats["dropped"],
+                  "spool": stats.get("spool")}))
+delivery.close(0)
+"""
+
+
+def test_delivery_resumes_from_a_spool_that_filled_the_disk(tmp_path: Path) -> None:
+    """After an outage that filled the disk (a small tmpfs), the server's return drains the
+    spool: every event is stored or counted as dropped, and flush() says all is done."""
+    done = run_on_small_disk(tmp_path, _FULL_DISK_DELIVERY_SCRIPT, size="24m")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["flushed"] is True
+    assert result["stored"] > 1000
+    assert result["dropped"] == {"spool_full": result["put"] - result["stored"]}
+    assert result["unique"] == result["stored"]
+    assert result["stored"] + sum(result["dropped"].values()) == result["put"]
+    assert result["spool"]["refused"]["disk"] > 0
+
+
 def test_refused_items_become_dead_letters_and_the_rest_is_stored(
     make: Make, tmp_path: Path
 ) -> None:
@@ -430,6 +529,25 @@ def test_exit_flushes_what_is_queued(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert file_lines(out) == items(0, 10)
+
+
+def test_exit_of_a_process_that_put_nothing_neither_replays_nor_waits(tmp_path: Path) -> None:
+    """A process that never put anything leaves the rows of earlier processes in the spool
+    at exit, and never calls the sink."""
+    Spool(tmp_path).append("s", items(0, 5))
+    out = tmp_path / "out"
+    done = run_script(
+        f"""
+        from eventtracking.delivery import BatchDelivery
+        from eventtracking.spool import Spool
+        d = BatchDelivery(FileSink({str(out)!r}), name="idle", spool=Spool({str(tmp_path)!r}),
+                          stream="s", exit_timeout=30)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert not out.exists()
+    assert Spool(tmp_path).status()["streams"]["s"]["pending"] == 5
+    assert Spool(tmp_path).status()["streams"]["s"]["claimed"] == 0
 
 
 def test_exit_spools_what_it_cannot_deliver_within_exit_timeout(tmp_path: Path) -> None:

@@ -11,12 +11,14 @@ import decimal
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -313,7 +315,7 @@ def test_extra_is_copied_never_changed(make_backend: MakeBackend, stored: Any) -
         ({"user": "me"}, "user and password go together"),
         (
             {"uri": "mongodb://alice:pw@a.example/", "user": "bob", "password": "x"},
-            "uri names user 'alice' and the user option names 'bob'",
+            "uri names one user and the user option another",
         ),
         ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
         ({"collection": ""}, "collection must be a non-empty string"),
@@ -344,6 +346,64 @@ def test_uri_wins_over_matching_host_and_the_password_is_never_shown(tmp_path: P
     with pytest.raises(ImproperlyConfigured) as raised:
         MongoBackend(uri="mongodb://alice:s3cret@a.example/", host="c.example", spool_dir=tmp_path)
     assert "s3cret" not in str(raised.value)
+
+
+def _userinfo_pieces(uri: str) -> list[str]:
+    """The parts of a URI's user info (everything before its last '@') worth hiding."""
+    userinfo = uri.split("://", 1)[1].rpartition("@")[0]
+    return [piece for piece in re.split("[:/?@#]", userinfo) if len(piece) >= 4]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://alice:S3cr3t/pw@db.example/",  # '/' in the password
+        "mongodb://alice:S3cr3t?pw@db.example/",  # '?' in the password
+        "mongodb://alice:S3cr3t@pw@db.example/",  # '@' in the password
+        "mongodb://alice:S3cr3t:pw@db.example/",  # ':' in the password
+        "mongodb://alice:2727/S3cr3t@db.example",  # reads as host:port/database
+        "mongodb://alice:S3cr3t@db.example:port/",  # a bad port
+        "mongodb://alice:S3cr3t@/",  # no server
+        "mongodb+srv://alice:S3cr3t/pw@cluster.example/",
+        "mongodb://alice:S3cr3t@db.example/?authMechanism=NOPE",  # pymongo refuses it
+    ],
+)
+def test_a_bad_uri_never_shows_its_user_info(
+    uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URI that cannot be used raises ImproperlyConfigured; neither the message, nor the
+    exception's chain or traceback, nor any log line shows a part of its user info."""
+    with caplog.at_level(logging.DEBUG), pytest.raises(ImproperlyConfigured) as raised:
+        # An option pymongo refuses too, so that its own error must be shown safely.
+        MongoBackend(uri=uri, spool_dir=tmp_path, extra={"connectTimeoutMS": "soon"})
+    shown = "".join(traceback.format_exception(raised.value)) + caplog.text
+    assert "***@" in str(raised.value) or "pymongo" in str(raised.value)
+    for piece in _userinfo_pieces(uri):
+        assert piece not in shown
+
+
+def test_a_password_in_a_valid_uri_is_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """repr(), the uri attribute, the stream name and stats show neither the user info nor
+    secret option values."""
+    uri = (
+        "mongodb://alice:S3cr3t%2Fpw@db.example:27017/"
+        "?tlsCertificateKeyFilePassword=K3yPa55&authSource=admin"
+    )
+    with caplog.at_level(logging.DEBUG):
+        backend = MongoBackend(uri=uri, spool_dir=tmp_path)
+    try:
+        shown = " ".join(
+            [repr(backend), str(backend.uri), backend.stream, str(backend.stats()), caplog.text]
+        )
+    finally:
+        backend.close(0)
+    assert backend.uri == (
+        "mongodb://***@db.example:27017/?tlsCertificateKeyFilePassword=***&authSource=admin"
+    )
+    for secret in ("alice", "S3cr3t", "K3yPa55"):
+        assert secret not in shown
 
 
 def test_without_pymongo_import_works_and_the_error_names_the_extra(tmp_path: Path) -> None:
@@ -678,3 +738,4 @@ def test_processes_sharing_a_spool_during_an_outage_store_everything_once(
     assert stored.count_documents({}) == processes * count
     for n in range(processes):
         assert seqs(stored, **{"data.proc": n}) == list(range(count))
+

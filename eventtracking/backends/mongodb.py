@@ -42,6 +42,7 @@ from eventtracking import delivery as delivery_module
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking.backends import _mongo_uri
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import Spool, default_spool_dir
@@ -82,8 +83,7 @@ WRITER_CLIENT_DEFAULTS: Mapping[str, Any] = {
     "appname": "eventtracking",
 }
 
-_DEFAULT_PORT = 27017
-_SCHEMES = ("mongodb://", "mongodb+srv://")
+_SCHEMES = _mongo_uri.SCHEMES
 _DUPLICATE_KEY = 11000
 _AUTHENTICATION_FAILED = 18
 # Write errors about the server's state rather than the document: retry the batch.
@@ -141,13 +141,14 @@ class MongoBackend:
       stream share their spooled events.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
-    4.x), ``database_name`` and ``collection_name``, ``uri`` (password hidden; None
-    when built from host and port), ``spool`` (its :class:`~eventtracking.spool.Spool`)
-    and ``stream`` (its name there), and ``delivery`` (the
-    :class:`~eventtracking.delivery.BatchDelivery` behind it).
+    4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and
+    secret options hidden; None when built from host and port), ``spool`` (its
+    :class:`~eventtracking.spool.Spool`) and ``stream`` (its name there), and
+    ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery` behind it).
 
     Raises ImportError without pymongo, ImproperlyConfigured for conflicting or invalid
-    options. Never contacts the server while being built.
+    options. No message, ``repr()`` or log line shows the URI's user info or a password.
+    Never contacts the server while being built.
     """
 
     #: The event is read, never changed: the router need not copy it for this backend.
@@ -185,13 +186,15 @@ class MongoBackend:
         self.database_name = database
         self.collection_name = collection
         self._extra: dict[str, Any] = dict(extra or {})
-        target, target_port, seeds = _resolve_target(host, port, uri)
-        self.uri = _redact(target) if target_port is None else None
+        target, target_port, seeds = _mongo_uri.resolve_target(host, port, uri)
+        self.uri = _mongo_uri.redact(target) if target_port is None else None
         self._target = target
         self._target_port = target_port
-        self._client_kwargs = _client_options(self._extra, target, user, password, database)
+        self._client_kwargs = _mongo_uri.client_options(
+            self._extra, target, user, password, database
+        )
         writer_kwargs = dict(self._client_kwargs)
-        given = {key.lower() for key in writer_kwargs} | _uri_option_names(target)
+        given = {key.lower() for key in writer_kwargs} | _mongo_uri.option_names(target)
         for key, value in WRITER_CLIENT_DEFAULTS.items():
             if key.lower() not in given:
                 writer_kwargs[key] = value
@@ -201,9 +204,13 @@ class MongoBackend:
             # Built now so that bad options fail here, in the caller's hands; with
             # connect=False it starts no thread and makes no network call.
             writer = pymongo.MongoClient(target, target_port, **writer_kwargs)
-        except pymongo.errors.PyMongoError as exc:
-            msg = f"MongoBackend options are not valid for pymongo: {exc}"
-            raise ImproperlyConfigured(msg) from exc
+        except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
+            # pymongo's text may quote the options: show it without the secrets, and
+            # without the original exception, whose text would show them again.
+            hidden = _mongo_uri.secrets(target, password, self._extra)
+            text = _mongo_uri.scrub(str(exc), hidden)
+            msg = f"MongoBackend options are not valid for pymongo: {type(exc).__name__}: {text}"
+            raise ImproperlyConfigured(msg) from None
         self.stream = spool_stream or f"{seeds}/{database}.{collection}"
         self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
         self._sink = _MongoSink(
@@ -537,140 +544,6 @@ def _is_id_conflict(error: Mapping[str, Any]) -> bool:
     return "_id_ dup key" in str(error.get("errmsg", ""))
 
 
-def _resolve_target(
-    host: str | None, port: int | None, uri: str | None
-) -> tuple[str, int | None, str]:
-    """Return MongoClient's ``host`` and ``port`` arguments, and the servers' name."""
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-        msg = f"port must be an int, got {port!r}"
-        raise ImproperlyConfigured(msg)
-    if host is not None and not isinstance(host, str):
-        msg = f"host must be a string, got {host!r}"
-        raise ImproperlyConfigured(msg)
-    if host is not None and host.startswith(_SCHEMES):
-        # 4.x passed host straight to MongoClient, which accepts a URI there too.
-        if uri is not None and uri != host:
-            msg = (
-                f"MongoBackend got two different URIs: host={_redact(host)!r} and "
-                f"uri={_redact(uri)!r}. Pass the URI as uri only."
-            )
-            raise ImproperlyConfigured(msg)
-        uri, host = host, None
-    if uri is None:
-        host = host or "localhost"
-        port = port or _DEFAULT_PORT
-        return host, port, f"mongodb://{host.lower()}:{port}"
-    if not isinstance(uri, str) or not uri.startswith(_SCHEMES):
-        msg = f"uri must start with 'mongodb://' or 'mongodb+srv://', got {_redact(str(uri))!r}"
-        raise ImproperlyConfigured(msg)
-    scheme, seeds = _uri_seeds(uri)
-    if (host is not None or port is not None) and not any(
-        (host is None or host.lower() == seed_host) and (port is None or port == seed_port)
-        for seed_host, seed_port in seeds
-    ):
-        given = ", ".join(
-            f"{name}={value!r}" for name, value in (("host", host), ("port", port)) if value
-        )
-        servers = ", ".join(f"{h}:{p}" if p else h for h, p in seeds)
-        msg = (
-            f"MongoBackend got uri={_redact(uri)!r}, which names {servers}, and {given}, "
-            "which the URI does not name. Pass only uri: it takes precedence over host "
-            "and port."
-        )
-        raise ImproperlyConfigured(msg)
-    names = ",".join(sorted(f"{h}:{p}" if p else h for h, p in seeds))
-    return uri, None, f"{scheme}{names}"
-
-
-def _uri_seeds(uri: str) -> tuple[str, list[tuple[str, int | None]]]:
-    """The scheme and the (host, port) pairs of a URI, without resolving anything."""
-    scheme = next(s for s in _SCHEMES if uri.startswith(s))
-    rest = uri[len(scheme) :]
-    hosts = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-    seeds: list[tuple[str, int | None]] = []
-    for entry in hosts.split(","):
-        if not entry:
-            continue
-        if entry.startswith("["):
-            name, _, port_text = entry[1:].partition("]")
-            port_text = port_text.lstrip(":")
-        else:
-            name, _, port_text = entry.partition(":")
-        if scheme == "mongodb+srv://":
-            seeds.append((name.lower(), None))
-            continue
-        try:
-            port = int(port_text) if port_text else _DEFAULT_PORT
-        except ValueError:
-            msg = f"uri {_redact(uri)!r} has a bad port in {entry!r}"
-            raise ImproperlyConfigured(msg) from None
-        seeds.append((name.lower(), port))
-    if not seeds:
-        msg = f"uri {_redact(uri)!r} names no server"
-        raise ImproperlyConfigured(msg)
-    return scheme, seeds
-
-
-def _uri_option_names(target: str) -> set[str]:
-    """The lower-cased option names in a URI's query string (empty for a host name)."""
-    if not target.startswith(_SCHEMES) or "?" not in target:
-        return set()
-    query = target.split("?", 1)[1]
-    return {key.lower() for key, _ in parse_qsl(query.replace(";", "&"), keep_blank_values=True)}
-
-
-def _uri_userinfo(target: str) -> str | None:
-    """The user name in a URI, if it has one."""
-    if not target.startswith(_SCHEMES):
-        return None
-    rest = target.split("://", 1)[1].split("/", 1)[0]
-    if "@" not in rest:
-        return None
-    from urllib.parse import unquote_plus
-
-    return unquote_plus(rest.rsplit("@", 1)[0].split(":", 1)[0])
-
-
-def _client_options(
-    extra: dict[str, Any], target: str, user: str | None, password: str | None, database: str
-) -> dict[str, Any]:
-    """MongoClient keyword arguments from ``extra`` and the credentials."""
-    lowered = {key.lower(): key for key in extra}
-    for forbidden in ("host", "port"):
-        if forbidden in lowered:
-            msg = (
-                f"extra sets {lowered[forbidden]!r}; pass it as the {forbidden} option or "
-                "in uri instead, not in extra"
-            )
-            raise ImproperlyConfigured(msg)
-    options = dict(extra)
-    if user is None and password is None:
-        return options
-    if user is None or password is None:
-        msg = "user and password go together: pass both, or neither"
-        raise ImproperlyConfigured(msg)
-    for key, value in (("username", user), ("password", password)):
-        if key in lowered and extra[lowered[key]] != value:
-            msg = (
-                f"extra sets {lowered[key]!r} to another value than the {key} option; "
-                "set it in one place only"
-            )
-            raise ImproperlyConfigured(msg)
-    in_uri = _uri_userinfo(target)
-    if in_uri is not None and in_uri != user:
-        msg = (
-            f"uri names user {in_uri!r} and the user option names {user!r}; set the "
-            "credentials in one place only"
-        )
-        raise ImproperlyConfigured(msg)
-    options["username"] = user
-    options["password"] = password
-    if "authsource" not in lowered and "authsource" not in _uri_option_names(target):
-        # 4.x authenticated against the events database; keep that as the default.
-        options["authSource"] = database
-    return options
-
-
 def _warn_if_unacknowledged(options: Mapping[str, Any], target: str) -> None:
     lowered = {key.lower(): value for key, value in options.items()}
     in_uri = (
@@ -687,19 +560,6 @@ def _warn_if_unacknowledged(options: Mapping[str, Any], target: str) -> None:
             "documents and lost writes cannot be detected. Remove w=0 to let the backend "
             "confirm every event."
         )
-
-
-def _redact(uri: str) -> str:
-    """The URI with any password replaced by ``***``."""
-    if not uri.startswith(_SCHEMES) or "@" not in uri:
-        return uri
-    scheme, rest = uri.split("://", 1)
-    authority, slash, tail = rest.partition("/")
-    if "@" not in authority:
-        return uri
-    userinfo, hosts = authority.rsplit("@", 1)
-    name = userinfo.split(":", 1)[0]
-    return f"{scheme}://{name}:***@{hosts}{slash}{tail}"
 
 
 def _describe(event: Any) -> str:

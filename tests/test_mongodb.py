@@ -739,3 +739,94 @@ def test_processes_sharing_a_spool_during_an_outage_store_everything_once(
     for n in range(processes):
         assert seqs(stored, **{"data.proc": n}) == list(range(count))
 
+
+# -- processes that send nothing --------------------------------------------------------
+
+
+_MONGO_ENGINE = "eventtracking.backends.mongodb.MongoBackend"
+_DJANGO_SETTINGS = """
+SECRET_KEY = "eventtracking-tests-only"
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "eventtracking.django"]
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {database!r}}}}}
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+EVENT_TRACKING_ENABLED = True
+EVENT_TRACKING_BACKENDS = {backends!r}
+"""
+
+
+def run_django(
+    tmp_path: Path, backends: dict[str, Any], *command: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m django COMMAND`` for a project with these EVENT_TRACKING_BACKENDS."""
+    module = f"settings_{len(list(tmp_path.glob('settings_*.py')))}"
+    (tmp_path / f"{module}.py").write_text(
+        _DJANGO_SETTINGS.format(database=str(tmp_path / "db.sqlite3"), backends=backends)
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DJANGO_SETTINGS_MODULE": module}
+    return subprocess.run(
+        [sys.executable, "-m", "django", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def hung_server() -> Iterator[socket.socket]:
+    """A 127.0.0.1 port that accepts connections and never answers: a hung MongoDB.
+
+    Connections wait in its backlog, where the test counts them.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock
+
+
+def _connections(server: socket.socket) -> int:
+    server.setblocking(False)
+    count = 0
+    while True:
+        try:
+            connection, _ = server.accept()
+        except BlockingIOError:
+            return count
+        connection.close()
+        count += 1
+
+
+def test_management_commands_that_emit_nothing_leave_spool_and_server_alone(
+    tmp_path: Path, hung_server: socket.socket
+) -> None:
+    """With MongoDB hung and events left in the spool by an earlier process, `check` and
+    `migrate` never connect to MongoDB, leave the spool as it was, and print no driver
+    errors (so they take no longer than with MongoDB up)."""
+    port = hung_server.getsockname()[1]
+    options = {"uri": f"mongodb://127.0.0.1:{port}/", "spool_dir": str(tmp_path / "spool")}
+    stream = f"mongodb://127.0.0.1:{port}/eventtracking.events"
+    events = [bson.encode({"name": "left", "data": {"seq": n}}) for n in range(2000)]
+    Spool(tmp_path / "spool").append(stream, events)
+    backends = {"mongo": {"ENGINE": _MONGO_ENGINE, "OPTIONS": options}}
+    for command in (["check"], ["migrate", "--noinput"]):
+        done = run_django(tmp_path, backends, *command)
+        assert done.returncode == 0, done.stderr
+        assert "Delivery" not in done.stderr
+        assert "Timeout" not in done.stderr
+        assert _connections(hung_server) == 0
+    counts = Spool(tmp_path / "spool").status()["streams"][stream]
+    assert (counts["pending"], counts["claimed"]) == (2000, 0)
+
+
+def test_a_system_check_never_shows_the_uri_password(tmp_path: Path) -> None:
+    """`manage.py check` reporting a MongoBackend URI it cannot use shows no user info."""
+    options = {"uri": "mongodb://alice:S3cr3t/pw@db.example/", "spool_dir": str(tmp_path)}
+    backends = {"mongo": {"ENGINE": _MONGO_ENGINE, "OPTIONS": options}}
+    done = run_django(tmp_path, backends, "check")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "(eventtracking.E0" in output  # reported as a system check error
+    assert "mongodb://***@db.example/" in output
+    for secret in ("alice", "S3cr3t"):
+        assert secret not in output

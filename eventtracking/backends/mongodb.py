@@ -45,7 +45,7 @@ from eventtracking._stats import Counters
 from eventtracking.backends import _mongo_uri
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
-from eventtracking.spool import Spool, default_spool_dir
+from eventtracking.spool import DEFAULT_MAX_BYTES, Spool, default_spool_dir
 from eventtracking.typing import Event
 
 __all__ = [
@@ -139,6 +139,9 @@ class MongoBackend:
     * ``spool_stream``: the name of this destination in the spool; by default the
       servers, database and collection (never credentials). Backends with the same
       stream share their spooled events.
+    * ``spool_max_bytes`` (:data:`~eventtracking.spool.DEFAULT_MAX_BYTES`, 1 GiB;
+      None for no limit): the most the spool database holds; events that would take it
+      over are kept in memory while there is room, then dropped and counted.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
     4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and
@@ -147,8 +150,10 @@ class MongoBackend:
     ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery` behind it).
 
     Raises ImportError without pymongo, ImproperlyConfigured for conflicting or invalid
-    options. No message, ``repr()`` or log line shows the URI's user info or a password.
-    Never contacts the server while being built.
+    options, and :class:`~eventtracking.spool.UnsafeSpoolError` (an ImproperlyConfigured)
+    for a spool directory or file that another user could read or change. No message,
+    ``repr()`` or log line shows the URI's user info or a password. Never contacts the
+    server while being built.
     """
 
     #: The event is read, never changed: the router need not copy it for this backend.
@@ -172,6 +177,7 @@ class MongoBackend:
         durable: bool = False,
         exit_timeout: float = 5.0,
         spool_stream: str | None = None,
+        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         pymongo = _pymongo()
         import bson
@@ -212,7 +218,23 @@ class MongoBackend:
             msg = f"MongoBackend options are not valid for pymongo: {type(exc).__name__}: {text}"
             raise ImproperlyConfigured(msg) from None
         self.stream = spool_stream or f"{seeds}/{database}.{collection}"
-        self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
+        if spool_max_bytes is not None and (
+            isinstance(spool_max_bytes, bool)
+            or not isinstance(spool_max_bytes, int)
+            or spool_max_bytes <= 0
+        ):
+            msg = (
+                "spool_max_bytes must be a positive int (bytes) or None for no limit, got "
+                f"{spool_max_bytes!r}"
+            )
+            raise ImproperlyConfigured(msg)
+        self.spool = Spool(
+            spool_dir if spool_dir is not None else default_spool_dir(),
+            max_bytes=spool_max_bytes,
+        )
+        # A shared or foreign spool directory is refused now, in the caller's hands
+        # (Django reports it at start-up), rather than at the first spooled event.
+        self.spool.check()
         self._sink = _MongoSink(
             writer,
             lambda: pymongo.MongoClient(target, target_port, **writer_kwargs),

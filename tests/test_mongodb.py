@@ -34,7 +34,7 @@ from eventtracking.backends.mongodb import (
     MongoBackend,
 )
 from eventtracking.exceptions import ImproperlyConfigured
-from eventtracking.spool import Spool
+from eventtracking.spool import Spool, UnsafeSpoolError
 from eventtracking.tracker import Tracker
 
 DB = "eventtracking_tests"
@@ -318,6 +318,7 @@ def test_extra_is_copied_never_changed(make_backend: MakeBackend, stored: Any) -
             "uri names one user and the user option another",
         ),
         ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+        ({"spool_max_bytes": 0}, "spool_max_bytes must be a positive int .bytes. or None"),
         ({"collection": ""}, "collection must be a non-empty string"),
         ({"extra": ["journal"]}, "extra must be a mapping"),
     ],
@@ -346,6 +347,14 @@ def test_uri_wins_over_matching_host_and_the_password_is_never_shown(tmp_path: P
     with pytest.raises(ImproperlyConfigured) as raised:
         MongoBackend(uri="mongodb://alice:s3cret@a.example/", host="c.example", spool_dir=tmp_path)
     assert "s3cret" not in str(raised.value)
+
+
+def test_a_spool_directory_others_can_write_to_fails_the_construction(tmp_path: Path) -> None:
+    """A shared spool_dir is refused when the backend is built, not at the first outage."""
+    tmp_path.chmod(0o777)
+    with pytest.raises(UnsafeSpoolError, match=f"The spool directory {tmp_path} is writable"):
+        MongoBackend(spool_dir=tmp_path)
+    assert isinstance(UnsafeSpoolError(tmp_path, "x"), ImproperlyConfigured)
 
 
 def _userinfo_pieces(uri: str) -> list[str]:

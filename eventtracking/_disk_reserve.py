@@ -13,15 +13,16 @@ Two things keep room for draining:
 * a *reserve*, a file of allocated blocks beside the spool, protects against other
   programs filling the disk. When a draining write fails because the disk is full, the
   reserve is deleted, which gives its space back to the file system, and the write is
-  tried again. While the reserve is missing nothing new is added to the spool, so the
-  freed space stays for draining; the reserve is made again, and adding resumes, once
-  the file system has room for it twice over.
+  tried again. The freed space stays for draining, since rows are added only while
+  the reserve's size is free; the reserve is made again once the file system has room
+  for it twice over.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 from eventtracking._spool_files import create_private_file
@@ -29,6 +30,9 @@ from eventtracking._spool_files import create_private_file
 __all__ = ["DiskReserve"]
 
 _CHUNK = 1 << 20
+# How often room_for() looks whether the reserve is still there: another process may
+# have given it back. Remaking it is never urgent; a look costs a system call.
+_LOOK_INTERVAL = 1.0
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
@@ -38,6 +42,8 @@ class DiskReserve:
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
         self.size = size
+        self._directory = str(path.parent)
+        self._next_look = 0.0
 
     def present(self) -> bool:
         """Whether the reserve holds its full size now (always True when ``size`` is 0)."""
@@ -49,14 +55,19 @@ class DiskReserve:
             return False
 
     def room_for(self, incoming: int) -> bool:
-        """Whether ``incoming`` more bytes leave the reserve's size free on the file system,
-        with the reserve in place (always True when ``size`` is 0)."""
+        """Whether ``incoming`` more bytes leave the reserve's size free on the file system
+        (always True when ``size`` is 0). Remakes the reserve when it went missing and
+        there is room for it."""
         if not self.size:
             return True
-        if not self.ensure():
+        free = _free_bytes(self._directory)
+        if free is not None and free - incoming < self.size:
             return False
-        free = _free_bytes(self.path.parent)
-        return free is None or free - incoming >= self.size
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + _LOOK_INTERVAL
+            self.ensure()
+        return True
 
     def ensure(self) -> bool:
         """Make the reserve unless it is there; False when the file system lacks room.
@@ -66,7 +77,7 @@ class DiskReserve:
         """
         if self.present():
             return True
-        free = _free_bytes(self.path.parent)
+        free = _free_bytes(self._directory)
         if free is not None and free < 2 * self.size:
             return False
         create_private_file(self.path)
@@ -99,7 +110,7 @@ class DiskReserve:
         return True
 
 
-def _free_bytes(directory: Path) -> int | None:
+def _free_bytes(directory: str) -> int | None:
     """Bytes an unprivileged user may still write on ``directory``'s file system."""
     try:
         usage = os.statvfs(directory)

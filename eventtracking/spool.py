@@ -324,6 +324,9 @@ class Spool:
             raise ValueError(msg)
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILENAME
+        # As strings: the per-write checks stat them, and Path objects cost more there.
+        self._path = str(self.path)
+        self._wal_path = f"{self._path}-wal"
         self.lease = lease
         self.max_bytes = max_bytes
         self._reserve = DiskReserve(self.directory / RESERVE_FILENAME, reserve_bytes)
@@ -373,13 +376,17 @@ class Spool:
         _INHERITED.extend(self._connections.values())
         self._reset()
 
-    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
-        """This thread's connection; None when the spool does not exist and ``create`` is false."""
+    def _connect(self, *, create: bool, verify: bool = True) -> sqlite3.Connection | None:
+        """This thread's connection; None when the spool does not exist and ``create`` is false.
+
+        ``verify=False`` skips checking that the connection's file is still the one at the
+        path: for writes, which check it in the transaction (see :meth:`_write`).
+        """
         if self._pid != os.getpid():
             self._after_fork()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
-            if _identity(self.path) == self._local.ident:
+            if not verify or _identity(self._path) == self._local.ident:
                 return conn
             self._forget_connection()  # the file was moved aside: open the one there now
         if not create and not self.path.exists():
@@ -474,18 +481,22 @@ class Spool:
     # -- what protects the file -------------------------------------------------------
 
     @contextlib.contextmanager
-    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def _write(self, conn: sqlite3.Connection) -> Iterator[int]:
         """A write transaction on this thread's connection, holding the lock from its start.
 
-        Raises _FileReplaced when the file was moved aside: that is checked with the
-        write lock held, which the process moving it holds too, so a writer that waited
-        for it never commits to the file that left.
+        Yields the size of the database file. Raises _FileReplaced when the file was
+        moved aside: that is checked with the write lock held, which the process moving
+        it holds too, so a writer that waited for it never commits to the file that left.
         """
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if _identity(self.path) != self._local.ident:
+            try:
+                info = os.stat(self._path)
+            except FileNotFoundError:
+                raise _FileReplaced from None
+            if (info.st_dev, info.st_ino) != self._local.ident:
                 raise _FileReplaced
-            yield
+            yield info.st_size
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -549,8 +560,8 @@ class Spool:
         self._counters.incr("reserve_released")
         LOG.warning(
             "The disk of the spool %s is full: its reserve of %d bytes was given back so "
-            "that the spooled events can still be delivered. Nothing new is spooled until "
-            "the file system has %d bytes free.",
+            "that the spooled events can still be delivered. Nothing new is spooled while "
+            "less than that is free; the reserve is made again once %d bytes are free.",
             self.directory,
             self._reserve.size,
             2 * self._reserve.size,
@@ -564,8 +575,7 @@ class Spool:
         )
 
     def _admit(self, rows: int, incoming: int) -> None:
-        """Refuse new rows that would leave less than the reserve's size free on the disk,
-        or while the reserve is missing and cannot be made again."""
+        """Refuse new rows that would leave less than the reserve's size free on the disk."""
         if not self._reserve.room_for(incoming):
             why = (
                 f"the disk is nearly full: the spool keeps {self._reserve.size} bytes free, "
@@ -574,9 +584,18 @@ class Spool:
             )
             raise self._refused("disk", rows, why)
 
-    def _admit_size(self, conn: sqlite3.Connection, incoming: int, rows: int) -> None:
-        """Refuse ``rows`` of ``incoming`` bytes that would take the database over max_bytes."""
+    def _admit_size(
+        self, conn: sqlite3.Connection, incoming: int, rows: int, file_size: int
+    ) -> None:
+        """Refuse ``rows`` of ``incoming`` bytes that would take the database over max_bytes.
+
+        ``file_size`` is the size of the database file, from :meth:`_write`.
+        """
         if self.max_bytes is None:
+            return
+        # A cheap bound first: the pages in use never exceed the database file plus its
+        # write-ahead log, which holds every page the file does not have yet.
+        if file_size + _size(self._wal_path) + incoming <= self.max_bytes:
             return
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -605,15 +624,15 @@ class Spool:
     def _append(self, rows: list[tuple[str, bytes, float]]) -> int:
         if not rows:
             return 0
-        conn = self._connect(create=True)
+        conn = self._connect(create=True, verify=False)
         assert conn is not None
         incoming = sum(
             len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
         )
         self._admit(len(rows), incoming)
         try:
-            with self._write(conn):
-                self._admit_size(conn, incoming, len(rows))
+            with self._write(conn) as file_size:
+                self._admit_size(conn, incoming, len(rows), file_size)
                 conn.executemany(
                     "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
                 )
@@ -660,7 +679,7 @@ class Spool:
         if limit <= 0:
             msg = f"limit must be a positive int, got {limit!r}"
             raise ValueError(msg)
-        conn = self._connect(create=False)
+        conn = self._connect(create=False, verify=False)
         if conn is None:
             return None
         token = f"{_HOST}|{os.getpid()}|{self._nonce}|{uuid.uuid4().hex[:8]}"
@@ -709,7 +728,7 @@ class Spool:
         how many rows this claim still held: fewer than ``len(claim)`` means another
         consumer took the claim back as stale and will deliver those rows again.
         """
-        conn = self._connect(create=True)
+        conn = self._connect(create=True, verify=False)
         assert conn is not None
         now = time.time()
         with self._write(conn):
@@ -725,7 +744,7 @@ class Spool:
     @_recovering(drains=True)
     def release(self, claim: Claim) -> None:
         """Hand the claimed rows back, undelivered, for the next :meth:`claim`."""
-        conn = self._connect(create=True)
+        conn = self._connect(create=True, verify=False)
         assert conn is not None
         with self._write(conn):
             conn.execute(
@@ -736,7 +755,7 @@ class Spool:
     @_recovering(drains=True)
     def purge_pending(self, stream: str) -> int:
         """Delete every undelivered row of ``stream``; returns how many. Events are lost."""
-        conn = self._connect(create=False)
+        conn = self._connect(create=False, verify=False)
         if conn is None:
             return 0
         with self._write(conn):
@@ -765,7 +784,7 @@ class Spool:
     ) -> int:
         if not rows:
             return 0
-        conn = self._connect(create=True)
+        conn = self._connect(create=True, verify=False)
         assert conn is not None
         incoming = sum(
             len(payload or b"") + len(detail or "") + len(reason) + 2 * len(stream) + _ROW_OVERHEAD
@@ -773,8 +792,8 @@ class Spool:
         )
         self._admit(len(rows), incoming)
         try:
-            with self._write(conn):
-                self._admit_size(conn, incoming, len(rows))
+            with self._write(conn) as file_size:
+                self._admit_size(conn, incoming, len(rows), file_size)
                 conn.executemany(
                     "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -826,7 +845,7 @@ class Spool:
         Returns how many moved. Selecting nothing (neither ``stream`` nor ``ids``)
         re-drives every letter.
         """
-        conn = self._connect(create=False)
+        conn = self._connect(create=False, verify=False)
         if conn is None:
             return 0
         where, params = _dead_letter_filter(stream, ids, extra="payload IS NOT NULL")
@@ -844,7 +863,7 @@ class Spool:
         self, stream: str | None = None, *, ids: Sequence[int] | None = None
     ) -> int:
         """Delete dead letters (all of them when neither filter is given); returns how many."""
-        conn = self._connect(create=False)
+        conn = self._connect(create=False, verify=False)
         if conn is None:
             return 0
         where, params = _dead_letter_filter(stream, ids)
@@ -928,13 +947,21 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path | str) -> tuple[int, int] | None:
     """The (device, inode) of the file at ``path``, None when there is none."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
         return None
     return info.st_dev, info.st_ino
+
+
+def _size(path: str) -> int:
+    """The size of the file at ``path``, 0 when there is none."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _primary_code(error: sqlite3.Error) -> int | None:

@@ -27,6 +27,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from eventtracking.exceptions import ImproperlyConfigured
 
@@ -58,20 +59,28 @@ class UnsafeSpoolError(ImproperlyConfigured):
         super().__init__(message)
         self.path = Path(path)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, str(self))
+
 
 def _euid() -> int | None:
     geteuid = getattr(os, "geteuid", None)
     return geteuid() if geteuid is not None else None
 
 
-def _user(uid: int) -> str:
-    """A user's name and id, for messages (the id alone when it has no name)."""
+def _name(uid: int) -> str | None:
     try:
         import pwd
 
-        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+        return pwd.getpwuid(uid).pw_name
     except (ImportError, KeyError):
-        return f"uid {uid}"
+        return None
+
+
+def _user(uid: int) -> str:
+    """A user's name and id, for messages (the id alone when it has no name)."""
+    name = _name(uid)
+    return f"user {name!r} (uid {uid})" if name else f"uid {uid}"
 
 
 def check_directory(path: Path) -> None:
@@ -130,7 +139,7 @@ def check_file(path: Path) -> bool:
             f"The spool file {path} belongs to {_user(info.st_uid)}, not to {_user(euid)}, "
             "who runs this process, so its events may have been written by someone else. "
             "Move it out of the spool directory (or, if it is yours, run: chown "
-            f"{euid} {path})."
+            f"{_name(euid) or euid} {path})."
         )
         raise UnsafeSpoolError(path, msg)
     if info.st_mode & 0o077:

@@ -75,6 +75,9 @@ from eventtracking._spool_files import (
 )
 from eventtracking._stats import Counters
 
+# Raised from the helper module, documented and caught as part of this one.
+UnsafeSpoolError.__module__ = __name__
+
 __all__ = [
     "DEFAULT_LEASE",
     "DEFAULT_MAX_BYTES",
@@ -236,6 +239,14 @@ class SpoolFullError(Exception):
         super().__init__(message)
         self.reason = reason
         self.rows = rows
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: rebuilt through a helper when unpickled.
+        return _spool_full_error, (str(self), self.reason, self.rows)
+
+
+def _spool_full_error(message: str, reason: str, rows: int) -> SpoolFullError:
+    return SpoolFullError(message, reason=reason, rows=rows)
 
 
 class _FileReplaced(Exception):

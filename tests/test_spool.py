@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
@@ -654,3 +655,16 @@ def test_a_spool_that_filled_the_disk_can_still_be_drained(tmp_path: Path) -> No
     assert result["last"] == ["once there is room"]
     assert result["stats"]["reserve_released"] == 1
     assert result["stats"]["refused"] == {"disk": 1}
+
+
+def test_the_spool_errors_survive_pickling() -> None:
+    """UnsafeSpoolError and SpoolFullError cross process boundaries with their details."""
+    unsafe = pickle.loads(pickle.dumps(UnsafeSpoolError(Path("/srv/spool"), "refused")))
+    assert (type(unsafe), unsafe.path, str(unsafe)) == (
+        UnsafeSpoolError,
+        Path("/srv/spool"),
+        "refused",
+    )
+    assert type(unsafe).__module__ == "eventtracking.spool"
+    full = pickle.loads(pickle.dumps(SpoolFullError("full", reason="disk", rows=3)))
+    assert (type(full), str(full), full.reason, full.rows) == (SpoolFullError, "full", "disk", 3)

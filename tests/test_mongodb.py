@@ -503,6 +503,31 @@ def test_a_wrong_password_keeps_the_events_until_fixed(
     assert seqs(admin[AUTH_DATABASE]["wrong_password"]) == [0, 1, 2]
 
 
+def test_a_refused_login_never_shows_the_password_in_the_uri(
+    mongo_auth_server: MongoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the server refuses credentials given in the URI, the delivery's error, its log
+    lines and stats show neither the user name nor the password."""
+    user, _, _ = AUTH_USERS["writer"]
+    uri = mongo_auth_server.uri.replace("mongodb://", f"mongodb://{user}:Wr0ngPa55w0rd@")
+    with caplog.at_level(logging.DEBUG):
+        backend = MongoBackend(
+            uri=uri, database=AUTH_DATABASE, collection="refused_login", spool_dir=tmp_path
+        )
+        try:
+            backend.send({"name": "waiting"})
+            for _ in range(40):  # until the writer has tried and been refused
+                if backend.stats()["retries"] or backend.flush(0.25):
+                    break
+            stats = backend.stats()
+        finally:
+            backend.close(5)
+    assert "authentication failed" in str(stats["last_error"]).lower()
+    shown = f"{stats} {backend!r} {caplog.text}"
+    assert "Wr0ngPa55w0rd" not in shown
+    assert f"{user}:" not in shown
+
+
 # -- faults ---------------------------------------------------------------------------
 
 

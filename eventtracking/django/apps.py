@@ -26,7 +26,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = _request.DEFAULT_SHUTDOWN_TIMEOUT
 class EventTrackingConfig(AppConfig):
     """``INSTALLED_APPS += ['eventtracking.django']``.
 
-    :meth:`ready` registers the system checks, registers a
+    :meth:`ready` registers the system checks, connects the Open edX event-bus receiver
+    (:mod:`eventtracking.handlers`) when openedx-events is installed, registers a
     :class:`~eventtracking.django.DjangoTracker` as the default tracker when
     ``EVENT_TRACKING_ENABLED`` is true, and arranges for that tracker to be closed
     (flushed) when the process exits.
@@ -52,6 +53,7 @@ class EventTrackingConfig(AppConfig):
         from eventtracking.django.django_tracker import override_default_tracker
 
         checks.register_checks()
+        _connect_event_bus_receiver()
         try:
             built = override_default_tracker()
         except Exception as error:
@@ -66,6 +68,21 @@ class EventTrackingConfig(AppConfig):
         self.startup_error = None
         if built is not None:
             close_at_exit(built, shutdown_timeout())
+
+
+def _connect_event_bus_receiver() -> None:
+    """Receive tracking logs from the Open edX event bus, when openedx-events is installed.
+
+    openedx-events stays optional: without it there is no bus to receive from, and
+    :func:`eventtracking.handlers.connect` does nothing.
+    """
+    try:
+        from eventtracking import handlers
+
+        handlers.connect()
+    except Exception:
+        # A broken openedx-events must not stop the app; the bus receiver is then off.
+        LOG.exception("Could not connect the event-bus receiver; events from the bus are ignored")
 
 
 def shutdown_timeout() -> float:

@@ -1,0 +1,328 @@
+"""Send tracking logs through the Open edX event bus, and deliver them where they arrive.
+
+:class:`EventBusRoutingBackend` keeps the 4.x surface and splits its work in two:
+
+* **In the process that emits** (the web process), :meth:`~EventBusRoutingBackend.send`
+  publishes the event as openedx-events' ``TRACKING_EVENT_EMITTED`` signal
+  (``TrackingLogData(name, timestamp, data, context)``, data and context as JSON text),
+  when the switch :data:`eventtracking.config.SEND_TRACKING_EVENT_EMITTED_SIGNAL` is on
+  and the name is in the ``EVENT_BUS_TRACKING_LOGS`` setting (a list or a set). Its own
+  processors and backends are not used there.
+* **In the process that consumes the bus** (``manage.py consume_events``), the receiver
+  :func:`eventtracking.handlers.send_tracking_log_to_backends` rebuilds the event and
+  hands it to :meth:`~EventBusRoutingBackend.receive_from_bus`, which runs the processors
+  and delivers to the nested backends.
+
+Unlike 4.x, ``send`` never waits on the bus and never loses an event while the bus is
+down: it serialises the event and queues it; a background thread publishes batches (see
+:mod:`eventtracking._eventbus` for how failures are seen), spools what the bus does not
+take to the local spool (:mod:`eventtracking.spool`) and replays it in order once the
+bus is back. An event whose timestamp is unusable becomes a dead letter there, with the
+reason, instead of vanishing. Every outcome is counted in :meth:`~EventBusRoutingBackend.stats`.
+
+openedx-events is imported when a backend is built, so importing this module needs only
+the core; building a backend without it raises ImportError naming the extra
+(``pip install 'event-tracking[eventbus]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from eventtracking import _eventbus
+from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
+from eventtracking.delivery import BatchDelivery
+from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.spool import Spool, default_spool_dir
+from eventtracking.typing import Event
+
+__all__ = [
+    "DEFAULT_STREAM",
+    "EVENT_TYPE",
+    "INSTALL_HINT",
+    "PUBLISHERS",
+    "EventBusRoutingBackend",
+]
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPE = _eventbus.EVENT_TYPE
+INSTALL_HINT = _eventbus.INSTALL_HINT
+PUBLISHERS = _eventbus.PUBLISHERS
+
+#: The spool stream of events waiting for the bus. Every backend publishes to the same
+#: bus, so they share it: any of them replays what another left.
+DEFAULT_STREAM = f"eventbus:{EVENT_TYPE}"
+
+
+def __getattr__(name: str) -> Any:
+    # 4.x imported these at module level, and tests patch them here
+    # (``eventtracking.backends.event_bus.TRACKING_EVENT_EMITTED.send_event``).
+    if name in ("TRACKING_EVENT_EMITTED", "TrackingLogData"):
+        return getattr(_eventbus.openedx_events(), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+class EventBusRoutingBackend(RoutingBackend):
+    """Publish events to the Open edX event bus; deliver those that come back from it.
+
+    The 4.x arguments: ``processors`` and ``backends`` are used where the bus is
+    consumed (see :meth:`receive_from_bus`); ``backend_name`` is kept as
+    :attr:`backend_name` and used for nothing else, as in 4.x.
+
+    Publishing (see :class:`~eventtracking.delivery.BatchDelivery` for the delivery):
+
+    * ``publisher`` (``'auto'``): ``'redis'`` writes Redis Streams messages in the exact
+      format of edx-event-bus-redis, in one round trip per batch, and sees every
+      failure; ``'signal'`` sends the signal to whatever ``EVENT_BUS_PRODUCER`` is (Kafka
+      included), as 4.x did; ``'auto'`` picks ``'redis'`` when ``EVENT_BUS_PRODUCER`` is
+      edx-event-bus-redis's, ``'signal'`` otherwise.
+    * ``publish_timeout`` (2.0 s): the longest a Redis call may take before the batch
+      is spooled and retried;
+    * ``batch_size`` (100) and ``flush_interval`` (0.5 s): messages per batch, and the
+      longest one waits for its batch to fill;
+    * ``max_queue_size`` (10,000): messages held in memory; more go to the spool;
+    * ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when None) and
+      ``spool_stream`` (:data:`DEFAULT_STREAM`): where messages wait while the bus is
+      down, and where dead letters are kept;
+    * ``durable`` (False): each message is on the spool before ``send`` returns;
+    * ``exit_timeout`` (5.0 s): how long interpreter exit waits for publishing before
+      spooling the rest.
+
+    The delivery thread starts with the first event to publish, or at once when the
+    spool holds messages an earlier process left. Raises ImportError without
+    openedx-events and ImproperlyConfigured for options out of range.
+    """
+
+    def __init__(
+        self,
+        processors: Iterable[Callable[[Event], Any]] | None = None,
+        backends: Mapping[str, Any] | None = None,
+        backend_name: str = "",
+        *,
+        publisher: str = "auto",
+        publish_timeout: float = 2.0,
+        batch_size: int = 100,
+        flush_interval: float = 0.5,
+        max_queue_size: int = 10_000,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_stream: str | None = None,
+        durable: bool = False,
+        exit_timeout: float = 5.0,
+    ) -> None:
+        _eventbus.openedx_events()
+        if publisher not in PUBLISHERS:
+            msg = f"publisher must be one of {', '.join(map(repr, PUBLISHERS))}; got {publisher!r}"
+            raise ImproperlyConfigured(msg)
+        _check_number("publish_timeout", publish_timeout)
+        super().__init__(backends=backends, processors=processors)
+        self.backend_name = backend_name
+        self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
+        self.stream = spool_stream or DEFAULT_STREAM
+        self._sink = _eventbus.BusSink(publisher, timeout=float(publish_timeout))
+        self._delivery_options: dict[str, Any] = {
+            "spool": self.spool,
+            "stream": self.stream,
+            "durable": durable,
+            "batch_size": batch_size,
+            "flush_interval": flush_interval,
+            "max_queue_size": max_queue_size,
+            "exit_timeout": exit_timeout,
+        }
+        try:
+            # Checked now, in the caller's hands, though the delivery starts later.
+            BatchDelivery.check_options(**self._delivery_options)
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from exc
+        self._delivery: BatchDelivery | None = None
+        self._delivery_lock = threading.Lock()
+        self._log = RateLimitedLogger(logger)
+        self._producer = Counters(groups=("skipped",))
+        self._consumer = Counters("received", "delivered", "filtered", "dead_lettered")
+        self._resume_leftovers()
+
+    def __repr__(self) -> str:
+        return f"<EventBusRoutingBackend {self.backend_name or self.stream!r}>"
+
+    @property
+    def publisher(self) -> str:
+        """The ``publisher`` option: ``'auto'``, ``'redis'`` or ``'signal'``."""
+        return self._sink.publisher
+
+    @property
+    def mutates_events(self) -> bool:
+        """False: publishing only reads the event, so the tracker need not copy it."""
+        return False
+
+    @property
+    def delivery(self) -> BatchDelivery:
+        """The :class:`~eventtracking.delivery.BatchDelivery` that publishes (started now
+        if it was not yet)."""
+        delivery = self._delivery
+        if delivery is not None:
+            return delivery
+        with self._delivery_lock:
+            if self._delivery is None:
+                self._delivery = BatchDelivery(
+                    self._sink,
+                    name=f"eventbus:{self.backend_name or 'default'}",
+                    **self._delivery_options,
+                )
+            return self._delivery
+
+    def _resume_leftovers(self) -> None:
+        """Start publishing now when an earlier process left messages in the spool."""
+        try:
+            waiting = self.spool.pending_count(self.stream)
+        except Exception:
+            # The delivery reports spool trouble once it runs; building must not fail.
+            logger.warning("Could not read the spool %s", self.spool.path, exc_info=True)
+            return
+        if waiting:
+            logger.info("%d event(s) wait in the spool for the event bus; publishing them", waiting)
+            _ = self.delivery
+
+    # -- the producing side -------------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        """Queue ``event`` for the bus when the switch is on and its name is listed.
+
+        Never blocks on the bus and never raises. What is not published is counted:
+        ``stats()['producer']['skipped']`` by reason (``switched_off``, ``not_listed``),
+        and an event with an unusable timestamp is a dead letter.
+        """
+        try:
+            if not SEND_TRACKING_EVENT_EMITTED_SIGNAL.is_enabled():
+                self._producer.incr("skipped", "switched_off")
+                return
+            if not self._listed(event.get("name")):
+                self._producer.incr("skipped", "not_listed")
+                return
+            payload, problem = _eventbus.encode_envelope(event)
+        except Exception as exc:
+            self.delivery.dead_letter(
+                None,
+                f"the event cannot be prepared for the bus: {type(exc).__name__}: {exc}",
+                _describe(event),
+            )
+            return
+        if problem is not None:
+            self.delivery.dead_letter(payload, problem, _describe(event))
+            return
+        self.delivery.put(payload)
+
+    def _listed(self, name: Any) -> bool:
+        from django.conf import settings
+
+        names = getattr(settings, "EVENT_BUS_TRACKING_LOGS", ())
+        if isinstance(names, str):
+            # "abc" in "xabcx" would be a substring test: compare the one name instead.
+            self._log.warning(
+                "tracking-logs-str",
+                "EVENT_BUS_TRACKING_LOGS is a string (%r); it should be a list or set of "
+                "event names. It is read as that one name.",
+                names,
+            )
+            return bool(name == names)
+        try:
+            return name in names
+        except TypeError:
+            return False
+
+    # -- the consuming side -------------------------------------------------------------
+
+    def receive_from_bus(self, event: Event) -> bool:
+        """Run the processors on an event that came from the bus, then deliver it to the
+        nested backends. Returns False when a processor dropped it.
+
+        Backend failures are logged and counted by the router, as for any event.
+        """
+        self._consumer.incr("received")
+        try:
+            processed = self.process_event(event)
+        except EventEmissionExit:
+            self._consumer.incr("filtered")
+            logger.info("Event %r from the bus was dropped by a processor", event.get("name"))
+            return False
+        self.send_to_backends(processed)
+        self._consumer.incr("delivered")
+        return True
+
+    def reject_from_bus(
+        self, payload: bytes | None, reason: str, detail: str | None = None
+    ) -> None:
+        """Keep a message from the bus that cannot become an event, as a dead letter.
+
+        It goes to the spool's dead letters under ``<stream>:received``, with the
+        reason; without a usable spool it is logged and counted as dropped.
+        """
+        self._consumer.incr("dead_lettered")
+        self._log.warning("rejected", "A message from the event bus was rejected: %s", reason)
+        try:
+            self.spool.add_dead_letters(f"{self.stream}:received", [(payload, reason, detail)])
+        except Exception:
+            self._consumer.incr("dropped", "dead_letter")
+            logger.exception("Could not keep a rejected event-bus message in the spool")
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Publish what was queued and deliver what nested backends buffer; True when
+        all of it is done within ``timeout`` (None: the delivery's default limit)."""
+        deadline = deadline_for(timeout)
+        published = True
+        if self._delivery is not None:
+            published = self._delivery.flush(remaining(deadline))
+        return super().flush(remaining(deadline)) and published
+
+    def close(self, timeout: float | None = None) -> None:
+        """Publish for at most ``timeout`` seconds, spool the rest, stop the thread, and
+        close the nested backends. Idempotent."""
+        deadline = deadline_for(timeout)
+        if self._delivery is not None:
+            self._delivery.close(remaining(deadline))
+        super().close(remaining(deadline))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of both sides.
+
+        ``producer``: ``skipped`` by reason, and the delivery's counters (``queued``,
+        ``published``, ``spooled``, ``replayed``, ``dead_lettered``, ``retries``,
+        ``dropped``, ``queue_size``, ``in_flight``, ``last_error``...; see
+        :meth:`~eventtracking.delivery.BatchDelivery.stats`). ``consumer``:
+        ``received``, ``delivered``, ``filtered`` and ``dead_lettered`` messages from
+        the bus. The rest (``dropped``, ``failed``, ``backends``) is the router's, for
+        the nested backends.
+        """
+        result = super().stats()
+        producer: dict[str, Any] = (
+            self._delivery.stats() if self._delivery is not None else self._sink.stats()
+        )
+        producer.update(self._producer.snapshot())
+        result["producer"] = producer
+        result["consumer"] = self._consumer.snapshot()
+        return result
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        msg = f"{name} must be a positive number of seconds, got {value!r}"
+        raise ImproperlyConfigured(msg)
+
+
+def _describe(event: Any) -> str:
+    try:
+        name = event.get("name")
+    except Exception:
+        name = None
+    return f"event {name!r}"

@@ -1,0 +1,175 @@
+"""The receiver of ``TRACKING_EVENT_EMITTED`` where the Open edX event bus is consumed.
+
+:func:`send_tracking_log_to_backends` acts only on signals that came from the bus
+(``from_event_bus=True``, which the bus consumers set); the signal sent in the emitting
+process is the producer's business. For each message it rebuilds the event
+(``name``, ``timestamp``, and ``data`` and ``context`` parsed from their JSON text) and
+hands it to every top-level
+:class:`~eventtracking.backends.event_bus.EventBusRoutingBackend` of the default
+tracker, which runs its processors and delivers to its nested backends.
+
+Beyond 4.x:
+
+* a message whose id was delivered moments ago is not delivered again: a publisher that
+  retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`);
+* a message that cannot become an event (data or context that is not JSON) is a dead
+  letter in the backend's spool, with the reason, instead of an exception the consumer
+  logs and acknowledges;
+* nothing here raises into the consumer: every outcome is counted, in :func:`stats` and
+  in each backend's ``stats()['consumer']``.
+
+The Django app connects the receiver when openedx-events is installed (see
+:mod:`eventtracking.django.apps`); elsewhere, call :func:`connect`. Importing this
+module needs only the core.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import threading
+from typing import Any
+
+from eventtracking._eventbus import openedx_events, parse_timestamp
+from eventtracking._json import dumps
+from eventtracking._stats import Counters
+from eventtracking.backends.event_bus import EventBusRoutingBackend
+from eventtracking.tracker import get_tracker
+
+__all__ = ["DISPATCH_UID", "connect", "send_tracking_log_to_backends", "stats"]
+
+logger = logging.getLogger(__name__)
+
+#: The ``dispatch_uid`` the receiver is connected with, so connecting twice is harmless.
+DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
+
+# How many recent message ids are remembered to drop re-sent copies.
+_REMEMBERED_IDS = 10_000
+
+_COUNTERS = Counters(
+    "received", "ignored_local", "duplicates", "malformed", "no_tracker", "no_backend"
+)
+_seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+_seen_lock = threading.Lock()
+
+
+def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any) -> None:
+    """Deliver a tracking log that came from the event bus to the event-bus backends.
+
+    ``kwargs`` are the signal's: ``tracking_log`` (a ``TrackingLogData``), ``metadata``
+    and ``from_event_bus``. Signals sent in this process (``from_event_bus`` false) are
+    ignored. Never raises.
+    """
+    if not kwargs.get("from_event_bus", False):
+        _COUNTERS.incr("ignored_local")
+        logger.debug("TRACKING_EVENT_EMITTED sent in this process, not from the bus: ignored")
+        return
+    _COUNTERS.incr("received")
+    tracking_log = kwargs.get("tracking_log")
+    message_id = _message_id(kwargs.get("metadata"))
+    if message_id is not None and _already_seen(message_id):
+        _COUNTERS.incr("duplicates")
+        logger.info("Message %s from the event bus was delivered already: skipped", message_id)
+        return
+    try:
+        tracker = get_tracker()
+    except KeyError:
+        _COUNTERS.incr("no_tracker")
+        logger.error(
+            "A tracking log arrived from the event bus but no default tracker is "
+            "registered; it is dropped. Is eventtracking.django in INSTALLED_APPS?"
+        )
+        return
+    engines = [
+        backend
+        for backend in tracker.backends.values()
+        if isinstance(backend, EventBusRoutingBackend)
+    ]
+    if not engines:
+        _COUNTERS.incr("no_backend")
+        logger.error(
+            "A tracking log arrived from the event bus but no top-level "
+            "EventBusRoutingBackend is configured in EVENT_TRACKING_BACKENDS; it is dropped"
+        )
+        return
+    try:
+        event = _rebuild(tracking_log)
+    except ValueError as exc:
+        _COUNTERS.incr("malformed")
+        engines[0].reject_from_bus(_raw(tracking_log, message_id), str(exc), message_id)
+        return
+    for index, engine in enumerate(engines):
+        # Each backend gets an event of its own, as a processor may change it.
+        mine = event if index == len(engines) - 1 else _rebuild(tracking_log)
+        try:
+            engine.receive_from_bus(mine)
+        except Exception:
+            # receive_from_bus contains every processor and backend failure; this is
+            # a bug, and the consumer must go on with the next message.
+            logger.exception("Delivering an event from the bus to %r failed", engine)
+
+
+def _rebuild(tracking_log: Any) -> dict[str, Any]:
+    """The event a tracking log stands for; ValueError when it cannot be one."""
+    try:
+        name = tracking_log.name
+        timestamp = tracking_log.timestamp
+        data = json.loads(tracking_log.data)
+        context = json.loads(tracking_log.context)
+    except (AttributeError, TypeError, ValueError) as exc:
+        msg = f"the tracking log cannot be read as an event: {type(exc).__name__}: {exc}"
+        raise ValueError(msg) from exc
+    # A timestamp that is not one is kept as it came: the backends may know what it is.
+    with contextlib.suppress(ValueError):
+        timestamp = parse_timestamp(timestamp)
+    return {"name": name, "timestamp": timestamp, "data": data, "context": context}
+
+
+def _raw(tracking_log: Any, message_id: str | None) -> bytes:
+    fields = {
+        field: getattr(tracking_log, field, None)
+        for field in ("name", "timestamp", "data", "context")
+    }
+    fields["id"] = message_id
+    return dumps(fields).encode("utf-8")
+
+
+def _message_id(metadata: Any) -> str | None:
+    message_id = getattr(metadata, "id", None)
+    return None if message_id is None else str(message_id)
+
+
+def _already_seen(message_id: str) -> bool:
+    with _seen_lock:
+        if message_id in _seen:
+            _seen.move_to_end(message_id)
+            return True
+        _seen[message_id] = None
+        if len(_seen) > _REMEMBERED_IDS:
+            _seen.popitem(last=False)
+        return False
+
+
+def stats() -> dict[str, object]:
+    """What the receiver saw in this process.
+
+    ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
+    ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
+    ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them.
+    """
+    return _COUNTERS.snapshot()
+
+
+def connect() -> bool:
+    """Connect the receiver to ``TRACKING_EVENT_EMITTED``; False without openedx-events.
+
+    Connecting again does nothing. The Django app calls this in ``ready()``.
+    """
+    try:
+        signal = openedx_events().TRACKING_EVENT_EMITTED
+    except ImportError:
+        return False
+    signal.connect(send_tracking_log_to_backends, dispatch_uid=DISPATCH_UID)
+    return True

@@ -1,0 +1,443 @@
+"""EventBusRoutingBackend against edx-event-bus-redis on a real Redis.
+
+Events go out through the backend, come back through edx-event-bus-redis's own
+consumer and the receiver in eventtracking.handlers, and must reach the nested backend
+as they were emitted. The faults (Redis down, killed, hung) are in
+test_event_bus_faults.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import eventbus_support
+import pytest
+from django.test import override_settings
+from eventbus_support import EVENT_TYPE, TOPIC, bus_settings, consume, decode_message
+
+from eventtracking import _json
+from eventtracking.backends.event_bus import DEFAULT_STREAM, EventBusRoutingBackend
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.spool import Spool
+from eventtracking.tracker import Tracker, register_tracker
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bus_env")]
+
+# pytest finds fixtures by module attribute.
+bus_env = eventbus_support.bus_env
+
+UTC = datetime.timezone.utc
+MakeBus = Callable[..., EventBusRoutingBackend]
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix of the test's own."""
+    return "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40]
+
+
+@pytest.fixture
+def make_bus(tmp_path: Path) -> Iterator[MakeBus]:
+    """Builds backends with a spool in tmp_path; each is closed when the test ends."""
+    made: list[EventBusRoutingBackend] = []
+
+    def build(**options: Any) -> EventBusRoutingBackend:
+        options.setdefault("spool_dir", tmp_path / "spool")
+        options.setdefault("flush_interval", 0.05)
+        backend = EventBusRoutingBackend(**options)
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        backend.close(0)
+
+
+def as_json(value: Any) -> Any:
+    """What a value looks like after the JSON rules of the library."""
+    return json.loads(_json.dumps(value))
+
+
+@pytest.mark.parametrize("publisher", ["auto", "signal"])
+def test_events_cross_the_bus_to_the_nested_backend(
+    publisher: str, redis_url: str, prefix: str, make_bus: MakeBus
+) -> None:
+    """Listed events are published, consumed by edx-event-bus-redis's consumer, and reach
+    the nested backend with the same name, timestamp, context and data (values JSON cannot
+    carry written by the library's rules); an unlisted event is skipped and counted."""
+    remote = InMemoryBackend()
+    local = InMemoryBackend()
+    bus = make_bus(backends={"remote": remote}, publisher=publisher)
+    tracker = Tracker({"bus": bus, "local": local})
+    register_tracker(tracker)
+    with bus_settings(redis_url, prefix), eventbus_support.producing_handler():
+        with tracker.context("request", {"user_id": 7, "course_id": "course-v1:X+Y+Z"}):
+            for n in range(20):
+                tracker.emit(
+                    "course.viewed",
+                    {"n": n, "price": decimal.Decimal("1.10"), "tags": {"b", "a"}},
+                )
+            tracker.emit("not.listed", {"n": -1})
+        assert bus.flush(30)
+        handled = consume(20, group=f"{prefix}-g")
+
+    assert handled == 20
+    sent = [event for event in local.snapshot() if event["name"] == "course.viewed"]
+    received = remote.snapshot()
+    assert len(received) == 20
+    for original, arrived in zip(sent, received, strict=True):
+        assert arrived["name"] == original["name"]
+        assert arrived["timestamp"] == original["timestamp"]
+        assert arrived["timestamp"].tzinfo is not None
+        assert arrived["context"] == {"user_id": 7, "course_id": "course-v1:X+Y+Z"}
+        assert arrived["data"] == as_json(original["data"])
+    assert received[3]["data"] == {"n": 3, "price": "1.10", "tags": ["a", "b"]}
+    stats = bus.stats()
+    assert stats["producer"]["published"] == 20
+    assert stats["producer"]["skipped"] == {"not_listed": 1}
+    assert stats["producer"]["dropped"] == {}
+    assert stats["producer"]["publisher"] == ("redis-streams" if publisher == "auto" else "signal")
+    assert stats["consumer"] == {"received": 20, "delivered": 20, "filtered": 0, "dead_lettered": 0}
+
+
+def test_messages_are_byte_for_byte_what_the_redis_producer_writes(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """A message written by the backend's own Redis Streams writer has exactly the fields
+    edx-event-bus-redis's producer writes for the same tracking log and metadata."""
+    from edx_event_bus_redis.internal.producer import RedisEventProducer
+    from edx_event_bus_redis.internal.utils import get_metadata_from_headers
+    from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
+    from walrus import Database
+
+    bus = make_bus(publisher="redis")
+    stream = f"{prefix}-{TOPIC}"
+    with bus_settings(redis_url, prefix):
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+                "context": {"user_id": 1},
+                "data": {"x": [1, 2]},
+            }
+        )
+        assert bus.flush(30)
+        client = redis_server.client()
+        [(_, ours)] = client.xrange(stream)
+        decoded = decode_message(ours)
+        producer = RedisEventProducer(Database.from_url(redis_url))
+        producer.send(
+            signal=TRACKING_EVENT_EMITTED,
+            topic=TOPIC,
+            event_key_field="tracking_log.name",
+            event_data={"tracking_log": decoded["tracking_log"]},
+            event_metadata=get_metadata_from_headers(ours),
+        )
+        [_, (_, theirs)] = client.xrange(stream)
+    assert ours == theirs
+    assert ours[b"type"] == EVENT_TYPE.encode()
+    assert decoded["tracking_log"].timestamp == datetime.datetime(
+        2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC
+    )
+
+
+def test_every_enabled_topic_gets_the_message(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """As openedx-events does, a message goes to each topic enabled in
+    EVENT_BUS_PRODUCER_CONFIG, with the same message id; a disabled topic gets nothing."""
+    bus = make_bus()
+    config = eventbus_support.producer_config("analytics", "audit")
+    config[EVENT_TYPE]["off"] = {"event_key_field": "tracking_log.name", "enabled": False}
+    with bus_settings(redis_url, prefix, EVENT_BUS_PRODUCER_CONFIG=config):
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {},
+            }
+        )
+        assert bus.flush(30)
+    client = redis_server.client()
+    [(_, first)] = client.xrange(f"{prefix}-analytics")
+    [(_, second)] = client.xrange(f"{prefix}-audit")
+    assert first == second
+    assert client.xlen(f"{prefix}-off") == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "published"),
+    [
+        (["course.viewed"], 1),
+        ({"course.viewed"}, 1),
+        (("course.viewed",), 1),
+        ("course.viewed", 1),  # a string is one name, not a substring test
+        ("course.viewed.extra", 0),
+        ([], 0),
+    ],
+)
+def test_tracking_logs_setting_selects_the_names(
+    setting: Any, published: int, redis_url: str, prefix: str, make_bus: MakeBus
+) -> None:
+    """EVENT_BUS_TRACKING_LOGS may be a list, tuple or set; a string counts as one name."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix), override_settings(EVENT_BUS_TRACKING_LOGS=setting):
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {},
+            }
+        )
+        assert bus.flush(30)
+    stats = bus.stats()["producer"]
+    assert stats["published"] == published
+    assert stats["skipped"] == ({} if published else {"not_listed": 1})
+
+
+def test_switched_off_publishes_nothing(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """With SEND_TRACKING_EVENT_EMITTED_SIGNAL off (the default), nothing is published, no
+    thread is started, and each skipped event is counted."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix, switched_on=False):
+        for _ in range(3):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {},
+                }
+            )
+        assert bus.flush(5)
+    assert bus._delivery is None
+    assert bus.stats()["producer"]["skipped"] == {"switched_off": 3}
+    assert redis_server.client().exists(f"{prefix}-{TOPIC}") == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("2024-01-02T03:04:05.123456+00:00", datetime.datetime(2024, 1, 2, 3, 4, 5, 123456, UTC)),
+        # 4.x's strptime format needed a fraction and lost these:
+        ("2024-01-02T03:04:05Z", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05+02:00", datetime.datetime(2024, 1, 2, 1, 4, 5, tzinfo=UTC)),
+        ("2024-01-02 03:04:05.5+0000", datetime.datetime(2024, 1, 2, 3, 4, 5, 500000, UTC)),
+        ("2024-01-02T03:04:05", datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (
+            datetime.datetime(2024, 1, 2, 3, 4, 5),
+            datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        ),
+    ],
+)
+def test_timestamps_4x_lost_are_published(
+    given: Any,
+    expected: datetime.datetime,
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    redis_server: Any,
+) -> None:
+    """String timestamps in any ISO 8601 form, and naive datetimes (taken as UTC), are
+    published as the UTC datetime they stand for."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix):
+        bus.send({"name": "course.viewed", "timestamp": given, "context": {}, "data": {}})
+        assert bus.flush(30)
+    [(_, fields)] = redis_server.client().xrange(f"{prefix}-{TOPIC}")
+    assert decode_message(fields)["tracking_log"].timestamp == expected
+
+
+@pytest.mark.parametrize("given", ["yesterday", "", None, 1700000000])
+def test_unusable_timestamp_is_a_dead_letter(
+    given: Any,
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    tmp_path: Path,
+    redis_server: Any,
+) -> None:
+    """An event whose timestamp is no date-time is not published (4.x lost it without a
+    count): it is kept as a dead letter in the spool, with a reason that names the value,
+    and counted."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix):
+        bus.send(
+            {"name": "course.viewed", "timestamp": given, "context": {"u": 1}, "data": {"k": "v"}}
+        )
+        assert bus.flush(30)
+    stats = bus.stats()["producer"]
+    assert stats["dead_lettered"] == 1
+    assert stats.get("published", 0) == 0
+    [letter] = Spool(tmp_path / "spool").dead_letters(DEFAULT_STREAM)
+    assert repr(given) in letter.reason
+    assert letter.payload is not None
+    kept = json.loads(letter.payload)
+    assert (kept["name"], json.loads(kept["data"])) == ("course.viewed", {"k": "v"})
+    assert redis_server.client().exists(f"{prefix}-{TOPIC}") == 0
+
+
+def test_without_a_topic_events_wait_until_one_is_enabled(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """When EVENT_BUS_PRODUCER_CONFIG enables no topic, events are kept (not lost as with
+    4.x), the error says what to add, and they are published in order once it is there."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix, topics=()):
+        for n in range(5):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert not bus.flush(0.5)
+        stats = bus.stats()["producer"]
+        assert stats["retries"] >= 1
+        assert "EVENT_BUS_PRODUCER_CONFIG enables no topic" in stats["last_error"]
+        with override_settings(EVENT_BUS_PRODUCER_CONFIG=eventbus_support.producer_config(TOPIC)):
+            assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2, 3, 4]
+    assert bus.stats()["producer"]["dropped"] == {}
+
+
+def test_a_new_backend_publishes_what_an_earlier_one_left(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """Events spooled by a backend that could not publish are published by the next
+    backend built on the same spool, without it emitting anything."""
+    first = make_bus()
+    with bus_settings("redis://127.0.0.1:1/0", prefix):
+        for n in range(3):
+            first.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        first.close(0)
+    assert first.stats()["producer"]["spooled"] == 3
+    with bus_settings(redis_url, prefix):
+        second = make_bus()
+        assert second._delivery is not None  # started at once, for the leftovers
+        assert second.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
+    assert second.stats()["producer"]["replayed"] == 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"publisher": "kafka"},
+        {"batch_size": 0},
+        {"flush_interval": -1},
+        {"publish_timeout": 0},
+        {"max_queue_size": "many"},
+    ],
+)
+def test_bad_options_are_refused_when_built(options: dict[str, Any], tmp_path: Path) -> None:
+    """Options out of range raise ImproperlyConfigured naming the option, when the backend
+    is built rather than at the first event."""
+    with pytest.raises(ImproperlyConfigured, match=next(iter(options))):
+        EventBusRoutingBackend(spool_dir=tmp_path, **options)
+
+
+def test_4x_surface(tmp_path: Path) -> None:
+    """The 4.x arguments and attributes: processors, backends and backend_name, in 4.x's
+    positional order, and the names 4.x imported at module level."""
+    from eventtracking.backends import event_bus
+    from eventtracking.processors.whitelist import NameWhitelistProcessor
+
+    nested = InMemoryBackend()
+    processor = NameWhitelistProcessor(whitelist=["a"])
+    bus = EventBusRoutingBackend(
+        [processor], {"xapi": nested}, "event_transformer", spool_dir=tmp_path
+    )
+    assert bus.backend_name == "event_transformer"
+    assert bus.backends["xapi"] is nested
+    assert bus.processors[0].whitelist == {"a"}
+    assert bus.mutates_events is False
+    assert event_bus.TRACKING_EVENT_EMITTED.event_type == EVENT_TYPE
+    assert event_bus.TrackingLogData.__name__ == "TrackingLogData"
+
+
+BLOCKED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in {"openedx_events", "edx_event_bus_redis"}:
+                raise ImportError(f"{name} is blocked by the test")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    from eventtracking.backends import event_bus
+    from eventtracking import handlers
+    assert handlers.connect() is False
+    try:
+        event_bus.EventBusRoutingBackend(spool_dir=sys.argv[1])
+    except ImportError as error:
+        print(error)
+    """
+)
+
+
+def test_without_openedx_events_building_names_the_extra(tmp_path: Path) -> None:
+    """Without openedx-events the module and the receiver module still import, the
+    receiver does not connect, and building a backend raises ImportError naming the
+    extra to install."""
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKED_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'event-tracking[eventbus]'" in result.stdout
+
+
+def test_each_event_gets_its_own_message_id(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """Each event gets its own message id (a UUID) when it is sent."""
+    bus = make_bus()
+    with bus_settings(redis_url, prefix):
+        for _ in range(10):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {},
+                }
+            )
+        assert bus.flush(30)
+    ids = [
+        decode_message(fields)["id"]
+        for _, fields in redis_server.client().xrange(f"{prefix}-{TOPIC}")
+    ]
+    assert len(set(ids)) == 10
+    assert all(uuid.UUID(value) for value in ids)

@@ -1,0 +1,210 @@
+"""The consumer-side receiver, eventtracking.handlers, given tracking logs directly.
+
+The round trip through a real Redis is in test_event_bus.py; here the signal is sent
+as the bus consumers send it (``send_event_with_custom_metadata``, which sets
+``from_event_bus``), to check what the receiver does with each kind of message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import eventbus_support
+import pytest
+
+from eventtracking import handlers
+from eventtracking.backends.event_bus import DEFAULT_STREAM, EventBusRoutingBackend
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.spool import Spool
+from eventtracking.tracker import Tracker, register_tracker
+
+pytestmark = pytest.mark.usefixtures("bus_env")
+
+# pytest finds fixtures by module attribute.
+bus_env = eventbus_support.bus_env
+
+UTC = datetime.timezone.utc
+WHEN = datetime.datetime(2024, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+
+
+def tracking_log(
+    name: str = "course.viewed",
+    data: str = '{"n": 1}',
+    context: str = '{"user_id": 3}',
+    timestamp: Any = WHEN,
+) -> Any:
+    from openedx_events.analytics.data import TrackingLogData
+
+    return TrackingLogData(name=name, timestamp=timestamp, data=data, context=context)
+
+
+def from_the_bus(log: Any, message_id: uuid.UUID | None = None) -> list[Any]:
+    """Send the signal as a bus consumer does; return the receivers' responses."""
+    from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
+    from openedx_events.data import EventsMetadata
+
+    metadata = EventsMetadata(event_type=TRACKING_EVENT_EMITTED.event_type, id=message_id)
+    return TRACKING_EVENT_EMITTED.send_event_with_custom_metadata(metadata, tracking_log=log)
+
+
+def make_bus(tmp_path: Path, **options: Any) -> EventBusRoutingBackend:
+    return EventBusRoutingBackend(spool_dir=tmp_path / "spool", **options)
+
+
+def counts_since(before: dict[str, Any]) -> dict[str, int]:
+    after = handlers.stats()
+    return {key: int(after[key]) - int(before[key]) for key in after if after[key] != before[key]}
+
+
+def test_the_app_connects_the_receiver_and_it_delivers(tmp_path: Path) -> None:
+    """The Django app connected the receiver: a message from the bus reaches the nested
+    backend of the top-level EventBusRoutingBackend, rebuilt as an event."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    responses = from_the_bus(tracking_log())
+    assert [response for _, response in responses if isinstance(response, Exception)] == []
+    assert nested.snapshot() == [
+        {"name": "course.viewed", "timestamp": WHEN, "data": {"n": 1}, "context": {"user_id": 3}}
+    ]
+    assert counts_since(before) == {"received": 1}
+
+
+def test_signals_sent_in_this_process_are_ignored(tmp_path: Path) -> None:
+    """The signal the producing side sends (from_event_bus false) delivers nothing."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    handlers.send_tracking_log_to_backends(None, tracking_log=tracking_log())
+    handlers.send_tracking_log_to_backends(None, tracking_log=tracking_log(), from_event_bus=False)
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"ignored_local": 2}
+
+
+def test_processors_run_and_can_drop(tmp_path: Path) -> None:
+    """The backend's processors run on the consuming side: a replacement reaches the
+    nested backends, an EventEmissionExit drops the event and is counted."""
+
+    def tag(event: dict[str, Any]) -> dict[str, Any]:
+        if event["name"] == "drop.me":
+            raise EventEmissionExit
+        return {**event, "data": {**event["data"], "tagged": True}}
+
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested}, processors=[tag])
+    register_tracker(Tracker({"bus": bus}))
+    from_the_bus(tracking_log())
+    from_the_bus(tracking_log(name="drop.me"))
+    assert [event["data"] for event in nested.snapshot()] == [{"n": 1, "tagged": True}]
+    assert bus.stats()["consumer"] == {
+        "received": 2,
+        "delivered": 1,
+        "filtered": 1,
+        "dead_lettered": 0,
+    }
+
+
+def test_each_event_bus_backend_gets_its_own_event(tmp_path: Path) -> None:
+    """Every top-level EventBusRoutingBackend receives the event, each its own copy, so
+    a change by one does not show in another; other backends receive nothing."""
+
+    changed: list[dict[str, Any]] = []
+
+    class Mutating:
+        """A lone backend that changes the event it is given, as 4.x backends may."""
+
+        def send(self, event: dict[str, Any]) -> None:
+            event["data"]["changed"] = True
+            changed.append(event)
+
+    second, plain = InMemoryBackend(), InMemoryBackend()
+    tracker = Tracker(
+        {
+            "a": make_bus(tmp_path, backends={"m": Mutating()}),
+            "b": make_bus(tmp_path, backends={"second": second}),
+            "plain": RoutingBackend(backends={"plain": plain}),
+        }
+    )
+    register_tracker(tracker)
+    from_the_bus(tracking_log())
+    assert [event["data"] for event in changed] == [{"n": 1, "changed": True}]
+    assert [event["data"] for event in second.snapshot()] == [{"n": 1}]
+    assert plain.snapshot() == []
+
+
+def test_a_message_delivered_already_is_skipped(tmp_path: Path) -> None:
+    """A message whose id was delivered moments ago (a publisher's retry) is delivered
+    once, and the copy is counted."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    message_id = uuid.uuid1()
+    from_the_bus(tracking_log(), message_id)
+    from_the_bus(tracking_log(), message_id)
+    from_the_bus(tracking_log(), uuid.uuid1())
+    assert len(nested.snapshot()) == 2
+    assert counts_since(before) == {"received": 3, "duplicates": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "context"),
+    [("{not json", "{}"), ("{}", "")],
+)
+def test_a_message_that_is_no_event_is_a_dead_letter(
+    data: str, context: str, tmp_path: Path
+) -> None:
+    """Data or context that is not JSON cannot become an event: the message is kept as a
+    dead letter in the spool with the reason, counted, and nothing raises into the
+    consumer."""
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested})
+    register_tracker(Tracker({"bus": bus}))
+    before = handlers.stats()
+    responses = from_the_bus(tracking_log(data=data, context=context))
+    assert [response for _, response in responses if isinstance(response, Exception)] == []
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"received": 1, "malformed": 1}
+    assert bus.stats()["consumer"]["dead_lettered"] == 1
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert "JSONDecodeError" in letter.reason
+    assert json.loads(letter.payload or b"")["data"] == data
+
+
+def test_without_a_tracker_or_a_backend_the_message_is_counted(tmp_path: Path) -> None:
+    """With no default tracker, or no EventBusRoutingBackend in it, the message is
+    dropped with an error logged and a count, instead of an exception."""
+    before = handlers.stats()
+    from_the_bus(tracking_log())
+    register_tracker(Tracker({"plain": InMemoryBackend()}))
+    from_the_bus(tracking_log())
+    assert counts_since(before) == {"received": 2, "no_tracker": 1, "no_backend": 1}
+
+
+def test_a_string_timestamp_becomes_a_datetime_or_stays(tmp_path: Path) -> None:
+    """A string timestamp is parsed when it is ISO 8601 and kept as it is otherwise, as
+    4.x kept it."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(timestamp="2024-03-04T05:06:07.89Z"), from_event_bus=True
+    )
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(timestamp="test_timestamp"), from_event_bus=True
+    )
+    assert [event["timestamp"] for event in nested.snapshot()] == [WHEN, "test_timestamp"]
+
+
+def test_connect_is_idempotent(tmp_path: Path) -> None:
+    """Connecting again (the app already did) does not make the receiver run twice."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    assert handlers.connect() is True
+    assert handlers.connect() is True
+    from_the_bus(tracking_log())
+    assert len(nested.snapshot()) == 1

@@ -1,0 +1,245 @@
+"""Send events to Segment (segment.com) through its Python library.
+
+:class:`SegmentBackend` keeps the 4.x field mapping. For an event with a ``name`` and a
+``context['user_id']`` it calls ``analytics.track(user_id, name, properties,
+context=...)``, where the properties are the whole event and Segment's context is built
+from the event's context:
+
+=============================  ==========================================
+event context                  Segment context
+=============================  ==========================================
+``client_id``                  ``{'Google Analytics': {'clientId': ...}}``
+``ip``                         ``ip``
+``agent``                      ``userAgent``
+``path``                       ``page.path``
+``referer``                    ``page.referrer``
+``page``                       ``page.url``
+``host`` and ``path``          ``page.url`` = ``https://<host><path>``,
+                               when ``page`` is absent
+=============================  ==========================================
+
+The library is segment-analytics-python 2.x (``segment.analytics``) or, failing that,
+the older ``analytics`` module. Configure it as usual (``analytics.write_key``, and
+``analytics.host`` for a proxy); the backend uses the module's default client.
+
+Beyond 4.x:
+
+* without either library, building the backend raises ImportError naming the extra
+  (``pip install 'event-tracking[segment]'``), where 4.x silently sent nothing;
+* the properties are the event encoded with the library's JSON rules
+  (:mod:`eventtracking._json`), so a UUID, a set or a Decimal arrives as it does in the
+  logs, where Segment's own cleaning dropped the value with a warning;
+* every event that does not reach Segment's queue is counted in :meth:`SegmentBackend.stats`:
+  skipped (no name, no user id), refused (Segment rejected the call: an id of the wrong
+  type, a message over 32 KB) or dropped (Segment's queue was full);
+* uploads that fail after Segment's own retries are counted too (``upload_failures``)
+  when the library's ``on_error`` is still free when the backend is built (see
+  :meth:`SegmentBackend.stats`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlunsplit
+
+from eventtracking import _json
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+from eventtracking.typing import Event
+
+__all__ = ["INSTALL_HINT", "SegmentBackend", "segment_context"]
+
+LOG = logging.getLogger(__name__)
+
+#: What to run when neither Segment library is installed.
+INSTALL_HINT = "pip install 'event-tracking[segment]'"
+
+# Batches Segment's client gave up on, reported through its on_error hook.
+_UPLOADS = Counters("upload_failures", "upload_failed_events")
+_hook_lock = threading.Lock()
+
+
+def _import_analytics() -> Any:
+    """``segment.analytics``, else ``analytics``; ImportError naming the extra otherwise."""
+    try:
+        from segment import analytics
+
+        return analytics
+    except ImportError:
+        pass
+    try:
+        import analytics
+    except ImportError as exc:
+        msg = (
+            "SegmentBackend needs segment-analytics-python, which is not installed. "
+            f"Install it with: {INSTALL_HINT}"
+        )
+        raise ImportError(msg) from exc
+    return analytics
+
+
+def segment_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Segment's ``context`` for an event's context (see the module's table)."""
+    result: dict[str, Any] = {}
+    client_id = context.get("client_id")
+    if client_id is not None:
+        result["Google Analytics"] = {"clientId": client_id}
+    ip = context.get("ip")
+    if ip is not None:
+        result["ip"] = ip
+    agent = context.get("agent")
+    if agent is not None:
+        result["userAgent"] = agent
+    path = context.get("path")
+    referer = context.get("referer")
+    page = context.get("page")
+    host = context.get("host")
+    if path and not page and host:
+        # Segment reads the host and path out of the URL; the scheme is a guess.
+        page = urlunsplit(("https", host, path, "", ""))
+    page_info = {
+        key: value
+        for key, value in (("path", path), ("referrer", referer), ("url", page))
+        if value is not None
+    }
+    if page_info:
+        result["page"] = page_info
+    return result
+
+
+class SegmentBackend:
+    """Call Segment's ``track`` for each event that has a name and a user id.
+
+    ``client`` is what to call ``track`` on: by default the ``segment.analytics`` module
+    (or ``analytics``), whose settings the application sets; any object with the same
+    ``track(user_id, event, properties, context=...)`` works, such as a
+    ``segment.analytics.Client`` of your own. Raises ImportError, naming the extra,
+    when no client is given and neither library is installed.
+
+    ``send`` never raises: what Segment does not accept is logged at a limited rate and
+    counted.
+    """
+
+    mutates_events = False
+
+    def __init__(self, client: Any = None) -> None:
+        module = None
+        if client is None:
+            module = _import_analytics()
+            client = module
+        track = getattr(client, "track", None)
+        if not callable(track):
+            msg = f"client {client!r} has no track() method; pass segment.analytics or a Client"
+            raise TypeError(msg)
+        self.client = client
+        self._counters = Counters("sent", groups=("skipped", "refused", "dropped"))
+        self._log = RateLimitedLogger(LOG)
+        self._counts_uploads = module is not None and _hook_upload_errors(module)
+
+    def __repr__(self) -> str:
+        return f"<SegmentBackend client={getattr(self.client, '__name__', self.client)!r}>"
+
+    def send(self, event: Event) -> None:
+        """Queue ``event`` with Segment's client; skipped without a name or a user id."""
+        context = event.get("context") or {}
+        name = event.get("name")
+        user_id = context.get("user_id") if isinstance(context, Mapping) else None
+        if name is None or user_id is None:
+            reason = "no_name" if name is None else "no_user_id"
+            self._counters.incr("skipped", reason)
+            return
+        try:
+            properties = json.loads(_json.dumps(event))
+            result = self.client.track(user_id, name, properties, context=segment_context(context))
+        except Exception as exc:
+            # Segment's checks raise AssertionError for an id or a name of the wrong
+            # type and RuntimeError for a message over 32 KB.
+            self._counters.incr("refused", type(exc).__name__)
+            self._log.error(
+                f"refused:{type(exc).__name__}",
+                "Segment refused event %r: %s: %s",
+                name,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        if isinstance(result, tuple) and result and result[0] is False:
+            # Segment's client returns (False, msg) when its queue is full.
+            self._counters.incr("dropped", "queue_full")
+            self._log.error(
+                "queue-full", "Segment's queue is full; event %r was dropped by it", name
+            )
+            return
+        self._counters.incr("sent")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Ask Segment's client to upload what it holds.
+
+        Segment's ``flush`` has no time limit: it waits until the queue is empty, which
+        includes its retries while the API is unreachable. It runs here only when
+        ``timeout`` is None; with a timeout, the client is left to upload on its own
+        and False is returned if anything may still be queued.
+        """
+        flush = getattr(self.client, "flush", None)
+        if not callable(flush):
+            return True
+        if timeout is None:
+            flush()
+            return True
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                flush()
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="eventtracking-segment-flush", daemon=True).start()
+        return done.wait(max(0.0, timeout))
+
+    def stats(self) -> dict[str, Any]:
+        """``sent`` to Segment's queue; ``skipped``, ``refused`` and ``dropped`` by reason.
+
+        ``upload_failures`` and ``upload_failed_events`` count the batches (and their
+        events) Segment's client gave up on after its retries, in this process; they
+        are None when they cannot be known, because the application set its own
+        ``analytics.on_error`` or used the client before the backend was built.
+        """
+        result = self._counters.snapshot()
+        if self._counts_uploads:
+            result.update(_UPLOADS.snapshot())
+        else:
+            result.update(upload_failures=None, upload_failed_events=None)
+        return result
+
+
+def _hook_upload_errors(module: Any) -> bool:
+    """Count the batches Segment's client gives up on; False when that cannot be done.
+
+    Only the module's ``on_error`` setting is used, and only while it is free and no
+    client exists yet: the application's own hook and client are left as they are.
+    """
+    with _hook_lock:
+        hook = getattr(module, "on_error", None)
+        if hook is _record_upload_error:
+            return True
+        if hook is not None or getattr(module, "default_client", None) is not None:
+            LOG.info(
+                "Segment's on_error is set or its client exists already: batches it gives "
+                "up on are reported there, not counted by SegmentBackend"
+            )
+            return False
+        module.on_error = _record_upload_error
+        return True
+
+
+def _record_upload_error(error: Any, batch: Any) -> None:
+    """Segment's ``on_error`` hook: count and log a batch its client gave up on."""
+    size = len(batch) if hasattr(batch, "__len__") else 1
+    _UPLOADS.incr("upload_failures")
+    _UPLOADS.incr("upload_failed_events", amount=size)
+    LOG.error("Segment gave up uploading %d event(s): %s", size, error)

@@ -18,13 +18,21 @@ eventtracking.E009     An event-tracking middleware is listed more than once.
 eventtracking.E010     A middleware or shutdown setting has an invalid value.
 eventtracking.W001     ``TrackRequestEventMiddleware`` without
                        ``TrackRequestContextMiddleware``.
+eventtracking.E020     An ``EventBusRoutingBackend`` is configured without
+                       openedx-events (the ``eventbus`` extra).
+eventtracking.E021     A ``SegmentBackend`` is configured without
+                       segment-analytics-python (the ``segment`` extra).
+eventtracking.E022     ``EVENT_BUS_TRACKING_LOGS`` is not a list, tuple or set of names.
+eventtracking.W020     The event bus is switched on but cannot publish: no
+                       ``EVENT_BUS_PRODUCER``, or no topic enabled for tracking logs
+                       in ``EVENT_BUS_PRODUCER_CONFIG`` (events wait in the spool).
 =====================  =============================================================
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.apps import apps
@@ -53,20 +61,30 @@ __all__ = [
     "E008",
     "E009",
     "E010",
+    "E020",
+    "E021",
+    "E022",
     "ENGINE_MISSING",
     "ENGINE_NOT_FOUND",
     "ENGINE_WRONG_KIND",
+    "EVENT_BUS_CANNOT_PUBLISH",
+    "EVENT_BUS_EXTRA_MISSING",
+    "EVENT_BUS_TRACKING_LOGS_INVALID",
     "EVENT_MIDDLEWARE",
     "EVENT_MIDDLEWARE_BEFORE_CONTEXT",
     "EVENT_MIDDLEWARE_WITHOUT_CONTEXT",
     "INVALID_SETTING",
     "OPTIONS_REJECTED",
     "PROCESSORS_NOT_A_LIST",
+    "SEGMENT_EXTRA_MISSING",
     "TAG",
     "TRACKER_NOT_BUILT",
     "W001",
+    "W020",
+    "check_event_bus_settings",
     "check_middleware",
     "check_middleware_settings",
+    "check_optional_extras",
     "check_tracker_settings",
     "register_checks",
 ]
@@ -120,6 +138,32 @@ EVENT_MIDDLEWARE_WITHOUT_CONTEXT = (
     "so its events carry no request context."
 )
 EVENT_MIDDLEWARE_WITHOUT_CONTEXT_HINT = f"Add {CONTEXT_MIDDLEWARE!r} before it."
+
+E020 = "eventtracking.E020"
+EVENT_BUS_EXTRA_MISSING = (
+    "{where} is an EventBusRoutingBackend, which needs openedx-events, and it is not installed."
+)
+EVENT_BUS_EXTRA_MISSING_HINT = "Install it with: pip install 'event-tracking[eventbus]'"
+
+E021 = "eventtracking.E021"
+SEGMENT_EXTRA_MISSING = (
+    "{where} is a SegmentBackend, which needs segment-analytics-python, and it is not installed."
+)
+SEGMENT_EXTRA_MISSING_HINT = "Install it with: pip install 'event-tracking[segment]'"
+
+E022 = "eventtracking.E022"
+EVENT_BUS_TRACKING_LOGS_INVALID = (
+    "EVENT_BUS_TRACKING_LOGS must be a list, tuple or set of event names, not {type_name}."
+)
+EVENT_BUS_TRACKING_LOGS_INVALID_HINT = (
+    "For example EVENT_BUS_TRACKING_LOGS = {'edx.course.enrollment.activated'}."
+)
+
+W020 = "eventtracking.W020"
+EVENT_BUS_CANNOT_PUBLISH = (
+    "SEND_TRACKING_EVENT_EMITTED_SIGNAL is on, but tracking logs cannot reach the event "
+    "bus: {problem} They wait in the local spool until this is fixed."
+)
 
 _BY_KIND = {
     _engines.MISSING: (E003, ENGINE_MISSING),
@@ -241,7 +285,102 @@ def check_middleware_settings(app_configs: Any = None, **kwargs: Any) -> list[ch
     return messages
 
 
+def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Each ENGINE of a settings tree that imports, with where it is; others are skipped
+    (check_tracker_settings reports them)."""
+    if isinstance(node, dict):
+        engine = node.get(_engines.ENGINE)
+        if isinstance(engine, str):
+            with contextlib.suppress(_engines.EngineError):
+                yield where, _engines.import_engine(engine, where)
+        for key, value in node.items():
+            yield from _configured_engines(value, f"{where}[{key!r}]")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _configured_engines(value, f"{where}[{index}]")
+
+
+def _subclass(target: Any, module: str, name: str) -> bool:
+    import importlib
+
+    base = getattr(importlib.import_module(module), name)
+    return isinstance(target, type) and issubclass(target, base)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package of a dotted name is missing
+        return False
+
+
+def _event_bus_engines() -> list[str]:
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    return [
+        where
+        for where, target in _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME)
+        if _subclass(target, "eventtracking.backends.event_bus", "EventBusRoutingBackend")
+    ]
+
+
+def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Find backends whose optional dependency is not installed (E020, E021)."""
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    messages: list[checks.CheckMessage] = []
+    has_events = _installed("openedx_events")
+    has_segment = _installed("segment.analytics") or _installed("analytics")
+    for where, target in _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME):
+        if not has_events and _subclass(
+            target, "eventtracking.backends.event_bus", "EventBusRoutingBackend"
+        ):
+            msg = EVENT_BUS_EXTRA_MISSING.format(where=where)
+            messages.append(checks.Error(msg, hint=EVENT_BUS_EXTRA_MISSING_HINT, id=E020))
+        if not has_segment and _subclass(
+            target, "eventtracking.backends.segment", "SegmentBackend"
+        ):
+            msg = SEGMENT_EXTRA_MISSING.format(where=where)
+            messages.append(checks.Error(msg, hint=SEGMENT_EXTRA_MISSING_HINT, id=E021))
+    return messages
+
+
+def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check the settings an EventBusRoutingBackend publishes with (E022, W020).
+
+    Only when such a backend is configured: the event-bus settings mean nothing else.
+    """
+    if not _event_bus_engines():
+        return []
+    messages: list[checks.CheckMessage] = []
+    names = getattr(settings, "EVENT_BUS_TRACKING_LOGS", [])
+    if not isinstance(names, (list, tuple, set, frozenset)):
+        msg = EVENT_BUS_TRACKING_LOGS_INVALID.format(type_name=type(names).__name__)
+        messages.append(checks.Error(msg, hint=EVENT_BUS_TRACKING_LOGS_INVALID_HINT, id=E022))
+    if not getattr(settings, "SEND_TRACKING_EVENT_EMITTED_SIGNAL", False):
+        return messages
+    from eventtracking._eventbus import PublishError, enabled_topics
+
+    problem = None
+    if not getattr(settings, "EVENT_BUS_PRODUCER", None):
+        problem = (
+            "EVENT_BUS_PRODUCER is not set; set it to 'edx_event_bus_redis.create_producer' "
+            "or 'edx_event_bus_kafka.create_producer'."
+        )
+    else:
+        try:
+            enabled_topics()
+        except PublishError as error:
+            problem = str(error).replace(" Events are kept until it does.", "")
+    if problem is not None:
+        msg = EVENT_BUS_CANNOT_PUBLISH.format(problem=problem)
+        messages.append(checks.Warning(msg, id=W020))
+    return messages
+
+
 def register_checks() -> None:
     """Register the checks with Django; calling it again is harmless."""
     for check in (check_tracker_settings, check_middleware, check_middleware_settings):
+        checks.register(check, TAG)
+    for check in (check_optional_extras, check_event_bus_settings):
         checks.register(check, TAG)

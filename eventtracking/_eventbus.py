@@ -377,7 +377,10 @@ class SignalPublisher:
     name = "signal"
 
     def __init__(self) -> None:
+        from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
+
         self._events = openedx_events()
+        self._serialize = serialize_event_data_to_bytes
         self._published: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._capture = _ErrorCapture()
         self._watched: set[str] = set()
@@ -399,6 +402,15 @@ class SignalPublisher:
             if envelope.id in self._published:
                 continue
             tracking_log = _tracking_log(self._events, envelope)
+            try:
+                # What every producer does first; done here, a message that can never
+                # be serialised is refused alone instead of failing its batch forever.
+                self._serialize({"tracking_log": tracking_log}, signal)
+            except Exception as exc:
+                rejected[position] = (
+                    f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"
+                )
+                continue
             with self._capture.collect() as errors:
                 try:
                     responses = self._send(signal, envelope, tracking_log)
@@ -467,7 +479,17 @@ class SignalPublisher:
     def _check_responses(self, responses: Any) -> None:
         from openedx_events.apps import general_signal_handler
 
-        for receiver, response in responses or ():
+        responses = list(responses or ())
+        if not any(receiver is general_signal_handler for receiver, _ in responses):
+            msg = (
+                "openedx-events' producing handler is not connected to "
+                "TRACKING_EVENT_EMITTED, so the signal reaches no producer: add "
+                "'openedx_events' to INSTALLED_APPS and the event type to "
+                "EVENT_BUS_PRODUCER_CONFIG before Django starts. Events are kept until "
+                "it is connected."
+            )
+            raise PublishError(msg)
+        for receiver, response in responses:
             if not isinstance(response, BaseException):
                 continue
             if receiver is general_signal_handler:
@@ -555,27 +577,28 @@ class BusSink:
         self.timeout = timeout
         self._redis: RedisStreamsPublisher | None = None
         self._signal: SignalPublisher | None = None
-        self._lock = threading.Lock()
         self._counters = Counters("published")
         self._counters.set("in_flight", 0)
         self._last_publisher: str | None = None
 
     def choose(self) -> RedisStreamsPublisher | SignalPublisher:
-        """The publisher for the next batch (built on first use)."""
+        """The publisher for the next batch (built on first use).
+
+        Called from the delivery thread only, so building needs no lock.
+        """
         choice = self.publisher
         if choice == "auto":
             from django.conf import settings
 
             producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
             choice = "redis" if producer in REDIS_PRODUCERS else "signal"
-        with self._lock:
-            if choice == "redis":
-                if self._redis is None:
-                    self._redis = RedisStreamsPublisher(self.timeout)
-                return self._redis
-            if self._signal is None:
-                self._signal = SignalPublisher()
-            return self._signal
+        if choice == "redis":
+            if self._redis is None:
+                self._redis = RedisStreamsPublisher(self.timeout)
+            return self._redis
+        if self._signal is None:
+            self._signal = SignalPublisher()
+        return self._signal
 
     def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         """Publish ``items``; return the positions refused for good; raise to retry."""

@@ -163,3 +163,20 @@ def test_the_checks_are_registered() -> None:
     registered = django_checks.registry.registry.get_checks()
     assert checks.check_optional_extras in registered
     assert checks.check_event_bus_settings in registered
+
+
+def test_w020_signal_path_needs_openedx_events_installed_as_an_app() -> None:
+    """A producer reached through the signal (Kafka, say) needs openedx-events' handler,
+    which it connects only as an installed app; the Redis writer does not."""
+    settings = {
+        "SEND_TRACKING_EVENT_EMITTED_SIGNAL": True,
+        "EVENT_BUS_PRODUCER": "edx_event_bus_kafka.create_producer",
+        "EVENT_BUS_PRODUCER_CONFIG": PRODUCER_CONFIG,
+    }
+    with override_settings(EVENT_TRACKING_BACKENDS=BACKENDS, **settings):
+        messages = checks.check_event_bus_settings()
+    assert ids(messages) == [checks.W020]
+    assert "INSTALLED_APPS" in messages[0].msg
+    forced = {"ENGINE": BUS, "OPTIONS": {"publisher": "redis"}}
+    with override_settings(EVENT_TRACKING_BACKENDS={"bus": forced}, **settings):
+        assert checks.check_event_bus_settings() == []

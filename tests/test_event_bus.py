@@ -441,3 +441,92 @@ def test_each_event_gets_its_own_message_id(
     ]
     assert len(set(ids)) == 10
     assert all(uuid.UUID(value) for value in ids)
+
+
+@pytest.mark.parametrize("publisher", ["redis", "signal"])
+def test_an_event_the_bus_cannot_carry_is_refused_alone(
+    publisher: str,
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    tmp_path: Path,
+    redis_server: Any,
+) -> None:
+    """An event that cannot be serialised for the bus (a name that is not a string)
+    becomes a dead letter with the reason; the events around it are published, in order."""
+    bus = make_bus(publisher=publisher)
+    with (
+        bus_settings(redis_url, prefix, names=("course.viewed", 404)),
+        eventbus_support.producing_handler(),
+    ):
+        for n, name in enumerate(["course.viewed", 404, "course.viewed"]):
+            bus.send(
+                {
+                    "name": name,
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 2]
+    [letter] = Spool(tmp_path / "spool").dead_letters(DEFAULT_STREAM)
+    assert "cannot be serialised for the event bus" in letter.reason
+    assert bus.stats()["producer"]["dead_lettered"] == 1
+
+
+def test_signal_without_the_producing_handler_keeps_the_events(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """When openedx-events' producing handler is not connected (openedx_events missing
+    from INSTALLED_APPS), the signal would reach no producer: 4.x lost the events
+    silently; here they are kept, the error says what to add, and they are published
+    once the handler is connected."""
+    bus = make_bus(publisher="signal")
+    with bus_settings(redis_url, prefix):
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {"n": 0},
+            }
+        )
+        assert not bus.flush(0.5)
+        assert "'openedx_events' to INSTALLED_APPS" in bus.stats()["producer"]["last_error"]
+        with eventbus_support.producing_handler():
+            assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0]
+
+
+def test_a_receiver_failing_in_this_process_is_counted_not_retried(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """Another receiver of the signal that raises in the emitting process is logged and
+    counted; the message, which the producer took, is not sent again."""
+    from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a plugin's receiver")
+
+    bus = make_bus(publisher="signal")
+    TRACKING_EVENT_EMITTED.connect(broken, dispatch_uid="broken-test-receiver")
+    try:
+        with bus_settings(redis_url, prefix), eventbus_support.producing_handler():
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": 0},
+                }
+            )
+            assert bus.flush(30)
+    finally:
+        TRACKING_EVENT_EMITTED.disconnect(dispatch_uid="broken-test-receiver")
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0]
+    stats = bus.stats()["producer"]
+    assert (stats["receiver_errors"], stats["retries"], stats["published"]) == (1, 0, 1)

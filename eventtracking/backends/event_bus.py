@@ -27,9 +27,11 @@ the core; building a backend without it raises ImportError naming the extra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -42,7 +44,7 @@ from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.spool import Spool, default_spool_dir
+from eventtracking.spool import Spool, _call_weak, default_spool_dir
 from eventtracking.typing import Event
 
 __all__ = [
@@ -146,6 +148,7 @@ class EventBusRoutingBackend(RoutingBackend):
             raise ImproperlyConfigured(str(exc)) from exc
         self._delivery: BatchDelivery | None = None
         self._delivery_lock = threading.Lock()
+        os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
         self._log = RateLimitedLogger(logger)
         self._producer = Counters(groups=("skipped",))
         self._consumer = Counters("received", "delivered", "filtered", "dead_lettered")
@@ -180,6 +183,10 @@ class EventBusRoutingBackend(RoutingBackend):
                 )
             return self._delivery
 
+    def _after_fork(self) -> None:
+        # The parent may have held the lock at the fork; the delivery resets itself.
+        self._delivery_lock = threading.Lock()
+
     def _resume_leftovers(self) -> None:
         """Start publishing now when an earlier process left messages in the spool."""
         try:
@@ -210,8 +217,13 @@ class EventBusRoutingBackend(RoutingBackend):
                 return
             payload, problem = _eventbus.encode_envelope(event)
         except Exception as exc:
+            # Settings that cannot be read, an event that is not a mapping: keep what
+            # can be kept of it, with the reason.
+            kept = None
+            with contextlib.suppress(Exception):
+                kept = _eventbus.encode_envelope(event)[0]
             self.delivery.dead_letter(
-                None,
+                kept,
                 f"the event cannot be prepared for the bus: {type(exc).__name__}: {exc}",
                 _describe(event),
             )

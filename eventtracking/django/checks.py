@@ -24,8 +24,10 @@ eventtracking.E021     A ``SegmentBackend`` is configured without
                        segment-analytics-python (the ``segment`` extra).
 eventtracking.E022     ``EVENT_BUS_TRACKING_LOGS`` is not a list, tuple or set of names.
 eventtracking.W020     The event bus is switched on but cannot publish: no
-                       ``EVENT_BUS_PRODUCER``, or no topic enabled for tracking logs
-                       in ``EVENT_BUS_PRODUCER_CONFIG`` (events wait in the spool).
+                       ``EVENT_BUS_PRODUCER``, no topic enabled for tracking logs in
+                       ``EVENT_BUS_PRODUCER_CONFIG``, or a producer reached through the
+                       signal without ``openedx_events`` in ``INSTALLED_APPS`` (events
+                       wait in the spool).
 =====================  =============================================================
 """
 
@@ -285,14 +287,14 @@ def check_middleware_settings(app_configs: Any = None, **kwargs: Any) -> list[ch
     return messages
 
 
-def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any]]:
-    """Each ENGINE of a settings tree that imports, with where it is; others are skipped
-    (check_tracker_settings reports them)."""
+def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """Each ENGINE of a settings tree that imports: where it is, its target and its
+    node. Those that do not import are skipped (check_tracker_settings reports them)."""
     if isinstance(node, dict):
         engine = node.get(_engines.ENGINE)
         if isinstance(engine, str):
             with contextlib.suppress(_engines.EngineError):
-                yield where, _engines.import_engine(engine, where)
+                yield where, _engines.import_engine(engine, where), node
         for key, value in node.items():
             yield from _configured_engines(value, f"{where}[{key!r}]")
     elif isinstance(node, (list, tuple)):
@@ -316,25 +318,22 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _event_bus_engines() -> list[str]:
+def _backends_tree() -> Iterator[tuple[str, Any, dict[str, Any]]]:
     backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
-    return [
-        where
-        for where, target in _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME)
-        if _subclass(target, "eventtracking.backends.event_bus", "EventBusRoutingBackend")
-    ]
+    return _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME)
+
+
+def _is_event_bus(target: Any) -> bool:
+    return _subclass(target, "eventtracking.backends.event_bus", "EventBusRoutingBackend")
 
 
 def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Find backends whose optional dependency is not installed (E020, E021)."""
-    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
     messages: list[checks.CheckMessage] = []
     has_events = _installed("openedx_events")
     has_segment = _installed("segment.analytics") or _installed("analytics")
-    for where, target in _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME):
-        if not has_events and _subclass(
-            target, "eventtracking.backends.event_bus", "EventBusRoutingBackend"
-        ):
+    for where, target, _node in _backends_tree():
+        if not has_events and _is_event_bus(target):
             msg = EVENT_BUS_EXTRA_MISSING.format(where=where)
             messages.append(checks.Error(msg, hint=EVENT_BUS_EXTRA_MISSING_HINT, id=E020))
         if not has_segment and _subclass(
@@ -350,7 +349,8 @@ def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[che
 
     Only when such a backend is configured: the event-bus settings mean nothing else.
     """
-    if not _event_bus_engines():
+    engines = [node for _where, target, node in _backends_tree() if _is_event_bus(target)]
+    if not engines:
         return []
     messages: list[checks.CheckMessage] = []
     names = getattr(settings, "EVENT_BUS_TRACKING_LOGS", [])
@@ -359,23 +359,37 @@ def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[che
         messages.append(checks.Error(msg, hint=EVENT_BUS_TRACKING_LOGS_INVALID_HINT, id=E022))
     if not getattr(settings, "SEND_TRACKING_EVENT_EMITTED_SIGNAL", False):
         return messages
-    from eventtracking._eventbus import PublishError, enabled_topics
-
-    problem = None
-    if not getattr(settings, "EVENT_BUS_PRODUCER", None):
-        problem = (
-            "EVENT_BUS_PRODUCER is not set; set it to 'edx_event_bus_redis.create_producer' "
-            "or 'edx_event_bus_kafka.create_producer'."
-        )
-    else:
-        try:
-            enabled_topics()
-        except PublishError as error:
-            problem = str(error).replace(" Events are kept until it does.", "")
+    problem = _cannot_publish(engines)
     if problem is not None:
         msg = EVENT_BUS_CANNOT_PUBLISH.format(problem=problem)
         messages.append(checks.Warning(msg, id=W020))
     return messages
+
+
+def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
+    """Why tracking logs would not reach the bus, or None."""
+    from eventtracking._eventbus import REDIS_PRODUCERS, PublishError, enabled_topics
+
+    producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
+    if not producer:
+        return (
+            "EVENT_BUS_PRODUCER is not set; set it to 'edx_event_bus_redis.create_producer' "
+            "or 'edx_event_bus_kafka.create_producer'."
+        )
+    try:
+        enabled_topics()
+    except PublishError as error:
+        return str(error).replace(" Events are kept until it does.", "")
+    for node in engines:
+        options = node.get(_engines.OPTIONS) or {}
+        publisher = options.get("publisher", "auto") if isinstance(options, dict) else "auto"
+        signal = publisher == "signal" or (publisher == "auto" and producer not in REDIS_PRODUCERS)
+        if signal and not apps.is_installed("openedx_events"):
+            return (
+                f"events are sent as a signal to {producer!r}, whose handler openedx-events "
+                "connects only when 'openedx_events' is in INSTALLED_APPS; add it."
+            )
+    return None
 
 
 def register_checks() -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import io
 import json
 import logging
 import threading
@@ -290,7 +291,7 @@ class RedisStreamsPublisher:
         self._events = openedx_events()
         self._full_topic = get_full_topic
         self._message = RedisMessage
-        self._serialize = serialize_event_data_to_bytes
+        self._avro = _TrackingLogAvro(self._events, serialize_event_data_to_bytes)
         self.timeout = timeout
         self._client: Any = None
         self._client_url: str | None = None
@@ -330,15 +331,13 @@ class RedisStreamsPublisher:
         topics = [self._full_topic(topic) for topic in enabled_topics()]
         max_len = int(getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000))
         events = self._events
+        origin = _origin(events)
         rejected: dict[int, str] = {}
         commands: list[tuple[str, dict[bytes, bytes]]] = []
         for position, envelope in batch:
             try:
-                event_bytes = self._serialize(
-                    {"tracking_log": _tracking_log(events, envelope)},
-                    events.TRACKING_EVENT_EMITTED,
-                )
-                metadata = _metadata(events, envelope)
+                event_bytes = self._avro(_tracking_log(events, envelope))
+                metadata = _metadata(events, envelope, origin)
                 for stream in topics:
                     message = self._message(
                         topic=stream, event_data=event_bytes, event_metadata=metadata
@@ -550,14 +549,83 @@ def _tracking_log(events: SimpleNamespace, envelope: Envelope) -> Any:
     )
 
 
-def _metadata(events: SimpleNamespace, envelope: Envelope) -> Any:
+def _origin(events: SimpleNamespace) -> dict[str, Any]:
+    """The metadata fields that are the same for every message of a batch.
+
+    Taken from openedx-events' own defaults (``source`` from the service name setting,
+    ``sourcehost``, ``sourcelib``), worked out once instead of for every message.
+    """
+    defaults = events.EventsMetadata(event_type=EVENT_TYPE)
+    return {
+        "source": defaults.source,
+        "sourcehost": defaults.sourcehost,
+        "sourcelib": defaults.sourcelib,
+    }
+
+
+def _metadata(
+    events: SimpleNamespace, envelope: Envelope, origin: Mapping[str, Any] | None = None
+) -> Any:
     signal = events.TRACKING_EVENT_EMITTED
     return events.EventsMetadata(
         event_type=signal.event_type,
         id=uuid.UUID(envelope.id),
         minorversion=signal.minor_version,
         time=envelope.time,
+        **(origin or {}),
     )
+
+
+class _TrackingLogAvro:
+    """The Avro bytes of a ``TrackingLogData``, exactly as openedx-events writes them.
+
+    openedx-events' ``serialize_event_data_to_bytes`` builds its serializer again and
+    walks the attrs class for every message. A tracking log is four strings (the
+    timestamp in ``isoformat()``), which fastavro writes from a plain record several
+    times faster. That shortcut is taken only if it gave the library's bytes for probe
+    messages when this object was built; otherwise, and for a message whose name is not
+    a string, the library's function is called.
+    """
+
+    def __init__(self, events: SimpleNamespace, serialize: Any) -> None:
+        signal = events.TRACKING_EVENT_EMITTED
+        self._library = lambda log: serialize({"tracking_log": log}, signal)
+        self._schema: Any = None
+        try:
+            import fastavro
+            from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
+
+            self._schema = fastavro.parse_schema(AvroSignalSerializer(signal).schema)
+            self._writer = fastavro.schemaless_writer
+            probes = [
+                events.TrackingLogData(
+                    name="probe.é", timestamp=moment, data='{"a": [1, "é"]}', context="{}"
+                )
+                for moment in (
+                    datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=_UTC),
+                    datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=_UTC),
+                )
+            ]
+            if any(self._fast(probe) != self._library(probe) for probe in probes):
+                self._schema = None
+        except Exception:
+            self._schema = None
+
+    def _fast(self, log: Any) -> bytes:
+        out = io.BytesIO()
+        record = {
+            "name": log.name,
+            "timestamp": log.timestamp.isoformat(),
+            "data": log.data,
+            "context": log.context,
+        }
+        self._writer(out, self._schema, {"tracking_log": record})
+        return out.getvalue()
+
+    def __call__(self, log: Any) -> bytes:
+        if self._schema is not None and type(log.name) is str:
+            return self._fast(log)
+        return bytes(self._library(log))
 
 
 # -- the sink ---------------------------------------------------------------------------

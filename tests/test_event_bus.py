@@ -530,3 +530,44 @@ def test_a_receiver_failing_in_this_process_is_counted_not_retried(
     assert eventbus_support.published_names(redis_server.client(), stream) == [0]
     stats = bus.stats()["producer"]
     assert (stats["receiver_errors"], stats["retries"], stats["published"]) == (1, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        ("course.viewed", datetime.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=UTC), '{"n": 1}', "{}"),
+        ("é.ü", datetime.datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), '"x" * 9', '{"k": "é"}'),
+        ("n", datetime.datetime(2024, 1, 2, tzinfo=UTC), json.dumps({"a": "b" * 100_000}), "{}"),
+    ],
+)
+def test_fast_avro_is_the_library_s_bytes(log: tuple[Any, ...]) -> None:
+    """The shortcut that writes a tracking log's Avro record gives openedx-events' bytes."""
+    from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
+
+    from eventtracking import _eventbus
+
+    events = _eventbus.openedx_events()
+    avro = _eventbus._TrackingLogAvro(events, serialize_event_data_to_bytes)
+    tracking_log = events.TrackingLogData(*log)
+    assert avro._schema is not None
+    expected = serialize_event_data_to_bytes(
+        {"tracking_log": tracking_log}, events.TRACKING_EVENT_EMITTED
+    )
+    assert avro(tracking_log) == expected
+
+
+def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
+    """Should openedx-events ever write the record differently, the shortcut is not used:
+    every message then goes through the library's own function."""
+    from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
+
+    from eventtracking import _eventbus
+
+    def another_format(data: dict[str, Any], signal: Any) -> bytes:
+        return b"v2:" + serialize_event_data_to_bytes(data, signal)
+
+    events = _eventbus.openedx_events()
+    avro = _eventbus._TrackingLogAvro(events, another_format)
+    tracking_log = events.TrackingLogData("a", datetime.datetime.now(UTC), "{}", "{}")
+    assert avro._schema is None
+    assert avro(tracking_log).startswith(b"v2:")

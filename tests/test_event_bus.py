@@ -388,7 +388,8 @@ BLOCKED_SCRIPT = textwrap.dedent(
 
     class Block:
         def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in {"openedx_events", "edx_event_bus_redis"}:
+            blocked = {"openedx_events", "edx_event_bus_redis", "edx_toggles", "django"}
+            if name.partition(".")[0] in blocked:
                 raise ImportError(f"{name} is blocked by the test")
             return None
 
@@ -405,9 +406,9 @@ BLOCKED_SCRIPT = textwrap.dedent(
 
 
 def test_without_openedx_events_building_names_the_extra(tmp_path: Path) -> None:
-    """Without openedx-events the module and the receiver module still import, the
-    receiver does not connect, and building a backend raises ImportError naming the
-    extra to install."""
+    """Without openedx-events (nor Django, nor edx-toggles) the module and the receiver
+    module still import, the receiver does not connect, and building a backend raises
+    ImportError naming the extra to install."""
     result = subprocess.run(
         [sys.executable, "-c", BLOCKED_SCRIPT, str(tmp_path)],
         capture_output=True,

@@ -160,10 +160,11 @@ def test_what_segment_does_not_get_is_counted(endpoint: Endpoint) -> None:
     backend.send({"name": None, "timestamp": timestamp, "context": {"user_id": 1}, "data": {}})
     backend.send({"name": "a", "timestamp": timestamp, "context": {"user_id": [1]}, "data": {}})
     backend.send({"name": "a", "timestamp": timestamp, "context": {"user_id": 2}, "data": {}})
+    backend.send("not an event")  # type: ignore[arg-type]
     assert backend.flush(None)
     stats = backend.stats()
     assert stats["skipped"] == {"no_user_id": 1, "no_name": 1}
-    assert stats["refused"] == {"AssertionError": 1}
+    assert stats["refused"] == {"AssertionError": 1, "not_an_event": 1}
     assert stats["sent"] == 1
     assert [message["userId"] for message in endpoint.messages()] == ["2"]
 

@@ -145,6 +145,9 @@ class SegmentBackend:
 
     def send(self, event: Event) -> None:
         """Queue ``event`` with Segment's client; skipped without a name or a user id."""
+        if not isinstance(event, Mapping):
+            self._counters.incr("refused", "not_an_event")
+            return
         context = event.get("context") or {}
         name = event.get("name")
         user_id = context.get("user_id") if isinstance(context, Mapping) else None

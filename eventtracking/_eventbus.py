@@ -392,6 +392,8 @@ class SignalPublisher:
         Messages sent before the failure are remembered and skipped when the batch
         comes back, so a retry does not publish them twice (within this process).
         """
+        from openedx_events.exceptions import SenderValidationError
+
         enabled_topics()
         producer_logger = self._producer_logger()
         observable = producer_logger.isEnabledFor(logging.ERROR)
@@ -413,10 +415,10 @@ class SignalPublisher:
             with self._capture.collect() as errors:
                 try:
                     responses = self._send(signal, envelope, tracking_log)
+                except SenderValidationError as exc:
+                    rejected[position] = f"openedx-events refused the event: {exc}"
+                    continue
                 except Exception as exc:
-                    if type(exc).__name__ == "SenderValidationError":
-                        rejected[position] = f"openedx-events refused the event: {exc}"
-                        continue
                     msg = f"sending TRACKING_EVENT_EMITTED raised {type(exc).__name__}: {exc}"
                     raise PublishError(msg) from exc
             self._check_responses(responses)

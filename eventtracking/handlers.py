@@ -34,6 +34,7 @@ from typing import Any
 
 from eventtracking._eventbus import openedx_events, parse_timestamp
 from eventtracking._json import dumps
+from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.tracker import get_tracker
@@ -41,6 +42,8 @@ from eventtracking.tracker import get_tracker
 __all__ = ["DISPATCH_UID", "connect", "send_tracking_log_to_backends", "stats"]
 
 logger = logging.getLogger(__name__)
+# Every message of a misconfigured consumer hits the same error: one line a minute.
+_RATE_LIMITED = RateLimitedLogger(logger)
 
 #: The ``dispatch_uid`` the receiver is connected with, so connecting twice is harmless.
 DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
@@ -77,9 +80,10 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         tracker = get_tracker()
     except KeyError:
         _COUNTERS.incr("no_tracker")
-        logger.error(
+        _RATE_LIMITED.error(
+            "no-tracker",
             "A tracking log arrived from the event bus but no default tracker is "
-            "registered; it is dropped. Is eventtracking.django in INSTALLED_APPS?"
+            "registered; it is dropped. Is eventtracking.django in INSTALLED_APPS?",
         )
         return
     engines = [
@@ -89,9 +93,10 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
     ]
     if not engines:
         _COUNTERS.incr("no_backend")
-        logger.error(
+        _RATE_LIMITED.error(
+            "no-backend",
             "A tracking log arrived from the event bus but no top-level "
-            "EventBusRoutingBackend is configured in EVENT_TRACKING_BACKENDS; it is dropped"
+            "EventBusRoutingBackend is configured in EVENT_TRACKING_BACKENDS; it is dropped",
         )
         return
     try:

@@ -164,11 +164,17 @@ def test_redis_killed_mid_stream_and_restarted(
     server.start()
     remote = InMemoryBackend()
     with bus_settings(server.url, prefix), eventbus_support.producing_handler():
+        # Small batches: many round trips, so the kill lands while they are under way.
         bus = make_bus(publisher=publisher, batch_size=5, backends={"remote": remote})
         register_tracker(Tracker({"bus": bus}))
         for n in range(800):
             bus.send(event(n))
-        wait_until(lambda: bus.stats()["producer"]["published"] >= 50)
+
+        def publishing() -> bool:
+            producer = bus.stats()["producer"]
+            return bool(producer["published"] >= 50 and producer["in_flight"])
+
+        wait_until(publishing)
         server.kill()
         at_kill = bus.stats()["producer"]["published"]
         for n in range(800, 1000):

@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -44,7 +42,7 @@ from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.spool import Spool, _call_weak, default_spool_dir
+from eventtracking.spool import DEFAULT_MAX_BYTES, Spool, default_spool_dir
 from eventtracking.typing import Event
 
 __all__ = [
@@ -97,13 +95,19 @@ class EventBusRoutingBackend(RoutingBackend):
     * ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when None) and
       ``spool_stream`` (:data:`DEFAULT_STREAM`): where messages wait while the bus is
       down, and where dead letters are kept;
+    * ``spool_max_bytes`` (:data:`~eventtracking.spool.DEFAULT_MAX_BYTES`, 1 GiB; None
+      for no limit): the most the spool holds; beyond it, messages stay in memory while
+      there is room, then are dropped and counted;
     * ``durable`` (False): each message is on the spool before ``send`` returns;
     * ``exit_timeout`` (5.0 s): how long interpreter exit waits for publishing before
       spooling the rest.
 
-    The delivery thread starts with the first event to publish, or at once when the
-    spool holds messages an earlier process left. Raises ImportError without
-    openedx-events and ImproperlyConfigured for options out of range.
+    The delivery thread starts with the first event to publish (or the first
+    ``flush``), and then also publishes what earlier processes left in the spool. A
+    process that publishes nothing, such as the bus consumer, starts no thread. Raises
+    ImportError without openedx-events, ImproperlyConfigured for options out of range,
+    and :class:`~eventtracking.spool.UnsafeSpoolError` (an ImproperlyConfigured) for a
+    spool directory that another user could read or change.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class EventBusRoutingBackend(RoutingBackend):
         max_queue_size: int = 10_000,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_stream: str | None = None,
+        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
         durable: bool = False,
         exit_timeout: float = 5.0,
     ) -> None:
@@ -129,30 +134,37 @@ class EventBusRoutingBackend(RoutingBackend):
         _check_number("publish_timeout", publish_timeout)
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
-        self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
+        try:
+            self.spool = Spool(
+                spool_dir if spool_dir is not None else default_spool_dir(),
+                max_bytes=spool_max_bytes,
+            )
+        except ValueError as exc:
+            msg = str(exc).replace("max_bytes", "spool_max_bytes")
+            raise ImproperlyConfigured(msg) from exc
+        # A shared or foreign spool directory is refused now, in the caller's hands.
+        self.spool.check()
         self.stream = spool_stream or DEFAULT_STREAM
         self._sink = _eventbus.BusSink(publisher, timeout=float(publish_timeout))
-        self._delivery_options: dict[str, Any] = {
-            "spool": self.spool,
-            "stream": self.stream,
-            "durable": durable,
-            "batch_size": batch_size,
-            "flush_interval": flush_interval,
-            "max_queue_size": max_queue_size,
-            "exit_timeout": exit_timeout,
-        }
         try:
-            # Checked now, in the caller's hands, though the delivery starts later.
-            BatchDelivery.check_options(**self._delivery_options)
+            #: The :class:`~eventtracking.delivery.BatchDelivery` that publishes. It
+            #: starts its thread with the first event (or flush), not here.
+            self.delivery = BatchDelivery(
+                self._sink,
+                name=f"eventbus:{backend_name or 'default'}",
+                spool=self.spool,
+                stream=self.stream,
+                durable=durable,
+                batch_size=batch_size,
+                flush_interval=flush_interval,
+                max_queue_size=max_queue_size,
+                exit_timeout=exit_timeout,
+            )
         except ValueError as exc:
             raise ImproperlyConfigured(str(exc)) from exc
-        self._delivery: BatchDelivery | None = None
-        self._delivery_lock = threading.Lock()
-        os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
         self._log = RateLimitedLogger(logger)
         self._producer = Counters(groups=("skipped",))
         self._consumer = Counters("received", "delivered", "filtered", "dead_lettered")
-        self._resume_leftovers()
 
     def __repr__(self) -> str:
         return f"<EventBusRoutingBackend {self.backend_name or self.stream!r}>"
@@ -166,38 +178,6 @@ class EventBusRoutingBackend(RoutingBackend):
     def mutates_events(self) -> bool:
         """False: publishing only reads the event, so the tracker need not copy it."""
         return False
-
-    @property
-    def delivery(self) -> BatchDelivery:
-        """The :class:`~eventtracking.delivery.BatchDelivery` that publishes (started now
-        if it was not yet)."""
-        delivery = self._delivery
-        if delivery is not None:
-            return delivery
-        with self._delivery_lock:
-            if self._delivery is None:
-                self._delivery = BatchDelivery(
-                    self._sink,
-                    name=f"eventbus:{self.backend_name or 'default'}",
-                    **self._delivery_options,
-                )
-            return self._delivery
-
-    def _after_fork(self) -> None:
-        # The parent may have held the lock at the fork; the delivery resets itself.
-        self._delivery_lock = threading.Lock()
-
-    def _resume_leftovers(self) -> None:
-        """Start publishing now when an earlier process left messages in the spool."""
-        try:
-            waiting = self.spool.pending_count(self.stream)
-        except Exception:
-            # The delivery reports spool trouble once it runs; building must not fail.
-            logger.warning("Could not read the spool %s", self.spool.path, exc_info=True)
-            return
-        if waiting:
-            logger.info("%d event(s) wait in the spool for the event bus; publishing them", waiting)
-            _ = self.delivery
 
     # -- the producing side -------------------------------------------------------------
 
@@ -292,17 +272,14 @@ class EventBusRoutingBackend(RoutingBackend):
         """Publish what was queued and deliver what nested backends buffer; True when
         all of it is done within ``timeout`` (None: the delivery's default limit)."""
         deadline = deadline_for(timeout)
-        published = True
-        if self._delivery is not None:
-            published = self._delivery.flush(remaining(deadline))
+        published = self.delivery.flush(remaining(deadline))
         return super().flush(remaining(deadline)) and published
 
     def close(self, timeout: float | None = None) -> None:
         """Publish for at most ``timeout`` seconds, spool the rest, stop the thread, and
         close the nested backends. Idempotent."""
         deadline = deadline_for(timeout)
-        if self._delivery is not None:
-            self._delivery.close(remaining(deadline))
+        self.delivery.close(remaining(deadline))
         super().close(remaining(deadline))
 
     def stats(self) -> dict[str, Any]:
@@ -317,9 +294,7 @@ class EventBusRoutingBackend(RoutingBackend):
         the nested backends.
         """
         result = super().stats()
-        producer: dict[str, Any] = (
-            self._delivery.stats() if self._delivery is not None else self._sink.stats()
-        )
+        producer: dict[str, Any] = self.delivery.stats()
         producer.update(self._producer.snapshot())
         result["producer"] = producer
         result["consumer"] = self._consumer.snapshot()

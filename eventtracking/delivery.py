@@ -137,16 +137,17 @@ class BatchDelivery:
         if not callable(getattr(sink, "send_batch", None)):
             msg = f"sink {sink!r} has no send_batch(items) method; give it one"
             raise TypeError(msg)
-        self.check_options(
-            spool=spool,
-            durable=durable,
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_queue_size=max_queue_size,
-            exit_timeout=exit_timeout,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-        )
+        _check_positive("batch_size", batch_size, integer=True)
+        _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("flush_interval", flush_interval)
+        _check_positive("backoff_base", backoff_base)
+        _check_positive("backoff_max", backoff_max)
+        if not isinstance(exit_timeout, (int, float)) or exit_timeout < 0:
+            msg = f"exit_timeout must be a number of seconds >= 0, got {exit_timeout!r}"
+            raise ValueError(msg)
+        if durable and spool is None:
+            msg = "durable=True needs a spool to write to; pass spool=Spool(directory)"
+            raise ValueError(msg)
         self.name = name
         self.stream = stream
         self.spool = spool
@@ -166,36 +167,6 @@ class BatchDelivery:
         # No thread yet: it starts with the first put() or flush(), and then replays what
         # earlier processes left. A process that sends nothing must not contact the sink,
         # nor wait for it at exit (a management command while the server is down).
-
-    @staticmethod
-    def check_options(
-        *,
-        spool: Spool | None = None,
-        stream: str = "default",
-        durable: bool = False,
-        batch_size: int = 500,
-        flush_interval: float = 1.0,
-        max_queue_size: int = 10_000,
-        exit_timeout: float = 5.0,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-    ) -> None:
-        """Raise ValueError for options the constructor would refuse; start nothing.
-
-        For backends that build their delivery later, on first use, but must reject a
-        bad option when they are built.
-        """
-        _check_positive("batch_size", batch_size, integer=True)
-        _check_positive("max_queue_size", max_queue_size, integer=True)
-        _check_positive("flush_interval", flush_interval)
-        _check_positive("backoff_base", backoff_base)
-        _check_positive("backoff_max", backoff_max)
-        if not isinstance(exit_timeout, (int, float)) or exit_timeout < 0:
-            msg = f"exit_timeout must be a number of seconds >= 0, got {exit_timeout!r}"
-            raise ValueError(msg)
-        if durable and spool is None:
-            msg = "durable=True needs a spool to write to; pass spool=Spool(directory)"
-            raise ValueError(msg)
 
     def __repr__(self) -> str:
         return f"<BatchDelivery {self.name!r} stream={self.stream!r}>"

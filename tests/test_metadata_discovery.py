@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hang_support import GENEROUS, call_within
 
 from eventtracking import metadata
 from eventtracking.backends.memory import InMemoryBackend
@@ -169,6 +170,33 @@ def test_metadata_records_and_references_are_not_observed_as_data() -> None:
     drafts = observer.drafts(include_registered=True)["event_types"]
     assert list(drafts) == ["page.view"]
     assert drafts["page.view"]["observed"]["context_keys"] == []
+
+
+def test_cyclic_data_is_observed_at_once_and_never_blocks_other_emits() -> None:
+    """A dict or list that holds itself, many times over, is walked once per object.
+
+    The observer walks under its lock: a walk of 2**100 (or 8**12) steps would stop
+    every emitting thread, not only the one that emitted the cycle.
+    """
+    tracker = Tracker({})
+    observer = EventObserver.attach(tracker)
+    loop: dict[str, Any] = {}
+    loop["a"] = loop
+    loop["b"] = loop
+    wide: dict[str, Any] = {"n": 1}
+    for key in "cdefghij":
+        wide[key] = wide
+    items: list[Any] = [1]
+    items.extend([items] * 49)
+    # Each its own name: the cap on fields per type must not be what stops the walk.
+    for name, data in (("loop", loop), ("wide", wide), ("items", {"items": items})):
+        assert call_within(GENEROUS, tracker.emit, name, data).error is None
+    assert call_within(GENEROUS, tracker.emit, "after", {"x": 1}).error is None
+    drafts = observer.drafts()["event_types"]
+    assert drafts["after"]["fields"]["x"]["type"] == "integer"
+    assert sorted(drafts["wide"]["fields"]) == ["c", "d", "e", "f", "g", "h", "i", "j", "n"]
+    assert drafts["items"]["fields"]["items[]"]["type"] == ["integer", "array"]
+    assert observer.stats()["events"] == 4
 
 
 @pytest.mark.parametrize(

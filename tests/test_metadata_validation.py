@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from hang_support import GENEROUS, call_within
 
 from eventtracking import metadata
 from eventtracking.backends.memory import InMemoryBackend
@@ -170,6 +171,23 @@ def test_oversized_events_are_found_when_a_limit_is_set(mode: str) -> None:
         tracker.emit("address.create", big)
     assert _findings(tracker) == {"oversized_event": 1}
     assert len(backend.events) == (2 if mode == "warn" else 1)
+
+
+def test_the_size_of_cyclic_data_is_measured_at_once() -> None:
+    """The size check measures a reference cycle by its written form, "<cycle>".
+
+    Measuring it naively takes 2**100 steps for a dict that holds itself twice, and in
+    ``warn`` mode the size is measured after the other findings are reported.
+    """
+    tracker, backend, _ = _setup("warn", max_event_size=100_000)
+    loop: dict[str, Any] = {}
+    loop["a"] = loop
+    loop["b"] = loop
+    outcome = call_within(GENEROUS, tracker.emit, "address.create", {**GOOD, "tags": [loop]})
+    assert outcome.error is None
+    assert len(backend.events) == 1
+    # A tag must be a string, and a cycle has no JSON form: both are found.
+    assert _findings(tracker) == {"wrong_type": 1, "unserialisable_value": 2}
 
 
 @pytest.mark.parametrize("mode", ["warn", "strict"])

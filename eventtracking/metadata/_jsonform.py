@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from eventtracking._json import encode_known
+from eventtracking._json import encode_known, safe_repr
 
 __all__ = ["is_plain", "json_size", "to_json_form", "unserialisable_paths"]
 
@@ -98,30 +98,65 @@ def _walk(value: Any, path: str, depth: int, active: set[int]) -> Iterator[tuple
         yield from _walk(replacement, path, depth + 1, active)
 
 
-def to_json_form(value: Any, depth: int = 0) -> Any:
+def to_json_form(value: Any) -> Any:
     """Return ``value`` as a JSON reader would get it back: dates as strings, and so on.
 
     Used to check data against a JSON Schema, which describes the written form. Values
     without a JSON form become the string ``"<unserialisable TYPE>"``, which no typed
-    schema accepts.
+    schema accepts. A reference cycle becomes ``"<cycle>"`` where it closes, as the
+    JSON writers write it, so every object is walked at most once per path and a dict
+    that holds itself never makes the walk exponential.
     """
+    return _json_form(value, 0, set())
+
+
+def _json_form(value: Any, depth: int, active: set[int]) -> Any:
     if isinstance(value, (*_NATIVE, float)):
         if isinstance(value, float) and not math.isfinite(value):
             return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
         return value
     if depth >= _MAX_DEPTH:
         return "<too deep>"
-    if isinstance(value, Mapping):
-        return {str(key): to_json_form(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json_form(item, depth + 1) for item in value]
+    if isinstance(value, (Mapping, list, tuple)):
+        marker = id(value)
+        if marker in active:
+            return "<cycle>"
+        active.add(marker)
+        try:
+            if isinstance(value, Mapping):
+                return {
+                    _key_text(key): _json_form(item, depth + 1, active)
+                    for key, item in value.items()
+                }
+            return [_json_form(item, depth + 1, active) for item in value]
+        finally:
+            active.discard(marker)
     try:
         replacement = encode_known(value)
     except Exception:
         return f"<unserialisable {type(value).__qualname__}>"
     if isinstance(replacement, str):
         return replacement
-    return to_json_form(replacement, depth + 1)
+    return _json_form(replacement, depth + 1, active)
+
+
+def _key_text(key: Any) -> str:
+    """A key as JSON writers write it: text as it is, numbers, booleans and None as
+    their JSON text, anything else as its repr."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, bool):
+        return "null" if key is None else ("true" if key else "false")
+    if isinstance(key, int):
+        try:
+            return int.__repr__(key)
+        except ValueError:
+            # Too many digits for Python to write in decimal: the writers' hex form.
+            return hex(key)
+    if isinstance(key, float):
+        form = _json_form(key, 0, set())
+        return form if isinstance(form, str) else float.__repr__(key)
+    return safe_repr(key)
 
 
 def _quiet_default(obj: Any) -> Any:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import json
 import threading
 import uuid
@@ -166,18 +167,20 @@ class EventObserver:
                 seen.context_keys.update(str(key) for key in context if key != REFERENCE_KEY)
             if isinstance(data, Mapping):
                 seen.root_objects += 1
-                self._walk_object(seen, data, "", 0)
+                self._walk_object(seen, data, "", 0, {id(data)})
 
-    def _walk_object(self, seen: _Type, value: Mapping[Any, Any], prefix: str, depth: int) -> None:
+    def _walk_object(
+        self, seen: _Type, value: Mapping[Any, Any], prefix: str, depth: int, active: set[int]
+    ) -> None:
         for key, item in value.items():
             text = str(key)
             if not text or any(char in text for char in ".[]"):
                 # Field paths cannot name such a key.
                 seen.fields_dropped += 1
                 continue
-            self._walk(seen, item, f"{prefix}.{text}" if prefix else text, depth + 1)
+            self._walk(seen, item, f"{prefix}.{text}" if prefix else text, depth + 1, active)
 
-    def _walk(self, seen: _Type, value: Any, path: str, depth: int) -> None:
+    def _walk(self, seen: _Type, value: Any, path: str, depth: int, active: set[int]) -> None:
         if depth > MAX_DEPTH:
             return
         stats = seen.fields.get(path)
@@ -189,12 +192,23 @@ class EventObserver:
         kind = infer_type(value)
         stats.types[kind] += 1
         stats.seen += 1
-        if kind == "object":
-            stats.objects += 1
-            self._walk_object(seen, value, path, depth)
-        elif kind == "array":
-            for item in list(value)[:MAX_ITEMS]:
-                self._walk(seen, item, f"{path}[]", depth + 1)
+        if kind in ("object", "array"):
+            # A container met again inside itself is a cycle: its type is recorded, and
+            # its contents were (or are being) walked where it first appeared. Without
+            # this, a dict holding itself twice would take 2**MAX_DEPTH steps.
+            marker = id(value)
+            if marker in active:
+                return
+            active.add(marker)
+            try:
+                if kind == "object":
+                    stats.objects += 1
+                    self._walk_object(seen, value, path, depth, active)
+                else:
+                    for item in itertools.islice(value, MAX_ITEMS):
+                        self._walk(seen, item, f"{path}[]", depth + 1, active)
+            finally:
+                active.discard(marker)
         elif len(stats.examples) < MAX_FIELD_EXAMPLES:
             example = to_json_form(value)
             if isinstance(example, str) and len(example) > _MAX_EXAMPLE_TEXT:

@@ -9,6 +9,7 @@ import pytest
 
 from eventtracking import _ratelimit
 from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking.backends.logger import LoggerBackend
 
 LOGGER = "tests.ratelimit"
 
@@ -101,3 +102,51 @@ def test_log_passes_exc_info(clock: Clock, caplog: pytest.LogCaptureFixture) -> 
             limited.log(logging.ERROR, "k", "failed", exc_info=True)
     record: Any = next(r for r in caplog.records if r.name == LOGGER)
     assert record.exc_info[0] is ValueError
+
+
+def test_state_is_bounded_for_any_number_of_keys(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200,000 distinct keys (attacker-chosen names, say) keep at most max_keys + 1.
+
+    Keys past the cap share one overflow slot, so the log still gets at most
+    ``max_keys + 1`` lines per interval however many keys there are.
+    """
+    limited = RateLimitedLogger(logging.getLogger(LOGGER), interval=60.0, max_keys=100)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for number in range(200_000):
+            limited.warning(f"oversized:{number}", "event %d", number)
+    assert len(limited) <= 101
+    assert len(messages(caplog)) == 101
+    assert messages(caplog)[:2] == ["event 0", "event 1"]
+    assert messages(caplog)[-1] == "event 100"
+
+
+def test_expired_keys_make_room_for_new_ones(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once its interval has passed, a key's state is dropped to make room for new keys."""
+    limited = RateLimitedLogger(logging.getLogger(LOGGER), interval=60.0, max_keys=2)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        limited.warning("a", "a1")
+        limited.warning("b", "b1")
+        limited.warning("c", "c1")  # the overflow slot
+        limited.warning("d", "d1")  # shares it: suppressed
+        clock.now += 61
+        limited.warning("e", "e1")
+        limited.warning("f", "f1")
+        limited.warning("a", "a2")
+    assert messages(caplog) == ["a1", "b1", "c1", "e1", "f1", "a2"]
+    assert len(limited) <= 3
+
+
+def test_logger_backend_keeps_no_state_per_oversized_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Oversized events with ever new names leave bounded warning state behind."""
+    backend = LoggerBackend(name=LOGGER, max_event_size=10)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for number in range(3 * _ratelimit.MAX_KEYS):
+            backend.send({"name": f"n{number}", "timestamp": None, "context": {}, "data": {}})
+    assert backend.stats()["oversized"] == 3 * _ratelimit.MAX_KEYS
+    assert len(backend._log) <= _ratelimit.MAX_KEYS + 1

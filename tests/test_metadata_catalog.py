@@ -226,6 +226,19 @@ def test_write_catalog_writes_the_formats_asked_for(tmp_path: Path) -> None:
         write_catalog(tmp_path, _registry(), formats=["pdf"])
 
 
+def test_write_catalog_replaces_files_whole_and_never_follows_a_symlink(tmp_path: Path) -> None:
+    """Files are written through a temporary file and a rename; a symlink is refused."""
+    written = write_catalog(tmp_path, _registry(), formats=["json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.json"]
+    assert json.loads(written["json"].read_text())["event_types"]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "catalog.md").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"catalog\.md.*symbolic link"):
+        write_catalog(tmp_path, _registry(), formats=["markdown"])
+    assert victim.read_text() == "precious"
+
+
 def test_an_empty_registry_renders_valid_empty_catalogues() -> None:
     """Nothing registered: every format still renders, saying there is nothing."""
     registry = Registry()

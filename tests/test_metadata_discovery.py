@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,13 @@ from hang_support import GENEROUS, call_within
 from eventtracking import metadata
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.metadata import Registry, load
-from eventtracking.metadata.discovery import EventObserver, infer_type
+from eventtracking.metadata.discovery import (
+    MAX_EXAMPLE_SIZE,
+    MAX_NAME_LENGTH,
+    MAX_PATH_LENGTH,
+    EventObserver,
+    infer_type,
+)
 from eventtracking.tracker import Tracker
 
 UTC = datetime.timezone.utc
@@ -44,9 +52,9 @@ CHECKOUTS = [
 ]
 
 
-def _observe(events: list[tuple[str, Any]]) -> tuple[Tracker, EventObserver]:
+def _observe(events: list[tuple[str, Any]], **options: Any) -> tuple[Tracker, EventObserver]:
     tracker = Tracker({"memory": InMemoryBackend()})
-    observer = EventObserver.attach(tracker)
+    observer = EventObserver.attach(tracker, **options)
     tracker.enter_context("request", {"user_id": 5, "session": "s"})
     for name, data in events:
         tracker.emit(name, data)
@@ -73,8 +81,8 @@ def test_drafts_describe_nested_objects_and_arrays_of_objects() -> None:
 
 
 def test_drafts_carry_seen_counts_examples_and_context_keys() -> None:
-    """Each type and field records how often it was seen and a few example values."""
-    tracker, observer = _observe([("shop.checkout", data) for data in CHECKOUTS])
+    """Asked for examples, each type and field records a few real values."""
+    tracker, observer = _observe([("shop.checkout", data) for data in CHECKOUTS], examples=True)
     draft = observer.drafts()["event_types"]["shop.checkout"]
     stored = tracker.get_backend("memory").events
     assert draft["observed"]["seen"] == 3
@@ -148,6 +156,91 @@ def test_limits_bound_memory_and_are_counted() -> None:
     assert list(drafts["a"]["fields"]) == ["w", "x", "y"]
     assert drafts["a"]["observed"]["fields_not_recorded"] == 2
     assert observer.stats()["types_not_recorded"] == 1
+
+
+def test_drafts_hold_no_real_values_unless_examples_are_asked_for(tmp_path: Path) -> None:
+    """Observed values are real users' data: by default no draft, file or memory has them."""
+    data = {"email": "ada@example.org", "score": 9731, "tags": ["private-tag"]}
+    _, observer = _observe([("user.signup", data)])
+    draft = observer.drafts()["event_types"]["user.signup"]
+    assert "example" not in draft
+    assert all("examples" not in spec["observed"] for spec in draft["fields"].values())
+    assert draft["fields"]["email"]["type"] == "string"
+    for suffix in ("yaml", "json"):
+        text = observer.write_drafts(tmp_path / f"drafts.{suffix}").read_text()
+        for secret in ("ada@example.org", "9731", "private-tag"):
+            assert secret not in text
+    assert "ada@example.org" not in repr(observer.__dict__)
+    _, with_examples = _observe([("user.signup", data)], examples=True)
+    opted_in = with_examples.drafts()["event_types"]["user.signup"]
+    assert opted_in["example"] == data
+    assert opted_in["fields"]["email"]["observed"]["examples"] == ["ada@example.org"]
+
+
+def test_examples_are_capped_in_size(tmp_path: Path) -> None:
+    """A huge event keeps a bounded example: long text cut, long lists and dicts shortened."""
+    huge = {
+        "text": "x" * 1_000_000,
+        "items": list(range(100_000)),
+        "number": 10**5000,
+        "wide": {f"k{number}": number for number in range(10_000)},
+    }
+    _, observer = _observe([("big", huge)], examples=True)
+    draft = observer.drafts()["event_types"]["big"]
+    assert len(json.dumps(draft["example"])) <= MAX_EXAMPLE_SIZE
+    assert draft["example"]["text"].startswith("xxx")
+    assert draft["example"]["items"][:3] == [0, 1, 2]
+    examples = [spec["observed"].get("examples", []) for spec in draft["fields"].values()]
+    assert all(len(json.dumps(example)) <= 90 for values in examples for example in values)
+    assert draft["fields"]["text"]["observed"]["examples"][0].endswith("...")
+    assert len(draft["fields"]["number"]["observed"]["examples"][0]) <= 80
+
+
+def test_overlong_names_and_keys_are_counted_not_recorded() -> None:
+    """Names and keys longer than the caps cost a count each, not memory."""
+    tracker = Tracker({})
+    observer = EventObserver.attach(tracker)
+    long_name = "n" * (MAX_NAME_LENGTH + 1)
+    tracker.emit(long_name, {"x": 1})
+    tracker.emit("ok", {"k" * (MAX_PATH_LENGTH + 1): 1, "x": 2})
+    tracker.enter_context("c" * (MAX_PATH_LENGTH + 1), {"c" * (MAX_PATH_LENGTH + 1): 1})
+    tracker.emit("ok", {"x": 3})
+    drafts = observer.drafts()["event_types"]
+    assert list(drafts) == ["ok"]
+    assert list(drafts["ok"]["fields"]) == ["x"]
+    assert drafts["ok"]["observed"]["fields_not_recorded"] == 1
+    assert drafts["ok"]["observed"]["context_keys"] == []
+    assert observer.stats()["types_not_recorded"] == 1
+
+
+def test_drafts_are_written_privately_through_a_temporary_file(tmp_path: Path) -> None:
+    """Drafts are 0600 whatever the umask, replace an old file whole, and leave no temp."""
+    _, observer = _observe([("page.view", {"url": "/"})])
+    target = tmp_path / "drafts.yaml"
+    target.write_text("old")
+    target.chmod(0o644)
+    old = os.umask(0o000)
+    try:
+        path = observer.write_drafts(target)
+    finally:
+        os.umask(old)
+    assert path == target
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "page.view" in target.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drafts.yaml"]
+
+
+def test_write_drafts_never_follows_a_symlink(tmp_path: Path) -> None:
+    """A symlink at the destination is refused: the file it points at is left alone."""
+    _, observer = _observe([("page.view", {"url": "/"})])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "drafts.yaml"
+    link.symlink_to(victim)
+    with pytest.raises(ValueError, match=r"drafts\.yaml.*symbolic link"):
+        observer.write_drafts(link)
+    assert victim.read_text() == "precious"
+    assert link.is_symlink()
 
 
 def test_close_writes_the_drafts_to_the_configured_path(tmp_path: Path) -> None:

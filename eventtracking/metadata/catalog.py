@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from eventtracking._files import write_text
 from eventtracking.metadata._html import render_page
 from eventtracking.metadata.definitions import (
     ContextType,
@@ -309,7 +310,12 @@ def write_catalog(
     """Write ``basename.md``, ``.json`` and ``.html`` (or the ``formats`` asked for)
     into ``directory``, creating it; return the path of each format written.
 
-    Raises ValueError for an unknown format, listing the valid ones.
+    Each file is written through a temporary file and renamed into place, so readers
+    never see half a catalogue, and a symbolic link at a destination is never written
+    through.
+
+    Raises ValueError for an unknown format, listing the valid ones, or for a
+    destination that is a symbolic link.
     """
     chosen = list(dict.fromkeys(formats))
     unknown = [name for name in chosen if name not in FORMATS]
@@ -322,6 +328,5 @@ def write_catalog(
     written = {}
     for name in chosen:
         path = target / f"{basename}{FORMATS[name]}"
-        path.write_text(renderers[name](registry, title), encoding="utf-8")
-        written[name] = path
+        written[name] = write_text(path, renderers[name](registry, title))
     return written

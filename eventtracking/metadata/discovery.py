@@ -2,8 +2,8 @@
 
 For code bases with hundreds of undocumented events. Add the observer as a backend for
 a test run or in staging; it records, per event name, how often it was seen, the type
-of every field (nested objects and arrays too), whether each field was always present,
-a few example values and one example event::
+of every field (nested objects and arrays too) and whether each field was always
+present::
 
     from eventtracking.metadata.discovery import EventObserver
 
@@ -15,11 +15,21 @@ The drafts are in the file format of :mod:`eventtracking.metadata.loading`, with
 descriptions for a person to write, and ``observed`` details that loading ignores.
 Edit, commit, and load the file (or paste the definitions into code).
 
+Observed values are real users' data, so by default the observer keeps none: drafts
+hold types and counts only. ``EventObserver(examples=True)`` also keeps a few values per
+field and the first event of each type, cut to a bounded size, for drafts that are
+read only by the people allowed to see that data. Drafts are written readable by their
+owner only (mode 0600).
+
 In Django, list it in ``EVENT_TRACKING_BACKENDS`` with ``'OPTIONS': {'path':
-'/tmp/event_drafts.yaml'}``: the drafts are written when the tracker is closed.
+str(BASE_DIR / 'event_types.draft.yaml')}``: the drafts are written when the tracker is
+closed. Choose a directory that only the site's user can write to.
 
 The observer costs a walk over each event's data, under a lock: it is meant for test
-runs and staging, not for production traffic.
+runs and staging, not for production traffic. Its memory is bounded whatever the
+events hold: by ``max_types`` and ``max_fields``, and by :data:`MAX_NAME_LENGTH`,
+:data:`MAX_PATH_LENGTH` and :data:`MAX_EXAMPLE_SIZE`; what is over a limit is counted,
+not recorded.
 """
 
 from __future__ import annotations
@@ -36,20 +46,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eventtracking._files import PRIVATE, write_text
 from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
 from eventtracking.metadata._jsonform import to_json_form
 from eventtracking.metadata.loading import _yaml
 from eventtracking.metadata.registry import Registry
 
-__all__ = ["EventObserver", "infer_type"]
+__all__ = [
+    "MAX_CONTEXT_KEYS",
+    "MAX_EXAMPLE_SIZE",
+    "MAX_NAME_LENGTH",
+    "MAX_PATH_LENGTH",
+    "EventObserver",
+    "infer_type",
+]
 
-#: Example values kept per field.
+#: Example values kept per field (with ``examples=True``).
 MAX_FIELD_EXAMPLES = 3
 #: Items of one array looked at per event.
 MAX_ITEMS = 50
 #: Nesting below this depth is not recorded.
 MAX_DEPTH = 12
+#: Event names longer than this are counted in ``types_not_recorded``, not recorded.
+MAX_NAME_LENGTH = 1024
+#: Field paths longer than this are counted in ``fields_not_recorded``, not recorded.
+MAX_PATH_LENGTH = 200
+#: Context keys recorded per type.
+MAX_CONTEXT_KEYS = 100
+#: Characters of JSON an example event keeps at most (with ``examples=True``); a larger
+#: one is cut down (long text cut, long arrays and objects shortened), or left out.
+MAX_EXAMPLE_SIZE = 4096
 _MAX_EXAMPLE_TEXT = 80
+_MAX_EXAMPLE_ITEMS = 10
+_MAX_EXAMPLE_INT_BITS = 64
 
 
 def infer_type(value: Any) -> str:
@@ -98,6 +127,52 @@ class _Field:
     examples: list[Any] = field(default_factory=list)
 
 
+def _cut(text: str) -> str:
+    if len(text) <= _MAX_EXAMPLE_TEXT:
+        return text
+    return text[: _MAX_EXAMPLE_TEXT - 3] + "..."
+
+
+def _shrink(form: Any) -> Any:
+    """A smaller copy of a JSON form: text cut, arrays and objects shortened."""
+    if isinstance(form, str):
+        return _cut(form)
+    if isinstance(form, bool) or not isinstance(form, (int, list, dict)):
+        return form
+    if isinstance(form, int):
+        # A huge int would be written as thousands of digits (or refused): keep text.
+        return form if form.bit_length() <= _MAX_EXAMPLE_INT_BITS else _cut(hex(form))
+    if isinstance(form, list):
+        return [_shrink(item) for item in form[:_MAX_EXAMPLE_ITEMS]]
+    items = itertools.islice(form.items(), _MAX_EXAMPLE_ITEMS)
+    return {_cut(key): _shrink(item) for key, item in items}
+
+
+def _json_length(form: Any) -> int:
+    try:
+        return len(json.dumps(form, ensure_ascii=False))
+    except ValueError:
+        # An int too long to write in decimal.
+        return MAX_EXAMPLE_SIZE + 1
+
+
+def _example_event(data: Any) -> Any:
+    """The JSON form of ``data``, made smaller (or None) when over MAX_EXAMPLE_SIZE."""
+    form = to_json_form(data)
+    if _json_length(form) <= MAX_EXAMPLE_SIZE:
+        return form
+    form = _shrink(form)
+    return form if _json_length(form) <= MAX_EXAMPLE_SIZE else None
+
+
+def _example_value(value: Any) -> Any:
+    """One field's value as a short example: a scalar, or text of at most 80 characters."""
+    form = _shrink(to_json_form(value))
+    if isinstance(form, (list, dict)):
+        return _cut(json.dumps(form, ensure_ascii=False))
+    return form
+
+
 @dataclass
 class _Type:
     seen: int = 0
@@ -113,9 +188,12 @@ class _Type:
 class EventObserver:
     """A backend that records emitted events and drafts registry entries from them.
 
-    ``max_types`` and ``max_fields`` (per type) bound its memory; what is over them is
-    counted in :meth:`stats`, not recorded. ``path``, if given, is where
-    :meth:`close` writes the drafts (``.yaml``, ``.yml`` or ``.json``).
+    ``max_types`` and ``max_fields`` (per type) bound its memory; what is over them
+    (or over the length limits of the module) is counted in :meth:`stats` and the
+    drafts, not recorded. ``path``, if given, is where :meth:`close` writes the drafts
+    (``.yaml``, ``.yml`` or ``.json``). ``examples`` keeps a few real values per field
+    and the first event of each type in the drafts; off by default, because they are
+    real users' data.
     """
 
     mutates_events = False
@@ -126,10 +204,12 @@ class EventObserver:
         path: str | Path | None = None,
         max_types: int = 10_000,
         max_fields: int = 500,
+        examples: bool = False,
     ) -> None:
         self.path = None if path is None else Path(path)
         self.max_types = max_types
         self.max_fields = max_fields
+        self.examples = bool(examples)
         self._lock = threading.Lock()
         self._types: dict[str, _Type] = {}
         self._events = 0
@@ -149,6 +229,11 @@ class EventObserver:
         name = event.get("name")
         if not isinstance(name, str) or name == METADATA_EVENT_NAME:
             return
+        if len(name) > MAX_NAME_LENGTH:
+            with self._lock:
+                self._events += 1
+                self._types_dropped += 1
+            return
         data = event.get("data")
         stamp = event.get("timestamp")
         when = stamp.isoformat() if isinstance(stamp, datetime.datetime) else str(stamp)
@@ -160,25 +245,37 @@ class EventObserver:
                 if len(self._types) >= self.max_types:
                     self._types_dropped += 1
                     return
-                seen = self._types[name] = _Type(first_seen=when, example=to_json_form(data))
+                example = _example_event(data) if self.examples else None
+                seen = self._types[name] = _Type(first_seen=when, example=example)
             seen.seen += 1
             seen.last_seen = when
             if isinstance(context, Mapping):
-                seen.context_keys.update(str(key) for key in context if key != REFERENCE_KEY)
+                self._context_keys(seen, context)
             if isinstance(data, Mapping):
                 seen.root_objects += 1
                 self._walk_object(seen, data, "", 0, {id(data)})
+
+    @staticmethod
+    def _context_keys(seen: _Type, context: Mapping[Any, Any]) -> None:
+        keys = seen.context_keys
+        for key in context:
+            if key == REFERENCE_KEY or key in keys or len(keys) >= MAX_CONTEXT_KEYS:
+                continue
+            text = str(key)
+            if len(text) <= MAX_PATH_LENGTH:
+                keys.add(text)
 
     def _walk_object(
         self, seen: _Type, value: Mapping[Any, Any], prefix: str, depth: int, active: set[int]
     ) -> None:
         for key, item in value.items():
             text = str(key)
-            if not text or any(char in text for char in ".[]"):
-                # Field paths cannot name such a key.
+            path = f"{prefix}.{text}" if prefix else text
+            if not text or any(char in text for char in ".[]") or len(path) > MAX_PATH_LENGTH:
+                # Field paths cannot name such a key, or would cost too much to keep.
                 seen.fields_dropped += 1
                 continue
-            self._walk(seen, item, f"{prefix}.{text}" if prefix else text, depth + 1, active)
+            self._walk(seen, item, path, depth + 1, active)
 
     def _walk(self, seen: _Type, value: Any, path: str, depth: int, active: set[int]) -> None:
         if depth > MAX_DEPTH:
@@ -209,10 +306,8 @@ class EventObserver:
                         self._walk(seen, item, f"{path}[]", depth + 1, active)
             finally:
                 active.discard(marker)
-        elif len(stats.examples) < MAX_FIELD_EXAMPLES:
-            example = to_json_form(value)
-            if isinstance(example, str) and len(example) > _MAX_EXAMPLE_TEXT:
-                example = example[: _MAX_EXAMPLE_TEXT - 3] + "..."
+        elif self.examples and len(stats.examples) < MAX_FIELD_EXAMPLES:
+            example = _example_value(value)
             if example not in stats.examples:
                 stats.examples.append(example)
 
@@ -247,18 +342,17 @@ class EventObserver:
                 "required": stats.seen >= self._parent_objects(seen, path),
                 "observed": observed,
             }
-        return {
-            "description": "",
-            "fields": fields,
-            "example": seen.example,
-            "observed": {
-                "seen": seen.seen,
-                "first_seen": seen.first_seen,
-                "last_seen": seen.last_seen,
-                "context_keys": sorted(seen.context_keys),
-                **({"fields_not_recorded": seen.fields_dropped} if seen.fields_dropped else {}),
-            },
+        draft: dict[str, Any] = {"description": "", "fields": fields}
+        if seen.example is not None:
+            draft["example"] = seen.example
+        draft["observed"] = {
+            "seen": seen.seen,
+            "first_seen": seen.first_seen,
+            "last_seen": seen.last_seen,
+            "context_keys": sorted(seen.context_keys),
+            **({"fields_not_recorded": seen.fields_dropped} if seen.fields_dropped else {}),
         }
+        return draft
 
     @staticmethod
     def _parent_objects(seen: _Type, path: str) -> int:
@@ -278,7 +372,12 @@ class EventObserver:
         *,
         include_registered: bool = False,
     ) -> Path:
-        """Write :meth:`drafts` to ``path`` as YAML (``.yaml``/``.yml``) or JSON."""
+        """Write :meth:`drafts` to ``path`` as YAML (``.yaml``/``.yml``) or JSON.
+
+        The file is created readable and writable by its owner only (0600), through a
+        temporary file renamed into place; a symbolic link at ``path`` is refused with
+        ValueError, never written through. Returns the path written.
+        """
         target = Path(path)
         drafts = self.drafts(registry, include_registered=include_registered)
         count = len(drafts["event_types"])
@@ -298,9 +397,7 @@ class EventObserver:
         else:
             msg = f"Drafts are written as .yaml, .yml or .json, not {target.name!r}."
             raise ValueError(msg)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        return target
+        return write_text(target, text, mode=PRIVATE)
 
     # -- backend protocol -------------------------------------------------------------
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
+from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.processors import regex_filter
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.processors.regex_filter import ALLOWLIST, BLOCKLIST, RegexFilter
 from eventtracking.tracker import Tracker
@@ -130,3 +135,58 @@ def test_repr_shows_the_configuration() -> None:
     assert repr(RegexFilter(BLOCKLIST, ["a"])) == (
         "RegexFilter(filter_type='blocklist', regular_expressions=['a'])"
     )
+
+
+@pytest.mark.parametrize("filter_type", [ALLOWLIST, BLOCKLIST])
+def test_names_over_max_name_length_are_dropped_and_counted(
+    filter_type: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An overlong name (over 1,024 characters by default) is dropped in both modes,
+    counted as filtered and logged; names within the limit are matched as usual."""
+    monkeypatch.setattr(regex_filter, "_RATE_LIMITED", RateLimitedLogger(regex_filter.LOG))
+    backend = InMemoryBackend()
+    processor = RegexFilter(filter_type, [r"a+b$"])
+    tracker = Tracker({"memory": backend}, processors=[processor])
+    with caplog.at_level(logging.WARNING, logger="eventtracking.processors"):
+        tracker.emit("a" * 2000 + "b")
+        tracker.emit("a" * 1023 + "b")
+        tracker.emit("c")
+    kept = [event["name"][-1] for event in backend.events]
+    assert kept == (["b"] if filter_type == ALLOWLIST else ["c"])
+    assert tracker.stats()["dropped"] == {"filtered": 2}
+    assert "2001 characters, over RegexFilter's max_name_length=1024" in caplog.text
+    assert not passes(processor, "b" * 1025)
+
+
+_CATASTROPHIC = """
+from eventtracking.processors.regex_filter import RegexFilter
+from eventtracking.tracker import Tracker
+tracker = Tracker({}, processors=[RegexFilter("blocklist", [r"(a|aa)*b"])])
+tracker.emit("a" * 2000)
+print("returned")
+"""
+
+
+def test_overlong_names_never_reach_a_backtracking_expression() -> None:
+    """``(a|aa)*b`` backtracks exponentially on a run of ``a`` without a ``b``; the cap
+    keeps a 2,000-character name from ever being matched against it.
+
+    Run in a child process: the regular expression engine holds the GIL, so a hang
+    could not be interrupted in this one.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _CATASTROPHIC],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "returned", result.stderr
+
+
+def test_max_name_length_is_checked() -> None:
+    """max_name_length must be a positive int (or None for no limit)."""
+    assert RegexFilter(ALLOWLIST, ["x"], max_name_length=None).max_name_length is None
+    for bad in (0, -1, "10", True, 1.5):
+        with pytest.raises(ImproperlyConfigured, match="max_name_length"):
+            RegexFilter(ALLOWLIST, ["x"], max_name_length=bad)  # type: ignore[arg-type]

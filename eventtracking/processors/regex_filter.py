@@ -1,16 +1,39 @@
-"""Allow or block events by matching their names against regular expressions."""
+"""Allow or block events by matching their names against regular expressions.
+
+**The cost of an expression.** Python's regular expression engine backtracks: an
+expression with nested or overlapping repetition, such as ``(a+)+$`` or ``(a|aa)*b``,
+can take time exponential in the length of the name it fails to match, and it holds the
+GIL meanwhile, so every thread of the process stops. Event names often come from
+outside (URL paths, names sent by browsers), so:
+
+* keep expressions simple: literal prefixes (``^edx\\.video\\.``) and character
+  classes, no repetition of a group that can itself repeat;
+* names longer than ``max_name_length`` characters (:data:`MAX_NAME_LENGTH`, 1,024, by
+  default) are never matched: the event is dropped, in both modes, counted as
+  ``dropped['filtered']`` and logged (at most once a minute). A linear expression
+  costs microseconds on such a name; the limit keeps a badly written one from
+  costing minutes.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.typing import Event
 
-__all__ = ["ALLOWLIST", "BLOCKLIST", "RegexFilter"]
+__all__ = ["ALLOWLIST", "BLOCKLIST", "MAX_NAME_LENGTH", "RegexFilter"]
+
+LOG = logging.getLogger("eventtracking.processors.regex_filter")
+_RATE_LIMITED = RateLimitedLogger(LOG)
+
+#: Names longer than this many characters are dropped without being matched.
+MAX_NAME_LENGTH = 1024
 
 #: Keep only the events whose name matches one of the expressions.
 ALLOWLIST = "allowlist"
@@ -24,6 +47,10 @@ class RegexFilter:
     ``filter_type`` is :data:`ALLOWLIST` or :data:`BLOCKLIST`. An unknown filter type or
     an expression that does not compile raises
     :class:`~eventtracking.exceptions.ImproperlyConfigured` naming it.
+
+    An event whose name is longer than ``max_name_length`` is dropped without being
+    matched, whatever the filter type (see the module documentation for why); None
+    matches names of any length.
     """
 
     mutates_events = False
@@ -32,6 +59,7 @@ class RegexFilter:
         self,
         filter_type: str = ALLOWLIST,
         regular_expressions: Iterable[str] | None = None,
+        max_name_length: int | None = MAX_NAME_LENGTH,
     ) -> None:
         if filter_type not in (ALLOWLIST, BLOCKLIST):
             msg = (
@@ -45,7 +73,18 @@ class RegexFilter:
                 f"single string: {regular_expressions!r}"
             )
             raise ImproperlyConfigured(msg)
+        if max_name_length is not None and (
+            isinstance(max_name_length, bool)
+            or not isinstance(max_name_length, int)
+            or max_name_length <= 0
+        ):
+            msg = (
+                "RegexFilter max_name_length must be a positive int, or None for no limit, "
+                f"got {max_name_length!r}."
+            )
+            raise ImproperlyConfigured(msg)
         self.filter_type = filter_type
+        self.max_name_length = max_name_length
         self.regular_expressions = list(regular_expressions or [])
         self._compiled = [self._compile(expression) for expression in self.regular_expressions]
 
@@ -57,13 +96,25 @@ class RegexFilter:
             msg = f"RegexFilter expression {expression!r} does not compile: {exc}"
             raise ImproperlyConfigured(msg) from exc
 
-    def _matches(self, name: Any) -> bool:
-        if not isinstance(name, str):
-            name = str(name)
+    def _matches(self, name: str) -> bool:
         return any(pattern.match(name) for pattern in self._compiled)
 
     def _allowed(self, event: Event) -> bool:
-        return self._matches(event["name"]) == (self.filter_type == ALLOWLIST)
+        name = event["name"]
+        if not isinstance(name, str):
+            name = str(name)
+        limit = self.max_name_length
+        if limit is not None and len(name) > limit:
+            _RATE_LIMITED.warning(
+                "long-name",
+                "An event name of %d characters, over RegexFilter's max_name_length=%d, "
+                "was dropped without being matched (it starts %r).",
+                len(name),
+                limit,
+                name[:80],
+            )
+            return False
+        return self._matches(name) == (self.filter_type == ALLOWLIST)
 
     def __call__(self, event: Event | list[Event]) -> Event | list[Event]:
         """Return the event if it passes the filter; raise EventEmissionExit to drop it.

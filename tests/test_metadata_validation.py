@@ -229,15 +229,13 @@ def test_full_json_schema_reports_rules_and_reads_dates_as_strings(mode: str) ->
     assert len(backend.events) == (5 if mode == "warn" else 1)
 
 
-def test_an_invalid_json_schema_is_a_finding_not_a_crash() -> None:
-    """A schema that cannot be compiled is reported as invalid_schema."""
+def test_an_invalid_json_schema_is_refused_when_registered() -> None:
+    """A schema that cannot be compiled fails at registration, naming the type, and is
+    not added; before, every emit of the type tried (and failed) to compile it again."""
     registry = Registry()
-    registry.register("a", schema={"type": "no-such-type"})
-    tracker = Tracker({"memory": InMemoryBackend()})
-    metadata.set_validation(tracker, "strict", registry=registry)
-    with pytest.raises(ValidationError, match="cannot be compiled"):
-        tracker.emit("a", {})
-    assert _findings(tracker) == {"invalid_schema": 1}
+    with pytest.raises(ValueError, match="event type 'a': its JSON Schema cannot be compiled"):
+        registry.register("a", schema={"type": "no-such-type"})
+    assert "a" not in registry
 
 
 def test_valid_events_pass_even_when_they_leave_the_fast_path() -> None:

@@ -19,16 +19,23 @@ from __future__ import annotations
 import datetime
 import decimal
 import itertools
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventtracking.metadata._jsonform import is_plain, unserialisable_paths
-from eventtracking.metadata.definitions import FieldSpec
+from eventtracking.metadata._jsonform import is_plain, to_json_form, unserialisable_paths
+from eventtracking.metadata.definitions import Definition, FieldSpec
 
-__all__ = ["Finding", "compile_fields", "unserialisable_findings"]
+__all__ = [
+    "Checks",
+    "Finding",
+    "compile_definition",
+    "compile_fields",
+    "compile_schema",
+    "remote_references",
+    "unserialisable_findings",
+]
 
 #: At most this many findings are listed per event.
 MAX_FINDINGS = 20
@@ -44,6 +51,19 @@ class Finding:
     kind: str
     path: str
     message: str
+
+
+Checks = tuple[
+    Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list["Finding"]]
+]
+"""``(check, shallow, diagnose)``: see :func:`compile_fields`."""
+
+#: Rules of a JSON Schema reported as their own kinds of finding.
+_RULES = {
+    "required": "missing_field",
+    "additionalProperties": "extra_field",
+    "type": "wrong_type",
+}
 
 
 @dataclass
@@ -219,7 +239,12 @@ _EXACT: Mapping[str, tuple[type, ...]] = {
 
 
 class _Writer:
-    """Generates the source of one ``check`` function."""
+    """Generates the source of one ``check`` function.
+
+    Keys appear in the source only as ``repr()`` literals, which Python reads back as
+    the same text whatever the key holds; nothing is ever substituted into generated
+    text, so no key can change the meaning of the code around it.
+    """
 
     def __init__(self, additional: bool, walk: bool) -> None:
         self.additional = additional
@@ -229,6 +254,8 @@ class _Writer:
         self.constants: dict[str, Any] = {"_plain": is_plain, "_absent": _ABSENT}
         self.names = itertools.count()
         self.needs_plain_check = False
+        #: Whether the generated test walks any value with ``_plain``.
+        self.walks = False
 
     def constant(self, value: Any) -> str:
         name = f"_c{next(self.names)}"
@@ -238,28 +265,42 @@ class _Writer:
     def variable(self) -> str:
         return f"_v{next(self.names)}"
 
-    def node(self, node: _Node, expr: str) -> str:
-        """An expression, true when the value of ``expr`` surely matches ``node``."""
+    def plain(self, expr: str) -> str:
+        self.walks = True
+        return f"_plain({expr})"
+
+    def node(self, node: _Node, expr: str, first: str | None = None) -> str:
+        """An expression, true when the value of ``expr`` surely matches ``node``.
+
+        ``first`` is what to write where the value is read first, when that differs
+        from ``expr`` (an assignment expression that binds ``expr``). Every form below
+        reads the value first at its start, which Python also evaluates first.
+        """
+        first = expr if first is None else first
         if "any" in node.types:
             # Anything is accepted, but it must still be writable as JSON.
-            return f"_plain({expr})" if self.walk else f"{expr} is not _absent"
+            return self.plain(first) if self.walk else f"{first} is not _absent"
         classes = tuple(dict.fromkeys(c for name in node.types for c in _EXACT[name]))
         if len(classes) == 1:
-            type_test = f"type({expr}) is {self.constant(classes[0])}"
+            test_of = f"type({{}}) is {self.constant(classes[0])}"
         else:
-            type_test = f"type({expr}) in {self.constant(frozenset(classes))}"
+            test_of = f"type({{}}) in {self.constant(frozenset(classes))}"
         if "object" in node.types:
             object_test = self.object_body(node, expr)
-            other = node.types - {"object"}
-            if not other:
-                return f"(type({expr}) is dict and {object_test})"
+            if node.types == {"object"}:
+                return f"(type({first}) is dict and {object_test})"
             return (
-                f"((type({expr}) is dict and {object_test}) or "
-                f"(type({expr}) is not dict and {type_test}))"
+                f"((type({first}) is dict and {object_test}) or "
+                f"(type({expr}) is not dict and {test_of.format(expr)}))"
             )
         if "array" in node.types and node.items is not None:
             items = node.items
-            if items.children or "any" in items.types or "object" in items.types:
+            if (
+                items.children
+                or items.items is not None
+                or "any" in items.types
+                or "object" in items.types
+            ):
                 item = f"_i{next(self.names)}"
                 array = f"all({self.node(items, item)} for {item} in {expr})"
             else:
@@ -267,13 +308,23 @@ class _Writer:
                 allowed = frozenset(c for name in items.types for c in _EXACT[name])
                 array = f"{self.constant(allowed)}.issuperset(map(type, {expr}))"
             if node.types == {"array"}:
-                return f"({type_test} and {array})"
-            return f"({type_test} and (type({expr}) not in (list, tuple) or {array}))"
-        return type_test
+                return f"({test_of.format(first)} and {array})"
+            return (
+                f"({test_of.format(first)} and "
+                f"(type({expr}) not in (list, tuple) or {array}))"
+            )
+        return test_of.format(first)
+
+    @staticmethod
+    def reads_once(node: _Node) -> bool:
+        """Whether the test of ``node`` reads its value only once."""
+        if "any" in node.types:
+            return True
+        return "object" not in node.types and not ("array" in node.types and node.items)
 
     def object_body(self, node: _Node, expr: str) -> str:
         if not node.children:
-            return f"_plain({expr})" if self.walk else "True"
+            return self.plain(expr) if self.walk else "True"
         # Required keys are read by subscription: a missing one raises KeyError, which
         # the generated function turns into False. With every required key present,
         # the length proves that no undocumented key is there.
@@ -286,13 +337,14 @@ class _Writer:
             count = " + ".join([str(len(required)), *(f"({key!r} in {expr})" for key in optional)])
             parts.append(f"len({expr}) == {count}")
         for key, child in node.children.items():
-            var = self.variable()
-            test = self.node(child, var)
-            uses = len(re.findall(rf"\b{var}\b", test))
-            # Read a scalar where it is tested; bind an object or array where the test
-            # first reads it (also the first thing it evaluates): one lookup per field.
-            value = f"{expr}[{key!r}]" if uses == 1 else f"({var} := {expr}[{key!r}])"
-            test = re.sub(rf"\b{var}\b", value, test, count=1)
+            read = f"{expr}[{key!r}]"
+            if self.reads_once(child):
+                # A scalar is read where it is tested.
+                test = self.node(child, read)
+            else:
+                # An object or array is bound where its test first reads it: one lookup.
+                var = self.variable()
+                test = self.node(child, var, first=f"({var} := {read})")
             if child.required:
                 parts.append(test)
             else:
@@ -311,8 +363,17 @@ def compile_fields(
     the validator's ``warn`` mode uses it for most events, to stay cheap.
     """
     root = _tree(fields)
-    check, walks = _compile(root, additional, walk=True)
-    shallow = _compile(root, additional, walk=False)[0] if walks else None
+    try:
+        check, walks = _compile(root, additional, walk=True)
+        shallow = _compile(root, additional, walk=False)[0] if walks else None
+    except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
+        # Python's compiler has limits (nesting depth, above all). MAX_FIELD_DEPTH
+        # keeps definitions well within them; this says why if one still is not.
+        msg = (
+            f"its fields cannot be compiled into a check ({type(exc).__name__}: {exc}); "
+            "nest fewer levels, or document the deep part as an 'object' or 'any' field."
+        )
+        raise ValueError(msg) from None
 
     def diagnose(data: Any) -> list[Finding]:
         found: list[Finding] = []
@@ -328,7 +389,7 @@ def _compile(root: _Node, additional: bool, *, walk: bool) -> tuple[Callable[[An
     body = writer.node(root, "data")
     if writer.needs_plain_check:
         # Undocumented keys are allowed, so their values are not type-tested above.
-        body = f"{body} and _plain(data)"
+        body = f"{body} and {writer.plain('data')}"
     # Constants and builtins as default arguments: local reads are the cheapest.
     constants = dict(writer.constants, type=type, len=len, dict=dict)
     signature = ", ".join(["data", *(f"{name}={name}" for name in constants)])
@@ -342,4 +403,114 @@ def _compile(root: _Node, additional: bool, *, walk: bool) -> tuple[Callable[[An
     namespace = dict(constants)
     exec(compile(source, "<eventtracking field check>", "exec"), namespace)
     check: Callable[[Any], bool] = namespace["check"]
-    return check, "_plain(" in body
+    return check, writer.walks
+
+
+# -- definitions ----------------------------------------------------------------------
+
+
+def compile_definition(definition: Definition) -> Checks:
+    """``(check, shallow, diagnose)`` for a definition's data, from its fields or schema.
+
+    Raises ValueError saying why when the definition cannot be compiled, so that the
+    registry refuses it when it is registered rather than on every emit.
+    """
+    if definition.schema is not None:
+        return compile_schema(definition.name, definition.json_schema)
+    return compile_fields(definition.fields, definition.additional_fields)
+
+
+def remote_references(schema: Any, path: str = "schema") -> list[str]:
+    """Where ``schema`` has a ``$ref`` that is not a local one (``#...``), with its value.
+
+    A JSON Schema library resolves any other reference by fetching it, over the network
+    or from a ``file://`` path, when the schema is compiled: at the first emit of the
+    type, in the process that serves users.
+    """
+    found: list[str] = []
+    _find_references(schema, path, found)
+    return found
+
+
+def _find_references(node: Any, path: str, found: list[str]) -> None:
+    if isinstance(node, Mapping):
+        reference = node.get("$ref")
+        if isinstance(reference, str) and not reference.startswith("#"):
+            found.append(f"{path}.$ref = {reference!r}")
+        for key, child in node.items():
+            if isinstance(child, (Mapping, list)):
+                _find_references(child, f"{path}.{key}", found)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            _find_references(child, f"{path}[{index}]", found)
+
+
+def _refuse(uri: str) -> Any:
+    msg = f"the reference {uri!r} is not local; only '#...' references are resolved."
+    raise ValueError(msg)
+
+
+#: Every scheme urllib can fetch from answers with an error instead of fetching.
+_NO_FETCHING = {scheme: _refuse for scheme in ("", "http", "https", "file", "ftp", "data")}
+
+
+def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
+    """``(check, shallow, diagnose)`` for data documented by a full JSON Schema.
+
+    Raises ValueError when the schema has a reference that is not local, or cannot be
+    compiled. Without fastjsonschema installed, the checks report an
+    ``invalid_schema`` finding naming the extra to install.
+    """
+    remote = remote_references(schema)
+    if remote:
+        msg = (
+            f"its JSON Schema refers to documents outside itself ({'; '.join(remote)}); "
+            "only local references ('#/$defs/...') are allowed, since others would be "
+            "fetched while emitting. Copy the referenced definitions into the schema."
+        )
+        raise ValueError(msg)
+    try:
+        import fastjsonschema
+    except ImportError:
+        text = (
+            f"{name!r} is documented by a JSON Schema, and checking it needs "
+            "fastjsonschema: pip install 'event-tracking[schema]'"
+        )
+        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
+    try:
+        # fastjsonschema rewrites references in place: give it a copy.
+        compiled = fastjsonschema.compile(to_json_form(schema), handlers=_NO_FETCHING)
+    except Exception as exc:
+        msg = f"its JSON Schema cannot be compiled: {exc}"
+        raise ValueError(msg) from None
+    failure = fastjsonschema.JsonSchemaException
+
+    def shallow(data: Any) -> bool:
+        try:
+            compiled(data)
+        except failure:
+            return False
+        return True
+
+    def check(data: Any) -> bool:
+        # A schema may leave values untyped: those must still be writable as JSON.
+        return shallow(data) and is_plain(data)
+
+    def diagnose(data: Any) -> list[Finding]:
+        findings: list[Finding] = []
+        unserialisable_findings(data, "data", findings)
+        # The schema describes the written JSON, so dates are checked as strings.
+        try:
+            compiled(to_json_form(data))
+        except failure as exc:
+            rule = getattr(exc, "rule", None)
+            path = getattr(exc, "name", "data")
+            kind = _RULES.get(str(rule), "invalid_value")
+            findings.append(Finding(kind, str(path), str(exc)))
+        return findings
+
+    return check, shallow, diagnose
+
+
+def _never(data: Any) -> bool:
+    return False

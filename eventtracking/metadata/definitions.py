@@ -17,19 +17,24 @@ import decimal
 import hashlib
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventtracking._metadata_api import REFERENCE_KEY
 from eventtracking.metadata._jsonform import to_json_form
+
+if TYPE_CHECKING:
+    from eventtracking.metadata._compile import Checks
 
 __all__ = [
     "CONTEXT_TYPE",
     "EVENT_TYPE",
     "FIELD_TYPES",
+    "MAX_FIELD_DEPTH",
     "ContextType",
     "Definition",
     "EventType",
@@ -67,7 +72,25 @@ FIELD_TYPES: Mapping[str, Mapping[str, Any]] = {
     "uuid": {"type": "string", "format": "uuid"},
 }
 
-_SEGMENT = re.compile(r"^[^.\[\]]+(\[\])*$")
+_SEGMENT = re.compile(r"[^.\[\]]+(\[\])*")
+#: Levels of nesting a field path may have, counting each key and each ``[]``. Deeper
+#: definitions are refused: their compiled check would exceed the nesting Python's
+#: compiler accepts (about 60 levels of arrays of objects).
+MAX_FIELD_DEPTH = 32
+#: Unicode categories refused in names: control characters (C0, DEL, C1), lone
+#: surrogates, and the line and paragraph separators that break lines like a newline.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """The control characters and line breaks in ``text``, each once, in order.
+
+    Names (of event types and fields) are written into generated code, catalogues
+    and logs; these characters would break lines there, or hide what follows them.
+    """
+    return list(
+        dict.fromkeys(char for char in text if unicodedata.category(char) in _UNSAFE_CATEGORIES)
+    )
 _FIELD_KEYS = frozenset({"type", "description", "required", "fields", "items", "observed"})
 
 
@@ -82,13 +105,29 @@ class FieldSpec:
     required: bool = True
 
     def __post_init__(self) -> None:
+        unsafe = unsafe_characters(self.path) if isinstance(self.path, str) else []
+        if unsafe:
+            msg = (
+                f"Field path {self.path!r} holds a control character or line break "
+                f"({', '.join(repr(char) for char in unsafe)}); field names must be "
+                "printable text."
+            )
+            raise ValueError(msg)
         if not isinstance(self.path, str) or not all(
-            _SEGMENT.match(part) for part in self.path.split(".")
+            _SEGMENT.fullmatch(part) for part in self.path.split(".")
         ):
             msg = (
                 f"Field path {self.path!r} is not valid: use keys separated by dots, each "
                 "optionally followed by [] for the items of an array, e.g. "
                 "'address.postal_code' or 'items[].sku'."
+            )
+            raise ValueError(msg)
+        depth = self.path.count(".") + 1 + self.path.count("[]")
+        if depth > MAX_FIELD_DEPTH:
+            msg = (
+                f"Field path {self.path[:60]!r}... is nested {depth} levels deep; at most "
+                f"{MAX_FIELD_DEPTH} are allowed. Document the deeper part as an 'object' "
+                "or 'any' field."
             )
             raise ValueError(msg)
         unknown = [name for name in self.types if name not in FIELD_TYPES]
@@ -169,6 +208,19 @@ class Definition:
             schema: dict[str, Any] = to_json_form(self.schema)
             return schema
         return schema_from_fields(self.fields, self.additional_fields)
+
+    @cached_property
+    def checks(self) -> Checks:
+        """``(check, shallow, diagnose)`` for this definition's data, compiled once.
+
+        Compiled at the first event of the type that is checked. The registry compiles
+        a JSON Schema when it is registered, so that a schema that cannot be compiled
+        is refused there; a field list always compiles (see :data:`MAX_FIELD_DEPTH`).
+        Raises ValueError saying why a definition cannot be compiled.
+        """
+        from eventtracking.metadata._compile import compile_definition
+
+        return compile_definition(self)
 
     @cached_property
     def record(self) -> dict[str, Any]:
@@ -446,7 +498,7 @@ def _fields_of(schema: Any, prefix: str, out: list[FieldSpec]) -> None:
     if isinstance(properties, Mapping):
         for key, child in properties.items():
             path = f"{prefix}.{key}" if prefix else str(key)
-            if not _SEGMENT.match(str(key)):
+            if not _SEGMENT.fullmatch(str(key)) or unsafe_characters(str(key)):
                 continue
             out.append(_field_of(path, child, key in required))
             _fields_of(child, path, out)

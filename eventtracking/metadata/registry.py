@@ -41,6 +41,7 @@ from eventtracking.metadata.definitions import (
     fields_from_schema,
     normalise_fields,
     parse_locations,
+    unsafe_characters,
 )
 
 __all__ = [
@@ -184,9 +185,18 @@ class Registry:
         example: Any,
         additional_fields: Any,
     ) -> _D:
+        """Check and build a definition, and compile its checks; ValueError if bad."""
         kind = "event type" if cls is EventType else "context type"
         if not isinstance(name, str) or not name:
             msg = f"A {kind} needs a non-empty name (a str), got {name!r}."
+            raise ValueError(msg)
+        unsafe = unsafe_characters(name)
+        if unsafe:
+            msg = (
+                f"The {kind} name {name!r} holds a control character or line break "
+                f"({', '.join(repr(char) for char in unsafe)}); names must be printable "
+                "text."
+            )
             raise ValueError(msg)
         where = f"{kind} {name!r}"
         if not isinstance(description, str):
@@ -216,7 +226,7 @@ class Registry:
             locations: tuple[Location, ...] = _caller_location()
         else:
             locations = parse_locations(emitted_from, where=where)
-        return cls(
+        definition = cls(
             name=name,
             version=0,
             description=description,
@@ -227,6 +237,16 @@ class Registry:
             example=None if example is None else to_json_form(example),
             additional_fields=additional_fields,
         )
+        if schema is not None:
+            try:
+                # Only compiling tells whether a JSON Schema can be compiled: do it now,
+                # so that a bad one is refused here, once, and not on every emit.
+                # Field lists need no such step: FieldSpec bounds what they can hold.
+                definition.checks  # noqa: B018
+            except ValueError as exc:
+                msg = f"{where}: {exc}"
+                raise ValueError(msg) from None
+        return definition
 
     def _add(self, definition: _D, version: int | None, *, make_current: bool) -> _D:
         """Store ``definition`` as a version (new or existing); hold the lock."""
@@ -257,6 +277,11 @@ class Registry:
         if same is None:
             number = version or max((known.version for known in versions), default=0) + 1
             same = dataclasses.replace(definition, version=number)
+            compiled = definition.__dict__.get("checks")
+            if compiled is not None:
+                # The copy keeps the checks _build compiled from the same content (a
+                # cached_property lives in the instance's __dict__).
+                object.__setattr__(same, "checks", compiled)
             versions.append(same)
             versions.sort(key=lambda known: known.version)
             self._by_id[same.id] = same

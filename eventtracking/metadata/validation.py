@@ -24,7 +24,8 @@ What is checked, by finding (the keys of ``stats()['validation']['findings']``):
 ``invalid_value`` (other JSON Schema rules), ``unserialisable_value`` (a value the JSON
 writers could only write as its ``repr``), ``oversized_event`` (only with
 ``max_event_size``; it costs one JSON encoding per event) and ``invalid_schema`` (a
-full JSON Schema that cannot be compiled).
+type documented by a JSON Schema while fastjsonschema is not installed). A definition
+that cannot be compiled at all is refused when it is registered.
 
 While validating (and whenever ``annotate`` is on), every event of a registered type
 gets the id of its definition's record in ``context['eventtracking_type']``; events of
@@ -47,8 +48,8 @@ from eventtracking._metadata_api import REFERENCE_KEY
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
-from eventtracking.metadata._compile import Finding, compile_fields, unserialisable_findings
-from eventtracking.metadata._jsonform import is_plain, json_size, to_json_form
+from eventtracking.metadata._compile import Finding, unserialisable_findings
+from eventtracking.metadata._jsonform import is_plain, json_size
 from eventtracking.metadata.definitions import Definition
 from eventtracking.metadata.registry import MODES, Registry, get_registry
 from eventtracking.typing import Event
@@ -86,13 +87,6 @@ MAX_PLANS = 10_000
 
 #: Seconds between two warnings about the same event name (every finding is counted).
 LOG_INTERVAL = 60.0
-
-_RULES = {
-    "required": "missing_field",
-    "additionalProperties": "extra_field",
-    "type": "wrong_type",
-}
-
 
 class _Plan:
     """What to do with events of one name; built once per name and registry change."""
@@ -243,12 +237,15 @@ class Validator:
             check, diagnose = None, _no_findings
         elif definition is None:
             check, diagnose = _never, _unregistered(name, 1 if mode == "strict" else DEEP_EVERY)
-        elif definition.schema is not None:
-            check, shallow, diagnose = _schema_checks(definition)
         else:
-            check, shallow, diagnose = compile_fields(
-                definition.fields, definition.additional_fields
-            )
+            try:
+                # Compiled once per definition, when it was registered.
+                check, shallow, diagnose = definition.checks
+            except ValueError as exc:
+                # Only a definition built outside a registry gets here: report it as a
+                # finding, once per plan, rather than failing every emit.
+                finding = Finding("invalid_schema", "schema", f"{definition.name!r}: {exc}")
+                check, diagnose = _never, (lambda data: [finding])
         if mode == "warn" and shallow is not None and check is not None:
             check = _sampled(shallow, check)
         size_limit = self.max_event_size if mode != "off" else None
@@ -405,52 +402,6 @@ def _unregistered(name: Any, every: int) -> Callable[[Any], list[Finding]]:
         return findings
 
     return diagnose
-
-
-def _schema_checks(
-    definition: Definition,
-) -> tuple[Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list[Finding]]]:
-    """``check``, ``shallow`` and ``diagnose`` for a definition given as a JSON Schema."""
-    try:
-        import fastjsonschema
-    except ImportError:
-        text = (
-            f"{definition.name!r} is documented by a JSON Schema, and checking it needs "
-            "fastjsonschema: pip install 'event-tracking[schema]'"
-        )
-        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
-    try:
-        compiled = fastjsonschema.compile(definition.json_schema)
-    except Exception as exc:
-        text = f"the JSON Schema of {definition.name!r} cannot be compiled: {exc}"
-        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
-    failure = fastjsonschema.JsonSchemaException
-
-    def shallow(data: Any) -> bool:
-        try:
-            compiled(data)
-        except failure:
-            return False
-        return True
-
-    def check(data: Any) -> bool:
-        # A schema may leave values untyped: those must still be writable as JSON.
-        return shallow(data) and is_plain(data)
-
-    def diagnose(data: Any) -> list[Finding]:
-        findings: list[Finding] = []
-        unserialisable_findings(data, "data", findings)
-        # The schema describes the written JSON, so dates are checked as strings.
-        try:
-            compiled(to_json_form(data))
-        except failure as exc:
-            rule = getattr(exc, "rule", None)
-            path = getattr(exc, "name", "data")
-            kind = _RULES.get(str(rule), "invalid_value")
-            findings.append(Finding(kind, str(path), str(exc)))
-        return findings
-
-    return check, shallow, diagnose
 
 
 def _check_mode(mode: Any, what: str) -> None:

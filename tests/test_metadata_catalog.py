@@ -20,6 +20,7 @@ from eventtracking.metadata.catalog import (
     render_html,
     render_json,
     render_markdown,
+    render_rst,
     write_catalog,
 )
 
@@ -170,7 +171,7 @@ def test_markdown_lists_every_type_field_and_version() -> None:
             assert f"| `{spec.path}` |" in text
     assert "| 1 | `" in text
     assert "| 2 (current) | `" in text
-    assert "Who lives there \\| pipes & <tags>." in text
+    assert "Who lives there \\| pipes &amp; &lt;tags&gt;." in text
     blocks = re.findall(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
     assert [json.loads(block)["name"] for block in blocks[:2]] == [
         "address.create",
@@ -288,3 +289,76 @@ def test_python_m_eventtracking_catalog_reports_errors(
     )
     assert status == 1
     assert "catalog: Cannot import 'no_such_module_here'" in capsys.readouterr().err
+
+
+# -- hostile text ----------------------------------------------------------------------
+
+#: Text that a reStructuredText or Markdown renderer would act on if it were not escaped.
+HOSTILE = {
+    "include": ".. include:: /etc/passwd",
+    "raw": ".. raw:: html\n\n   <script>alert('raw')</script>",
+    "link": "`click <javascript:alert(1)>`_ and |substitution| and [md](javascript:alert(2))",
+    "html": "<img src=x onerror=alert(3)> & <script>alert(4)</script>",
+    "list": "* not a list\n1. not a list either\n# not a heading",
+}
+
+
+def _hostile_registry() -> Registry:
+    registry = Registry()
+    registry.register(
+        "hostile.event",
+        HOSTILE["include"],
+        fields={
+            "a": {"type": "string", "description": HOSTILE["raw"]},
+            "b": {"type": "string", "description": HOSTILE["link"]},
+            "odd``name": {"type": "string", "description": HOSTILE["html"]},
+            " spaced ": "string",
+        },
+        owner=HOSTILE["raw"],
+        emitted_from=["mod\n\n.. raw:: html\n\n   <b>x</b>:fn"],
+        example={"text": "```\n<script>alert(5)</script>"},
+    )
+    registry.register("hostile.list", HOSTILE["list"])
+    registry.register("x`` <img src=y onerror=alert(6)> ``y", HOSTILE["html"])
+    return registry
+
+
+def test_rst_output_shows_hostile_text_and_never_runs_it() -> None:
+    """Directives, links, substitutions and lists in any text are shown, never acted on."""
+    from docutils.core import publish_doctree, publish_string
+    from docutils.nodes import raw, reference, substitution_reference, system_message
+
+    text = render_rst(_hostile_registry())
+    settings = {"report_level": 5, "halt_level": 5}
+    tree = publish_doctree(text, settings_overrides=settings)
+    assert not list(tree.findall(raw))
+    assert not list(tree.findall(substitution_reference))
+    assert not [node for node in tree.findall(reference) if "javascript" in str(node)]
+    assert not list(tree.findall(system_message))
+    shown = tree.astext()
+    assert ".. include:: /etc/passwd" in shown
+    assert "root:" not in shown
+    assert ".. raw:: html" in shown
+    html = publish_string(text, writer="html", settings_overrides=settings).decode()
+    assert "<script>" not in html and "<img" not in html and "<b>x</b>" not in html
+
+
+def test_markdown_escapes_html_and_markup_in_every_text() -> None:
+    """Descriptions, owners, field texts and names reach Markdown as inert text."""
+    text = render_markdown(_hostile_registry())
+    # What sits in code spans and fenced blocks is shown as code: remove it, and check
+    # that the rest holds no live markup.
+    outside_code = re.sub(r"(`{3,})json\n.*?\n\1\n", "", text, flags=re.DOTALL)
+    outside_code = re.sub(r"(`+).+?\1", "", outside_code)
+    assert "<script>" not in outside_code
+    assert "<img" not in outside_code
+    assert "<b>" not in outside_code
+    assert "&lt;script&gt;" in outside_code
+    assert not re.search(r"(?<!\\)\]\(javascript:", outside_code)
+    assert "\n* not a list" not in outside_code
+    assert "\n# not a heading" not in outside_code
+    # A name holding backticks sits in a code span that its backticks cannot close.
+    assert "### ``` x`` <img src=y onerror=alert(6)> ``y ```" in text
+    # The example's backticks cannot close its fence.
+    fence = re.search(r"\n(`{3,})json\n", text)
+    assert fence is not None and len(fence.group(1)) > 3

@@ -78,3 +78,39 @@ def test_directive_errors_fail_the_build(tmp_path: Path, directive: str, fragmen
     status, errors = _build(source, tmp_path / "out")
     assert status != 0
     assert fragment in errors
+
+
+HOSTILE_TYPES = """\
+event_types:
+  hostile.event:
+    description: |
+      .. include:: conf.py
+
+      .. raw:: html
+
+         <script>alert('description')</script>
+    owner: ".. raw:: html <b>owner</b>"
+    fields:
+      note:
+        type: string
+        description: "`x <javascript:alert(1)>`_ |sub| <img src=x onerror=alert(2)>"
+"""
+
+
+def test_directive_shows_hostile_text_and_never_runs_it(tmp_path: Path) -> None:
+    """Directives and markup in a definition's text are shown on the page, not executed."""
+    source = _project(tmp_path, ".. eventtracking-catalog::\n   :source: hostile.yaml\n")
+    (source / "hostile.yaml").write_text(HOSTILE_TYPES)
+    status, errors = _build(source, tmp_path / "out")
+    assert status == 0, errors
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "<script>alert(" not in html
+    assert "<b>owner</b>" not in html
+    assert "<img src=x" not in html
+    assert 'href="javascript:' not in html
+    page = Text()
+    page.feed(html)
+    text = " ".join(page.parts).replace("\u2019", "'")
+    assert ".. include:: conf.py" in text
+    assert "extensions =" not in text  # conf.py was not included
+    assert "<script>alert('description')</script>" in text

@@ -17,6 +17,7 @@ registry always gives the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -169,18 +170,68 @@ def _summary(cards: Iterable[dict[str, Any]]) -> str:
 # -- Markdown -------------------------------------------------------------------------
 
 
+# Every text from a definition (descriptions, owners, names, paths, locations) may come
+# from a file anyone could have edited. Renderers show it and never act on it: HTML is
+# written as entities, the characters that make markup are escaped, and each paragraph
+# is written on one line, so that no text starts a block (a heading, a list, a
+# directive) of its own.
+
+_RST_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # all ASCII punctuation
+_MD_INLINE = re.compile(r"([\\`*_\[\]!|~])")
+# What starts a block at the beginning of a Markdown line: a heading, a list item, a
+# thematic break or setext underline (a quote's ``>`` is already an entity), and the
+# ``.`` or ``)`` after the digits of an ordered list item.
+_MD_BLOCK_START = re.compile(r"^([#+=-])|^(\d+)([.)])")
+
+
+def _paragraphs(text: str) -> list[str]:
+    """``text`` as paragraphs (split at blank lines), each on one line."""
+    blocks = re.split(r"\n\s*\n", text)
+    return [" ".join(block.split()) for block in blocks if block.strip()]
+
+
+def _backtick_fence(text: str, least: int) -> str:
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(least, longest + 1)
+
+
+def _md_text(text: str) -> str:
+    """Text shown as it is in Markdown: markup escaped, HTML as entities, one line."""
+    flat = " ".join(text.split())
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    flat = _MD_INLINE.sub(r"\\\1", flat)
+    # These characters are safe inside a line; at its start they could open a block.
+    return _MD_BLOCK_START.sub(_escape_block_start, flat)
+
+
+def _escape_block_start(match: re.Match[str]) -> str:
+    if match.group(1):
+        return "\\" + match.group(1)
+    return f"{match.group(2)}\\{match.group(3)}"
+
+
 def _md_code(text: str) -> str:
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    """A code span that no backtick in ``text`` can close early."""
+    flat = " ".join(text.split())
+    fence = _backtick_fence(flat, 1)
+    if flat.startswith(("`", " ")) or flat.endswith(("`", " ")) or len(fence) > 1:
+        return f"{fence} {flat} {fence}"
+    return f"{fence}{flat}{fence}"
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md_text(text)
+
+
+def _md_code_cell(text: str) -> str:
+    # GitHub's tables split cells at every unescaped pipe, even inside code spans.
+    return _md_code(text).replace("|", "\\|")
 
 
 def render_markdown(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
     """The catalogue as one Markdown document (GitHub flavour: tables, fenced code)."""
     cards = _cards(registry if registry is not None else get_registry())
-    lines = [f"# {title}", "", _summary(cards) + ".", ""]
+    lines = [f"# {_md_text(title)}", "", _summary(cards) + ".", ""]
     for kind, heading in (("event_type", "Event types"), ("context_type", "Context types")):
         selected = [card for card in cards if card["kind"] == kind]
         if not selected:
@@ -193,11 +244,11 @@ def render_markdown(registry: Registry | None = None, title: str = DEFAULT_TITLE
 
 def _markdown_card(card: dict[str, Any]) -> list[str]:
     lines = [f"### {_md_code(card['name'])}", ""]
-    if card["description"]:
-        lines += [card["description"], ""]
+    for paragraph in _paragraphs(card["description"]):
+        lines += [_md_text(paragraph), ""]
     lines.append(f"- **Version:** {card['version']} (record id {_md_code(card['id'])})")
     if card["owner"]:
-        lines.append(f"- **Owner:** {card['owner']}")
+        lines.append(f"- **Owner:** {_md_text(card['owner'])}")
     if card["emitted_from"]:
         where = ", ".join(_md_code(location) for location in card["emitted_from"])
         lines.append(f"- **Emitted from:** {where}")
@@ -208,7 +259,7 @@ def _markdown_card(card: dict[str, Any]) -> list[str]:
         lines += ["| Field | Type | Required | Description |", "| --- | --- | --- | --- |"]
         for row in card["fields"]:
             lines.append(
-                f"| {_md_code(row['path'])} | {row['type']} | "
+                f"| {_md_code_cell(row['path'])} | {row['type']} | "
                 f"{'yes' if row['required'] else 'no'} | {_md_cell(row['description'])} |"
             )
         lines.append("")
@@ -218,13 +269,15 @@ def _markdown_card(card: dict[str, Any]) -> list[str]:
     for row in card["history"]:
         marker = " (current)" if row["current"] else ""
         lines.append(
-            f"| {row['version']}{marker} | {_md_code(row['id'])} | {_md_cell(row['changes'])} |"
+            f"| {row['version']}{marker} | {_md_code_cell(row['id'])} | "
+            f"{_md_cell(row['changes'])} |"
         )
     lines.append("")
     label = "Example event" if card["kind"] == "event_type" else "Example context"
     if card["example_built"]:
         label += " (built from the field types)"
-    lines += [f"{label}:", "", "```json", card["example"], "```", ""]
+    fence = _backtick_fence(card["example"], 3)
+    lines += [f"{label}:", "", f"{fence}json", card["example"], fence, ""]
     return lines
 
 
@@ -241,13 +294,19 @@ def render_html(registry: Registry | None = None, title: str = DEFAULT_TITLE) ->
 
 
 def _rst_text(text: str) -> str:
-    for char in ("\\", "*", "`", "_", "|"):
-        text = text.replace(char, "\\" + char)
-    return text.replace("\n", " ")
+    """Text shown as it is in reStructuredText: punctuation escaped, on one line.
+
+    Escaped, ``.. include::`` or ``.. raw::`` is a paragraph, not a directive; a
+    backquote, a pipe or a colon starts no link, substitution or role.
+    """
+    return _RST_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 def _rst_code(text: str) -> str:
-    return _rst_text(text) if "`" in text or not text.strip() else f"``{text}``"
+    """``text`` as an inline literal when it can be one, else as escaped text."""
+    if text and text == " ".join(text.split()) and "`" not in text and "\\" not in text:
+        return f"``{text}``"
+    return _rst_text(text)
 
 
 def render_rst(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> str:
@@ -261,8 +320,8 @@ def render_rst(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> 
     for card in cards:
         kind = "Event type" if card["kind"] == "event_type" else "Context type"
         lines += [f".. rubric:: {kind} {_rst_code(card['name'])}", ""]
-        if card["description"]:
-            lines += [_rst_text(card["description"]), ""]
+        for paragraph in _paragraphs(card["description"]):
+            lines += [_rst_text(paragraph), ""]
         lines.append(f":Version: {card['version']} (record id ``{card['id']}``)")
         if card["owner"]:
             lines.append(f":Owner: {_rst_text(card['owner'])}")

@@ -227,6 +227,8 @@ def test_e009_middleware_listed_twice() -> None:
         ("EVENT_TRACKING_REQUEST_EVENT_NAME", 5),
         ("EVENT_TRACKING_REQUEST_EVENT_SKIP", ["(unclosed"]),
         ("EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS", [1]),
+        ("EVENT_TRACKING_REQUEST_REDACT_PATHS", ["(unclosed"]),
+        ("EVENT_TRACKING_REQUEST_REDACT_PATHS", "/reset/"),
         ("EVENT_TRACKING_SHUTDOWN_TIMEOUT", -1),
     ],
 )

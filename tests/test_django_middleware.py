@@ -376,6 +376,132 @@ def test_request_event_blanks_secrets_and_keeps_the_rest(memory: Any) -> None:
     }
 
 
+#: Keys real sites use for secrets, each with the value it must not store.
+WIDENED_SECRETS = {
+    "code": "oauth-code-1",
+    "key": "k-2",
+    "sig": "sig-3",
+    "pass": "pass-4",
+    "pwd": "pwd-5",
+    "auth": "auth-6",
+    "jwt": "eyJhbGciOi.jwt-7",
+    "otp": "123456",
+    "session": "sess-8",
+    "sid": "sid-9",
+    "credentials": "cred-10",
+    "access_token": "at-11",
+    "apiKey": "camel-12",
+    "X-Auth-Token": "hdr-13",
+    "reset_code": "rc-14",
+    "user.pwd": "dot-15",
+}
+
+
+def test_request_event_blanks_every_widened_secret_key_and_keeps_the_rest(memory: Any) -> None:
+    """Each secret-looking key is blanked, as a word of the key (``apiKey``, ``reset_code``)
+    or as part of it; ordinary keys that merely contain those letters are kept."""
+    ordinary = {
+        "q": "shoes",
+        "keyword": "boots",
+        "author": "ada",
+        "design": "flat",
+        "side": "left",
+        "passage": "3",
+        "monkey": "no",
+        "zipcode": "90210",
+    }
+    Client().get("/emit/", {**WIDENED_SECRETS, **ordinary})
+    query = only(memory, "django.request")["data"]["query"]
+    assert query == {**dict.fromkeys(WIDENED_SECRETS, ""), **ordinary}
+    text = json.dumps(query)
+    assert not [value for value in WIDENED_SECRETS.values() if value in text]
+
+
+def test_secrets_inside_json_valued_query_parameters_are_blanked(memory: Any) -> None:
+    """A query value holding JSON has its secret-looking keys blanked at any depth."""
+    state = {"token": "t-1", "q": "shoes", "inner": {"password": "p-2", "page": 2}}
+    items = [{"apiKey": "k-3", "id": 1}]
+    Client().get("/emit/", {"state": json.dumps(state), "items": json.dumps(items), "q": "x"})
+    query = only(memory, "django.request")["data"]["query"]
+    assert query["q"] == "x"
+    assert json.loads(query["state"]) == {
+        "token": "",
+        "q": "shoes",
+        "inner": {"password": "", "page": 2},
+    }
+    assert json.loads(query["items"]) == [{"apiKey": "", "id": 1}]
+    for secret in ("t-1", "p-2", "k-3"):
+        assert secret not in json.dumps(query)
+
+
+def test_referer_is_stored_without_its_query_fragment_or_credentials(memory: Any) -> None:
+    """The Referer keeps scheme, host and path only: a reset link's token is in its query."""
+    Client().get(
+        "/emit/",
+        HTTP_REFERER="https://ada:pw@learn.example.org/account/reset/?token=s3cr3t&u=1#frag",
+    )
+    assert only(memory, "test.emit")["context"]["referer"] == (
+        "https://learn.example.org/account/reset/"
+    )
+
+
+def test_password_reset_paths_are_redacted_by_default(memory: Any) -> None:
+    """Django's password-reset URL keeps its shape, without the token, in the context,
+    the request event and the Referer."""
+    client = Client()
+    client.get(
+        "/reset/MQ/c3x4kg-7f0e3b1cdb2a8e0c5c1f4a9d8e7b6a5c/",
+        HTTP_REFERER="https://learn.example.org/reset/MQ/c3x4kg-0123456789abcdef0123/",
+    )
+    event = only(memory, "django.request")
+    assert event["data"]["path"] == "/reset/MQ/<redacted>/"
+    assert event["context"]["path"] == "/reset/MQ/<redacted>/"
+    assert event["context"]["referer"] == "https://learn.example.org/reset/MQ/<redacted>/"
+    assert "7f0e3b1c" not in json.dumps(event, default=str)
+    client.get("/reset/MQ/set-password/")
+    assert named(memory, "django.request")[-1]["data"]["path"] == "/reset/MQ/set-password/"
+
+
+def test_more_paths_can_be_redacted(memory: Any) -> None:
+    """EVENT_TRACKING_REQUEST_REDACT_PATHS adds expressions; a group's text, or the whole
+    match without groups, is replaced."""
+    with override_settings(
+        EVENT_TRACKING_REQUEST_REDACT_PATHS=[r"^/invite/([^/]+)/", r"/[0-9a-f]{32}(?=/)"]
+    ):
+        client = Client()
+        client.get("/invite/zq9x/accept/")
+        client.get("/files/0123456789abcdef0123456789abcdef/view/")
+        client.get("/reset/MQ/c3x4kg-7f0e3b1cdb2a8e0c/")
+    paths = [event["data"]["path"] for event in named(memory, "django.request")]
+    assert paths == [
+        "/invite/<redacted>/accept/",
+        "/files<redacted>/view/",
+        "/reset/MQ/<redacted>/",
+    ]
+
+
+def test_a_redaction_that_does_not_compile_is_reported() -> None:
+    """A bad expression raises ImproperlyConfigured naming the setting and the expression."""
+    with override_settings(EVENT_TRACKING_REQUEST_REDACT_PATHS=["(unclosed"]):
+        with pytest.raises(ImproperlyConfigured, match=r"REDACT_PATHS.*'\(unclosed'"):
+            TrackRequestContextMiddleware(lambda request: HttpResponse())
+        with pytest.raises(ImproperlyConfigured, match="REDACT_PATHS"):
+            TrackRequestEventMiddleware(lambda request: HttpResponse())
+
+
+def test_too_many_query_fields_still_give_a_request_event(memory: Any) -> None:
+    """Over DATA_UPLOAD_MAX_NUMBER_FIELDS, the event is emitted with the query left out
+    and a flag saying so (Django refuses to parse such a query)."""
+    with override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=5):
+        response = Client().get("/emit/", {f"f{number}": number for number in range(10)})
+    assert response.status_code == 400
+    event = only(memory, "django.request")
+    assert event["data"]["query"] == {}
+    assert event["data"]["query_omitted"] == "too_many_fields"
+    assert event["data"]["status"] == 400
+    assert event["data"]["path"] == "/emit/"
+
+
 def test_request_event_name_and_skip_patterns_are_configurable(memory: Any) -> None:
     """EVENT_TRACKING_REQUEST_EVENT_NAME renames the event; SKIP patterns silence paths."""
     with override_settings(

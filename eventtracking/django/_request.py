@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
-from django.core.exceptions import DisallowedHost, ImproperlyConfigured
+from django.core.exceptions import (
+    DisallowedHost,
+    ImproperlyConfigured,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+)
 from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 from django.utils.functional import LazyObject, empty
@@ -58,6 +65,7 @@ REQUEST_ID_PATTERN = re.compile(r"[!-~]{1,200}")
 DEFAULT_SECRET_KEYS = (
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "token",
     "api_key",
@@ -68,9 +76,28 @@ DEFAULT_SECRET_KEYS = (
     "csrf",
     "sessionid",
     "authorization",
+    "credentials",
+    "access_token",
 )
+#: Query keys that have one of these as a whole word (``reset_code``, ``apiKey``,
+#: ``X-Auth-Token``; words split at punctuation and at camelCase) have their values
+#: blanked. Inside a word they would blank ordinary keys: keyword, author, design.
+DEFAULT_SECRET_WORDS = ("code", "key", "sig", "pass", "pwd", "auth", "jwt", "otp", "session", "sid")
 #: What a blanked value becomes.
 BLANK = ""
+#: Path expressions whose groups (or whole match, without groups) are redacted: the
+#: token of Django's password-reset link (``reset/<uidb64>/<token>/``, where the token is
+#: a base-36 timestamp, a dash and an HMAC in hex), and Open edX's password-reset and
+#: account-activation links.
+DEFAULT_REDACT_PATHS = (
+    r"/reset/[0-9A-Za-z_\-]+/([0-9a-z]+-[0-9a-f]+)/",
+    r"/password_reset_confirm/([^/]+)/",
+    r"/activate/([^/]+)",
+)
+#: What a redacted part of a path becomes.
+REDACTED = "<redacted>"
+#: Query values longer than this are not read as JSON (a query is rarely this long).
+MAX_JSON_VALUE = 65_536
 #: Seconds that process exit may spend closing the tracker.
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
@@ -181,11 +208,45 @@ def skip_patterns() -> tuple[re.Pattern[str], ...]:
     return tuple(patterns)
 
 
-def secret_keys() -> tuple[str, ...]:
-    """The default secret key fragments plus ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS``."""
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+@dataclass(frozen=True)
+class SecretKeys:
+    """Which keys look secret: ``fragments`` anywhere in the key, ``words`` as a word."""
+
+    fragments: tuple[str, ...]
+    words: frozenset[str]
+
+    def match(self, key: str) -> bool:
+        """Whether the value of ``key`` must be blanked."""
+        lowered = key.lower()
+        if any(fragment in lowered for fragment in self.fragments):
+            return True
+        return any(word.lower() in self.words for word in _WORDS.findall(key))
+
+
+def secret_keys() -> SecretKeys:
+    """The default secret key fragments and words, plus
+    ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS`` (fragments)."""
     setting = "EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS"
     extra = _string_list(setting, _setting(setting, ()))
-    return tuple(dict.fromkeys([*DEFAULT_SECRET_KEYS, *(key.lower() for key in extra)]))
+    fragments = tuple(dict.fromkeys([*DEFAULT_SECRET_KEYS, *(key.lower() for key in extra)]))
+    return SecretKeys(fragments, frozenset(DEFAULT_SECRET_WORDS))
+
+
+def redact_paths() -> tuple[re.Pattern[str], ...]:
+    """The default path redactions plus ``EVENT_TRACKING_REQUEST_REDACT_PATHS``."""
+    setting = "EVENT_TRACKING_REQUEST_REDACT_PATHS"
+    extra = _string_list(setting, _setting(setting, ()))
+    patterns = []
+    for expression in dict.fromkeys([*DEFAULT_REDACT_PATHS, *extra]):
+        try:
+            patterns.append(re.compile(expression))
+        except re.error as error:
+            fix = f"{expression!r} does not compile: {error}."
+            raise _fail(setting, extra, fix) from None
+    return tuple(patterns)
 
 
 def shutdown_timeout() -> float:
@@ -207,6 +268,7 @@ PARSERS: dict[str, Callable[[], Any]] = {
     "EVENT_TRACKING_REQUEST_EVENT_NAME": event_name,
     "EVENT_TRACKING_REQUEST_EVENT_SKIP": skip_patterns,
     "EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS": secret_keys,
+    "EVENT_TRACKING_REQUEST_REDACT_PATHS": redact_paths,
     "EVENT_TRACKING_SHUTDOWN_TIMEOUT": shutdown_timeout,
 }
 
@@ -220,6 +282,7 @@ class ContextConfig:
     hook: Callable[[HttpRequest], Mapping[str, Any] | None] | None
     request_id_key: str
     proxies: tuple[Network, ...]
+    redactions: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def from_settings(cls) -> ContextConfig:
@@ -230,6 +293,7 @@ class ContextConfig:
             hook=context_hook(),
             request_id_key=request_id_meta_key(),
             proxies=trusted_proxies(),
+            redactions=redact_paths(),
         )
 
     @property
@@ -396,9 +460,9 @@ def build_context(request: HttpRequest, config: ContextConfig) -> RequestContext
         "ip": lambda: client_ip(meta, config.proxies),
         "agent": lambda: str(meta.get("HTTP_USER_AGENT") or ""),
         "host": lambda: _host(request),
-        "path": lambda: request.path,
+        "path": lambda: redact_path(request.path, config.redactions),
         "method": lambda: request.method or "",
-        "referer": lambda: str(meta.get("HTTP_REFERER") or ""),
+        "referer": lambda: clean_referer(meta.get("HTTP_REFERER"), config.redactions),
         "accept_language": lambda: str(meta.get("HTTP_ACCEPT_LANGUAGE") or ""),
         "request_id": lambda: request_id(meta, config.request_id_key),
     }
@@ -412,12 +476,109 @@ def build_context(request: HttpRequest, config: ContextConfig) -> RequestContext
     return RequestContext(request, keys, values)
 
 
-def blank_secrets(params: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
-    """Query parameters as a dict (lists for repeated keys), secret-looking ones blanked."""
+# -- what is stored of paths, referers and queries ------------------------------------
+
+
+def _redact_groups(match: re.Match[str]) -> str:
+    """The match with each group's text (or, without groups, all of it) redacted."""
+    if not match.re.groups:
+        return REDACTED
+    text, offset = match.group(0), match.start(0)
+    pieces, position = [], 0
+    for group in range(1, match.re.groups + 1):
+        start, end = match.span(group)
+        if start < 0 or start - offset < position:
+            # A group that did not take part, or one nested in a group already redacted.
+            continue
+        pieces += [text[position : start - offset], REDACTED]
+        position = end - offset
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def redact_path(path: str, redactions: tuple[re.Pattern[str], ...]) -> str:
+    """``path`` with the parts matched by ``redactions`` replaced by ``<redacted>``."""
+    for pattern in redactions:
+        path = pattern.sub(_redact_groups, path)
+    return path
+
+
+def clean_referer(value: Any, redactions: tuple[re.Pattern[str], ...]) -> str:
+    """The Referer's scheme, host and redacted path: no query, fragment or credentials.
+
+    A password-reset link's token is often in its query; a browser never sends
+    credentials, but a client may. An unparseable value is stored as ``''``.
+    """
+    if not value:
+        return ""
+    try:
+        parts = urlsplit(str(value))
+    except ValueError:
+        return ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, redact_path(parts.path, redactions), "", ""))
+
+
+def _blank_json(value: Any, secrets: SecretKeys, depth: int = 0) -> tuple[Any, bool]:
+    """``value`` with secret-looking keys blanked at any depth, and whether any was."""
+    changed = False
+    if depth > 100:
+        return value, changed
+    if isinstance(value, dict):
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if secrets.match(key):
+                result[key], changed = BLANK, True
+            else:
+                result[key], inner = _blank_json(item, secrets, depth + 1)
+                changed = changed or inner
+        return result, changed
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            cleaned, inner = _blank_json(item, secrets, depth + 1)
+            items.append(cleaned)
+            changed = changed or inner
+        return items, changed
+    return value, changed
+
+
+def _blank_value(value: str, secrets: SecretKeys) -> str:
+    """A query value, with the secrets blanked inside it when it holds a JSON document."""
+    if not value.lstrip().startswith(("{", "[")) or len(value) > MAX_JSON_VALUE:
+        return value
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):
+        return value
+    cleaned, changed = _blank_json(document, secrets)
+    return json.dumps(cleaned, ensure_ascii=False) if changed else value
+
+
+def blank_secrets(params: Any, secrets: SecretKeys) -> dict[str, Any]:
+    """Query parameters as a dict (lists for repeated keys), secret-looking ones blanked.
+
+    Values that are JSON documents have their secret-looking keys blanked too.
+    """
     result: dict[str, Any] = {}
     for key, values in params.lists():
-        lowered = key.lower()
-        if any(fragment in lowered for fragment in secrets):
+        if secrets.match(key):
             values = [BLANK] * len(values)
+        else:
+            values = [_blank_value(value, secrets) for value in values]
         result[key] = values[0] if len(values) == 1 else values
     return result
+
+
+def query_data(request: HttpRequest, secrets: SecretKeys) -> tuple[dict[str, Any], str | None]:
+    """The request's query for its event, and why it was left out (None when it was not).
+
+    Django refuses to parse a query with more than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``
+    fields: the event then has an empty query and ``query_omitted='too_many_fields'``.
+    """
+    try:
+        return blank_secrets(request.GET, secrets), None
+    except TooManyFieldsSent:
+        return {}, "too_many_fields"
+    except SuspiciousOperation:
+        return {}, "unreadable"

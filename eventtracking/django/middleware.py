@@ -98,7 +98,9 @@ class TrackRequestContextMiddleware:
     The context holds the fields of ``EVENT_TRACKING_REQUEST_CONTEXT_FIELDS`` (all by
     default): ``user_id``, ``username``, ``session`` (a keyed hash), ``ip``, ``agent``,
     ``host``, ``path``, ``method``, ``referer``, ``accept_language`` and
-    ``request_id``, plus whatever ``EVENT_TRACKING_REQUEST_CONTEXT_HOOK`` returns. The
+    ``request_id``, plus whatever ``EVENT_TRACKING_REQUEST_CONTEXT_HOOK`` returns.
+    ``path`` and ``referer`` have tokens redacted, and ``referer`` keeps no query
+    string, fragment or credentials. The
     user and session are read when the first event is emitted, so an authentication
     middleware placed after this one still works and a request that emits nothing
     costs no lookup. The context is left when the response is returned, even when the
@@ -187,11 +189,16 @@ class TrackRequestEventMiddleware:
     """Emit one event per request, named ``EVENT_TRACKING_REQUEST_EVENT_NAME``.
 
     Its data is ``{'method', 'path', 'query', 'status', 'duration_ms'}``. ``query`` holds
-    the query parameters (a list for a repeated key); values whose key contains a
-    secret-looking fragment (password, token, ... and
-    ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS``) are blanked. Paths matching one of the
-    ``EVENT_TRACKING_REQUEST_EVENT_SKIP`` regexes (``re.match``) emit nothing. A view
-    that raises is reported with status 500.
+    the query parameters (a list for a repeated key); values whose key looks secret
+    (contains password, token, ..., or ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS``; or
+    has code, key, pwd, ... as a word) are blanked, also inside values that are JSON
+    documents. A query Django refuses (more fields than
+    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``) is left out: ``query`` is empty and
+    ``query_omitted`` says why. ``path`` has the parts matched by the redaction
+    expressions (Django's password-reset token by default, and
+    ``EVENT_TRACKING_REQUEST_REDACT_PATHS``) replaced by ``<redacted>``. Paths matching
+    one of the ``EVENT_TRACKING_REQUEST_EVENT_SKIP`` regexes (``re.match``) emit
+    nothing. A view that raises is reported with status 500.
 
     Place it after :class:`TrackRequestContextMiddleware`, so that the event carries the
     request context.
@@ -205,6 +212,7 @@ class TrackRequestEventMiddleware:
         self.name = _request.event_name()
         self.skip = _request.skip_patterns()
         self.secrets = _request.secret_keys()
+        self.redactions = _request.redact_paths()
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -248,13 +256,16 @@ class TrackRequestEventMiddleware:
         reraise: bool,
     ) -> None:
         try:
+            query, omitted = _request.query_data(request, self.secrets)
             data = {
                 "method": request.method,
-                "path": request.path,
-                "query": _request.blank_secrets(request.GET, self.secrets),
+                "path": _request.redact_path(request.path, self.redactions),
+                "query": query,
                 "status": 500 if response is None else response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
             }
+            if omitted is not None:
+                data["query_omitted"] = omitted
             tracker_module.emit(self.name, data)
         except Exception:
             _failed("emitting the request event", reraise)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import tracemalloc
 from datetime import datetime, timezone
 from typing import Any
 
@@ -170,6 +171,36 @@ def test_clean_marks_cycles() -> None:
     loop: list[Any] = []
     loop.append({"again": loop})
     assert clean(loop) == [{"again": "<cycle>"}]
+
+
+@pytest.mark.parametrize("encode", [dumps, EventEncoder().encode])
+def test_a_cycle_is_found_before_its_data_is_encoded_a_thousand_times(
+    encode: Any,
+) -> None:
+    """A cyclic event holding a 1 MB string is written with "<cycle>" markers, without
+    encoding the string once per level down to the recursion limit (about 1 GB and
+    seconds, found by tests/test_fuzz_emit.py)."""
+    data: dict[str, Any] = {"text": "x" * 1_000_000}
+    for number in range(3):
+        data[f"cycle{number}"] = data
+    event = {"name": "n", "timestamp": None, "context": FrozenContext(), "data": data}
+    tracemalloc.start()
+    try:
+        line = encode(event)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    written = loads_strict(line)["data"]
+    assert written == {
+        "text": "x" * 1_000_000,
+        "cycle0": "<cycle>",
+        "cycle1": "<cycle>",
+        "cycle2": "<cycle>",
+    }
+    # The line itself, the cleaned copy and a few buffers: a handful of megabytes.
+    assert peak < 50_000_000, f"peak {peak / 1e6:.0f} MB"
+    # Once found, the encoder still works for the next event on this thread.
+    assert loads_strict(encode({"name": "m", "timestamp": None, "context": {}, "data": {}}))
 
 
 def test_clean_keys() -> None:

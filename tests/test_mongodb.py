@@ -31,6 +31,7 @@ from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.mongodb import (
     INSTALL_HINT,
     MAX_DOCUMENT_SIZE,
+    MAX_NESTING,
     MongoBackend,
 )
 from eventtracking.exceptions import ImproperlyConfigured
@@ -265,6 +266,32 @@ def test_bad_documents_are_dead_lettered_while_the_rest_of_the_batch_is_stored(
     assert backend.flush(30) is True
     assert stored.count_documents({"name": "refused"}) == 1
     assert len(backend.spool.dead_letters()) == 2
+
+
+def test_events_nested_deeper_than_mongodb_stores_are_dead_lettered_at_send(
+    make_backend: MakeBackend, stored: Any
+) -> None:
+    """An event nested deeper than MongoDB stores never reaches the server.
+
+    mongod refuses documents nested deeper than 180 levels and closes the connection
+    on messages deeper than 200, which looks like a network failure: the batch would
+    be retried forever, and every later event held behind it (found by
+    tests/test_fuzz_emit.py). Events within the limit, even large ones, are stored.
+    """
+    deep: Any = "bottom"
+    for level in range(MAX_NESTING):
+        deep = [deep] if level % 2 else {"d": deep}
+    backend = make_backend(flush_interval=0.05)
+    tracker = Tracker({"mongo": backend})
+    tracker.emit("too.deep", {"deep": deep})
+    # The document is the first level: with 179 more, this one is at the limit.
+    tracker.emit("deep.enough", deep[0])
+    tracker.emit("wide", {f"k{number}": [number] * 20 for number in range(500)})
+    assert tracker.flush(30)
+    assert sorted(stored.distinct("name")) == ["deep.enough", "wide"]
+    (letter,) = backend.spool.dead_letters()
+    assert f"nested deeper than {MAX_NESTING} levels" in letter.reason
+    assert backend.stats()["dead_lettered"] == 1
 
 
 def test_stats_count_what_happened(make_backend: MakeBackend) -> None:

@@ -69,6 +69,16 @@ INSTALL_HINT = "pip install 'event-tracking[mongo]'"
 #: at ``send()`` instead of travelling to the server to be refused there.
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 
+#: The deepest nesting of objects and arrays MongoDB stores, the document itself being
+#: the first level. mongod refuses deeper documents (error 15, Overflow), and closes
+#: the connection on a message nested deeper than 200 levels, which a client cannot
+#: tell from a network failure: such a batch would be retried forever, holding back
+#: every later event. Deeper events become dead letters at ``send()``.
+MAX_NESTING = 180
+# A level costs at least 7 bytes of BSON (type, an empty key, a length, an end), so a
+# smaller document cannot be too deep and is not walked.
+_NESTING_CHECK_BYTES = 7 * MAX_NESTING
+
 #: The indexes every events collection gets, as lists of (field, direction) keys:
 #: newest events first, and by name.
 INDEXES: tuple[tuple[tuple[str, int], ...], ...] = ((("timestamp", -1),), (("name", 1),))
@@ -361,6 +371,14 @@ class MongoBackend:
                 _describe(event),
             )
             return None
+        if len(payload) >= _NESTING_CHECK_BYTES and _too_deep(event):
+            self.delivery.dead_letter(
+                payload,
+                f"the document is nested deeper than {MAX_NESTING} levels, the most "
+                "MongoDB stores",
+                _describe(event),
+            )
+            return None
         return payload
 
     def send_metadata(self, record: Mapping[str, Any]) -> None:
@@ -556,6 +574,20 @@ class _MongoSink:
     def close(self) -> None:
         if self._client_pid == os.getpid():
             self._client.close()
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether objects and arrays in ``document`` nest deeper than MAX_NESTING levels."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        items = value.values() if isinstance(value, Mapping) else value
+        stack.extend(
+            (item, depth + 1) for item in items if isinstance(item, (Mapping, list, tuple))
+        )
+    return False
 
 
 def _is_id_conflict(error: Mapping[str, Any]) -> bool:

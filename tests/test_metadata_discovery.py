@@ -309,3 +309,34 @@ def test_cyclic_data_is_observed_at_once_and_never_blocks_other_emits() -> None:
 def test_infer_type_names_every_kind_of_value(value: Any, expected: str) -> None:
     """Each Python value maps to one field type."""
     assert infer_type(value) == expected
+
+
+class Unreadable(dict):  # type: ignore[type-arg]
+    """A dict whose items() raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("no items")
+
+
+class NoStr:
+    """A key whose str() and repr() raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+def test_data_whose_own_methods_raise_is_counted_not_a_failure() -> None:
+    """Unreadable mappings and keys that cannot be written never make the observer fail."""
+    tracker = Tracker({})
+    observer = EventObserver.attach(tracker)
+    tracker.enter_context("odd", {NoStr(): 1})
+    tracker.emit("odd", {"a": Unreadable(x=1), NoStr(): 2, "b": 3})
+    tracker.emit("odd", Unreadable(y=2))
+    assert tracker.stats()["failed"] == {}
+    draft = observer.drafts()["event_types"]["odd"]
+    assert draft["fields"]["a"]["type"] == "object"
+    assert draft["fields"]["b"]["type"] == "integer"
+    assert draft["observed"]["seen"] == 2
+    assert draft["observed"]["fields_not_recorded"] == 2

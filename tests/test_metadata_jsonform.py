@@ -64,3 +64,32 @@ def test_json_size_of_an_event_with_a_cycle_returns_at_once() -> None:
     assert outcome.error is None
     expected = json.dumps({"name": "n", "data": {"a": "<cycle>", "b": "<cycle>"}})
     assert outcome.result == len(expected)
+
+
+class BadItems(dict):  # type: ignore[type-arg]
+    """A dict whose items() raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("no items")
+
+
+class BadKey:
+    """A key whose repr() and str() raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_to_json_form_never_raises_on_hostile_values() -> None:
+    """Huge ints become hex, as written; unreadable containers and keys are named."""
+    huge = 10**5000
+    value = {"n": huge, "bad": BadItems(a=1), BadKey(): 1}
+    assert to_json_form(value) == {
+        "n": hex(huge),
+        "bad": "<unserialisable BadItems>",
+        "<unrepresentable BadKey>": 1,
+    }
+    assert json_size({"data": value}) == len(json.dumps({"data": to_json_form(value)}))

@@ -467,3 +467,33 @@ def test_the_plan_cache_is_bounded_for_names_with_ids_in_them(
     assert _findings(tracker) == {"unregistered_type": 50}
     assert len(tracker.validator._plans) <= 8  # type: ignore[union-attr]
     assert len(backend.events) == 50
+
+
+class UnreadableDict(dict):  # type: ignore[type-arg]
+    """A dict whose items() and keys() raise, as a broken mapping type might."""
+
+    def items(self) -> Any:
+        raise RuntimeError("no items")
+
+    def keys(self) -> Any:
+        raise RuntimeError("no keys")
+
+
+@pytest.mark.parametrize("kind", ["fields", "schema", "unregistered"])
+def test_data_whose_own_methods_raise_is_refused_in_strict_mode(kind: str) -> None:
+    """Strict mode refuses data it cannot read, with a finding; the validator never fails
+    on it (a failing validator lets the event through unchecked)."""
+    registry = Registry()
+    if kind == "fields":
+        registry.register("e", fields={"a": "any"})
+    elif kind == "schema":
+        registry.register("e", schema={"type": "object", "properties": {"a": {}}})
+    backend = InMemoryBackend()
+    tracker = Tracker({"memory": backend})
+    metadata.set_validation(tracker, "strict", registry=registry, max_event_size=10_000)
+    with pytest.raises(ValidationError, match="UnreadableDict"):
+        tracker.emit("e", {"a": UnreadableDict(x=1)})
+    with pytest.raises(ValidationError):
+        tracker.emit("e", UnreadableDict(a=1))
+    assert backend.events == []
+    assert tracker.stats()["validation"]["errors"] == 0

@@ -24,7 +24,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventtracking.metadata._jsonform import is_plain, to_json_form, unserialisable_paths
+from eventtracking.metadata._jsonform import (
+    elements,
+    entries,
+    is_plain,
+    key_text,
+    to_json_form,
+    unserialisable_paths,
+)
 from eventtracking.metadata.definitions import Definition, FieldSpec
 
 __all__ = [
@@ -179,12 +186,19 @@ def _diagnose(node: _Node, value: Any, path: str, additional: bool, out: list[Fi
         unserialisable_findings(value, path, out)
         return
     if isinstance(value, Mapping) and (node.children or "object" in node.types):
+        pairs = entries(value)
+        if pairs is None:
+            unserialisable_findings(value, path, out)
+            return
+        # Keys as the JSON writers write them: a key whose own methods raise (or that
+        # equals a documented key only by a custom __eq__) is never compared.
+        present = {key_text(key): item for key, item in pairs}
         for key, child in node.children.items():
-            if key in value:
-                _diagnose(child, value[key], f"{path}.{key}", additional, out)
+            if key in present:
+                _diagnose(child, present[key], f"{path}.{key}", additional, out)
             elif child.required:
                 out.append(Finding("missing_field", f"{path}.{key}", f"{path}.{key} is missing"))
-        for key, item in value.items():
+        for key, item in present.items():
             if key in node.children:
                 continue
             if node.children and not additional:
@@ -194,7 +208,11 @@ def _diagnose(node: _Node, value: Any, path: str, additional: bool, out: list[Fi
             unserialisable_findings(item, f"{path}.{key}", out)
         return
     if isinstance(value, (list, tuple)) and node.items is not None:
-        for index, item in enumerate(value):
+        items = elements(value)
+        if items is None:
+            unserialisable_findings(value, path, out)
+            return
+        for index, item in enumerate(items):
             _diagnose(node.items, item, f"{path}[{index}]", additional, out)
         return
     unserialisable_findings(value, path, out)
@@ -397,7 +415,9 @@ def _compile(root: _Node, additional: bool, *, walk: bool) -> tuple[Callable[[An
         f"def check({signature}):\n"
         "    try:\n"
         f"        return bool({body})\n"
-        "    except (KeyError, IndexError, TypeError):\n"
+        # Any failure (a missing key, a wrong type, a key whose __eq__ raises) sends the
+        # data to diagnose, which decides.
+        "    except Exception:\n"
         "        return False\n"
     )
     namespace = dict(constants)
@@ -488,7 +508,8 @@ def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
     def shallow(data: Any) -> bool:
         try:
             compiled(data)
-        except failure:
+        except Exception:
+            # Invalid, or data whose own methods raise: diagnose decides.
             return False
         return True
 
@@ -507,6 +528,10 @@ def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
             path = getattr(exc, "name", "data")
             kind = _RULES.get(str(rule), "invalid_value")
             findings.append(Finding(kind, str(path), str(exc)))
+        except Exception as exc:
+            # A schema rule that fails on the JSON form itself (a format checker, say).
+            text = f"checking data against the schema failed: {type(exc).__name__}: {exc}"
+            findings.append(Finding("invalid_value", "data", text))
         return findings
 
     return check, shallow, diagnose

@@ -7,6 +7,7 @@ not log or count on behalf of the writers while doing so.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -14,12 +15,42 @@ from typing import Any
 
 from eventtracking._json import encode_known, safe_repr
 
-__all__ = ["is_plain", "json_size", "to_json_form", "unserialisable_paths"]
+__all__ = [
+    "elements",
+    "entries",
+    "is_plain",
+    "json_size",
+    "key_text",
+    "to_json_form",
+    "unserialisable_paths",
+]
 
 _NATIVE = (str, int, bool, type(None))
 _MAX_DEPTH = 100
+# Ints this short always convert to decimal (see eventtracking._json).
+_SAFE_INT_BITS = 2000
 #: Paths reported per value at most: one bad list of 10,000 items is one finding.
 MAX_PATHS = 10
+
+
+def entries(value: Mapping[Any, Any]) -> list[tuple[Any, Any]] | None:
+    """The ``(key, item)`` pairs of a mapping, or None when reading them raises.
+
+    Event data may hold any object, including a mapping whose ``items()`` raises: the
+    walkers below report it as a value without a JSON form instead of failing.
+    """
+    try:
+        return list(value.items())
+    except Exception:
+        return None
+
+
+def elements(value: Any) -> list[Any] | None:
+    """The items of a list or tuple, or None when iterating it raises."""
+    try:
+        return list(value)
+    except Exception:
+        return None
 
 
 def is_plain(value: Any, depth: int = 0) -> bool:
@@ -64,7 +95,7 @@ def unserialisable_paths(value: Any, path: str = "data") -> list[tuple[str, str]
     fine; so are NaN and odd keys. Reference cycles are reported as ``'cycle'``. At most
     :data:`MAX_PATHS` paths are returned.
     """
-    return list(_walk(value, path, 0, set()))[:MAX_PATHS]
+    return list(itertools.islice(_walk(value, path, 0, set()), MAX_PATHS))
 
 
 def _walk(value: Any, path: str, depth: int, active: set[int]) -> Iterator[tuple[str, str]]:
@@ -78,13 +109,19 @@ def _walk(value: Any, path: str, depth: int, active: set[int]) -> Iterator[tuple
         if marker in active:
             yield path, "cycle"
             return
+        pairs = entries(value) if isinstance(value, dict) else None
+        items = None if isinstance(value, dict) else elements(value)
+        if pairs is None and items is None:
+            # Reading it raised: the writers cannot write it either.
+            yield path, type(value).__qualname__
+            return
         active.add(marker)
         try:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    yield from _walk(item, f"{path}.{key}", depth + 1, active)
+            if pairs is not None:
+                for key, item in pairs:
+                    yield from _walk(item, f"{path}.{key_text(key)}", depth + 1, active)
             else:
-                for index, item in enumerate(value):
+                for index, item in enumerate(items or ()):
                     yield from _walk(item, f"{path}[{index}]", depth + 1, active)
         finally:
             active.discard(marker)
@@ -114,6 +151,12 @@ def _json_form(value: Any, depth: int, active: set[int]) -> Any:
     if isinstance(value, (*_NATIVE, float)):
         if isinstance(value, float) and not math.isfinite(value):
             return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        if isinstance(value, int) and value.bit_length() > _SAFE_INT_BITS:
+            # Too long for Python to write in decimal: the writers' exact hex form.
+            try:
+                int.__repr__(value)
+            except ValueError:
+                return hex(value)
         return value
     if depth >= _MAX_DEPTH:
         return "<too deep>"
@@ -121,14 +164,15 @@ def _json_form(value: Any, depth: int, active: set[int]) -> Any:
         marker = id(value)
         if marker in active:
             return "<cycle>"
+        pairs = entries(value) if isinstance(value, Mapping) else None
+        items = None if isinstance(value, Mapping) else elements(value)
+        if pairs is None and items is None:
+            return f"<unserialisable {type(value).__qualname__}>"
         active.add(marker)
         try:
-            if isinstance(value, Mapping):
-                return {
-                    _key_text(key): _json_form(item, depth + 1, active)
-                    for key, item in value.items()
-                }
-            return [_json_form(item, depth + 1, active) for item in value]
+            if pairs is not None:
+                return {key_text(key): _json_form(item, depth + 1, active) for key, item in pairs}
+            return [_json_form(item, depth + 1, active) for item in items or ()]
         finally:
             active.discard(marker)
     try:
@@ -140,7 +184,7 @@ def _json_form(value: Any, depth: int, active: set[int]) -> Any:
     return _json_form(replacement, depth + 1, active)
 
 
-def _key_text(key: Any) -> str:
+def key_text(key: Any) -> str:
     """A key as JSON writers write it: text as it is, numbers, booleans and None as
     their JSON text, anything else as its repr."""
     if isinstance(key, str):
@@ -173,5 +217,6 @@ def json_size(event: Any) -> int:
     """The length in characters of ``event`` written as JSON, as the logger counts it."""
     try:
         return len(_SIZER.encode(event))
-    except (ValueError, TypeError, RecursionError):
+    except Exception:
+        # A cycle, or an object whose own methods raise: measure the written form.
         return len(_SIZER.encode(to_json_form(event)))

@@ -48,7 +48,7 @@ from typing import Any
 
 from eventtracking._files import PRIVATE, write_text
 from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
-from eventtracking.metadata._jsonform import to_json_form
+from eventtracking.metadata._jsonform import entries, key_text, to_json_form
 from eventtracking.metadata.loading import _yaml
 from eventtracking.metadata.registry import Registry
 
@@ -259,17 +259,22 @@ class EventObserver:
     def _context_keys(seen: _Type, context: Mapping[Any, Any]) -> None:
         keys = seen.context_keys
         for key in context:
-            if key == REFERENCE_KEY or key in keys or len(keys) >= MAX_CONTEXT_KEYS:
-                continue
-            text = str(key)
-            if len(text) <= MAX_PATH_LENGTH:
+            if len(keys) >= MAX_CONTEXT_KEYS:
+                return
+            text = key_text(key)
+            if text != REFERENCE_KEY and len(text) <= MAX_PATH_LENGTH:
                 keys.add(text)
 
     def _walk_object(
         self, seen: _Type, value: Mapping[Any, Any], prefix: str, depth: int, active: set[int]
     ) -> None:
-        for key, item in value.items():
-            text = str(key)
+        pairs = entries(value)
+        if pairs is None:
+            # Reading it raised: nothing below it can be recorded.
+            seen.fields_dropped += 1
+            return
+        for key, item in pairs:
+            text = key_text(key)
             path = f"{prefix}.{text}" if prefix else text
             if not text or any(char in text for char in ".[]") or len(path) > MAX_PATH_LENGTH:
                 # Field paths cannot name such a key, or would cost too much to keep.
@@ -302,7 +307,12 @@ class EventObserver:
                     stats.objects += 1
                     self._walk_object(seen, value, path, depth, active)
                 else:
-                    for item in itertools.islice(value, MAX_ITEMS):
+                    try:
+                        items = list(itertools.islice(value, MAX_ITEMS))
+                    except Exception:
+                        seen.fields_dropped += 1
+                        items = []
+                    for item in items:
                         self._walk(seen, item, f"{path}[]", depth + 1, active)
             finally:
                 active.discard(marker)

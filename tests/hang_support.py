@@ -6,7 +6,9 @@ test fails, and the thread (which may still be spinning) dies with the process.
 
 from __future__ import annotations
 
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,8 @@ def call_within(limit: float, function: Callable[..., Any], *args: Any, **kwargs
     thread.join(limit)
     if thread.is_alive():
         name = getattr(function, "__qualname__", repr(function))
-        msg = f"{name} did not return within {limit} s"
+        frame = sys._current_frames().get(thread.ident or 0)
+        where = "".join(traceback.format_stack(frame)[-12:]) if frame is not None else ""
+        msg = f"{name} did not return within {limit} s; it is at:\n{where}"
         raise AssertionError(msg)
     return outcome

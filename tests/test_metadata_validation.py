@@ -469,6 +469,23 @@ def test_the_plan_cache_is_bounded_for_names_with_ids_in_them(
     assert len(backend.events) == 50
 
 
+def test_overlong_names_are_checked_without_being_cached_or_flooding_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Names over 1,024 characters (attacker-chosen, say) are checked and counted, but
+    no plan keeps them alive, and their warnings share one line a minute, cut short."""
+    tracker, backend, _ = _setup("warn")
+    with caplog.at_level(logging.WARNING, logger="eventtracking.metadata"):
+        for n in range(200):
+            tracker.emit(f"{n:04d}" + "x" * 5_000, {"a": 1})
+    assert _findings(tracker) == {"unregistered_type": 200}
+    assert len(backend.events) == 200
+    assert tracker.validator._plans == {}  # type: ignore[union-attr]
+    lines = [r.getMessage() for r in caplog.records if r.name == "eventtracking.metadata"]
+    assert len(lines) == 1
+    assert len(lines[0]) < 2_000
+
+
 class UnreadableDict(dict):  # type: ignore[type-arg]
     """A dict whose items() and keys() raise, as a broken mapping type might."""
 

@@ -85,6 +85,13 @@ DEEP_EVERY = 64
 #: Event names whose plan is cached at most; past this the cache starts afresh.
 MAX_PLANS = 10_000
 
+#: Longer event names are checked with a plan built for the event and then dropped: a
+#: cached plan would keep the name's text alive, and names may come from outside.
+MAX_CACHED_NAME_LENGTH = 1024
+
+#: Characters of an event name quoted in messages.
+_SHOWN_NAME_LENGTH = 200
+
 #: Seconds between two warnings about the same event name (every finding is counted).
 LOG_INTERVAL = 60.0
 
@@ -93,6 +100,7 @@ class _Plan:
 
     __slots__ = (
         "annotated",
+        "cached",
         "check",
         "definition",
         "diagnose",
@@ -128,6 +136,8 @@ class _Plan:
         #: When the next warning may be logged, and how many were held back since.
         self.log_after = 0.0
         self.suppressed = 0
+        #: Whether the plan is kept for the next events of the name.
+        self.cached = True
 
 
 class Validator:
@@ -255,7 +265,10 @@ class Validator:
         self._publish_contexts()
         if definition is not None:
             self._send(definition)
-        plans[name] = plan
+        if isinstance(name, str) and len(name) > MAX_CACHED_NAME_LENGTH:
+            plan.cached = False
+        else:
+            plans[name] = plan
         return plan
 
     def mode_for(self, name: Any) -> str:
@@ -304,6 +317,10 @@ class Validator:
             error.findings = findings  # type: ignore[attr-defined]
             error.event_name = plan.name  # type: ignore[attr-defined]
             raise error
+        if not plan.cached:
+            # Overlong names share one rate-limited line; the counters have them all.
+            self._log.warning("overlong names", "%s", _message(plan, findings))
+            return
         # One line per event name and LOG_INTERVAL; the counters have every finding.
         now = time.monotonic()
         if now < plan.log_after:
@@ -353,9 +370,9 @@ def _annotate(plan: _Plan, context: Any) -> Any:
 def _message(plan: _Plan, findings: list[Finding]) -> str:
     definition = plan.definition
     if definition is None:
-        head = f"Event {plan.name!r}"
+        head = f"Event {_shown(plan.name)}"
     else:
-        head = f"Event {plan.name!r} (version {definition.version}, id {definition.id})"
+        head = f"Event {_shown(plan.name)} (version {definition.version}, id {definition.id})"
     details = "; ".join(finding.message for finding in findings)
     if findings[0].kind == "unregistered_type":
         return f"{head}: {details}"
@@ -363,6 +380,14 @@ def _message(plan: _Plan, findings: list[Finding]) -> str:
         f"{head} does not match its documented type: {details}. Fix the emitting code, or "
         "register a new version of the type."
     )
+
+
+def _shown(name: Any) -> str:
+    """``repr(name)``, cut to a readable length."""
+    text = repr(name)
+    if len(text) <= _SHOWN_NAME_LENGTH:
+        return text
+    return f"{text[:_SHOWN_NAME_LENGTH]}... ({len(text)} characters)"
 
 
 def _never(data: Any) -> bool:
@@ -387,9 +412,9 @@ def _sampled(shallow: Callable[[Any], bool], deep: Callable[[Any], bool]) -> Cal
 
 def _unregistered(name: Any, every: int) -> Callable[[Any], list[Finding]]:
     text = (
-        f"the type {name!r} is not registered; document it with "
-        f"eventtracking.metadata.register({name!r}, ...) or in an event types file, or "
-        "turn its validation off"
+        f"the type {_shown(name)} is not registered; document it with "
+        f"eventtracking.metadata.register({_shown(name)}, ...) or in an event types file, "
+        "or turn its validation off"
     )
     finding = Finding("unregistered_type", "name", text)
     count = itertools.count()

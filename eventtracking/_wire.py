@@ -1,0 +1,287 @@
+"""The one codec for events that cross a broker: JSON text out, the same event back.
+
+Brokers and their clients each serialise differently: kombu's JSON turned a
+``datetime`` into an ISO string ending in ``Z`` up to 5.2 and into a tagged object since
+5.3, and refused sets and custom objects with ``EncodeError``. Events that travel
+through Celery or the event bus are therefore encoded here, by this library, into JSON
+*text*, which every serializer carries unchanged:
+
+* :func:`encode_event` writes an event as the logger does (:mod:`eventtracking._json`:
+  datetimes in UTC ISO 8601, Decimal as its exact string, sets as lists, and so on).
+  Nothing an event holds can make it fail.
+* :func:`decode_event` reads it back: the same keys, with ``timestamp`` as a
+  timezone-aware UTC ``datetime`` again. Other values arrive as the logger writes them.
+
+Each event also gets an *event id* when a backend accepts it: 24 hexadecimal digits
+laid out like a MongoDB ObjectId (seconds since the epoch, 5 random bytes per process,
+a counter). The id travels beside the event, never inside it, in an *entry*::
+
+    {"id": "65a1...", "event": {"name": ..., "timestamp": ..., "context": ..., "data": ...},
+     "leaves": [["xapi"]], "attempt": 1}
+
+``leaves`` (optional) limits delivery to some nested backends, by their path of names,
+and ``attempt`` (optional, 0 when absent) counts earlier tries. A consumer that stores
+events sets :data:`current_event_id` while it delivers one, so that a store can use the
+id as its primary key and store a redelivered event only once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventtracking._json import EventEncoder, dumps
+
+__all__ = [
+    "Entry",
+    "MalformedEntry",
+    "current_event_id",
+    "decode_entry",
+    "decode_event",
+    "delivering",
+    "encode_entry",
+    "encode_event",
+    "encode_value",
+    "event_id_from",
+    "is_event_id",
+    "new_event_id",
+    "parse_timestamp",
+]
+
+_UTC = datetime.timezone.utc
+_ID_PATTERN = re.compile(r"\A[0-9a-f]{24}\Z")
+
+#: The id of the event being delivered on this thread or task, or None. Set by
+#: consumers (the Celery worker) around each delivery; read by stores that can use it
+#: as a primary key (MongoBackend uses it as ``_id``).
+current_event_id: ContextVar[str | None] = ContextVar(
+    "eventtracking_current_event_id", default=None
+)
+
+
+class MalformedEntry(ValueError):
+    """An entry that is not what :func:`encode_entry` writes; the message says why."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded entry: the event id, the event, and where it still has to go.
+
+    ``leaves`` is None for every nested backend, or the paths (tuples of backend names)
+    of the only ones to deliver to. ``attempt`` counts the earlier tries.
+    """
+
+    id: str
+    event: dict[str, Any]
+    leaves: tuple[tuple[str, ...], ...] | None = None
+    attempt: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# -- event ids ------------------------------------------------------------------------
+
+
+class _IdSource:
+    """Event ids in the ObjectId layout; a forked child draws new random bytes."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._process = os.urandom(5).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+    def __call__(self) -> str:
+        # next() on a count is one atomic C call: no lock needed between threads.
+        seconds = int(time.time()) & 0xFFFFFFFF
+        return f"{seconds:08x}{self._process}{next(self._counter) & 0xFFFFFF:06x}"
+
+
+#: Return a new event id (24 lower-case hex digits), unique across processes.
+new_event_id = _IdSource()
+
+
+def is_event_id(value: Any) -> bool:
+    """Whether ``value`` is a string of 24 lower-case hexadecimal digits."""
+    return isinstance(value, str) and _ID_PATTERN.match(value) is not None
+
+
+def event_id_from(seed: str, timestamp: Any = None) -> str:
+    """A stable event id derived from ``seed`` (a message id, say).
+
+    The same seed always gives the same id, so an event that arrives without one (a
+    4.x message) is still stored once when the broker delivers it twice. The first 8
+    digits hold the event's time in seconds when ``timestamp`` is a datetime, as an
+    ObjectId would.
+    """
+    seconds = 0
+    if isinstance(timestamp, datetime.datetime):
+        with contextlib.suppress(OverflowError, ValueError, OSError):
+            stamp = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=_UTC)
+            seconds = int(stamp.timestamp())
+    digest = hashlib.sha1(seed.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{seconds & 0xFFFFFFFF:08x}{digest[:16]}"
+
+
+@contextlib.contextmanager
+def delivering(event_id: str | None) -> Iterator[None]:
+    """Set :data:`current_event_id` to ``event_id`` for the duration of a block."""
+    token = current_event_id.set(event_id)
+    try:
+        yield
+    finally:
+        current_event_id.reset(token)
+
+
+# -- events ---------------------------------------------------------------------------
+
+_ENCODER = EventEncoder()
+
+
+def encode_event(event: Any) -> str:
+    """The JSON text of ``event``, by the logger's rules; never raises."""
+    return _ENCODER.encode(event)
+
+
+def encode_value(value: Any) -> str:
+    """The JSON text of any value (an event's ``data`` or ``context``); never raises."""
+    return dumps(value)
+
+
+def parse_timestamp(value: Any) -> Any:
+    """``value`` as a timezone-aware UTC datetime when it is one or names one.
+
+    Accepts a datetime (a naive one is taken to be UTC, as the encoder does) and the
+    ISO 8601 strings that this codec, kombu (``...Z``) and 4.x's event bus
+    (``%Y-%m-%dT%H:%M:%S.%f%z``) write. Anything else is returned unchanged, so a
+    strange value is kept rather than lost.
+    """
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=_UTC)
+        return value.astimezone(_UTC) if value.utcoffset() else value.replace(tzinfo=_UTC)
+    if not isinstance(value, str) or not 10 <= len(value) <= 64:
+        return value
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed: datetime.datetime | None
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        parsed = _parse_loose(text)
+    if parsed is None:
+        return value
+    return parse_timestamp(parsed)
+
+
+def _parse_loose(text: str) -> datetime.datetime | None:
+    """Parse what Python 3.10's ``fromisoformat`` refuses: odd fraction digits, +0000."""
+    match = re.match(
+        r"\A(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([+-]\d\d:?\d\d)?\Z", text
+    )
+    if match is None:
+        return None
+    date, clock, fraction, offset = match.groups()
+    micro = (fraction or "").ljust(6, "0")[:6]
+    zone = (offset or "+00:00").replace(":", "")
+    try:
+        return datetime.datetime.strptime(f"{date}T{clock}.{micro}{zone}", "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
+
+
+def decode_event(source: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
+    """An event from its JSON text (or an already parsed dict), timestamp restored.
+
+    Raises :class:`MalformedEntry` when the text is not JSON or not an object.
+    """
+    if isinstance(source, Mapping):
+        event = dict(source)
+    else:
+        try:
+            event = json.loads(source)
+        except (ValueError, RecursionError) as exc:
+            msg = f"the event is not valid JSON: {exc}"
+            raise MalformedEntry(msg) from None
+        if not isinstance(event, dict):
+            msg = f"the event must be a JSON object, got {type(event).__name__}"
+            raise MalformedEntry(msg)
+    if "timestamp" in event:
+        event["timestamp"] = parse_timestamp(event["timestamp"])
+    return event
+
+
+# -- entries --------------------------------------------------------------------------
+
+
+def encode_entry(
+    event_id: str,
+    event_json: str,
+    *,
+    leaves: Sequence[Sequence[str]] | None = None,
+    attempt: int = 0,
+) -> str:
+    """The entry text for an event already encoded by :func:`encode_event`.
+
+    ``event_id`` must satisfy :func:`is_event_id` (ValueError otherwise): it is written
+    as it is, without escaping.
+    """
+    if not is_event_id(event_id):
+        msg = f"event_id must be 24 lower-case hex digits, got {event_id!r}"
+        raise ValueError(msg)
+    text = '{"id": "' + event_id + '", "event": ' + event_json
+    if leaves is not None:
+        text += ', "leaves": ' + json.dumps([list(path) for path in leaves])
+    if attempt:
+        text += ', "attempt": ' + str(int(attempt))
+    return text + "}"
+
+
+def decode_entry(source: str | bytes) -> Entry:
+    """Read an entry written by :func:`encode_entry`; MalformedEntry says what is wrong."""
+    try:
+        raw = json.loads(source)
+    except (ValueError, RecursionError) as exc:
+        msg = f"the entry is not valid JSON: {exc}"
+        raise MalformedEntry(msg) from None
+    except TypeError:
+        msg = f"the entry must be JSON text, got {type(source).__name__}"
+        raise MalformedEntry(msg) from None
+    if not isinstance(raw, dict):
+        msg = f"the entry must be a JSON object, got {type(raw).__name__}"
+        raise MalformedEntry(msg)
+    event_id = raw.pop("id", None)
+    if not is_event_id(event_id):
+        msg = f"the entry's id must be 24 lower-case hex digits, got {event_id!r}"
+        raise MalformedEntry(msg)
+    event = raw.pop("event", None)
+    if not isinstance(event, dict):
+        msg = f"the entry's event must be a JSON object, got {type(event).__name__}"
+        raise MalformedEntry(msg)
+    leaves = raw.pop("leaves", None)
+    paths: tuple[tuple[str, ...], ...] | None = None
+    if leaves is not None:
+        if not isinstance(leaves, list) or not all(
+            isinstance(path, list) and all(isinstance(name, str) for name in path)
+            for path in leaves
+        ):
+            msg = f"the entry's leaves must be a list of lists of names, got {leaves!r}"
+            raise MalformedEntry(msg)
+        paths = tuple(tuple(path) for path in leaves)
+    attempt = raw.pop("attempt", 0)
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        msg = f"the entry's attempt must be an int >= 0, got {attempt!r}"
+        raise MalformedEntry(msg)
+    return Entry(id=event_id, event=decode_event(event), leaves=paths, attempt=attempt, extra=raw)

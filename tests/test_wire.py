@@ -1,0 +1,233 @@
+"""Tests for eventtracking._wire: the codec events use across brokers."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import multiprocessing
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventtracking import _wire
+from eventtracking._contextstack import FrozenContext
+from eventtracking._wire import (
+    MalformedEntry,
+    current_event_id,
+    decode_entry,
+    decode_event,
+    delivering,
+    encode_entry,
+    encode_event,
+    event_id_from,
+    is_event_id,
+    new_event_id,
+    parse_timestamp,
+)
+
+UTC = datetime.timezone.utc
+STAMP = datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def event(**data: Any) -> dict[str, Any]:
+    return {"name": "test.event", "timestamp": STAMP, "context": {"user_id": 7}, "data": data}
+
+
+def test_an_event_round_trips_with_its_four_keys_and_an_aware_timestamp() -> None:
+    """Decoding gives the same four keys, and the timestamp is the same aware datetime."""
+    original = event(url="/courses", count=3, ok=True, nothing=None)
+    decoded = decode_event(encode_event(original))
+    assert decoded == original
+    assert list(decoded) == ["name", "timestamp", "context", "data"]
+    assert decoded["timestamp"].tzinfo is UTC
+
+
+def test_a_shared_frozen_context_encodes_like_a_plain_dict() -> None:
+    """The context the tracker shares between events encodes as its plain-dict form."""
+    original = event()
+    shared = {**original, "context": FrozenContext({"user_id": 7, "org": "X"})}
+    assert json.loads(encode_event(shared))["context"] == {"user_id": 7, "org": "X"}
+
+
+def test_values_json_cannot_carry_are_encoded_as_the_logger_encodes_them() -> None:
+    """Sets, Decimals, UUIDs, dates and bytes arrive in the logger's form, never lost."""
+    token = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    original = event(
+        tags={"b", "a"},
+        price=decimal.Decimal("1.10"),
+        id=token,
+        day=datetime.date(2024, 5, 6),
+        raw=b"\xff\x00",
+        nan=float("nan"),
+        obj=object(),
+    )
+    data = decode_event(encode_event(original))["data"]
+    assert data["tags"] == ["a", "b"]
+    assert data["price"] == "1.10"
+    assert data["id"] == str(token)
+    assert data["day"] == "2024-05-06"
+    assert data["raw"].startswith("base64:")
+    assert data["nan"] == "NaN"
+    assert data["obj"].startswith("<object object at")
+
+
+def test_a_naive_timestamp_is_taken_as_utc() -> None:
+    """A naive timestamp arrives as the same wall time in UTC, timezone-aware."""
+    naive = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    decoded = decode_event(encode_event({**event(), "timestamp": naive}))
+    assert decoded["timestamp"] == naive.replace(tzinfo=UTC)
+
+
+def test_a_timestamp_in_another_zone_arrives_in_utc() -> None:
+    """An aware timestamp in another zone arrives as the same instant in UTC."""
+    zone = datetime.timezone(datetime.timedelta(hours=2))
+    local = datetime.datetime(2024, 1, 2, 5, 4, 5, tzinfo=zone)
+    decoded = decode_event(encode_event({**event(), "timestamp": local}))
+    assert decoded["timestamp"] == local
+    assert decoded["timestamp"].utcoffset() == datetime.timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-02T03:04:05.678901+00:00",  # this codec
+        "2024-01-02T03:04:05.678901Z",  # kombu <= 5.2
+        "2024-01-02T03:04:05.678901+0000",  # %z, as 4.x's event bus writes
+        "2024-01-02 03:04:05.678901+00:00",
+    ],
+)
+def test_timestamp_strings_from_every_known_writer_parse_to_the_same_datetime(text: str) -> None:
+    """Every ISO form that brokers and 4.x produced becomes the same aware datetime."""
+    assert parse_timestamp(text) == STAMP
+    assert parse_timestamp(text).tzinfo is UTC
+
+
+@pytest.mark.parametrize("value", ["not a date", "", 12, None, {"x": 1}])
+def test_values_that_are_not_timestamps_are_kept_unchanged(value: Any) -> None:
+    """A timestamp that names no time is kept as it is, not dropped."""
+    assert parse_timestamp(value) == value
+
+
+def test_event_ids_are_unique_hex_in_the_objectid_layout() -> None:
+    """Ids are 24 hex digits, distinct, and start with the current time in seconds."""
+    ids = {new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(is_event_id(i) for i in ids)
+    seconds = int(next(iter(ids))[:8], 16)
+    assert abs(seconds - time.time()) < 120
+
+
+def _child_ids(queue: Any) -> None:
+    queue.put([new_event_id() for _ in range(100)])
+
+
+def test_a_forked_child_makes_ids_that_never_collide_with_the_parents() -> None:
+    """After fork the child draws its own random bytes, so its ids differ."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    before = new_event_id()
+    child = context.Process(target=_child_ids, args=(queue,))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join(30)
+    ours = [new_event_id() for _ in range(100)]
+    assert before[8:18] == ours[0][8:18]
+    assert theirs[0][8:18] != ours[0][8:18]
+    assert not set(theirs) & set(ours)
+
+
+def test_an_id_derived_from_a_seed_is_stable_and_carries_the_event_time() -> None:
+    """The same seed gives the same id; its first digits are the event's seconds."""
+    first = event_id_from("task-1", STAMP)
+    assert first == event_id_from("task-1", STAMP)
+    assert first != event_id_from("task-2", STAMP)
+    assert is_event_id(first)
+    assert int(first[:8], 16) == int(STAMP.timestamp())
+
+
+def test_an_entry_carries_the_id_beside_the_event_and_round_trips() -> None:
+    """The id, leaves and attempt travel in the envelope; the event keeps its keys."""
+    event_id = new_event_id()
+    text = encode_entry(
+        event_id, encode_event(event(a=1)), leaves=[["xapi"], ["b", "c"]], attempt=2
+    )
+    entry = decode_entry(text)
+    assert entry.id == event_id
+    assert entry.event == event(a=1)
+    assert entry.leaves == (("xapi",), ("b", "c"))
+    assert entry.attempt == 2
+    assert decode_entry(text.encode()).id == event_id
+
+
+def test_a_plain_entry_has_no_leaves_and_attempt_zero() -> None:
+    """Without leaves or attempt, an entry means every backend, first try."""
+    entry = decode_entry(encode_entry(new_event_id(), encode_event(event())))
+    assert entry.leaves is None
+    assert entry.attempt == 0
+
+
+def test_encoding_refuses_an_id_that_is_not_24_hex_digits() -> None:
+    """A bad id is a ValueError that names it, never written into the JSON."""
+    with pytest.raises(ValueError, match="'abc\"'"):
+        encode_entry('abc"', encode_event(event()))
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"event": {}}', "id"),
+        ('{"id": "zz", "event": {}}', "id"),
+        ('{"id": "0123456789abcdef01234567"}', "event"),
+        ('{"id": "0123456789abcdef01234567", "event": [1]}', "event"),
+        ('{"id": "0123456789abcdef01234567", "event": {}, "leaves": "x"}', "leaves"),
+        ('{"id": "0123456789abcdef01234567", "event": {}, "attempt": -1}', "attempt"),
+        ("[" * 100_000, "not valid JSON"),
+    ],
+)
+def test_a_malformed_entry_raises_malformed_entry_saying_why(text: str, why: str) -> None:
+    """Whatever is wrong with an entry, the error is MalformedEntry and names the part."""
+    with pytest.raises(MalformedEntry, match=why):
+        decode_entry(text)
+
+
+def test_the_current_event_id_is_set_only_inside_delivering() -> None:
+    """delivering() sets the id for its block and restores the previous value."""
+    assert current_event_id.get() is None
+    with delivering("0123456789abcdef01234567"):
+        assert current_event_id.get() == "0123456789abcdef01234567"
+        with delivering(None):
+            assert current_event_id.get() is None
+        assert current_event_id.get() == "0123456789abcdef01234567"
+    assert current_event_id.get() is None
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(data=st.dictionaries(st.text(), json_values, max_size=5))
+def test_any_json_data_round_trips_through_an_entry(data: dict[str, Any]) -> None:
+    """Data made of JSON values comes back equal, whatever it holds."""
+    original = {**event(), "data": data}
+    entry = decode_entry(encode_entry(new_event_id(), encode_event(original)))
+    assert entry.event == original
+
+
+def test_module_exports_what_it_documents() -> None:
+    """Every name in __all__ exists."""
+    for name in _wire.__all__:
+        assert hasattr(_wire, name), name

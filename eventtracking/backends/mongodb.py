@@ -42,6 +42,7 @@ from eventtracking import delivery as delivery_module
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking._wire import current_event_id
 from eventtracking.backends import _mongo_uri
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
@@ -334,7 +335,9 @@ class MongoBackend:
 
         The event is encoded now, with its own ``_id`` (unless it has one), into a new
         document: the caller's dict is not changed, and changing it later changes
-        nothing stored. An event BSON cannot encode, or one over
+        nothing stored. On a Celery worker the ``_id`` is the id the event travelled
+        with (:data:`eventtracking._wire.current_event_id`), so a redelivered event is
+        stored once. An event BSON cannot encode, or one over
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
         """
         payload = self._payload(event)
@@ -357,7 +360,7 @@ class MongoBackend:
                 # Encode the event as it is, then put an _id element in front: the same
                 # bytes as encoding {"_id": ObjectId(), **event}, without the copy.
                 body = self._encode(event, False, self._codec)
-                payload = (len(body) + 17).to_bytes(4, "little") + _id_element() + body[4:]
+                payload = (len(body) + 17).to_bytes(4, "little") + _event_id_element() + body[4:]
         except Exception as exc:
             self.delivery.dead_letter(
                 None, f"BSON cannot encode the event: {type(exc).__name__}: {exc}", _describe(event)
@@ -674,6 +677,16 @@ class _ObjectIds:
 
 
 _id_element = _ObjectIds()
+
+
+def _event_id_element() -> bytes:
+    """The ``_id`` element of the event being sent: the id it travelled with through a
+    broker (so a redelivered event is stored once), else a new ObjectId."""
+    event_id = current_event_id.get()
+    if event_id is None:
+        return _id_element()
+    return _ObjectIds._PREFIX + bytes.fromhex(event_id)
+
 
 _CODEC: Any = None
 

@@ -28,12 +28,18 @@ eventtracking.W020     The event bus is switched on but cannot publish: no
                        ``EVENT_BUS_PRODUCER_CONFIG``, or a producer reached through the
                        signal without ``openedx_events`` in ``INSTALLED_APPS`` (events
                        wait in the spool).
+eventtracking.E030     An AsyncRoutingBackend's ``backend_name`` names no top-level
+                       backend, so workers cannot find its nested backends.
+eventtracking.E031     An AsyncRoutingBackend is configured but Celery is not installed.
+eventtracking.W030     An AsyncRoutingBackend's ``backend_name`` names another
+                       top-level backend, whose nested backends workers deliver to.
 =====================  =============================================================
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,6 +56,9 @@ from eventtracking.django.django_tracker import (
 )
 
 __all__ = [
+    "ASYNC_BACKEND_NAME_ELSEWHERE",
+    "ASYNC_BACKEND_NAME_UNKNOWN",
+    "ASYNC_CELERY_MISSING",
     "BACKENDS_NOT_A_DICT",
     "CONTEXT_MIDDLEWARE",
     "DUPLICATE_MIDDLEWARE",
@@ -66,6 +75,8 @@ __all__ = [
     "E020",
     "E021",
     "E022",
+    "E030",
+    "E031",
     "ENGINE_MISSING",
     "ENGINE_NOT_FOUND",
     "ENGINE_WRONG_KIND",
@@ -83,6 +94,8 @@ __all__ = [
     "TRACKER_NOT_BUILT",
     "W001",
     "W020",
+    "W030",
+    "check_async_routing",
     "check_event_bus_settings",
     "check_middleware",
     "check_middleware_settings",
@@ -165,6 +178,21 @@ W020 = "eventtracking.W020"
 EVENT_BUS_CANNOT_PUBLISH = (
     "SEND_TRACKING_EVENT_EMITTED_SIGNAL is on, but tracking logs cannot reach the event "
     "bus: {problem} They wait in the local spool until this is fixed."
+)
+
+E030 = "eventtracking.E030"
+ASYNC_BACKEND_NAME_UNKNOWN = (
+    "{where}: backend_name {name!r} names no top-level backend, so Celery workers cannot "
+    "find the backends to deliver to."
+)
+
+E031 = "eventtracking.E031"
+ASYNC_CELERY_MISSING = "{where}: AsyncRoutingBackend needs Celery, which is not installed."
+
+W030 = "eventtracking.W030"
+ASYNC_BACKEND_NAME_ELSEWHERE = (
+    "{where}: backend_name {name!r} names another top-level backend; workers deliver its "
+    "events to the nested backends of {name!r}, not to the ones configured here."
 )
 
 _BY_KIND = {
@@ -392,9 +420,77 @@ def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _async_routers(node: Any, where: str, key: str | None) -> Iterable[tuple[str, str | None, Any]]:
+    """Each AsyncRoutingBackend in a settings tree: (where, top-level key or None, name).
+
+    Only nodes whose ENGINE imports are inspected; the other checks report the rest.
+    """
+    from eventtracking.backends.async_routing import AsyncRoutingBackend
+
+    if not isinstance(node, dict) or _engines.ENGINE not in node:
+        return
+    target = None
+    with contextlib.suppress(Exception):
+        target = import_string(node[_engines.ENGINE])
+    options = node.get(_engines.OPTIONS) or {}
+    if not isinstance(options, dict):
+        return
+    if isinstance(target, type) and issubclass(target, AsyncRoutingBackend):
+        yield where, key, options.get("backend_name", "")
+    nested = options.get("backends")
+    if isinstance(nested, dict):
+        for name, child in nested.items():
+            yield from _async_routers(child, f"{where}['OPTIONS']['backends'][{name!r}]", None)
+
+
+def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check every AsyncRoutingBackend in ``EVENT_TRACKING_BACKENDS``, without building it.
+
+    Its ``backend_name`` must be the key of a top-level backend (an empty one is
+    replaced by the backend's own key, which only a top-level backend has), and Celery
+    must be installed.
+    """
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    if not isinstance(backends, dict):
+        return []
+    from eventtracking._celery_sink import INSTALL_HINT
+
+    messages: list[checks.CheckMessage] = []
+    found = [
+        router
+        for key, node in backends.items()
+        for router in _async_routers(node, f"{DJANGO_BACKEND_SETTING_NAME}[{key!r}]", key)
+    ]
+    if found and importlib.util.find_spec("celery") is None:
+        messages.append(
+            checks.Error(
+                ASYNC_CELERY_MISSING.format(where=found[0][0]),
+                hint=f"Install it with: {INSTALL_HINT}",
+                id=E031,
+            )
+        )
+    tops = ", ".join(repr(key) for key in backends) or "none"
+    for where, key, name in found:
+        own = f"its own key, {key!r}" if key is not None else "the key of a top-level backend"
+        if not isinstance(name, str):
+            continue  # the tracker refuses it when built; E006/E007 report it
+        if name == "" and key is not None:
+            continue  # the worker is given the backend's own key
+        if name not in backends:
+            msg = ASYNC_BACKEND_NAME_UNKNOWN.format(where=where, name=name)
+            hint = f"The top-level backends are {tops}. Set backend_name to {own}."
+            messages.append(checks.Error(msg, hint=hint, id=E030))
+        elif key is not None and name != key:
+            msg = ASYNC_BACKEND_NAME_ELSEWHERE.format(where=where, name=name)
+            hint = f"Set backend_name to {own} unless this is intended."
+            messages.append(checks.Warning(msg, hint=hint, id=W030))
+    return messages
+
+
 def register_checks() -> None:
     """Register the checks with Django; calling it again is harmless."""
     for check in (check_tracker_settings, check_middleware, check_middleware_settings):
         checks.register(check, TAG)
     for check in (check_optional_extras, check_event_bus_settings):
         checks.register(check, TAG)
+    checks.register(check_async_routing, TAG)

@@ -1,0 +1,275 @@
+"""Publish batches of event entries as Celery messages, failing fast when the broker is down.
+
+:class:`CelerySink` is the sink of the :class:`~eventtracking.delivery.BatchDelivery`
+behind :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend`: each call of
+:meth:`CelerySink.send_batch` publishes one message of the task
+``eventtracking.tasks.send_events`` holding many entries (see :mod:`eventtracking._wire`),
+or a few messages when the entries would not fit in ``max_message_bytes``.
+
+Why a connection of its own: Celery's ``apply_async`` retries a failed publish while the
+caller waits, and its default Redis connection has no socket timeout, so a hung broker
+blocks it forever. The sink publishes on the delivery thread only, through a
+connection opened with short timeouts and no connection retries: a broker that refuses
+fails the batch at once, a hung one within ``publish_timeout``. The batch then goes to
+the spool and is retried with backoff by the delivery; the caller never waits.
+
+On AMQP brokers the connection asks for publisher confirms, so a publish returns only
+once the broker holds the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventtracking._stats import Counters
+
+__all__ = [
+    "INSTALL_HINT",
+    "LEGACY_TASK_NAME",
+    "TASK_NAME",
+    "CelerySink",
+    "import_celery",
+    "peek_attempt",
+    "resolve_app",
+]
+
+LOG = logging.getLogger("eventtracking.backends.async_routing")
+
+#: The batch task every new message goes to.
+TASK_NAME = "eventtracking.tasks.send_events"
+#: The one-event task of event-tracking 4.x, still consumed by our workers.
+LEGACY_TASK_NAME = "eventtracking.tasks.send_event"
+#: What to run when Celery is missing.
+INSTALL_HINT = "pip install 'event-tracking[celery]'"
+
+# Connections the parent opened before a fork: the child must neither use nor close
+# them (the parent still does); kept referenced so garbage collection leaves them be.
+_INHERITED: list[object] = []
+
+
+def import_celery() -> Any:
+    """Import celery, or raise ImportError saying which extra to install."""
+    try:
+        import celery
+    except ImportError as exc:
+        msg = (
+            "AsyncRoutingBackend needs Celery, which is not installed. Install it with: "
+            f"{INSTALL_HINT}"
+        )
+        raise ImportError(msg) from exc
+    return celery
+
+
+def resolve_app(app: Any) -> Any:
+    """The Celery app to publish with: ``app`` itself, the one its dotted path names,
+    or, for None, the current app (the one ``shared_task`` binds to)."""
+    if app is None:
+        from celery import current_app
+
+        return current_app._get_current_object()
+    if isinstance(app, str):
+        from celery.utils.imports import symbol_by_name
+
+        return symbol_by_name(app)
+    return app
+
+
+def peek_attempt(text: str) -> int:
+    """The ``attempt`` field of an entry, read from its end without parsing it.
+
+    :func:`~eventtracking._wire.encode_entry` writes ``attempt`` last and only when it
+    is not 0, so an entry with one ends in digits and ``}``; one without ends in ``}}``
+    or ``]}``. Anything unexpected counts as attempt 0.
+    """
+    if len(text) < 3 or not text[-2].isdigit():
+        return 0
+    start = text.rfind(" ", 0, len(text) - 1)
+    try:
+        return int(text[start + 1 : -1])
+    except ValueError:
+        return 0
+
+
+class CelerySink:
+    """Publish entries to ``eventtracking.tasks.send_events`` for one routing backend.
+
+    ``backend_name`` returns the name the worker looks the backend up by (a callable,
+    so that an empty name can be found once the tracker is registered). ``app`` is a
+    Celery app, its dotted path, or None for the current app; ``queue`` the queue to
+    publish to (None: Celery's routing decides). ``publish_timeout`` bounds connecting
+    and each socket operation. ``retry_delay(attempt)`` gives the countdown of a
+    message whose entries are retries. Batches are split so that no message carries
+    more than ``max_message_bytes`` of entries (a single larger entry travels alone).
+
+    Used from one thread at a time (the delivery thread, or a worker task holding
+    :attr:`lock`).
+    """
+
+    def __init__(
+        self,
+        backend_name: Callable[[], str | None],
+        *,
+        app: Any = None,
+        queue: str | None = None,
+        publish_timeout: float = 2.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        retry_delay: Callable[[int], float] | None = None,
+    ) -> None:
+        self._backend_name = backend_name
+        self._app_option = app
+        self.queue = queue
+        self.publish_timeout = float(publish_timeout)
+        self.max_message_bytes = int(max_message_bytes)
+        self._retry_delay = retry_delay or (lambda attempt: 0.0)
+        self._app: Any = None
+        self._connection: Any = None
+        self._producer: Any = None
+        self._pid = os.getpid()
+        #: Held while publishing; callers other than the delivery thread take it too.
+        self.lock = threading.RLock()
+        self._counters = Counters("messages", "published", "eager")
+
+    @property
+    def app(self) -> Any:
+        """The Celery app, resolved on first use."""
+        if self._app is None:
+            self._app = resolve_app(self._app_option)
+        return self._app
+
+    def eager(self) -> bool:
+        """Whether the app runs tasks in the caller (``task_always_eager``, for tests)."""
+        return bool(self.app.conf.task_always_eager)
+
+    # -- the Sink protocol --------------------------------------------------------------
+
+    def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
+        """Publish ``items`` (entry bytes); raise to have the delivery spool and retry."""
+        name = self._backend_name()
+        if name is None:
+            reason = (
+                "AsyncRoutingBackend has no backend_name and is not a top-level backend of "
+                "the default tracker, so no worker could find its nested backends; set "
+                "backend_name to its key in EVENT_TRACKING_BACKENDS"
+            )
+            return dict.fromkeys(range(len(items)), reason)
+        texts = [item.decode("utf-8") for item in items]
+        for attempt, chunk in self._messages(texts):
+            countdown = self._retry_delay(attempt) if attempt else None
+            self.publish(name, chunk, countdown=countdown)
+        return None
+
+    def _messages(self, texts: list[str]) -> list[tuple[int, list[str]]]:
+        """Split entries into messages: by attempt (each has its countdown), then by size."""
+        by_attempt: dict[int, list[str]] = {}
+        for text in texts:
+            by_attempt.setdefault(peek_attempt(text), []).append(text)
+        messages: list[tuple[int, list[str]]] = []
+        for attempt, group in sorted(by_attempt.items()):
+            chunk: list[str] = []
+            size = 0
+            for text in group:
+                if chunk and size + len(text) > self.max_message_bytes:
+                    messages.append((attempt, chunk))
+                    chunk, size = [], 0
+                chunk.append(text)
+                size += len(text)
+            if chunk:
+                messages.append((attempt, chunk))
+        return messages
+
+    def publish(self, backend_name: str, texts: list[str], countdown: float | None = None) -> None:
+        """Publish one ``send_events`` message now; raises what the broker raised.
+
+        Under ``task_always_eager`` the task runs here instead, as Celery would run it.
+        """
+        with self.lock:
+            app = self.app
+            if app.conf.task_always_eager:
+                from eventtracking import tasks
+
+                self._counters.incr("eager")
+                tasks.send_events.apply(args=(backend_name, texts))
+                return
+            producer = self._get_producer(app)
+            options: dict[str, Any] = {
+                "args": (backend_name, texts),
+                "producer": producer,
+                "retry": False,
+                "ignore_result": True,
+            }
+            if countdown:
+                options["countdown"] = countdown
+            if self.queue:
+                options["queue"] = self.queue
+            try:
+                app.send_task(TASK_NAME, **options)
+            except BaseException:
+                self._drop_connection()
+                raise
+            self._counters.incr("messages")
+            self._counters.incr("published", amount=len(texts))
+
+    def _get_producer(self, app: Any) -> Any:
+        if self._pid != os.getpid():
+            # Forked: the parent's connection is the parent's.
+            _INHERITED.append(self._connection)
+            self._connection = self._producer = None
+            self._pid = os.getpid()
+        if self._producer is None:
+            import kombu
+
+            connection = app.connection_for_write()
+            driver = connection.transport.driver_type
+            connection.release()
+            connection = app.connection_for_write(
+                connect_timeout=self.publish_timeout,
+                transport_options=_fail_fast_options(driver, self.publish_timeout),
+            )
+            self._connection = connection
+            try:
+                self._producer = kombu.Producer(connection, auto_declare=False)
+            except BaseException:
+                self._drop_connection()
+                raise
+        return self._producer
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is None:
+            return
+        try:
+            connection.release()
+        except Exception as exc:  # a broken connection may fail to close: it is gone anyway
+            LOG.debug("Closing a failed broker connection raised %r", exc)
+
+    def close(self) -> None:
+        """Close the connection (called once by the delivery when it closes)."""
+        with self.lock:
+            if self._pid == os.getpid():
+                self._drop_connection()
+
+    def stats(self) -> dict[str, Any]:
+        """``messages`` published, the ``published_entries`` they held, and the entries
+        run in this process under ``task_always_eager`` (``eager``)."""
+        snapshot = self._counters.snapshot()
+        return {
+            "messages": snapshot["messages"],
+            "published_entries": snapshot["published"],
+            "eager": snapshot["eager"],
+        }
+
+
+def _fail_fast_options(driver: str, timeout: float) -> dict[str, Any]:
+    """Transport options that make a publish fail within ``timeout`` instead of waiting."""
+    # One connection attempt: the delivery retries with backoff, without blocking anyone.
+    options: dict[str, Any] = {"max_retries": 0, "interval_start": 0}
+    if driver == "redis":
+        options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    elif driver == "amqp":
+        # Confirms: a publish returns once the broker has the message, not merely sent.
+        options.update(read_timeout=timeout, write_timeout=timeout, confirm_publish=True)
+    return options

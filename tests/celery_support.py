@@ -1,0 +1,209 @@
+"""Celery for tests: apps on a real broker, in-process workers and worker subprocesses.
+
+The broker is the embedded Redis of ``redis_fixtures``; when the environment variable
+:data:`AMQP_ENV` holds an AMQP URL, the tests that take the ``broker`` fixture run
+against that RabbitMQ as well, and are skipped with the reason shown otherwise.
+
+Each app gets names of its own (a Redis key prefix, a queue name), so tests sharing a
+broker never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery, signals
+
+__all__ = [
+    "AMQP_ENV",
+    "Broker",
+    "WorkerProcess",
+    "in_process_worker",
+    "make_app",
+    "wait_until",
+]
+
+#: The environment variable naming a RabbitMQ to run the Celery tests against too.
+AMQP_ENV = "EVENTTRACKING_TEST_AMQP_URL"
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_DIR = TESTS_DIR.parent
+
+_names = itertools.count(1)
+
+
+@signals.setup_logging.connect
+def _keep_pytest_logging(**kwargs: Any) -> None:
+    """With a receiver here, Celery's workers leave logging (and caplog) alone."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A broker URL and its kind (``redis`` or ``amqp``)."""
+
+    kind: str
+    url: str
+
+
+def make_app(broker: Broker, *, visibility_timeout: float | None = None, **conf: Any) -> Celery:
+    """A Celery app on ``broker`` with names of its own and the settings we recommend.
+
+    ``visibility_timeout`` (Redis) sets how soon an unacknowledged message of a dead
+    worker is handed out again, and makes the workers look for such messages every
+    second.
+    """
+    tag = f"et{os.getpid()}-{next(_names)}-{uuid.uuid4().hex[:6]}"
+    app = Celery(tag, broker=broker.url, set_as_current=True)
+    options: dict[str, Any] = {}
+    if broker.kind == "redis":
+        options["global_keyprefix"] = f"{tag}:"
+        if visibility_timeout is not None:
+            options.update(
+                visibility_timeout=visibility_timeout,
+                unacked_restore_interval=1,
+                unacked_restore_throttle=1,
+            )
+    app.conf.update(
+        broker_transport_options=options,
+        task_default_queue=f"{tag}-events",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        **conf,
+    )
+    return app
+
+
+def app_settings(app: Celery) -> dict[str, Any]:
+    """The settings a worker subprocess needs to rebuild ``app`` (JSON-ready)."""
+    return {
+        "broker_url": app.conf.broker_url,
+        "broker_transport_options": dict(app.conf.broker_transport_options),
+        "task_default_queue": app.conf.task_default_queue,
+    }
+
+
+@contextmanager
+def in_process_worker(app: Celery) -> Iterator[Any]:
+    """A solo worker for ``app`` in a thread of this process, stopped on exit."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"
+    ) as worker:
+        yield worker
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns a true value, which is returned; fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout:.0f} s: {predicate}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A Celery worker in a subprocess, running ``tests/celery_worker_app.py``.
+
+    ``config`` is written to a JSON file the worker module reads at import: the app's
+    settings, the MongoDB to store to, the spool directory and the leaves' behaviour.
+    ``stats()`` asks the worker, through a file, for its counters.
+    """
+
+    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.directory / "worker.json"
+        self.config_path.write_text(json.dumps(config))
+        self.log_path = self.directory / "worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the worker and wait until it consumes (it writes a ready file)."""
+        self.starts += 1
+        ready = self.directory / f"ready-{self.starts}"
+        env = dict(os.environ)
+        env["EVENTTRACKING_TEST_WORKER_CONFIG"] = str(self.config_path)
+        env["EVENTTRACKING_TEST_WORKER_READY"] = str(ready)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(TESTS_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
+        )
+        queue = json.loads(self.config_path.read_text())["app"]["task_default_queue"]
+        with open(self.log_path, "ab") as log:
+            command = [sys.executable, "-m", "celery", "-A", "celery_worker_app", "worker"]
+            command += ["--pool=solo", "--without-gossip", "--without-mingle"]
+            command += ["--without-heartbeat", "--loglevel=INFO", "-Q", queue]
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.directory,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the worker did not start; see {self.log_path}:\n{self.log()}")
+            time.sleep(0.02)
+
+    def log(self) -> str:
+        """The worker's log so far (its last 6,000 characters)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker, as a crash or the OOM killer would."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM): the worker finishes its task and exits."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def stats(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The worker's counters, as it reports them through ``stats-request``."""
+        request = self.directory / "stats-request"
+        answer = self.directory / "stats.json"
+        answer.unlink(missing_ok=True)
+        request.write_text("1")
+        wait_until(answer.exists, timeout)
+        # Written to a temporary name, then renamed: never read half-written.
+        result: dict[str, Any] = json.loads(answer.read_text())
+        return result

@@ -1,0 +1,720 @@
+"""AsyncRoutingBackend and its tasks, with a real broker and an in-process Celery worker.
+
+The worker runs in a thread of the test process (``celery.contrib.testing``), so the
+web side and the worker share the tracker, as a web process and a worker built from
+the same settings would. The fault tests with worker subprocesses, SIGKILLs and
+MongoDB are in test_celery_faults.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery_support import AMQP_ENV, Broker, in_process_worker, make_app, wait_until
+
+from eventtracking import _celery_worker, _wire, tasks, tracker
+from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.memory import InMemoryBackend
+from eventtracking.backends.routing import RoutingBackend
+from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking.processors.exceptions import (
+    EventEmissionExit,
+    NoBackendEnabled,
+    NoTransformerImplemented,
+)
+from eventtracking.processors.whitelist import NameWhitelistProcessor
+from eventtracking.spool import Spool
+
+UTC = datetime.timezone.utc
+_names = itertools.count(1)
+
+MakeRouter = Callable[..., AsyncRoutingBackend]
+
+#: The brokers every test here runs against.
+BROKERS = ["redis", "amqp"] if os.environ.get(AMQP_ENV) else ["redis"]
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """The embedded Redis, and RabbitMQ when EVENTTRACKING_TEST_AMQP_URL names one."""
+    if request.param == "amqp":
+        return Broker("amqp", os.environ[AMQP_ENV])
+    server = request.getfixturevalue("redis_server")
+    return Broker("redis", server.url_for(1))
+
+
+def test_rabbitmq_is_tested_when_an_amqp_url_is_given() -> None:
+    """Every test here also runs on RabbitMQ when EVENTTRACKING_TEST_AMQP_URL is set."""
+    if "amqp" not in BROKERS:
+        pytest.skip(f"no RabbitMQ to test against: set {AMQP_ENV} to an amqp:// URL")
+    assert os.environ[AMQP_ENV].startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+@pytest.fixture(scope="module")
+def spool_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The default spool directory of this module (dead letters for unknown names)."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def app(broker: Broker, spool_home: Path) -> Iterator[Any]:
+    celery_app = make_app(broker)
+    yield celery_app
+    celery_app.close()
+
+
+@pytest.fixture(scope="module")
+def worker(app: Any) -> Iterator[Any]:
+    with in_process_worker(app) as running:
+        yield running
+
+
+@pytest.fixture
+def make_router(app: Any, tmp_path: Path) -> Iterator[MakeRouter]:
+    """Build an AsyncRoutingBackend on the module's app, registered as the default
+    tracker's backend under a name unique to the test; closed afterwards."""
+    made: list[AsyncRoutingBackend] = []
+
+    def build(register: bool = True, **options: Any) -> AsyncRoutingBackend:
+        name = options.pop("key", f"async{next(_names)}")
+        options.setdefault("backend_name", name)
+        options.setdefault("app", app)
+        options.setdefault("spool_dir", tmp_path / "spool")
+        options.setdefault("flush_interval", 0.05)
+        options.setdefault("retry_backoff", 0.05)
+        options.setdefault("retry_backoff_max", 0.1)
+        options.setdefault("delivery_timeout", 5.0)
+        router = AsyncRoutingBackend(**options)
+        made.append(router)
+        if register:
+            tracker.register_tracker(tracker.Tracker({name: router}))
+        return router
+
+    yield build
+    for router in made:
+        router.close(1.0)
+
+
+def emit(name: str, data: Any = None) -> None:
+    tracker.get_tracker().emit(name, data)
+
+
+class Flaky:
+    """A leaf that raises for its first ``failures`` events, then stores them."""
+
+    mutates_events = False
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.events: list[Any] = []
+
+    def send(self, event: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            msg = f"leaf down (call {self.calls})"
+            raise ConnectionError(msg)
+        self.events.append(event)
+
+
+class Refusing:
+    """A leaf that always raises ``error``."""
+
+    mutates_events = False
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def send(self, event: Any) -> None:
+        self.calls += 1
+        raise self.error
+
+
+def dead_letters(router: AsyncRoutingBackend) -> list[Any]:
+    return router.spool.dead_letters(router.stream)
+
+
+# -- the 4.x surface ------------------------------------------------------------------
+
+
+def test_the_4x_constructor_and_attributes_are_kept(make_router: MakeRouter) -> None:
+    """processors, backends, backend_name in 4.x's order; .backends and .processors."""
+    whitelist = NameWhitelistProcessor(whitelist=["a"])
+    memory = InMemoryBackend()
+    router = make_router(register=False, key="event_transformer")
+    assert router.backend_name == "event_transformer"
+    positional = AsyncRoutingBackend(
+        [whitelist], {"xapi": memory}, "event_transformer", spool_dir=router.spool.directory
+    )
+    try:
+        assert positional.processors[0].whitelist == {"a"}
+        assert positional.backends["xapi"] is memory
+        assert isinstance(positional, RoutingBackend)
+    finally:
+        positional.close(0)
+
+
+def test_tasks_are_registered_under_their_4x_and_new_names(app: Any) -> None:
+    """A 4.x web node's message names eventtracking.tasks.send_event: it is registered."""
+    assert tasks.send_event.name == "eventtracking.tasks.send_event"
+    assert tasks.send_events.name == "eventtracking.tasks.send_events"
+    assert "eventtracking.tasks.send_event" in app.tasks
+    for task in (tasks.send_event, tasks.send_events):
+        assert task.acks_late is True
+        assert task.reject_on_worker_lost is True
+    assert tasks.MAX_RETRIES == 3
+    assert tasks.COUNTDOWN == 30
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("backend_name", 3, "backend_name must be a string"),
+        ("batch_size", 0, "batch_size must be a positive int"),
+        ("publish_timeout", 0, "publish_timeout must be a number of seconds > 0"),
+        ("max_retries", -1, "max_retries must be an int >= 0"),
+        ("max_event_size", "big", "max_event_size must be a positive int"),
+    ],
+)
+def test_invalid_options_raise_improperly_configured_naming_them(
+    make_router: MakeRouter, option: str, value: Any, message: str
+) -> None:
+    """Each bad option is refused at construction with its name and value."""
+    with pytest.raises(ImproperlyConfigured, match=message):
+        make_router(register=False, **{option: value})
+
+
+def test_without_celery_import_works_and_construction_names_the_extra(tmp_path: Path) -> None:
+    """Celery is optional: the module imports, building one says which extra to install,
+    and importing eventtracking.tasks says it too."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["celery"] = None  # as if not installed
+        import eventtracking
+        from eventtracking.backends.async_routing import AsyncRoutingBackend
+        try:
+            AsyncRoutingBackend(backend_name="x")
+        except ImportError as exc:
+            print("build:", exc)
+        try:
+            import eventtracking.tasks
+        except ImportError as exc:
+            print("tasks:", exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "build: AsyncRoutingBackend needs Celery" in result.stdout
+    assert "pip install 'event-tracking[celery]'" in result.stdout
+    assert "tasks: AsyncRoutingBackend needs Celery" in result.stdout
+
+
+# -- the web side ---------------------------------------------------------------------
+
+
+def test_processors_run_in_the_web_process_and_dropped_events_never_reach_the_broker(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """A whitelist drops an event before it is queued; the others arrive processed."""
+
+    def tag(event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "data": {**event["data"], "tagged_in_web": True}}
+
+    memory = InMemoryBackend()
+    router = make_router(
+        backends={"memory": memory},
+        processors=[NameWhitelistProcessor(whitelist=["kept"]), tag],
+    )
+    emit("dropped", {"n": 1})
+    emit("kept", {"n": 2})
+    assert router.flush(10)
+    wait_until(lambda: router.stats()["delivered"] == 1)
+    assert [e["name"] for e in memory.snapshot()] == ["kept"]
+    assert memory.snapshot()[0]["data"] == {"n": 2, "tagged_in_web": True}
+    stats = router.stats()
+    assert stats["dropped"]["filtered"] == 1
+    assert stats["queued"] == 1
+    assert stats["published"] == 1
+
+
+def test_events_arrive_with_four_keys_an_aware_timestamp_and_the_loggers_encoding(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """Whatever the kombu version, the timestamp arrives as the same aware datetime,
+    and values JSON cannot carry arrive as the logger writes them, not lost."""
+    memory = InMemoryBackend()
+    make_router(backends={"memory": memory})
+    with tracker.get_tracker().context("request", {"user_id": 5}):
+        emit(
+            "rich",
+            {
+                "tags": {"b", "a"},
+                "price": decimal.Decimal("9.90"),
+                "when": datetime.date(2024, 1, 2),
+            },
+        )
+    tracker.get_tracker().flush(10)
+    (event,) = wait_until(memory.snapshot)
+    assert list(event) == ["name", "timestamp", "context", "data"]
+    assert isinstance(event["timestamp"], datetime.datetime)
+    assert event["timestamp"].tzinfo is UTC
+    assert abs(event["timestamp"] - datetime.datetime.now(UTC)) < datetime.timedelta(minutes=5)
+    assert event["context"] == {"user_id": 5}
+    assert event["data"] == {"tags": ["a", "b"], "price": "9.90", "when": "2024-01-02"}
+
+
+def test_many_events_travel_in_few_messages(make_router: MakeRouter, worker: Any) -> None:
+    """Batching: 250 events with batch_size=100 need 3 messages, not 250."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, batch_size=100, flush_interval=5.0)
+    for i in range(250):
+        emit("many", {"i": i})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 250)
+    assert [e["data"]["i"] for e in memory.snapshot()] == list(range(250))
+    assert router.stats()["publisher"]["messages"] == 3
+
+
+def test_an_empty_backend_name_is_taken_from_the_trackers_key(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """4.x's default backend_name='' would fail on the worker; ours finds its own key."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, backend_name="")
+    emit("unnamed")
+    router.flush(10)
+    wait_until(memory.snapshot)
+    assert router.stats()["delivered"] == 1
+
+
+def test_an_event_over_max_event_size_is_dead_lettered_alone(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """The big event becomes a dead letter in the web process; its neighbours arrive."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, max_event_size=2000)
+    emit("small", {"i": 1})
+    emit("big", {"blob": "x" * 5000})
+    emit("small", {"i": 2})
+    router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    (letter,) = dead_letters(router)
+    assert "over max_event_size=2000" in letter.reason
+    assert _wire.decode_entry(letter.payload).event["name"] == "big"
+    assert router.stats()["dead_lettered"] == 1
+
+
+# -- the worker side ------------------------------------------------------------------
+
+
+def test_a_failing_leaf_is_retried_alone_and_its_sibling_gets_each_event_once(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """Retries fire (4.x's never did), and only for the leaf that failed."""
+    memory = InMemoryBackend()
+    flaky = Flaky(failures=2)
+    router = make_router(backends={"memory": memory, "flaky": flaky}, max_retries=3)
+    for i in range(3):
+        emit("retry.me", {"i": i})
+    router.flush(10)
+    wait_until(lambda: len(flaky.events) == 3)
+    assert sorted(e["data"]["i"] for e in flaky.events) == [0, 1, 2]
+    assert [e["data"]["i"] for e in memory.snapshot()] == [0, 1, 2]
+    stats = router.stats()
+    assert stats["retried"] == 2
+    assert stats["delivered"] == 3
+    assert stats["worker"]["failed"] == {"flaky": 2}
+    assert stats["dead_lettered"] == 0
+
+
+def test_after_the_last_retry_the_event_is_a_dead_letter_with_its_reason(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """max_retries=2: three attempts, then a dead letter naming the leaf and the error."""
+    memory = InMemoryBackend()
+    broken = Refusing(ConnectionError("LRS unreachable"))
+    router = make_router(backends={"lrs": broken, "memory": memory}, max_retries=2)
+    emit("doomed", {"i": 1})
+    router.flush(10)
+    (letter,) = wait_until(lambda: dead_letters(router))
+    assert broken.calls == 3
+    assert "leaf lrs failed 3 time(s)" in letter.reason
+    assert "ConnectionError: LRS unreachable" in letter.reason
+    entry = _wire.decode_entry(letter.payload)
+    assert entry.leaves == (("lrs",),)
+    assert entry.event["name"] == "doomed"
+    assert len(memory.snapshot()) == 1
+    stats = router.stats()
+    assert stats["retried"] == 2
+    assert stats["dead_lettered"] == 1
+    assert stats["worker"]["dead_letter_reasons"] == {"retries_exhausted": 1}
+
+
+def test_a_redriven_dead_letter_goes_to_its_leaf_only(make_router: MakeRouter, worker: Any) -> None:
+    """After the leaf is fixed, `spool redrive` publishes the letter again, to it alone."""
+    memory = InMemoryBackend()
+    flaky = Flaky(failures=1)
+    router = make_router(backends={"flaky": flaky, "memory": memory}, max_retries=0)
+    emit("later", {"i": 1})
+    router.flush(10)
+    wait_until(lambda: dead_letters(router))
+    assert router.spool.redrive(router.stream) == 1
+    router.flush(10)
+    wait_until(lambda: flaky.events)
+    assert len(memory.snapshot()) == 1
+    assert dead_letters(router) == []
+
+
+@pytest.mark.parametrize("error", [NoTransformerImplemented("no xAPI for it"), NoBackendEnabled()])
+def test_errors_a_retry_cannot_fix_are_dead_letters_at_once(
+    make_router: MakeRouter, worker: Any, error: Exception
+) -> None:
+    """NoTransformerImplemented and NoBackendEnabled are never retried."""
+    refusing = Refusing(error)
+    router = make_router(backends={"xapi": refusing}, max_retries=3)
+    emit("untransformable")
+    router.flush(10)
+    (letter,) = wait_until(lambda: dead_letters(router))
+    assert refusing.calls == 1
+    assert type(error).__name__ in letter.reason
+    stats = router.stats()
+    assert stats["retried"] == 0
+    assert stats["worker"]["dead_letter_reasons"] == {type(error).__name__: 1}
+
+
+def test_a_leaf_that_cannot_confirm_is_retried(make_router: MakeRouter, worker: Any) -> None:
+    """A leaf whose flush() returns False has not stored the batch: it is retried."""
+
+    class Unconfirmed(InMemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushes = 0
+
+        def flush(self, timeout: float | None = None) -> bool:
+            self.flushes += 1
+            return self.flushes > 1
+
+    leaf = Unconfirmed()
+    router = make_router(backends={"store": leaf})
+    emit("unsure")
+    router.delivery.flush(10)  # only the publisher: router.flush() would ask the leaf too
+    wait_until(lambda: router.stats()["delivered"] == 1)
+    assert len(leaf.snapshot()) == 2  # the first copy was not confirmed, so it came again
+    assert router.stats()["retried"] == 1
+
+
+def test_nested_routers_run_their_processors_on_the_worker(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """A nested router's processors run on the worker; its EventEmissionExit is counted."""
+
+    def only_b(event: dict[str, Any]) -> None:
+        if event["name"] != "b":
+            raise EventEmissionExit
+
+    memory_a, memory_b = InMemoryBackend(), InMemoryBackend()
+    nested = RoutingBackend(backends={"b": memory_b}, processors=[only_b])
+    router = make_router(backends={"all": memory_a, "only_b": nested})
+    emit("a")
+    emit("b")
+    router.flush(10)
+    wait_until(lambda: router.stats()["delivered"] == 2)
+    assert [e["name"] for e in memory_a.snapshot()] == ["a", "b"]
+    assert [e["name"] for e in memory_b.snapshot()] == ["b"]
+    assert router.stats()["filtered"] == 1
+
+
+def test_an_unknown_backend_name_is_a_dead_letter_at_once(
+    make_router: MakeRouter, worker: Any, spool_home: Path
+) -> None:
+    """A message for a name the worker's tracker lacks is kept, with the names it has."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    name = f"missing{next(_names)}"
+    entry = _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "x"}))
+    router._retry_sink.publish(name, [entry])
+    spool = Spool(spool_home / "eventtracking" / "spool")
+    (letter,) = wait_until(lambda: spool.dead_letters(_celery_worker.stream_for(name)))
+    assert f"unknown backend_name {name!r}" in letter.reason
+    assert repr(router.backend_name) in letter.reason
+    assert letter.payload == entry.encode()
+    assert _celery_worker.stats(name)["dead_lettered"] == 1
+
+
+def test_a_malformed_entry_is_dead_lettered_alone_and_its_batch_is_delivered(
+    make_router: MakeRouter, worker: Any, app: Any
+) -> None:
+    """Junk beside good entries: the good ones arrive, each bad one is its own letter."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    good = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": f"ok{i}"}))
+        for i in range(2)
+    ]
+    junk = ["{not json", '{"id": "nothex", "event": {}}', 42]
+    app.send_task(tasks.send_events.name, args=(router.backend_name, [good[0], *junk, good[1]]))
+    wait_until(lambda: len(dead_letters(router)) == 3)
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    reasons = [letter.reason for letter in dead_letters(router)]
+    assert all(reason.startswith("malformed entry") for reason in reasons)
+    assert router.stats()["worker"]["dead_letter_reasons"] == {"malformed": 3}
+
+
+NAME = object()  # stands for the test's backend_name in the parametrised arguments
+
+
+@pytest.mark.parametrize(
+    ("task", "args"),
+    [
+        ("send_events", (NAME, "not a list")),
+        ("send_events", (NAME,)),
+        ("send_events", (NAME, [], "extra")),
+        ("send_event", (NAME, ["not", "a", "dict"])),
+    ],
+)
+def test_a_message_of_the_wrong_shape_is_one_dead_letter(
+    make_router: MakeRouter, worker: Any, app: Any, task: str, args: tuple[Any, ...]
+) -> None:
+    """A message whose arguments are wrong is kept whole as a dead letter, not dropped."""
+    router = make_router(backends={"memory": InMemoryBackend()})
+    args = tuple(router.backend_name if arg is NAME else arg for arg in args)
+    app.send_task(f"eventtracking.tasks.{task}", args=args)
+    (letter,) = wait_until(lambda: dead_letters(router))
+    assert "malformed message" in letter.reason
+    assert router.stats()["worker"]["dead_letter_reasons"] == {"malformed": 1}
+
+
+def test_a_message_without_a_backend_name_is_kept_in_the_default_spool(
+    worker: Any, app: Any, spool_home: Path
+) -> None:
+    """A message whose backend_name is not even a string is kept under the name '?'."""
+    app.send_task(tasks.send_events.name, args=(42, []))
+    spool = Spool(spool_home / "eventtracking" / "spool")
+
+    def letters() -> list[Any]:
+        return [
+            letter
+            for letter in spool.dead_letters(_celery_worker.stream_for("?"))
+            if json.loads(letter.payload) == [42, []]
+        ]
+
+    (letter,) = wait_until(letters)
+    assert "malformed message" in letter.reason
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        datetime.datetime(2024, 3, 4, 5, 6, 7, 890000, tzinfo=UTC),  # kombu >= 5.3
+        "2024-03-04T05:06:07.890000Z",  # kombu <= 5.2 turned datetimes into this
+    ],
+)
+def test_a_4x_message_from_an_old_web_node_is_consumed(
+    make_router: MakeRouter, worker: Any, app: Any, stamp: Any
+) -> None:
+    """send_event(backend_name, event), as 4.x publishes it, reaches the leaves with an
+    aware datetime, during a rolling upgrade."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    event = {"name": "old.node", "timestamp": stamp, "context": {"c": 1}, "data": {"d": 2}}
+    app.send_task("eventtracking.tasks.send_event", args=(router.backend_name, event))
+    (received,) = wait_until(memory.snapshot)
+    assert received == {
+        "name": "old.node",
+        "timestamp": datetime.datetime(2024, 3, 4, 5, 6, 7, 890000, tzinfo=UTC),
+        "context": {"c": 1},
+        "data": {"d": 2},
+    }
+    assert router.stats()["delivered"] == 1
+
+
+def test_under_task_always_eager_events_are_delivered_before_send_returns(
+    make_router: MakeRouter, broker: Broker
+) -> None:
+    """Test settings with task_always_eager get 4.x's synchronous delivery."""
+    eager_app = make_app(broker, task_always_eager=True)
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, app=eager_app)
+    emit("eager", {"i": 1})
+    assert [e["name"] for e in memory.snapshot()] == ["eager"]
+    assert router.stats()["published"] == 1
+    assert router.stats()["delivered"] == 1
+    eager_app.close()
+
+
+def test_stats_report_both_sides(make_router: MakeRouter, worker: Any) -> None:
+    """published, spooled, replayed, retried, dead_lettered and delivered are reported."""
+    router = make_router(backends={"memory": InMemoryBackend()})
+    emit("counted")
+    router.flush(10)
+    wait_until(lambda: router.stats()["delivered"] == 1)
+    stats = router.stats()
+    for key in ("published", "spooled", "replayed", "retried", "dead_lettered", "delivered"):
+        assert isinstance(stats[key], int), key
+    assert stats["published"] == 1
+    assert stats["backends"]["memory"]["stored"] == 1
+    assert json.dumps(stats, default=str)
+
+
+# -- MongoDB on the worker ------------------------------------------------------------
+
+
+def test_mongodb_on_the_worker_stores_a_redelivered_event_once(
+    make_router: MakeRouter,
+    worker: Any,
+    app: Any,
+    mongo: Any,
+    collection_name: str,
+    tmp_path: Path,
+) -> None:
+    """The event id travels with the event and becomes its _id: a message delivered
+    twice (a redelivery after a crash) stores each event once."""
+    import bson
+
+    from eventtracking.backends.mongodb import MongoBackend
+
+    store = MongoBackend(
+        uri=mongo.uri,
+        database="eventtracking_tests",
+        collection=collection_name,
+        spool_dir=tmp_path / "mongo-spool",
+        flush_interval=0.05,
+    )
+    router = make_router(backends={"mongo": store})
+    ids = [_wire.new_event_id() for _ in range(3)]
+    entries = [
+        _wire.encode_entry(i, _wire.encode_event({"name": "twice", "data": {"n": n}}))
+        for n, i in enumerate(ids)
+    ]
+    for _ in range(2):
+        app.send_task(tasks.send_events.name, args=(router.backend_name, entries))
+    wait_until(lambda: router.stats()["delivered"] == 6)
+    collection = mongo.client()["eventtracking_tests"][collection_name]
+    stored = list(collection.find({}, sort=[("data.n", 1)]))
+    assert [doc["_id"] for doc in stored] == [bson.ObjectId(i) for i in ids]
+    # The second copy of each reached MongoDB and was recognised as already stored.
+    assert router.stats()["backends"]["mongo"]["duplicates"] == 3
+    store.close(1)
+
+
+def test_a_4x_message_delivered_twice_is_stored_once(
+    make_router: MakeRouter,
+    worker: Any,
+    app: Any,
+    mongo: Any,
+    collection_name: str,
+    tmp_path: Path,
+) -> None:
+    """A 4.x message has no event id: one derived from its message id keeps a
+    redelivered copy from being stored twice."""
+    from eventtracking.backends.mongodb import MongoBackend
+
+    store = MongoBackend(
+        uri=mongo.uri,
+        database="eventtracking_tests",
+        collection=collection_name,
+        spool_dir=tmp_path / "mongo-spool",
+        flush_interval=0.05,
+    )
+    router = make_router(backends={"mongo": store})
+    event = {"name": "legacy", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
+    for _ in range(2):
+        app.send_task(
+            "eventtracking.tasks.send_event", args=(router.backend_name, event), task_id="fixed-id"
+        )
+    wait_until(lambda: router.stats()["delivered"] == 2)
+    collection = mongo.client()["eventtracking_tests"][collection_name]
+    assert collection.count_documents({}) == 1
+    store.close(1)
+
+
+# -- the broker down or hung ----------------------------------------------------------
+
+
+def test_emit_while_the_broker_is_down_spools_then_replays_in_order(
+    redis_factory: Any, tmp_path: Path, spool_home: Path
+) -> None:
+    """With Redis refusing connections, emits return at once and every event is
+    spooled; once Redis is back, a worker receives all of them, in order."""
+    server = redis_factory()
+    broker = Broker("redis", server.url)
+    down_app = make_app(broker)
+    memory = InMemoryBackend()
+    router = AsyncRoutingBackend(
+        backends={"memory": memory},
+        backend_name="down",
+        app=down_app,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+        batch_size=50,
+    )
+    tracker.register_tracker(tracker.Tracker({"down": router}))
+    server.kill()
+    for i in range(200):
+        emit("while.down", {"i": i})
+    assert router.flush(1.0) is False
+    stats = router.stats()
+    assert stats["published"] == 0
+    assert stats["spooled"] + stats["queue_size"] == 200
+    server.start()
+    with in_process_worker(down_app):
+        assert router.flush(30)
+        wait_until(lambda: len(memory.snapshot()) == 200)
+    assert [e["data"]["i"] for e in memory.snapshot()] == list(range(200))
+    stats = router.stats()
+    assert stats["published"] == 200
+    assert stats["replayed"] == stats["spooled"] > 0
+    assert stats["dropped"] == {}
+    router.close(1)
+    down_app.close()
+
+
+def test_a_hung_broker_never_blocks_emit(redis_factory: Any, tmp_path: Path) -> None:
+    """Redis stopped with SIGSTOP accepts connections but never answers: emit returns
+    at once, the publisher gives up after publish_timeout, and nothing is lost."""
+    server = redis_factory()
+    hung_app = make_app(Broker("redis", server.url))
+    memory = InMemoryBackend()
+    router = AsyncRoutingBackend(
+        backends={"memory": memory},
+        backend_name="hung",
+        app=hung_app,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+        publish_timeout=0.5,
+    )
+    tracker.register_tracker(tracker.Tracker({"hung": router}))
+    emit("before")
+    assert router.flush(10)
+    server.pause()
+    for i in range(100):
+        emit("while.hung", {"i": i})
+    wait_until(lambda: router.stats()["publisher"]["retries"] >= 1)
+    server.resume()
+    with in_process_worker(hung_app):
+        assert router.flush(30)
+        wait_until(lambda: len(memory.snapshot()) >= 101)
+    # A publish that timed out waiting for Redis's answer may have been stored by
+    # Redis all the same, and is then published again: at least once, never lost.
+    hung = [e["data"]["i"] for e in memory.snapshot() if e["name"] == "while.hung"]
+    assert sorted(set(hung)) == list(range(100))
+    assert router.stats()["dropped"] == {}
+    router.close(1)
+    hung_app.close()

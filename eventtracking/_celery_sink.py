@@ -14,7 +14,9 @@ fails the batch at once, a hung one within ``publish_timeout``. The batch then g
 the spool and is retried with backoff by the delivery; the caller never waits.
 
 On AMQP brokers the connection asks for publisher confirms, so a publish returns only
-once the broker holds the message.
+once the broker holds the message. On Redis, each message is also recorded in a ledger
+(:mod:`eventtracking._redis_ledger`) that workers use to find and publish again a
+message that Redis lost on its way to a worker.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eventtracking._redis_ledger import RedisLedger, unacked_task_ids
 from eventtracking._stats import Counters
 
 __all__ = [
@@ -104,9 +109,10 @@ class CelerySink:
     and each socket operation. ``retry_delay(attempt)`` gives the countdown of a
     message whose entries are retries. Batches are split so that no message carries
     more than ``max_message_bytes`` of entries (a single larger entry travels alone).
+    ``ledger`` (Redis only) records each message until a worker has delivered it.
 
-    Used from one thread at a time (the delivery thread, or a worker task holding
-    :attr:`lock`).
+    Every method holds :attr:`lock`: the delivery thread, worker tasks and the ledger
+    sweeper may share one sink.
     """
 
     def __init__(
@@ -118,8 +124,10 @@ class CelerySink:
         publish_timeout: float = 2.0,
         max_message_bytes: int = 4 * 1024 * 1024,
         retry_delay: Callable[[int], float] | None = None,
+        ledger: bool = True,
     ) -> None:
         self._backend_name = backend_name
+        self.use_ledger = ledger
         self._app_option = app
         self.queue = queue
         self.publish_timeout = float(publish_timeout)
@@ -128,10 +136,11 @@ class CelerySink:
         self._app: Any = None
         self._connection: Any = None
         self._producer: Any = None
+        self._ledger: RedisLedger | None = None
         self._pid = os.getpid()
         #: Held while publishing; callers other than the delivery thread take it too.
         self.lock = threading.RLock()
-        self._counters = Counters("messages", "published", "eager")
+        self._counters = Counters("messages", "published", "eager", "recovered")
 
     @property
     def app(self) -> Any:
@@ -181,7 +190,13 @@ class CelerySink:
                 messages.append((attempt, chunk))
         return messages
 
-    def publish(self, backend_name: str, texts: list[str], countdown: float | None = None) -> None:
+    def publish(
+        self,
+        backend_name: str,
+        texts: list[str],
+        countdown: float | None = None,
+        queue: str | None = None,
+    ) -> None:
         """Publish one ``send_events`` message now; raises what the broker raised.
 
         Under ``task_always_eager`` the task runs here instead, as Celery would run it.
@@ -191,27 +206,108 @@ class CelerySink:
             if app.conf.task_always_eager:
                 from eventtracking import tasks
 
-                self._counters.incr("eager")
+                self._counters.incr("eager", amount=len(texts))
                 tasks.send_events.apply(args=(backend_name, texts))
                 return
             producer = self._get_producer(app)
+            args = (backend_name, texts)
+            route = app.amqp.router.route(
+                {"queue": queue or self.queue} if queue or self.queue else {}, TASK_NAME, args
+            )
+            task_id = str(uuid.uuid4())
             options: dict[str, Any] = {
-                "args": (backend_name, texts),
+                "args": args,
                 "producer": producer,
                 "retry": False,
                 "ignore_result": True,
+                "task_id": task_id,
+                "queue": route["queue"],
             }
             if countdown:
                 options["countdown"] = countdown
-            if self.queue:
-                options["queue"] = self.queue
+            ledger = self._ledger
             try:
-                app.send_task(TASK_NAME, **options)
+                if ledger is not None:
+                    due = time.time() + (countdown or 0.0)
+                    ledger.record(task_id, route["queue"].name, backend_name, texts, due)
+                try:
+                    app.send_task(TASK_NAME, **options)
+                except BaseException:
+                    if ledger is not None:
+                        self._forget_quietly(ledger, task_id)
+                    raise
             except BaseException:
                 self._drop_connection()
                 raise
             self._counters.incr("messages")
             self._counters.incr("published", amount=len(texts))
+
+    def forget(self, task_id: str) -> None:
+        """Take a delivered message out of the ledger (Redis only; else nothing)."""
+        if not self.use_ledger:
+            return
+        with self.lock:
+            app = self.app
+            if app.conf.task_always_eager:
+                return
+            self._get_producer(app)
+            if self._ledger is not None:
+                try:
+                    self._ledger.forget(task_id)
+                except BaseException:
+                    self._drop_connection()
+                    raise
+
+    def sweep(self, grace: float) -> int | None:
+        """Publish again the messages the ledger shows lost; returns how many entries.
+
+        See :mod:`eventtracking._redis_ledger`. One sweeper at a time across workers.
+        Returns None when there is no ledger to sweep (not Redis, or ``ledger=False``).
+        """
+        if not self.use_ledger:
+            return None
+        with self.lock:
+            app = self.app
+            if app.conf.task_always_eager:
+                return None
+            producer = self._get_producer(app)
+            ledger = self._ledger
+            if ledger is None:
+                return None
+            if not ledger.take_sweep_lock(max(grace / 2, 0.5)):
+                return 0
+            channel = producer.channel
+            unacked = channel.global_keyprefix + channel.unacked_key
+            try:
+                lost = ledger.lost(
+                    grace=grace,
+                    queue_size=channel._size,
+                    unacked_task_ids=lambda: unacked_task_ids(ledger.client, unacked),
+                )
+                recovered = 0
+                for record in lost:
+                    LOG.warning(
+                        "A message of %d event(s) for %r was lost on its way to a worker "
+                        "(task %s); publishing it again",
+                        len(record.texts),
+                        record.backend_name,
+                        record.task_id,
+                    )
+                    self.publish(record.backend_name, record.texts, queue=record.queue)
+                    ledger.forget(record.task_id)
+                    recovered += len(record.texts)
+            except BaseException:
+                self._drop_connection()
+                raise
+            self._counters.incr("recovered", amount=recovered)
+            return recovered
+
+    @staticmethod
+    def _forget_quietly(ledger: RedisLedger, task_id: str) -> None:
+        try:
+            ledger.forget(task_id)
+        except Exception as exc:  # the sweep publishes it again later: a duplicate, no loss
+            LOG.debug("Could not take message %s out of the ledger: %r", task_id, exc)
 
     def _get_producer(self, app: Any) -> Any:
         if self._pid != os.getpid():
@@ -231,14 +327,27 @@ class CelerySink:
             )
             self._connection = connection
             try:
-                self._producer = kombu.Producer(connection, auto_declare=False)
+                producer = kombu.Producer(connection, auto_declare=False)
+                self._ledger = self._make_ledger(driver, producer.channel)
+                self._producer = producer
             except BaseException:
                 self._drop_connection()
                 raise
         return self._producer
 
+    def _make_ledger(self, driver: str, channel: Any) -> RedisLedger | None:
+        if driver != "redis" or not self.use_ledger:
+            return None
+        import redis
+
+        # A plain client on the channel's pool (its timeouts): kombu's own client
+        # prefixes only some commands, the ledger prefixes its keys itself.
+        client = redis.Redis(connection_pool=channel.pool)
+        return RedisLedger(client, channel.global_keyprefix or "")
+
     def _drop_connection(self) -> None:
         connection, self._connection, self._producer = self._connection, None, None
+        self._ledger = None
         if connection is None:
             return
         try:
@@ -253,13 +362,15 @@ class CelerySink:
                 self._drop_connection()
 
     def stats(self) -> dict[str, Any]:
-        """``messages`` published, the ``published_entries`` they held, and the entries
-        run in this process under ``task_always_eager`` (``eager``)."""
+        """``messages`` published, the ``published_entries`` they held, the entries run
+        in this process under ``task_always_eager`` (``eager``), and those published
+        again by :meth:`sweep` (``recovered``)."""
         snapshot = self._counters.snapshot()
         return {
             "messages": snapshot["messages"],
             "published_entries": snapshot["published"],
             "eager": snapshot["eager"],
+            "recovered": snapshot["recovered"],
         }
 
 

@@ -94,6 +94,7 @@ class WorkerSettings:
     spool: Spool
     stream: str
     publish: Callable[[str, list[str], float | None], None]
+    forget: Callable[[str], None] | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
@@ -173,6 +174,7 @@ def _settings_for(backend_name: str, target: Any) -> WorkerSettings:
                 spool=Spool(directory),
                 stream=stream_for(backend_name),
                 publish=sink.publish,
+                forget=sink.forget,
             )
         return default
 
@@ -201,17 +203,39 @@ class _Batch:
         self.touched: dict[tuple[str, ...], Any] = {}
 
 
-def deliver(backend_name: Any, entries: Any) -> None:
+def deliver(backend_name: Any, entries: Any, task_id: str | None = None) -> None:
     """Deliver the entries of one ``send_events`` message (see the module docstring).
 
-    Returns once everything is delivered or kept; raises ``celery.exceptions.Reject``
-    (requeue) only when the spool cannot keep what must be kept.
+    Returns once everything is delivered or kept, after taking the message (``task_id``)
+    out of the Redis ledger; raises ``celery.exceptions.Reject`` (requeue) only when
+    the spool cannot keep what must be kept.
     """
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
         dead_letter_message(backend_name, entries, _shape_problem(backend_name, entries))
         return
+    settings: WorkerSettings | None = None
     with _guard(backend_name, entries):
-        _deliver_texts(backend_name, list(entries))
+        settings = _deliver_texts(backend_name, list(entries))
+    if settings is None:  # dead-lettered whole by the guard
+        settings = _settings_for(backend_name, _find_target(backend_name)[0])
+    _forget(settings, task_id)
+
+
+def _forget(settings: WorkerSettings, task_id: str | None) -> None:
+    if task_id is None or settings.forget is None:
+        return
+    try:
+        settings.forget(task_id)
+    except Exception as exc:
+        # The message is still acknowledged after this; a sweep may later publish it
+        # again: a duplicate, which stores recognise, never a loss.
+        _LOG.warning(
+            "ledger-forget",
+            "Could not take delivered message %s out of the Redis ledger: %s: %s",
+            task_id,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def deliver_legacy(backend_name: Any, event: Any, message_id: str | None) -> None:
@@ -250,7 +274,7 @@ def _guard(backend_name: str, body: Any) -> Iterator[None]:
         dead_letter_message(backend_name, body, reason, kind="internal_error")
 
 
-def _deliver_texts(backend_name: str, texts: list[Any]) -> None:
+def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
     counters = _counters(backend_name)
     counters.incr("received", amount=len(texts))
     target, problem = _find_target(backend_name)
@@ -262,7 +286,7 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> None:
             dead.append((_as_bytes(text), problem, None))
         counters.incr("dead_letter_reasons", "unknown_backend", amount=len(texts))
         _finish(backend_name, settings, counters, dead, retries)
-        return
+        return settings
     batch = _Batch(counters)
     for text in texts:
         try:
@@ -276,6 +300,7 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> None:
     for outcome in batch.outcomes:
         _settle(outcome, settings, counters, dead, retries)
     _finish(backend_name, settings, counters, dead, retries)
+    return settings
 
 
 def _find_target(backend_name: str) -> tuple[Any, str | None]:

@@ -39,9 +39,9 @@ from eventtracking._celery_worker import (
 
 import_celery()
 
-from celery import shared_task  # noqa: E402 (after the check that names the extra)
+from celery import shared_task, signals  # noqa: E402 (after the check that names the extra)
 
-__all__ = ["COUNTDOWN", "MAX_RETRIES", "send_event", "send_events", "stats"]
+__all__ = ["COUNTDOWN", "MAX_RETRIES", "send_event", "send_events", "start_sweepers", "stats"]
 
 #: Retries of a failing leaf before its event becomes a dead letter (as in 4.x). An
 #: AsyncRoutingBackend's ``max_retries`` option overrides it.
@@ -94,7 +94,7 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
     if problem is not None:
         dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
         return
-    deliver(backend_name, entries)
+    deliver(backend_name, entries, self.request.id)
 
 
 @shared_task(name=LEGACY_TASK_NAME, **_TASK_OPTIONS)
@@ -111,3 +111,21 @@ def send_event(self: Any, *args: Any, **kwargs: Any) -> None:
         dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
         return
     deliver_legacy(backend_name, event, self.request.id)
+
+
+@signals.worker_ready.connect(weak=False)
+def start_sweepers(**kwargs: Any) -> None:
+    """Start the Redis ledger sweeper of every AsyncRoutingBackend of the default tracker.
+
+    Connected to Celery's ``worker_ready``: a worker looks for lost messages from the
+    start, not only once a task arrives. Does nothing without a default tracker.
+    """
+    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+
+    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    if tracker is None:
+        return
+    for backend in list(tracker.backends.values()):
+        start = getattr(backend, "start_sweeper", None)
+        if callable(start):
+            start()

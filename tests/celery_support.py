@@ -146,6 +146,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env["EVENTTRACKING_TEST_WORKER_CONFIG"] = str(self.config_path)
         env["EVENTTRACKING_TEST_WORKER_READY"] = str(ready)
+        env["EVENTTRACKING_TEST_WORKER_START"] = str(self.starts)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(TESTS_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
         )

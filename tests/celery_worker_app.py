@@ -5,12 +5,12 @@ which passes a JSON config file in ``EVENTTRACKING_TEST_WORKER_CONFIG``::
 
     {"app": {...celery settings...}, "spool_dir": "...", "backend": {...options...},
      "mongo": {"uri": ..., "database": ..., "collection": ...},
-     "slow": {"delay": 0.01, "progress": "/path/file"}}
+      "slow": {"progress": "/path/file", "block_at": 75}}
 
 The default tracker has one top-level AsyncRoutingBackend, ``async``, whose nested
 backends are a MongoBackend (``mongo``) and, when configured, a leaf that takes
-``delay`` seconds per event and appends a byte to ``progress`` for each (``slow``), so
-a test can kill the worker in the middle of a batch. The worker writes
+appends a byte to ``progress`` for each event and can stop in the middle of a batch
+(``slow``), so that a test can kill the worker there. The worker writes
 ``EVENTTRACKING_TEST_WORKER_READY`` once it consumes, and answers a ``stats-request``
 file in its directory with ``stats.json``.
 """
@@ -46,17 +46,21 @@ app.conf.update(
 
 
 class SlowLeaf:
-    """A leaf that takes ``delay`` seconds per event and records its progress."""
+    """A leaf that records its progress and, in the worker's first run only, stops for
+    good at the event whose ``data['i']`` is ``block_at``: the test kills the worker
+    there, in the middle of a batch."""
 
     mutates_events = False
 
-    def __init__(self, delay: float, progress: str) -> None:
-        self.delay = delay
+    def __init__(self, progress: str, block_at: int | None = None) -> None:
         self.progress = open(progress, "ab", buffering=0)  # noqa: SIM115
+        first_run = os.environ.get("EVENTTRACKING_TEST_WORKER_START") == "1"
+        self.block_at = block_at if first_run else None
 
     def send(self, event: Any) -> None:
-        time.sleep(self.delay)
         self.progress.write(b".")
+        if self.block_at is not None and event["data"].get("i") == self.block_at:
+            threading.Event().wait()  # until SIGKILL
 
 
 def build_tracker() -> tracker.Tracker:
@@ -70,7 +74,7 @@ def build_tracker() -> tracker.Tracker:
         )
     }
     if "slow" in CONFIG:
-        nested["slow"] = SlowLeaf(CONFIG["slow"]["delay"], CONFIG["slow"]["progress"])
+        nested["slow"] = SlowLeaf(CONFIG["slow"]["progress"], CONFIG["slow"].get("block_at"))
     backend = AsyncRoutingBackend(
         backends=nested,
         backend_name="async",

@@ -32,13 +32,17 @@ it; building one without Celery raises ImportError naming the extra to install.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from eventtracking import _celery_worker, _wire
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import merge_into
 from eventtracking.backends.routing import RoutingBackend
 from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, BatchDelivery, backoff_delay
@@ -47,11 +51,17 @@ from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.spool import Spool, default_spool_dir
 from eventtracking.typing import Event
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
+__all__ = ["DEFAULT_LEDGER_GRACE", "DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
+
+LOG = logging.getLogger(__name__)
 
 #: Events whose encoded entry is larger than this many bytes become dead letters in the
 #: web process instead of travelling to the broker.
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+
+#: Seconds after which a message that should have run, and is neither queued nor held
+#: by a worker, is taken as lost by Redis and published again (see ``ledger``).
+DEFAULT_LEDGER_GRACE = 60.0
 
 
 class AsyncRoutingBackend(RoutingBackend):
@@ -82,6 +92,11 @@ class AsyncRoutingBackend(RoutingBackend):
       each time up to ``retry_backoff_max`` (600 s), with jitter;
     * ``delivery_timeout`` (30 s): how long a batch waits for its leaves to confirm
       (``flush()``) before those that did not are retried.
+    * ``ledger`` (True; Redis brokers only): record each message in Redis until a
+      worker delivered it, so that workers find a message Redis lost on its way to them
+      (a crash between ``BRPOP`` and kombu's bookkeeping) and publish it again
+      ``ledger_grace`` (60 s) after it should have run. See
+      :mod:`eventtracking._redis_ledger`.
 
     Attributes: ``backend_name``, ``backends``, ``processors`` (as in 4.x), ``spool``,
     ``stream`` and ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`).
@@ -112,6 +127,8 @@ class AsyncRoutingBackend(RoutingBackend):
         retry_backoff: float = _celery_worker.DEFAULT_RETRY_BACKOFF,
         retry_backoff_max: float = _celery_worker.DEFAULT_RETRY_BACKOFF_MAX,
         delivery_timeout: float = _celery_worker.DEFAULT_DELIVERY_TIMEOUT,
+        ledger: bool = True,
+        ledger_grace: float = DEFAULT_LEDGER_GRACE,
     ) -> None:
         import_celery()
         # Registers the tasks with Celery: a worker builds this backend from settings
@@ -128,6 +145,7 @@ class AsyncRoutingBackend(RoutingBackend):
         _check_number("retry_backoff", retry_backoff)
         _check_number("retry_backoff_max", retry_backoff_max)
         _check_number("delivery_timeout", delivery_timeout, allow_zero=True)
+        _check_number("ledger_grace", ledger_grace)
         for name, value in (
             ("max_event_size", max_event_size),
             ("max_message_bytes", max_message_bytes),
@@ -145,13 +163,18 @@ class AsyncRoutingBackend(RoutingBackend):
         self.retry_backoff = float(retry_backoff)
         self.retry_backoff_max = float(retry_backoff_max)
         self.delivery_timeout = float(delivery_timeout)
+        self.ledger_grace = float(ledger_grace)
         self._found_name: str | None = None
+        self._sweeper_lock = threading.Lock()
+        self._sweeper_pid: int | None = None
+        self._sweeper_stop = threading.Event()
         sink_options: dict[str, Any] = {
             "app": app,
             "queue": queue,
             "publish_timeout": publish_timeout,
             "max_message_bytes": max_message_bytes,
             "retry_delay": self._retry_delay,
+            "ledger": bool(ledger),
         }
         self._sink = CelerySink(self._name_for_worker, **sink_options)
         # The worker's retries are published from task threads, not the delivery
@@ -241,16 +264,44 @@ class AsyncRoutingBackend(RoutingBackend):
     # -- the worker side ----------------------------------------------------------------
 
     def worker_settings(self) -> _celery_worker.WorkerSettings:
-        """How a worker delivers this backend's events: retries, timeouts, spool."""
+        """How a worker delivers this backend's events: retries, timeouts, spool.
+
+        Called by the worker for each message; starts the ledger sweeper on first use.
+        """
+        if self._sweeper_pid != os.getpid():
+            self.start_sweeper()
         return _celery_worker.WorkerSettings(
             spool=self.spool,
             stream=self.stream,
             publish=self._retry_sink.publish,
+            forget=self._retry_sink.forget,
             max_retries=self.max_retries,
             retry_backoff=self.retry_backoff,
             retry_backoff_max=self.retry_backoff_max,
             delivery_timeout=self.delivery_timeout,
         )
+
+    def start_sweeper(self) -> None:
+        """Start this process's ledger sweeper thread (workers only); idempotent.
+
+        Every ``ledger_grace / 2`` seconds (at most 30) it publishes again the messages
+        the Redis ledger shows lost. It ends by itself on brokers without a ledger, and
+        when the backend is closed or collected.
+        """
+        if not self._retry_sink.use_ledger:
+            return
+        with self._sweeper_lock:
+            if self._sweeper_pid == os.getpid():
+                return
+            self._sweeper_pid = os.getpid()
+            self._sweeper_stop = stop = threading.Event()
+        thread = threading.Thread(
+            target=_sweep_forever,
+            args=(weakref.ref(self), stop, min(self.ledger_grace / 2, 30.0)),
+            name=f"eventtracking-ledger-{self.backend_name or 'unnamed'}",
+            daemon=True,
+        )
+        thread.start()
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -270,6 +321,7 @@ class AsyncRoutingBackend(RoutingBackend):
             timeout = self.delivery.exit_timeout
         deadline = deadline_for(timeout)
         self.delivery.close(remaining(deadline))
+        self._sweeper_stop.set()
         self._retry_sink.close()
         super().close(remaining(deadline))
 
@@ -303,6 +355,30 @@ class AsyncRoutingBackend(RoutingBackend):
             worker=worker,
         )
         return result
+
+
+_SWEEP_LOG = RateLimitedLogger(LOG)
+
+
+def _sweep_forever(
+    ref: weakref.ref[AsyncRoutingBackend], stop: threading.Event, interval: float
+) -> None:
+    """The sweeper thread: sweep every ``interval`` s while the backend lives."""
+    while not stop.wait(interval):
+        backend = ref()
+        if backend is None:
+            return
+        try:
+            swept = backend._retry_sink.sweep(backend.ledger_grace)
+        except Exception as exc:
+            _SWEEP_LOG.warning(
+                "sweep", "Looking for lost messages failed: %s: %s", type(exc).__name__, exc
+            )
+            continue
+        finally:
+            del backend
+        if swept is None:
+            return  # no ledger on this broker
 
 
 def _check_number(name: str, value: Any, *, allow_zero: bool = False) -> None:

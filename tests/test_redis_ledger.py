@@ -1,0 +1,151 @@
+"""The Redis ledger: messages Redis loses on their way to a worker are published again.
+
+kombu takes a message off its Redis list (BRPOP) before it records it as
+unacknowledged; a crash between the two loses it. These tests lose a message that way
+on purpose (by popping it off the list themselves) and check that a worker's sweep
+finds it and publishes it again, and that messages merely waiting or held are left
+alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery_support import Broker, in_process_worker, make_app, wait_until
+
+from eventtracking import _wire, tracker
+from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger
+from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.memory import InMemoryBackend
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Any]:
+    celery_app = make_app(Broker("redis", redis_url))
+    yield celery_app
+    celery_app.close()
+
+
+@pytest.fixture
+def router(app: Any, tmp_path: Path) -> Iterator[AsyncRoutingBackend]:
+    backend = AsyncRoutingBackend(
+        backends={"memory": InMemoryBackend()},
+        backend_name="ledgered",
+        app=app,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+        # The tests sweep by hand (with no grace); the sweeper thread stays idle.
+        ledger_grace=600,
+    )
+    tracker.register_tracker(tracker.Tracker({"ledgered": backend}))
+    yield backend
+    backend.close(1)
+
+
+def redis_client(app: Any) -> Any:
+    import redis
+
+    return redis.Redis.from_url(app.conf.broker_url)
+
+
+def prefix(app: Any) -> str:
+    return str(app.conf.broker_transport_options["global_keyprefix"])
+
+
+def ledger_size(app: Any) -> int:
+    return int(redis_client(app).hlen(prefix(app) + LEDGER_KEY))
+
+
+def entries(count: int) -> list[str]:
+    return [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": f"e{i}", "data": {}}))
+        for i in range(count)
+    ]
+
+
+def test_a_message_lost_on_its_way_to_a_worker_is_published_again(
+    app: Any, router: AsyncRoutingBackend
+) -> None:
+    """A message popped off its list and never recorded as unacknowledged (as when
+    Redis dies right after BRPOP) is found by the sweep and delivered once."""
+    memory = router.backends["memory"]
+    router._sink.publish("ledgered", entries(3))
+    queue = prefix(app) + app.conf.task_default_queue
+    client = redis_client(app)
+    assert client.rpop(queue) is not None  # the message is gone: lost in transit
+    assert ledger_size(app) == 1
+    with in_process_worker(app):
+        assert router._retry_sink.sweep(0.0) == 3
+        wait_until(lambda: len(memory.snapshot()) == 3)
+        wait_until(lambda: ledger_size(app) == 0)
+    assert [e["name"] for e in memory.snapshot()] == ["e0", "e1", "e2"]
+    assert router._retry_sink.stats()["recovered"] == 3
+
+
+def test_a_message_waiting_in_its_queue_is_not_taken_for_lost(
+    app: Any, router: AsyncRoutingBackend
+) -> None:
+    """With no worker running, a message sits in its queue: old, but not lost."""
+    router._sink.publish("ledgered", entries(2))
+    assert router._retry_sink.sweep(0.0) == 0
+    assert redis_client(app).llen(prefix(app) + app.conf.task_default_queue) == 1
+    assert ledger_size(app) == 1
+
+
+def test_a_message_held_unacknowledged_is_not_taken_for_lost(redis_url: str) -> None:
+    """A message a worker holds (its task id among the unacknowledged) is left alone,
+    as is one younger than the grace period; one nowhere and old enough is lost."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "t:")
+    now = time.time()
+    ledger.record("held", "q", "b", ["x"], due=now - 10)
+    ledger.record("young", "q", "b", ["x"], due=now)
+    ledger.record("gone", "q", "b", ["x"], due=now - 10)
+    lost = ledger.lost(grace=5, queue_size=lambda queue: 0, unacked_task_ids=lambda: ["held"])
+    assert [record.task_id for record in lost] == ["gone"]
+    busy = ledger.lost(grace=5, queue_size=lambda queue: 1, unacked_task_ids=lambda: [])
+    assert busy == []
+
+
+def test_delivered_messages_leave_the_ledger(app: Any, router: AsyncRoutingBackend) -> None:
+    """The worker takes each message out of the ledger once its leaves hold it."""
+    memory = router.backends["memory"]
+    with in_process_worker(app):
+        for i in range(20):
+            tracker.emit("delivered", {"i": i})
+        assert router.flush(10)
+        wait_until(lambda: len(memory.snapshot()) == 20)
+        wait_until(lambda: ledger_size(app) == 0)
+    assert router.stats()["published"] == 20
+
+
+def test_the_ledger_can_be_switched_off(app: Any, tmp_path: Path) -> None:
+    """ledger=False publishes without recording anything."""
+    backend = AsyncRoutingBackend(
+        backend_name="plain", app=app, spool_dir=tmp_path / "spool", ledger=False
+    )
+    backend._sink.publish("plain", entries(1))
+    assert ledger_size(app) == 0
+    assert backend._retry_sink.sweep(1.0) is None
+    backend.close(1)
+
+
+def test_the_ledger_record_holds_what_the_sweep_needs(
+    app: Any, router: AsyncRoutingBackend
+) -> None:
+    """Each record names the queue, the backend and the entries, as JSON."""
+    texts = entries(1)
+    router._sink.publish("ledgered", texts)
+    (raw,) = redis_client(app).hvals(prefix(app) + LEDGER_KEY)
+    assert json.loads(raw) == {
+        "queue": app.conf.task_default_queue,
+        "backend_name": "ledgered",
+        "texts": texts,
+    }

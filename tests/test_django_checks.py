@@ -39,6 +39,7 @@ def run_all() -> list[Any]:
         *checks.check_tracker_settings(),
         *checks.check_middleware(),
         *checks.check_middleware_settings(),
+        *checks.check_async_routing(),
     ]
 
 
@@ -254,5 +255,86 @@ def test_manage_py_check_fails_on_errors() -> None:
     with (
         override_settings(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": "nope.Nope"}}),
         pytest.raises(SystemCheckError, match=re.escape(checks.E004)),
+    ):
+        call_command("check", "--tag", checks.TAG, verbosity=0)
+
+
+# -- AsyncRoutingBackend --------------------------------------------------------------
+
+ASYNC = "eventtracking.backends.async_routing.AsyncRoutingBackend"
+
+
+def async_backend(backend_name: str | None, **options: Any) -> dict[str, Any]:
+    """An AsyncRoutingBackend entry, as edx-event-routing-backends configures one."""
+    if backend_name is not None:
+        options["backend_name"] = backend_name
+    options.setdefault("backends", {"memory": {"ENGINE": MEMORY}})
+    return {"ENGINE": ASYNC, "OPTIONS": options}
+
+
+@pytest.mark.parametrize("backend_name", ["event_transformer", "", None])
+def test_an_async_backend_named_by_its_own_key_passes(backend_name: str | None) -> None:
+    """backend_name equal to the backend's key, or empty (its key is used), is fine."""
+    with override_settings(
+        EVENT_TRACKING_BACKENDS={"event_transformer": async_backend(backend_name)}
+    ):
+        assert checks.check_async_routing() == []
+        assert checks.check_tracker_settings() == []
+
+
+def test_e020_backend_name_that_names_no_top_level_backend() -> None:
+    """A typo in backend_name is E020; the hint lists the top-level keys and the fix."""
+    setting = {"event_transformer": async_backend("event_transfomer"), "logger": {"ENGINE": LOGGER}}
+    with override_settings(EVENT_TRACKING_BACKENDS=setting):
+        messages = checks.check_async_routing()
+    assert ids(messages) == [checks.E020]
+    assert messages[0].msg == checks.ASYNC_BACKEND_NAME_UNKNOWN.format(
+        where=f"{B}['event_transformer']", name="event_transfomer"
+    )
+    assert "'event_transformer', 'logger'" in messages[0].hint
+    assert "its own key, 'event_transformer'" in messages[0].hint
+
+
+def test_e020_nested_async_backend_without_a_name() -> None:
+    """A nested AsyncRoutingBackend has no key of its own for workers to find: E020."""
+    nested = {"ENGINE": ROUTING, "OPTIONS": {"backends": {"inner": async_backend("")}}}
+    with override_settings(EVENT_TRACKING_BACKENDS={"outer": nested}):
+        messages = checks.check_async_routing()
+    assert ids(messages) == [checks.E020]
+    assert "['OPTIONS']['backends']['inner']" in messages[0].msg
+
+
+def test_w020_backend_name_that_names_another_top_level_backend() -> None:
+    """Naming another backend delivers to its nested backends instead: a warning."""
+    setting = {"first": async_backend("second"), "second": async_backend("second")}
+    with override_settings(EVENT_TRACKING_BACKENDS=setting):
+        messages = checks.check_async_routing()
+    assert ids(messages) == [checks.W020]
+    assert messages[0].msg == checks.ASYNC_BACKEND_NAME_ELSEWHERE.format(
+        where=f"{B}['first']", name="second"
+    )
+
+
+def test_e021_async_backend_without_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Celery installed, an AsyncRoutingBackend is E021 naming the extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "celery" else real(name, *a)
+    )
+    with override_settings(EVENT_TRACKING_BACKENDS={"async": async_backend("async")}):
+        messages = checks.check_async_routing()
+    assert ids(messages) == [checks.E021]
+    assert "pip install 'event-tracking[celery]'" in messages[0].hint
+    with override_settings(EVENT_TRACKING_BACKENDS={"memory": {"ENGINE": MEMORY}}):
+        assert checks.check_async_routing() == []
+
+
+def test_async_checks_run_with_manage_py_check() -> None:
+    """The AsyncRoutingBackend checks are registered with the eventtracking tag."""
+    with (
+        override_settings(EVENT_TRACKING_BACKENDS={"a": async_backend("b")}),
+        pytest.raises(SystemCheckError, match=re.escape(checks.E020)),
     ):
         call_command("check", "--tag", checks.TAG, verbosity=0)

@@ -23,6 +23,7 @@ $(PEER_VENV)/.installed: Makefile
 demo: $(VENV)/.installed
 	$(PY) examples/readme_example.py
 	$(PY) examples/mongo_demo.py
+	$(PY) examples/celery_demo.py
 	$(PY) examples/django_demo.py
 	$(PY) examples/catalog_demo.py
 

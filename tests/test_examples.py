@@ -78,3 +78,30 @@ def test_readme_example_code_matches_the_example_script():
     script_lines = [line[4:] for line in body.splitlines() if line.strip()]
     assert readme_lines[0] == "from eventtracking import tracker"
     assert script_lines[: len(readme_lines) - 1] == readme_lines[1:]
+
+
+def test_the_celery_demo_stores_the_readme_events_through_a_worker() -> None:
+    """examples/celery_demo.py starts Redis, SecantusDB and a worker, sends the README's
+    events through AsyncRoutingBackend, prints the four documents the worker stored,
+    and cleans up after itself."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "celery_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd=ROOT / "examples",
+    )
+    if result.stdout.startswith("Skipping the Celery demo"):
+        import pytest
+
+        pytest.skip(result.stdout.strip())
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [d["name"] for d in documents] == ["navigation.request"] * 3 + ["address.create"]
+    assert [d["data"].get("url", "")[-1:] for d in documents] == ["1", "2", "3", ""]
+    assert all(d["timestamp"].endswith("+00:00") for d in documents)
+    assert "published=4 in 1 message(s)" in result.stdout
+    assert "deleted their directory" in result.stdout
+    workdir = re.search(r"data in (\S+)/redis", result.stdout)
+    assert workdir is not None
+    assert not Path(workdir.group(1)).exists()

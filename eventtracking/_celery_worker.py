@@ -182,6 +182,24 @@ def _settings_for(backend_name: str, target: Any) -> WorkerSettings:
 # -- delivery -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """Why a leaf does not hold an event: ``text`` for people; ``final`` names the kind
+    of dead letter it becomes at once, or is None when a retry may succeed."""
+
+    text: str
+    final: str | None = None
+    error: BaseException | None = None
+
+    @classmethod
+    def raised(cls, error: BaseException) -> _Failure:
+        text = f"{type(error).__name__}: {error}"
+        if len(text) > _DETAIL_LIMIT:
+            text = text[:_DETAIL_LIMIT] + "..."
+        final = type(error).__name__ if isinstance(error, _PERMANENT) else None
+        return cls(text, final, error)
+
+
 class _Outcome:
     """What became of one entry: failures by leaf path, and the leaves that took it."""
 
@@ -189,7 +207,7 @@ class _Outcome:
 
     def __init__(self, entry: _wire.Entry) -> None:
         self.entry = entry
-        self.failures: dict[tuple[str, ...], BaseException | str] = {}
+        self.failures: dict[tuple[str, ...], _Failure] = {}
         self.taken: list[tuple[str, ...]] = []
 
 
@@ -347,10 +365,11 @@ def _deliver_entry(target: Any, entry: _wire.Entry, batch: _Batch) -> _Outcome:
     if only is not None:
         reached = set(outcome.taken) | set(outcome.failures)
         for path in only:
-            if not any(_under(found, path) for found in reached) and path not in reached:
-                outcome.failures[path] = (
-                    f"no nested backend at {'/'.join(path) or '(top)'} any more; it was "
-                    "removed from the configuration"
+            if not any(_under(found, path) for found in reached):
+                outcome.failures[path] = _Failure(
+                    "no nested backend has this path any more: it was removed from the "
+                    "configuration",
+                    final="missing_leaf",
                 )
     return outcome
 
@@ -387,7 +406,7 @@ def _walk(
         try:
             backend.send(payload)
         except Exception as exc:
-            outcome.failures[here] = exc
+            outcome.failures[here] = _Failure.raised(exc)
         else:
             outcome.taken.append(here)
             batch.touched.setdefault(here, backend)
@@ -396,7 +415,7 @@ def _walk(
 def _confirm(batch: _Batch, timeout: float) -> None:
     """Ask every leaf that buffers to store what it took; a leaf that cannot, failed."""
     deadline = time.monotonic() + timeout
-    unconfirmed: dict[tuple[str, ...], str] = {}
+    unconfirmed: dict[tuple[str, ...], _Failure] = {}
     for path, backend in batch.touched.items():
         flush = getattr(backend, "flush", None)
         if not callable(flush):
@@ -405,10 +424,11 @@ def _confirm(batch: _Batch, timeout: float) -> None:
         try:
             confirmed = flush(left)
         except Exception as exc:
-            unconfirmed[path] = f"flush() raised {type(exc).__name__}: {exc}"
+            unconfirmed[path] = _Failure(f"flush() raised {type(exc).__name__}: {exc}")
         else:
             if confirmed is False:
-                unconfirmed[path] = f"could not confirm it stored the events within {timeout:g} s"
+                text = f"it could not confirm it stored the events within {timeout:g} s"
+                unconfirmed[path] = _Failure(text)
     if not unconfirmed:
         return
     for outcome in batch.outcomes:
@@ -433,24 +453,19 @@ def _settle(
     event_json: str | None = None
     retry_paths: list[tuple[str, ...]] = []
     attempt = entry.attempt + 1
-    for path, error in outcome.failures.items():
+    for path, failure in outcome.failures.items():
         where = "/".join(path) or "(top)"
         counters.incr("failed", where)
-        if isinstance(error, _PERMANENT):
-            event_json = event_json or _wire.encode_event(entry.event)
-            reason = f"leaf {where} refused the event: {type(error).__name__}: {error}"
-            kind = type(error).__name__
-        elif isinstance(error, str) and "any more" in error:
-            event_json = event_json or _wire.encode_event(entry.event)
-            reason, kind = f"leaf {where}: {error}", "missing_leaf"
+        if failure.final is not None:
+            reason, kind = f"leaf {where} refused the event: {failure.text}", failure.final
         elif attempt <= settings.max_retries:
             retry_paths.append(path)
-            _log_failure(where, error, attempt, settings.max_retries)
+            _log_failure(where, failure, attempt, settings.max_retries)
             continue
         else:
-            event_json = event_json or _wire.encode_event(entry.event)
-            reason = f"leaf {where} failed {attempt} time(s); last error: {_describe_error(error)}"
+            reason = f"leaf {where} failed {attempt} time(s); last error: {failure.text}"
             kind = "retries_exhausted"
+        event_json = event_json or _wire.encode_event(entry.event)
         text = _wire.encode_entry(entry.id, event_json, leaves=[path], attempt=entry.attempt)
         dead.append((text.encode("utf-8"), reason, None))
         counters.incr("dead_letter_reasons", kind)
@@ -540,18 +555,13 @@ def _as_bytes(text: Any) -> bytes:
     return _wire.encode_value(text).encode("utf-8")
 
 
-def _describe_error(error: BaseException | str) -> str:
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return text if len(text) <= _DETAIL_LIMIT else text[:_DETAIL_LIMIT] + "..."
-
-
-def _log_failure(where: str, error: BaseException | str, attempt: int, limit: int) -> None:
+def _log_failure(where: str, failure: _Failure, attempt: int, limit: int) -> None:
     _LOG.warning(
         f"leaf:{where}",
         "Leaf %s failed (%s); retry %d of %d is scheduled",
         where,
-        _describe_error(error),
+        failure.text,
         attempt,
         limit,
-        exc_info=error if isinstance(error, BaseException) else None,
+        exc_info=failure.error,
     )

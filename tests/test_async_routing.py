@@ -382,6 +382,22 @@ def test_a_redriven_dead_letter_goes_to_its_leaf_only(make_router: MakeRouter, w
     assert dead_letters(router) == []
 
 
+def test_a_letter_for_a_leaf_removed_since_is_kept_with_why(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """An entry for a nested backend that no longer exists is kept, not dropped."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    event_id = _wire.new_event_id()
+    entry = _wire.encode_entry(event_id, _wire.encode_event({"name": "x"}), leaves=[["gone"]])
+    router._retry_sink.publish(router.backend_name, [entry])
+    (letter,) = wait_until(lambda: dead_letters(router))
+    assert letter.reason.startswith("leaf gone refused the event: no nested backend")
+    assert _wire.decode_entry(letter.payload).leaves == (("gone",),)
+    assert memory.snapshot() == []
+    assert router.stats()["worker"]["dead_letter_reasons"] == {"missing_leaf": 1}
+
+
 @pytest.mark.parametrize("error", [NoTransformerImplemented("no xAPI for it"), NoBackendEnabled()])
 def test_errors_a_retry_cannot_fix_are_dead_letters_at_once(
     make_router: MakeRouter, worker: Any, error: Exception

@@ -283,11 +283,11 @@ def test_an_async_backend_named_by_its_own_key_passes(backend_name: str | None) 
 
 
 def test_e020_backend_name_that_names_no_top_level_backend() -> None:
-    """A typo in backend_name is E020; the hint lists the top-level keys and the fix."""
+    """A typo in backend_name is E030; the hint lists the top-level keys and the fix."""
     setting = {"event_transformer": async_backend("event_transfomer"), "logger": {"ENGINE": LOGGER}}
     with override_settings(EVENT_TRACKING_BACKENDS=setting):
         messages = checks.check_async_routing()
-    assert ids(messages) == [checks.E020]
+    assert ids(messages) == [checks.E030]
     assert messages[0].msg == checks.ASYNC_BACKEND_NAME_UNKNOWN.format(
         where=f"{B}['event_transformer']", name="event_transfomer"
     )
@@ -296,11 +296,11 @@ def test_e020_backend_name_that_names_no_top_level_backend() -> None:
 
 
 def test_e020_nested_async_backend_without_a_name() -> None:
-    """A nested AsyncRoutingBackend has no key of its own for workers to find: E020."""
+    """A nested AsyncRoutingBackend has no key of its own for workers to find: E030."""
     nested = {"ENGINE": ROUTING, "OPTIONS": {"backends": {"inner": async_backend("")}}}
     with override_settings(EVENT_TRACKING_BACKENDS={"outer": nested}):
         messages = checks.check_async_routing()
-    assert ids(messages) == [checks.E020]
+    assert ids(messages) == [checks.E030]
     assert "['OPTIONS']['backends']['inner']" in messages[0].msg
 
 
@@ -309,14 +309,14 @@ def test_w020_backend_name_that_names_another_top_level_backend() -> None:
     setting = {"first": async_backend("second"), "second": async_backend("second")}
     with override_settings(EVENT_TRACKING_BACKENDS=setting):
         messages = checks.check_async_routing()
-    assert ids(messages) == [checks.W020]
+    assert ids(messages) == [checks.W030]
     assert messages[0].msg == checks.ASYNC_BACKEND_NAME_ELSEWHERE.format(
         where=f"{B}['first']", name="second"
     )
 
 
 def test_e021_async_backend_without_celery(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without Celery installed, an AsyncRoutingBackend is E021 naming the extra."""
+    """Without Celery installed, an AsyncRoutingBackend is E031 naming the extra."""
     import importlib.util
 
     real = importlib.util.find_spec
@@ -325,7 +325,7 @@ def test_e021_async_backend_without_celery(monkeypatch: pytest.MonkeyPatch) -> N
     )
     with override_settings(EVENT_TRACKING_BACKENDS={"async": async_backend("async")}):
         messages = checks.check_async_routing()
-    assert ids(messages) == [checks.E021]
+    assert ids(messages) == [checks.E031]
     assert "pip install 'event-tracking[celery]'" in messages[0].hint
     with override_settings(EVENT_TRACKING_BACKENDS={"memory": {"ENGINE": MEMORY}}):
         assert checks.check_async_routing() == []
@@ -335,6 +335,6 @@ def test_async_checks_run_with_manage_py_check() -> None:
     """The AsyncRoutingBackend checks are registered with the eventtracking tag."""
     with (
         override_settings(EVENT_TRACKING_BACKENDS={"a": async_backend("b")}),
-        pytest.raises(SystemCheckError, match=re.escape(checks.E020)),
+        pytest.raises(SystemCheckError, match=re.escape(checks.E030)),
     ):
         call_command("check", "--tag", checks.TAG, verbosity=0)

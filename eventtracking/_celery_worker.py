@@ -25,7 +25,8 @@ redrive``, they are published again, to the leaves they name.
 
 Nothing here returns (and so lets Celery acknowledge the message) before every leaf
 confirmed, or the retry was published or written to the spool, or the dead letter was
-written. When even the spool cannot be written, the message is rejected and requeued.
+written; then the message leaves the Redis ledger (:mod:`eventtracking._redis_ledger`).
+When even the spool cannot be written, the message is rejected and requeued.
 While a leaf delivers, :data:`eventtracking._wire.current_event_id` holds the event's id,
 which MongoBackend uses as ``_id``: a redelivered event is stored once.
 """
@@ -62,6 +63,7 @@ __all__ = [
     "dead_letter_message",
     "deliver",
     "deliver_legacy",
+    "forget",
     "stats",
     "stream_for",
 ]
@@ -230,13 +232,23 @@ def deliver(backend_name: Any, entries: Any, task_id: str | None = None) -> None
     """
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
         dead_letter_message(backend_name, entries, _shape_problem(backend_name, entries))
+        forget(backend_name, task_id)
         return
     settings: WorkerSettings | None = None
     with _guard(backend_name, entries):
         settings = _deliver_texts(backend_name, list(entries))
     if settings is None:  # dead-lettered whole by the guard
-        settings = _settings_for(backend_name, _find_target(backend_name)[0])
-    _forget(settings, task_id)
+        forget(backend_name, task_id)
+    else:
+        _forget(settings, task_id)
+
+
+def forget(backend_name: Any, task_id: str | None) -> None:
+    """Take a message that is dealt with (delivered or kept) out of the Redis ledger."""
+    if task_id is None:
+        return
+    name = backend_name if isinstance(backend_name, str) else "?"
+    _forget(_settings_for(name, _find_target(name)[0]), task_id)
 
 
 def _forget(settings: WorkerSettings, task_id: str | None) -> None:

@@ -34,6 +34,7 @@ from eventtracking._celery_worker import (
     dead_letter_message,
     deliver,
     deliver_legacy,
+    forget,
     stats,
 )
 
@@ -93,6 +94,7 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
     backend_name, entries, problem = _arguments(args, kwargs, ("backend_name", "entries"))
     if problem is not None:
         dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
+        forget(backend_name, self.request.id)
         return
     deliver(backend_name, entries, self.request.id)
 

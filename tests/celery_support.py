@@ -147,6 +147,8 @@ class WorkerProcess:
         env["EVENTTRACKING_TEST_WORKER_CONFIG"] = str(self.config_path)
         env["EVENTTRACKING_TEST_WORKER_READY"] = str(ready)
         env["EVENTTRACKING_TEST_WORKER_START"] = str(self.starts)
+        # Dead letters of unknown backend names go to the default spool: keep it here.
+        env["XDG_CACHE_HOME"] = str(self.directory / "cache")
         env["PYTHONPATH"] = os.pathsep.join(
             [str(TESTS_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
         )

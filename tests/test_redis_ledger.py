@@ -24,6 +24,12 @@ from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 
 
+@pytest.fixture(autouse=True)
+def _spool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead letters for unknown backends go to the default spool: keep it in tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def app(redis_url: str) -> Iterator[Any]:
     celery_app = make_app(Broker("redis", redis_url))
@@ -149,3 +155,18 @@ def test_the_ledger_record_holds_what_the_sweep_needs(
         "backend_name": "ledgered",
         "texts": texts,
     }
+
+
+@pytest.mark.parametrize("kind", ["unknown backend", "malformed"])
+def test_a_message_kept_as_a_dead_letter_leaves_the_ledger(
+    app: Any, router: AsyncRoutingBackend, kind: str
+) -> None:
+    """A message the worker keeps as dead letters is dealt with: the sweep must not
+    publish it again."""
+    with in_process_worker(app):
+        if kind == "unknown backend":
+            router._retry_sink.publish("no-such-backend", entries(1))
+        else:
+            router._retry_sink.publish("ledgered", "not a list")  # type: ignore[arg-type]
+        wait_until(lambda: ledger_size(app) == 0)
+    assert router._retry_sink.sweep(0.0) == 0

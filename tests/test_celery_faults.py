@@ -175,9 +175,11 @@ def test_a_worker_sigkilled_mid_batch_loses_nothing_and_stores_nothing_twice(
     env.assert_each_stored_once(300)
     worker_stats = second.stats()["tracker"]["backends"]["async"]
     # The redelivered batch met events 50..75 already stored: recognised, not copied.
-    assert worker_stats["backends"]["mongo"]["duplicates"] == 26
-    assert worker_stats["worker"]["received"] == 250
-    assert worker_stats["delivered"] == 250
+    # (On a loaded machine a batch may outlast the 2 s visibility timeout and be handed
+    # out twice: more duplicates then, never fewer, and still each event stored once.)
+    assert worker_stats["backends"]["mongo"]["duplicates"] >= 26
+    assert worker_stats["worker"]["received"] >= 250
+    assert worker_stats["delivered"] == worker_stats["worker"]["received"]
 
 
 def test_redis_sigkilled_mid_stream_and_restarted_on_its_data_loses_nothing(

@@ -97,6 +97,7 @@ class WorkerSettings:
     stream: str
     publish: Callable[[str, list[str], float | None], None]
     forget: Callable[[str], None] | None = None
+    replay: Callable[[], None] | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
@@ -515,6 +516,8 @@ def _finish(
                 problems.append(f"retries: {type(spool_exc).__name__}: {spool_exc}")
             else:
                 counters.incr("spooled", amount=len(texts))
+                if settings.replay is not None:
+                    settings.replay()  # the publisher sends them when the broker is back
     if dead:
         for _payload, reason, _detail in dead:
             _LOG.warning("dead-letter", "Dead letter for %r: %s", backend_name, reason)

@@ -344,6 +344,34 @@ def test_a_failing_leaf_is_retried_alone_and_its_sibling_gets_each_event_once(
     assert stats["dead_lettered"] == 0
 
 
+def test_a_retry_the_broker_refuses_waits_in_the_spool_and_is_published_later(
+    make_router: MakeRouter, worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the worker cannot publish a retry, it keeps it in its spool before the
+    message is acknowledged, and its publisher sends it once it can."""
+    flaky = Flaky(failures=1)
+    router = make_router(backends={"flaky": flaky})
+    real_publish = router._retry_sink.publish
+    refused: list[int] = []
+
+    def refuse_once(*args: Any, **kwargs: Any) -> None:
+        if not refused:
+            refused.append(1)
+            msg = "broker refused the retry"
+            raise ConnectionError(msg)
+        real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(router._retry_sink, "publish", refuse_once)
+    emit("retried.later", {"i": 1})
+    router.delivery.flush(10)
+    wait_until(lambda: flaky.events)
+    stats = router.stats()
+    assert stats["worker"]["spooled"] == 1
+    assert stats["replayed"] == 1
+    assert stats["delivered"] == 1
+    assert router.spool.pending_count(router.stream) == 0
+
+
 def test_after_the_last_retry_the_event_is_a_dead_letter_with_its_reason(
     make_router: MakeRouter, worker: Any
 ) -> None:

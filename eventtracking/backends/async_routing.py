@@ -48,7 +48,7 @@ from eventtracking.backends.routing import RoutingBackend
 from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, BatchDelivery, backoff_delay
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.spool import Spool, default_spool_dir
+from eventtracking.spool import DEFAULT_MAX_BYTES, Spool, default_spool_dir
 from eventtracking.typing import Event
 
 __all__ = ["DEFAULT_LEDGER_GRACE", "DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
@@ -80,9 +80,9 @@ class AsyncRoutingBackend(RoutingBackend):
     * ``batch_size`` (100) events per message, sent at the latest ``flush_interval``
       (0.5 s) after the first; ``max_queue_size`` (10,000) events held in memory;
     * ``publish_timeout`` (2 s): the longest a publish waits on the broker;
-    * ``spool_dir``, ``spool_stream``, ``durable``, ``exit_timeout``: as for
-      :class:`~eventtracking.backends.mongodb.MongoBackend`; the stream is
-      ``celery:<backend_name>`` by default;
+    * ``spool_dir``, ``spool_stream``, ``spool_max_bytes``, ``durable``,
+      ``exit_timeout``: as for :class:`~eventtracking.backends.mongodb.MongoBackend`; the
+      stream is ``celery:<backend_name>`` by default;
     * ``max_event_size`` (1 MiB): larger events become dead letters here;
       ``max_message_bytes`` (4 MiB): batches are split to stay under it.
 
@@ -101,8 +101,9 @@ class AsyncRoutingBackend(RoutingBackend):
     Attributes: ``backend_name``, ``backends``, ``processors`` (as in 4.x), ``spool``,
     ``stream`` and ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`).
 
-    Raises ImportError without Celery, ImproperlyConfigured for invalid options. Never
-    contacts the broker while being built.
+    Raises ImportError without Celery, ImproperlyConfigured for invalid options (and
+    :class:`~eventtracking.spool.UnsafeSpoolError`, one of them, for a spool directory
+    another user could read or change). Never contacts the broker while being built.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class AsyncRoutingBackend(RoutingBackend):
         publish_timeout: float = 2.0,
         spool_dir: str | os.PathLike[str] | None = None,
         spool_stream: str | None = None,
+        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
         durable: bool = False,
         exit_timeout: float = 5.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
@@ -181,7 +183,16 @@ class AsyncRoutingBackend(RoutingBackend):
         # thread: they get a connection of their own.
         self._retry_sink = CelerySink(self._name_for_worker, **sink_options)
         self.stream = spool_stream or _celery_worker.stream_for(backend_name)
-        self.spool = Spool(spool_dir if spool_dir is not None else default_spool_dir())
+        try:
+            self.spool = Spool(
+                spool_dir if spool_dir is not None else default_spool_dir(),
+                max_bytes=spool_max_bytes,
+            )
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc).replace("max_bytes", "spool_max_bytes")) from exc
+        # A shared or foreign spool directory is refused now, in the caller's hands
+        # (Django reports it at start-up), rather than at the first spooled event.
+        self.spool.check()
         try:
             self.delivery = BatchDelivery(
                 self._sink,
@@ -275,11 +286,16 @@ class AsyncRoutingBackend(RoutingBackend):
             stream=self.stream,
             publish=self._retry_sink.publish,
             forget=self._retry_sink.forget,
+            replay=self._replay_soon,
             max_retries=self.max_retries,
             retry_backoff=self.retry_backoff,
             retry_backoff_max=self.retry_backoff_max,
             delivery_timeout=self.delivery_timeout,
         )
+
+    def _replay_soon(self) -> None:
+        """Have the publisher deliver what waits in the spool (it starts on first use)."""
+        self.delivery.flush(0)
 
     def start_sweeper(self) -> None:
         """Start this process's ledger sweeper thread (workers only); idempotent.

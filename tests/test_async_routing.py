@@ -321,6 +321,29 @@ def test_an_event_over_max_event_size_is_dead_lettered_alone(
     assert router.stats()["dead_lettered"] == 1
 
 
+def test_an_app_path_that_cannot_be_imported_keeps_the_events_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """A wrong ``app`` dotted path never raises into emit: events are spooled, and the
+    error is in the counters."""
+    router = AsyncRoutingBackend(
+        backends={"memory": InMemoryBackend()},
+        backend_name="lost_app",
+        app="no_such_module.celery_app",
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+    )
+    tracker.register_tracker(tracker.Tracker({"lost_app": router}))
+    for i in range(3):
+        emit("kept", {"i": i})
+    assert router.delivery.flush(0.5) is False
+    router.close(1)
+    assert router.spool.pending_count(router.stream) == 3
+    stats = router.stats()
+    assert "no_such_module" in str(stats["last_error"])
+    assert stats["dropped"] == {}
+
+
 # -- the worker side ------------------------------------------------------------------
 
 

@@ -239,7 +239,14 @@ class AsyncRoutingBackend(RoutingBackend):
                 f"{self.max_event_size}; raise max_event_size or make the event smaller",
             )
             return
-        if self._sink.eager():
+        try:
+            eager = self._sink.eager()
+        except Exception as exc:
+            # The app cannot be resolved (a wrong dotted path): the publisher meets the
+            # same error, and keeps and counts the events; say it here once a minute.
+            _LOG.error("app", "AsyncRoutingBackend cannot find its Celery app: %r", exc)
+            eager = False
+        if eager:
             self._send_now(text)
             return
         self.delivery.put(payload)
@@ -373,7 +380,7 @@ class AsyncRoutingBackend(RoutingBackend):
         return result
 
 
-_SWEEP_LOG = RateLimitedLogger(LOG)
+_LOG = RateLimitedLogger(LOG)  # errors of the sweeper thread and of send()
 
 
 def _sweep_forever(
@@ -387,7 +394,7 @@ def _sweep_forever(
         try:
             swept = backend._retry_sink.sweep(backend.ledger_grace)
         except Exception as exc:
-            _SWEEP_LOG.warning(
+            _LOG.warning(
                 "sweep", "Looking for lost messages failed: %s: %s", type(exc).__name__, exc
             )
             continue

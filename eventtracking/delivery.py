@@ -463,10 +463,15 @@ class BatchDelivery:
             _LIVE.add(self)
 
     def _run(self) -> None:
+        if self.spool is not None:
+            # This thread takes the spool's checkpoints, never the application's.
+            self.spool.checkpoint()
         while True:
             try:
                 if not self._step():
                     break
+                if self.spool is not None:
+                    self.spool.checkpoint()
             except Exception as exc:  # a bug here must not end delivery for good
                 self._record_error("worker", exc)
                 self._wake.wait(1.0)

@@ -120,6 +120,19 @@ _BUSY_TIMEOUT = 5.0
 # the row and in its index entry), the row id, the time and SQLite's record headers.
 _ROW_OVERHEAD = 48
 
+# The write-ahead log is copied into the database (a checkpoint, which syncs the disk)
+# by the delivery thread once it holds this much (SQLite's own default threshold)...
+_CHECKPOINT_BYTES = 4 << 20
+# ...or, when no delivery thread has done so lately, by whichever writer finds it this
+# large. A checkpoint inside the append of an emitting thread took 50-230 ms on a busy
+# machine, which is why delivery threads take them over.
+_FORCED_CHECKPOINT_BYTES = 2 * _CHECKPOINT_BYTES
+# How recently a delivery thread must have looked for writers to leave checkpoints to it.
+_CHECKPOINTER_SEEN = 5.0
+# Once checkpointed, the log is cut back to this size when writing starts over at its
+# beginning, so that its file size tells how much it holds.
+_WAL_SIZE_LIMIT = _CHECKPOINT_BYTES // 2
+
 # Attempts of one operation when the file turns out to be corrupt, moved aside by
 # another process, or in need of the disk reserve.
 _ATTEMPTS = 3
@@ -376,6 +389,11 @@ class Spool:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        # Writers of this process queue here rather than in SQLite's busy handler, which
+        # sleeps in steps of up to 100 ms: a caller spooling beside the delivery thread
+        # waits for that thread's transaction, not for a sleep that outlasts it.
+        self._write_lock = threading.RLock()
+        self._checkpointer_seen = -_CHECKPOINTER_SEEN
         self._local = threading.local()
         # This process's open connections, by id, with the (device, inode) of the file
         # each has open: one per thread that used the spool, closed when that thread
@@ -499,19 +517,64 @@ class Spool:
         moved aside: that is checked with the write lock held, which the process moving
         it holds too, so a writer that waited for it never commits to the file that left.
         """
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                info = os.stat(self._path)
-            except FileNotFoundError:
-                raise _FileReplaced from None
-            if (info.st_dev, info.st_ino) != self._local.ident:
-                raise _FileReplaced
-            yield info.st_size
-            conn.execute("COMMIT")
-        except BaseException:
-            _rollback(conn)
-            raise
+                try:
+                    info = os.stat(self._path)
+                except FileNotFoundError:
+                    raise _FileReplaced from None
+                if (info.st_dev, info.st_ino) != self._local.ident:
+                    raise _FileReplaced
+                yield info.st_size
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        self._after_write(conn)
+
+    def _after_write(self, conn: sqlite3.Connection) -> None:
+        """Checkpoint when this thread takes checkpoints and the log is due for one, or
+        when the log has grown large and no thread that takes them was seen lately."""
+        now = time.monotonic()
+        if getattr(self._local, "checkpointer", False):
+            self._checkpointer_seen = now
+            if _size(self._wal_path) >= _CHECKPOINT_BYTES:
+                self._checkpoint(conn)
+        elif (
+            now - self._checkpointer_seen > _CHECKPOINTER_SEEN
+            and _size(self._wal_path) >= _FORCED_CHECKPOINT_BYTES
+        ):
+            self._checkpoint(conn)
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database if it holds over 4 MiB, and take
+        over checkpoints for this process: from now on this thread takes them after its
+        own writes, and other threads' writes take none unless it stops calling.
+
+        Delivery threads call this between batches, so that the disk sync a checkpoint
+        costs never falls on an application thread that spools. It never waits for
+        other connections (a passive checkpoint) and never raises: a failure is logged
+        and the next call tries again. Returns whether a checkpoint ran.
+        """
+        self._local.checkpointer = True
+        self._checkpointer_seen = time.monotonic()
+        if _size(self._wal_path) < _CHECKPOINT_BYTES:
+            return False
+        try:
+            conn = self._connect(create=False)
+        except Exception as exc:
+            LOG.warning("Checkpoint of the spool %s failed: %s", self.path, exc)
+            return False
+        return conn is not None and self._checkpoint(conn)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            LOG.warning("Checkpoint of the spool %s failed: %s", self.path, exc)
+            return False
+        return True
 
     def _move_aside(self, error: sqlite3.DatabaseError) -> None:
         """Rename the corrupt spool file (and its -wal and -shm) so a fresh one starts."""
@@ -929,6 +992,9 @@ def _set_up(conn: sqlite3.Connection) -> None:
     # NORMAL: a commit survives the death of the process (it is in the WAL, which the OS
     # holds); only a power loss can take the last commits with it.
     conn.execute("PRAGMA synchronous=NORMAL")
+    # No checkpoint at commit: see checkpoint() and _FORCED_CHECKPOINT_BYTES.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != _SCHEMA_VERSION:
         with _transaction(conn):

@@ -668,3 +668,60 @@ def test_the_spool_errors_survive_pickling() -> None:
     assert type(unsafe).__module__ == "eventtracking.spool"
     full = pickle.loads(pickle.dumps(SpoolFullError("full", reason="disk", rows=3)))
     assert (type(full), str(full), full.reason, full.rows) == (SpoolFullError, "full", "disk", 3)
+
+
+def _wal_bytes(spool: Spool) -> int:
+    try:
+        return os.path.getsize(f"{spool.path}-wal")
+    except FileNotFoundError:
+        return 0
+
+
+def test_application_threads_leave_checkpoints_to_the_thread_that_takes_them(
+    tmp_path: Path,
+) -> None:
+    """While a delivery thread has called checkpoint() lately, appends from other threads
+    never copy the write-ahead log back (the disk sync would stall an emit); that
+    thread's next checkpoint does, and the log is then cut back to a small size."""
+    spool = Spool(tmp_path / "spool")
+    registered = threading.Event()
+    go = threading.Event()
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def checkpointer() -> None:
+        spool.checkpoint()
+        registered.set()
+        go.wait(30)
+        outcome["ran"] = spool.checkpoint()
+        spool.append("s", [b"after"])
+        outcome["wal_after"] = _wal_bytes(spool)
+        done.set()
+
+    thread = threading.Thread(target=checkpointer)
+    thread.start()
+    assert registered.wait(30)
+    payload = b"x" * 4000
+    for _ in range(3_000):  # about 12 MB, past the forced-checkpoint size
+        spool.append("s", [payload])
+    grown = _wal_bytes(spool)
+    go.set()
+    assert done.wait(30)
+    thread.join(30)
+    assert grown > 10_000_000
+    assert outcome["ran"] is True
+    assert outcome["wal_after"] < 4 << 20
+    assert spool.pending_count("s") == 3_001
+
+
+def test_without_a_checkpointing_thread_writers_keep_the_log_bounded(tmp_path: Path) -> None:
+    """A process with no delivery thread (a worker writing dead letters, say) still has its
+    write-ahead log copied back once it grows large, by its own writes."""
+    spool = Spool(tmp_path / "spool")
+    payload = b"x" * 4000
+    largest = 0
+    for _ in range(5_000):  # about 20 MB in all
+        spool.append("s", [payload])
+        largest = max(largest, _wal_bytes(spool))
+    assert largest < 12 << 20
+    assert spool.pending_count("s") == 5_000

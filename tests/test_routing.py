@@ -418,13 +418,21 @@ def test_only_mutating_backends_get_copies() -> None:
     assert "_id" not in event
 
 
-def test_mutates_events_reflects_the_components() -> None:
-    """A router may mutate events exactly when one of its processors or backends may."""
-    assert RoutingBackend({"k": Keeping()}).mutates_events is False
-    assert RoutingBackend({"m": Mutating()}).mutates_events is True
-    assert RoutingBackend({"k": Keeping()}, processors=[lambda e: None]).mutates_events is True
-    nested = RoutingBackend({"tree": RoutingBackend({"m": Mutating()})})
-    assert nested.mutates_events is True
+def test_a_router_never_mutates_what_it_is_given() -> None:
+    """A router copies for its own components, so it says mutates_events is False
+    whatever it holds, and the event it was given is unchanged afterwards."""
+    routers = [
+        RoutingBackend({"k": Keeping()}),
+        RoutingBackend({"m": Mutating()}),
+        RoutingBackend({"k": Keeping()}, processors=[lambda e: e["data"].clear()]),
+        RoutingBackend({"tree": RoutingBackend({"m": Mutating()})}),
+    ]
+    for router in routers:
+        assert router.mutates_events is False
+        event = make_event()
+        original = copy.deepcopy(event)
+        router.send(event)
+        assert event == original
 
 
 def test_nested_router_with_mutator_is_isolated_from_a_sibling() -> None:
@@ -590,3 +598,190 @@ def test_processor_appended_directly_never_changes_the_callers_data() -> None:
     t.emit("y", data)
     assert calls == ["scrub"]
     assert keeping.received[1]["data"] is data
+
+
+# -- copies: a 4.x-style backend, and how many copies a fan-out makes ----------------------
+
+
+class EditsData:
+    """A backend written for 4.x: no flag, and it edits event['data'] in place."""
+
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+
+    def send(self, event: Any) -> None:
+        event["data"]["nested"]["value"] = "edited"
+        event["data"]["nested"]["list"].append("edited")
+        event["data"]["new"] = True
+        event["context"]["edited"] = True
+        self.received.append(event)
+
+
+def test_lone_4x_backend_editing_data_never_changes_the_callers_data() -> None:
+    """A single backend without the flag that edits event['data'] (and its nested dicts
+    and lists) works on its own copy: the caller's dict is unchanged, as under 4.x."""
+    backend = EditsData()
+    t = Tracker({"only": backend})
+    t.enter_context("request", {"user": "ada"})
+    data = sample_data()
+    original = copy.deepcopy(data)
+    t.emit("x", data)
+    t.emit("y", data)
+    assert data == original
+    assert t.resolve_context() == {"user": "ada"}
+    assert [e["data"]["nested"]["value"] for e in backend.received] == ["edited", "edited"]
+    assert backend.received[0]["data"]["nested"]["list"] == [1, 2, "edited"]
+    assert backend.received[0]["data"] is not data
+
+
+class CountingCopier(_copy.Copier):
+    """Counts the copiers made and the copies they hand out."""
+
+    made = 0
+    copies = 0
+
+    def __init__(self, value: Any) -> None:
+        CountingCopier.made += 1
+        super().__init__(value)
+
+    def copy(self) -> Any:
+        CountingCopier.copies += 1
+        return super().copy()
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> type[CountingCopier]:
+    """Routers make their copies through CountingCopier."""
+    import eventtracking.backends.routing as routing
+
+    CountingCopier.made = CountingCopier.copies = 0
+    monkeypatch.setattr(routing, "Copier", CountingCopier)
+    return CountingCopier
+
+
+def test_each_4x_backend_gets_its_own_copy(counting: type[CountingCopier]) -> None:
+    """Sixteen backends without the flag each get a distinct copy, none sees another's
+    edits, and the caller's data is untouched: 16 copies from one walk of the event."""
+    backends = [EditsData() for _ in range(16)]
+    t = Tracker({f"b{i:02}": backend for i, backend in enumerate(backends)})
+    data = sample_data()
+    original = copy.deepcopy(data)
+    t.emit("x", data)
+    assert data == original
+    received = [backend.received[0] for backend in backends]
+    assert len({id(event) for event in received}) == 16
+    assert len({id(event["data"]["nested"]["list"]) for event in received}) == 16
+    for event in received:
+        assert event["data"]["nested"]["list"] == [1, 2, "edited"]
+    assert (counting.made, counting.copies) == (1, 16)
+
+
+def test_private_event_goes_to_the_last_backend_without_a_copy(
+    counting: type[CountingCopier],
+) -> None:
+    """After a processor chain that works on a private copy, N backends without the flag
+    need N - 1 copies: the last one gets the processed event itself."""
+    processed: list[Any] = []
+
+    def stamp(event: Any) -> None:
+        event["data"]["stamped"] = True
+        processed.append(event)
+
+    backends = [EditsData() for _ in range(4)]
+    t = Tracker({f"b{i}": backend for i, backend in enumerate(backends)}, processors=[stamp])
+    data = sample_data()
+    t.emit("x", data)
+    assert "stamped" not in data
+    assert backends[-1].received[0] is processed[0]
+    assert all(b.received[0] is not processed[0] for b in backends[:-1])
+    assert all(b.received[0]["data"]["nested"]["list"] == [1, 2, "edited"] for b in backends)
+    assert counting.copies == 3
+
+
+def test_flagged_backend_after_the_last_mutator_never_sees_its_edits() -> None:
+    """The private event goes uncopied only to the very last backend: a flagged
+    backend after a mutator still sees the event as the processors left it."""
+
+    def stamp(event: Any) -> None:
+        event["data"]["stamped"] = True
+
+    keeping = Keeping()
+    t = Tracker({"a_edits": EditsData(), "z_keeps": keeping}, processors=[stamp])
+    t.emit("x", sample_data())
+    assert keeping.received[0]["data"] == {**sample_data(), "stamped": True}
+
+
+def test_router_tree_copies_once_per_leaf_from_one_walk(
+    counting: type[CountingCopier],
+) -> None:
+    """A 4x4 tree of routers with 4.x leaves makes one copy per leaf and walks the
+    event once for the whole tree; no leaf sees another's edits, nor does the caller."""
+    leaves = [[EditsData() for _ in range(4)] for _ in range(4)]
+    tree = {
+        f"r{i}": RoutingBackend({f"l{j}": leaf for j, leaf in enumerate(row)})
+        for i, row in enumerate(leaves)
+    }
+    t = Tracker(tree)
+    data = sample_data()
+    original = copy.deepcopy(data)
+    t.emit("x", data)
+    assert data == original
+    received = [leaf.received[0] for row in leaves for leaf in row]
+    assert len({id(event) for event in received}) == 16
+    assert all(event["data"]["nested"]["list"] == [1, 2, "edited"] for event in received)
+    assert (counting.made, counting.copies) == (1, 16)
+
+
+def test_branch_processor_copies_once_then_hands_its_copy_down(
+    counting: type[CountingCopier],
+) -> None:
+    """A branch whose processor may change events copies once for the chain; its single
+    4.x leaf then receives that private copy without another one."""
+    seen: list[Any] = []
+
+    def stamp(event: Any) -> None:
+        event["data"]["branch"] = True
+        seen.append(event)
+
+    leaf, sibling = EditsData(), Keeping()
+    t = Tracker({"a": sibling, "branch": RoutingBackend({"leaf": leaf}, processors=[stamp])})
+    data = sample_data()
+    t.emit("x", data)
+    assert leaf.received[0] is seen[0]
+    assert "branch" not in data and "branch" not in sibling.received[0]["data"]
+    assert counting.copies == 0
+
+
+def test_processor_returning_a_shared_object_is_not_handed_out_as_private() -> None:
+    """A processor that returns an object it keeps (a module constant, say) does not make
+    it private: a backend that edits events gets a copy, and the constant is unchanged."""
+    constant = {"name": "constant", "timestamp": None, "context": {}, "data": sample_data()}
+    kept = copy.deepcopy(constant)
+
+    def replace(event: Any) -> Any:
+        event["data"]["touched"] = True  # a mutating processor: the chain is private
+        return constant
+
+    backend = EditsData()
+    Tracker({"only": backend}, processors=[replace]).emit("x", {"a": 1})
+    assert constant == kept
+    assert backend.received[0]["data"]["new"] is True
+
+
+class Legacy(RoutingBackend):
+    """A RoutingBackend subclass written for 4.x, overriding process_event."""
+
+    def process_event(self, event: Any) -> Any:
+        event = super().process_event(event)
+        return {**event, "data": {**event["data"], "legacy": True}}
+
+
+def test_subclass_overriding_process_event_is_still_called() -> None:
+    """A 4.x subclass that overrides process_event, top-level or nested, keeps working:
+    its override runs before its backends receive the event."""
+    top_leaf, nested_leaf = Keeping(), Keeping()
+    t = Tracker({"legacy": Legacy({"leaf": nested_leaf}), "plain": Keeping()})
+    t.emit("x", {"a": 1})
+    assert nested_leaf.received[0]["data"] == {"a": 1, "legacy": True}
+    Legacy({"leaf": top_leaf}).send(make_event({"b": 2}))
+    assert top_leaf.received[0]["data"] == {"b": 2, "legacy": True}

@@ -2,18 +2,21 @@
 
 The router promises isolation without paying for a deep copy of every event:
 
-* processors run in order on a private copy of the event, made once per chain and only
-  when at least one processor may change events, so the caller's ``data`` is never
-  touched;
-* when several backends share an event, each backend that may change events gets its
-  own copy, so no backend ever sees another's changes (a Mongo ``_id`` never reaches
-  the logger);
-* the event's ``context`` is a read-only dict shared by every event emitted under the
-  same contexts; a lone backend that may change events gets the event with a plain copy
-  of it;
+* nothing it is given is ever changed: not the caller's ``data``, not the shared,
+  read-only ``context``. Processors that may change events run on one private copy per
+  chain; a backend that may change events gets a copy of its own, a lone one included;
+* no backend sees another's changes (a Mongo ``_id`` never reaches the logger);
 * a component promises not to change events with the class attribute
-  ``mutates_events = False``; every backend and processor shipped here does, so the
-  common case copies nothing at all.
+  ``mutates_events = False``. Every backend and processor shipped here does, routers
+  included, so the common case copies nothing at all.
+
+Copies are cheap and few. Routers nested in a tree pass the event down without copying
+it, together with one :class:`~eventtracking._copy.Copier`: the first copy walks the
+event once for the whole tree, the others replay that walk. An event that is already a
+private copy (made for a processor chain, or handed down by a parent router whose last
+backend this router is) goes without a copy to the last backend that may change it, so
+``N`` such backends need ``N - 1`` copies. A value that cannot be copied is shared,
+logged and counted, never raised into the caller (see :mod:`eventtracking._copy`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext
-from eventtracking._copy import safe_copy
+from eventtracking._copy import Copier, safe_copy
 from eventtracking._delivery_api import close_all, flush_all, stats_of
 from eventtracking._metadata_api import deliver_metadata
 from eventtracking._ratelimit import RateLimitedLogger
@@ -48,6 +50,12 @@ def _may_mutate(component: Any) -> bool:
     return getattr(component, "mutates_events", True) is not False
 
 
+# How a router hands the event to each of its backends (see RoutingBackend._refresh).
+_SHARE = 0  # promises not to change it: the same object
+_COPY = 1  # may change it: a copy of its own, unless the event is private and it is last
+_NESTED = 2  # a plain RoutingBackend: the event, the tree's Copier, and ownership
+
+
 class RoutingBackend:
     """Send events through ``processors`` and then to each of ``backends``.
 
@@ -59,8 +67,13 @@ class RoutingBackend:
     raises is logged and counted and never affects the others.
 
     A routing backend can itself be registered as a backend of another one, to build
-    trees where a branch has its own processors.
+    trees where a branch has its own processors. A router never changes the events it
+    is given (``mutates_events`` is False): it copies for its own components. A
+    subclass that overrides :meth:`send` and changes events must set
+    ``mutates_events = True``.
     """
+
+    mutates_events = False
 
     def __init__(
         self,
@@ -75,7 +88,12 @@ class RoutingBackend:
         self._counters = Counters(groups=("dropped", "failed"))
         self._log = RateLimitedLogger(LOG)
         self._copy_for_processors = False
-        self._plan: list[tuple[str, Any, bool | None]] = []
+        kind = type(self)
+        self._customised = (
+            kind.process_event is not RoutingBackend.process_event
+            or kind.send_to_backends is not RoutingBackend.send_to_backends
+        )
+        self._plan: tuple[tuple[str, Any, int, bool], ...] = ()
         # Documentation records already passed on, by id: each goes to a backend once,
         # and a backend registered later still receives them.
         self._metadata: dict[Any, dict[str, Any]] = {}
@@ -116,32 +134,51 @@ class RoutingBackend:
     def _refresh(self) -> None:
         """Precompute the copy plan, so sending does not inspect every component."""
         self._copy_for_processors = any(_may_mutate(p) for p in self.processors)
-        # None means "ask on every send": a nested router may gain backends later.
-        self._plan = [
-            (
-                name,
-                backend,
-                None if isinstance(backend, RoutingBackend) else _may_mutate(backend),
-            )
-            for name, backend in self.backends.items()
-        ]
-
-    @property
-    def mutates_events(self) -> bool:
-        """True when any processor or backend of this router may change events."""
-        return self._copy_for_processors or any(
-            _may_mutate(backend) for backend in self.backends.values()
-        )
+        items = list(self.backends.items())
+        plan = []
+        for index, (name, backend) in enumerate(items):
+            if _is_plain_router(backend):
+                how = _NESTED
+            elif _may_mutate(backend):
+                how = _COPY
+            else:
+                how = _SHARE
+            plan.append((name, backend, how, index == len(items) - 1))
+        self._plan = tuple(plan)
 
     def send(self, event: Event) -> None:
-        """Process ``event`` and deliver it to every backend. Never raises."""
-        if self.processors:
+        """Process ``event`` and deliver it to every backend. Never raises.
+
+        ``event`` itself, its ``data`` included, is never changed.
+        """
+        if self._customised:
+            # A subclass written for 4.x overrides one of the two steps: call both, as
+            # 4.x did.
             try:
                 event = self.process_event(event)
             except EventEmissionExit:
                 self._counters.incr("dropped", "filtered")
                 return
-        self.send_to_backends(event)
+            self.send_to_backends(event)
+            return
+        self._route(event, None, False)
+
+    def _route(self, event: Event, copier: Copier | None, private: bool) -> None:
+        """Process and deliver ``event``.
+
+        ``copier`` makes copies of this very event (a parent router's, shared by the
+        tree) or is None. ``private`` is True when nothing else will ever see ``event``
+        again, so the last backend that may change it can have it without a copy.
+        """
+        if self.processors:
+            try:
+                processed, private = self._process(event, private)
+            except EventEmissionExit:
+                self._counters.incr("dropped", "filtered")
+                return
+            if processed is not event:
+                event, copier = processed, None
+        self._deliver(event, copier, private)
 
     def process_event(self, event: Event) -> Event:
         """Run the processor chain and return the resulting event.
@@ -152,8 +189,12 @@ class RoutingBackend:
         """
         if not self.processors:
             return event
-        if self._copy_for_processors:
-            event = safe_copy(event)
+        return self._process(event, False)[0]
+
+    def _process(self, event: Event, private: bool) -> tuple[Event, bool]:
+        """Run the chain; return the event and whether it is still private."""
+        if self._copy_for_processors and not private:
+            event, private = safe_copy(event), True
         for processor in self.processors:
             try:
                 result = processor(event)
@@ -169,22 +210,35 @@ class RoutingBackend:
                     exc_info=True,
                 )
             else:
-                if result is not None:
-                    event = result
-        return event
+                if result is not None and result is not event:
+                    # A replacement may hold anything, a module constant or the
+                    # caller's data: it is not known to be private.
+                    event, private = result, False
+        return event, private
 
     def send_to_backends(self, event: Event) -> None:
-        """Deliver ``event`` to every backend. Logs, counts and swallows their errors."""
-        plan = self._plan
-        shared = len(plan) > 1
-        for name, backend, mutates in plan:
-            payload = event
-            if mutates or (mutates is None and backend.mutates_events):
-                # Siblings must not see this backend's changes: a deep copy. A lone
-                # backend only needs the shared, read-only context thawed.
-                payload = safe_copy(event) if shared else _thaw_context(event)
+        """Deliver ``event`` to every backend. Logs, counts and swallows their errors.
+
+        ``event`` itself is never changed: a backend that may change it gets a copy.
+        """
+        self._deliver(event, None, False)
+
+    def _deliver(self, event: Event, copier: Copier | None, private: bool) -> None:
+        for name, backend, how, last in self._plan:
             try:
-                backend.send(payload)
+                if how == _SHARE:
+                    backend.send(event)
+                elif how == _NESTED:
+                    if copier is None:
+                        copier = Copier(event)
+                    backend._route(event, copier, private and last)
+                elif private and last:
+                    # Nothing will look at this event again: it needs no copy.
+                    backend.send(event)
+                else:
+                    if copier is None:
+                        copier = Copier(event)
+                    backend.send(copier.copy())
             except NoTransformerImplemented as exc:
                 self._counters.incr("dropped", "no_transformer")
                 LOG.info("Backend %r has no transformer for event %r: %r", name,
@@ -238,13 +292,17 @@ class RoutingBackend:
         return result
 
 
-def _thaw_context(event: Any) -> Any:
-    """The event with its shared :class:`FrozenContext` replaced by a plain copy."""
-    if type(event) is dict:
-        context = event.get("context")
-        if type(context) is FrozenContext:
-            return {**event, "context": dict(context)}
-    return event
+def _is_plain_router(backend: Any) -> bool:
+    """Whether ``backend`` routes exactly as RoutingBackend does (no overridden entry).
+
+    Such a router can be handed the parent's copier and ownership of the event; any
+    other backend, a subclass that sends elsewhere included, is called through send().
+    """
+    return (
+        isinstance(backend, RoutingBackend)
+        and type(backend).send is RoutingBackend.send
+        and not backend._customised
+    )
 
 
 def _event_name(event: Any) -> Any:

@@ -29,7 +29,14 @@ class FrozenContext(dict[str, Any]):
     which it has been thawed into a plain dict.
     """
 
-    __slots__ = ()
+    # Whether every value is immutable (a str, a number...), found out the first time
+    # an event is copied (see eventtracking._copy); None until then. The dict cannot
+    # change, so the answer cannot either.
+    __slots__ = ("plain_values",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plain_values: bool | None = None
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         msg = (

@@ -1,20 +1,22 @@
 """The immutable stack of named contexts that every locator stores.
 
-A stack is a tuple of ``(name, context)`` frames, innermost last. A name may appear more
-than once (nested ``with tracker.context('x', ...)`` blocks); only its innermost frame
-counts, and it counts at its own position, so re-entering a name makes it win over
+A stack is a sequence of ``(name, context)`` frames, innermost last. A name may appear
+more than once (nested ``with tracker.context('x', ...)`` blocks); only its innermost
+frame counts, and it counts at its own position, so re-entering a name makes it win over
 everything entered before. Leaving a name removes its innermost frame and uncovers the
 one below.
 
-Stacks are never changed in place: every enter or exit builds a new one. That makes a
+Stacks are never changed in place: every enter or exit makes a new one. That makes a
 stack safe to share between threads and asyncio tasks, and lets it cache the merged
-context, which is the only thing the emit path needs.
+context, which is the only thing the emit path needs. A stack is a linked list, each one
+pointing to the stack below it, so entering or leaving the innermost context costs the
+same at any depth, and merging walks only the frames entered since the last merge.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 
@@ -53,54 +55,101 @@ class FrozenContext(dict[str, Any]):
         return (dict, (dict(self),))
 
 
+_new_stack = object.__new__
+
+
 class ContextStack:
     """An immutable sequence of named context frames with a cached merge.
 
-    Each stack remembers the stack it was pushed onto, so that leaving the innermost
-    context (the common, ``with``-block case) returns that very stack, merge cache and
-    all, and a push of a new name merges onto the parent's cached result instead of
-    starting over.
+    ``ContextStack(frames)`` builds a stack from ``(name, context)`` pairs, outermost
+    first. :meth:`push` and leaving the innermost frame with :meth:`pop` take constant
+    time: the stack below is kept, merge cache and all.
     """
 
-    __slots__ = ("_merged", "_parent", "frames")
+    __slots__ = ("_below", "_depth", "_frame", "_frames", "_merged", "_names")
 
-    frames: tuple[tuple[str, Mapping[str, Any]], ...]
+    _below: ContextStack | None
+    _frame: tuple[str, Mapping[str, Any]] | None
 
-    def __init__(
-        self,
-        frames: tuple[tuple[str, Mapping[str, Any]], ...] = (),
-        parent: ContextStack | None = None,
-    ) -> None:
-        self.frames = frames
-        self._parent = parent
+    def __init__(self, frames: Iterable[tuple[str, Mapping[str, Any]]] = ()) -> None:
+        self._below = None
+        self._frame = None
+        self._depth = 0
+        self._frames: tuple[tuple[str, Mapping[str, Any]], ...] | None = ()
         self._merged: FrozenContext | None = None
+        # The names on the stack, kept with the merge that needed them.
+        self._names: frozenset[str] | None = None
+        frames = tuple(frames)
+        if frames:
+            stack = EMPTY
+            for name, context in frames[:-1]:
+                stack = stack.push(name, context)
+            self._below = stack
+            self._frame = (frames[-1][0], frames[-1][1])
+            self._depth = len(frames)
+            self._frames = None
+
+
+    @property
+    def frames(self) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        """Every frame, outermost first (each frame is the same object in every stack
+        that holds it)."""
+        frames = self._frames
+        if frames is None:
+            collected: list[tuple[str, Mapping[str, Any]]] = []
+            node: ContextStack | None = self
+            while node is not None and node._frame is not None:
+                if node._frames is not None:
+                    # A stack below already knows its frames: stop there.
+                    collected.reverse()
+                    frames = node._frames + tuple(collected)
+                    break
+                collected.append(node._frame)
+                node = node._below
+            else:
+                collected.reverse()
+                frames = tuple(collected)
+            self._frames = frames
+        return frames
 
     def push(self, name: str, context: Mapping[str, Any]) -> ContextStack:
         """Return a new stack with ``context`` entered as the innermost frame."""
-        return ContextStack((*self.frames, (name, context)), self)
+        return _stack_on(self, (name, context))
 
     def pop(self, name: str) -> ContextStack:
         """Return a new stack without the innermost frame called ``name``.
 
         Raises KeyError when no frame has that name.
         """
-        frames = self.frames
-        if frames and frames[-1][0] == name and self._parent is not None:
-            return self._parent
-        for index in range(len(frames) - 1, -1, -1):
-            if frames[index][0] == name:
-                return ContextStack(frames[:index] + frames[index + 1 :])
+        frame = self._frame
+        if frame is not None and frame[0] == name:
+            return self._below  # type: ignore[return-value]  # a frame has a stack below
+        # An outer frame: keep the stack below it, and enter the frames above it again.
+        above: list[tuple[str, Mapping[str, Any]]] = []
+        node: ContextStack | None = self
+        while node is not None and node._frame is not None:
+            if node._frame[0] == name:
+                stack = node._below
+                assert stack is not None
+                # The same frame objects: the middleware tells frames apart by identity.
+                for kept in reversed(above):
+                    stack = _stack_on(stack, kept)
+                return stack
+            above.append(node._frame)
+            node = node._below
         raise KeyError(name)
 
     def effective(self) -> list[tuple[str, Mapping[str, Any]]]:
         """The frames that count: each name's innermost frame, in stack order."""
-        frames = self.frames
         seen: set[str] = set()
         kept = []
-        for name, context in reversed(frames):
-            if name not in seen:
-                seen.add(name)
-                kept.append((name, context))
+        node: ContextStack | None = self
+        while node is not None and node._frame is not None:
+            frame = node._frame
+            if frame[0] not in seen:
+                seen.add(frame[0])
+                kept.append(frame)
+            node = node._below
         kept.reverse()
         return kept
 
@@ -113,18 +162,36 @@ class ContextStack:
         return merged
 
     def _merge(self) -> dict[str, Any]:
-        frames = self.frames
-        parent = self._parent
-        # Bounded, so that a pathological depth cannot recurse without end.
-        if parent is not None and (parent._merged is not None or len(frames) < 64):
-            name, context = frames[-1]
-            # A name new to the parent adds its keys on top of the parent's merge. A
-            # re-entered name replaces an outer frame, so it needs the full rule.
-            if all(frame_name != name for frame_name, _ in parent.frames):
-                return {**parent.merged(), **context}
-        combined: dict[str, Any] = {}
-        for _, context in self.effective():
+        # Start from the nearest stack below that has merged already, and add the
+        # frames entered since, as long as none of them re-enters a name of that stack
+        # (a re-entered name moves, so the merge below no longer holds).
+        segment = []
+        node = self
+        while node._merged is None and node._frame is not None:
+            segment.append(node._frame)
+            assert node._below is not None
+            node = node._below
+        base_names = node._names if node._merged is not None else frozenset()
+        if base_names is None:
+            base_names = node._names = frozenset(name for name, _ in node.effective())
+        names = {name for name, _ in segment}
+        if names.isdisjoint(base_names):
+            combined = dict(node._merged) if node._merged is not None else {}
+            seen: set[str] = set()
+            effective = []
+            for frame in segment:  # innermost first
+                if frame[0] not in seen:
+                    seen.add(frame[0])
+                    effective.append(frame[1])
+            for context in reversed(effective):
+                combined.update(context)
+            self._names = base_names | names
+            return combined
+        combined = {}
+        effective_frames = self.effective()
+        for _, context in effective_frames:
             combined.update(context)
+        self._names = frozenset(name for name, _ in effective_frames)
         return combined
 
     def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:
@@ -132,11 +199,21 @@ class ContextStack:
         return OrderedDict(self.effective())
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self._depth
 
     def __repr__(self) -> str:
         names = ", ".join(name for name, _ in self.frames)
         return f"<ContextStack [{names}]>"
 
+def _stack_on(below: ContextStack, frame: tuple[str, Mapping[str, Any]]) -> ContextStack:
+    """``below`` with ``frame`` entered: built without __init__, on every enter."""
+    stack = _new_stack(ContextStack)
+    stack._below = below
+    stack._frame = frame
+    stack._depth = below._depth + 1
+    stack._frames = stack._merged = stack._names = None
+    return stack
 
+
+#: The stack with no frame, where every locator starts.
 EMPTY = ContextStack()

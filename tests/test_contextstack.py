@@ -125,3 +125,55 @@ def test_stack_matches_a_list_of_frames(steps: list[Any]) -> None:
         assert stack.merged() == merged
     for old, old_frames in history:
         assert old.frames == old_frames
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS, merge_at=st.sets(st.integers(0, 25)))
+def test_merge_matches_whatever_was_merged_before(steps: list[Any], merge_at: set[int]) -> None:
+    """Merging only now and then (so a merge starts from an older stack's cached merge,
+    across re-entered names and outer pops) gives the same result as merging afresh."""
+    stack = EMPTY
+    for index, step in enumerate(steps):
+        if step[0] == "push":
+            stack = stack.push(step[1], step[2])
+        else:
+            try:
+                stack = stack.pop(step[1])
+            except KeyError:
+                continue
+        if index in merge_at:
+            stack.merged()
+    fresh: dict[str, int] = {}
+    for _, ctx in ContextStack(stack.frames).effective():
+        fresh.update(ctx)
+    assert stack.merged() == fresh
+    assert len(stack) == len(stack.frames)
+
+
+def test_leaving_an_outer_frame_keeps_the_other_frames_objects() -> None:
+    """Leaving a frame below the innermost keeps the very frame objects above it (the
+    middleware tells frames apart by identity) and the stack below it."""
+    base = EMPTY.push("a", {"v": 1})
+    stack = base.push("b", {"v": 2}).push("c", {"v": 3})
+    frames = stack.frames
+    popped = stack.pop("b")
+    assert popped.frames == (frames[0], frames[2])
+    assert popped.frames[0] is frames[0] and popped.frames[1] is frames[2]
+    assert popped.merged() == {"v": 3}
+
+
+def test_deep_stack_enters_merges_and_leaves() -> None:
+    """Thousands of frames can be entered, merged and left one by one; leaving the
+    innermost returns the stack below it, merge cache and all."""
+    stack = EMPTY
+    stacks = []
+    for index in range(5000):
+        stacks.append(stack)
+        stack = stack.push(f"frame{index}", {f"k{index}": index, "shared": index})
+    merged = stack.merged()
+    assert len(merged) == 5001 and merged["shared"] == 4999
+    assert len(stack) == 5000 and len(stack.frames) == 5000
+    for index in range(4999, -1, -1):
+        stack = stack.pop(f"frame{index}")
+        assert stack is stacks[index]
+    assert stack is EMPTY

@@ -18,11 +18,20 @@ The rules, shared by every backend that writes JSON:
 * a reference cycle -> the string ``"<cycle>"``; nesting deeper than
   :data:`MAX_DEPTH` -> ``"<too deep>"``;
 * any other object, or one of the above whose conversion raises (a ``__fspath__`` or a
-  set item's ``__lt__`` that fails) -> its ``repr``, with a warning (rate-limited) and a
-  count; an object whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
+  set item's ``__lt__`` that fails) -> its ``repr``, with a warning (rate-limited) that
+  names the event and the key path, e.g. ``data.player.handle``, and a count; an object
+  whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
 
 The fast path is the standard library's C encoder; only an event that trips it (NaN, a
-cycle, an odd key, extreme depth) takes the slower path that cleans it first.
+cycle, an odd key, an unknown object, extreme depth) takes the slower path that cleans
+it first. :func:`dumps` writes exactly what ``json.dumps`` writes for the same cleaned
+value.
+
+With the ``[fast]`` extra, :class:`OrjsonEventEncoder` and :func:`dumps_compact` write
+the same values with orjson, under the same rules. Their lines differ from
+``json.dumps`` in form only: no space after ``:`` and ``,``, and non-ASCII text as UTF-8
+rather than ``\\u`` escapes (a line that needs cleaning escapes it, as the standard
+library does). A reader of JSON sees the same values.
 """
 
 from __future__ import annotations
@@ -104,28 +113,65 @@ def safe_repr(obj: Any) -> str:
 
 
 def encode_any(obj: Any) -> Any:
-    """Like :func:`encode_known`, but falls back to the repr instead of raising."""
+    """Like :func:`encode_known`, but falls back to the repr instead of raising.
+
+    The fallback is counted in ``JSON_STATS['repr_fallback']`` and logged, at most once
+    a minute per type.
+    """
     try:
         return encode_known(obj)
     except Exception:
         # TypeError for unknown types; anything else from a known type's own
         # conversion (a failing __fspath__, say) must not lose the event either.
-        pass
+        return _repr_fallback(obj, None)
+
+
+def _repr_fallback(obj: Any, path: Any) -> str:
+    """Count and report ``obj`` (found at ``path``, when known); return its repr."""
     JSON_STATS.incr("repr_fallback")
     kind = type(obj).__qualname__
-    _RATE_LIMITED.warning(
-        f"repr:{kind}",
-        "A %s in an event is not JSON serialisable; it is written as its repr.",
-        kind,
-    )
+    if path is None:
+        _RATE_LIMITED.warning(
+            f"repr:{kind}",
+            "A %s in an event is not JSON serialisable; it is written as its repr.",
+            kind,
+        )
+    else:
+        _RATE_LIMITED.warning(
+            f"repr:{kind}",
+            "Event %r: the %s at %s is not JSON serialisable; it is written as its repr.",
+            _event_of(path),
+            kind,
+            _Spelled(path),
+        )
     return safe_repr(obj)
+
+
+class _Spelled:
+    """A key path, spelled out only if the warning is written."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return _spell(self.path)
+
+
+class _Unserialisable(TypeError):
+    """Raised by the fast path's hook for an object that needs the repr fallback, so that
+    the cleaning path, which knows the key path, writes and reports it."""
 
 
 def _default(obj: Any) -> Any:
     # Every event carries a UTC timestamp: answer it before the general dispatch.
     if type(obj) is datetime.datetime and obj.tzinfo is _UTC:
         return obj.isoformat()
-    return encode_any(obj)
+    try:
+        return encode_known(obj)
+    except Exception:
+        raise _Unserialisable from None
 
 
 _FAST = json.JSONEncoder(default=_default, allow_nan=False)
@@ -185,7 +231,14 @@ def dumps(event: Any) -> str:
         return _encode(event)
     except (ValueError, TypeError, RecursionError):
         JSON_STATS.incr("cleaned")
-        return _FAST.encode(clean(event))
+        return _FAST.encode(clean(event, _name_of(event)))
+
+
+def _name_of(event: Any) -> Any:
+    """The event's name, for warnings; None for anything that is not an event."""
+    if type(event) is dict:
+        return event.get("name")
+    return None
 
 
 _EVENT_KEYS = ("name", "timestamp", "context", "data")
@@ -259,12 +312,31 @@ class EventEncoder:
         return context_json
 
 
-def clean(value: Any) -> Any:
-    """Return a copy of ``value`` that the strict encoder accepts (see the module rules)."""
-    return _clean(value, 0, set())
+def clean(value: Any, event_name: Any = None) -> Any:
+    """Return a copy of ``value`` that the strict encoder accepts (see the module rules).
+
+    Warnings about values written as their repr name ``event_name`` and the key path.
+    """
+    return _clean(value, 0, set(), (event_name, None))
 
 
-def _clean(value: Any, depth: int, active: set[int]) -> Any:
+# A key path is built as a linked list of (parent, key) and spelled out only for a
+# warning: data.player[2].handle.
+def _spell(path: Any) -> str:
+    keys = []
+    while path[1] is not None:
+        path, key = path
+        keys.append(key)
+    parts = []
+    for key in reversed(keys):
+        if type(key) is int:
+            parts.append(f"[{key}]")
+        else:
+            parts.append(f".{safe_repr(key) if type(key) is not str else key}")
+    return "".join(parts).lstrip(".") or "the top level"
+
+
+def _clean(value: Any, depth: int, active: set[int], path: Any) -> Any:
     if isinstance(value, int):
         if value.bit_length() > _SAFE_INT_BITS:
             return _huge_int(value)
@@ -287,16 +359,28 @@ def _clean(value: Any, depth: int, active: set[int]) -> Any:
         try:
             if isinstance(value, dict):
                 return {
-                    _clean_key(key): _clean(item, depth + 1, active)
+                    _clean_key(key): _clean(item, depth + 1, active, (path, key))
                     for key, item in value.items()
                 }
-            return [_clean(item, depth + 1, active) for item in value]
+            return [
+                _clean(item, depth + 1, active, (path, index))
+                for index, item in enumerate(value)
+            ]
         finally:
             active.discard(marker)
-    replacement = encode_any(value)
+    try:
+        replacement = encode_known(value)
+    except Exception:
+        replacement = _repr_fallback(value, path)
     if replacement is value or isinstance(replacement, str):
         return replacement
-    return _clean(replacement, depth + 1, active)
+    return _clean(replacement, depth + 1, active, path)
+
+
+def _event_of(path: Any) -> Any:
+    while path[1] is not None:
+        path = path[0]
+    return path[0]
 
 
 def _huge_int(value: int) -> Any:
@@ -314,3 +398,174 @@ def _clean_key(key: Any) -> Any:
     if isinstance(key, _KEY_TYPES):
         return key
     return safe_repr(key)
+
+
+# -- the orjson encoder ([fast] extra) --------------------------------------------------
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # the [fast] extra is not installed
+    _orjson = None
+
+#: Whether orjson, from ``pip install 'event-tracking[fast]'``, can be used.
+HAVE_ORJSON = _orjson is not None
+
+#: What to run to get the orjson encoder.
+FAST_INSTALL_HINT = "pip install 'event-tracking[fast]'"
+
+# The standard library's encoder with orjson's separators: for values orjson refuses
+# (ints over 64 bits, keys that are not strings, cycles) and for values that need
+# cleaning. It keeps ensure_ascii, so a line with a lone surrogate is still valid UTF-8.
+_COMPACT = json.JSONEncoder(
+    default=_default, allow_nan=False, separators=(",", ":"), check_circular=False
+)
+
+# Types whose JSON form can never hold a NaN or an infinity.
+_FINITE_TYPES = frozenset(
+    {
+        str,
+        int,
+        bool,
+        type(None),
+        bytes,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+    }
+)
+
+if _orjson is not None:
+    _odumps = _orjson.dumps
+    # Datetimes and dataclasses go through _orjson_default, so that our rules apply
+    # (UTC, and the repr of unknown objects); everything else orjson writes itself the
+    # way json.dumps would.
+    _OPTIONS = _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _orjson_default(obj: Any) -> Any:
+    if type(obj) is datetime.datetime and obj.tzinfo is _UTC:
+        return obj.isoformat()
+    if isinstance(obj, tuple):
+        # A namedtuple: json.dumps writes any tuple as a list.
+        return list(obj)
+    if isinstance(obj, float):
+        # A float subclass: json.dumps writes it as a number.
+        return float(obj)
+    return encode_known(obj)
+
+
+def _maybe_nonfinite(value: Any, depth: int = 0) -> bool:
+    """Whether orjson may have written a NaN or an infinity of ``value`` as null.
+
+    orjson writes them as null where our rule says "NaN", "Infinity" or "-Infinity".
+    Only asked when a line holds a null; True for anything it cannot vouch for.
+    """
+    kind = type(value)
+    if kind in _FINITE_TYPES:
+        return False
+    if kind is float:
+        return not math.isfinite(value)
+    if depth > MAX_DEPTH:
+        return True
+    if kind is dict or kind is FrozenContext:
+        return any(_maybe_nonfinite(item, depth + 1) for item in value.values())
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return any(_maybe_nonfinite(item, depth + 1) for item in value)
+    return True
+
+
+def _orjson_bytes(value: Any) -> bytes | None:
+    """orjson's JSON for ``value``, or None when it needs the standard library path."""
+    try:
+        out: bytes = _odumps(value, default=_orjson_default, option=_OPTIONS)
+    except Exception:
+        # orjson.JSONEncodeError (a TypeError) for what it refuses, and whatever a
+        # conversion in _orjson_default raised.
+        return None
+    if b"null" in out and _maybe_nonfinite(value):
+        return None
+    return out
+
+
+def dumps_compact(value: Any) -> str:
+    """Serialise ``value`` like :func:`dumps`, in orjson's compact form; never raises.
+
+    Uses orjson when it is installed, and the standard library with the same
+    separators for what orjson cannot write under our rules.
+    """
+    if _orjson is not None:
+        out = _orjson_bytes(value)
+        if out is not None:
+            return out.decode()
+    try:
+        return _COMPACT.encode(value)
+    except (ValueError, TypeError, RecursionError):
+        JSON_STATS.incr("cleaned")
+        return _COMPACT.encode(clean(value, _name_of(value)))
+
+
+class OrjsonEventEncoder:
+    """Serialise events with orjson, under the rules of this module.
+
+    The line holds the same values as :class:`EventEncoder`'s, in compact form (see the
+    module documentation). Like it, it reuses the JSON of a shared context. Raises
+    ImportError naming the extra when orjson is not installed.
+    """
+
+    def __init__(self) -> None:
+        if _orjson is None:
+            msg = f"The orjson encoder needs orjson: {FAST_INSTALL_HINT}"
+            raise ImportError(msg)
+        self._cached: tuple[Any, bytes] | None = None
+
+    def encode(self, event: Any) -> str:
+        """Return the JSON line for ``event``; never raises."""
+        if type(event) is dict and tuple(event) == _EVENT_KEYS:
+            context = event["context"]
+            name = event["name"]
+            stamp = event["timestamp"]
+            if (
+                type(context) is FrozenContext
+                and type(name) is str
+                and type(stamp) is datetime.datetime
+                and stamp.tzinfo is _UTC
+            ):
+                cached = self._cached
+                context_json: bytes | None
+                if cached is not None and cached[0] is context:
+                    context_json = cached[1]
+                else:
+                    context_json = self._encode_context(context)
+                if context_json is not None:
+                    data_json = _orjson_bytes(event["data"])
+                    name_json = _orjson_bytes(name)
+                    if data_json is not None and name_json is not None:
+                        return (
+                            b'{"name":'
+                            + name_json
+                            + b',"timestamp":"'
+                            + stamp.isoformat().encode()
+                            + b'","context":'
+                            + context_json
+                            + b',"data":'
+                            + data_json
+                            + b"}"
+                        ).decode()
+        return dumps_compact(event)
+
+    def _encode_context(self, context: FrozenContext) -> bytes | None:
+        for value in context.values():
+            if not (
+                isinstance(value, _SCALARS)
+                or (isinstance(value, float) and math.isfinite(value))
+            ):
+                # A mutable value could change after the JSON is cached.
+                return None
+        context_json = _orjson_bytes(context)
+        if context_json is not None:
+            self._cached = (context, context_json)
+        return context_json

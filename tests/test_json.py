@@ -16,11 +16,14 @@ from hypothesis import strategies as st
 from eventtracking import _json
 from eventtracking._contextstack import FrozenContext
 from eventtracking._json import (
+    HAVE_ORJSON,
     JSON_STATS,
     MAX_DEPTH,
     EventEncoder,
+    OrjsonEventEncoder,
     clean,
     dumps,
+    dumps_compact,
     encode_any,
     encode_known,
     safe_repr,
@@ -255,3 +258,51 @@ def test_enum_with_unserialisable_value_is_cleaned() -> None:
         NAN = math.nan
 
     assert loads_strict(dumps([Odd.NAN])) == ["NaN"]
+
+
+ODD = st.recursive(
+    st.one_of(
+        SCALARS,
+        st.integers(2**62, 2**80),
+        st.datetimes(timezones=st.none() | st.just(timezone.utc)),
+        st.dates(),
+        st.decimals(allow_nan=False),
+        st.sets(st.integers(-3, 3), max_size=3),
+        st.binary(max_size=4),
+        st.text(alphabet="aé\u2028\x00\x7f", max_size=4),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.tuples(children),
+        st.dictionaries(
+            st.one_of(st.text(max_size=3), st.integers(-3, 3), st.booleans(), st.none()),
+            children,
+            max_size=3,
+        ),
+    ),
+    max_leaves=15,
+)
+
+
+@pytest.mark.skipif(not HAVE_ORJSON, reason="orjson is not installed (the [fast] extra)")
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.one_of(st.text(max_size=5), st.integers()),
+    context=st.dictionaries(st.text(max_size=3), SCALARS, max_size=3),
+    data=ODD,
+)
+def test_orjson_encoder_writes_the_values_the_stdlib_encoder_writes(
+    name: Any, context: dict[str, Any], data: Any
+) -> None:
+    """Whatever the event holds (NaN, ints over 64 bits, keys that are not strings,
+    dates, decimals, sets, bytes, control and non-ASCII characters), the orjson line
+    parses to exactly what the standard library line parses to, and is valid JSON."""
+    event = {
+        "name": name,
+        "timestamp": datetime(2024, 5, 6, tzinfo=timezone.utc),
+        "context": FrozenContext(context),
+        "data": data,
+    }
+    fast = OrjsonEventEncoder().encode(event)
+    assert loads_strict(fast) == loads_strict(EventEncoder().encode(event))
+    assert loads_strict(dumps_compact(data)) == loads_strict(dumps(data))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from eventtracking import _copy, _json
 from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking.backends import logger as logger_module
 from eventtracking.backends.logger import (
     MAX_EVENT_SIZE,
     OVERSIZED_KEY,
@@ -33,6 +34,15 @@ from eventtracking.tracker import Tracker
 
 BACKEND_LOG = "eventtracking.backends.logger"
 _logger_ids = itertools.count()
+
+
+@pytest.fixture(autouse=True, params=["stdlib", "orjson"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each encoder that encoder="auto" may choose."""
+    if request.param == "orjson" and not logger_module.HAVE_ORJSON:
+        pytest.skip("orjson is not installed: pip install 'event-tracking[fast]'")
+    monkeypatch.setattr(logger_module, "HAVE_ORJSON", request.param == "orjson")
+    return str(request.param)
 
 
 def reject_constant(name: str) -> Any:
@@ -618,16 +628,177 @@ def test_bad_data_never_raises_and_writes_one_strict_json_line(
     assert t.stats()["failed"] == {}
 
 
-def test_placeholder_is_written_even_when_over_a_tiny_limit(
+def test_limit_too_small_for_a_placeholder_drops_with_warning_and_count(
     lines: Lines, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With a limit smaller than any placeholder, the placeholder is still written (never
-    a silent drop) and the warning still names the event."""
+    """With a limit smaller than any placeholder, no line over the limit is written (as
+    4.x): the event is dropped, never silently: a warning names it, and
+    stats()['dropped_oversized'] counts it."""
     backend = LoggerBackend(name=lines.logger_name, max_event_size=10)  # type: ignore[attr-defined]
     with caplog.at_level(logging.WARNING, logger=BACKEND_LOG):
         Tracker({"log": backend}).emit("tiny.limit", {"a": 1})
-    record = loads_strict(lines.lines[0])
-    assert record["name"] == "tiny.limit"
-    assert record["data"][OVERSIZED_KEY]["max_event_size"] == 10
-    assert backend.stats()["oversized"] == 1
-    assert any("tiny.limit" in r.getMessage() for r in caplog.records)
+    assert lines.lines == []
+    assert backend.stats()["dropped_oversized"] == 1
+    assert backend.stats()["oversized"] == 0
+    assert any(
+        "tiny.limit" in r.getMessage() and "nothing was logged" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+# -- how lines reach logging: 4.x's call pattern, and the prepared record ------------------
+
+
+def test_4x_call_pattern_with_a_patched_logging_module(encoder: str) -> None:
+    """With eventtracking.backends.logger.logging replaced by a mock, as 4.x tests do,
+    the backend calls logging.getLogger(name) once when built and logger.<level>(line)
+    once per event, the line being json.dumps(event) with the standard encoder."""
+    from unittest import mock
+
+    with mock.patch("eventtracking.backends.logger.logging") as fake_logging:
+        backend = LoggerBackend(name="tracking", level="warning", encoder="stdlib")
+        fake_logging.getLogger.assert_called_once_with("tracking")
+        fake_logger = fake_logging.getLogger.return_value
+        backend.send({"a": 1})
+        backend.send({"b": [2]})
+    assert fake_logger.warning.call_args_list == [
+        mock.call(json.dumps({"a": 1})),
+        mock.call(json.dumps({"b": [2]})),
+    ]
+    assert not fake_logger.info.called
+    assert backend.stats()["sent"] == 2
+
+
+def test_a_logger_subclass_gets_the_level_call() -> None:
+    """A Logger of another class (logging.setLoggerClass) is called as logger.info(line),
+    so that whatever it overrides still runs."""
+    calls: list[str] = []
+
+    class Custom(logging.Logger):
+        def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+            calls.append(str(msg))
+
+    name = f"tests.logger.custom{next(_logger_ids)}"
+    custom = Custom(name)
+    custom.setLevel(logging.INFO)
+    backend = LoggerBackend(name=name, max_event_size=None)
+    backend.event_logger = custom
+    backend.log = custom.info
+    backend._template = None
+    backend.send({"x": 1})
+    assert [json.loads(line) for line in calls] == [{"x": 1}]
+
+
+def test_record_is_what_logging_would_make(lines: Lines) -> None:
+    """The record built from the prepared template has exactly the attributes, and the
+    same fixed values, as the one logger.makeRecord makes; time, thread and process are
+    those of the moment."""
+    backend = LoggerBackend(name=lines.logger_name, max_event_size=None)  # type: ignore[attr-defined]
+    logger = logging.getLogger(lines.logger_name)  # type: ignore[attr-defined]
+    before = datetime.now().timestamp()
+    backend.send({"x": 1})
+    ours = lines.records[0]
+    model = logger.makeRecord(
+        logger.name, logging.INFO, "(eventtracking)", 0, ours.msg, (), None, "send"
+    )
+    assert type(ours) is logging.LogRecord
+    # "message" is added later, by whichever handler formats the record.
+    assert set(vars(ours)) - {"message"} == set(vars(model))
+    changing = {"created", "msecs", "relativeCreated"}
+    for key in set(vars(model)) - changing:
+        assert getattr(ours, key) == getattr(model, key), key
+    assert before - 1 <= ours.created <= model.created
+    assert ours.msecs == int((ours.created - int(ours.created)) * 1000)
+    assert ours.getMessage() == ours.msg
+
+
+def test_a_record_factory_is_respected(lines: Lines) -> None:
+    """With logging.setLogRecordFactory, records come from that factory."""
+    made: list[logging.LogRecord] = []
+    original = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = original(*args, **kwargs)
+        made.append(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        LoggerBackend(name=lines.logger_name).send({"x": 1})  # type: ignore[attr-defined]
+    finally:
+        logging.setLogRecordFactory(original)
+    assert len(made) == 1 and lines.records == made
+
+
+def test_stdlib_line_is_byte_identical_to_json_dumps(lines: Lines) -> None:
+    """encoder="stdlib" writes exactly json.dumps of the event (timestamp in ISO UTC)."""
+    backend = LoggerBackend(name=lines.logger_name, encoder="stdlib", max_event_size=None)  # type: ignore[attr-defined]
+    t = Tracker({"log": backend})
+    with t.context("request", {"user": "ädä", "n": 2}):
+        t.emit("x", {"list": [1, 2.5, None, True], "text": "ünïcode"})
+    event = json.loads(lines.lines[0])
+    assert lines.lines[0] == json.dumps(event)
+    assert "\\u00fc" in lines.lines[0]
+
+
+def test_orjson_line_holds_the_same_values_in_compact_form(
+    lines: Lines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """encoder="orjson" writes the same values as the stdlib encoder, without spaces and
+    with non-ASCII text as UTF-8."""
+    pytest.importorskip("orjson")
+    monkeypatch.setattr(logger_module, "HAVE_ORJSON", True)
+    stdlib_name, stdlib_lines = dedicated_logger()
+    backends = {
+        "a": LoggerBackend(name=lines.logger_name, encoder="orjson", max_event_size=None),  # type: ignore[attr-defined]
+        "b": LoggerBackend(name=stdlib_name, encoder="stdlib", max_event_size=None),
+    }
+    t = Tracker(backends)
+    data = {"list": [1, 2.5, None], "text": "ünïcode", "when": date(2020, 1, 2)}
+    with t.context("request", {"user": "ädä"}):
+        t.emit("x", data)
+        t.emit("y", {**data, "nan": math.nan, "big": 2**70, "keys": {1: True}})
+    for fast, slow in zip(lines.lines, stdlib_lines.lines, strict=True):
+        assert loads_strict(fast) == loads_strict(slow)
+        assert ": " not in fast
+    # A line that needed cleaning is written by the standard library, which escapes.
+    assert "ünïcode" in lines.lines[0] and "ünïcode" not in lines.lines[1]
+    assert loads_strict(lines.lines[1])["data"]["nan"] == "NaN"
+
+
+@pytest.mark.parametrize("bad", ["ujson", "", None, 3])
+def test_unknown_encoder_raises(bad: Any) -> None:
+    """An encoder other than auto, orjson or stdlib is refused, naming the choices."""
+    with pytest.raises(ImproperlyConfigured, match="auto, orjson, stdlib"):
+        LoggerBackend(encoder=bad)
+
+
+def test_orjson_encoder_without_orjson_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """encoder="orjson" without orjson installed names the extra to install; "auto"
+    then uses the standard library."""
+    monkeypatch.setattr(logger_module, "HAVE_ORJSON", False)
+    with pytest.raises(ImproperlyConfigured, match=r"event-tracking\[fast\]"):
+        LoggerBackend(encoder="orjson")
+    assert LoggerBackend().encoder == "stdlib"
+
+
+def test_unserialisable_value_warning_names_event_and_key_path(
+    lines: Lines, fresh_rate_limits: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning for a value written as its repr names the event and where in it the
+    value is, and the value is counted."""
+
+    class Handle:
+        def __repr__(self) -> str:
+            return "<Handle>"
+
+    before = _json.JSON_STATS.get("repr_fallback")
+    with caplog.at_level(logging.WARNING, logger="eventtracking.json"):
+        event = emit_one(lines, {"player": {"items": [1, Handle()]}}, name="video.played")
+    assert event["data"] == {"player": {"items": [1, "<Handle>"]}}
+    assert _json.JSON_STATS.get("repr_fallback") == before + 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        "'video.played'" in m and "data.player.items[1]" in m and "Handle" in m
+        for m in messages
+    ), messages

@@ -13,16 +13,44 @@ placeholder record takes its place in the log, keeping its ``name``, ``timestamp
 (``context`` is emptied too if the record would still be too long, and
 ``"context_dropped": true`` is added.) A WARNING naming the event and its size goes to
 the ``eventtracking.backends.logger`` logger, and ``stats()['oversized']`` counts it.
+When even that record is over the limit, nothing is written for the event: the warning
+says so and ``stats()['dropped_oversized']`` counts it.
+
+The encoder is orjson when the ``[fast]`` extra is installed (``encoder="auto"``), and
+the standard library's ``json`` otherwise or with ``encoder="stdlib"``, whose lines are
+byte for byte what ``json.dumps`` writes. orjson's lines hold the same values in a
+compact form: see :mod:`eventtracking._json`.
+
+A real :class:`logging.Logger` gets each line as a record built from a template made
+once, with every attribute ``logging`` itself would give it, and handled at once: no
+stack walk to find the caller, which is always this backend. Any other logger (an
+adapter, a custom logger class, a mock in a test) is called as 4.x called it:
+``logger.<level>(line)``, e.g. ``logger.info(line)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
+from eventtracking._json import (
+    FAST_INSTALL_HINT,
+    HAVE_ORJSON,
+    JSON_STATS,
+    EventEncoder,
+    OrjsonEventEncoder,
+    dumps,
+    dumps_compact,
+    encode_known,
+)
 from eventtracking._metadata_api import METADATA_EVENT_NAME
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
@@ -32,6 +60,10 @@ from eventtracking.typing import Event
 __all__ = ["MAX_EVENT_SIZE", "DateTimeJSONEncoder", "LoggerBackend"]
 
 LOG = logging.getLogger(__name__)
+
+# Tests written for 4.x replace this module's ``logging`` with a mock; the fast path
+# needs the real module, whatever the name ``logging`` holds later.
+_logging = logging
 
 #: The default limit, in characters of JSON, above which an event is replaced by a
 #: placeholder record.
@@ -48,6 +80,9 @@ _LEVELS = {
 
 #: The key under which a placeholder record describes the event it replaces.
 OVERSIZED_KEY = "eventtracking_oversized"
+
+#: The encoders LoggerBackend accepts: orjson when installed, or the standard library.
+ENCODERS = ("auto", "orjson", "stdlib")
 
 
 class DateTimeJSONEncoder(json.JSONEncoder):
@@ -67,7 +102,9 @@ class LoggerBackend:
     """Log every event as a JSON line at ``level`` on the logger called ``name``.
 
     ``name`` of None means the root logger. ``max_event_size`` of None means no limit.
-    ``level`` is one of debug, info, warning, error or critical; anything else raises
+    ``level`` is one of debug, info, warning, error or critical. ``encoder`` is
+    ``"auto"`` (orjson when the ``[fast]`` extra is installed, else the standard
+    library), ``"orjson"`` or ``"stdlib"``. A bad option raises
     :class:`~eventtracking.exceptions.ImproperlyConfigured`.
     """
 
@@ -78,12 +115,13 @@ class LoggerBackend:
         name: str | None = None,
         max_event_size: int | None = MAX_EVENT_SIZE,
         level: str = "info",
+        encoder: str = "auto",
         **kwargs: Any,
     ) -> None:
         if kwargs:
             msg = (
                 f"LoggerBackend got unknown options {sorted(kwargs)}; it accepts name, "
-                "max_event_size and level."
+                "max_event_size, level and encoder."
             )
             raise ImproperlyConfigured(msg)
         try:
@@ -105,10 +143,27 @@ class LoggerBackend:
             )
             raise ImproperlyConfigured(msg)
         self.max_event_size = max_event_size
+        self.encoder = _choose_encoder(encoder)
+        if self.encoder == "orjson":
+            self._encode: Callable[[Any], str] = OrjsonEventEncoder().encode
+            self._dumps: Callable[[Any], str] = dumps_compact
+        else:
+            self._encode = EventEncoder().encode
+            self._dumps = dumps
         self.event_logger = logging.getLogger(name)
-        self._encoder = EventEncoder()
+        level_name = _logging.getLevelName(self.level).lower()
+        #: The logger's method for the level (``logger.info``), as 4.x kept it.
+        self.log = getattr(self.event_logger, level_name)
+        # Only a plain Logger is known to do nothing in log() but make and handle a
+        # record; a subclass, an adapter or a mock gets the call.
+        logger_class = type(self.event_logger)
+        self._template: _RecordTemplate | None = (
+            _RecordTemplate(self.event_logger.name, self.level)
+            if logger_class is _logging.Logger or logger_class is _logging.RootLogger
+            else None
+        )
         self._sent = FastCounter()
-        self._counters = Counters("oversized")
+        self._counters = Counters("oversized", "dropped_oversized")
         self._log = RateLimitedLogger(LOG)
 
     def send(self, event: Event) -> None:
@@ -116,17 +171,24 @@ class LoggerBackend:
         logger = self.event_logger
         if not logger.isEnabledFor(self.level):
             return
-        line = self._encoder.encode(event)
+        line = self._encode(event)
         limit = self.max_event_size
         if limit is not None and len(line) > limit:
-            line = self._placeholder(event, len(line), limit)
-        # Build the record directly: logger.log() would walk the stack to find a
-        # caller, which is always this method and so tells the reader nothing.
-        record = logger.makeRecord(
-            logger.name, self.level, "(eventtracking)", 0, line, (), None, "send"
-        )
-        logger.handle(record)
+            placeholder = self._placeholder(event, len(line), limit)
+            if placeholder is None:
+                return
+            line = placeholder
+        self._write(logger, line)
         self._sent.incr()
+
+    def _write(self, logger: Any, line: str) -> None:
+        template = self._template
+        if template is not None and _logging.getLogRecordFactory() is _logging.LogRecord:
+            # logger.info() would walk the stack to find a caller, which is always this
+            # backend and so tells the reader nothing.
+            logger.handle(template.make(line))
+        else:
+            self.log(line)
 
     def send_metadata(self, record: dict[str, Any]) -> None:
         """Write a documentation record as one line shaped like an event.
@@ -139,7 +201,7 @@ class LoggerBackend:
         logger = self.event_logger
         if not logger.isEnabledFor(self.level):
             return
-        line = dumps(
+        line = self._dumps(
             {
                 "name": METADATA_EVENT_NAME,
                 "timestamp": datetime.now(timezone.utc),
@@ -147,13 +209,36 @@ class LoggerBackend:
                 "data": record,
             }
         )
-        log_record = logger.makeRecord(
-            logger.name, self.level, "(eventtracking)", 0, line, (), None, "send_metadata"
-        )
-        logger.handle(log_record)
+        self._write(logger, line)
 
-    def _placeholder(self, event: Event, size: int, limit: int) -> str:
+    def _placeholder(self, event: Event, size: int, limit: int) -> str | None:
+        """The placeholder line for an oversized event; None if even that is too long."""
         name = _get(event, "name")
+        summary: dict[str, Any] = {"size": size, "max_event_size": limit}
+        record = {
+            "name": name,
+            "timestamp": _get(event, "timestamp"),
+            "context": _get(event, "context"),
+            "data": {OVERSIZED_KEY: summary},
+        }
+        line = self._dumps(record)
+        if len(line) > limit:
+            summary["context_dropped"] = True
+            record["context"] = {}
+            line = self._dumps(record)
+        if len(line) > limit:
+            # The limit is a promise to whatever reads the log (a syslog datagram, a
+            # shipper's line limit): even the placeholder would break it.
+            self._counters.incr("dropped_oversized")
+            self._log.warning(
+                f"oversized:{name}",
+                "Event %r is %d characters of JSON, over max_event_size=%d, which is too "
+                "small even for a placeholder record: nothing was logged for it.",
+                name,
+                size,
+                limit,
+            )
+            return None
         self._counters.incr("oversized")
         self._log.warning(
             f"oversized:{name}",
@@ -163,25 +248,114 @@ class LoggerBackend:
             size,
             limit,
         )
-        summary: dict[str, Any] = {"size": size, "max_event_size": limit}
-        record = {
-            "name": name,
-            "timestamp": _get(event, "timestamp"),
-            "context": _get(event, "context"),
-            "data": {OVERSIZED_KEY: summary},
-        }
-        line = dumps(record)
-        if len(line) > limit:
-            summary["context_dropped"] = True
-            record["context"] = {}
-            line = dumps(record)
         return line
 
     def stats(self) -> dict[str, Any]:
-        """``sent`` and ``oversized`` lines, and encoder fallbacks across the process."""
+        """``sent`` lines, ``oversized`` events replaced by a placeholder,
+        ``dropped_oversized`` ones too large even for that, and the encoder's fallbacks
+        across the process (``repr_fallback``, ``cleaned``)."""
         result = {"sent": self._sent.value, **self._counters.snapshot()}
         result.update(JSON_STATS.snapshot())
         return result
+
+
+def _choose_encoder(encoder: str) -> str:
+    """``"orjson"`` or ``"stdlib"`` for an ``encoder`` option; ImproperlyConfigured if bad."""
+    if encoder not in ENCODERS:
+        msg = (
+            f"LoggerBackend encoder {encoder!r} is not an encoder; use one of "
+            f"{', '.join(ENCODERS)}."
+        )
+        raise ImproperlyConfigured(msg)
+    if encoder == "orjson" and not HAVE_ORJSON:
+        msg = f"LoggerBackend encoder 'orjson' needs orjson: {FAST_INSTALL_HINT}"
+        raise ImproperlyConfigured(msg)
+    if encoder == "auto":
+        return "orjson" if HAVE_ORJSON else "stdlib"
+    return encoder
+
+
+_PATHNAME = "(eventtracking)"
+# When logging was imported: relativeCreated counts from there.
+_START_TIME = getattr(_logging, "_startTime", time.time())
+_new_record = object.__new__
+# Attributes LogRecord.__init__ sets from the clock, the thread, the process or the
+# task, rather than from its arguments.
+_PER_RECORD = frozenset(
+    {
+        "msg",
+        "created",
+        "msecs",
+        "relativeCreated",
+        "thread",
+        "threadName",
+        "process",
+        "processName",
+        "taskName",
+    }
+)
+
+
+class _RecordTemplate:
+    """Makes the LogRecords of one backend without running ``LogRecord.__init__``.
+
+    The attributes that never change (logger name, level, path, function...) are taken
+    from a record that ``logging`` itself made; the others are computed for each record
+    the way ``LogRecord.__init__`` computes them, so a record is attribute for attribute
+    what ``logger.makeRecord`` would return.
+    """
+
+    __slots__ = ("fixed", "task_name")
+
+    def __init__(self, logger_name: str, level: int) -> None:
+        model = _logging.LogRecord(logger_name, level, _PATHNAME, 0, "", (), None, "send")
+        self.fixed = {k: v for k, v in vars(model).items() if k not in _PER_RECORD}
+        self.task_name = "taskName" in vars(model)
+
+    def make(self, line: str) -> logging.LogRecord:
+        """A new record carrying ``line`` as its message."""
+        record = _new_record(_logging.LogRecord)
+        attributes = record.__dict__
+        attributes.update(self.fixed)
+        attributes["msg"] = line
+        start = _START_TIME
+        if type(start) is int:
+            # Python 3.13 and later keep nanoseconds.
+            now_ns = time.time_ns()
+            attributes["created"] = now_ns / 1e9
+            attributes["msecs"] = (now_ns % 1_000_000_000) // 1_000_000 + 0.0
+            attributes["relativeCreated"] = (now_ns - start) / 1e6
+        else:
+            now = time.time()
+            attributes["created"] = now
+            attributes["msecs"] = int((now - int(now)) * 1000) + 0.0
+            attributes["relativeCreated"] = (now - start) * 1000
+        if _logging.logThreads:
+            attributes["thread"] = threading.get_ident()
+            attributes["threadName"] = threading.current_thread().name
+        else:
+            attributes["thread"] = attributes["threadName"] = None
+        if _logging.logMultiprocessing:
+            process_name = "MainProcess"
+            multiprocessing = sys.modules.get("multiprocessing")
+            if multiprocessing is not None:
+                # logging's own rule: any failure leaves "MainProcess".
+                with contextlib.suppress(Exception):
+                    process_name = multiprocessing.current_process().name
+            attributes["processName"] = process_name
+        else:
+            attributes["processName"] = None
+        attributes["process"] = os.getpid() if _logging.logProcesses else None
+        if self.task_name:
+            task_name = None
+            if getattr(_logging, "logAsyncioTasks", False):
+                asyncio = sys.modules.get("asyncio")
+                if asyncio is not None:
+                    # No running loop, or no task: logging's rule is None.
+                    with contextlib.suppress(Exception):
+                        task_name = asyncio.current_task().get_name()
+            attributes["taskName"] = task_name
+        return record
 
 
 def _get(event: Any, key: str) -> Any:

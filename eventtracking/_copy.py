@@ -34,7 +34,7 @@ from eventtracking._contextstack import FrozenContext
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
-__all__ = ["COPY_STATS", "Copier", "safe_copy"]
+__all__ = ["COPY_STATS", "Copier", "is_plain_context", "safe_copy"]
 
 LOG = logging.getLogger(__name__)
 _RATE_LIMITED = RateLimitedLogger(LOG)
@@ -139,7 +139,7 @@ def _walk(value: Any, depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
     kind = type(value)
     if kind in _IMMUTABLE:
         return value, None
-    if kind is FrozenContext and _plain_context(value):
+    if kind is FrozenContext and is_plain_context(value):
         return _dict_copy(value), _FLAT_DICT
     if depth > _MAX_DEPTH:
         memo[_NOT_REPLAYABLE] = True
@@ -208,8 +208,11 @@ def _walk_tuple(value: tuple[Any, ...], depth: int, memo: dict[int, Any]) -> tup
     return result, (_replay_tuple, tuple(child for _, child in parts), ())
 
 
-def _plain_context(context: FrozenContext) -> bool:
-    """Whether a shared context holds only immutable values (cached on the context)."""
+def is_plain_context(context: FrozenContext) -> bool:
+    """Whether a shared context holds only immutable values (cached on the context).
+
+    Such a context can be kept as it is: nothing in it can ever change.
+    """
     plain = context.plain_values
     if plain is None:
         plain = context.plain_values = _only_immutable(map(type, context.values()))

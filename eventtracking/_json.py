@@ -147,6 +147,36 @@ def _repr_fallback(obj: Any, path: Any) -> str:
     return safe_repr(obj)
 
 
+def report_repr_fallbacks(event: Any, values: list[Any]) -> None:
+    """Count and report ``values``, found in ``event`` and written as their repr by
+    another encoder (MongoDB's BSON), exactly as the JSON encoders report theirs: one
+    ``repr_fallback`` each, and a warning naming the event and the key path."""
+    wanted = {id(value): value for value in values}
+    found: dict[int, Any] = {}
+    _find_paths(event, (_name_of(event), None), wanted, found, 0, set())
+    for marker, value in wanted.items():
+        _repr_fallback(value, found.get(marker))
+
+
+def _find_paths(
+    value: Any, path: Any, wanted: dict[int, Any], found: dict[int, Any], depth: int,
+    active: set[int],
+) -> None:
+    if id(value) in wanted and id(value) not in found:
+        found[id(value)] = path
+        return
+    if depth >= MAX_DEPTH or id(value) in active:
+        return
+    if isinstance(value, dict):
+        active.add(id(value))
+        for key, item in value.items():
+            _find_paths(item, (path, key), wanted, found, depth + 1, active)
+    elif isinstance(value, (list, tuple)):
+        active.add(id(value))
+        for index, item in enumerate(value):
+            _find_paths(item, (path, index), wanted, found, depth + 1, active)
+
+
 class _Spelled:
     """A key path, spelled out only if the warning is written."""
 

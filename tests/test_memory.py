@@ -138,3 +138,27 @@ def test_lock_guards_events() -> None:
 def test_memory_backend_promises_not_to_mutate() -> None:
     """InMemoryBackend declares mutates_events = False, so routers share events with it."""
     assert InMemoryBackend.mutates_events is False
+
+
+def test_events_share_a_plain_read_only_context() -> None:
+    """Events stored under the same plain contexts share one read-only context object,
+    while their data is each event's own copy; a context holding a mutable value is
+    copied per event instead."""
+    from eventtracking._contextstack import FrozenContext
+
+    memory = InMemoryBackend()
+    t = Tracker({"memory": memory})
+    data = {"list": [1]}
+    with t.context("request", {"user": "ada", "n": 1}):
+        t.emit("a", data)
+        t.emit("b", data)
+    with t.context("request", {"roles": ["x"]}):
+        t.emit("c", data)
+    first, second, third = memory.events
+    assert first["context"] is second["context"]
+    assert type(first["context"]) is FrozenContext
+    assert first["data"] is not data and first["data"]["list"] is not data["list"]
+    assert type(third["context"]) is dict
+    third["context"]["roles"].append("y")
+    assert t.resolve_context() == {}
+    assert [list(e) for e in memory.events] == [["name", "timestamp", "context", "data"]] * 3

@@ -120,7 +120,8 @@ def test_send_batch_queues_events_in_order_and_dead_letters_the_bad_one(
     """send_batch() stores its events in order; one that cannot be encoded is set aside."""
     backend = make_backend()
     events = [{"name": "batch", "data": {"seq": seq}} for seq in range(5)]
-    events.insert(2, {"name": "batch", "data": {"seq": 99, "handle": object()}})
+    # BSON documents have string keys only.
+    events.insert(2, {"name": "batch", "data": {"seq": 99, 1: "int key"}})
     backend.send_batch(events)
     assert backend.flush(10)
     assert [doc["data"]["seq"] for doc in stored.find(sort=[("_id", 1)])] == list(range(5))
@@ -244,7 +245,7 @@ def test_bad_documents_are_dead_lettered_while_the_rest_of_the_batch_is_stored(
     for seq in range(8):
         tracker.emit("good", {"seq": seq})
     tracker.emit("refused", {"seq": 500})  # the validator refuses it, server side
-    tracker.emit("unencodable", {"seq": 8, "handle": object()})
+    tracker.emit("unencodable", {"seq": 8, 1: "BSON has string keys only"})
     tracker.emit("huge", {"seq": 9, "blob": "x" * MAX_DOCUMENT_SIZE})
     tracker.emit("good", {"seq": 10})
     assert tracker.flush(30)
@@ -299,7 +300,7 @@ def test_stats_count_what_happened(make_backend: MakeBackend) -> None:
     backend = make_backend()
     for seq in range(5):
         backend.send({"name": "counted", "data": {"seq": seq}})
-    backend.send({"name": "bad", "data": {"handle": object()}})
+    backend.send({"name": "bad", "data": {1: "BSON has string keys only"}})
     assert backend.flush(10)
     stats = backend.stats()
     assert stats["queued"] == 5
@@ -891,3 +892,44 @@ def test_a_system_check_never_shows_the_uri_password(tmp_path: Path) -> None:
     assert "mongodb://***@db.example/" in output
     for secret in ("alice", "S3cr3t"):
         assert secret not in output
+
+def test_unserialisable_value_is_stored_as_its_repr_counted_and_reported(
+    make_backend: MakeBackend, stored: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value BSON has no type for is stored as its repr, as the logger writes it, with
+    a repr_fallback count and a warning naming the event and the key path; the event
+    is not dead-lettered."""
+    from eventtracking import _json
+    from eventtracking._ratelimit import RateLimitedLogger
+
+    class Handle:
+        def __repr__(self) -> str:
+            return "<Handle 7>"
+
+    _json._RATE_LIMITED = RateLimitedLogger(_json.LOG)
+    backend = make_backend()
+    before = _json.JSON_STATS.get("repr_fallback")
+    with caplog.at_level(logging.WARNING, logger="eventtracking.json"):
+        Tracker({"mongo": backend}).emit("with.handle", {"seq": 1, "items": [Handle()]})
+        assert backend.flush(10)
+    assert stored.find_one({"name": "with.handle"})["data"] == {"seq": 1, "items": ["<Handle 7>"]}
+    assert backend.stats()["dead_lettered"] == 0
+    assert _json.JSON_STATS.get("repr_fallback") == before + 1
+    assert any(
+        "'with.handle'" in r.getMessage() and "data.items[0]" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_dead_letter_of_an_event_whose_repr_fails_keeps_its_name_and_timestamp() -> None:
+    """The description kept with a dead letter names the event and its timestamp even
+    when the event's repr raises."""
+    from eventtracking.backends.mongodb import _describe
+
+    class Bad:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    text = _describe({"name": "broken.event", "timestamp": when, "data": {"x": Bad()}})
+    assert "'broken.event'" in text and "2024, 1, 2, 3, 4, 5" in text and "repr()" in text

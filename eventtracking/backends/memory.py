@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from eventtracking._copy import safe_copy
+from eventtracking._contextstack import FrozenContext
+from eventtracking._copy import is_plain_context, safe_copy
 from eventtracking.typing import Event
 
 __all__ = ["InMemoryBackend"]
@@ -13,6 +14,12 @@ __all__ = ["InMemoryBackend"]
 
 class InMemoryBackend:
     """Store a copy of every event it is sent, in order, safely across threads.
+
+    The copy shares the event's read-only context when that context holds only plain
+    values (strings, numbers...), since nothing can change it: every event emitted
+    under the same contexts then stores one context, not one each. Such a stored
+    context is read-only, like the event's; ``dict(event['context'])`` gives a mutable
+    copy.
 
     ``events`` is the list of stored events. Read it while holding ``lock`` when other
     threads may be emitting, or take a snapshot with :meth:`snapshot`. ``max_events``
@@ -35,7 +42,7 @@ class InMemoryBackend:
 
     def send(self, event: Event) -> None:
         """Append a copy of ``event``, so later changes by the caller do not show."""
-        stored = safe_copy(event)
+        stored = _copy_event(event)
         with self.lock:
             self.events.append(stored)
             if self.max_events is not None and len(self.events) > self.max_events:
@@ -72,3 +79,16 @@ class InMemoryBackend:
         """``stored`` events held now and ``discarded`` ones over ``max_events``."""
         with self.lock:
             return {"stored": len(self.events), "discarded": self._discarded}
+
+
+def _copy_event(event: Event) -> Event:
+    """A deep copy of ``event`` that keeps a plain shared context as it is."""
+    if type(event) is dict:
+        context = event.get("context")
+        if type(context) is FrozenContext and is_plain_context(context):
+            return {
+                key: value if value is context else safe_copy(value)
+                for key, value in event.items()
+            }
+    copied: Event = safe_copy(event)
+    return copied

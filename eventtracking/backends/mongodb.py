@@ -27,6 +27,7 @@ it; building one without pymongo raises ImportError naming the extra to install.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import itertools
@@ -40,6 +41,7 @@ from urllib.parse import parse_qsl
 
 from eventtracking import delivery as delivery_module
 from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._json import report_repr_fallbacks, safe_repr
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking._wire import current_event_id
@@ -361,7 +363,10 @@ class MongoBackend:
                 # bytes as encoding {"_id": ObjectId(), **event}, without the copy.
                 body = self._encode(event, False, self._codec)
                 payload = (len(body) + 17).to_bytes(4, "little") + _event_id_element() + body[4:]
+            if _FALLBACKS.values:
+                report_repr_fallbacks(event, _FALLBACKS.take())
         except Exception as exc:
+            _FALLBACKS.take()
             self.delivery.dead_letter(
                 None, f"BSON cannot encode the event: {type(exc).__name__}: {exc}", _describe(event)
             )
@@ -620,11 +625,21 @@ def _warn_if_unacknowledged(options: Mapping[str, Any], target: str) -> None:
 
 
 def _describe(event: Any) -> str:
-    """A bounded, human-readable description of an event, for a dead letter."""
+    """A bounded, human-readable description of an event, for a dead letter.
+
+    When the event's repr fails, the description still gives its name and timestamp.
+    """
     try:
         text = repr(event)
     except Exception as exc:
-        text = f"<event of type {type(event).__name__} whose repr() failed: {exc}>"
+        name = timestamp = None
+        # Not a mapping, or one that fails too: only its type is known.
+        with contextlib.suppress(Exception):
+            name, timestamp = event.get("name"), event.get("timestamp")
+        text = (
+            f"<event {safe_repr(name)} at {safe_repr(timestamp)} (a "
+            f"{type(event).__name__}) whose repr() failed: {safe_repr(exc)}>"
+        )
     if len(text) > _DETAIL_LIMIT:
         text = text[:_DETAIL_LIMIT] + f"... ({len(text) - _DETAIL_LIMIT} more characters)"
     return text
@@ -643,8 +658,24 @@ def _fallback_encoder(value: Any) -> Any:
         return datetime.datetime(value.year, value.month, value.day, tzinfo=datetime.timezone.utc)
     if isinstance(value, (set, frozenset)):
         return list(value)
-    msg = f"no BSON type for {type(value).__name__} value {value!r}"
-    raise TypeError(msg)
+    # As the logger does: written as its repr, counted and reported (by the caller,
+    # which knows the event), instead of losing the whole event to a dead letter.
+    _FALLBACKS.values.append(value)
+    return safe_repr(value)
+
+
+class _Fallbacks(threading.local):
+    """The values this thread's last encoding wrote as their repr."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def take(self) -> list[Any]:
+        values, self.values = self.values, []
+        return values
+
+
+_FALLBACKS = _Fallbacks()
 
 
 class _ObjectIds:

@@ -33,8 +33,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# What the benchmarks compare against (structlog), kept out of the package's extras.
+$(VENV)/.bench-installed: $(VENV)/.installed benchmarks/requirements.txt
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	touch $@
+
 # Extra options for run.py, e.g. make bench BENCH_ARGS="--suite core --quick".
-bench: $(VENV)/.installed $(PEER_VENV)/.installed
+bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
 	$(PY) benchmarks/bench_mongo.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))

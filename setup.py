@@ -22,6 +22,8 @@ SCHEMA = ["fastjsonschema>=2.19", "PyYAML>=6.0"]
 CELERY = ["celery>=5.3,<6"]
 EVENTBUS = ["openedx-events>=9.5.1"]
 SEGMENT = ["segment-analytics-python>=2.2"]
+# The orjson encoder of LoggerBackend, chosen automatically when installed.
+FAST = ["orjson>=3.9"]
 
 setup(
     name="event-tracking",
@@ -42,7 +44,9 @@ setup(
         "celery": CELERY,
         "eventbus": EVENTBUS,
         "segment": SEGMENT,
+        "fast": FAST,
         "dev": [
+            *FAST,
             *MONGO,
             *DJANGO,
             *SCHEMA,

@@ -71,7 +71,9 @@ class Entry:
     suite's setup step (``{}`` when there is none) and returns a :class:`Workload`.
     ``goal`` is the ratio peer time / our time to reach, or ``None``. ``sides``
     lists where the entry runs: an entry for ``("ours",)`` alone shows our figure
-    without a ratio (baselines, features the peer lacks).
+    without a ratio (baselines, features the peer lacks). ``floor`` names another entry
+    of the suite that is the least this one could cost (a hand-written baseline), and
+    ``floor_goal`` the largest ratio our figure / floor figure to accept.
     """
 
     name: str
@@ -81,6 +83,8 @@ class Entry:
     sides: tuple[str, ...] = SIDES
     iterations: int = ITERATIONS
     description: str = ""
+    floor: str | None = None
+    floor_goal: float | None = None
 
     def describe(self) -> dict[str, Any]:
         """Return the JSON-able description printed by ``describe``."""
@@ -90,6 +94,8 @@ class Entry:
             "goal": self.goal,
             "sides": list(self.sides),
             "description": self.description,
+            "floor": self.floor,
+            "floor_goal": self.floor_goal,
         }
 
 
@@ -109,6 +115,9 @@ class Suite:
             msg = f"suite {self.name!r} has duplicate entry names; make each name unique"
             raise ValueError(msg)
         for entry in self.entries:
+            if entry.floor is not None and entry.floor not in self._by_name:
+                msg = f"entry {entry.name!r} names floor {entry.floor!r}, which is no entry"
+                raise ValueError(msg)
             unknown = set(entry.sides) - set(SIDES)
             if unknown or not entry.sides:
                 msg = (

@@ -38,8 +38,9 @@ DATA = {
 LOGGER_NAME = "benchmarks.core.events"
 
 
-class NullBackend:
-    """A backend that only counts: the cost left is the library's own."""
+class CountingBackend:
+    """A backend written for 4.x: it only counts, but it does not say that it leaves
+    events alone, so the library must assume that it changes them."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -48,6 +49,14 @@ class NullBackend:
     def send(self, event: dict[str, Any]) -> None:
         self.count += 1
         self.last = event
+
+
+class NullBackend(CountingBackend):
+    """A backend that only counts and says it never changes events, as every backend
+    shipped with the library does (4.0.2 ignores the attribute): the cost left is the
+    library's own."""
+
+    mutates_events = False
 
 
 class DiscardingHandler(logging.Handler):
@@ -88,6 +97,13 @@ def _expect(what: str, got: int, expected: int) -> None:
     if got != expected:
         msg = f"{what}: {got} events, expected {expected}; the sides did different work"
         raise AssertionError(msg)
+
+
+def _is_ours() -> bool:
+    """Whether the imported eventtracking is this checkout (it has options 4.0.2 lacks)."""
+    import eventtracking
+
+    return not str(getattr(eventtracking, "__version__", "4")).startswith("4")
 
 
 def _enter(tracker: Any, *names: str) -> None:
@@ -147,16 +163,22 @@ def _discarding_logger() -> tuple[logging.Logger, DiscardingHandler]:
 
 
 class LoggerWorkload:
-    """LoggerBackend encoding each event as JSON into a handler that discards it."""
+    """LoggerBackend encoding each event as JSON into a handler that discards it.
 
-    def __init__(self) -> None:
+    ``encoder`` picks our encoder ("stdlib" or "orjson"); 4.0.2 has one encoder and no
+    such option, so its side always runs the same code.
+    """
+
+    def __init__(self, encoder: str) -> None:
         from eventtracking.backends.logger import LoggerBackend
         from eventtracking.tracker import Tracker
 
         self.logger, self.handler = _discarding_logger()
+        options = {"encoder": encoder} if _is_ours() else {}
         # Default size limit: the event is well under 1 KB, which check() confirms by
         # counting the records that reached the handler.
-        self.tracker = Tracker(backends={"logger": LoggerBackend(name=LOGGER_NAME)})
+        backend = LoggerBackend(name=LOGGER_NAME, **options)
+        self.tracker = Tracker(backends={"logger": backend})
         _enter(self.tracker, "app", "request", "user")
 
     def run(self, n: int) -> None:
@@ -208,6 +230,99 @@ class NestedWorkload:
         return fingerprint(self.backend.last)
 
 
+class FanOutWorkload:
+    """Several backends that lack the flag, at the top level or under routers.
+
+    ``shape`` is a list with one item per top-level backend: None for a backend, or the
+    number of backends under a RoutingBackend there.
+    """
+
+    def __init__(self, shape: list[int | None]) -> None:
+        from eventtracking.backends.routing import RoutingBackend
+        from eventtracking.tracker import Tracker
+
+        self.leaves: list[CountingBackend] = []
+        backends: dict[str, Any] = {}
+        for index, width in enumerate(shape):
+            if width is None:
+                backends[f"b{index:02}"] = self._leaf()
+            else:
+                branch = {f"l{j:02}": self._leaf() for j in range(width)}
+                backends[f"r{index:02}"] = RoutingBackend(backends=branch)
+        self.tracker = Tracker(backends=backends)
+        _enter(self.tracker, "app", "request", "user")
+
+    def _leaf(self) -> CountingBackend:
+        leaf = CountingBackend()
+        self.leaves.append(leaf)
+        return leaf
+
+    def run(self, n: int) -> None:
+        emit = self.tracker.emit
+        for _ in range(n):
+            emit(NAME, DATA)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        for leaf in self.leaves:
+            _expect("each backend", leaf.count, expected)
+        assert self.leaves[-1].last is not None
+        return {"backends": len(self.leaves), **fingerprint(self.leaves[-1].last)}
+
+
+def build_unflagged(_setup: dict[str, Any]) -> FanOutWorkload:
+    return FanOutWorkload([None])
+
+
+def build_fanout4_routers(_setup: dict[str, Any]) -> FanOutWorkload:
+    return FanOutWorkload([1, 1, 1, 1])
+
+
+def build_fanout16(_setup: dict[str, Any]) -> FanOutWorkload:
+    return FanOutWorkload([None] * 16)
+
+
+def build_tree4x4(_setup: dict[str, Any]) -> FanOutWorkload:
+    return FanOutWorkload([4, 4, 4, 4])
+
+
+class DeepStackWorkload:
+    """Enter ``depth`` contexts, emit once, leave them all, per event."""
+
+    def __init__(self, depth: int) -> None:
+        from eventtracking.tracker import Tracker
+
+        self.backend = NullBackend()
+        self.tracker = Tracker(backends={"null": self.backend})
+        self.frames = [(f"frame{i}", {f"key{i}": i, "shared": i}) for i in range(depth)]
+
+    def run(self, n: int) -> None:
+        tracker, frames = self.tracker, self.frames
+        enter, leave, emit = tracker.enter_context, tracker.exit_context, tracker.emit
+        names = [name for name, _ in reversed(frames)]
+        for _ in range(n):
+            for name, ctx in frames:
+                enter(name, ctx)
+            emit(NAME, DATA)
+            for name in names:
+                leave(name)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        _expect("null backend", self.backend.count, expected)
+        if self.tracker.resolve_context():
+            msg = "contexts are left over after every frame was left"
+            raise AssertionError(msg)
+        assert self.backend.last is not None
+        return fingerprint(self.backend.last)
+
+
+def build_deep50(_setup: dict[str, Any]) -> DeepStackWorkload:
+    return DeepStackWorkload(50)
+
+
+def build_deep1000(_setup: dict[str, Any]) -> DeepStackWorkload:
+    return DeepStackWorkload(1000)
+
+
 class FloorWorkload:
     """No library: merge three contexts, read the clock, build the event, send it.
 
@@ -231,6 +346,78 @@ class FloorWorkload:
         _expect("null backend", self.backend.count, expected)
         assert self.backend.last is not None
         return fingerprint(self.backend.last)
+
+
+class LoggerFloorWorkload:
+    """No library: build the event as FloorWorkload does, encode it, ``logger.info`` it.
+
+    ``encoder`` is "stdlib" (``json.dumps`` with a ``default`` for the timestamp) or
+    "orjson" (``orjson.dumps``, which writes datetimes itself). This is the least a JSON
+    logger can cost in Python with that encoder and ``logging``.
+    """
+
+    def __init__(self, encoder: str) -> None:
+        self.logger, self.handler = _discarding_logger()
+        self.contexts: dict[str, dict[str, Any]] = {"app": APP, "request": REQUEST, "user": USER}
+        if encoder == "orjson":
+            import orjson
+
+            dumps = orjson.dumps
+            self.encode: Any = lambda event: dumps(event).decode()
+        else:
+            self.encode = lambda event: json.dumps(event, default=datetime.isoformat)
+
+    def run(self, n: int) -> None:
+        contexts, encode, info = self.contexts, self.encode, self.logger.info
+        utc, now = timezone.utc, datetime.now
+        for _ in range(n):
+            merged: dict[str, Any] = {}
+            for ctx in contexts.values():
+                merged.update(ctx)
+            info(encode({"name": NAME, "timestamp": now(utc), "context": merged, "data": DATA}))
+
+    def check(self, expected: int) -> dict[str, Any]:
+        return _check_logged(self.handler, expected)
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
+
+
+class StructlogWorkload:
+    """What users pick instead: structlog with the same context bound, its ISO UTC
+    timestamp and JSON renderer, into the same ``logging`` handler."""
+
+    def __init__(self) -> None:
+        import structlog
+
+        self.logger, self.handler = _discarding_logger()
+        structlog.configure(
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            cache_logger_on_first_use=True,
+        )
+        self.log = structlog.get_logger(LOGGER_NAME).bind(**APP, **REQUEST, **USER)
+
+    def run(self, n: int) -> None:
+        info = self.log.info
+        for _ in range(n):
+            info(NAME, **DATA)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        _expect("logger handler", self.handler.count, expected)
+        line = json.loads(self.handler.last)
+        missing = {"event", "timestamp", *APP, *REQUEST, *USER, *DATA} - set(line)
+        if missing:
+            msg = f"structlog's line lacks {sorted(missing)}"
+            raise AssertionError(msg)
+        return {"keys": len(line)}
+
+    def close(self) -> None:
+        self.logger.removeHandler(self.handler)
 
 
 class LoggingOnlyWorkload:
@@ -263,7 +450,23 @@ class LoggingOnlyWorkload:
 
 
 def build_logger(_setup: dict[str, Any]) -> LoggerWorkload:
-    return LoggerWorkload()
+    return LoggerWorkload("stdlib")
+
+
+def build_logger_orjson(_setup: dict[str, Any]) -> LoggerWorkload:
+    return LoggerWorkload("orjson")
+
+
+def build_logger_floor(_setup: dict[str, Any]) -> LoggerFloorWorkload:
+    return LoggerFloorWorkload("stdlib")
+
+
+def build_orjson_floor(_setup: dict[str, Any]) -> LoggerFloorWorkload:
+    return LoggerFloorWorkload("orjson")
+
+
+def build_structlog(_setup: dict[str, Any]) -> StructlogWorkload:
+    return StructlogWorkload()
 
 
 def build_nested(_setup: dict[str, Any]) -> NestedWorkload:
@@ -286,8 +489,14 @@ SUITE = Suite(
             "null",
             "null backend",
             build_null,
-            goal=8.0,
+            goal=12.0,
             description="emit to one backend whose send() only counts",
+        ),
+        Entry(
+            "unflagged",
+            "1 backend without the flag",
+            build_unflagged,
+            description="the null backend written for 4.x: it gets a copy of the event",
         ),
         Entry(
             "whitelist",
@@ -298,17 +507,62 @@ SUITE = Suite(
         ),
         Entry(
             "logger",
-            "LoggerBackend, JSON",
+            "LoggerBackend, stdlib json",
             build_logger,
-            goal=3.0,
+            goal=3.5,
             description="JSON encoding, then a logging handler that formats and discards",
+        ),
+        Entry(
+            "logger-orjson",
+            "LoggerBackend, orjson (the [fast] extra)",
+            build_logger_orjson,
+            goal=5.0,
+            floor="orjson-floor",
+            floor_goal=1.2,
+            description="the same with our orjson encoder; 4.0.2 runs its only encoder",
+        ),
+        Entry(
+            "fanout4-routers",
+            "4 RoutingBackends, each 1 backend without the flag",
+            build_fanout4_routers,
+            goal=2.0,
+            description="four top-level routers, as an Open edX site has",
+        ),
+        Entry(
+            "fanout16",
+            "16 backends without the flag",
+            build_fanout16,
+            goal=1.5,
+            description="16 top-level backends that may change events",
+        ),
+        Entry(
+            "tree4x4",
+            "4 RoutingBackends x 4 backends without the flag",
+            build_tree4x4,
+            goal=1.5,
+            description="a tree of routers with 16 leaves that may change events",
         ),
         Entry(
             "nested",
             "2 nested `with context()` + emit",
             build_nested,
-            goal=3.0,
+            goal=4.0,
             description="enter two contexts, emit, exit both, per event",
+        ),
+        Entry(
+            "deep50",
+            "50 contexts entered, 1 emit, all left",
+            build_deep50,
+            goal=1.0,
+            iterations=1_000,
+            description="a deep stack of contexts: the time is per cycle, not per context",
+        ),
+        Entry(
+            "deep1000",
+            "1,000 contexts entered, 1 emit, all left",
+            build_deep1000,
+            iterations=50,
+            description="linear, not quadratic, in the depth of the stack",
         ),
         Entry(
             "contextvar",
@@ -325,11 +579,32 @@ SUITE = Suite(
             description="the work any emit must do, written inline",
         ),
         Entry(
+            "logger-floor",
+            "floor: event + json.dumps + logger.info",
+            build_logger_floor,
+            sides=("ours",),
+            description="a JSON logger written inline with the standard library",
+        ),
+        Entry(
+            "orjson-floor",
+            "floor: event + orjson.dumps + logger.info",
+            build_orjson_floor,
+            sides=("ours",),
+            description="a JSON logger written inline with orjson",
+        ),
+        Entry(
             "logging-only",
             "floor: logger.info(encoded line) alone",
             build_logging_only,
             sides=("ours",),
             description="the logging cost a JSON logger backend pays besides encoding",
+        ),
+        Entry(
+            "structlog",
+            "structlog: bind + TimeStamper + JSONRenderer",
+            build_structlog,
+            sides=("ours",),
+            description="what users pick instead, on the same event and handler",
         ),
     ],
 )

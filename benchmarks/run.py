@@ -245,6 +245,20 @@ def print_table(
         print("  " + "  ".join(cells).rstrip())
         if n == 0:
             print("  " + "  ".join("-" * width for width in widths))
+    by_name = {row.entry["name"]: row for row in rows}
+    for row in rows:
+        floor_name, floor_goal = row.entry.get("floor"), row.entry.get("floor_goal")
+        floor_row = by_name.get(floor_name or "")
+        ours = row.figure("ours")
+        if floor_row is None or ours is None or floor_row.figure("ours") is None:
+            continue
+        ratio = ours / floor_row.figure("ours")
+        status = "met" if floor_goal is None or ratio <= floor_goal else "MISSED"
+        goal_text = f", goal <= {floor_goal:g}x" if floor_goal else ""
+        print(
+            f"  {row.entry['title']}: {ratio:.2f}x the time of "
+            f"'{floor_row.entry['title']}'{goal_text}: {status}"
+        )
     noisy = [
         f"{row.entry['name']} ({side} {spread:.0%})"
         for row in rows

@@ -352,14 +352,19 @@ def test_context_is_snapshotted_at_enter(locator_cls: type) -> None:
 
 @pytest.mark.parametrize("locator_cls", LOCATORS)
 def test_resolve_context_returns_a_new_dict(locator_cls: type) -> None:
-    """resolve_context() returns a new dict each time; changing it changes nothing."""
+    """resolve_context() returns a new dict each time; changing it changes nothing. A
+    stored event's context is read-only (it is shared), and a copy of it can be changed
+    without changing later events."""
     t, memory = make_tracker(locator_cls)
     t.enter_context("a", {"k": 1})
     resolved = t.resolve_context()
     resolved["k"] = 99
     assert t.resolve_context() == {"k": 1}
     t.emit("x")
-    memory.events[0]["context"]["k"] = 100
+    with pytest.raises(TypeError, match=r"dict\(event\['context'\]\)"):
+        memory.events[0]["context"]["k"] = 100
+    thawed = dict(memory.events[0]["context"])
+    thawed["k"] = 100
     t.emit("y")
     assert memory.events[1]["context"] == {"k": 1}
 

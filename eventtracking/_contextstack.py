@@ -56,6 +56,13 @@ class FrozenContext(dict[str, Any]):
 
 
 _new_stack = object.__new__
+_NO_NAMES: frozenset[str] = frozenset()
+
+
+def _innermost(frames: list[tuple[str, Mapping[str, Any]]]) -> set[int]:
+    """The ids of the frames that count in ``frames`` (outermost first): each name's last."""
+    last = {frame[0]: frame for frame in frames}
+    return {id(frame) for frame in last.values()}
 
 
 class ContextStack:
@@ -114,7 +121,13 @@ class ContextStack:
 
     def push(self, name: str, context: Mapping[str, Any]) -> ContextStack:
         """Return a new stack with ``context`` entered as the innermost frame."""
-        return _stack_on(self, (name, context))
+        # _stack_on, written out: this runs on every enter.
+        stack = _new_stack(ContextStack)
+        stack._below = self
+        stack._frame = (name, context)
+        stack._depth = self._depth + 1
+        stack._frames = stack._merged = stack._names = None
+        return stack
 
     def pop(self, name: str) -> ContextStack:
         """Return a new stack without the innermost frame called ``name``.
@@ -169,29 +182,28 @@ class ContextStack:
         node = self
         while node._merged is None and node._frame is not None:
             segment.append(node._frame)
-            assert node._below is not None
-            node = node._below
-        base_names = node._names if node._merged is not None else frozenset()
+            node = node._below  # type: ignore[assignment]  # a frame has a stack below
+        base = node._merged
+        base_names = node._names if base is not None else _NO_NAMES
         if base_names is None:
             base_names = node._names = frozenset(name for name, _ in node.effective())
         names = {name for name, _ in segment}
-        if names.isdisjoint(base_names):
-            combined = dict(node._merged) if node._merged is not None else {}
-            seen: set[str] = set()
-            effective = []
-            for frame in segment:  # innermost first
-                if frame[0] not in seen:
-                    seen.add(frame[0])
-                    effective.append(frame[1])
-            for context in reversed(effective):
+        if not names.isdisjoint(base_names):
+            effective_frames = self.effective()
+            self._names = frozenset(name for name, _ in effective_frames)
+            combined: dict[str, Any] = {}
+            for _, context in effective_frames:
                 combined.update(context)
-            self._names = base_names | names
             return combined
-        combined = {}
-        effective_frames = self.effective()
-        for _, context in effective_frames:
+        combined = dict(base) if base is not None else {}
+        segment.reverse()  # outermost first
+        if len(names) < len(segment):
+            # A name entered twice since: only its innermost frame counts, there.
+            keep = _innermost(segment)
+            segment = [frame for frame in segment if id(frame) in keep]
+        for _, context in segment:
             combined.update(context)
-        self._names = frozenset(name for name, _ in effective_frames)
+        self._names = base_names | names
         return combined
 
     def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:

@@ -307,23 +307,19 @@ class EventEncoder:
                     name = event["name"]
                     stamp = event["timestamp"]
                     try:
-                        return (
-                            '{"name": '
-                            + (_escape(name) if type(name) is str else _encode(name))
-                            + ', "timestamp": '
-                            + (
-                                '"' + stamp.isoformat() + '"'
-                                if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC
-                                else _encode(stamp)
-                            )
-                            + ', "context": '
-                            + context_json
-                            + ', "data": '
-                            + _encode(event["data"])
-                            + "}"
-                        )
+                        name_json = _escape(name) if type(name) is str else _encode(name)
+                        if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
+                            stamp_json = f'"{stamp.isoformat()}"'
+                        else:
+                            stamp_json = _encode(stamp)
+                        data_json = _encode(event["data"])
                     except (ValueError, TypeError, RecursionError):
                         pass
+                    else:
+                        return (
+                            f'{{"name": {name_json}, "timestamp": {stamp_json}, '
+                            f'"context": {context_json}, "data": {data_json}}}'
+                        )
         return dumps(event)
 
     def _encode_context(self, context: FrozenContext) -> str | None:
@@ -474,6 +470,8 @@ if _orjson is not None:
     # (UTC, and the repr of unknown objects); everything else orjson writes itself the
     # way json.dumps would.
     _OPTIONS = _orjson.OPT_PASSTHROUGH_DATETIME | _orjson.OPT_PASSTHROUGH_DATACLASS
+    # JSON made beforehand, written as it is (orjson 3.9 and later).
+    _Fragment = _orjson.Fragment
 
 
 def _orjson_default(obj: Any) -> Any:
@@ -550,7 +548,8 @@ class OrjsonEventEncoder:
         if _orjson is None:
             msg = f"The orjson encoder needs orjson: {FAST_INSTALL_HINT}"
             raise ImportError(msg)
-        self._cached: tuple[Any, bytes] | None = None
+        # (context, its JSON as an orjson.Fragment): see EventEncoder.
+        self._cached: tuple[Any, Any] | None = None
 
     def encode(self, event: Any) -> str:
         """Return the JSON line for ``event``; never raises."""
@@ -565,29 +564,28 @@ class OrjsonEventEncoder:
                 and stamp.tzinfo is _UTC
             ):
                 cached = self._cached
-                context_json: bytes | None
+                context_json: Any
                 if cached is not None and cached[0] is context:
                     context_json = cached[1]
                 else:
                     context_json = self._encode_context(context)
                 if context_json is not None:
                     data_json = _orjson_bytes(event["data"])
-                    name_json = _orjson_bytes(name)
-                    if data_json is not None and name_json is not None:
-                        return (
-                            b'{"name":'
-                            + name_json
-                            + b',"timestamp":"'
-                            + stamp.isoformat().encode()
-                            + b'","context":'
-                            + context_json
-                            + b',"data":'
-                            + data_json
-                            + b"}"
+                    if data_json is not None:
+                        # One more orjson call writes the line: the timestamp natively
+                        # (for a UTC datetime, exactly its isoformat()), the context
+                        # and data as the JSON already made.
+                        return _odumps(
+                            {
+                                "name": name,
+                                "timestamp": stamp,
+                                "context": context_json,
+                                "data": _Fragment(data_json),
+                            }
                         ).decode()
         return dumps_compact(event)
 
-    def _encode_context(self, context: FrozenContext) -> bytes | None:
+    def _encode_context(self, context: FrozenContext) -> Any:
         for value in context.values():
             if not (
                 isinstance(value, _SCALARS)
@@ -596,6 +594,8 @@ class OrjsonEventEncoder:
                 # A mutable value could change after the JSON is cached.
                 return None
         context_json = _orjson_bytes(context)
-        if context_json is not None:
-            self._cached = (context, context_json)
-        return context_json
+        if context_json is None:
+            return None
+        fragment = _Fragment(context_json)
+        self._cached = (context, fragment)
+        return fragment

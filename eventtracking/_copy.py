@@ -96,19 +96,38 @@ class Copier:
     those containers. The value must not change between copies (the router copies
     before it hands the original to anyone who may change it). If it changed shape
     anyway, the copy falls back to a walk.
+
+    ``hint`` is the :attr:`hint` of a copier used for an earlier value: when this value
+    has the same shape, which a compiled check confirms, even the first copy needs no
+    walk.
     """
 
-    __slots__ = ("_plan", "copy", "value")
+    __slots__ = ("_many", "copy", "hint", "value")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, hint: _Compiled | None = None) -> None:
         self.value = value
-        self._plan: Any = None
+        #: The compiled copier of this value's shape, once known: offer it to the next
+        #: copier of a value from the same place.
+        self.hint = hint
+        self._many: Callable[[Any, int], list[Any]] | None = None
         #: Make a copy. An attribute, swapped for cheaper functions as the copier learns
         #: the value's shape: the fan-out calls it once per backend.
         self.copy: Callable[[], Any] = self._first_copy
 
     def _first_copy(self) -> Any:
         value = self.value
+        hint = self.hint
+        checked = hint.checked if hint is not None else None
+        if checked is not None:
+            try:
+                copied = checked(value)
+            except Exception:
+                # Another shape (or a check that raised): walk it.
+                self.hint = None
+            else:
+                self.copy = functools.partial(hint.replay, value)  # type: ignore[union-attr]
+                self._many = hint.many  # type: ignore[union-attr]
+                return copied
         memo: dict[int, Any] = {}
         try:
             copied, plan = _walk(value, 0, memo)
@@ -118,17 +137,23 @@ class Copier:
         if _NOT_REPLAYABLE in memo:
             # Shared containers, or nesting past _MAX_DEPTH: a plan cannot say it.
             self.copy = functools.partial(safe_copy, value)
-        else:
-            # An immutable value (plan None) is its own copy.
-            self._plan = _SHARE if plan is None else plan
-            self.copy = self._second_copy
+            return copied
+        # An immutable value (plan None) is its own copy.
+        compiled = _compiled_for(_SHARE if plan is None else plan)
+        self.hint = compiled if compiled.checked is not None else None
+        self.copy = functools.partial(compiled.replay, value)
+        self._many = compiled.many
         return copied
 
-    def _second_copy(self) -> Any:
-        # Found on the second copy only, so that a lone copy never pays for it.
-        replay = functools.partial(_replayer(self._plan), self.value)
-        self.copy = replay
-        return replay()
+    def copies(self, count: int) -> list[Any]:
+        """Return ``count`` new copies at once (cheaper than ``count`` calls of copy)."""
+        if count <= 0:
+            return []
+        first = self.copy()
+        many = self._many
+        if many is None or count == 1:
+            return [first, *(self.copy() for _ in range(count - 1))]
+        return [first, *many(self.value, count - 1)]
 
 
 def _walk(value: Any, depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
@@ -172,9 +197,11 @@ def _walk(value: Any, depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
         return (value, None) if other is value else (other, _DEEP)
     flat: list[tuple[Any, Any]] = []
     nested: list[tuple[Any, Any]] = []
+    others = []
     for key, item in children:
         item_kind = type(item)
         if item_kind in _IMMUTABLE:
+            others.append(key)
             continue
         # A container of immutable values is copied by one C call, outside the memo: it
         # holds no container, so it cannot be part of a cycle.
@@ -188,10 +215,14 @@ def _walk(value: Any, depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
             copied[key], child = _walk(item, depth, memo)
             if child is not None:
                 nested.append((key, child))
+            else:
+                # Shared (deepcopy keeps it, or it is uncopyable): the plan cannot
+                # check such a value, so this shape is replayed but never matched.
+                others.append(_UNCHECKABLE)
     rebuild = _replay_dict if kind is not list else _replay_list
     if not flat and not nested:
         return copied, _FLAT_DICT if rebuild is _replay_dict else _FLAT_LIST
-    return copied, (rebuild, tuple(flat), tuple(nested))
+    return copied, (rebuild, tuple(flat), tuple(nested), tuple(others))
 
 
 def _walk_tuple(value: tuple[Any, ...], depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
@@ -219,16 +250,17 @@ def is_plain_context(context: FrozenContext) -> bool:
     return plain
 
 
-# A plan is ``(rebuild, flat, nested)``, and ``rebuild(value, flat, nested)`` makes a
-# copy of ``value``. For a dict or a list, the C-level shallow copy brings every immutable
-# child along; ``flat`` lists the (key or index, copy function) of the children that are
-# containers of immutables only, one C call each, and ``nested`` the (key or index, plan)
-# of the other containers.
+# A plan is ``(rebuild, flat, nested, others)``, and ``rebuild(value, flat, nested)``
+# makes a copy of ``value``. For a dict or a list, the C-level shallow copy brings every
+# immutable child along; ``flat`` lists the (key or index, copy function) of the children
+# that are containers of immutables only, one C call each, ``nested`` the (key or index,
+# plan) of the other containers, and ``others`` the keys or indexes of the immutable
+# children (what a compiled check of the shape verifies; None where there is none).
 def _replay_dict(value: Any, flat: Any, nested: Any) -> Any:
     copied = _dict_copy(value)
     for key, copy_function in flat:
         copied[key] = copy_function(value[key])
-    for key, (rebuild, child_flat, child_nested) in nested:
+    for key, (rebuild, child_flat, child_nested, _) in nested:
         copied[key] = rebuild(value[key], child_flat, child_nested)
     return copied
 
@@ -237,7 +269,7 @@ def _replay_list(value: Any, flat: Any, nested: Any) -> Any:
     items = _list_copy(value)
     for index, copy_function in flat:
         items[index] = copy_function(value[index])
-    for index, (rebuild, child_flat, child_nested) in nested:
+    for index, (rebuild, child_flat, child_nested, _) in nested:
         items[index] = rebuild(value[index], child_flat, child_nested)
     return items
 
@@ -258,10 +290,12 @@ def _replay_share(value: Any, _flat: Any, _nested: Any) -> Any:
     return value
 
 
-_DEEP = (_replay_deep, (), ())
-_SHARE = (_replay_share, (), ())
-_FLAT_DICT = (_replay_dict, (), ())
-_FLAT_LIST = (_replay_list, (), ())
+_DEEP = (_replay_deep, (), (), None)
+_SHARE = (_replay_share, (), (), None)
+_FLAT_DICT = (_replay_dict, (), (), ())
+_FLAT_LIST = (_replay_list, (), (), ())
+# Stands in ``others`` for a child the plan shares without being able to check it.
+_UNCHECKABLE = object()
 
 
 # -- compiled plans ---------------------------------------------------------------------
@@ -275,13 +309,34 @@ _FLAT_LIST = (_replay_list, (), ())
 _COMPILE_AFTER = 3
 _MAX_COMPILED = 256
 _MAX_SEEN = 4096
-_compiled: dict[Any, Callable[[Any], Any]] = {}
+
+
+class _Compiled:
+    """How to copy values of one shape: ``replay(value)`` makes a copy, assuming the
+    shape; ``checked(value)``, when not None, first checks that ``value`` has exactly
+    that shape (every other value immutable) and raises if not."""
+
+    __slots__ = ("checked", "many", "replay")
+
+    def __init__(
+        self,
+        replay: Callable[[Any], Any],
+        checked: Callable[[Any], Any] | None = None,
+        many: Callable[[Any, int], list[Any]] | None = None,
+    ) -> None:
+        self.replay = replay
+        self.checked = checked
+        #: ``many(value, n)``: a list of ``n`` copies made in one loop.
+        self.many = many
+
+
+_compiled: dict[Any, _Compiled] = {}
 _seen: dict[Any, int] = {}
 _compile_lock = threading.Lock()
 
 
-def _replayer(plan: Any) -> Callable[[Any], Any]:
-    """A function that makes a copy of a value following ``plan``."""
+def _compiled_for(plan: Any) -> _Compiled:
+    """The copier for ``plan``: compiled once the plan has been seen a few times."""
     try:
         compiled = _compiled.get(plan)
         if compiled is not None:
@@ -298,7 +353,7 @@ def _replayer(plan: Any) -> Callable[[Any], Any]:
     except Exception:
         # A key whose hash or comparison raises: replay without the tables.
         pass
-    rebuild, flat, nested = plan
+    rebuild, flat, nested, _ = plan
 
     def replay(value: Any) -> Any:
         try:
@@ -306,7 +361,7 @@ def _replayer(plan: Any) -> Callable[[Any], Any]:
         except Exception:
             return _changed_shape(value)
 
-    return replay
+    return _Compiled(replay)
 
 
 def _changed_shape(value: Any) -> Any:
@@ -315,14 +370,31 @@ def _changed_shape(value: Any) -> Any:
     return safe_copy(value)
 
 
-def _compile(plan: Any) -> Callable[[Any], Any]:
-    """Write, compile and return a function that replays ``plan``."""
+class _Mismatch(Exception):
+    """A value does not have the shape a compiled check expects."""
+
+
+class _Unchecked(Exception):
+    """A plan holds a part (a tuple, a deep copy) that a compiled check cannot verify."""
+
+
+def _compile(plan: Any) -> _Compiled:
+    """Write and compile the functions that copy values of ``plan``'s shape."""
     constants: dict[str, Any] = {
         "_dc": _dict_copy,
         "_lc": _list_copy,
         "_changed_shape": _changed_shape,
+        "_type": type,
+        "_dict": dict,
+        "_list": list,
+        "_frozen": FrozenContext,
+        "_immutable": _only_immutable,
+        "_immutable_types": _IMMUTABLE,
+        "_plain": is_plain_context,
+        "_Mismatch": _Mismatch,
     }
-    lines: list[str] = []
+    copy_lines: list[str] = []
+    check_lines: list[str] = []
     names = iter(range(1, 1 << 30))
 
     def constant(obj: Any) -> str:
@@ -330,37 +402,95 @@ def _compile(plan: Any) -> Callable[[Any], Any]:
         constants[name] = obj
         return name
 
-    def emit(source: str, node: Any) -> str:
-        rebuild, flat, nested = node
+    def copy_code(source: str, node: Any) -> str:
+        rebuild, flat, nested, _ = node
         target = f"c{next(names)}"
         if rebuild is not _replay_dict and rebuild is not _replay_list:
             # Tuples and deep copies keep their generic replay.
             call = f"{constant(rebuild)}({source}, {constant(flat)}, {constant(nested)})"
-            lines.append(f"{target} = {call}")
+            copy_lines.append(f"{target} = {call}")
             return target
-        lines.append(f"{target} = {'_dc' if rebuild is _replay_dict else '_lc'}({source})")
+        copy_lines.append(f"{target} = {'_dc' if rebuild is _replay_dict else '_lc'}({source})")
         for key, copy_function in flat:
             key_name = constant(key)
             function = "_dc" if copy_function is _dict_copy else "_lc"
-            lines.append(f"{target}[{key_name}] = {function}({source}[{key_name}])")
+            copy_lines.append(f"{target}[{key_name}] = {function}({source}[{key_name}])")
         for key, child in nested:
             key_name = constant(key)
             child_source = f"v{next(names)}"
-            lines.append(f"{child_source} = {source}[{key_name}]")
-            lines.append(f"{target}[{key_name}] = {emit(child_source, child)}")
+            copy_lines.append(f"{child_source} = {source}[{key_name}]")
+            copy_lines.append(f"{target}[{key_name}] = {copy_code(child_source, child)}")
         return target
 
-    result = emit("value", plan)
+    def check_code(source: str, node: Any) -> None:
+        rebuild, flat, nested, others = node
+        fail = "raise _Mismatch"
+        if rebuild is _replay_dict and not flat and not nested:
+            # A shared context knows whether it is plain once asked (plain_values).
+            check_lines.append(
+                f"if not ((_type({source}) is _frozen and ({source}.plain_values or "
+                f"_plain({source}))) or (_type({source}) is _dict and _immutable(map(_type, "
+                f"{source}.values())))): {fail}"
+            )
+            return
+        if rebuild is _replay_list and not flat and not nested:
+            check_lines.append(
+                f"if _type({source}) is not _list or not _immutable(map(_type, {source})): "
+                f"{fail}"
+            )
+            return
+        if (rebuild is not _replay_dict and rebuild is not _replay_list) or (
+            _UNCHECKABLE in others
+        ):
+            raise _Unchecked
+        kind = "_dict" if rebuild is _replay_dict else "_list"
+        size = len(flat) + len(nested) + len(others)
+        if len(others) <= 8:
+            # A few values: one type test each, written out, costs less than two maps.
+            immutable = "".join(
+                f" and _type({source}[{constant(key)}]) in _immutable_types" for key in others
+            )
+        else:
+            immutable = (
+                f" and _immutable(map(_type, map({source}.__getitem__, {constant(others)})))"
+            )
+        check_lines.append(
+            f"if not (_type({source}) is {kind} and len({source}) == {size}{immutable}): {fail}"
+        )
+        for key, copy_function in flat:
+            child_source = f"g{next(names)}"
+            check_lines.append(f"{child_source} = {source}[{constant(key)}]")
+            flat_node = _FLAT_DICT if copy_function is _dict_copy else _FLAT_LIST
+            check_code(child_source, flat_node)
+        for key, child in nested:
+            child_source = f"g{next(names)}"
+            check_lines.append(f"{child_source} = {source}[{constant(key)}]")
+            check_code(child_source, child)
+
+    result = copy_code("value", plan)
+    try:
+        check_code("value", plan)
+    except _Unchecked:
+        check_lines = []
     parameters = "".join(f", {name}={name}" for name in constants)
-    body = "".join(f"\n        {line}" for line in lines)
+    copy_body = "".join(f"\n        {line}" for line in copy_lines)
     source = (
-        f"def replay(value{parameters}):\n    try:{body}\n        return {result}\n"
+        f"def replay(value{parameters}):\n    try:{copy_body}\n        return {result}\n"
         "    except Exception:\n        return _changed_shape(value)\n"
     )
+    loop_body = "".join(f"\n            {line}" for line in copy_lines)
+    source += (
+        f"\ndef many(value, count{parameters}):\n    made = []\n    append = made.append\n"
+        f"    try:\n        for _ in range(count):{loop_body}\n            append({result})\n"
+        "        return made\n    except Exception:\n"
+        "        return [_changed_shape(value) for _ in range(count)]\n"
+    )
+    if check_lines:
+        body = "".join(f"\n    {line}" for line in [*check_lines, *copy_lines])
+        source += f"\ndef checked(value{parameters}):{body}\n    return {result}\n"
     namespace = dict(constants)
     exec(compile(source, "<eventtracking copy plan>", "exec"), namespace)
-    replay: Callable[[Any], Any] = namespace["replay"]
-    return replay
+    return _Compiled(namespace["replay"], namespace.get("checked"), namespace["many"])
 
 
 def _deepcopy(value: Any) -> Any:

@@ -233,3 +233,59 @@ def test_copier_never_raises_on_uncopyable_values() -> None:
     copies = [copier.copy() for _ in range(3)]
     assert all(c["v"] is value for c in copies)
     assert COPY_STATS.get("uncopyable") > before
+
+
+def json_like_event() -> dict[str, Any]:
+    """An event of dicts, lists and scalars only: the shapes a hint can check."""
+    event = sample_event()
+    del event["data"]["tuple"], event["data"]["frozen_tuple"], event["data"]["set"]
+    event["context"] = FrozenContext({"user": "ada", "id": 7})
+    return event
+
+
+def _learned_hint(value: Any) -> Any:
+    """The compiled hint a copier learns once a shape has been seen often enough."""
+    hint = None
+    for _ in range(_copy._COMPILE_AFTER + 1):
+        copier = Copier(value, hint)
+        copier.copies(2)
+        hint = copier.hint
+    assert hint is not None
+    return hint
+
+
+def test_a_hint_for_the_same_shape_copies_without_a_walk() -> None:
+    """A copier given the hint of an earlier value of the same shape makes independent
+    deep copies of the new value."""
+    hint = _learned_hint(json_like_event())
+    event = json_like_event()
+    event["data"]["list"] = [9, 8, [7, {"deep": [6]}]]
+    copier = Copier(event, hint)
+    first, second = copier.copies(2)
+    assert first == event and second == event
+    first["data"]["list"][2][1]["deep"].append("x")
+    assert event["data"]["list"][2][1]["deep"] == [6]
+    assert second["data"]["list"][2][1]["deep"] == [6]
+    assert copier.hint is hint
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e["data"].__setitem__("scalar", [1]),  # an immutable value became a list
+        lambda e: e["data"]["flat"].__setitem__("a", {"x": 1}),  # a flat dict gained a dict
+        lambda e: e["data"].__setitem__("extra", 1),  # a key more
+        lambda e: e["data"].pop("scalar"),  # a key fewer
+        lambda e: e.__setitem__("context", {"user": ["a"]}),  # a context holding a list
+    ],
+)
+def test_a_hint_for_another_shape_is_refused_and_the_copy_is_still_deep(change: Any) -> None:
+    """A value whose shape differs from the hint's, however slightly, is walked instead:
+    no container of it is shared with the copy."""
+    hint = _learned_hint(json_like_event())
+    event = json_like_event()
+    change(event)
+    copied = Copier(event, hint).copy()
+    assert copied == event
+    originals = {id(c) for c in containers(event) if not isinstance(c, tuple)}
+    assert not originals & {id(c) for c in containers(copied) if not isinstance(c, tuple)}

@@ -639,7 +639,7 @@ def test_limit_too_small_for_a_placeholder_drops_with_warning_and_count(
         Tracker({"log": backend}).emit("tiny.limit", {"a": 1})
     assert lines.lines == []
     assert backend.stats()["dropped_oversized"] == 1
-    assert backend.stats()["oversized"] == 0
+    assert backend.stats()["oversized"] == 1
     assert any(
         "tiny.limit" in r.getMessage() and "nothing was logged" in r.getMessage()
         for r in caplog.records
@@ -802,3 +802,16 @@ def test_unserialisable_value_warning_names_event_and_key_path(
         "'video.played'" in m and "data.player.items[1]" in m and "Handle" in m
         for m in messages
     ), messages
+
+
+def test_placeholder_cuts_a_very_long_name_to_fit(lines: Lines) -> None:
+    """An event whose very name is longer than the limit is still logged, as a
+    placeholder with the start of its name, marked name_truncated, within the limit."""
+    backend = LoggerBackend(name=lines.logger_name, max_event_size=300)  # type: ignore[attr-defined]
+    Tracker({"log": backend}).emit("é" + "n" * 2000, {"a": 1})
+    [line] = lines.lines
+    assert len(line) <= 300
+    record = loads_strict(line)
+    assert record["name"].startswith("én") and len(record["name"]) < 300
+    assert record["data"][OVERSIZED_KEY]["name_truncated"] is True
+    assert backend.stats()["oversized"] == 1 and backend.stats()["dropped_oversized"] == 0

@@ -11,10 +11,11 @@ placeholder record takes its place in the log, keeping its ``name``, ``timestamp
     {"eventtracking_oversized": {"size": 2048, "max_event_size": 1024}}
 
 (``context`` is emptied too if the record would still be too long, and
-``"context_dropped": true`` is added.) A WARNING naming the event and its size goes to
+``"context_dropped": true`` is added; then a very long name is cut, with
+``"name_truncated": true``.) A WARNING naming the event and its size goes to
 the ``eventtracking.backends.logger`` logger, and ``stats()['oversized']`` counts it.
-When even that record is over the limit, nothing is written for the event: the warning
-says so and ``stats()['dropped_oversized']`` counts it.
+When even the smallest such record is over the limit, nothing is written for the
+event: the warning says so and ``stats()['dropped_oversized']`` counts it too.
 
 The encoder is orjson when the ``[fast]`` extra is installed (``encoder="auto"``), and
 the standard library's ``json`` otherwise or with ``encoder="stdlib"``, whose lines are
@@ -226,9 +227,19 @@ class LoggerBackend:
             summary["context_dropped"] = True
             record["context"] = {}
             line = self._dumps(record)
+        if len(line) > limit and isinstance(name, str) and name:
+            # A very long name: keep its start. Each character cut shortens the line by
+            # at least one, so this ends within a few rounds.
+            summary["name_truncated"] = True
+            keep = len(name)
+            while keep and len(line) > limit:
+                keep = max(0, keep - (len(line) - limit) - 1)
+                record["name"] = name[:keep]
+                line = self._dumps(record)
+        self._counters.incr("oversized")
         if len(line) > limit:
             # The limit is a promise to whatever reads the log (a syslog datagram, a
-            # shipper's line limit): even the placeholder would break it.
+            # shipper's line limit): even the smallest placeholder would break it.
             self._counters.incr("dropped_oversized")
             self._log.warning(
                 f"oversized:{name}",
@@ -239,7 +250,6 @@ class LoggerBackend:
                 limit,
             )
             return None
-        self._counters.incr("oversized")
         self._log.warning(
             f"oversized:{name}",
             "Event %r is %d characters of JSON, over max_event_size=%d; a placeholder "
@@ -251,9 +261,10 @@ class LoggerBackend:
         return line
 
     def stats(self) -> dict[str, Any]:
-        """``sent`` lines, ``oversized`` events replaced by a placeholder,
-        ``dropped_oversized`` ones too large even for that, and the encoder's fallbacks
-        across the process (``repr_fallback``, ``cleaned``)."""
+        """``sent`` lines, ``oversized`` events (over ``max_event_size``),
+        ``dropped_oversized`` ones among them that not even a placeholder could replace,
+        and the encoder's fallbacks across the process (``repr_fallback``,
+        ``cleaned``)."""
         result = {"sent": self._sent.value, **self._counters.snapshot()}
         result.update(JSON_STATS.snapshot())
         return result

@@ -69,11 +69,9 @@ class RoutingBackend:
     A routing backend can itself be registered as a backend of another one, to build
     trees where a branch has its own processors. A router never changes the events it
     is given (``mutates_events`` is False): it copies for its own components. A
-    subclass that overrides :meth:`send` and changes events must set
-    ``mutates_events = True``.
+    subclass that overrides :meth:`send` and changes events must override
+    ``mutates_events`` to say True.
     """
-
-    mutates_events = False
 
     def __init__(
         self,
@@ -154,6 +152,12 @@ class RoutingBackend:
         # needs it; one fewer when a private event goes to the last of them.
         self._copies = sum(1 for entry in plan if entry[2] == _COPY)
         self._last_copies = bool(plan) and plan[-1][2] == _COPY
+
+    @property
+    def mutates_events(self) -> bool:
+        """False: a router copies for its own processors and backends, and never changes
+        the event it is given."""
+        return False
 
     def send(self, event: Event) -> None:
         """Process ``event`` and deliver it to every backend. Never raises.

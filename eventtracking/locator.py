@@ -8,14 +8,19 @@ A locator decides which code shares a context stack:
   :mod:`contextvars`: a new task starts from a copy of the stack it was created under,
   and what it enters is never seen outside it. Use it under ASGI.
 
-Every locator returns, from :meth:`get`, a fresh ``OrderedDict`` of name -> context, as
-the 4.x locators did. It is a snapshot: change the stack with
-:meth:`~eventtracking.tracker.Tracker.enter_context` and
-:meth:`~eventtracking.tracker.Tracker.exit_context`, not by editing that dict.
+Each stores an immutable :class:`~eventtracking._contextstack.ContextStack` and offers
+it through four methods, the protocol the tracker and the Django middleware use:
+``get_stack()``, ``set_stack(stack)``, ``push(name, context)`` and ``pop(name)``.
 
-A custom locator written for 4.x, whose ``get()`` returns a mutable mapping the tracker
-edits in place, keeps working: the tracker falls back to that protocol when the locator
-has no ``get_stack``, ``push`` and ``pop`` methods.
+``get()`` returns what 4.x code expects: an ordered, mutable mapping of name ->
+context, outermost first, that it may edit in place. It is a live view of the stack
+(a :class:`ContextView`): ``locator.get()['child'] = ctx`` enters ``ctx`` as the
+innermost context named ``child``, and ``del locator.get()['child']`` leaves it, for
+the calling thread or task where the locator keeps one stack per thread or task.
+
+A custom locator written for 4.x has only ``get()``, returning a mapping the tracker
+edits in place. :func:`as_stack_locator` wraps it in a :class:`MappingLocatorAdapter`,
+so that everything above it sees the same four methods.
 """
 
 from __future__ import annotations
@@ -26,12 +31,104 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._contextstack import EMPTY, ContextStack
 
-__all__ = ["ContextVarLocator", "DefaultContextLocator", "ThreadLocalContextLocator"]
+__all__ = [
+    "ContextVarLocator",
+    "ContextView",
+    "DefaultContextLocator",
+    "MappingLocatorAdapter",
+    "StackLocator",
+    "ThreadLocalContextLocator",
+    "as_stack_locator",
+    "checked_context",
+]
+
+
+@runtime_checkable
+class StackLocator(Protocol):
+    """What the tracker and the middleware need from a locator."""
+
+    def get_stack(self) -> ContextStack:
+        """The calling code's current stack."""
+
+    def set_stack(self, stack: ContextStack) -> None:
+        """Make ``stack`` the calling code's current stack."""
+
+    def push(self, name: str, context: Mapping[str, Any]) -> None:
+        """Enter ``context`` as the innermost frame called ``name``."""
+
+    def pop(self, name: str) -> None:
+        """Leave the innermost frame called ``name``; KeyError when there is none."""
+
+
+def checked_context(name: str, context: Any) -> dict[str, Any]:
+    """A one-level copy of ``context``, to be entered as ``name``.
+
+    Raises TypeError, naming the context, when ``context`` is not a mapping.
+    """
+    if type(context) is not dict and not isinstance(context, Mapping):
+        msg = (
+            f"Context {name!r} must be a mapping of keys to values, got "
+            f"{type(context).__name__}: {context!r}"
+        )
+        raise TypeError(msg)
+    return dict(context)
+
+
+class ContextView(MutableMapping[str, Any]):
+    """The entered contexts of a locator as a mutable mapping of name -> context.
+
+    It is live: every read looks at the stack the locator holds for the calling thread
+    or task at that moment. Writes change that stack, as 4.x code expects:
+
+    * ``view[name] = ctx`` enters a one-level copy of ``ctx`` as the innermost context
+      ``name`` (like :meth:`~eventtracking.tracker.Tracker.enter_context`; TypeError when
+      ``ctx`` is not a mapping). Assigning a name that is already entered stacks a new
+      frame over it, which wins;
+    * ``del view[name]`` leaves the innermost context ``name`` and uncovers the one
+      below, if any (like ``exit_context``); KeyError when none is entered.
+
+    Reading gives each name's innermost context, outermost name first. It compares equal
+    to a dict or ``OrderedDict`` with the same items, and :meth:`copy` returns a
+    snapshot as an ``OrderedDict``.
+    """
+
+    __slots__ = ("_locator",)
+
+    def __init__(self, locator: StackLocator) -> None:
+        self._locator = locator
+
+    def __getitem__(self, name: str) -> Any:
+        for frame_name, context in reversed(self._locator.get_stack().frames):
+            if frame_name == name:
+                return context
+        raise KeyError(name)
+
+    def __setitem__(self, name: str, context: Any) -> None:
+        self._locator.push(name, checked_context(name, context))
+
+    def __delitem__(self, name: str) -> None:
+        self._locator.pop(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, _ in self._locator.get_stack().effective()])
+
+    def __len__(self) -> int:
+        return len(self._locator.get_stack().effective())
+
+    def __contains__(self, name: object) -> bool:
+        return any(frame_name == name for frame_name, _ in self._locator.get_stack().frames)
+
+    def copy(self) -> OrderedDict[str, Any]:
+        """A snapshot of the entered contexts, which later changes do not affect."""
+        return self._locator.get_stack().as_ordered_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.copy())!r})"
 
 
 class _StackLocator:
@@ -51,9 +148,9 @@ class _StackLocator:
         """Leave the innermost frame called ``name``; KeyError when there is none."""
         self.set_stack(self.get_stack().pop(name))
 
-    def get(self) -> OrderedDict[str, Mapping[str, Any]]:
-        """Return a snapshot of the entered contexts, outermost first."""
-        return self.get_stack().as_ordered_dict()
+    def get(self) -> ContextView:
+        """The entered contexts as a live, mutable mapping: see :class:`ContextView`."""
+        return ContextView(self)
 
 
 class DefaultContextLocator(_StackLocator):
@@ -160,3 +257,72 @@ class ContextVarLocator(_StackLocator):
 
     def set_stack(self, stack: ContextStack) -> None:
         self._var.set(stack)
+
+
+class MappingLocatorAdapter:
+    """A 4.x-style locator seen through the stack protocol.
+
+    A 4.x locator has only ``get()``, returning a mutable mapping of name -> context
+    that callers edit in place. The adapter keeps the state in that mapping, so code
+    that still edits it directly and code that goes through the adapter agree:
+
+    * :meth:`push` moves a re-entered name to the innermost position (4.x kept the
+      old one); the mapping holds one context per name, so the outer one is replaced;
+    * :meth:`pop` deletes the name;
+    * :meth:`get_stack` builds a stack from the mapping on every call: its contexts are
+      the locator's own objects, which 4.x code may change in place, so nothing derived
+      from them is cached;
+    * :meth:`set_stack` rewrites the mapping to hold the stack's contexts.
+    """
+
+    __slots__ = ("locator",)
+
+    def __init__(self, locator: Any) -> None:
+        #: The wrapped 4.x-style locator.
+        self.locator = locator
+
+    def get(self) -> MutableMapping[str, Any]:
+        """The wrapped locator's own mapping."""
+        located: MutableMapping[str, Any] = self.locator.get()
+        return located
+
+    def get_stack(self) -> ContextStack:
+        return ContextStack(tuple(self.locator.get().items()))
+
+    def set_stack(self, stack: ContextStack) -> None:
+        located = self.locator.get()
+        wanted = stack.effective()
+        if [(name, id(ctx)) for name, ctx in located.items()] == [
+            (name, id(ctx)) for name, ctx in wanted
+        ]:
+            return
+        located.clear()
+        located.update(wanted)
+
+    def push(self, name: str, context: Mapping[str, Any]) -> None:
+        located = self.locator.get()
+        located.pop(name, None)
+        located[name] = context
+
+    def pop(self, name: str) -> None:
+        del self.locator.get()[name]
+
+
+def as_stack_locator(locator: Any) -> StackLocator:
+    """``locator`` itself when it offers the stack protocol, else a 4.x adapter of it.
+
+    Raises TypeError when ``locator`` offers neither the protocol nor ``get()``.
+    """
+    if all(
+        callable(getattr(locator, method, None))
+        for method in ("get_stack", "set_stack", "push", "pop")
+    ):
+        return locator
+    if callable(getattr(locator, "get", None)):
+        return MappingLocatorAdapter(locator)
+    msg = (
+        f"context_locator {locator!r} is not a locator: it needs get_stack(), set_stack(), "
+        "push() and pop() (see eventtracking.locator), or a 4.x-style get() returning a "
+        "mutable mapping of name -> context."
+    )
+    raise TypeError(msg)

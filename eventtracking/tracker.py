@@ -28,7 +28,7 @@ from eventtracking._contextstack import ContextStack
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter, merge_into
 from eventtracking.backends.routing import RoutingBackend
-from eventtracking.locator import DefaultContextLocator
+from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
 from eventtracking.typing import Event
 
 __all__ = [
@@ -82,28 +82,27 @@ class Tracker:
 
     @property
     def context_locator(self) -> Any:
-        """The locator that stores this tracker's context stack."""
+        """The locator that stores this tracker's context stack, as it was given."""
         return self._locator
 
     @context_locator.setter
     def context_locator(self, locator: Any) -> None:
+        # One seam: a 4.x-style locator (only get()) is wrapped in an adapter that
+        # offers the same stack protocol as the locators shipped here.
+        stacks = as_stack_locator(locator)
         self._locator = locator
-        # Locators shipped here store an immutable ContextStack. A 4.x-style locator
-        # only offers get(), returning a mapping that is edited in place.
-        get_stack = getattr(locator, "get_stack", None)
-        push = getattr(locator, "push", None)
-        pop = getattr(locator, "pop", None)
-        if callable(get_stack) and callable(push) and callable(pop):
-            self._get_stack: Callable[[], ContextStack] | None = get_stack
-            self._push: Callable[[str, Mapping[str, Any]], None] | None = push
-            self._pop: Callable[[str], None] | None = pop
-        else:
-            self._get_stack = self._push = self._pop = None
+        self._get_stack: Callable[[], ContextStack] = stacks.get_stack
+        self._push: Callable[[str, Mapping[str, Any]], None] = stacks.push
+        self._pop: Callable[[str], None] = stacks.pop
 
     @property
     def located_context(self) -> MutableMapping[str, Any]:
-        """The entered contexts as an ordered mapping of name -> context, outermost first."""
-        return self._locator.get()
+        """The entered contexts as a mutable mapping of name -> context, outermost first.
+
+        It is the locator's ``get()``: editing it enters and leaves contexts, as in 4.x.
+        """
+        located: MutableMapping[str, Any] = self._locator.get()
+        return located
 
     def enter_context(self, name: str, ctx: Mapping[str, Any]) -> None:
         """Enter ``ctx`` under ``name``; its keys are merged into every later event.
@@ -113,27 +112,11 @@ class Tracker:
         innermost context, so its keys win; leaving it uncovers the previous one.
         Raises TypeError when ``ctx`` is not a mapping.
         """
-        if type(ctx) is not dict and not isinstance(ctx, Mapping):
-            msg = (
-                f"Context {name!r} must be a mapping of keys to values, got "
-                f"{type(ctx).__name__}: {ctx!r}"
-            )
-            raise TypeError(msg)
-        push = self._push
-        if push is not None:
-            push(name, dict(ctx))
-            return
-        located = self._locator.get()
-        located.pop(name, None)
-        located[name] = dict(ctx)
+        self._push(name, checked_context(name, ctx))
 
     def exit_context(self, name: str) -> None:
         """Leave the innermost context called ``name``; KeyError when none is entered."""
-        pop = self._pop
-        if pop is not None:
-            pop(name)
-            return
-        del self._locator.get()[name]
+        self._pop(name)
 
     def context(
         self, name: str | Mapping[str, Any], ctx: Mapping[str, Any] | None = None
@@ -155,12 +138,7 @@ class Tracker:
 
     def resolve_context(self) -> dict[str, Any]:
         """Return a new dict of every entered context merged, inner keys winning."""
-        if self._get_stack is not None:
-            return dict(self._get_stack().merged())
-        merged: dict[str, Any] = {}
-        for ctx in self._locator.get().values():
-            merged.update(ctx)
-        return merged
+        return dict(self._get_stack().merged())
 
     # -- emitting ---------------------------------------------------------------------
 
@@ -179,14 +157,10 @@ class Tracker:
                 data = data if data else {}
             except Exception:
                 pass
-            get_stack = self._get_stack
-            if get_stack is not None:
-                stack = get_stack()
-                context: Mapping[str, Any] | None = stack._merged
-                if context is None:
-                    context = stack.merged()
-            else:
-                context = self.resolve_context()
+            stack = self._get_stack()
+            context: Mapping[str, Any] | None = stack._merged
+            if context is None:
+                context = stack.merged()
             event = {
                 "name": name or UNKNOWN_EVENT_TYPE,
                 "timestamp": datetime.now(UTC),

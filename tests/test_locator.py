@@ -52,19 +52,128 @@ def run_threads(count: int, target: Any) -> None:
 
 
 @pytest.mark.parametrize("locator_cls", LOCATORS)
-def test_get_returns_an_ordered_snapshot(locator_cls: type) -> None:
-    """get() returns a new OrderedDict of name -> context; editing it does not change the stack."""
+def test_get_is_an_ordered_view_of_the_entered_contexts(locator_cls: type) -> None:
+    """get() shows each name's innermost context, outermost name first, and compares equal
+    to a dict or OrderedDict with the same items; copy() is a snapshot."""
     locator = locator_cls()
-    t, memory = make_tracker(locator)
+    t, _ = make_tracker(locator)
     t.enter_context("a", {"x": 1})
     t.enter_context("b", {"y": 2})
     view = locator.get()
-    assert isinstance(view, OrderedDict)
     assert list(view.items()) == [("a", {"x": 1}), ("b", {"y": 2})]
-    view["c"] = {"z": 3}
+    assert view == {"a": {"x": 1}, "b": {"y": 2}}
+    assert view == OrderedDict([("a", {"x": 1}), ("b", {"y": 2})])
+    assert ("a" in view, "z" in view, len(view)) == (True, False, 2)
+    snapshot = view.copy()
+    t.exit_context("a")
+    assert isinstance(snapshot, OrderedDict)
+    assert list(snapshot) == ["a", "b"]
+    assert list(view) == ["b"]
+    assert t.located_context == {"b": {"y": 2}}
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_editing_get_enters_and_leaves_contexts(locator_cls: type) -> None:
+    """As in 4.x, get()[name] = ctx enters a context and del get()[name] leaves it; the
+    tracker's events follow."""
+    locator = locator_cls()
+    t, memory = make_tracker(locator)
+    locator.get()["course"] = {"course_id": "c1"}
+    t.emit("inside")
+    del locator.get()["course"]
+    t.emit("outside")
+    assert [event["context"] for event in memory.events] == [{"course_id": "c1"}, {}]
+    assert locator.get() == {}
+    with pytest.raises(KeyError):
+        del locator.get()["course"]
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_assigning_an_entered_name_stacks_a_frame_over_it(locator_cls: type) -> None:
+    """Assigning a name already entered puts the new context innermost, so it wins; deleting
+    it uncovers the previous one at its old position."""
+    locator = locator_cls()
+    t, memory = make_tracker(locator)
+    view = locator.get()
+    view["a"] = {"k": "outer a"}
+    view["b"] = {"k": "b"}
+    view["a"] = {"k": "inner a"}
+    t.emit("two a")
+    assert list(view.items()) == [("b", {"k": "b"}), ("a", {"k": "inner a"})]
     del view["a"]
+    t.emit("one a")
+    assert list(view.items()) == [("a", {"k": "outer a"}), ("b", {"k": "b"})]
+    assert [e["context"] for e in memory.events] == [{"k": "inner a"}, {"k": "b"}]
+
+
+@pytest.mark.parametrize("locator_cls", LOCATORS)
+def test_view_writes_copy_the_context_and_reject_non_mappings(locator_cls: type) -> None:
+    """A context assigned through get() is copied one level deep, as enter_context does, and
+    a value that is not a mapping raises TypeError naming the context."""
+    locator = locator_cls()
+    t, memory = make_tracker(locator)
+    given = {"user_id": 1}
+    locator.get()["user"] = given
+    given["user_id"] = 2
     t.emit("e")
-    assert memory.events[0]["context"] == {"x": 1, "y": 2}
+    assert memory.events[0]["context"] == {"user_id": 1}
+    with pytest.raises(TypeError, match=r"'bad'.*list"):
+        locator.get()["bad"] = ["not", "a", "mapping"]
+    assert list(locator.get()) == ["user"]
+
+
+@pytest.mark.parametrize("locator_cls", ISOLATING)
+def test_edits_through_get_stay_in_their_thread(locator_cls: type) -> None:
+    """Two threads each editing get() of one thread-isolating locator see only their own
+    entries, while both are entered at once, and both can leave them."""
+    locator = locator_cls()
+    parent_ctx = {"who": "parent"}
+    child_ctx = {"who": "child"}
+    child_entered = threading.Event()
+    parent_checked = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def child() -> None:
+        locator.get()["child"] = child_ctx
+        seen["child while both entered"] = dict(locator.get())
+        child_entered.set()
+        assert parent_checked.wait(WAIT)
+        del locator.get()["child"]
+        seen["child after leaving"] = dict(locator.get())
+
+    locator.get()["parent"] = parent_ctx
+    thread = threading.Thread(target=child)
+    thread.start()
+    try:
+        assert child_entered.wait(WAIT)
+        seen["parent while both entered"] = dict(locator.get())
+    finally:
+        parent_checked.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    del locator.get()["parent"]
+    assert seen == {
+        "child while both entered": {"child": child_ctx},
+        "parent while both entered": {"parent": parent_ctx},
+        "child after leaving": {},
+    }
+    assert locator.get() == {}
+
+
+def test_default_locator_view_edits_are_seen_by_every_thread() -> None:
+    """DefaultContextLocator keeps one stack: an entry made through get() in one thread is
+    seen in another."""
+    locator = DefaultContextLocator()
+    locator.get()["main"] = {"main": True}
+    seen: list[Any] = []
+
+    def work(index: int) -> None:
+        seen.append(dict(locator.get()))
+        locator.get()["thread"] = {"thread": index}
+
+    run_threads(1, work)
+    assert seen == [{"main": {"main": True}}]
+    assert list(locator.get()) == ["main", "thread"]
 
 
 @pytest.mark.parametrize("locator_cls", LOCATORS)

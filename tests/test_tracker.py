@@ -23,7 +23,9 @@ from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.locator import (
     ContextVarLocator,
     DefaultContextLocator,
+    MappingLocatorAdapter,
     ThreadLocalContextLocator,
+    as_stack_locator,
 )
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.tracker import Tracker
@@ -431,6 +433,57 @@ def test_legacy_locator_is_edited_in_place() -> None:
     assert list(locator.contexts) == ["outer"]
     assert memory.events[0]["context"] == {"a": 1, "b": 2}
     assert t.located_context is locator.contexts
+
+
+
+def test_legacy_locator_edits_made_directly_reach_the_events() -> None:
+    """Code that edits a 4.x locator's mapping itself, bypassing the tracker, changes the
+    events, including a context changed in place after it was entered."""
+    locator = LegacyLocator()
+    memory = InMemoryBackend()
+    t = Tracker({"memory": memory}, context_locator=locator)
+    course = {"course_id": "c1"}
+    locator.contexts["course"] = course
+    t.emit("first")
+    course["course_id"] = "c2"
+    t.emit("second")
+    del locator.contexts["course"]
+    t.emit("third")
+    assert [e["context"] for e in memory.events] == [
+        {"course_id": "c1"},
+        {"course_id": "c2"},
+        {},
+    ]
+
+
+def test_stack_protocol_locators_are_used_as_they_are() -> None:
+    """as_stack_locator returns the shipped locators themselves and wraps a 4.x one."""
+    for locator in (DefaultContextLocator(), ThreadLocalContextLocator(), ContextVarLocator()):
+        assert as_stack_locator(locator) is locator
+    legacy = LegacyLocator()
+    adapter = as_stack_locator(legacy)
+    assert isinstance(adapter, MappingLocatorAdapter)
+    assert adapter.locator is legacy
+
+
+def test_adapter_set_stack_rewrites_the_legacy_mapping() -> None:
+    """set_stack on an adapted 4.x locator leaves its mapping holding the stack's effective
+    contexts in order, and restoring a saved stack restores the mapping."""
+    legacy = LegacyLocator()
+    adapter = as_stack_locator(legacy)
+    adapter.push("a", {"x": 1})
+    saved = adapter.get_stack()
+    adapter.set_stack(saved.push("b", {"y": 2}).push("a", {"x": 3}))
+    assert list(legacy.contexts.items()) == [("b", {"y": 2}), ("a", {"x": 3})]
+    adapter.set_stack(saved)
+    assert list(legacy.contexts.items()) == [("a", {"x": 1})]
+
+
+def test_an_object_that_is_no_locator_is_refused_at_construction() -> None:
+    """A context_locator with neither the stack protocol nor get() raises TypeError that
+    names what a locator needs."""
+    with pytest.raises(TypeError, match=r"get_stack\(\).*get\(\)"):
+        Tracker({}, context_locator=object())
 
 
 # -- hypothesis: contexts against a reference model -------------------------------------

@@ -32,6 +32,7 @@ from django.http import HttpRequest, HttpResponseBase
 from eventtracking import tracker as tracker_module
 from eventtracking.django import _request
 from eventtracking.django._request import RATE_LIMITED
+from eventtracking.locator import as_stack_locator
 
 __all__ = ["TrackRequestContextMiddleware", "TrackRequestEventMiddleware"]
 
@@ -48,48 +49,41 @@ def _failed(where: str, reraise: bool = True) -> None:
 class _Entered:
     """One request's entry in a tracker's context stack, and how to undo it."""
 
-    __slots__ = ("locator", "name", "pushed", "saved", "tracker")
+    __slots__ = ("locator", "pushed", "saved")
 
     def __init__(self, tracker: Any, name: str, context: _request.RequestContext) -> None:
-        self.tracker = tracker
-        self.name = name
-        locator = tracker.context_locator
-        if callable(getattr(locator, "get_stack", None)) and callable(
-            getattr(locator, "set_stack", None)
-        ):
-            # Push our mapping itself: Tracker.enter_context would copy it, reading the
-            # lazy user and session fields now instead of when an event needs them.
-            self.locator = locator
-            self.saved = locator.get_stack()
-            self.pushed = self.saved.push(name, context)
-            locator.set_stack(self.pushed)
-        else:
-            # A 4.x-style locator: enter by name (the fields are read at once).
-            self.locator = self.saved = self.pushed = None
-            tracker.enter_context(name, context)
+        # A 4.x-style locator comes wrapped in an adapter with the same protocol.
+        locator = as_stack_locator(tracker.context_locator)
+        # Push our mapping itself: Tracker.enter_context would copy it, reading the lazy
+        # user and session fields now instead of when an event needs them.
+        self.locator = locator
+        self.saved = locator.get_stack()
+        self.pushed = self.saved.push(name, context)
+        locator.set_stack(self.pushed)
 
     def exit(self) -> None:
         """Restore the stack as it was before the request, discarding what leaked."""
-        if self.locator is None:
-            self.tracker.exit_context(self.name)
-            return
-        current = self.locator.get_stack()
-        if current is not self.pushed:
-            leaked = _leaked_names(self.pushed, current)
-            if leaked:
-                RATE_LIMITED.warning(
-                    "leaked",
-                    "A request left contexts entered (%s); they were discarded so that no "
-                    "other request sees them. Use `with tracker.context(...)`.",
-                    ", ".join(leaked),
-                )
+        leaked = _leaked_names(self.pushed, self.locator.get_stack())
+        if leaked:
+            RATE_LIMITED.warning(
+                "leaked",
+                "A request left contexts entered (%s); they were discarded so that no "
+                "other request sees them. Use `with tracker.context(...)`.",
+                ", ".join(leaked),
+            )
         self.locator.set_stack(self.saved)
 
 
 def _leaked_names(pushed: Any, current: Any) -> list[str]:
-    """Names of the frames on ``current`` that the request pushed and never popped."""
-    ours = {id(frame) for frame in pushed.frames}
-    return [frame[0] for frame in current.frames if id(frame) not in ours]
+    """Names of the frames on ``current`` that the request pushed and never popped.
+
+    Frames are told apart by name and context object, not by the frame tuple: an adapted
+    4.x-style locator builds new tuples on every read.
+    """
+    if current is pushed:
+        return []
+    ours = {(name, id(context)) for name, context in pushed.frames}
+    return [name for name, context in current.frames if (name, id(context)) not in ours]
 
 
 class TrackRequestContextMiddleware:

@@ -184,7 +184,7 @@ def test_e007_tracker_not_built_for_another_reason() -> None:
             messages = checks.check_tracker_settings()
         assert ids(messages) == [checks.E007]
         assert messages[0].msg == checks.TRACKER_NOT_BUILT
-        assert "no callable 'send'" in messages[0].hint
+        assert 'does not have a callable "send" method' in messages[0].hint
     finally:
         config.startup_error = None
 

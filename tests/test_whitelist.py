@@ -38,9 +38,16 @@ def test_any_non_str_iterable_is_accepted(whitelist: Any) -> None:
 
 @pytest.mark.parametrize("whitelist", ["a,b", b"ab", None, 5, 1.5])
 def test_other_whitelists_raise_type_error(whitelist: Any) -> None:
-    """A string, bytes, None or a non-iterable raises TypeError naming the value."""
-    with pytest.raises(TypeError, match="whitelist"):
+    """A string, bytes, None or a non-iterable raises TypeError that starts with 4.x's
+    sentence and names the value."""
+    with pytest.raises(TypeError) as caught:
         NameWhitelistProcessor(whitelist)
+    message = str(caught.value)
+    assert message.startswith(
+        "The NameWhitelistProcessor must be passed a collection of allowed names using the "
+        '"whitelist" parameter'
+    )
+    assert message.endswith(f"got {whitelist!r}.")
 
 
 def test_whitelist_keyword_and_extra_options() -> None:

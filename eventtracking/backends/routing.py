@@ -111,9 +111,10 @@ class RoutingBackend:
     def register_backend(self, name: str, backend: Any) -> None:
         """Add ``backend`` under ``name``; raises ValueError unless it has a callable ``send``."""
         if not callable(getattr(backend, "send", None)):
+            # 4.x's sentence first: downstream tests match it.
             msg = (
-                f"Backend {name!r} ({type(backend).__name__}) has no callable 'send' "
-                "method; a backend must define send(event)."
+                f'Backend {type(backend).__name__} does not have a callable "send" method. '
+                f"It was registered as {name!r}; a backend must define send(event)."
             )
             raise ValueError(msg)
         self.backends[name] = backend
@@ -126,9 +127,10 @@ class RoutingBackend:
     def register_processor(self, processor: Callable[[Event], Any]) -> None:
         """Append ``processor`` to the chain; raises ValueError unless it is callable."""
         if not callable(processor):
+            # 4.x's sentence first: downstream tests match it.
             msg = (
-                f"Processor {processor!r} ({type(processor).__name__}) is not callable; a "
-                "processor must be a callable taking the event."
+                f"Processor {type(processor).__name__} is not callable. Got {processor!r}; "
+                "a processor must be a callable taking the event."
             )
             raise ValueError(msg)
         self.processors.append(processor)

@@ -31,9 +31,11 @@ class NameWhitelistProcessor:
             except TypeError:
                 whitelist_error = True
         if whitelist_error:
+            # 4.x's sentence first: downstream tests match it.
             msg = (
-                "NameWhitelistProcessor needs whitelist=<a list or set of event names>, "
-                f"got {whitelist!r}"
+                "The NameWhitelistProcessor must be passed a collection of allowed names "
+                'using the "whitelist" parameter: a list or set of event names, not a '
+                f"single string; got {whitelist!r}."
             )
             raise TypeError(msg)
 

@@ -36,9 +36,11 @@ __all__ = [
     "TRACKERS",
     "UNKNOWN_EVENT_TYPE",
     "Tracker",
+    "console_tracker",
     "emit",
     "get_tracker",
     "register_tracker",
+    "set_fallback",
     "stats",
 ]
 
@@ -285,6 +287,60 @@ _MODULE_COUNTERS = Counters(groups=("dropped",))
 _warned_lock = threading.Lock()
 _warned_no_tracker = False
 
+_fallback_lock = threading.Lock()
+
+
+def console_tracker() -> Tracker:
+    """A tracker that prints every event to standard output as a JSON line.
+
+    It is the fallback default tracker: see :func:`get_tracker`.
+    """
+    from eventtracking.backends.stream import StreamBackend
+
+    return Tracker({"stdout": StreamBackend()})
+
+
+_fallback: Callable[[], Tracker] | None = console_tracker
+_no_tracker_reason: str | None = None
+
+
+def set_fallback(factory: Callable[[], Tracker] | None, reason: str | None = None) -> None:
+    """Choose what :func:`get_tracker` and :func:`emit` do when no default is registered.
+
+    ``factory`` builds the tracker to register as the default then: by default
+    :func:`console_tracker`, so that a script that configured nothing prints its
+    events. None restores 4.x's behaviour: ``get_tracker()`` raises KeyError and
+    :func:`emit` drops the event, counted; ``reason`` then says why in the warning of
+    the first drop. The Django app sets None in ``ready()``: there the settings decide,
+    and ``EVENT_TRACKING_ENABLED`` off means no tracker.
+    """
+    global _fallback, _no_tracker_reason, _warned_no_tracker
+    with _warned_lock:
+        _fallback = factory
+        if reason != _no_tracker_reason:
+            # A new explanation deserves to be heard once.
+            _warned_no_tracker = False
+        _no_tracker_reason = reason
+
+
+def _fallback_default() -> Tracker | None:
+    """Register and return the fallback default tracker, or None when there is none."""
+    factory = _fallback
+    if factory is None:
+        return None
+    with _fallback_lock:
+        # Another thread may have registered one, fallback or not, meanwhile.
+        existing = TRACKERS.get(DEFAULT_TRACKER_NAME)
+        if existing is not None:
+            return existing
+        built = TRACKERS[DEFAULT_TRACKER_NAME] = factory()
+    LOG.info(
+        "No tracker was registered as %r, so one was made that prints events as JSON "
+        "lines. Call eventtracking.tracker.register_tracker() to send them elsewhere.",
+        DEFAULT_TRACKER_NAME,
+    )
+    return built
+
 
 def register_tracker(tracker: Tracker, name: str = DEFAULT_TRACKER_NAME) -> None:
     """Make ``tracker`` available as ``get_tracker(name)``, replacing any previous one."""
@@ -292,21 +348,38 @@ def register_tracker(tracker: Tracker, name: str = DEFAULT_TRACKER_NAME) -> None
 
 
 def get_tracker(name: str = DEFAULT_TRACKER_NAME) -> Tracker:
-    """Return the tracker registered as ``name``; KeyError when there is none."""
-    return TRACKERS[name]
+    """Return the tracker registered as ``name``.
+
+    Raises KeyError when there is none, except for the default name: when no default
+    tracker was registered, a fallback is registered and returned, which prints every
+    event to standard output as a JSON line (see :func:`set_fallback`; not under the
+    Django app, whose settings decide).
+    """
+    try:
+        return TRACKERS[name]
+    except KeyError:
+        if name != DEFAULT_TRACKER_NAME:
+            raise
+        fallback = _fallback_default()
+        if fallback is None:
+            raise
+        return fallback
 
 
 def emit(name: str | None = None, data: Any = None) -> None:
-    """Emit through the default tracker.
+    """Emit through the default tracker (see :func:`get_tracker` for the fallback).
 
-    With no default tracker registered, the event is dropped: the first time is logged
-    at WARNING, and every time is counted in :func:`stats` as ``no_tracker``.
+    With no default tracker and no fallback, the event is dropped: the first time is
+    logged at WARNING, and every time is counted in :func:`stats` as ``no_tracker``.
     """
     try:
         tracker = TRACKERS[DEFAULT_TRACKER_NAME]
     except KeyError:
-        _drop_without_tracker(name)
-        return
+        fallback = _fallback_default()
+        if fallback is None:
+            _drop_without_tracker(name)
+            return
+        tracker = fallback
     tracker.emit(name, data)
 
 
@@ -317,12 +390,16 @@ def _drop_without_tracker(name: str | None) -> None:
         first = not _warned_no_tracker
         _warned_no_tracker = True
     if first:
+        reason = _no_tracker_reason or (
+            "call eventtracking.tracker.register_tracker() at start-up (the Django app "
+            "does it when EVENT_TRACKING_ENABLED is true)"
+        )
         LOG.warning(
-            "Event %r dropped: no tracker is registered as %r. Call "
-            "eventtracking.tracker.register_tracker() at start-up (the Django app does it "
-            "when EVENT_TRACKING_ENABLED is true). Further drops are only counted.",
+            "Event %r dropped: no tracker is registered as %r: %s. Further drops are only "
+            "counted, in eventtracking.tracker.stats()['dropped']['no_tracker'].",
             name,
             DEFAULT_TRACKER_NAME,
+            reason,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -219,9 +220,84 @@ def test_register_and_get_tracker() -> None:
 
 
 def test_get_tracker_missing_raises_key_error() -> None:
-    """get_tracker of an unregistered name raises KeyError."""
-    with pytest.raises(KeyError):
+    """get_tracker of an unregistered name other than the default raises KeyError, as in
+    4.x, and registers nothing."""
+    with pytest.raises(KeyError, match="nope"):
         tracker.get_tracker("nope")
+    assert tracker.TRACKERS == {}
+
+
+def test_unconfigured_default_tracker_prints_json_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With nothing registered, get_tracker() registers and returns a tracker that prints
+    each event as one JSON line on standard output, and later calls return the same one."""
+    default = tracker.get_tracker()
+    assert tracker.get_tracker() is default
+    assert list(tracker.TRACKERS.items()) == [("default", default)]
+    with default.context("outer", {"user_id": 7}):
+        default.emit("navigation.request", {"url": "/a"})
+    tracker.emit("module.level")
+    lines = capsys.readouterr().out.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [(e["name"], e["context"], e["data"]) for e in events] == [
+        ("navigation.request", {"user_id": 7}, {"url": "/a"}),
+        ("module.level", {}, {}),
+    ]
+    assert datetime.fromisoformat(events[0]["timestamp"]).tzinfo is not None
+    assert default.stats()["backends"]["stdout"]["sent"] == 2
+
+
+def test_module_emit_registers_the_fallback_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The module-level emit() with nothing registered goes through the same fallback,
+    which get_tracker() then returns."""
+    tracker.emit("first")
+    fallback = tracker.TRACKERS["default"]
+    assert tracker.get_tracker() is fallback
+    assert json.loads(capsys.readouterr().out)["name"] == "first"
+
+
+def test_threads_racing_for_the_fallback_share_one_tracker() -> None:
+    """Threads calling get_tracker() at once with nothing registered all get one tracker."""
+    import threading
+
+    start = threading.Barrier(8, timeout=10)
+    got: list[Any] = []
+
+    def work() -> None:
+        start.wait()
+        got.append(tracker.get_tracker())
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(got) == 8
+    assert len({id(t) for t in got}) == 1
+
+
+def test_a_registered_default_is_never_replaced_by_the_fallback() -> None:
+    """get_tracker() returns the registered default, whatever the fallback."""
+    t, _ = make_tracker()
+    tracker.register_tracker(t)
+    assert tracker.get_tracker() is t
+
+
+def test_without_a_fallback_get_tracker_raises_key_error_as_in_4x() -> None:
+    """set_fallback(None) restores 4.x: get_tracker() raises KeyError for the default."""
+    tracker.set_fallback(None)
+    with pytest.raises(KeyError, match="default"):
+        tracker.get_tracker()
+    assert tracker.TRACKERS == {}
+
+
+def test_set_fallback_takes_any_factory() -> None:
+    """The fallback factory decides what the unconfigured default tracker is."""
+    memory = InMemoryBackend()
+    tracker.set_fallback(lambda: Tracker({"memory": memory}))
+    tracker.emit("x")
+    assert [e["name"] for e in memory.events] == ["x"]
 
 
 def test_module_emit_goes_to_the_default_tracker() -> None:
@@ -236,7 +312,9 @@ def test_module_emit_goes_to_the_default_tracker() -> None:
 def test_module_emit_without_tracker_warns_once_and_counts(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no tracker, emit() does not raise, warns once and counts every drop."""
+    """With no tracker and no fallback, emit() does not raise, warns once and counts every
+    drop."""
+    tracker.set_fallback(None)
     monkeypatch.setattr(tracker, "_warned_no_tracker", False)
     before = tracker.stats()["dropped"].get("no_tracker", 0)
     with caplog.at_level(logging.WARNING, logger="eventtracking.tracker"):

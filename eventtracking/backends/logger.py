@@ -54,6 +54,7 @@ from eventtracking._json import (
 )
 from eventtracking._metadata_api import METADATA_EVENT_NAME
 from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._silent import NotEnabledAlarm
 from eventtracking._stats import Counters, FastCounter
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.typing import Event
@@ -163,6 +164,7 @@ class LoggerBackend:
             if logger_class is _logging.Logger or logger_class is _logging.RootLogger
             else None
         )
+        self._not_enabled = NotEnabledAlarm(self.event_logger, self.level)
         self._sent = FastCounter()
         self._counters = Counters("oversized", "dropped_oversized")
         self._log = RateLimitedLogger(LOG)
@@ -171,6 +173,7 @@ class LoggerBackend:
         """Write ``event`` as one JSON line; an oversized event becomes a placeholder."""
         logger = self.event_logger
         if not logger.isEnabledFor(self.level):
+            self._not_enabled.dropped()
             return
         line = self._encode(event)
         limit = self.max_event_size
@@ -263,9 +266,11 @@ class LoggerBackend:
     def stats(self) -> dict[str, Any]:
         """``sent`` lines, ``oversized`` events (over ``max_event_size``),
         ``dropped_oversized`` ones among them that not even a placeholder could replace,
-        and the encoder's fallbacks across the process (``repr_fallback``,
+        ``dropped_not_enabled`` events not written because the logger is not enabled for
+        the level, and the encoder's fallbacks across the process (``repr_fallback``,
         ``cleaned``)."""
         result = {"sent": self._sent.value, **self._counters.snapshot()}
+        result["dropped_not_enabled"] = self._not_enabled.count.value
         result.update(JSON_STATS.snapshot())
         return result
 

@@ -338,3 +338,188 @@ def test_async_checks_run_with_manage_py_check() -> None:
         pytest.raises(SystemCheckError, match=re.escape(checks.E030)),
     ):
         call_command("check", "--tag", checks.TAG, verbosity=0)
+
+
+def run_new() -> list[Any]:
+    """The messages of the checks that look at what the settings built."""
+    return [
+        *checks.check_logger_backends(),
+        *checks.check_enabled_setting(),
+        *checks.check_app_installed(),
+    ]
+
+
+class NeedsAMissingPackage:
+    """A backend whose constructor finds its optional dependency missing."""
+
+    def __init__(self) -> None:
+        raise ImportError("NeedsAMissingPackage needs foo: pip install 'thing[foo]'")
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Never reached."""
+
+
+def test_the_test_settings_pass_the_new_checks_too() -> None:
+    """With the test settings built, W002-W004 find nothing."""
+    from eventtracking.django.django_tracker import override_default_tracker
+
+    override_default_tracker()
+    assert run_new() == []
+
+
+def test_e011_a_missing_optional_package_is_named_with_the_install_command() -> None:
+    """A constructor that cannot import its dependency is E011, not E006 about OPTIONS,
+    and the hint carries the backend's own install command."""
+    from django.apps import apps
+
+    config = apps.get_app_config("eventtracking_django")
+    engine = f"{__name__}.NeedsAMissingPackage"
+    try:
+        with override_settings(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": engine}}):
+            config.ready()
+            messages = checks.check_tracker_settings()
+        assert ids(messages) == [checks.E011]
+        assert messages[0].msg == checks.DEPENDENCY_MISSING.format(where=f"{B}['x']", engine=engine)
+        assert "pip install 'thing[foo]'" in messages[0].hint
+    finally:
+        config.startup_error = None
+
+
+def silent_logger_backends(logger_name: str) -> dict[str, Any]:
+    """A LoggerBackend on ``logger_name``, nested in a router as sites often do."""
+    return {
+        "tracking_logs": {
+            "ENGINE": ROUTING,
+            "OPTIONS": {
+                "backends": {"logger": {"ENGINE": LOGGER, "OPTIONS": {"name": logger_name}}}
+            },
+        }
+    }
+
+
+def test_w002_logger_backend_whose_logger_is_not_enabled() -> None:
+    """A LoggerBackend whose logger is not enabled for INFO (Python's default: the root
+    logger is at WARNING) is W002, naming the backend and the logger, with the LOGGING
+    snippet that fixes it; once the logger takes INFO and has a handler, it is gone."""
+    import logging
+
+    from eventtracking.django.django_tracker import override_default_tracker
+
+    name = "tracking.w002.not_enabled"
+    logger = logging.getLogger(name)
+    with override_settings(EVENT_TRACKING_BACKENDS=silent_logger_backends(name)):
+        override_default_tracker()
+        messages = checks.check_logger_backends()
+    assert ids(messages) == [checks.W002]
+    assert messages[0].msg == (
+        f"{B}['tracking_logs.logger']: LoggerBackend writes nothing: logger {name!r} is not "
+        "enabled for INFO: its effective level is WARNING."
+    )
+    assert f"'loggers': {{\n        {name!r}: {{'handlers': ['tracking'], 'level': 'INFO'" in (
+        messages[0].hint
+    )
+    handler = logging.NullHandler()
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        assert checks.check_logger_backends() == []
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+
+def test_w002_logger_backend_whose_logger_has_no_handler() -> None:
+    """A logger enabled for INFO but with no handler on the way up is W002 too: Python
+    discards INFO records that reach no handler."""
+    import logging
+
+    from eventtracking.django.django_tracker import override_default_tracker
+
+    name = "tracking.w002.no_handler"
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with override_settings(EVENT_TRACKING_BACKENDS=silent_logger_backends(name)):
+            override_default_tracker()
+            messages = checks.check_logger_backends()
+        assert ids(messages) == [checks.W002]
+        assert f"logger {name!r} has no handler for INFO records" in messages[0].msg
+    finally:
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+
+def test_w003_backends_without_the_enabled_setting() -> None:
+    """Backends configured with EVENT_TRACKING_ENABLED missing is W003; set to False on
+    purpose, it is not."""
+    from django.conf import settings
+
+    with override_settings():
+        del settings.EVENT_TRACKING_ENABLED
+        messages = checks.check_enabled_setting()
+    assert ids(messages) == [checks.W003]
+    assert messages[0].msg == checks.ENABLED_MISSING
+    with override_settings(EVENT_TRACKING_ENABLED=False):
+        assert checks.check_enabled_setting() == []
+
+
+def hide_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Django report 'eventtracking.django' as not installed, for this test."""
+    from django.apps import apps
+
+    installed = apps.is_installed
+
+    def is_installed(name: str) -> bool:
+        return name != "eventtracking.django" and installed(name)
+
+    monkeypatch.setattr(apps, "is_installed", is_installed)
+
+
+def test_w004_middleware_without_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tracking middleware in MIDDLEWARE while the app is not installed is W004."""
+    hide_the_app(monkeypatch)
+    messages = checks.check_app_installed()
+    assert ids(messages) == [checks.W004, checks.W004]
+    assert messages[0].msg == checks.APP_NOT_INSTALLED.format(
+        middleware="TrackRequestContextMiddleware"
+    )
+    assert "INSTALLED_APPS" in messages[0].hint
+    with override_settings(MIDDLEWARE=[SESSION]):
+        assert checks.check_app_installed() == []
+
+
+def test_w004_is_registered_by_the_middleware_module() -> None:
+    """The app cannot register W004, so the middleware module does: `manage.py check`
+    runs it whenever the middleware was imported."""
+    from django.core.checks import registry
+
+    import eventtracking.django.middleware  # noqa: F401
+
+    assert checks.check_app_installed in registry.registry.get_checks()
+
+
+def test_building_the_middleware_without_the_app_warns_once_and_prints_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Django building the middleware without the app logs W004 once per process, and
+    the events it emits are dropped and counted, not printed by the fallback tracker."""
+    import logging
+
+    from eventtracking import tracker
+    from eventtracking.django import middleware
+
+    hide_the_app(monkeypatch)
+    monkeypatch.setattr(middleware, "_app_missing_warned", False)
+    tracker.set_fallback(tracker.console_tracker)
+    with caplog.at_level(logging.WARNING, logger="eventtracking.django"):
+        middleware.TrackRequestContextMiddleware(lambda request: None)
+        middleware.TrackRequestEventMiddleware(lambda request: None)
+    warnings = [r for r in caplog.records if checks.W004 in r.getMessage()]
+    assert len(warnings) == 1
+    before = tracker.stats()["dropped"].get("no_tracker", 0)
+    tracker.emit("django.request")
+    assert tracker.stats()["dropped"]["no_tracker"] == before + 1
+    assert capsys.readouterr().out == ""

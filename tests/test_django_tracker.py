@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import django_support
@@ -29,6 +33,7 @@ django_env = django_support.django_env
 
 HERE = __name__
 MEMORY = "eventtracking.backends.memory.InMemoryBackend"
+MONGO = "eventtracking.backends.mongodb.MongoBackend"
 ROUTING = "eventtracking.backends.routing.RoutingBackend"
 
 
@@ -219,14 +224,58 @@ def test_class_without_send_is_rejected() -> None:
 
 def test_options_the_constructor_rejects_raise_value_error() -> None:
     """OPTIONS not matching the signature, or a failing constructor, raise ValueError."""
-    with pytest.raises(ValueError, match="do not fit") as caught:
+    with pytest.raises(ValueError) as caught:
         build(EVENT_TRACKING_BACKENDS={"s": {"ENGINE": f"{HERE}.Strict", "OPTIONS": {"sise": 1}}})
-    assert "sise" in str(caught.value)
+    assert str(caught.value) == (
+        "EVENT_TRACKING_BACKENDS['s']: Strict has no option 'sise' (did you mean 'size'?); "
+        "its options are size."
+    )
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"s": {"ENGINE": f"{HERE}.Strict"}})
+    assert str(caught.value) == "EVENT_TRACKING_BACKENDS['s']: Strict needs the option(s) 'size'."
     with pytest.raises(ValueError, match="must be a dict of keyword arguments"):
         build(EVENT_TRACKING_BACKENDS={"s": {"ENGINE": f"{HERE}.Strict", "OPTIONS": [1]}})
     with pytest.raises(ValueError, match="raised RuntimeError: cannot start") as caught:
         build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": f"{HERE}.Exploding"}})
     assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+def test_a_misspelled_mongo_option_names_it_and_the_valid_ones_without_the_signature() -> None:
+    """A misspelled MongoBackend option is named with the closest valid one and the list
+    of valid options, not the constructor's whole signature with its type hints."""
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"m": {"ENGINE": MONGO, "OPTIONS": {"hots": "db"}}})
+    message = str(caught.value)
+    assert message.startswith(
+        "EVENT_TRACKING_BACKENDS['m']: MongoBackend has no option 'hots' (did you mean "
+        "'host'?); its options are host, port, user, password, database, collection, extra, "
+    )
+    assert "str | None" not in message
+
+
+def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
+    """A backend whose optional dependency is missing fails with a message naming the
+    extra, as a DEPENDENCY error rather than one about its options."""
+    from eventtracking.django import _engines
+
+    result = _run_python(
+        """
+        import sys
+        sys.modules["pymongo"] = None
+        from eventtracking.django import _engines
+        try:
+            _engines.build({"ENGINE": "eventtracking.backends.mongodb.MongoBackend"},
+                           "EVENT_TRACKING_BACKENDS['mongo']", _engines.BACKEND)
+        except _engines.EngineError as error:
+            print(error.kind)
+            print(error)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    kind, message = result.stdout.splitlines()
+    assert kind == _engines.DEPENDENCY
+    assert "needs a package that is not installed" in message
+    assert "pip install 'event-tracking[mongo]'" in message
 
 
 def test_settings_of_the_wrong_shape_raise_value_error() -> None:
@@ -345,12 +394,35 @@ def test_app_ready_registers_tracker_and_checks() -> None:
     assert TAG in django_checks.registry.registry.tags_available()
 
 
-def test_app_ready_with_bad_settings_logs_and_registers_nothing(
-    caplog: pytest.LogCaptureFixture,
+def test_app_ready_with_tracking_off_leaves_no_default_tracker(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A broken configuration is logged at ERROR and kept for the checks; no tracker."""
+    """Under the app, EVENT_TRACKING_ENABLED off means no tracker at all: get_tracker()
+    raises KeyError as in 4.x and emit() drops and counts, never printing the events as a
+    script without configuration would."""
     from django.apps import apps
 
+    config = apps.get_app_config("eventtracking_django")
+    tracker.set_fallback(tracker.console_tracker)
+    with override_settings(EVENT_TRACKING_ENABLED=False):
+        config.ready()
+    before = tracker.stats()["dropped"].get("no_tracker", 0)
+    with pytest.raises(KeyError):
+        tracker.get_tracker()
+    tracker.emit("not.printed")
+    assert tracker.stats()["dropped"]["no_tracker"] == before + 1
+    assert tracker.TRACKERS == {}
+    assert capsys.readouterr().out == ""
+
+
+def test_app_ready_with_bad_settings_logs_and_registers_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a server process, a broken configuration is logged at ERROR in one line, with
+    its check id and without a traceback, and kept for the checks; no tracker."""
+    from django.apps import apps
+
+    monkeypatch.setattr(sys, "argv", ["gunicorn", "--workers", "2", "site.wsgi"])
     config = apps.get_app_config("eventtracking_django")
     with (
         caplog.at_level(logging.ERROR, logger="eventtracking.django"),
@@ -361,9 +433,111 @@ def test_app_ready_with_bad_settings_logs_and_registers_nothing(
         assert tracker.DEFAULT_TRACKER_NAME not in tracker.TRACKERS
         assert isinstance(config.startup_error, ValueError)
         assert "nope" in str(config.startup_error)
-        assert any("Event tracking is off" in r.getMessage() for r in caplog.records)
+        (record,) = [r for r in caplog.records if "Event tracking is off" in r.getMessage()]
+        assert "(eventtracking.E004)" in record.getMessage()
+        assert not record.exc_info
     finally:
         config.startup_error = None
+
+
+def test_in_a_management_command_the_checks_and_the_first_drop_report_the_error(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `manage.py <command>` ready() logs nothing, since the system checks print the
+    error; the first event dropped for want of a tracker gives it, once."""
+    from django.apps import apps
+
+    monkeypatch.setattr(sys, "argv", ["manage.py", "shell"])
+    monkeypatch.setattr(tracker, "_warned_no_tracker", False)
+    config = apps.get_app_config("eventtracking_django")
+    with (
+        caplog.at_level(logging.WARNING),
+        override_settings(EVENT_TRACKING_BACKENDS={"bad": {"ENGINE": "nope.Nope"}}),
+    ):
+        config.ready()
+        assert caplog.records == []
+        tracker.emit("first")
+        tracker.emit("second")
+    try:
+        (record,) = caplog.records
+        message = record.getMessage()
+        assert message.startswith("Event 'first' dropped: no tracker is registered")
+        assert "(eventtracking.E004)" in message
+        assert "'nope'" in message
+    finally:
+        config.startup_error = None
+
+
+def _misspelled_engine_site(tmp_path: Path) -> dict[str, str]:
+    """A settings module with a misspelled ENGINE; the environment to run it."""
+    (tmp_path / "typo_settings.py").write_text(
+        textwrap.dedent(
+            """
+            SECRET_KEY = "tests-only"
+            DEBUG = True
+            ALLOWED_HOSTS = ["127.0.0.1"]
+            INSTALLED_APPS = ["eventtracking.django"]
+            EVENT_TRACKING_ENABLED = True
+            EVENT_TRACKING_BACKENDS = {
+                "logger": {"ENGINE": "eventtracking.backends.loger.LoggerBackend"},
+            }
+            """
+        )
+    )
+    return {
+        "PYTHONPATH": f"{tmp_path}:{REPO_DIR}",
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "typo_settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def test_manage_py_check_prints_a_misspelled_engine_once_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`manage.py check` with a misspelled ENGINE prints E004 with its hint, once, and no
+    traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_misspelled_engine_site(tmp_path),
+        cwd=str(tmp_path),
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert output.count("eventtracking.E004") == 1, output
+    assert output.count("cannot import module 'eventtracking.backends.loger'") == 1, output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_runserver_prints_a_misspelled_engine_once(tmp_path: Path) -> None:
+    """runserver, with its autoreloader's two processes, prints the E004 error once."""
+    log = tmp_path / "runserver.log"
+    with log.open("wb") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "django", "runserver", "127.0.0.1:0"],
+            env=_misspelled_engine_site(tmp_path),
+            cwd=str(tmp_path),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "System check identified" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    output = log.read_text(errors="replace")
+    assert output.count("eventtracking.E004") == 1, output
+    assert "Event tracking is off" not in output
 
 
 def _run_python(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

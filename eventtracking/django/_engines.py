@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Iterator, Mapping
 from importlib import import_module
@@ -37,6 +38,7 @@ IMPORT = "import"
 ROLE = "role"
 BAD_OPTIONS = "options"
 CONSTRUCT = "construct"
+DEPENDENCY = "dependency"
 
 EXAMPLE = "{'ENGINE': 'eventtracking.backends.logger.LoggerBackend', 'OPTIONS': {...}}"
 
@@ -46,7 +48,8 @@ class EngineError(ValueError):
 
     ``where`` locates the node (``EVENT_TRACKING_BACKENDS['mongo']['OPTIONS']...``),
     ``kind`` is one of the module constants (MISSING, IMPORT, ROLE, BAD_OPTIONS,
-    CONSTRUCT) and ``engine`` is the ENGINE value, when there is one.
+    CONSTRUCT, DEPENDENCY: the constructor needs a package that is not installed) and
+    ``engine`` is the ENGINE value, when there is one.
     """
 
     def __init__(self, kind: str, where: str, engine: Any, message: str) -> None:
@@ -124,7 +127,12 @@ def check_role(target: Any, role: str, where: str, engine: str) -> None:
 
 
 def check_options(target: Any, options: Any, where: str, engine: str) -> None:
-    """Raise EngineError (BAD_OPTIONS) unless ``options`` fits the signature of ``target``."""
+    """Raise EngineError (BAD_OPTIONS) unless ``options`` fits the signature of ``target``.
+
+    An unknown option is named, with the closest valid name and the list of valid ones;
+    a missing required option is named. A constructor that takes ``**kwargs`` judges
+    its own options when it is called.
+    """
     if not isinstance(options, Mapping):
         msg = (
             f"{where}: OPTIONS of {engine!r} must be a dict of keyword arguments, got "
@@ -141,14 +149,40 @@ def check_options(target: Any, options: Any, where: str, engine: str) -> None:
         # Some builtins and extension types have no introspectable signature; the
         # constructor itself will judge the options.
         return
+    short = engine.rpartition(".")[2]
+    parameters = signature.parameters.values()
+    valid = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        unknown = [key for key in options if key not in valid]
+        if unknown:
+            msg = f"{where}: {short} has no option {_unknown_options(unknown, valid)}; " + (
+                f"its options are {', '.join(valid)}." if valid else "it takes no options."
+            )
+            raise EngineError(BAD_OPTIONS, where, engine, msg)
     try:
         signature.bind(**options)
     except TypeError as error:
-        msg = (
-            f"{where}: OPTIONS {sorted(options)} do not fit {engine}{signature}: {error}. "
-            "Fix the option names or supply the missing ones."
-        )
+        required = [
+            p.name
+            for p in parameters
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in options
+        ]
+        if required:
+            msg = f"{where}: {short} needs the option(s) {', '.join(map(repr, required))}."
+        else:
+            msg = f"{where}: OPTIONS {sorted(options)} do not fit {short}: {error}."
         raise EngineError(BAD_OPTIONS, where, engine, msg) from None
+
+
+def _unknown_options(unknown: list[str], valid: list[str]) -> str:
+    """``'hots' (did you mean 'host'?)``, for each unknown option."""
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, valid, n=1)
+        described.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return ", ".join(described)
 
 
 def _child_role(key: Any) -> str:
@@ -208,6 +242,11 @@ def _build_engine(node: Mapping[str, Any], where: str, role: str) -> Any:
     }
     try:
         return target(**kwargs)
+    except ImportError as error:
+        # An optional dependency is missing (MongoBackend without pymongo): the message
+        # of the backend's error says which extra to install.
+        msg = f"{where}: {engine} needs a package that is not installed: {error}"
+        raise EngineError(DEPENDENCY, where, engine, msg) from error
     except Exception as error:
         msg = f"{where}: {engine}(**OPTIONS) raised {type(error).__name__}: {error}"
         raise EngineError(CONSTRUCT, where, engine, msg) from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -29,8 +30,9 @@ class EventTrackingConfig(AppConfig):
     :meth:`ready` registers the system checks, connects the Open edX event-bus receiver
     (:mod:`eventtracking.handlers`) when openedx-events is installed, registers a
     :class:`~eventtracking.django.DjangoTracker` as the default tracker when
-    ``EVENT_TRACKING_ENABLED`` is true, and arranges for that tracker to be closed
-    (flushed) when the process exits.
+    ``EVENT_TRACKING_ENABLED`` is true (and no tracker otherwise: the fallback that prints
+    events when nothing is configured is off under Django), and arranges for that
+    tracker to be closed (flushed) when the process exits.
     """
 
     name = "eventtracking.django"
@@ -45,9 +47,12 @@ class EventTrackingConfig(AppConfig):
         """Register the checks and the default tracker; never raises.
 
         A configuration error must not stop every management command, including
-        ``manage.py check``, which explains it. It is logged at ERROR instead, kept in
-        :attr:`startup_error` for the checks, and no tracker is registered, so events
-        are dropped and counted (see :func:`eventtracking.tracker.stats`).
+        ``manage.py check``, which explains it. It is kept in :attr:`startup_error` for
+        the checks, and no tracker is registered, so events are dropped and counted (see
+        :func:`eventtracking.tracker.stats`); the warning of the first drop gives the
+        error. A server process also logs it at ERROR, in one line; a management
+        command leaves it to the system checks, so that ``runserver`` and ``check``
+        print it once.
         """
         from eventtracking.django import checks
         from eventtracking.django.django_tracker import override_default_tracker
@@ -58,14 +63,11 @@ class EventTrackingConfig(AppConfig):
             built = override_default_tracker()
         except Exception as error:
             self.startup_error = error
-            LOG.error(
-                "Event tracking is off: the tracker could not be built from settings: %s "
-                "Run `manage.py check` for details.",
-                error,
-                exc_info=True,
-            )
+            settings_decide_the_default_tracker(error)
+            report_startup_error(error)
             return
         self.startup_error = None
+        settings_decide_the_default_tracker(None)
         if built is not None:
             close_at_exit(built, shutdown_timeout())
 
@@ -83,6 +85,69 @@ def _connect_event_bus_receiver() -> None:
     except Exception:
         # A broken openedx-events must not stop the app; the bus receiver is then off.
         LOG.exception("Could not connect the event-bus receiver; events from the bus are ignored")
+
+
+def settings_decide_the_default_tracker(error: Exception | None) -> None:
+    """Turn off the fallback default tracker that prints events (see
+    :func:`eventtracking.tracker.set_fallback`), and say why there is no tracker.
+
+    Under Django the settings decide: a site that turned tracking off, or whose tracker
+    could not be built (``error``), must not start printing its events.
+    """
+    from django.conf import settings
+
+    from eventtracking import tracker
+    from eventtracking.django import checks
+    from eventtracking.django.django_tracker import (
+        DJANGO_BACKEND_SETTING_NAME,
+        DJANGO_ENABLED_SETTING_NAME,
+    )
+
+    if error is not None:
+        reason = (
+            f"event tracking is off because the tracker could not be built from settings "
+            f"({checks.check_id_of(error)}): {error} Run `manage.py check`"
+        )
+    elif not hasattr(settings, DJANGO_ENABLED_SETTING_NAME):
+        reason = f"{DJANGO_ENABLED_SETTING_NAME} is not in settings"
+        if getattr(settings, DJANGO_BACKEND_SETTING_NAME, None):
+            reason += f", so {DJANGO_BACKEND_SETTING_NAME} is not used ({checks.W003})"
+    else:
+        reason = f"{DJANGO_ENABLED_SETTING_NAME} is not true in settings"
+    tracker.set_fallback(None, reason)
+
+
+def report_startup_error(error: Exception) -> None:
+    """Log why the tracker could not be built, in one line, unless the system checks will.
+
+    A configuration error's message says all there is to say, so it comes without a
+    traceback; an unexpected error keeps its traceback. A management command
+    (``check``, ``runserver``, ``migrate``, ...) runs the system checks, which print the
+    same error with its fix, and the first dropped event repeats it otherwise.
+    """
+    from eventtracking.django import _engines, checks
+
+    if _running_a_management_command():
+        return
+    LOG.error(
+        "Event tracking is off (%s): the tracker could not be built from settings: %s "
+        "Run `manage.py check` for details.",
+        checks.check_id_of(error),
+        error,
+        exc_info=not isinstance(error, _engines.EngineError),
+    )
+
+
+def _running_a_management_command() -> bool:
+    """Whether this process is ``manage.py <command>`` or ``django-admin <command>``."""
+    if len(sys.argv) < 2:
+        return False
+    try:
+        from django.core.management import get_commands
+
+        return sys.argv[1] in get_commands()
+    except Exception:  # a broken project: log, rather than risk saying nothing
+        return False
 
 
 def shutdown_timeout() -> float:

@@ -16,13 +16,21 @@ eventtracking.E008     ``TrackRequestEventMiddleware`` comes before
                        ``TrackRequestContextMiddleware``.
 eventtracking.E009     An event-tracking middleware is listed more than once.
 eventtracking.E010     A middleware or shutdown setting has an invalid value.
-eventtracking.W001     ``TrackRequestEventMiddleware`` without
-                       ``TrackRequestContextMiddleware``.
+eventtracking.E011     An ENGINE needs a package that is not installed (such as
+                       pymongo for MongoBackend).
 eventtracking.E020     An ``EventBusRoutingBackend`` is configured without
                        openedx-events (the ``eventbus`` extra).
 eventtracking.E021     A ``SegmentBackend`` is configured without
                        segment-analytics-python (the ``segment`` extra).
 eventtracking.E022     ``EVENT_BUS_TRACKING_LOGS`` is not a list, tuple or set of names.
+eventtracking.W001     ``TrackRequestEventMiddleware`` without
+                       ``TrackRequestContextMiddleware``.
+eventtracking.W002     A ``LoggerBackend`` whose logger writes nothing: not enabled for
+                       its level, disabled, or without a handler.
+eventtracking.W003     ``EVENT_TRACKING_BACKENDS`` is set but
+                       ``EVENT_TRACKING_ENABLED`` is not.
+eventtracking.W004     An event-tracking middleware is in ``MIDDLEWARE`` but the app is
+                       not in ``INSTALLED_APPS``.
 eventtracking.W020     The event bus is switched on but cannot publish: no
                        ``EVENT_BUS_PRODUCER``, no topic enabled for tracking logs in
                        ``EVENT_BUS_PRODUCER_CONFIG``, or a producer reached through the
@@ -34,6 +42,9 @@ eventtracking.E031     An AsyncRoutingBackend is configured but Celery is not in
 eventtracking.W030     An AsyncRoutingBackend's ``backend_name`` names another
                        top-level backend, whose nested backends workers deliver to.
 =====================  =============================================================
+
+W004 cannot come from the app, which is not installed then. The middleware registers
+it when its module is imported, and logs the same warning when Django builds it.
 """
 
 from __future__ import annotations
@@ -102,6 +113,20 @@ __all__ = [
     "check_optional_extras",
     "check_tracker_settings",
     "register_checks",
+]
+__all__ += [
+    "APP_NOT_INSTALLED",
+    "DEPENDENCY_MISSING",
+    "E011",
+    "ENABLED_MISSING",
+    "LOGGER_WRITES_NOTHING",
+    "W002",
+    "W003",
+    "W004",
+    "check_app_installed",
+    "check_enabled_setting",
+    "check_id_of",
+    "check_logger_backends",
 ]
 
 #: The tag of every check here: ``manage.py check --tag eventtracking``.
@@ -179,6 +204,29 @@ EVENT_BUS_CANNOT_PUBLISH = (
     "SEND_TRACKING_EVENT_EMITTED_SIGNAL is on, but tracking logs cannot reach the event "
     "bus: {problem} They wait in the local spool until this is fixed."
 )
+E011 = "eventtracking.E011"
+DEPENDENCY_MISSING = "{where}: ENGINE {engine!r} needs a package that is not installed."
+
+W002 = "eventtracking.W002"
+LOGGER_WRITES_NOTHING = "{where}: LoggerBackend writes nothing: {reason}."
+LOGGER_WRITES_NOTHING_HINT = "Configure the logger in settings, for example:\n{snippet}"
+
+W003 = "eventtracking.W003"
+ENABLED_MISSING = (
+    "EVENT_TRACKING_BACKENDS is set but EVENT_TRACKING_ENABLED is not, so no tracker is "
+    "built and every event is dropped."
+)
+ENABLED_MISSING_HINT = (
+    "Add EVENT_TRACKING_ENABLED = True to settings (or False, to keep tracking off "
+    "without this warning)."
+)
+
+W004 = "eventtracking.W004"
+APP_NOT_INSTALLED = (
+    "{middleware} is in MIDDLEWARE but 'eventtracking.django' is not in INSTALLED_APPS, so "
+    "no tracker is built from EVENT_TRACKING_BACKENDS and no event reaches them."
+)
+APP_NOT_INSTALLED_HINT = "Add 'eventtracking.django' to INSTALLED_APPS."
 
 E030 = "eventtracking.E030"
 ASYNC_BACKEND_NAME_UNKNOWN = (
@@ -201,6 +249,7 @@ _BY_KIND = {
     _engines.ROLE: (E005, ENGINE_WRONG_KIND),
     _engines.BAD_OPTIONS: (E006, OPTIONS_REJECTED),
     _engines.CONSTRUCT: (E006, OPTIONS_REJECTED),
+    _engines.DEPENDENCY: (E011, DEPENDENCY_MISSING),
 }
 
 
@@ -236,6 +285,13 @@ def check_tracker_settings(app_configs: Any = None, **kwargs: Any) -> list[check
     if not messages:
         messages.extend(_startup_error())
     return messages
+
+
+def check_id_of(error: Exception) -> str:
+    """The id of the check that reports ``error``, an error that stopped the tracker."""
+    if isinstance(error, _engines.EngineError):
+        return _BY_KIND[error.kind][0]
+    return E007
 
 
 def _startup_error() -> list[checks.CheckMessage]:
@@ -418,6 +474,67 @@ def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
                 "connects only when 'openedx_events' is in INSTALLED_APPS; add it."
             )
     return None
+def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn about each LoggerBackend of the default tracker whose logger writes nothing.
+
+    Runs after Django applied ``LOGGING``, so it sees the loggers as the site uses them.
+    """
+    from eventtracking import tracker as tracker_module
+    from eventtracking._silent import logging_snippet, why_nothing_is_written
+    from eventtracking.backends.logger import LoggerBackend
+    from eventtracking.django._commands import walk_backends
+
+    built = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
+    if built is None:
+        return []
+    messages: list[checks.CheckMessage] = []
+    for path, backend in walk_backends(built.backends):
+        if not isinstance(backend, LoggerBackend):
+            continue
+        reason = why_nothing_is_written(backend.event_logger, backend.level)
+        if reason is None:
+            continue
+        where = f"{DJANGO_BACKEND_SETTING_NAME}[{path!r}]"
+        snippet = logging_snippet(backend.event_logger, backend.level)
+        messages.append(
+            checks.Warning(
+                LOGGER_WRITES_NOTHING.format(where=where, reason=reason),
+                hint=LOGGER_WRITES_NOTHING_HINT.format(snippet=snippet),
+                id=W002,
+            )
+        )
+    return messages
+
+
+def check_enabled_setting(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when backends are configured but ``EVENT_TRACKING_ENABLED`` is not set at all."""
+    from eventtracking.django.django_tracker import DJANGO_ENABLED_SETTING_NAME
+
+    if getattr(settings, DJANGO_BACKEND_SETTING_NAME, None) and not hasattr(
+        settings, DJANGO_ENABLED_SETTING_NAME
+    ):
+        return [checks.Warning(ENABLED_MISSING, hint=ENABLED_MISSING_HINT, id=W003)]
+    return []
+
+
+def check_app_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when an event-tracking middleware is in ``MIDDLEWARE`` without the app."""
+    if apps.is_installed("eventtracking.django"):
+        return []
+    resolved = _middleware_classes(getattr(settings, "MIDDLEWARE", None) or [])
+    found = [
+        path
+        for path in (CONTEXT_MIDDLEWARE, EVENT_MIDDLEWARE)
+        if _positions(resolved, path)
+    ]
+    return [
+        checks.Warning(
+            APP_NOT_INSTALLED.format(middleware=path.rpartition(".")[2]),
+            hint=APP_NOT_INSTALLED_HINT,
+            id=W004,
+        )
+        for path in found
+    ]
 
 
 def _async_routers(node: Any, where: str, key: str | None) -> Iterable[tuple[str, str | None, Any]]:
@@ -494,3 +611,5 @@ def register_checks() -> None:
     for check in (check_optional_extras, check_event_bus_settings):
         checks.register(check, TAG)
     checks.register(check_async_routing, TAG)
+    for check in (check_logger_backends, check_enabled_setting):
+        checks.register(check, TAG)

@@ -21,22 +21,62 @@ logged, and re-raised only when ``DEBUG`` is true, so it shows during developmen
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.apps import apps
 from django.conf import settings
+from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
 
 from eventtracking import tracker as tracker_module
 from eventtracking.django import _request
 from eventtracking.django._request import RATE_LIMITED
+from eventtracking.django.checks import (
+    APP_NOT_INSTALLED,
+    APP_NOT_INSTALLED_HINT,
+    TAG,
+    W004,
+    check_app_installed,
+)
 from eventtracking.locator import as_stack_locator
 
 __all__ = ["TrackRequestContextMiddleware", "TrackRequestEventMiddleware"]
 
 GetResponse = Callable[[HttpRequest], Any]
+
+LOG = logging.getLogger("eventtracking.django")
+
+
+# Without the app nothing registers this check (eventtracking.W004); a project that
+# lists the middleware imports this module, at the latest when Django builds it.
+checks.register(check_app_installed, TAG)
+
+_app_missing_lock = threading.Lock()
+_app_missing_warned = False
+
+
+def _warn_if_the_app_is_missing(middleware: str) -> None:
+    """Log W004 once per process when the middleware runs without the app.
+
+    Without the app no tracker is built from the settings. The fallback that prints
+    events when nothing is configured is turned off too: a Django site's events must
+    not end up on its standard output.
+    """
+    global _app_missing_warned
+    if apps.is_installed("eventtracking.django"):
+        return
+    with _app_missing_lock:
+        if _app_missing_warned:
+            return
+        _app_missing_warned = True
+    message = APP_NOT_INSTALLED.format(middleware=middleware)
+    tracker_module.set_fallback(None, f"'eventtracking.django' is not in INSTALLED_APPS ({W004})")
+    LOG.warning("%s %s (%s)", message, APP_NOT_INSTALLED_HINT, W004)
 
 
 def _failed(where: str, reraise: bool = True) -> None:
@@ -107,6 +147,7 @@ class TrackRequestContextMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
+        _warn_if_the_app_is_missing(type(self).__name__)
         self.get_response = get_response
         self.config = _request.ContextConfig.from_settings()
         self.async_mode = iscoroutinefunction(get_response)
@@ -202,6 +243,7 @@ class TrackRequestEventMiddleware:
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
+        _warn_if_the_app_is_missing(type(self).__name__)
         self.get_response = get_response
         self.name = _request.event_name()
         self.skip = _request.skip_patterns()

@@ -25,6 +25,8 @@ memory = django_support.memory
 
 MONGO = "eventtracking.backends.mongodb.MongoBackend"
 MEMORY = "eventtracking.backends.memory.InMemoryBackend"
+LOGGER = "eventtracking.backends.logger.LoggerBackend"
+ROUTING = "eventtracking.backends.routing.RoutingBackend"
 
 
 class Failing:
@@ -32,6 +34,15 @@ class Failing:
 
     def send(self, event: dict[str, Any]) -> None:
         raise RuntimeError("refused")
+
+
+class Plain:
+    """A backend with send() only: no counters."""
+
+    mutates_events = False
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Accept and forget."""
 
 
 def run(*args: Any) -> str:
@@ -90,8 +101,9 @@ def test_emit_sends_a_test_event_and_reports_the_counters(memory: Any) -> None:
     (event,) = memory.snapshot()
     assert event["name"] == "eventtracking.test"
     assert event["data"]["source"] == "manage.py eventtracking_emit"
+    assert "  memory (InMemoryBackend): written 1\n" in output
     assert "backends.memory.stored: +1" in output
-    assert "Delivered." in output
+    assert "Delivered: 1 of 1 backend(s) took it." in output
 
 
 def test_emit_takes_name_and_data(memory: Any) -> None:
@@ -129,16 +141,102 @@ def test_emit_stores_the_event_in_mongodb(
     """Against a real server the event is in the collection when the command returns."""
     configure({"mongo": mongo_backend(mongo.uri, collection_name, tmp_path)})
     output = run("eventtracking_emit", "--name", "deploy.check")
-    assert "Delivered." in output
+    assert "  mongo (MongoBackend): queued 1, written 1\n" in output
+    assert "Delivered: 1 of 1 backend(s) took it." in output
     stored = list(mongo.client()["eventtracking"][collection_name].find())
     assert [doc["name"] for doc in stored] == ["deploy.check"]
 
 
 def test_emit_fails_when_the_flush_times_out(configure: Any, tmp_path: Path) -> None:
-    """With MongoDB unreachable the flush does not finish and the command fails."""
+    """With MongoDB unreachable the flush does not finish and the command fails; the
+    report shows the event queued but not written."""
     configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    out = io.StringIO()
     with pytest.raises(CommandError, match=r"did not finish within 0\.5 s"):
-        run("eventtracking_emit", "--timeout", "0.5")
+        call_command("eventtracking_emit", "--timeout", "0.5", stdout=out, stderr=out)
+    report = [line for line in out.getvalue().splitlines() if "(MongoBackend)" in line]
+    assert len(report) == 1
+    assert report[0].startswith("  mongo (MongoBackend): queued 1")
+    assert "written" not in report[0]
+
+
+def test_emit_fails_when_the_event_reaches_no_backend(configure: Any) -> None:
+    """A LoggerBackend whose logger is not enabled for INFO takes nothing: the report says
+    it dropped the event, and the command fails pointing at W002."""
+    import logging
+
+    name = "eventtracking.tests.emit.not_enabled"
+    assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+    configure({"logger": {"ENGINE": LOGGER, "OPTIONS": {"name": name}}})
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("eventtracking_emit", stdout=out, stderr=out)
+    message = str(caught.value)
+    assert message.startswith(
+        "The event reached no backend: logger (LoggerBackend): dropped 1 "
+        "(dropped_not_enabled +1)."
+    )
+    assert "eventtracking.W002" in message
+    assert "  logger (LoggerBackend): dropped 1 (dropped_not_enabled +1)\n" in out.getvalue()
+    assert "Delivered" not in out.getvalue()
+
+
+def test_emit_reports_each_backend_of_a_tree(configure: Any) -> None:
+    """Backends nested in a router are reported by their dotted path; one that keeps no
+    counters and did not fail counts as having taken the event."""
+    configure(
+        {
+            "route": {
+                "ENGINE": ROUTING,
+                "OPTIONS": {
+                    "backends": {
+                        "memory": {"ENGINE": MEMORY},
+                        "plain": {"ENGINE": f"{__name__}.Plain"},
+                    }
+                },
+            }
+        }
+    )
+    output = run("eventtracking_emit")
+    assert "  route (RoutingBackend): passed it on\n" in output
+    assert "  route.memory (InMemoryBackend): written 1\n" in output
+    assert "  route.plain (Plain): took it (it keeps no counters)\n" in output
+    assert "Delivered: 2 of 2 backend(s) took it." in output
+
+
+def test_emit_fails_when_a_processor_filters_the_event(configure: Any) -> None:
+    """An event filtered out by the tracker's processors reaches no backend: failure."""
+    whitelist = {
+        "ENGINE": "eventtracking.processors.whitelist.NameWhitelistProcessor",
+        "OPTIONS": {"whitelist": ["other.event"]},
+    }
+    with (
+        override_settings(EVENT_TRACKING_PROCESSORS=[whitelist]),
+        pytest.raises(
+            CommandError,
+            match="reached no backend: a processor of the tracker filtered it out",
+        ),
+    ):
+        configure({"memory": {"ENGINE": MEMORY}})
+        run("eventtracking_emit")
+
+
+def test_emit_names_the_backend_that_failed(configure: Any) -> None:
+    """A backend that raised is reported as failed, by name, nested or not."""
+    configure(
+        {
+            "route": {
+                "ENGINE": ROUTING,
+                "OPTIONS": {"backends": {"bad": {"ENGINE": f"{__name__}.Failing"}}},
+            },
+            "mem": {"ENGINE": MEMORY},
+        }
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="not delivered cleanly"):
+        call_command("eventtracking_emit", stdout=out, stderr=out)
+    assert "  route.bad (Failing): failed 1\n" in out.getvalue()
+    assert "  mem (InMemoryBackend): written 1\n" in out.getvalue()
 
 
 # -- eventtracking_ensure_indexes --------------------------------------------------------

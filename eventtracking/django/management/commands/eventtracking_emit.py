@@ -1,9 +1,10 @@
 """``manage.py eventtracking_emit``: send one test event end to end, to check a deployment.
 
-It emits an event through the configured tracker, flushes it, and prints what every
-counter of the tracker and its backends did meanwhile. It fails (exit status 1) when no
-tracker is configured, when there is no backend, when the flush does not finish in
-time, or when a counter of drops, failures or dead letters went up.
+It emits an event through the configured tracker, flushes it, and reports, backend by
+backend, what became of it: written, queued, spooled, filtered or dropped. Then it
+prints every counter that changed. It fails (exit status 1) when no tracker is
+configured, when there is no backend, when the event reached no backend, when the flush
+does not finish in time, or when a counter of drops, failures or dead letters went up.
 """
 
 from __future__ import annotations
@@ -16,10 +17,25 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventtracking import tracker as tracker_module
-from eventtracking.django._commands import configured_tracker
+from eventtracking.django._commands import configured_tracker, walk_backends
 
 #: Counter names whose increase means the test event was not delivered cleanly.
 TROUBLE = ("dropped", "failed", "dead", "oversized", "discarded", "error")
+
+#: A backend's own counters, by what they say happened to an event. The first word in
+#: a counter's name that matches decides.
+OUTCOMES = (
+    ("filtered", ("filtered",)),
+    ("dropped", TROUBLE),
+    ("spooled", ("spooled",)),
+    ("written", ("sent", "stored", "written", "published", "delivered")),
+    ("queued", ("queued", "enqueued")),
+)
+
+#: What reaching a backend means: it took the event.
+REACHED = ("written", "queued", "spooled")
+
+_ORDER = ("queued", "spooled", "written", "filtered", "dropped", "failed")
 
 
 def flatten(stats: Any, prefix: str = "") -> dict[str, int]:
@@ -68,11 +84,14 @@ class Command(BaseCommand):
             raise CommandError(msg)
         data = self._data(options["data"])
         timeout = options["timeout"]
+        backends = list(walk_backends(tracker.backends))
 
         before = flatten(tracker.stats())
+        own_before = {path: _own_counters(backend) for path, backend in backends}
         tracker.emit(options["name"], data)
         flushed = tracker.flush(timeout=timeout)
         after = flatten(tracker.stats())
+        own_after = {path: _own_counters(backend) for path, backend in backends}
 
         self.stdout.write(
             f"Emitted {options['name']!r} through tracker {name!r} to "
@@ -80,8 +99,32 @@ class Command(BaseCommand):
         )
         changed = {key: after[key] - before.get(key, 0) for key in after}
         changed = {key: delta for key, delta in changed.items() if delta}
+        reports = [
+            _report(path, backend, own_before[path], own_after[path], changed)
+            for path, backend in backends
+        ]
+        filtered_on_top = changed.get("dropped.filtered", 0)
+        if filtered_on_top:
+            self.stdout.write("  the tracker's processors: filtered (dropped on purpose)")
+        for report in reports:
+            self.stdout.write(f"  {report.line()}")
+        if changed:
+            self.stdout.write("Counters that changed:")
         for key, delta in sorted(changed.items()):
             self.stdout.write(f"  {key}: {delta:+d}")
+
+        leaves = [report for report in reports if not report.is_router]
+        if not any(report.reached for report in leaves):
+            why = "; ".join(report.line() for report in leaves)
+            if filtered_on_top:
+                why = "a processor of the tracker filtered it out"
+            msg = f"The event reached no backend: {why}."
+            if any(report.not_enabled for report in leaves):
+                msg += (
+                    " A LoggerBackend's logger is not enabled for its level: see "
+                    "`manage.py check` (eventtracking.W002) for the LOGGING that fixes it."
+                )
+            raise CommandError(msg)
         if not flushed:
             msg = f"The flush did not finish within {timeout:g} s: a backend is slow or down."
             raise CommandError(msg)
@@ -93,7 +136,10 @@ class Command(BaseCommand):
         if trouble:
             msg = f"The event was not delivered cleanly: {', '.join(sorted(trouble))} went up."
             raise CommandError(msg)
-        self.stdout.write(self.style.SUCCESS("Delivered."))
+        reached = sum(1 for report in leaves if report.reached)
+        self.stdout.write(
+            self.style.SUCCESS(f"Delivered: {reached} of {len(leaves)} backend(s) took it.")
+        )
 
     @staticmethod
     def _data(raw: str | None) -> dict[str, Any]:
@@ -112,3 +158,92 @@ class Command(BaseCommand):
             msg = f"--data must be a JSON object, got {type(data).__name__}: {raw!r}"
             raise CommandError(msg)
         return data
+
+
+class _Report:
+    """What became of the test event at one backend."""
+
+    def __init__(
+        self,
+        path: str,
+        backend: Any,
+        outcomes: dict[str, int],
+        details: dict[str, int],
+        counted: bool,
+    ) -> None:
+        self.path = path
+        self.kind = type(backend).__name__
+        self.is_router = isinstance(getattr(backend, "backends", None), dict)
+        self.outcomes = outcomes
+        self.details = details
+        self.counted = counted
+
+    @property
+    def reached(self) -> bool:
+        if any(self.outcomes.get(outcome) for outcome in REACHED):
+            return True
+        # A backend that keeps no counters and did not fail took the event, as far as
+        # anyone can tell.
+        return not self.counted and not self.outcomes
+
+    @property
+    def not_enabled(self) -> bool:
+        return bool(self.details.get("dropped_not_enabled"))
+
+    def line(self) -> str:
+        head = f"{self.path} ({self.kind}): "
+        if self.outcomes:
+            counts = self.outcomes
+            parts = [f"{outcome} {counts[outcome]}" for outcome in _ORDER if outcome in counts]
+            detail = ", ".join(f"{key} {delta:+d}" for key, delta in sorted(self.details.items()))
+            return head + ", ".join(parts) + (f" ({detail})" if detail else "")
+        if self.is_router:
+            return head + "passed it on"
+        if not self.counted:
+            return head + "took it (it keeps no counters)"
+        return head + "nothing counted"
+
+
+def _own_counters(backend: Any) -> dict[str, int] | None:
+    """A backend's own integer counters, without those of the backends below it."""
+    stats = getattr(backend, "stats", None)
+    if not callable(stats):
+        return None
+    try:
+        values = stats()
+    except Exception:
+        return None
+    if not isinstance(values, dict):
+        return None
+    # Documentation records and nested backends have counters of their own.
+    return flatten({k: v for k, v in values.items() if k not in ("backends", "metadata")})
+
+
+def _report(
+    path: str,
+    backend: Any,
+    before: dict[str, int] | None,
+    after: dict[str, int] | None,
+    changed: dict[str, int],
+) -> _Report:
+    outcomes: dict[str, int] = {}
+    details: dict[str, int] = {}
+    if before is not None and after is not None:
+        for key, value in after.items():
+            delta = value - before.get(key, 0)
+            if delta <= 0:
+                continue
+            for outcome, words in OUTCOMES:
+                if any(word in key for word in words):
+                    outcomes[outcome] = outcomes.get(outcome, 0) + delta
+                    if outcome in ("dropped", "filtered"):
+                        details[key] = delta
+                    break
+    # The router above counts a backend that raised under its name.
+    name = path.rpartition(".")[2]
+    parent = path.rpartition(".")[0]
+    prefix = f"backends.{parent.replace('.', '.backends.')}." if parent else ""
+    failed = changed.get(f"{prefix}failed.{name}" if parent else f"failed.{name}", 0)
+    if failed > 0:
+        outcomes["failed"] = outcomes.get("failed", 0) + failed
+    return _Report(path, backend, outcomes, details, counted=after is not None)

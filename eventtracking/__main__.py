@@ -4,7 +4,8 @@ Commands:
 
 ``spool``
     Inspect and repair the local spool of the background backends: ``status``,
-    ``dead-letters`` (list them), ``redrive``, ``purge`` and ``replay``.
+    ``dead-letters`` (list them), ``redrive``, ``replay`` and ``purge``, the verbs of
+    ``manage.py eventtracking_spool`` too (see :mod:`eventtracking._spoolverbs`).
 ``catalog``
     Write the catalogue of documented event types as Markdown, JSON and HTML.
 
@@ -23,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from eventtracking._spoolverbs import add_verbs, purge_problem, replay_problem
 from eventtracking.spool import DeadLetter, Spool, UnsafeSpoolError, default_spool_dir
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -42,51 +44,27 @@ def register_spool(commands: Any) -> None:
     )
     actions = spool.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def add(name: str, handler: Callable[[argparse.Namespace, TextIO], int], text: str) -> Any:
-        parser = actions.add_parser(name, help=text, description=text)
+    def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--spool-dir",
             default=None,
             metavar="DIR",
             help=f"the backend's spool_dir (default: {default_spool_dir()})",
         )
-        parser.set_defaults(handler=handler)
-        return parser
+        parser.add_argument(
+            "--stream", help="only this stream (the names are in `spool status`)"
+        )
 
-    status = add("status", _status, "show pending events and dead letters per stream")
-    status.add_argument("--json", action="store_true", help="print JSON")
-
-    listing = add("dead-letters", _list_dead_letters, "list dead letters, oldest first")
-    listing.add_argument("--stream", help="only this stream")
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
-    listing.add_argument("--json", action="store_true", help="print JSON")
-
-    redrive = add(
-        "redrive",
-        _redrive,
-        "move dead letters back to their stream, to be delivered again by the backend",
-    )
-    _add_selection(redrive)
-
-    purge = add("purge", _purge, "delete dead letters for good")
-    _add_selection(purge)
-
-    replay = add(
-        "replay",
-        _replay,
-        "deliver the pending events of a stream to MongoDB now, from this process",
+    parsers = add_verbs(actions, common)
+    for verb, handler in _SPOOL_HANDLERS.items():
+        parsers[verb].set_defaults(handler=handler)
+    replay = parsers["replay"]
+    replay.description = (
+        "Deliver the pending events of a stream to MongoDB now, from this process."
     )
     replay.add_argument("--uri", required=True, help="mongodb:// or mongodb+srv:// URI")
     replay.add_argument("--database", default="eventtracking", help="(eventtracking)")
     replay.add_argument("--collection", default="events", help="(events)")
-    replay.add_argument(
-        "--stream",
-        help="the spool stream to deliver (default: the one this URI, database and "
-        "collection spool to; see `spool status`)",
-    )
-    replay.add_argument(
-        "--timeout", type=float, default=60.0, help="give up after this many seconds (60)"
-    )
 
 
 def register_catalog(commands: Any) -> None:
@@ -129,13 +107,6 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 # -- spool ------------------------------------------------------------------------------
 
 
-def _add_selection(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--id", type=int, action="append", dest="ids", help="this dead letter")
-    group.add_argument("--stream", help="every dead letter of this stream")
-    group.add_argument("--all", action="store_true", help="every dead letter")
-
-
 def _open(args: argparse.Namespace) -> Spool:
     return Spool(args.spool_dir if args.spool_dir is not None else default_spool_dir())
 
@@ -143,6 +114,10 @@ def _open(args: argparse.Namespace) -> Spool:
 def _status(args: argparse.Namespace, out: TextIO) -> int:
     spool = _open(args)
     status = spool.status()
+    if args.stream:
+        status["streams"] = {
+            stream: counts for stream, counts in status["streams"].items() if stream == args.stream
+        }
     if args.json:
         out.write(json.dumps(status, indent=2, sort_keys=True) + "\n")
         return 0
@@ -193,25 +168,45 @@ def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _redrive(args: argparse.Namespace, out: TextIO) -> int:
-    spool = _open(args)
+    _move_back(_open(args), args, out)
+    return 0
+
+
+def _move_back(spool: Spool, args: argparse.Namespace, out: TextIO) -> None:
     selected = spool.dead_letters(args.stream, ids=args.ids)
     moved = spool.redrive(args.stream, ids=args.ids)
     out.write(f"Re-drove {moved} dead letter(s); the backend delivers them with its next batch.\n")
     left = len(selected) - moved
     if left:
         out.write(f"{left} could not be re-driven: they were never encoded (see dead-letters).\n")
-    return 0
 
 
 def _purge(args: argparse.Namespace, out: TextIO) -> int:
-    removed = _open(args).purge_dead_letters(args.stream, ids=args.ids)
-    out.write(f"Purged {removed} dead letter(s).\n")
+    spool = _open(args)
+
+    def streams() -> list[str]:
+        return [args.stream] if args.stream else sorted(spool.status()["streams"])
+
+    problem = purge_problem(args, lambda: sum(spool.pending_count(s) for s in streams()))
+    if problem:
+        out.write(problem + "\n")
+        return 2
+    if args.dead_letters:
+        removed = spool.purge_dead_letters(args.stream, ids=args.ids)
+        out.write(f"Purged {removed} dead letter(s).\n")
+    if args.pending:
+        removed = sum(spool.purge_pending(stream) for stream in streams())
+        out.write(f"Purged {removed} pending event(s).\n")
     return 0
 
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     from eventtracking.backends.mongodb import MongoBackend
 
+    problem = replay_problem(args)
+    if problem:
+        out.write(problem + "\n")
+        return 2
     backend = MongoBackend(
         uri=args.uri,
         database=args.database,
@@ -220,6 +215,10 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         spool_stream=args.stream,
     )
     try:
+        if args.dead_letters:
+            # Only the letters of the stream being delivered.
+            args.stream = backend.stream
+            _move_back(backend.spool, args, out)
         done = backend.flush(args.timeout)
     finally:
         # Long enough for an attempt in progress to end, so that it releases its rows.
@@ -234,6 +233,15 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"Not finished within {args.timeout:g} s: {stats.get('last_error')}\n")
         return 1
     return 0
+
+
+_SPOOL_HANDLERS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+    "status": _status,
+    "dead-letters": _list_dead_letters,
+    "redrive": _redrive,
+    "replay": _replay,
+    "purge": _purge,
+}
 
 
 def _document(letter: DeadLetter) -> Any:

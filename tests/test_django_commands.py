@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -368,3 +370,53 @@ def test_spool_needs_a_backend_with_a_spool(memory: Any) -> None:
     """With no spooling backend configured the command says so."""
     with pytest.raises(CommandError, match="No backend with a spool is configured"):
         run("eventtracking_spool", "status")
+
+
+def test_spool_redrive_moves_dead_letters_back(configure: Any, tmp_path: Path) -> None:
+    """redrive, the verb of `python -m eventtracking spool` too, moves the chosen dead
+    letters (or all) back to pending; replay --id without --dead-letters is refused."""
+    import bson
+
+    down = configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    spool = down.get_backend("mongo").spool
+    documents = [{"_id": bson.ObjectId(), "name": "refused", "data": {"n": n}} for n in range(3)]
+    spool.add_dead_letters("t", [(bson.encode(doc), "refused", None) for doc in documents])
+    first, *_ = spool.dead_letters("t")
+
+    output = run("eventtracking_spool", "redrive", "--id", str(first.id))
+    assert output == "mongo: 1 dead letter(s) moved back to be delivered\n"
+    assert (spool.pending_count("t"), len(spool.dead_letters("t"))) == (1, 2)
+    with pytest.raises(CommandError, match="add --dead-letters"):
+        run("eventtracking_spool", "replay", "--id", str(first.id))
+    assert run("eventtracking_spool", "redrive") == (
+        "mongo: 2 dead letter(s) moved back to be delivered\n"
+    )
+    assert (spool.pending_count("t"), spool.dead_letters("t")) == (3, [])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_spool_takes_djangos_options_after_the_action_word(tmp_path: Path, where: str) -> None:
+    """--settings and --pythonpath work after the action word as well as before it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "spool_settings.py").write_text(
+        "SECRET_KEY = 'tests-only'\n"
+        "INSTALLED_APPS = ['eventtracking.django']\n"
+        "EVENT_TRACKING_ENABLED = True\n"
+        "EVENT_TRACKING_BACKENDS = {'mongo': {\n"
+        "    'ENGINE': 'eventtracking.backends.mongodb.MongoBackend',\n"
+        f"    'OPTIONS': {{'uri': {dead_uri()!r}, 'spool_dir': {str(tmp_path)!r},\n"
+        "                'spool_stream': 'cli'}}}\n"
+    )
+    django_options = ["--settings=spool_settings", f"--pythonpath={site}", "-v", "0"]
+    command = [sys.executable, "-m", "django", "eventtracking_spool"]
+    if where == "before":
+        command += [*django_options, "status", "--json"]
+    else:
+        command += ["status", *django_options, "--json"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(django_support.REPO_DIR)}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mongo"]["stream"] == "cli"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import bson
+import django_support
 import pytest
 from mongo_fixtures import MongoServer
 
@@ -18,6 +19,9 @@ from eventtracking.__main__ import main
 from eventtracking.spool import Spool
 
 STREAM = "mongodb://old-host:27017/app.events"
+
+# pytest finds fixtures by module attribute: this one comes from django_support.
+django_env = django_support.django_env
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -112,8 +116,9 @@ def test_dead_letters_are_listed_with_reason_and_document(spool: Spool) -> None:
 
 
 def test_redrive_moves_letters_back_and_says_which_cannot_move(spool: Spool) -> None:
-    """redrive --all re-queues the encodable letter and reports the one it cannot move."""
-    status, text = run("spool", "redrive", "--spool-dir", str(spool.directory), "--all")
+    """redrive with no --id re-queues every encodable letter and reports the one it cannot
+    move."""
+    status, text = run("spool", "redrive", "--spool-dir", str(spool.directory))
     assert status == 0
     assert "Re-drove 1 dead letter(s)" in text
     assert "1 could not be re-driven" in text
@@ -123,15 +128,84 @@ def test_redrive_moves_letters_back_and_says_which_cannot_move(spool: Spool) -> 
     ]
 
 
-def test_purge_deletes_the_selected_letters_and_needs_a_selection(spool: Spool) -> None:
-    """purge --id deletes one letter; purge with no selection is a usage error."""
+def test_redrive_takes_ids(spool: Spool) -> None:
+    """redrive --id moves only the chosen letter."""
     first, second = spool.dead_letters()
-    status, text = run("spool", "purge", "--spool-dir", str(spool.directory), "--id", str(first.id))
+    where = ("--spool-dir", str(spool.directory))
+    status, text = run("spool", "redrive", *where, "--id", str(first.id))
+    assert (status, text) == (
+        0,
+        "Re-drove 1 dead letter(s); the backend delivers them with its next batch.\n",
+    )
+    assert spool.dead_letters() == [second]
+
+
+def test_purge_deletes_the_selected_letters_and_needs_to_be_told_what(spool: Spool) -> None:
+    """purge --dead-letters --id deletes one letter; purge without saying what deletes
+    nothing and exits 2."""
+    first, second = spool.dead_letters()
+    where = ("--spool-dir", str(spool.directory))
+    status, text = run("spool", "purge", *where, "--dead-letters", "--id", str(first.id))
     assert (status, text) == (0, "Purged 1 dead letter(s).\n")
     assert spool.dead_letters() == [second]
-    with pytest.raises(SystemExit) as raised:
-        run("spool", "purge", "--spool-dir", str(spool.directory))
-    assert raised.value.code == 2
+    status, text = run("spool", "purge", *where)
+    assert (status, text) == (2, "Say what to purge: --dead-letters, --pending, or both.\n")
+    status, text = run("spool", "purge", *where, "--id", str(second.id))
+    assert (status, text) == (2, "--id chooses dead letters: add --dead-letters.\n")
+    assert spool.dead_letters() == [second]
+
+
+def test_purge_pending_needs_confirmation(spool: Spool) -> None:
+    """purge --pending refuses without --yes, saying how many events it would delete, and
+    deletes them with it."""
+    where = ("--spool-dir", str(spool.directory))
+    status, text = run("spool", "purge", *where, "--pending")
+    assert status == 2
+    assert text.startswith("--pending deletes 2 event(s) that were never delivered")
+    assert spool.pending_count(STREAM) == 2
+    status, text = run("spool", "purge", *where, "--pending", "--yes")
+    assert (status, text) == (0, "Purged 2 pending event(s).\n")
+    assert spool.pending_count(STREAM) == 0
+
+
+def test_both_front_ends_have_the_same_verbs_and_options(django_env: None) -> None:
+    """`python -m eventtracking spool` and `manage.py eventtracking_spool` take the same
+    verbs, and each verb the same options, apart from how each finds the spool."""
+    import argparse
+
+    from django.core.management import load_command_class
+
+    from eventtracking.__main__ import build_parser
+
+    def verbs(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
+        (actions,) = [
+            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+        ]
+        return {
+            name: {
+                option
+                for action in sub._actions
+                for option in action.option_strings
+                if action.help != argparse.SUPPRESS
+            }
+            for name, sub in actions.choices.items()
+        }
+
+    (spool_command,) = [
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    cli = verbs(spool_command.choices["spool"])
+    django = verbs(
+        load_command_class("eventtracking.django", "eventtracking_spool").create_parser(
+            "manage.py", "eventtracking_spool"
+        )
+    )
+    assert list(cli) == list(django) == ["status", "dead-letters", "redrive", "replay", "purge"]
+    own = {"cli": {"--spool-dir", "--stream"}, "django": {"--backend"}}
+    replay_target = {"--uri", "--database", "--collection"}
+    for verb in cli:
+        extra = replay_target if verb == "replay" else set()
+        assert cli[verb] - own["cli"] - extra == django[verb] - own["django"], verb
 
 
 def test_replay_delivers_a_stream_to_mongodb(

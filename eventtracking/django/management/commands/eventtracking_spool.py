@@ -6,21 +6,27 @@ finds the spools through the settings, so there is no path or URI to type::
 
     manage.py eventtracking_spool status
     manage.py eventtracking_spool dead-letters [--limit 20]
+    manage.py eventtracking_spool redrive [--id 3 ...]
     manage.py eventtracking_spool replay [--dead-letters [--id 3 ...]]
     manage.py eventtracking_spool purge --dead-letters [--id 3 ...]
     manage.py eventtracking_spool purge --pending --yes
 
-Every action takes ``--backend NAME`` to work on one backend only.
+The verbs are those of ``python -m eventtracking spool`` (see
+:mod:`eventtracking._spoolverbs`). Every action takes ``--backend NAME`` to work on one
+backend only, and Django's own options (``--settings``, ``--pythonpath``, ...) work
+before or after the action word.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from eventtracking._spoolverbs import add_verbs, purge_problem, replay_problem
 from eventtracking.django._commands import configured_tracker, select_backends
 from eventtracking.spool import DeadLetter, Spool
 
@@ -45,45 +51,30 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", metavar="ACTION")
         actions.required = True
 
-        def add(name: str, text: str) -> Any:
-            action = actions.add_parser(name, help=text, description=text)
+        def common(action: Any) -> None:
             action.add_argument(
                 "--backend", action="append", metavar="NAME", help="only this backend"
             )
-            return action
+            _accept_django_options(action)
 
-        status = add("status", "pending events and dead letters of each backend")
-        status.add_argument("--json", action="store_true", help="print JSON")
-
-        letters = add("dead-letters", "list the dead letters, oldest first")
-        letters.add_argument("--limit", type=int, default=50, help="at most this many (50)")
-        letters.add_argument("--json", action="store_true", help="print JSON")
-
-        replay = add("replay", "deliver the spooled events now (and dead letters, if asked)")
-        replay.add_argument(
-            "--dead-letters",
-            action="store_true",
-            help="first move the dead letters back to be delivered again",
-        )
-        replay.add_argument("--id", type=int, action="append", dest="ids", help="only these")
-        replay.add_argument(
-            "--timeout", type=float, default=60.0, help="give up after this many seconds (60)"
-        )
-
-        purge = add("purge", "delete dead letters, or pending events, for good")
-        purge.add_argument("--dead-letters", action="store_true", help="delete dead letters")
-        purge.add_argument("--id", type=int, action="append", dest="ids", help="only these")
-        purge.add_argument(
-            "--pending", action="store_true", help="delete events still waiting: they are lost"
-        )
-        purge.add_argument("--yes", action="store_true", help="confirm --pending")
+        add_verbs(actions, common)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        problem = None
+        if action == "replay":
+            problem = replay_problem(options)
         chosen = select_backends(
             configured_tracker(), _has_spool, options["backend"], "backend with a spool"
         )
-        action = options["action"].replace("-", "_")
-        getattr(self, f"_{action}")(chosen, options)
+        if action == "purge":
+            problem = purge_problem(
+                options,
+                lambda: sum(backend.spool.pending_count(backend.stream) for _, backend in chosen),
+            )
+        if problem:
+            raise CommandError(problem)
+        getattr(self, f"_{action.replace('-', '_')}")(chosen, options)
 
     def _status(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         report = {}
@@ -148,13 +139,28 @@ class Command(BaseCommand):
                 f"  reason: {letter.reason}\n  event: {preview}"
             )
 
+    def _redrive(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
+        for name, backend in chosen:
+            self._move_back(name, backend, options["ids"])
+
+    def _move_back(self, name: str, backend: Any, ids: list[int] | None) -> None:
+        spool = backend.spool
+        selected = spool.dead_letters(backend.stream, ids=ids)
+        moved = spool.redrive(backend.stream, ids=ids)
+        self.stdout.write(f"{name}: {moved} dead letter(s) moved back to be delivered")
+        left = len(selected) - moved
+        if left:
+            self.stdout.write(
+                f"{name}: {left} could not be moved back: they were never encoded (see "
+                "dead-letters)"
+            )
+
     def _replay(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         unfinished = []
         for name, backend in chosen:
             spool = backend.spool
             if options["dead_letters"]:
-                moved = spool.redrive(backend.stream, ids=options["ids"])
-                self.stdout.write(f"{name}: {moved} dead letter(s) moved back to be delivered")
+                self._move_back(name, backend, options["ids"])
             before = backend.stats()
             done = backend.flush(options["timeout"])
             after = backend.stats()
@@ -176,16 +182,6 @@ class Command(BaseCommand):
             raise CommandError(msg)
 
     def _purge(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
-        if not (options["dead_letters"] or options["pending"]):
-            msg = "Say what to purge: --dead-letters, --pending, or both."
-            raise CommandError(msg)
-        if options["pending"] and not options["yes"]:
-            pending = sum(backend.spool.pending_count(backend.stream) for _, backend in chosen)
-            msg = (
-                f"--pending deletes {pending} event(s) that were never delivered, for good; "
-                "add --yes to confirm."
-            )
-            raise CommandError(msg)
         for name, backend in chosen:
             if options["dead_letters"]:
                 removed = backend.spool.purge_dead_letters(backend.stream, ids=options["ids"])
@@ -193,6 +189,23 @@ class Command(BaseCommand):
             if options["pending"]:
                 removed = backend.spool.purge_pending(backend.stream)
                 self.stdout.write(f"{name}: purged {removed} pending event(s)")
+
+
+def _accept_django_options(action: Any) -> None:
+    """Let Django's own options follow the action word, as they may precede it.
+
+    ``manage.py`` reads ``--settings`` and ``--pythonpath`` wherever they are, but the
+    command's parser would reject them after the action word. The defaults are
+    suppressed, so a value given before the action word is kept.
+    """
+    suppress = argparse.SUPPRESS
+    action.add_argument("--settings", default=suppress, help=suppress)
+    action.add_argument("--pythonpath", default=suppress, help=suppress)
+    action.add_argument(
+        "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=suppress, help=suppress
+    )
+    for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
+        action.add_argument(flag, action="store_true", default=suppress, help=suppress)
 
 
 def _document(letter: DeadLetter) -> Any:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -559,25 +560,97 @@ def test_a_refused_login_never_shows_the_password_in_the_uri(
 # -- faults ---------------------------------------------------------------------------
 
 
+def returns_in_time(call: Callable[[], Any], patience: float = 60.0) -> Any:
+    """Run ``call`` in a thread and return its result; fail if it has not returned after
+    ``patience`` seconds. A liveness check, not a speed claim: callers make whatever
+    ``call`` could wait for take far longer than ``patience``."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(patience)
+    assert not thread.is_alive(), f"still waiting after {patience:g} s"
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def sink_callers(backend: MongoBackend, hold: threading.Event | None = None) -> list[str]:
+    """Record the name of each thread that hands a batch to the server, in the returned
+    list. With ``hold``, each such call waits for it to be set before going on: the
+    writer is then held inside its network call for as long as the test wants."""
+    callers: list[str] = []
+    original = backend._sink.send_batch
+
+    def recorded(items: Any) -> Any:
+        callers.append(threading.current_thread().name)
+        if hold is not None:
+            hold.wait(120)
+        return original(items)
+
+    backend._sink.send_batch = recorded  # type: ignore[method-assign]
+    return callers
+
+
+def spooled_seqs(spool: Spool, stream: str) -> list[int]:
+    """The ``seq`` of every event waiting in ``stream``, duplicates included."""
+    claim = spool.claim(stream, 10_000)
+    if claim is None:
+        return []
+    try:
+        return sorted(bson.decode(payload)["data"]["seq"] for payload in claim.payloads)
+    finally:
+        spool.release(claim)
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "eventtracking-test.invalid"])
-def test_tracker_construction_and_emit_with_mongodb_down_return_at_once(
-    host: str, tmp_path: Path
-) -> None:
-    """With no server (refused, or an unknown host) building and emitting do not wait."""
-    start = time.monotonic()
+def test_building_does_no_server_selection_with_mongodb_down(host: str, tmp_path: Path) -> None:
+    """With no server (refused, or an unknown host) building the backend selects no server:
+    with a selection timeout of ten minutes it still returns."""
+    backend = returns_in_time(
+        lambda: MongoBackend(
+            host=host,
+            port=free_port(),
+            spool_dir=tmp_path,
+            extra={"serverSelectionTimeoutMS": 600_000},
+        )
+    )
+    backend.close(0)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "eventtracking-test.invalid"])
+def test_emit_never_waits_for_the_writer_with_mongodb_down(host: str, tmp_path: Path) -> None:
+    """With no server, emit returns while the writer is held inside its network call, the
+    caller's thread never talks to the server, and every event ends up in the spool."""
     backend = MongoBackend(host=host, port=free_port(), spool_dir=tmp_path)
     tracker = Tracker({"mongo": backend})
-    built = time.monotonic() - start
-    slowest = 0.0
-    for seq in range(20):
-        before = time.perf_counter()
-        tracker.emit("while.down", {"seq": seq})
-        slowest = max(slowest, time.perf_counter() - before)
-    assert built < 1.0
-    assert slowest < 0.1
-    assert tracker.flush(0.2) is False
-    tracker.close(10)
-    assert Spool(tmp_path).pending_count(backend.stream) == 20
+    hold = threading.Event()
+    callers = sink_callers(backend, hold)
+    try:
+        tracker.emit("while.down", {"seq": 0})
+        for _ in range(600):  # until the writer is inside its first attempt
+            if callers:
+                break
+            tracker.flush(0.1)
+        assert callers, "the writer never tried to deliver"
+        returns_in_time(
+            lambda: [tracker.emit("while.down", {"seq": seq}) for seq in range(1, 20)]
+        )
+        assert tracker.flush(0.2) is False
+    finally:
+        hold.set()
+    tracker.close(30)
+    assert threading.current_thread().name not in callers
+    spooled = spooled_seqs(Spool(tmp_path), backend.stream)
+    # A batch still in flight when close() gave up is spooled by both sides, by design.
+    assert sorted(set(spooled)) == list(range(20))
 
 
 def test_flush_and_close_share_one_limit_between_events_and_records(
@@ -586,11 +659,12 @@ def test_flush_and_close_share_one_limit_between_events_and_records(
     """With records sent too, flush(None) and close(None) still wait one limit, not two."""
     from eventtracking import delivery
 
-    monkeypatch.setattr(delivery, "DEFAULT_FLUSH_TIMEOUT", 1.5)
+    limit = 2.0
+    monkeypatch.setattr(delivery, "DEFAULT_FLUSH_TIMEOUT", limit)
     backend = MongoBackend(
         uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
         spool_dir=tmp_path,
-        exit_timeout=1.5,
+        exit_timeout=limit,
     )
     backend.send({"name": "while.down", "data": {}})
     backend.send_metadata({"id": "while.down/1", "name": "while.down"})
@@ -600,20 +674,25 @@ def test_flush_and_close_share_one_limit_between_events_and_records(
     start = time.monotonic()
     backend.close()
     closed = time.monotonic() - start
-    # Two limits would be 3 s or more each; generous bounds for a slow machine.
-    assert flushed < 2.5
-    assert closed < 2.5
+    # Two limits would be 4 s or more each: the bound leaves a busy machine 1.6 s.
+    assert flushed < 2 * limit - 0.4
+    assert closed < 2 * limit - 0.4
+    # Both the event (its stream) and the record (the event_types stream) are kept. One
+    # still in flight when close() gave up is spooled by both sides, by design, so a
+    # stream may hold it twice.
     streams = backend.spool.status()["streams"]
-    assert sum(entry["pending"] for entry in streams.values()) == 2
+    assert len(streams) == 2, streams
+    assert all(1 <= entry["pending"] <= 2 for entry in streams.values()), streams
 
 
 def test_server_killed_mid_stream_every_event_is_stored_exactly_once(
     make_backend: MakeBackend, mongo: MongoServer, stored: Any
 ) -> None:
-    """SIGKILL the server while events flow, restart it: all arrive once; emit never slows."""
+    """SIGKILL the server while events flow, restart it: all arrive once, and only the
+    writer ever talks to the server."""
     backend = make_backend(batch_size=50, flush_interval=0.02, extra={"journal": True})
     tracker = Tracker({"mongo": backend})
-    slowest_while_down = 0.0
+    callers = sink_callers(backend)
     for seq in range(900):
         if seq == 300:
             mongo.kill()
@@ -624,15 +703,15 @@ def test_server_killed_mid_stream_every_event_is_stored_exactly_once(
                     break
             assert backend.stats()["retries"] >= 1
             mongo.start()
-        before = time.perf_counter()
         tracker.emit("stream", {"seq": seq})
-        if 300 <= seq < 600:
-            slowest_while_down = max(slowest_while_down, time.perf_counter() - before)
     assert tracker.flush(60)
     assert seqs(stored) == list(range(900))  # each once: sorted list equality
     assert stored.count_documents({}) == 900
-    assert slowest_while_down < 0.1
     assert backend.stats()["spooled"] > 0
+    # That emit never waits for the server, even while it is down, is shown with the
+    # writer held inside its call in test_emit_never_waits_for_the_writer_with_mongodb_down.
+    assert callers
+    assert threading.current_thread().name not in callers
 
 
 def _writer_script(uri: str, collection: str, spool_dir: Path, count: int) -> str:
@@ -674,7 +753,8 @@ def test_durable_events_survive_sigkill_of_the_writer_process(
         writer.stdout.close()
         writer.wait()
     # It waited for a fuller batch, so it had stored few events, if any: the rest are
-    # only in the spool.
+    # only in the spool. An insert it sent just before dying may still land after this
+    # count, so the count is a lower bound of what the killed writer stored.
     before = stored.count_documents({})
 
     backend = MongoBackend(
@@ -684,12 +764,17 @@ def test_durable_events_survive_sigkill_of_the_writer_process(
         assert backend.flush(30)
     finally:
         backend.close(0)
+    # Nothing lost, nothing twice: each seq exactly once (sorted list equality).
     assert seqs(stored) == list(range(300))
-    # Every spooled event is replayed. One the killed writer had stored but not yet
-    # acknowledged in the spool comes back as a counted duplicate, never a second copy.
+    assert stored.count_documents({}) == 300
+    assert backend.spool.pending_count(backend.stream) == 0
+    # Every event the killed writer had not acknowledged in the spool is replayed: at least
+    # those it had not stored when `before` was read. One it had stored but not yet
+    # acknowledged comes back as a counted duplicate, never a second copy, so the replay
+    # adds at most what was missing then.
     stats = backend.stats()
-    assert stats["replayed"] - stats["duplicates"] == 300 - before
-    assert stats["replayed"] <= 300
+    assert 300 - before <= stats["replayed"] <= 300
+    assert stats["replayed"] - stats["duplicates"] <= 300 - before
 
 
 def test_interpreter_exit_stores_what_is_still_queued(

@@ -23,6 +23,8 @@ def _readme_json_lines() -> list[dict]:
             continue
         if not line.startswith("    "):
             break
+        if line.lstrip().startswith(":"):  # a directive option, such as :class:
+            continue
         lines.append(json.loads(line))
     return lines
 
@@ -105,3 +107,50 @@ def test_the_celery_demo_stores_the_readme_events_through_a_worker() -> None:
     workdir = re.search(r"data in (\S+)/redis", result.stdout)
     assert workdir is not None
     assert not Path(workdir.group(1)).exists()
+
+
+def _readme_first_python_block() -> str:
+    """The README's first python code block, exactly as a reader would copy it."""
+    text = (ROOT / "README.rst").read_text()
+    block = text.split(".. code-block:: python", 1)[1].split("\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines).strip() + "\n"
+
+
+#: Every package an extra brings; the README's first example must need none of them.
+OPTIONAL = (
+    "pymongo", "bson", "django", "fastjsonschema", "yaml", "celery", "kombu",
+    "openedx_events", "edx_event_bus_redis", "segment", "analytics", "orjson",
+)  # fmt: skip
+
+
+def test_readme_first_block_runs_verbatim_with_only_the_core(tmp_path: Path) -> None:
+    """The README's first code block, copied into a file and run where no extra can be
+    imported, prints the three events the README shows."""
+    example = tmp_path / "example.py"
+    example.write_text(_readme_first_python_block())
+    blocker = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in OPTIONAL)
+    (tmp_path / "sitecustomize.py").write_text(blocker)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import django"], capture_output=True, timeout=60, env=env
+    )
+    assert blocked.returncode != 0, "the extras are still importable"
+    result = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=str(tmp_path),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    shown = _readme_json_lines()
+    assert [_without_timestamp(e) for e in printed] == [_without_timestamp(e) for e in shown]
+    assert result.stderr == ""

@@ -78,6 +78,12 @@ def _events_to_file(path: Path) -> Tracker:
     return tracker
 
 
+def say(text: str) -> None:
+    """Tell the reader what the demo does, before it does it (flushed: the warnings go
+    to standard error, and must not overtake it)."""
+    print(text, flush=True)
+
+
 def main(output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     events_path = output / "events.jsonl"
@@ -86,8 +92,17 @@ def main(output: Path) -> None:
 
     tracker = _events_to_file(events_path)
     metadata.set_validation(tracker, "warn")
+    say(
+        f"\nDocumented the README's events; a tracker with validation 'warn' writes them "
+        f"as JSON lines to {events_path}. Running the README example and saving an address."
+    )
     run_readme_example()
     tracker.emit("address.create", ADDRESS)
+    say(
+        "Now emitting 'newsletter.signup', which nobody documented. With validation "
+        "'warn' it is still stored, and a warning says its type is not registered: the "
+        "next line is that expected warning."
+    )
     tracker.emit("newsletter.signup", {"email_hash": "5d41402a"})  # not documented
     tracker.close()
     for handler in logging.getLogger("eventtracking.demo.metadata").handlers:

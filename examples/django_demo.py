@@ -103,12 +103,27 @@ def print_events(collection: pymongo.collection.Collection) -> int:
     return total
 
 
+def say(text: str) -> None:
+    """Tell the reader what the demo does, before it does it."""
+    print(text, flush=True)
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="eventtracking-demo-") as workdir:
         server = SecantusDBServer(storage_path=os.path.join(workdir, "mongo"), port=0)
         server.start()
+        say(
+            f"\nStarted an embedded MongoDB-compatible server (SecantusDB) at {server.uri}, "
+            f"storing in the temporary directory {workdir}, which is removed when this demo "
+            "ends."
+        )
         try:
             site, url = start_site(server.uri, os.path.join(workdir, "spool"))
+            say(
+                f"Started the demo Django site (examples/django_site) under uvicorn at {url}. "
+                "Its middleware puts each request's context on the events, and a "
+                "MongoBackend stores them in that server. Sending it requests:"
+            )
             try:
                 asyncio.run(make_requests(url))
             finally:
@@ -118,6 +133,7 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     site.kill()
                     site.wait()
+            say("Stopped uvicorn; its lifespan shutdown flushed the events to MongoDB.")
             client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10_000)
             try:
                 stored = print_events(client["eventtracking_demo"]["events"])
@@ -125,6 +141,7 @@ def main() -> int:
                 client.close()
         finally:
             server.stop()
+    say("\nStopped SecantusDB and removed its directory.")
     if not stored:
         print("No events were stored: see the site's output above.", file=sys.stderr)
         return 1

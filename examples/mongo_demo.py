@@ -35,10 +35,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mongo-demo-") as workdir:
         server = SecantusDBServer(storage_path=str(Path(workdir) / "db"), port=0)
         server.start()
+        say(
+            f"\nStarted an embedded MongoDB-compatible server (SecantusDB) at {server.uri}, "
+            f"storing in the temporary directory {workdir}, which is removed when this demo "
+            "ends."
+        )
         try:
             run(server.uri, Path(workdir) / "spool")
         finally:
             server.stop()
+    say("Stopped SecantusDB and removed its directory.")
+
+
+def say(text: str) -> None:
+    """Tell the reader what the demo does, before it does it."""
+    print(text, flush=True)
 
 
 def run(uri: str, spool_dir: Path) -> None:
@@ -51,6 +62,10 @@ def run(uri: str, spool_dir: Path) -> None:
         extra={"tz_aware": True},
     )
     register_tracker(Tracker({"mongo": backend}))
+    say(
+        "Registered a tracker whose only backend is a MongoBackend writing to it (its "
+        "spool in that directory); running the README example and saving an address."
+    )
 
     run_readme_example()
     get_tracker().emit("address.create", ADDRESS)

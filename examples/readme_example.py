@@ -25,4 +25,13 @@ def run_readme_example() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    # On standard error, so that standard output holds only the events.
+    print(
+        "The README example, run as written. Nothing is configured, so get_tracker() "
+        "gives the fallback tracker, which prints each event as a line of JSON:",
+        file=sys.stderr,
+        flush=True,
+    )
     run_readme_example()

@@ -154,3 +154,33 @@ def test_readme_first_block_runs_verbatim_with_only_the_core(tmp_path: Path) -> 
     shown = _readme_json_lines()
     assert [_without_timestamp(e) for e in printed] == [_without_timestamp(e) for e in shown]
     assert result.stderr == ""
+
+
+def test_catalog_demo_introduces_its_expected_warning_before_it_appears(tmp_path: Path) -> None:
+    """In the demo's combined output, the sentence announcing the 'not registered'
+    warning comes right before the warning itself."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "catalog_demo.py"), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    (warning,) = [i for i, line in enumerate(lines) if line.startswith("Event 'newsletter.signup'")]
+    assert lines[warning - 1].endswith("the next line is that expected warning.")
+
+
+def test_readme_example_says_what_it_runs_on_standard_error_only() -> None:
+    """The example's introduction goes to standard error, so standard output is only the
+    events, one JSON line each."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "readme_example.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "fallback tracker" in result.stderr
+    assert len([json.loads(line) for line in result.stdout.splitlines()]) == 3

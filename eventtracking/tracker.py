@@ -114,7 +114,10 @@ class Tracker:
         innermost context, so its keys win; leaving it uncovers the previous one.
         Raises TypeError when ``ctx`` is not a mapping.
         """
-        self._push(name, checked_context(name, ctx))
+        if type(ctx) is not dict and not isinstance(ctx, Mapping):
+            checked_context(name, ctx)  # raises the TypeError that names the context
+        # Inline, not checked_context(): this runs on every enter.
+        self._push(name, dict(ctx))
 
     def exit_context(self, name: str) -> None:
         """Leave the innermost context called ``name``; KeyError when none is entered."""

@@ -523,3 +523,52 @@ def test_building_the_middleware_without_the_app_warns_once_and_prints_nothing(
     tracker.emit("django.request")
     assert tracker.stats()["dropped"]["no_tracker"] == before + 1
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("engine", "expected", "install"),
+    [
+        ("eventtracking.backends.event_bus.EventBusRoutingBackend", checks.E020, "eventbus"),
+        ("eventtracking.backends.mongodb.MongoBackend", checks.E011, "mongo"),
+    ],
+)
+def test_a_missing_extra_is_reported_once(
+    tmp_path: Any, engine: str, expected: str, install: str
+) -> None:
+    """A backend whose extra is missing gets one error naming the extra to install: the
+    event bus its own E020 (not E011 too), MongoBackend the generic E011."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "extras_settings.py").write_text(
+        textwrap.dedent(
+            f"""
+            SECRET_KEY = "tests-only"
+            INSTALLED_APPS = ["eventtracking.django"]
+            EVENT_TRACKING_ENABLED = True
+            EVENT_TRACKING_BACKENDS = {{"b": {{"ENGINE": {engine!r}}}}}
+            """
+        )
+    )
+    script = textwrap.dedent(
+        """
+        import sys
+        for name in ("openedx_events", "pymongo", "bson"):
+            sys.modules[name] = None
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(["manage.py", "check"])
+        """
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{tmp_path}:{django_support.REPO_DIR}",
+        "DJANGO_SETTINGS_MODULE": "extras_settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    reported = [line for line in result.stderr.splitlines() if line.startswith("?: (")]
+    assert [line.split(")")[0] for line in reported] == [f"?: ({expected}"], result.stderr
+    assert "EVENT_TRACKING_BACKENDS['b']" in reported[0]
+    assert f"pip install 'event-tracking[{install}]'" in result.stderr

@@ -37,7 +37,7 @@ from eventtracking._json import dumps
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.backends.event_bus import EventBusRoutingBackend
-from eventtracking.tracker import get_tracker
+from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
 
 __all__ = ["DISPATCH_UID", "connect", "send_tracking_log_to_backends", "stats"]
 
@@ -76,9 +76,10 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         _COUNTERS.incr("duplicates")
         logger.info("Message %s from the event bus was delivered already: skipped", message_id)
         return
-    try:
-        tracker = get_tracker()
-    except KeyError:
+    # The registered tracker only: get_tracker() would make the fallback that prints
+    # events when nothing is configured, and a message from the bus is not a script's.
+    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    if tracker is None:
         _COUNTERS.incr("no_tracker")
         _RATE_LIMITED.error(
             "no-tracker",

@@ -335,11 +335,12 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
 
 
 def _find_target(backend_name: str) -> tuple[Any, str | None]:
-    from eventtracking.tracker import get_tracker
+    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
 
-    try:
-        tracker = get_tracker()
-    except KeyError:
+    # The registered tracker only: get_tracker() would make the fallback that prints
+    # events when nothing is configured, which has none of the worker's backends.
+    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    if tracker is None:
         return None, (
             "the worker has no default tracker: register one (the Django app does when "
             "EVENT_TRACKING_ENABLED is true) before the worker consumes events"

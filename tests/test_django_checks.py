@@ -529,6 +529,7 @@ def test_building_the_middleware_without_the_app_warns_once_and_prints_nothing(
     ("engine", "expected", "install"),
     [
         ("eventtracking.backends.event_bus.EventBusRoutingBackend", checks.E020, "eventbus"),
+        ("eventtracking.backends.async_routing.AsyncRoutingBackend", checks.E031, "celery"),
         ("eventtracking.backends.mongodb.MongoBackend", checks.E011, "mongo"),
     ],
 )
@@ -536,7 +537,8 @@ def test_a_missing_extra_is_reported_once(
     tmp_path: Any, engine: str, expected: str, install: str
 ) -> None:
     """A backend whose extra is missing gets one error naming the extra to install: the
-    event bus its own E020 (not E011 too), MongoBackend the generic E011."""
+    event bus and the Celery backend their own E020 and E031 (not E011 too), MongoBackend
+    the generic E011."""
     import subprocess
     import sys
     import textwrap
@@ -554,7 +556,7 @@ def test_a_missing_extra_is_reported_once(
     script = textwrap.dedent(
         """
         import sys
-        for name in ("openedx_events", "pymongo", "bson"):
+        for name in ("openedx_events", "celery", "kombu", "pymongo", "bson"):
             sys.modules[name] = None
         from django.core.management import execute_from_command_line
         execute_from_command_line(["manage.py", "check"])

@@ -303,15 +303,20 @@ def _startup_error() -> list[checks.CheckMessage]:
     if error is None:
         return []
     if isinstance(error, _engines.EngineError):
-        if error.kind == _engines.DEPENDENCY and _named_by_the_extras_check(error.where):
-            return []  # E020/E021 say the same of that entry, with the extra to install
+        if error.kind == _engines.DEPENDENCY and _named_by_an_extras_check(error.where):
+            return []  # E020/E021/E031 say the same of that entry, with the extra to install
         return [_engine_error(error)]
     return [checks.Error(TRACKER_NOT_BUILT, hint=f"{type(error).__name__}: {error}", id=E007)]
 
 
-def _named_by_the_extras_check(where: str) -> bool:
-    """Whether check_optional_extras reports the settings entry at ``where``."""
-    return any(str(message.msg).startswith(f"{where} ") for message in check_optional_extras())
+def _named_by_an_extras_check(where: str) -> bool:
+    """Whether a check of one backend's extra (E020, E021, E031) reports the settings
+    entry at ``where``."""
+    messages = [*check_optional_extras(), *check_async_routing()]
+    return any(
+        message.id in (E020, E021, E031) and str(message.msg).startswith((f"{where} ", f"{where}:"))
+        for message in messages
+    )
 
 
 def _middleware_classes(entries: Iterable[Any]) -> list[tuple[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -118,6 +119,6 @@ def test_logger_backend_counts_nothing_once_the_logger_takes_its_level(
     backend = LoggerBackend(name=quiet_logger.name)
     with caplog.at_level(logging.INFO, logger=quiet_logger.name):
         backend.send(event("kept"))
-    assert [r.getMessage()[:16] for r in caplog.records] == ['{"name": "kept",']
+    assert [json.loads(r.getMessage())["name"] for r in caplog.records] == ["kept"]
     assert backend.stats()["dropped_not_enabled"] == 0
     assert backend.stats()["sent"] == 1

@@ -493,7 +493,15 @@ def test_hostile_data_includes_what_the_issue_lists() -> None:
                 for item in value:
                     kinds(item, depth + 1, inner)
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    # The same 400 examples every run: drawn at random, they missed NaN now and then
+    # (seen under a busy `make test`), a failure that said nothing about the strategies.
+    @settings(
+        max_examples=400,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     @given(data=hostile_data())
     def collect(data: Hostile) -> None:
         kinds(data.value)

@@ -101,11 +101,20 @@ def app_settings(app: Celery) -> dict[str, Any]:
 
 @contextmanager
 def in_process_worker(app: Celery) -> Iterator[Any]:
-    """A solo worker for ``app`` in a thread of this process, stopped on exit."""
-    from celery.contrib.testing.worker import start_worker
+    """A solo worker for ``app`` in a thread of this process, stopped on exit.
 
+    Stopping it may take long on a busy machine: it is waited for (120 s at most, a
+    liveness bound). Celery's helper asks a worker to stop through a module-level flag
+    that it clears only once the worker stopped in time; left set, every later worker
+    would stop before it started and its test would wait forever. So the flag is
+    cleared here before each start.
+    """
+    from celery.contrib.testing.worker import start_worker
+    from celery.worker import state
+
+    state.should_terminate = None
     with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=120, loglevel="WARNING"
     ) as worker:
         yield worker
 

@@ -10,6 +10,7 @@ broker never see each other's messages.
 
 from __future__ import annotations
 
+import faulthandler
 import itertools
 import json
 import os
@@ -113,10 +114,15 @@ def in_process_worker(app: Celery) -> Iterator[Any]:
     from celery.worker import state
 
     state.should_terminate = None
-    with start_worker(
-        app, pool="solo", perform_ping_check=False, shutdown_timeout=120, loglevel="WARNING"
-    ) as worker:
-        yield worker
+    try:
+        with start_worker(
+            app, pool="solo", perform_ping_check=False, shutdown_timeout=120, loglevel="WARNING"
+        ) as worker:
+            yield worker
+    except RuntimeError:
+        # The worker did not stop: show where every thread is, for the report.
+        faulthandler.dump_traceback(all_threads=True)
+        raise
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:

@@ -71,6 +71,11 @@ def make_app(broker: Broker, *, visibility_timeout: float | None = None, **conf:
     options: dict[str, Any] = {}
     if broker.kind == "redis":
         options["global_keyprefix"] = f"{tag}:"
+        # No read waits forever: a worker consuming from a Redis that was killed and
+        # restarted could sit in a read of BRPOP's reply that never comes, and then
+        # never see that it was asked to stop (seen under a busy make test). Longer
+        # than kombu's BRPOP timeout (1 s), so a healthy wait is never cut short.
+        options["socket_timeout"] = 10
         if visibility_timeout is not None:
             options.update(
                 visibility_timeout=visibility_timeout,

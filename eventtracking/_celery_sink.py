@@ -22,13 +22,13 @@ message that Redis lost on its way to a worker.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eventtracking._fork import ForkCheck
 from eventtracking._redis_ledger import RedisLedger, unacked_task_ids
 from eventtracking._stats import Counters
 
@@ -142,7 +142,7 @@ class CelerySink:
         self._ledger: RedisLedger | None = None
         self._eager = False
         self._eager_until = 0.0
-        self._pid = os.getpid()
+        self._process = ForkCheck()
         #: Held while publishing; callers other than the delivery thread take it too.
         self.lock = threading.RLock()
         self._counters = Counters("messages", "published", "eager", "recovered")
@@ -329,11 +329,11 @@ class CelerySink:
             LOG.debug("Could not take message %s out of the ledger: %r", task_id, exc)
 
     def _get_producer(self, app: Any) -> Any:
-        if self._pid != os.getpid():
+        if self._process.forked():
             # Forked: the parent's connection is the parent's.
             _INHERITED.append(self._connection)
             self._connection = self._producer = None
-            self._pid = os.getpid()
+            self._process = ForkCheck()
         if self._producer is None:
             import kombu
 
@@ -377,7 +377,7 @@ class CelerySink:
     def close(self) -> None:
         """Close the connection (called once by the delivery when it closes)."""
         with self.lock:
-            if self._pid == os.getpid():
+            if not self._process.forked():
                 self._drop_connection()
 
     def stats(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventtracking._fork import after_fork_in_child
 from eventtracking._json import EventEncoder, dumps
 
 __all__ = [
@@ -96,7 +97,7 @@ class _IdSource:
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
         self._process = os.urandom(5).hex()

@@ -39,7 +39,6 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
-import os
 import random
 import threading
 import time
@@ -47,9 +46,10 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
-from eventtracking.spool import Claim, Spool, SpoolFullError, _call_weak
+from eventtracking.spool import Claim, Spool, SpoolFullError
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
@@ -162,7 +162,7 @@ class BatchDelivery:
         self._log = RateLimitedLogger(LOG, interval=log_interval)
         self._closed = False
         self._reset_runtime()
-        os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
+        after_fork_in_child(self._after_fork)
         _LIVE.add(self)
         # No thread yet: it starts with the first put() or flush(), and then replays what
         # earlier processes left. A process that sends nothing must not contact the sink,
@@ -173,7 +173,7 @@ class BatchDelivery:
 
     def _reset_runtime(self) -> None:
         """Fresh state for this process: at construction, and in the child after a fork."""
-        self._pid = os.getpid()
+        self._process = ForkCheck()
         self._queue: collections.deque[bytes] = collections.deque()
         self._dead: collections.deque[tuple[bytes | None, str, str | None]] = collections.deque()
         self._wake = threading.Event()
@@ -214,7 +214,7 @@ class BatchDelivery:
         thread) with ``durable=True``, after :meth:`close`, and when the queue is full:
         then the oldest ``batch_size`` queued items move to the spool in one commit.
         """
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
         if self._thread is None:
             self._ensure_thread()
@@ -260,7 +260,7 @@ class BatchDelivery:
         The thread writes it to the dead-letter table; without a spool it is dropped
         and counted. Logged at a limited rate. Never raises.
         """
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
         self._log.warning(
             "dead-letter", "Delivery %r refused an event for good: %s", self.name, reason
@@ -331,7 +331,7 @@ class BatchDelivery:
         seconds: nothing here waits forever. Returns False on timeout; the events stay
         queued or spooled.
         """
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
         if timeout is None:
             timeout = DEFAULT_FLUSH_TIMEOUT
@@ -369,7 +369,7 @@ class BatchDelivery:
         wait at all: the queue goes straight to the spool. Calling it again does
         nothing; items put afterwards go to the spool.
         """
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
         with self._start_lock:
             if self._closed:
@@ -756,8 +756,7 @@ _LIVE: weakref.WeakSet[BatchDelivery] = weakref.WeakSet()
 @atexit.register
 def _close_at_exit() -> None:
     """Give each live delivery its ``exit_timeout`` (together, not one after another)."""
-    pid = os.getpid()
-    deliveries = [d for d in list(_LIVE) if d._pid == pid and not d.closed]
+    deliveries = [d for d in list(_LIVE) if not d._process.forked() and not d.closed]
     if not deliveries:
         return
     deadline = time.monotonic() + max(d.exit_timeout for d in deliveries)

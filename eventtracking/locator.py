@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._contextstack import EMPTY, ContextStack
+from eventtracking._fork import after_fork_in_child
 
 __all__ = [
     "ContextVarLocator",
@@ -162,7 +161,7 @@ class DefaultContextLocator(_StackLocator):
         # two threads entering at once would lose a frame, and leaving it would then
         # raise KeyError.
         self._lock = threading.Lock()
-        _DEFAULT_LOCATORS.add(self)
+        after_fork_in_child(self._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held the lock at the fork; it does not exist
@@ -189,18 +188,6 @@ class DefaultContextLocator(_StackLocator):
             self._stack = self._stack.pop(name)
         finally:
             self._lock.release()
-
-
-_DEFAULT_LOCATORS: weakref.WeakSet[DefaultContextLocator] = weakref.WeakSet()
-
-
-def _reset_default_locators_in_child() -> None:
-    for locator in list(_DEFAULT_LOCATORS):
-        locator._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_default_locators_in_child)
 
 
 class ThreadLocalContextLocator(_StackLocator):

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from eventtracking._disk_reserve import DiskReserve
+from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._spool_files import (
     UnsafeSpoolError,
     check_directory,
@@ -356,7 +357,7 @@ class Spool:
         self._reserve = DiskReserve(self.directory / RESERVE_FILENAME, reserve_bytes)
         self._counters = Counters("moved_aside", "reserve_released", groups=("refused",))
         self._reset()
-        os.register_at_fork(after_in_child=_call_weak(weakref.WeakMethod(self._after_fork)))
+        after_fork_in_child(self._after_fork)
 
     def __repr__(self) -> str:
         return f"Spool({str(self.directory)!r})"
@@ -387,7 +388,7 @@ class Spool:
         return (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
+        self._process = ForkCheck()
         self._lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy handler, which
         # sleeps in steps of up to 100 ms: a caller spooling beside the delivery thread
@@ -411,7 +412,7 @@ class Spool:
         ``verify=False`` skips checking that the connection's file is still the one at the
         path: for writes, which check it in the transaction (see :meth:`_write`).
         """
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
@@ -463,7 +464,7 @@ class Spool:
         # closes the connection: threads that come and go leave no files open.
         owner = _ThreadOwner()
         finalizer = weakref.finalize(
-            owner, _close_thread_connection, self._connections, conn, os.getpid(), self.path
+            owner, _close_thread_connection, self._connections, conn, self._process, self.path
         )
         finalizer.atexit = False  # at exit, deliveries still use the spool
         self._local.owner = owner
@@ -492,7 +493,7 @@ class Spool:
 
     def close(self) -> None:
         """Close this process's connections. The spool reopens itself if used again."""
-        if self._pid != os.getpid():
+        if self._process.forked():
             self._after_fork()
             return
         with self._lock:
@@ -1115,26 +1116,15 @@ class _ThreadOwner:
 def _close_thread_connection(
     connections: dict[int, tuple[sqlite3.Connection, tuple[int, int]]],
     conn: sqlite3.Connection,
-    pid: int,
+    process: ForkCheck,
     path: Path,
 ) -> None:
     """Close the connection of a thread that ended, unless close() or a fork took it."""
     entry = connections.pop(id(conn), None)
-    if entry is None or os.getpid() != pid:
+    if entry is None or process.forked():
         return  # closed by Spool.close(), or inherited from the parent: never close it
     if _identity(path) != entry[1]:
         _ABANDONED.append(conn)  # moved aside: closing would delete the new file's WAL
         return
     with contextlib.suppress(sqlite3.Error):
         conn.close()
-
-
-def _call_weak(method: weakref.WeakMethod[Any]) -> Any:
-    """A callable that calls ``method`` while its object is alive, and does nothing after."""
-
-    def call() -> None:
-        bound = method()
-        if bound is not None:
-            bound()
-
-    return call

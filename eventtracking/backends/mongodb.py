@@ -41,6 +41,7 @@ from urllib.parse import parse_qsl
 
 from eventtracking import delivery as delivery_module
 from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._json import report_repr_fallbacks, safe_repr
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -462,7 +463,7 @@ class _MongoSink:
     ) -> None:
         self._client = client
         self._indexes = indexes
-        self._client_pid = os.getpid()
+        self._client_process = ForkCheck()
         self._make_client = make_client
         self._database = database
         self._collection_name = collection
@@ -471,10 +472,10 @@ class _MongoSink:
         self._log = RateLimitedLogger(LOG)
 
     def _collection(self) -> Any:
-        if self._client_pid != os.getpid():
+        if self._client_process.forked():
             _INHERITED.append(self._client)
             self._client = self._make_client()
-            self._client_pid = os.getpid()
+            self._client_process = ForkCheck()
         return self._client[self._database][self._collection_name]
 
     def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
@@ -580,7 +581,7 @@ class _MongoSink:
         return self._counters.snapshot()
 
     def close(self) -> None:
-        if self._client_pid == os.getpid():
+        if not self._client_process.forked():
             self._client.close()
 
 
@@ -692,7 +693,7 @@ class _ObjectIds:
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
         self._process_bytes = os.urandom(5)

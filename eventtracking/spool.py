@@ -720,17 +720,6 @@ class Spool:
     # -- consuming ----------------------------------------------------------------------
 
     @_recovering(drains=True)
-    def has_unclaimed(self, stream: str) -> bool:
-        """Whether ``stream`` has rows nobody has claimed (a read that takes no lock)."""
-        conn = self._connect(create=False)
-        if conn is None:
-            return False
-        row = conn.execute(
-            "SELECT 1 FROM pending WHERE stream = ? AND claim IS NULL LIMIT 1", (stream,)
-        ).fetchone()
-        return row is not None
-
-    @_recovering(drains=True)
     def pending_count(self, stream: str | None = None) -> int:
         """Rows not delivered yet, claimed or not, in ``stream`` or in every stream."""
         conn = self._connect(create=False)

@@ -18,30 +18,26 @@ write to, and returns the exit status. Then append ``register`` to :data:`COMMAN
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from eventtracking._spoolverbs import add_verbs, purge_problem, replay_problem
-from eventtracking.spool import DeadLetter, Spool, UnsafeSpoolError, default_spool_dir
+from eventtracking import _spoolverbs as verbs
+from eventtracking.spool import Spool, UnsafeSpoolError, default_spool_dir
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-_PREVIEW = 200
+_SPOOL_SUMMARY = "inspect and repair the local spool of background backends"
+_SPOOL_DESCRIPTION = (
+    "Events wait in the spool while their server is unreachable, and documents the server "
+    "refused for good wait there as dead letters."
+)
 
 
 def register_spool(commands: Any) -> None:
     """Add ``spool`` and its sub-commands to the argparse sub-parsers ``commands``."""
-    spool = commands.add_parser(
-        "spool",
-        help="inspect and repair the local spool of background backends",
-        description=(
-            "Events wait in the spool while their server is unreachable, and documents "
-            "the server refused for good wait there as dead letters."
-        ),
-    )
+    spool = commands.add_parser("spool", help=_SPOOL_SUMMARY, description=_SPOOL_DESCRIPTION)
     actions = spool.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +51,7 @@ def register_spool(commands: Any) -> None:
             "--stream", help="only this stream (the names are in `spool status`)"
         )
 
-    parsers = add_verbs(actions, common)
+    parsers = verbs.add_verbs(actions, common)
     for verb, handler in _SPOOL_HANDLERS.items():
         parsers[verb].set_defaults(handler=handler)
     replay = parsers["replay"]
@@ -69,9 +65,11 @@ def register_spool(commands: Any) -> None:
 
 def register_catalog(commands: Any) -> None:
     """Add ``catalog``, which writes the event catalogue (see eventtracking.metadata)."""
-    from eventtracking.metadata._cli import register
+    from eventtracking.metadata import _cli
 
-    register(commands)
+    catalog = commands.add_parser("catalog", help=_cli.SUMMARY, description=_cli.DESCRIPTION)
+    _cli.add_arguments(catalog)
+    catalog.set_defaults(handler=_cli.run)
 
 
 #: The functions that add each command; see the module docstring.
@@ -129,7 +127,7 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
         out.write("Empty: no pending events, no dead letters.\n")
         return 0
     for stream, counts in sorted(status["streams"].items()):
-        oldest = f", oldest from {_time(counts['oldest'])}" if counts["oldest"] else ""
+        oldest = f", oldest from {verbs.utc_time(counts['oldest'])}" if counts["oldest"] else ""
         out.write(
             f"{stream}\n  pending: {counts['pending']} ({counts['claimed']} being delivered)"
             f"{oldest}\n  dead letters: {counts['dead_letters']}\n"
@@ -146,7 +144,7 @@ def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
                 "stream": letter.stream,
                 "created": letter.created,
                 "reason": letter.reason,
-                "document": _document(letter),
+                "document": verbs.document(letter),
             }
             for letter in letters
         ]
@@ -156,13 +154,10 @@ def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
         out.write("No dead letters.\n")
         return 0
     for letter in letters:
-        preview = json.dumps(_document(letter), default=str)
-        if len(preview) > _PREVIEW:
-            preview = preview[:_PREVIEW] + "..."
         redrivable = "" if letter.payload is not None else " (cannot be re-driven: never encoded)"
         out.write(
-            f"#{letter.id} {_time(letter.created)} {letter.stream}{redrivable}\n"
-            f"  reason: {letter.reason}\n  event: {preview}\n"
+            f"#{letter.id} {verbs.utc_time(letter.created)} {letter.stream}{redrivable}\n"
+            f"  reason: {letter.reason}\n  event: {verbs.preview(letter)}\n"
         )
     return 0
 
@@ -187,7 +182,7 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
     def streams() -> list[str]:
         return [args.stream] if args.stream else sorted(spool.status()["streams"])
 
-    problem = purge_problem(args, lambda: sum(spool.pending_count(s) for s in streams()))
+    problem = verbs.purge_problem(args, lambda: sum(spool.pending_count(s) for s in streams()))
     if problem:
         out.write(problem + "\n")
         return 2
@@ -203,7 +198,7 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
     from eventtracking.backends.mongodb import MongoBackend
 
-    problem = replay_problem(args)
+    problem = verbs.replay_problem(args)
     if problem:
         out.write(problem + "\n")
         return 2
@@ -242,23 +237,6 @@ _SPOOL_HANDLERS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "replay": _replay,
     "purge": _purge,
 }
-
-
-def _document(letter: DeadLetter) -> Any:
-    """The dead letter's document, decoded when possible, for display."""
-    if letter.payload is None:
-        return letter.detail
-    try:
-        import bson
-
-        return bson.decode(letter.payload)
-    except Exception:  # pymongo missing, or bytes that are not BSON: show what we have
-        return letter.detail or f"<{len(letter.payload)} bytes>"
-
-
-def _time(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-    return moment.isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

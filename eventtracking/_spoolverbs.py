@@ -21,13 +21,28 @@ deliver:
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["VERBS", "add_verbs", "purge_problem", "replay_problem"]
+from eventtracking.spool import DeadLetter
+
+__all__ = [
+    "VERBS",
+    "add_verbs",
+    "document",
+    "preview",
+    "purge_problem",
+    "replay_problem",
+    "utc_time",
+]
 
 #: The verbs, in the order ``--help`` lists them.
 VERBS = ("status", "dead-letters", "redrive", "replay", "purge")
+
+# Characters of a dead letter's event shown in a listing.
+_PREVIEW = 200
 
 
 def add_verbs(
@@ -122,3 +137,29 @@ def _get(options: Any, name: str) -> Any:
     if isinstance(options, dict):
         return options.get(name)
     return getattr(options, name, None)
+
+
+def document(letter: DeadLetter) -> Any:
+    """The dead letter's event, decoded when possible, for display."""
+    if letter.payload is None:
+        return letter.detail
+    try:
+        import bson
+
+        return bson.decode(letter.payload)
+    except Exception:  # pymongo missing, or bytes that are not BSON: show what there is
+        return letter.detail or f"<{len(letter.payload)} bytes>"
+
+
+def preview(letter: DeadLetter) -> str:
+    """The dead letter's event as one line of JSON, cut to 200 characters."""
+    text = json.dumps(document(letter), default=str)
+    if len(text) > _PREVIEW:
+        text = text[:_PREVIEW] + "..."
+    return text
+
+
+def utc_time(timestamp: float) -> str:
+    """A Unix time as ISO 8601 in UTC, to the second."""
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")

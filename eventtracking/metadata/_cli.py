@@ -16,6 +16,13 @@ from eventtracking.metadata.registry import Registry, get_registry
 
 DEFAULT_OUTPUT = "event-catalog"
 
+#: What ``catalog`` does: in a line for the list of commands, and in full for its help.
+SUMMARY = "write the event catalogue as Markdown, JSON and HTML"
+DESCRIPTION = (
+    "Write the documented event and context types, with every version, as Markdown, JSON "
+    "(loadable again) and one self-contained HTML page."
+)
+
 
 class CatalogError(Exception):
     """The catalogue could not be built; the message says why and what to do."""
@@ -100,21 +107,8 @@ def write(options: Any, out: TextIO, registry: Registry | None = None) -> int:
     return 0
 
 
-def register(commands: Any) -> None:
-    """Add ``catalog`` to the sub-parsers of ``python -m eventtracking``."""
-    parser = commands.add_parser(
-        "catalog",
-        help="write the event catalogue as Markdown, JSON and HTML",
-        description=(
-            "Write the documented event and context types, with every version, as "
-            "Markdown, JSON (loadable again) and one self-contained HTML page."
-        ),
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=_handle)
-
-
-def _handle(args: argparse.Namespace, out: TextIO) -> int:
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Write the catalogue for ``python -m eventtracking catalog``; 1 on a CatalogError."""
     try:
         return write(args, out)
     except CatalogError as exc:

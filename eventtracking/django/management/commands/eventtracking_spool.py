@@ -20,17 +20,14 @@ before or after the action word.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventtracking._spoolverbs import add_verbs, purge_problem, replay_problem
+from eventtracking import _spoolverbs as verbs
 from eventtracking.django._commands import configured_tracker, select_backends
-from eventtracking.spool import DeadLetter, Spool
-
-_PREVIEW = 200
+from eventtracking.spool import Spool
 
 
 def _has_spool(backend: Any) -> bool:
@@ -57,18 +54,18 @@ class Command(BaseCommand):
             )
             _accept_django_options(action)
 
-        add_verbs(actions, common)
+        verbs.add_verbs(actions, common)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         problem = None
         if action == "replay":
-            problem = replay_problem(options)
+            problem = verbs.replay_problem(options)
         chosen = select_backends(
             configured_tracker(), _has_spool, options["backend"], "backend with a spool"
         )
         if action == "purge":
-            problem = purge_problem(
+            problem = verbs.purge_problem(
                 options,
                 lambda: sum(backend.spool.pending_count(backend.stream) for _, backend in chosen),
             )
@@ -93,7 +90,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True, default=str))
             return
         for name, entry in report.items():
-            oldest = f", oldest from {_time(entry['oldest'])}" if entry["oldest"] else ""
+            oldest = f", oldest from {verbs.utc_time(entry['oldest'])}" if entry["oldest"] else ""
             self.stdout.write(
                 f"{name}: stream {entry['stream']}\n"
                 f"  spool: {entry['spool']}\n"
@@ -121,7 +118,7 @@ class Command(BaseCommand):
                     "id": letter.id,
                     "created": letter.created,
                     "reason": letter.reason,
-                    "document": _document(letter),
+                    "document": verbs.document(letter),
                 }
                 for name, letter in rows
             ]
@@ -131,12 +128,9 @@ class Command(BaseCommand):
             self.stdout.write("No dead letters.")
             return
         for name, letter in rows:
-            preview = json.dumps(_document(letter), default=str)
-            if len(preview) > _PREVIEW:
-                preview = preview[:_PREVIEW] + "..."
             self.stdout.write(
-                f"#{letter.id} {_time(letter.created)} {name}\n"
-                f"  reason: {letter.reason}\n  event: {preview}"
+                f"#{letter.id} {verbs.utc_time(letter.created)} {name}\n"
+                f"  reason: {letter.reason}\n  event: {verbs.preview(letter)}"
             )
 
     def _redrive(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
@@ -206,20 +200,3 @@ def _accept_django_options(action: Any) -> None:
     )
     for flag in ("--traceback", "--no-color", "--force-color", "--skip-checks"):
         action.add_argument(flag, action="store_true", default=suppress, help=suppress)
-
-
-def _document(letter: DeadLetter) -> Any:
-    """The dead letter's event, decoded when possible, for display."""
-    if letter.payload is None:
-        return letter.detail
-    try:
-        import bson
-
-        return bson.decode(letter.payload)
-    except Exception:  # bytes that are not BSON, or no pymongo: show what there is
-        return letter.detail or f"<{len(letter.payload)} bytes>"
-
-
-def _time(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-    return moment.isoformat(timespec="seconds")

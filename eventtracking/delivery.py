@@ -43,8 +43,8 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._ratelimit import RateLimitedLogger
@@ -177,13 +177,9 @@ class BatchDelivery:
         self._queue: collections.deque[bytes] = collections.deque()
         self._dead: collections.deque[tuple[bytes | None, str, str | None]] = collections.deque()
         self._wake = threading.Event()
-        self._cond = threading.Condition(threading.Lock())
+        self._gate = _FlushGate()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._flush_seq = 0
-        self._idle_seq = 0
-        self._retry_now = False
-        self._stopping = False
         self._failures = 0
         self._backoff_until = 0.0
         self._batch_started: float | None = None
@@ -344,23 +340,21 @@ class BatchDelivery:
         if thread is None:
             return self._settled()
         failures = self._counters.get("retries")
-        with self._cond:
-            self._flush_seq += 1
-            seq = self._flush_seq
-            # A flush cuts the backoff short; closing does not, as it gives up on failure.
-            self._retry_now = self._retry_now or not give_up_on_failure
+        # A flush cuts the backoff short; closing does not, as it gives up on failure.
+        ticket = self._ask_to_flush(retry_now=not give_up_on_failure)
+        failed = None
+        if give_up_on_failure:
+
+            def failed() -> bool:
+                return self._counters.get("retries") > failures
+
+        return self._gate.wait(ticket, deadline, alive=thread.is_alive, failed=failed)
+
+    def _ask_to_flush(self, *, retry_now: bool) -> int:
+        """Have the thread deliver everything it holds now; returns the flush's ticket."""
+        ticket = self._gate.request(retry_now=retry_now)
         self._wake.set()
-        with self._cond:
-            while self._idle_seq < seq:
-                left = deadline - time.monotonic()
-                if left <= 0 or not thread.is_alive():
-                    return False
-                if give_up_on_failure:
-                    if self._counters.get("retries") > failures:
-                        return False
-                    left = min(left, 0.05)
-                self._cond.wait(left)
-        return True
+        return ticket
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what can be delivered within ``timeout``, spool the rest, stop the thread.
@@ -384,8 +378,7 @@ class BatchDelivery:
             if time.monotonic() >= self._backoff_until:
                 # Deliver while that works; at the first failure, spool instead of waiting.
                 self._wait_flushed(deadline, give_up_on_failure=True)
-            with self._cond:
-                self._stopping = True
+            self._gate.stop()
             self._wake.set()
             # The thread only has to spool the queue now; give it a moment even when
             # the deadline has passed.
@@ -479,25 +472,47 @@ class BatchDelivery:
         self._write_dead_letters(self._take_all(self._dead))
 
     def _step(self) -> bool:
-        """Do one unit of work or wait for some; False when the thread should stop."""
+        """Do one unit of work or wait for some; False when the thread should stop.
+
+        The phases, in order: write the dead letters; while backing off after a
+        failure, *spool* the queue; wait while a batch is still filling; *replay* a
+        batch from the spool; *take* a batch off the queue and *send* it. With nothing
+        left, a flush that asked is told it is done.
+        """
         self._wake.clear()
-        with self._cond:
-            seq = self._flush_seq
-            urgent = seq != self._idle_seq
-            stopping = self._stopping
-            if self._retry_now:
-                self._retry_now = False
-                self._backoff_until = 0.0
-        if stopping:
+        orders = self._gate.orders()
+        if orders.stopping:
             return False
+        if orders.retry_now:
+            self._backoff_until = 0.0
         if self._dead:
             self._write_dead_letters(self._take_all(self._dead))
         now = time.monotonic()
         if now < self._backoff_until:
-            # The sink is failing: keep memory bounded until the next attempt.
-            self._spool_queue(reason=None)
-            self._wake.wait(min(self._backoff_until - now, self.flush_interval))
+            self._spool_while_failing(now)
             return True
+        if self._batch_filling(now, orders.urgent):
+            return True
+        if self._spool_due(now, orders.urgent) and self._replay_batch() is not None:
+            return True
+        if self._queue:
+            if self._batch_due(orders.urgent):
+                self._send_queued()
+            return True
+        self._idle(orders)
+        return True
+
+    def _spool_while_failing(self, now: float) -> None:
+        """The sink is failing: keep memory bounded until the next attempt."""
+        self._spool_queue(reason=None)
+        self._wake.wait(min(self._backoff_until - now, self.flush_interval))
+
+    def _batch_filling(self, now: float, urgent: bool) -> bool:
+        """Whether to wait for more items before sending; if so, this waited already.
+
+        A batch waits until it is full or ``flush_interval`` old, unless a flush is
+        urgent. Spooled rows count: with ``durable=True`` they are the batch.
+        """
         backlog = self._backlog()
         if not backlog:
             self._batch_started = None
@@ -508,36 +523,30 @@ class BatchDelivery:
             if left > 0:
                 self._wake.wait(left)
                 return True
-        if not urgent and not backlog and self._backlog():
-            # Items arrived since the backlog was read: the next step starts their
-            # interval, instead of sending them one by one as they come.
-            return True
-        if self._spool_due(now, urgent) and self._replay_batch() is not None:
-            return True
-        queue = self._queue
-        if queue:
-            started = self._batch_started
-            # Items may have arrived since the backlog was read: send them only when
-            # their batch is due, else the next step starts their interval.
-            if (
-                urgent
-                or len(queue) >= self.batch_size
-                or (started is not None and time.monotonic() - started >= self.flush_interval)
-            ):
-                self._send_queued()
-            return True
+        # Items that arrived since the backlog was read: the next step starts their
+        # interval, instead of sending them one by one as they come.
+        return not urgent and not backlog and self._backlog() > 0
+
+    def _batch_due(self, urgent: bool) -> bool:
+        """Whether the queue's first batch leaves now: items may have arrived since
+        :meth:`_batch_filling` looked, and then the next step starts their interval."""
+        started = self._batch_started
+        return (
+            urgent
+            or len(self._queue) >= self.batch_size
+            or (started is not None and time.monotonic() - started >= self.flush_interval)
+        )
+
+    def _idle(self, orders: _Orders) -> None:
+        """Nothing queued here: tell a waiting flush it is done, or wait for work."""
         self._batch_started = None
-        if urgent:
-            if self._settled():
-                with self._cond:
-                    self._idle_seq = max(self._idle_seq, seq)
-                    self._cond.notify_all()
-                return True
+        if not orders.urgent:
+            self._wake.wait(self.flush_interval)
+        elif self._settled():
+            self._gate.done(orders.ticket)
+        else:
             # Rows of this stream are claimed by another process: wait for its ack.
             self._wake.wait(_CLAIMED_ELSEWHERE_WAIT)
-            return True
-        self._wake.wait(self.flush_interval)
-        return True
 
     def _spool_due(self, now: float, urgent: bool) -> bool:
         if self.spool is None:
@@ -741,6 +750,83 @@ class BatchDelivery:
                 return items
 
 
+class _Orders(NamedTuple):
+    """What the callers ask of the thread, read at the start of each step."""
+
+    #: The newest flush asked for; the thread reports it done once nothing is left.
+    ticket: int
+    #: A flush waits: send what is queued without waiting for batches to fill.
+    urgent: bool
+    #: A flush asked to retry at once, cutting the backoff short.
+    retry_now: bool
+    #: close() asked the thread to stop.
+    stopping: bool
+
+
+class _FlushGate:
+    """Where callers ask the delivery thread to deliver everything, and wait until it did.
+
+    Each request takes a numbered ticket. The thread reads the newest ticket at the
+    start of each step, and once nothing is left to deliver reports it done, which
+    releases every caller holding that ticket or an older one.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._requested = 0
+        self._done = 0
+        self._retry_now = False
+        self._stopping = False
+
+    def request(self, *, retry_now: bool) -> int:
+        """Ask for a flush (cutting the backoff short when ``retry_now``); its ticket."""
+        with self._cond:
+            self._requested += 1
+            self._retry_now = self._retry_now or retry_now
+            return self._requested
+
+    def stop(self) -> None:
+        """Ask the thread to stop at its next step."""
+        with self._cond:
+            self._stopping = True
+
+    def orders(self) -> _Orders:
+        """The thread's side: what is asked now. A retry is handed out once."""
+        with self._cond:
+            retry_now, self._retry_now = self._retry_now, False
+            ticket = self._requested
+            return _Orders(ticket, ticket != self._done, retry_now, self._stopping)
+
+    def done(self, ticket: int) -> None:
+        """The thread's side: everything asked for up to ``ticket`` is delivered."""
+        with self._cond:
+            self._done = max(self._done, ticket)
+            self._cond.notify_all()
+
+    def wait(
+        self,
+        ticket: int,
+        deadline: float,
+        *,
+        alive: Callable[[], bool],
+        failed: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Wait until ``ticket`` is done; False at the monotonic ``deadline``, when the
+        thread is not ``alive``, or as soon as ``failed`` says so (looked at every
+        50 ms)."""
+        with self._cond:
+            while self._done < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0 or not alive():
+                    return False
+                if failed is not None:
+                    if failed():
+                        return False
+                    left = min(left, 0.05)
+                self._cond.wait(left)
+        return True
+
+
 def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
     number = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not number or value <= 0:
@@ -762,9 +848,7 @@ def _close_at_exit() -> None:
     deadline = time.monotonic() + max(d.exit_timeout for d in deliveries)
     for delivery in deliveries:
         # Ask every thread to send what it holds now, so that they work in parallel.
-        with delivery._cond:
-            delivery._flush_seq += 1
-        delivery._wake.set()
+        delivery._ask_to_flush(retry_now=False)
     for delivery in deliveries:
         left = min(delivery.exit_timeout, max(0.0, deadline - time.monotonic()))
         try:

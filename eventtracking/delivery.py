@@ -32,6 +32,13 @@ Nothing is lost on the way:
 Every outcome is counted in :meth:`~BatchDelivery.stats`, and errors are logged at a
 limited rate. What cannot be kept, without a spool or when the spool is full, is
 dropped, logged and counted.
+
+Why this module is long: :class:`BatchDelivery` is one state machine. Its caller's
+side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
+counters and the spool under the promises above, and each side's code is only
+understood beside the other's. What stands alone lives apart: the handshake between
+callers and the thread (:mod:`eventtracking._flush_gate`), the spool itself
+(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._fork`).
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
+from eventtracking._flush_gate import FlushGate, Orders
 from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
@@ -177,7 +185,7 @@ class BatchDelivery:
         self._queue: collections.deque[bytes] = collections.deque()
         self._dead: collections.deque[tuple[bytes | None, str, str | None]] = collections.deque()
         self._wake = threading.Event()
-        self._gate = _FlushGate()
+        self._gate = FlushGate()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures = 0
@@ -537,7 +545,7 @@ class BatchDelivery:
             or (started is not None and time.monotonic() - started >= self.flush_interval)
         )
 
-    def _idle(self, orders: _Orders) -> None:
+    def _idle(self, orders: Orders) -> None:
         """Nothing queued here: tell a waiting flush it is done, or wait for work."""
         self._batch_started = None
         if not orders.urgent:
@@ -748,83 +756,6 @@ class BatchDelivery:
                 items.append(queue.popleft())
             except IndexError:
                 return items
-
-
-class _Orders(NamedTuple):
-    """What the callers ask of the thread, read at the start of each step."""
-
-    #: The newest flush asked for; the thread reports it done once nothing is left.
-    ticket: int
-    #: A flush waits: send what is queued without waiting for batches to fill.
-    urgent: bool
-    #: A flush asked to retry at once, cutting the backoff short.
-    retry_now: bool
-    #: close() asked the thread to stop.
-    stopping: bool
-
-
-class _FlushGate:
-    """Where callers ask the delivery thread to deliver everything, and wait until it did.
-
-    Each request takes a numbered ticket. The thread reads the newest ticket at the
-    start of each step, and once nothing is left to deliver reports it done, which
-    releases every caller holding that ticket or an older one.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._requested = 0
-        self._done = 0
-        self._retry_now = False
-        self._stopping = False
-
-    def request(self, *, retry_now: bool) -> int:
-        """Ask for a flush (cutting the backoff short when ``retry_now``); its ticket."""
-        with self._cond:
-            self._requested += 1
-            self._retry_now = self._retry_now or retry_now
-            return self._requested
-
-    def stop(self) -> None:
-        """Ask the thread to stop at its next step."""
-        with self._cond:
-            self._stopping = True
-
-    def orders(self) -> _Orders:
-        """The thread's side: what is asked now. A retry is handed out once."""
-        with self._cond:
-            retry_now, self._retry_now = self._retry_now, False
-            ticket = self._requested
-            return _Orders(ticket, ticket != self._done, retry_now, self._stopping)
-
-    def done(self, ticket: int) -> None:
-        """The thread's side: everything asked for up to ``ticket`` is delivered."""
-        with self._cond:
-            self._done = max(self._done, ticket)
-            self._cond.notify_all()
-
-    def wait(
-        self,
-        ticket: int,
-        deadline: float,
-        *,
-        alive: Callable[[], bool],
-        failed: Callable[[], bool] | None = None,
-    ) -> bool:
-        """Wait until ``ticket`` is done; False at the monotonic ``deadline``, when the
-        thread is not ``alive``, or as soon as ``failed`` says so (looked at every
-        50 ms)."""
-        with self._cond:
-            while self._done < ticket:
-                left = deadline - time.monotonic()
-                if left <= 0 or not alive():
-                    return False
-                if failed is not None:
-                    if failed():
-                        return False
-                    left = min(left, 0.05)
-                self._cond.wait(left)
-        return True
 
 
 def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:

@@ -40,15 +40,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from eventtracking import _celery_worker, _wire
+from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import merge_into
 from eventtracking.backends.routing import RoutingBackend
-from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, BatchDelivery, backoff_delay
+from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, backoff_delay
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.spool import DEFAULT_MAX_BYTES, Spool, default_spool_dir
+from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Event
 
 __all__ = ["DEFAULT_LEDGER_GRACE", "DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
@@ -183,30 +184,12 @@ class AsyncRoutingBackend(RoutingBackend):
         # thread: they get a connection of their own.
         self._retry_sink = CelerySink(self._name_for_worker, **sink_options)
         self.stream = spool_stream or _celery_worker.stream_for(backend_name)
-        try:
-            self.spool = Spool(
-                spool_dir if spool_dir is not None else default_spool_dir(),
-                max_bytes=spool_max_bytes,
-            )
-        except ValueError as exc:
-            raise ImproperlyConfigured(str(exc).replace("max_bytes", "spool_max_bytes")) from exc
-        # A shared or foreign spool directory is refused now, in the caller's hands
-        # (Django reports it at start-up), rather than at the first spooled event.
-        self.spool.check()
-        try:
-            self.delivery = BatchDelivery(
-                self._sink,
-                name=f"celery:{backend_name or '(unnamed)'}",
-                spool=self.spool,
-                stream=self.stream,
-                durable=durable,
-                batch_size=batch_size,
-                flush_interval=flush_interval,
-                max_queue_size=max_queue_size,
-                exit_timeout=exit_timeout,
-            )
-        except ValueError as exc:
-            raise ImproperlyConfigured(str(exc)) from exc
+        self.spool, self.delivery = spooled_delivery(
+            self._sink, name=f"celery:{backend_name or '(unnamed)'}", stream=self.stream,
+            spool_dir=spool_dir, spool_max_bytes=spool_max_bytes, durable=durable,
+            batch_size=batch_size, flush_interval=flush_interval,
+            max_queue_size=max_queue_size, exit_timeout=exit_timeout,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<AsyncRoutingBackend {self.backend_name!r} backends={list(self.backends)}>"

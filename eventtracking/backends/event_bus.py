@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from eventtracking import _eventbus
+from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -42,7 +43,7 @@ from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.spool import DEFAULT_MAX_BYTES, Spool, default_spool_dir
+from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Event
 
 __all__ = [
@@ -134,34 +135,17 @@ class EventBusRoutingBackend(RoutingBackend):
         _check_number("publish_timeout", publish_timeout)
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
-        try:
-            self.spool = Spool(
-                spool_dir if spool_dir is not None else default_spool_dir(),
-                max_bytes=spool_max_bytes,
-            )
-        except ValueError as exc:
-            msg = str(exc).replace("max_bytes", "spool_max_bytes")
-            raise ImproperlyConfigured(msg) from exc
-        # A shared or foreign spool directory is refused now, in the caller's hands.
-        self.spool.check()
         self.stream = spool_stream or DEFAULT_STREAM
         self._sink = _eventbus.BusSink(publisher, timeout=float(publish_timeout))
-        try:
-            #: The :class:`~eventtracking.delivery.BatchDelivery` that publishes. It
-            #: starts its thread with the first event (or flush), not here.
-            self.delivery = BatchDelivery(
-                self._sink,
-                name=f"eventbus:{backend_name or 'default'}",
-                spool=self.spool,
-                stream=self.stream,
-                durable=durable,
-                batch_size=batch_size,
-                flush_interval=flush_interval,
-                max_queue_size=max_queue_size,
-                exit_timeout=exit_timeout,
-            )
-        except ValueError as exc:
-            raise ImproperlyConfigured(str(exc)) from exc
+        #: The :class:`~eventtracking.delivery.BatchDelivery` that publishes. It starts
+        #: its thread with the first event (or flush), not here.
+        self.delivery: BatchDelivery
+        self.spool, self.delivery = spooled_delivery(
+            self._sink, name=f"eventbus:{backend_name or 'default'}", stream=self.stream,
+            spool_dir=spool_dir, spool_max_bytes=spool_max_bytes, durable=durable,
+            batch_size=batch_size, flush_interval=flush_interval,
+            max_queue_size=max_queue_size, exit_timeout=exit_timeout,
+        )  # fmt: skip
         self._log = RateLimitedLogger(logger)
         self._producer = Counters(groups=("skipped",))
         self._consumer = Counters("received", "delivered", "filtered", "dead_lettered")

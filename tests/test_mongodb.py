@@ -1006,15 +1006,23 @@ def test_unserialisable_value_is_stored_as_its_repr_counted_and_reported(
     )
 
 
-def test_dead_letter_of_an_event_whose_repr_fails_keeps_its_name_and_timestamp() -> None:
+def test_dead_letter_of_an_event_whose_repr_fails_keeps_its_name_and_timestamp(
+    tmp_path: Path,
+) -> None:
     """The description kept with a dead letter names the event and its timestamp even
     when the event's repr raises."""
-    from eventtracking.backends.mongodb import _describe
 
     class Bad:
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
+    # Never contacted: the event is refused at send(), before it is queued.
+    backend = MongoBackend(uri=f"mongodb://127.0.0.1:{free_port()}/", spool_dir=tmp_path)
     when = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-    text = _describe({"name": "broken.event", "timestamp": when, "data": {"x": Bad()}})
+    # BSON documents have string keys only: the int key makes it a dead letter.
+    backend.send({"name": "broken.event", "timestamp": when, "data": {1: Bad()}})
+    backend.close(0)
+    (letter,) = backend.spool.dead_letters()
+    assert letter.payload is None and letter.detail is not None
+    text = letter.detail
     assert "'broken.event'" in text and "2024, 1, 2, 3, 4, 5" in text and "repr()" in text

@@ -17,7 +17,7 @@ system checks. Three rules keep the secret out of all of them:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -32,6 +32,7 @@ __all__ = [
     "resolve_target",
     "scrub",
     "secrets",
+    "unacknowledged",
 ]
 
 SCHEMES = ("mongodb://", "mongodb+srv://")
@@ -271,3 +272,11 @@ def client_options(
         # 4.x authenticated against the events database; keep that as the default.
         options["authSource"] = database
     return options
+
+
+def unacknowledged(options: Mapping[str, Any], target: str) -> bool:
+    """Whether the client ``options`` or the URI ``target`` ask for ``w=0``: writes
+    that the server does not acknowledge."""
+    lowered = {key.lower(): value for key, value in options.items()}
+    in_uri = any(name.lower() == "w" and value == "0" for name, value in _query_pairs(target))
+    return lowered.get("w") in (0, "0") or in_uri

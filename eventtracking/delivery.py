@@ -128,7 +128,7 @@ class BatchDelivery:
 
     def __init__(
         self,
-        sink: Any,
+        sink: Sink,
         *,
         name: str,
         spool: Spool | None = None,

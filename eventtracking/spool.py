@@ -193,7 +193,7 @@ def _recovering(
         method: Callable[Concatenate[Spool, _P], _T],
     ) -> Callable[Concatenate[Spool, _P], _T]:
         @functools.wraps(method)
-        def run(self: Spool, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        def run(self: Spool, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
             attempt = 1
             while True:
                 try:

@@ -223,6 +223,8 @@ class MongoBackend:
         self._metadata_stream = (spool_stream or f"{seeds}/{database}") + f".{METADATA_COLLECTION}"
         self.spool = open_spool(spool_dir, spool_max_bytes)
         self._encoder = EventEncoder(max_size=MAX_DOCUMENT_SIZE, max_nesting=MAX_NESTING)
+        # Bound once: send() runs for every event.
+        self._encode_event = self._encoder.event
         self._connection: Any = None
         self._connection_lock = threading.Lock()
         self._sink = MongoSink(writer, make_client, database, collection, INDEXES)
@@ -289,7 +291,7 @@ class MongoBackend:
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
         """
         try:
-            payload = self._encoder.event(event)
+            payload = self._encode_event(event)
         except Refused as refused:
             self.delivery.dead_letter(refused.payload, refused.reason, refused.detail)
             return
@@ -297,7 +299,7 @@ class MongoBackend:
 
     def send_batch(self, events: Iterable[Event]) -> None:
         """Queue several events, in order, with the same promises as :meth:`send`."""
-        encode = self._encoder.event
+        encode = self._encode_event
         put = self.delivery.put
         for event in events:
             try:

@@ -348,15 +348,15 @@ class BatchDelivery:
         if thread is None:
             return self._settled()
         failures = self._counters.get("retries")
+
+        def failed() -> bool:
+            return self._counters.get("retries") > failures
+
         # A flush cuts the backoff short; closing does not, as it gives up on failure.
         ticket = self._ask_to_flush(retry_now=not give_up_on_failure)
-        failed = None
-        if give_up_on_failure:
-
-            def failed() -> bool:
-                return self._counters.get("retries") > failures
-
-        return self._gate.wait(ticket, deadline, alive=thread.is_alive, failed=failed)
+        return self._gate.wait(
+            ticket, deadline, alive=thread.is_alive, failed=failed if give_up_on_failure else None
+        )
 
     def _ask_to_flush(self, *, retry_now: bool) -> int:
         """Have the thread deliver everything it holds now; returns the flush's ticket."""

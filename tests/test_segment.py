@@ -260,3 +260,16 @@ def test_without_segment_building_names_the_extra() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert INSTALL_HINT in result.stdout
+
+
+def test_tests_written_for_4x_can_patch_the_module_attribute() -> None:
+    """``patch('eventtracking.backends.segment.analytics')``, as 4.x's tests do, reaches
+    a backend built under it: the fake gets the track call with 4.x's arguments."""
+    from unittest import mock
+
+    event = {"name": "page.viewed", "context": {"user_id": 7, "ip": "10.0.0.1"}, "data": {}}
+    with mock.patch("eventtracking.backends.segment.analytics") as fake:
+        backend = SegmentBackend()
+        backend.send(event)
+    fake.track.assert_called_once_with(7, "page.viewed", event, context={"ip": "10.0.0.1"})
+    assert backend.stats()["sent"] == 1

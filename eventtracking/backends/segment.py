@@ -63,23 +63,26 @@ _UPLOADS = Counters("upload_failures", "upload_failed_events")
 _hook_lock = threading.Lock()
 
 
-def _import_analytics() -> Any:
-    """``segment.analytics``, else ``analytics``; ImportError naming the extra otherwise."""
+def _find_analytics() -> Any:
+    """``segment.analytics``, else ``analytics``, else None."""
     try:
-        from segment import analytics
-
-        return analytics
+        from segment import analytics as module
     except ImportError:
         pass
+    else:
+        return module
     try:
-        import analytics
-    except ImportError as exc:
-        msg = (
-            "SegmentBackend needs segment-analytics-python, which is not installed. "
-            f"Install it with: {INSTALL_HINT}"
-        )
-        raise ImportError(msg) from exc
-    return analytics
+        import analytics as module
+    except ImportError:
+        return None
+    return module
+
+
+#: Segment's module, found at import, or None without segment-analytics-python. A
+#: module attribute, as in 4.x: tests written for 4.x replace it with
+#: ``patch('eventtracking.backends.segment.analytics')``, and a backend built while it
+#: is replaced uses the replacement.
+analytics: Any = _find_analytics()
 
 
 def segment_context(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,7 +132,13 @@ class SegmentBackend:
     def __init__(self, client: Any = None) -> None:
         module = None
         if client is None:
-            module = _import_analytics()
+            module = analytics
+            if module is None:
+                msg = (
+                    "SegmentBackend needs segment-analytics-python, which is not "
+                    f"installed. Install it with: {INSTALL_HINT}"
+                )
+                raise ImportError(msg)
             client = module
         track = getattr(client, "track", None)
         if not callable(track):

@@ -208,3 +208,18 @@ def test_connect_is_idempotent(tmp_path: Path) -> None:
     assert handlers.connect() is True
     from_the_bus(tracking_log())
     assert len(nested.snapshot()) == 1
+
+
+def test_tests_written_for_4x_can_patch_get_tracker(tmp_path: Path) -> None:
+    """The receiver finds its tracker through ``eventtracking.handlers.get_tracker``, as
+    4.x's did: a tracker patched in there gets the message, the registered one does not."""
+    from unittest import mock
+
+    registered = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": registered})}))
+    patched = InMemoryBackend()
+    other = Tracker({"bus": make_bus(tmp_path / "other", backends={"nested": patched})})
+    with mock.patch("eventtracking.handlers.get_tracker", return_value=other):
+        from_the_bus(tracking_log())
+    assert [event["name"] for event in patched.snapshot()] == ["course.viewed"]
+    assert registered.snapshot() == []

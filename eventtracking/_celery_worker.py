@@ -45,13 +45,13 @@ from eventtracking import _wire
 from eventtracking._copy import safe_copy
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
-from eventtracking.backends.routing import RoutingBackend
 from eventtracking.delivery import backoff_delay
 from eventtracking.processors.exceptions import (
     EventEmissionExit,
     NoBackendEnabled,
     NoTransformerImplemented,
 )
+from eventtracking.routing import RoutingBackend
 from eventtracking.spool import Spool, default_spool_dir
 
 __all__ = [

@@ -27,9 +27,9 @@ from typing import Any
 from eventtracking._contextstack import ContextStack
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter, merge_into
-from eventtracking.backends.routing import RoutingBackend
 from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
-from eventtracking.typing import Event
+from eventtracking.routing import RoutingBackend
+from eventtracking.typing import Backend, ContextLocator, Event, Processor
 
 __all__ = [
     "DEFAULT_TRACKER_NAME",
@@ -63,13 +63,15 @@ class Tracker:
     ``backends`` maps names to backends, ``processors`` is a sequence of callables run
     on every event before delivery, and ``context_locator`` decides which code shares a
     context stack (:class:`~eventtracking.locator.DefaultContextLocator` unless given).
+    Raises ValueError for a backend without a callable ``send`` or a processor that is
+    not callable, and TypeError for a locator without ``get()``.
     """
 
     def __init__(
         self,
-        backends: Mapping[str, Any] | None = None,
-        context_locator: Any = None,
-        processors: Iterable[Callable[[Event], Any]] | None = None,
+        backends: Mapping[str, Backend] | None = None,
+        context_locator: ContextLocator | None = None,
+        processors: Iterable[Processor] | None = None,
     ) -> None:
         self.routing_backend = RoutingBackend(backends=backends, processors=processors)
         self.context_locator = context_locator or DefaultContextLocator()
@@ -83,12 +85,12 @@ class Tracker:
     # -- contexts ---------------------------------------------------------------------
 
     @property
-    def context_locator(self) -> Any:
+    def context_locator(self) -> ContextLocator:
         """The locator that stores this tracker's context stack, as it was given."""
         return self._locator
 
     @context_locator.setter
-    def context_locator(self, locator: Any) -> None:
+    def context_locator(self, locator: ContextLocator) -> None:
         # One seam: a 4.x-style locator (only get()) is wrapped in an adapter that
         # offers the same stack protocol as the locators shipped here.
         stacks = as_stack_locator(locator)
@@ -190,16 +192,16 @@ class Tracker:
     # -- backends and processors ------------------------------------------------------
 
     @property
-    def backends(self) -> MutableMapping[str, Any]:
+    def backends(self) -> MutableMapping[str, Backend]:
         """The backends by name, in registration order (sorted at construction)."""
         return self.routing_backend.backends
 
     @property
-    def processors(self) -> list[Callable[[Event], Any]]:
+    def processors(self) -> list[Processor]:
         """The processors, in the order they run."""
         return self.routing_backend.processors
 
-    def get_backend(self, name: str) -> Any:
+    def get_backend(self, name: str) -> Backend:
         """Return the backend registered as ``name``; KeyError when there is none."""
         return self.backends[name]
 

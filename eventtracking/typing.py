@@ -1,18 +1,22 @@
-"""Type aliases and the protocols that backends and processors implement.
+"""Type aliases and the protocols of the library's seams: backends, processors, locators.
 
-Only :meth:`Backend.send` is required. The delivery methods are optional: the tracker
-calls each one on every backend that has it, through nested routing backends too.
+The tracker's signature says what it takes with them: ``Tracker(backends:
+Mapping[str, Backend], processors: Iterable[Processor], context_locator:
+ContextLocator)``. Only :meth:`Backend.send` is required of a backend. The delivery
+methods are optional: the tracker calls each one on every backend that has it, through
+nested routing backends too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Backend",
     "BatchBackend",
     "Context",
+    "ContextLocator",
     "Event",
     "FlushableBackend",
     "MetadataBackend",
@@ -82,3 +86,18 @@ class Processor(Protocol):
 
     def __call__(self, event: Event) -> Event | None:
         """Inspect, change or replace the event."""
+
+
+@runtime_checkable
+class ContextLocator(Protocol):
+    """Where a tracker keeps its entered contexts: the locator interface of 4.x.
+
+    ``get()`` returns the entered contexts as a mutable mapping of name -> context,
+    outermost first, which 4.x code edits in place. The locators of
+    :mod:`eventtracking.locator` also offer the stack protocol
+    (:class:`~eventtracking.locator.StackLocator`), which the tracker uses when it is
+    there; a locator with only ``get()`` is wrapped in an adapter.
+    """
+
+    def get(self) -> MutableMapping[str, Context]:
+        """The entered contexts, by name, outermost first."""

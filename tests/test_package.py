@@ -24,6 +24,7 @@ CORE_MODULES = [
     "eventtracking.locator",
     "eventtracking.exceptions",
     "eventtracking.typing",
+    "eventtracking.routing",
     "eventtracking.backends",
     "eventtracking.backends.routing",
     "eventtracking.backends.logger",
@@ -111,6 +112,39 @@ def test_import_works_with_only_the_core(tmp_path: Path) -> None:
         {"user_id": 1},
         {"ok": True},
     )
+
+
+def test_the_tracker_needs_no_backend_to_exist(tmp_path: Path) -> None:
+    """Importing the tracker and building one imports the router of the core and no
+    module of eventtracking.backends."""
+    script = (
+        "import sys\n"
+        "from eventtracking.tracker import Tracker\n"
+        "Tracker()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('eventtracking.backends')))\n"
+        "print('eventtracking.routing' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_the_4x_router_path_is_the_core_router() -> None:
+    """eventtracking.backends.routing, the path 4.x code and settings name, holds the
+    very class and logger of eventtracking.routing."""
+    from eventtracking import routing
+    from eventtracking.backends import routing as routing_4x
+
+    assert routing_4x.RoutingBackend is routing.RoutingBackend
+    assert routing_4x.LOG is routing.LOG
+    assert routing.LOG.name == "eventtracking.backends.routing"
 
 
 def ruff_sort_key(name: str) -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""Tests for eventtracking.backends.routing: processors, backends, copying and trees."""
+"""Tests for eventtracking.routing (imported by 4.x code as eventtracking.backends.routing):
+processors, backends, copying and trees."""
 
 from __future__ import annotations
 
@@ -672,7 +673,7 @@ class CountingCopier:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> type[CountingCopier]:
     """Routers make their copies through CountingCopier."""
-    import eventtracking.backends.routing as routing
+    import eventtracking.routing as routing
 
     CountingCopier.made = CountingCopier.handed_out = 0
     monkeypatch.setattr(routing, "Copier", CountingCopier)

@@ -1,7 +1,7 @@
 """Route events to their backends on a Celery worker, without making the caller wait.
 
 :class:`AsyncRoutingBackend` keeps the surface of event-tracking 4.x: it is a
-:class:`~eventtracking.backends.routing.RoutingBackend` with ``processors``, ``backends``
+:class:`~eventtracking.routing.RoutingBackend` with ``processors``, ``backends``
 and a ``backend_name``, its key among the tracker's top-level backends. Its processors
 run in the web process, where
 :class:`~eventtracking.processors.exceptions.EventEmissionExit` drops an event before it
@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking import _celery_worker, _wire
@@ -45,12 +45,12 @@ from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import merge_into
-from eventtracking.backends.routing import RoutingBackend
 from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, backoff_delay
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.routing import RoutingBackend
 from eventtracking.spool import DEFAULT_MAX_BYTES
-from eventtracking.typing import Event
+from eventtracking.typing import Backend, Event, Processor
 
 __all__ = ["DEFAULT_LEDGER_GRACE", "DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
 
@@ -109,8 +109,8 @@ class AsyncRoutingBackend(RoutingBackend):
 
     def __init__(
         self,
-        processors: Iterable[Callable[[Event], Any]] | None = None,
-        backends: Mapping[str, Any] | None = None,
+        processors: Iterable[Processor] | None = None,
+        backends: Mapping[str, Backend] | None = None,
         backend_name: str = "",
         *,
         app: Any = None,

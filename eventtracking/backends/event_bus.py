@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking import _eventbus
@@ -38,13 +38,13 @@ from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
-from eventtracking.backends.routing import RoutingBackend
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.routing import RoutingBackend
 from eventtracking.spool import DEFAULT_MAX_BYTES
-from eventtracking.typing import Event
+from eventtracking.typing import Backend, Event, Processor
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -113,8 +113,8 @@ class EventBusRoutingBackend(RoutingBackend):
 
     def __init__(
         self,
-        processors: Iterable[Callable[[Event], Any]] | None = None,
-        backends: Mapping[str, Any] | None = None,
+        processors: Iterable[Processor] | None = None,
+        backends: Mapping[str, Backend] | None = None,
         backend_name: str = "",
         *,
         publisher: str = "auto",

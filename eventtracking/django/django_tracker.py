@@ -16,7 +16,7 @@ Settings (all optional)::
     EVENT_TRACKING_VALIDATION = 'warn'  # or 'strict', or a dict: see eventtracking.metadata
 
 ENGINE/OPTIONS dicts are built recursively inside dicts and lists, so a
-:class:`~eventtracking.backends.routing.RoutingBackend` can hold its own backends and
+:class:`~eventtracking.routing.RoutingBackend` can hold its own backends and
 processors in its OPTIONS.
 """
 

@@ -73,7 +73,7 @@ class ContextStack:
     time: the stack below is kept, merge cache and all.
     """
 
-    __slots__ = ("_below", "_depth", "_frame", "_frames", "_merged", "_names")
+    __slots__ = ("_below", "_depth", "_frame", "_frames", "_names", "cached_merge")
 
     _below: ContextStack | None
     _frame: tuple[str, Mapping[str, Any]] | None
@@ -83,7 +83,10 @@ class ContextStack:
         self._frame = None
         self._depth = 0
         self._frames: tuple[tuple[str, Mapping[str, Any]], ...] | None = ()
-        self._merged: FrozenContext | None = None
+        #: The merged context once :meth:`merged` has computed it, else None. The emit
+        #: path reads it directly: one attribute lookup, where calling merged() would
+        #: cost a call on every event.
+        self.cached_merge: FrozenContext | None = None
         # The names on the stack, kept with the merge that needed them.
         self._names: frozenset[str] | None = None
         frames = tuple(frames)
@@ -126,7 +129,7 @@ class ContextStack:
         stack._below = self
         stack._frame = (name, context)
         stack._depth = self._depth + 1
-        stack._frames = stack._merged = stack._names = None
+        stack._frames = stack.cached_merge = stack._names = None
         return stack
 
     def pop(self, name: str) -> ContextStack:
@@ -168,10 +171,10 @@ class ContextStack:
 
     def merged(self) -> FrozenContext:
         """The effective frames merged, inner keys winning, computed once per stack."""
-        merged = self._merged
+        merged = self.cached_merge
         if merged is None:
             # A benign race: two threads may both compute the same value.
-            merged = self._merged = FrozenContext(self._merge())
+            merged = self.cached_merge = FrozenContext(self._merge())
         return merged
 
     def _merge(self) -> dict[str, Any]:
@@ -180,10 +183,10 @@ class ContextStack:
         # (a re-entered name moves, so the merge below no longer holds).
         segment = []
         node = self
-        while node._merged is None and node._frame is not None:
+        while node.cached_merge is None and node._frame is not None:
             segment.append(node._frame)
             node = node._below  # type: ignore[assignment]  # a frame has a stack below
-        base = node._merged
+        base = node.cached_merge
         base_names = node._names if base is not None else _NO_NAMES
         if base_names is None:
             base_names = node._names = frozenset(name for name, _ in node.effective())
@@ -223,7 +226,7 @@ def _stack_on(below: ContextStack, frame: tuple[str, Mapping[str, Any]]) -> Cont
     stack._below = below
     stack._frame = frame
     stack._depth = below._depth + 1
-    stack._frames = stack._merged = stack._names = None
+    stack._frames = stack.cached_merge = stack._names = None
     return stack
 
 

@@ -165,7 +165,7 @@ class Tracker:
             except Exception:
                 pass
             stack = self._get_stack()
-            context: Mapping[str, Any] | None = stack._merged
+            context: Mapping[str, Any] | None = stack.cached_merge
             if context is None:
                 context = stack.merged()
             event = {

@@ -354,7 +354,9 @@ def _host(request: HttpRequest) -> str:
         return str(request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME") or "")
 
 
-_UNKNOWN = object()
+#: What :func:`loaded_user` returns for a user that is not loaded yet, when loading it
+#: would block.
+NOT_LOADED = object()
 
 
 def _on_event_loop() -> bool:
@@ -368,7 +370,7 @@ def _on_event_loop() -> bool:
 def loaded_user(request: HttpRequest, may_block: bool) -> Any:
     """The request's user; None without authentication middleware.
 
-    Returns ``_UNKNOWN`` when the user has not been loaded yet and ``may_block`` is
+    Returns :data:`NOT_LOADED` when the user has not been loaded yet and ``may_block`` is
     false: on an event loop, loading it would mean a blocking session and database
     lookup.
     """
@@ -381,7 +383,7 @@ def loaded_user(request: HttpRequest, may_block: bool) -> Any:
     if isinstance(user, LazyObject):
         if user._wrapped is empty:
             if not may_block:
-                return _UNKNOWN
+                return NOT_LOADED
             # Any attribute access makes the lazy object load the user.
             getattr(user, "is_authenticated", None)
         return user._wrapped
@@ -391,7 +393,7 @@ def loaded_user(request: HttpRequest, may_block: bool) -> Any:
 def user_fields(request: HttpRequest) -> tuple[Any, str]:
     """``(user_id, username)``: ``(None, '')`` for anonymous or not-yet-known users."""
     user = loaded_user(request, may_block=not _on_event_loop())
-    if user is None or user is _UNKNOWN or not getattr(user, "is_authenticated", False):
+    if user is None or user is NOT_LOADED or not getattr(user, "is_authenticated", False):
         return None, ""
     get_username = getattr(user, "get_username", None)
     username = get_username() if callable(get_username) else getattr(user, "username", "")

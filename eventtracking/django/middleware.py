@@ -208,7 +208,7 @@ class TrackRequestContextMiddleware:
         """
         if settings.SESSION_COOKIE_NAME not in request.COOKIES:
             return
-        if _request.loaded_user(request, may_block=False) is not _request._UNKNOWN:
+        if _request.loaded_user(request, may_block=False) is not _request.NOT_LOADED:
             return
         try:
             auser = getattr(request, "auser", None)

@@ -191,7 +191,7 @@ def test_listeners_hear_about_changes_and_are_held_weakly() -> None:
     class Listener:
         calls = 0
 
-        def _registry_changed(self) -> None:
+        def registry_changed(self) -> None:
             Listener.calls += 1
 
     listener = Listener()

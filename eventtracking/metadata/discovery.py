@@ -49,7 +49,7 @@ from typing import Any
 from eventtracking._files import PRIVATE, write_text
 from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
 from eventtracking.metadata._jsonform import entries, key_text, to_json_form
-from eventtracking.metadata.loading import _yaml
+from eventtracking.metadata.loading import import_yaml
 from eventtracking.metadata.registry import Registry
 
 __all__ = [
@@ -394,7 +394,7 @@ class EventObserver:
         if target.suffix.lower() == ".json":
             text = json.dumps(drafts, indent=2, ensure_ascii=False) + "\n"
         elif target.suffix.lower() in (".yaml", ".yml"):
-            yaml = _yaml()
+            yaml = import_yaml()
             header = (
                 f"# Drafted by eventtracking from {self._events} observed events "
                 f"({count} types). Write the descriptions, check the types and\n"

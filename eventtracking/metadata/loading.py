@@ -46,6 +46,7 @@ from eventtracking.metadata.definitions import (
     ContextType,
     Definition,
     EventType,
+    build_definition,
 )
 from eventtracking.metadata.registry import Registry, get_registry
 
@@ -118,7 +119,7 @@ def read_file(path: str | os.PathLike[str]) -> Any:
         except ValueError as exc:
             msg = f"{file} is not valid JSON: {exc}"
             raise ImproperlyConfigured(msg) from exc
-    yaml = _yaml()
+    yaml = import_yaml()
     try:
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
@@ -126,7 +127,8 @@ def read_file(path: str | os.PathLike[str]) -> Any:
         raise ImproperlyConfigured(msg) from exc
 
 
-def _yaml() -> Any:
+def import_yaml() -> Any:
+    """The ``yaml`` module (PyYAML); ImproperlyConfigured naming the extra without it."""
     try:
         import yaml
     except ImportError:
@@ -157,7 +159,7 @@ def load_mapping(
     # Dry run: a scratch registry holding the same history catches every error first.
     scratch = Registry()
     for definition in target.all_versions():
-        scratch._add(definition, definition.version, make_current=True)
+        scratch.add(definition, definition.version)
     _register_all(scratch, entries, origin)
     return _register_all(target, entries, origin)
 
@@ -245,7 +247,7 @@ def _register_all(
         make_current = version is None or name not in known
         mode = options.get("validation")
         try:
-            definition: Definition = registry._build(
+            definition: Definition = build_definition(
                 EventType if kind == EVENT_TYPE else ContextType,
                 name,
                 options.get("description", ""),
@@ -266,8 +268,7 @@ def _register_all(
                     "'id' (and 'version') to register it as a new version."
                 )
                 raise ImproperlyConfigured(msg)
-            with registry._lock:
-                stored = registry._add(definition, version, make_current=make_current)
+            stored = registry.add(definition, version, make_current=make_current)
             if mode is not None:
                 registry.set_validation(name, mode)
         except ValueError as exc:

@@ -24,24 +24,18 @@ a definition across processes and deployments.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from eventtracking.metadata._jsonform import to_json_form
 from eventtracking.metadata.definitions import (
     CONTEXT_TYPE,
     EVENT_TYPE,
     ContextType,
     Definition,
     EventType,
-    Location,
-    fields_from_schema,
-    normalise_fields,
-    parse_locations,
-    unsafe_characters,
+    build_definition,
 )
 
 __all__ = [
@@ -58,7 +52,6 @@ MODES = ("off", "warn", "strict")
 
 _D = TypeVar("_D", bound=Definition)
 _F = TypeVar("_F", bound=Callable[..., Any])
-_PACKAGE = "eventtracking.metadata"
 
 
 class Registry:
@@ -109,7 +102,7 @@ class Registry:
         Raises ValueError naming the problem when the definition is not valid, or when
         ``version`` is already taken by a different definition.
         """
-        definition = self._build(
+        definition = build_definition(
             EventType,
             name,
             description,
@@ -123,7 +116,7 @@ class Registry:
         if validation is not None:
             self._check_mode(validation, name)
         with self._lock:
-            result = self._add(definition, version, make_current=True)
+            result = self.add(definition, version)
             if validation is not None and self._modes.get(name) != validation:
                 self._modes[name] = validation
                 self._changed()
@@ -145,7 +138,7 @@ class Registry:
         ``fields`` documents the keys it adds to events, as for :meth:`register`;
         ``emitted_from`` records where it is entered. Returns its current version.
         """
-        definition = self._build(
+        definition = build_definition(
             ContextType,
             name,
             description,
@@ -156,8 +149,7 @@ class Registry:
             example=example,
             additional_fields=True,
         )
-        with self._lock:
-            return self._add(definition, version, make_current=True)
+        return self.add(definition, version)
 
     def set_validation(self, name: str, mode: str | None) -> None:
         """Set the validation mode of event type ``name``; None goes back to the tracker's."""
@@ -172,89 +164,25 @@ class Registry:
                 self._modes[name] = mode
             self._changed()
 
-    def _build(
-        self,
-        cls: type[_D],
-        name: Any,
-        description: Any,
-        *,
-        fields: Any,
-        schema: Any,
-        owner: Any,
-        emitted_from: Any,
-        example: Any,
-        additional_fields: Any,
-    ) -> _D:
-        """Check and build a definition, and compile its checks; ValueError if bad."""
-        kind = "event type" if cls is EventType else "context type"
-        if not isinstance(name, str) or not name:
-            msg = f"A {kind} needs a non-empty name (a str), got {name!r}."
-            raise ValueError(msg)
-        unsafe = unsafe_characters(name)
-        if unsafe:
-            msg = (
-                f"The {kind} name {name!r} holds a control character or line break "
-                f"({', '.join(repr(char) for char in unsafe)}); names must be printable "
-                "text."
-            )
-            raise ValueError(msg)
-        where = f"{kind} {name!r}"
-        if not isinstance(description, str):
-            msg = f"{where}: description must be text, got {description!r}."
-            raise ValueError(msg)
-        if owner is not None and not isinstance(owner, str):
-            msg = f"{where}: owner must be text or None, got {owner!r}."
-            raise ValueError(msg)
-        if not isinstance(additional_fields, bool):
-            msg = f"{where}: additional_fields must be True or False, got {additional_fields!r}."
-            raise ValueError(msg)
-        if schema is not None:
-            if fields is not None:
-                msg = (
-                    f"{where}: give either fields or a full JSON schema, not both; the "
-                    "catalogue derives the field table from the schema."
-                )
-                raise ValueError(msg)
-            if not isinstance(schema, Mapping):
-                msg = f"{where}: schema must be a JSON Schema mapping, got {schema!r}."
-                raise ValueError(msg)
-            schema = to_json_form(schema)
-            specs = fields_from_schema(schema)
-        else:
-            specs = normalise_fields(fields, where=where)
-        if emitted_from is None:
-            locations: tuple[Location, ...] = _caller_location()
-        else:
-            locations = parse_locations(emitted_from, where=where)
-        definition = cls(
-            name=name,
-            version=0,
-            description=description,
-            fields=specs,
-            schema=schema,
-            owner=owner,
-            emitted_from=locations,
-            example=None if example is None else to_json_form(example),
-            additional_fields=additional_fields,
-        )
-        if schema is not None:
-            try:
-                # Only compiling tells whether a JSON Schema can be compiled: do it now,
-                # so that a bad one is refused here, once, and not on every emit.
-                # Field lists need no such step: FieldSpec bounds what they can hold.
-                definition.checks  # noqa: B018
-            except ValueError as exc:
-                msg = f"{where}: {exc}"
-                raise ValueError(msg) from None
-        return definition
+    def add(self, definition: _D, version: int | None = None, *, make_current: bool = True) -> _D:
+        """Store ``definition`` (see :func:`~eventtracking.metadata.definitions.build_definition`)
+        as a version, and return the stored one.
 
-    def _add(self, definition: _D, version: int | None, *, make_current: bool) -> _D:
-        """Store ``definition`` as a version (new or existing); hold the lock."""
+        The same content as a stored version returns that version; new content becomes
+        version ``version``, or the next one. ``make_current`` False keeps the current
+        version as it is, unless the name has none. Raises ValueError when ``version``
+        is not a positive int, or is taken by a different definition.
+        """
         if version is not None and (
             isinstance(version, bool) or not isinstance(version, int) or version < 1
         ):
             msg = f"{definition.name!r}: version must be a positive int, got {version!r}."
             raise ValueError(msg)
+        with self._lock:
+            return self._store(definition, version, make_current)
+
+    def _store(self, definition: _D, version: int | None, make_current: bool) -> _D:
+        """The body of :meth:`add`, under the lock."""
         key = (definition.kind, definition.name)
         versions = self._versions.setdefault(key, [])
         same: Any = next((known for known in versions if known.id == definition.id), None)
@@ -279,7 +207,7 @@ class Registry:
             same = dataclasses.replace(definition, version=number)
             compiled = definition.__dict__.get("checks")
             if compiled is not None:
-                # The copy keeps the checks _build compiled from the same content (a
+                # The copy keeps the checks build_definition compiled from the same content (a
                 # cached_property lives in the instance's __dict__).
                 object.__setattr__(same, "checks", compiled)
             versions.append(same)
@@ -296,7 +224,7 @@ class Registry:
     def _changed(self) -> None:
         self.generation += 1
         for listener in list(self._listeners):
-            listener._registry_changed()
+            listener.registry_changed()
 
     @staticmethod
     def _check_mode(mode: Any, name: str) -> None:
@@ -308,7 +236,7 @@ class Registry:
             raise ValueError(msg)
 
     def subscribe(self, listener: Any) -> None:
-        """Call ``listener._registry_changed()`` after each change; held weakly."""
+        """Call ``listener.registry_changed()`` after each change; held weakly."""
         with self._lock:
             self._listeners.add(listener)
 
@@ -413,19 +341,6 @@ class Registry:
         from eventtracking.metadata.loading import load
 
         return load(source, registry=self)
-
-
-def _caller_location() -> tuple[Location, ...]:
-    """The first frame outside this package: where ``register`` was called from."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__") or "?"
-        if module != _PACKAGE and not module.startswith(_PACKAGE + "."):
-            code = frame.f_code
-            function = getattr(code, "co_qualname", code.co_name)
-            return (Location(module, None if function == "<module>" else function),)
-        frame = frame.f_back  # type: ignore[assignment]
-    return ()
 
 
 # -- the default registry -------------------------------------------------------------

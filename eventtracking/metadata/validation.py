@@ -193,8 +193,11 @@ class Validator:
         self._publish_lock = threading.Lock()
         self.registry.subscribe(self)
 
-    def _registry_changed(self) -> None:
-        # Called by the registry, under its lock: only drop the plans.
+    def registry_changed(self) -> None:
+        """Forget what was derived from the registry; it calls this after each change.
+
+        Called under the registry's lock: it only drops the plans.
+        """
         self._plans = {}
 
     # -- the hook ---------------------------------------------------------------------
@@ -232,7 +235,7 @@ class Validator:
             )
 
     def _plan(self, name: Any) -> _Plan:
-        plans = self._plans  # see _registry_changed: a stale plan lands in a dropped dict
+        plans = self._plans  # see registry_changed: a stale plan lands in a dropped dict
         if len(plans) >= MAX_PLANS:
             # Names with ids in them would grow the cache without end: start afresh.
             plans = self._plans = {}

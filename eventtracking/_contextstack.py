@@ -15,9 +15,35 @@ same at any depth, and merging walks only the frames entered since the last merg
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
+
+#: Types whose values never change: a context that holds only these can be kept as it
+#: is, and what is derived from it cached, for as long as it lives. Exact types: a
+#: subclass may add state that changes.
+IMMUTABLE_TYPES = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        complex,
+        datetime.datetime,
+        datetime.date,
+        datetime.time,
+        datetime.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+        frozenset,
+    }
+)
+_only_immutable = IMMUTABLE_TYPES.issuperset
 
 
 class FrozenContext(dict[str, Any]):
@@ -31,9 +57,8 @@ class FrozenContext(dict[str, Any]):
     which it has been thawed into a plain dict.
     """
 
-    # Whether every value is immutable (a str, a number...), found out the first time
-    # an event is copied (see eventtracking._copy); None until then. The dict cannot
-    # change, so the answer cannot either.
+    # Whether every value is immutable (see plain_context), found out the first time
+    # it is asked; None until then. The dict cannot change, so the answer cannot either.
     __slots__ = ("plain_values",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -53,6 +78,21 @@ class FrozenContext(dict[str, Any]):
     def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
         # Copies and unpickled values are plain, mutable dicts.
         return (dict, (dict(self),))
+
+
+def plain_context(value: Any) -> bool:
+    """Whether ``value`` is a shared, read-only context whose values are all immutable.
+
+    Such a context never changes: a backend may keep it as it is rather than copy it, and
+    cache what it derives from it (the logger's JSON), keyed by its identity. The answer
+    is computed once per context and kept on it.
+    """
+    if type(value) is not FrozenContext:
+        return False
+    plain = value.plain_values
+    if plain is None:
+        plain = value.plain_values = _only_immutable(map(type, value.values()))
+    return plain
 
 
 _new_stack = object.__new__

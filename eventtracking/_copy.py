@@ -21,20 +21,17 @@ Two entry points:
 from __future__ import annotations
 
 import copy
-import datetime
-import decimal
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext
+from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_context
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
-__all__ = ["COPY_STATS", "Copier", "is_plain_context", "safe_copy"]
+__all__ = ["COPY_STATS", "Copier", "safe_copy"]
 
 LOG = logging.getLogger(__name__)
 _RATE_LIMITED = RateLimitedLogger(LOG)
@@ -42,24 +39,7 @@ _RATE_LIMITED = RateLimitedLogger(LOG)
 #: How many values could not be copied and were shared instead.
 COPY_STATS = Counters("uncopyable")
 
-_IMMUTABLE = frozenset(
-    {
-        str,
-        int,
-        float,
-        bool,
-        type(None),
-        bytes,
-        complex,
-        datetime.datetime,
-        datetime.date,
-        datetime.time,
-        datetime.timedelta,
-        decimal.Decimal,
-        uuid.UUID,
-        frozenset,
-    }
-)
+_IMMUTABLE = IMMUTABLE_TYPES
 
 # Beyond this depth the hand-written copy hands over to deepcopy, whose memo copes with
 # cycles; JSON-like event data is never this deep.
@@ -164,7 +144,8 @@ def _walk(value: Any, depth: int, memo: dict[int, Any]) -> tuple[Any, Any]:
     kind = type(value)
     if kind in _IMMUTABLE:
         return value, None
-    if kind is FrozenContext and is_plain_context(value):
+    # The kind is at hand: only a shared context pays for the call.
+    if kind is FrozenContext and plain_context(value):
         return _dict_copy(value), _FLAT_DICT
     if depth > _MAX_DEPTH:
         memo[_NOT_REPLAYABLE] = True
@@ -237,17 +218,6 @@ def _walk_tuple(value: tuple[Any, ...], depth: int, memo: dict[int, Any]) -> tup
         return value, None
     result = memo[id(value)] = tuple(part for part, _ in parts)
     return result, (_replay_tuple, tuple(child for _, child in parts), ())
-
-
-def is_plain_context(context: FrozenContext) -> bool:
-    """Whether a shared context holds only immutable values (cached on the context).
-
-    Such a context can be kept as it is: nothing in it can ever change.
-    """
-    plain = context.plain_values
-    if plain is None:
-        plain = context.plain_values = _only_immutable(map(type, context.values()))
-    return plain
 
 
 # A plan is ``(rebuild, flat, nested, others)``, and ``rebuild(value, flat, nested)``
@@ -390,7 +360,7 @@ def _compile(plan: Any) -> _Compiled:
         "_frozen": FrozenContext,
         "_immutable": _only_immutable,
         "_immutable_types": _IMMUTABLE,
-        "_plain": is_plain_context,
+        "_plain": plain_context,
         "_Mismatch": _Mismatch,
     }
     copy_lines: list[str] = []

@@ -48,7 +48,7 @@ import threading
 import uuid
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext
+from eventtracking._contextstack import FrozenContext, plain_context
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
@@ -273,7 +273,6 @@ def _name_of(event: Any) -> Any:
 
 _EVENT_KEYS = ("name", "timestamp", "context", "data")
 _escape = json.encoder.encode_basestring_ascii
-_SCALARS = (str, int, bool, type(None))
 
 
 class EventEncoder:
@@ -282,8 +281,9 @@ class EventEncoder:
     Events emitted under the same entered contexts share one read-only
     :class:`~eventtracking._contextstack.FrozenContext`. When an event is a plain dict
     with the four standard keys in their standard order, and its context is such an
-    object holding only strings, integers, booleans, None and finite floats, the
-    context's JSON is computed once and spliced into each line. The result is the same
+    object holding only immutable values (strings, numbers, dates...: see
+    :func:`~eventtracking._contextstack.plain_context`), the context's JSON is computed
+    once and spliced into each line. The result is the same
     string :func:`dumps` returns; anything else simply goes through :func:`dumps`.
     """
 
@@ -296,40 +296,37 @@ class EventEncoder:
         """Return the JSON line for ``event``; never raises."""
         if type(event) is dict and tuple(event) == _EVENT_KEYS:
             context = event["context"]
-            if type(context) is FrozenContext:
-                cached = self._cached
-                context_json: str | None
-                if cached is not None and cached[0] is context:
-                    context_json = cached[1]
-                else:
-                    context_json = self._encode_context(context)
-                if context_json is not None:
-                    name = event["name"]
-                    stamp = event["timestamp"]
-                    try:
-                        name_json = _escape(name) if type(name) is str else _encode(name)
-                        if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
-                            stamp_json = f'"{stamp.isoformat()}"'
-                        else:
-                            stamp_json = _encode(stamp)
-                        data_json = _encode(event["data"])
-                    except (ValueError, TypeError, RecursionError):
-                        pass
+            cached = self._cached
+            context_json: str | None
+            if cached is not None and cached[0] is context:
+                context_json = cached[1]
+            elif plain_context(context):
+                context_json = self._encode_context(context)
+            else:
+                context_json = None
+            if context_json is not None:
+                name = event["name"]
+                stamp = event["timestamp"]
+                try:
+                    name_json = _escape(name) if type(name) is str else _encode(name)
+                    if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
+                        stamp_json = f'"{stamp.isoformat()}"'
                     else:
-                        return (
-                            f'{{"name": {name_json}, "timestamp": {stamp_json}, '
-                            f'"context": {context_json}, "data": {data_json}}}'
-                        )
+                        stamp_json = _encode(stamp)
+                    data_json = _encode(event["data"])
+                except (ValueError, TypeError, RecursionError):
+                    pass
+                else:
+                    return (
+                        f'{{"name": {name_json}, "timestamp": {stamp_json}, '
+                        f'"context": {context_json}, "data": {data_json}}}'
+                    )
         return dumps(event)
 
     def _encode_context(self, context: FrozenContext) -> str | None:
-        for value in context.values():
-            if not (
-                isinstance(value, _SCALARS)
-                or (isinstance(value, float) and math.isfinite(value))
-            ):
-                # A mutable value could change after the JSON is cached.
-                return None
+        """The JSON of a context that :func:`plain_context` vouches for, cached; None
+        when it has no JSON of its own (a NaN, say), which leaves the event to
+        :func:`dumps`."""
         try:
             context_json = _encode(context)
         except (ValueError, TypeError, RecursionError):
@@ -557,18 +554,15 @@ class OrjsonEventEncoder:
             context = event["context"]
             name = event["name"]
             stamp = event["timestamp"]
-            if (
-                type(context) is FrozenContext
-                and type(name) is str
-                and type(stamp) is datetime.datetime
-                and stamp.tzinfo is _UTC
-            ):
+            if type(name) is str and type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
                 cached = self._cached
                 context_json: Any
                 if cached is not None and cached[0] is context:
                     context_json = cached[1]
-                else:
+                elif plain_context(context):
                     context_json = self._encode_context(context)
+                else:
+                    context_json = None
                 if context_json is not None:
                     data_json = _orjson_bytes(event["data"])
                     if data_json is not None:
@@ -586,13 +580,7 @@ class OrjsonEventEncoder:
         return dumps_compact(event)
 
     def _encode_context(self, context: FrozenContext) -> Any:
-        for value in context.values():
-            if not (
-                isinstance(value, _SCALARS)
-                or (isinstance(value, float) and math.isfinite(value))
-            ):
-                # A mutable value could change after the JSON is cached.
-                return None
+        """See :meth:`EventEncoder._encode_context`: an orjson Fragment, or None."""
         context_json = _orjson_bytes(context)
         if context_json is None:
             return None

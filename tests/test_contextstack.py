@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections import OrderedDict
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventtracking._contextstack import EMPTY, ContextStack
+from eventtracking._contextstack import EMPTY, ContextStack, FrozenContext, plain_context
 
 
 def test_empty_stack() -> None:
@@ -177,3 +178,19 @@ def test_deep_stack_enters_merges_and_leaves() -> None:
         stack = stack.pop(f"frame{index}")
         assert stack is stacks[index]
     assert stack is EMPTY
+
+
+def test_plain_context_vouches_only_for_shared_contexts_of_immutable_values() -> None:
+    """plain_context is True for a FrozenContext holding only immutable values (exact
+    types), False for a plain dict, for a mutable value and for a subclass of str; the
+    answer is kept on the context."""
+    plain = FrozenContext({"a": "x", "n": 1, "when": datetime.date(2024, 1, 2)})
+    assert plain_context(plain) is True
+    assert plain.plain_values is True
+    assert plain_context({"a": "x"}) is False
+    assert plain_context(FrozenContext({"a": ["x"]})) is False
+
+    class Text(str):
+        pass
+
+    assert plain_context(FrozenContext({"a": Text("x")})) is False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import decimal
 import enum
 import json
 import math
 import tracemalloc
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -130,6 +132,54 @@ def test_event_encoder_matches_dumps(
         line = encoder.encode(event)
         assert line == dumps(event)
         loads_strict(line)
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Text(str):
+    pass
+
+
+CONTEXT_VALUES = {
+    "aware": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc),
+    "naive": datetime(2024, 5, 6, 7, 8, 9),
+    "date": datetime(2024, 5, 6).date(),
+    "time": datetime(2024, 5, 6, 7, 8, 9).time(),
+    "delta": datetime(2024, 5, 7) - datetime(2024, 5, 6),
+    "decimal": decimal.Decimal("1.10"),
+    "uuid": uuid.UUID(int=7),
+    "bytes": b"caf\xc3\xa9",
+    "binary": b"\xff\x00",
+    "frozenset": frozenset({"b", "a"}),
+    "nan": math.nan,
+    "complex": 1j,
+    "enum": Level.LOW,
+    "str_subclass": Text("x"),
+    "list": [1, 2],
+}
+
+
+@pytest.mark.parametrize("key", sorted(CONTEXT_VALUES))
+def test_a_shared_context_of_any_value_is_written_as_dumps_writes_it(key: str) -> None:
+    """Whatever a shared context holds (dates, decimals, bytes, sets, NaN, values with no
+    JSON form, subclasses, mutable lists), the encoders write, event after event, the
+    line the uncached path writes: dumps() for EventEncoder, dumps_compact() for
+    OrjsonEventEncoder."""
+    context = FrozenContext({"user": "u", key: CONTEXT_VALUES[key]})
+    encoders: list[tuple[Any, Any]] = [(EventEncoder(), dumps)]
+    if HAVE_ORJSON:
+        encoders.append((OrjsonEventEncoder(), dumps_compact))
+    for encoder, uncached in encoders:
+        for index in range(3):
+            event = {
+                "name": "n",
+                "timestamp": datetime(2024, 5, 6, tzinfo=timezone.utc),
+                "context": context,
+                "data": {"i": index},
+            }
+            assert encoder.encode(event) == uncached(event)
 
 
 def test_event_encoder_falls_back_for_other_shapes() -> None:

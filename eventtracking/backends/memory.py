@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext
-from eventtracking._copy import is_plain_context, safe_copy
+from eventtracking._contextstack import plain_context
+from eventtracking._copy import safe_copy
 from eventtracking.typing import Event
 
 __all__ = ["InMemoryBackend"]
@@ -85,7 +85,7 @@ def _copy_event(event: Event) -> Event:
     """A deep copy of ``event`` that keeps a plain shared context as it is."""
     if type(event) is dict:
         context = event.get("context")
-        if type(context) is FrozenContext and is_plain_context(context):
+        if plain_context(context):
             return {
                 key: value if value is context else safe_copy(value)
                 for key, value in event.items()

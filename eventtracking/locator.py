@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._contextstack import EMPTY, ContextStack
 from eventtracking._fork import after_fork_in_child
+from eventtracking.exceptions import ConfigurationTypeError
 
 __all__ = [
     "ContextVarLocator",
@@ -298,7 +299,8 @@ class MappingLocatorAdapter:
 def as_stack_locator(locator: Any) -> StackLocator:
     """``locator`` itself when it offers the stack protocol, else a 4.x adapter of it.
 
-    Raises TypeError when ``locator`` offers neither the protocol nor ``get()``.
+    Raises :class:`~eventtracking.exceptions.ConfigurationTypeError` (a TypeError) when
+    ``locator`` offers neither the protocol nor ``get()``.
     """
     if all(
         callable(getattr(locator, method, None))
@@ -312,4 +314,4 @@ def as_stack_locator(locator: Any) -> StackLocator:
         "push() and pop() (see eventtracking.locator), or a 4.x-style get() returning a "
         "mutable mapping of name -> context."
     )
-    raise TypeError(msg)
+    raise ConfigurationTypeError(msg)

@@ -37,6 +37,7 @@ from eventtracking._metadata_api import deliver_metadata
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking._watched import WatchedDict, WatchedList
+from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import (
     EventEmissionExit,
     NoBackendEnabled,
@@ -116,14 +117,18 @@ class RoutingBackend:
                 self.register_processor(processor)
 
     def register_backend(self, name: str, backend: Backend) -> None:
-        """Add ``backend`` under ``name``; raises ValueError unless it has a callable ``send``."""
+        """Add ``backend`` under ``name``.
+
+        Raises :class:`~eventtracking.exceptions.ImproperlyConfigured` (a ValueError, as
+        in 4.x) unless it has a callable ``send``.
+        """
         if not callable(getattr(backend, "send", None)):
             # 4.x's sentence first: downstream tests match it.
             msg = (
                 f'Backend {type(backend).__name__} does not have a callable "send" method. '
                 f"It was registered as {name!r}; a backend must define send(event)."
             )
-            raise ValueError(msg)
+            raise ImproperlyConfigured(msg)
         self.backends[name] = backend
         self._refresh()
         with self._metadata_lock:
@@ -132,14 +137,18 @@ class RoutingBackend:
             deliver_metadata([(name, backend)], record, self._counters)
 
     def register_processor(self, processor: Processor) -> None:
-        """Append ``processor`` to the chain; raises ValueError unless it is callable."""
+        """Append ``processor`` to the chain.
+
+        Raises :class:`~eventtracking.exceptions.ImproperlyConfigured` (a ValueError, as
+        in 4.x) unless it is callable.
+        """
         if not callable(processor):
             # 4.x's sentence first: downstream tests match it.
             msg = (
                 f"Processor {type(processor).__name__} is not callable. Got {processor!r}; "
                 "a processor must be a callable taking the event."
             )
-            raise ValueError(msg)
+            raise ImproperlyConfigured(msg)
         self.processors.append(processor)
         self._refresh()
 

@@ -618,3 +618,24 @@ def test_core_imports_without_django_and_app_needs_no_optional_packages() -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"EVENT_TRACKING_BACKENDS": ["not", "a", "dict"]},
+        {"EVENT_TRACKING_PROCESSORS": {"not": "a list"}},
+        {"EVENT_TRACKING_BACKENDS": {"bad": {"ENGINE": "no.such.Backend"}}},
+    ],
+    ids=["backends-not-a-dict", "processors-not-a-list", "engine-not-found"],
+)
+def test_setting_errors_are_improperly_configured_and_value_errors(
+    settings: dict[str, Any],
+) -> None:
+    """A DjangoTracker refusing its settings raises the library's ImproperlyConfigured,
+    which is the ValueError that 4.x raised."""
+    from eventtracking.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured) as caught:
+        build(**settings)
+    assert isinstance(caught.value, ValueError)

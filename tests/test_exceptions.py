@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from eventtracking import exceptions
@@ -50,3 +52,53 @@ def test_all_lists_every_exception(module: object) -> None:
         if isinstance(value, type) and issubclass(value, Exception)
     }
     assert set(module.__all__) == public  # type: ignore[attr-defined]
+
+
+def _configuration_errors() -> list[tuple[str, Any, type[Exception]]]:
+    """(what, a call that misconfigures something, the built-in 4.x raised for it)."""
+    from eventtracking._engines import BACKEND, build
+    from eventtracking.backends.memory import InMemoryBackend
+    from eventtracking.backends.segment import SegmentBackend
+    from eventtracking.processors.whitelist import NameWhitelistProcessor
+    from eventtracking.routing import RoutingBackend
+    from eventtracking.tracker import Tracker
+
+    return [
+        ("backend without send", lambda: RoutingBackend({"x": object()}), ValueError),
+        ("processor not callable", lambda: RoutingBackend(processors=[1]), ValueError),
+        ("whitelist is a string", lambda: NameWhitelistProcessor("abc"), TypeError),
+        ("locator without get", lambda: Tracker(context_locator=object()), TypeError),
+        ("bad ENGINE", lambda: build({"ENGINE": "no.such.Thing"}, "X", BACKEND), ValueError),
+        ("max_events of 0", lambda: InMemoryBackend(max_events=0), ValueError),
+        ("client without track", lambda: SegmentBackend(client=object()), TypeError),
+        ("unknown filter type", lambda: RegexFilter("sometimes"), ValueError),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "builtin"),
+    [(make, builtin) for _, make, builtin in _configuration_errors()],
+    ids=[what for what, _, _ in _configuration_errors()],
+)
+def test_every_configuration_error_is_improperly_configured(
+    make: Any, builtin: type[Exception]
+) -> None:
+    """Each configuration error is an ImproperlyConfigured, and still the ValueError or
+    TypeError that 4.x raised for the same mistake (ConfigurationTypeError for the
+    latter)."""
+    with pytest.raises(ImproperlyConfigured) as caught:
+        make()
+    assert isinstance(caught.value, builtin)
+    if builtin is TypeError:
+        assert isinstance(caught.value, exceptions.ConfigurationTypeError)
+
+
+def test_django_setting_errors_are_both_improperly_configured() -> None:
+    """A bad setting of the Django app raises an error that is the library's
+    ImproperlyConfigured and Django's, so either except clause catches it."""
+    from django.core.exceptions import ImproperlyConfigured as DjangoImproperlyConfigured
+
+    from eventtracking.django._settings import SettingError
+
+    assert issubclass(SettingError, ImproperlyConfigured)
+    assert issubclass(SettingError, DjangoImproperlyConfigured)

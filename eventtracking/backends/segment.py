@@ -49,6 +49,7 @@ from urllib.parse import urlunsplit
 from eventtracking import _json
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking.exceptions import ConfigurationTypeError
 from eventtracking.typing import Event
 
 __all__ = ["INSTALL_HINT", "SegmentBackend", "segment_context"]
@@ -121,7 +122,9 @@ class SegmentBackend:
     (or ``analytics``), whose settings the application sets; any object with the same
     ``track(user_id, event, properties, context=...)`` works, such as a
     ``segment.analytics.Client`` of your own. Raises ImportError, naming the extra,
-    when no client is given and neither library is installed.
+    when no client is given and neither library is installed, and
+    :class:`~eventtracking.exceptions.ConfigurationTypeError` for a client without
+    ``track``.
 
     ``send`` never raises: what Segment does not accept is logged at a limited rate and
     counted.
@@ -143,7 +146,7 @@ class SegmentBackend:
         track = getattr(client, "track", None)
         if not callable(track):
             msg = f"client {client!r} has no track() method; pass segment.analytics or a Client"
-            raise TypeError(msg)
+            raise ConfigurationTypeError(msg)
         self.client = client
         self._counters = Counters("sent", groups=("skipped", "refused", "dropped"))
         self._log = RateLimitedLogger(LOG)

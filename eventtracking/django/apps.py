@@ -12,7 +12,7 @@ from typing import Any
 
 from django.apps import AppConfig
 
-from eventtracking.django import _request
+from eventtracking.django import _settings
 from eventtracking.tracker import Tracker
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "EventTrackingConfig", "close_at_exit", "close_trackers"]
@@ -21,7 +21,7 @@ LOG = logging.getLogger("eventtracking.django")
 
 #: Seconds that process exit may spend flushing the tracker, unless
 #: ``EVENT_TRACKING_SHUTDOWN_TIMEOUT`` says otherwise.
-DEFAULT_SHUTDOWN_TIMEOUT = _request.DEFAULT_SHUTDOWN_TIMEOUT
+DEFAULT_SHUTDOWN_TIMEOUT = _settings.DEFAULT_SHUTDOWN_TIMEOUT
 
 
 class EventTrackingConfig(AppConfig):
@@ -125,7 +125,8 @@ def report_startup_error(error: Exception) -> None:
     (``check``, ``runserver``, ``migrate``, ...) runs the system checks, which print the
     same error with its fix, and the first dropped event repeats it otherwise.
     """
-    from eventtracking.django import _engines, checks
+    from eventtracking import _engines
+    from eventtracking.django import checks
 
     if _running_a_management_command():
         return
@@ -155,7 +156,7 @@ def shutdown_timeout() -> float:
     from django.core.exceptions import ImproperlyConfigured
 
     try:
-        return _request.shutdown_timeout()
+        return _settings.shutdown_timeout()
     except ImproperlyConfigured:
         # The checks report the bad value (eventtracking.E010).
         return DEFAULT_SHUTDOWN_TIMEOUT

@@ -60,7 +60,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from eventtracking.django import _engines, _request
+from eventtracking import _engines
+from eventtracking.django import _settings
 from eventtracking.django.django_tracker import (
     DJANGO_BACKEND_SETTING_NAME,
     DJANGO_PROCESSOR_SETTING_NAME,
@@ -374,7 +375,7 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
 def check_middleware_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Parse every middleware and shutdown setting as the middleware will."""
     messages: list[checks.CheckMessage] = []
-    for setting, parse in _request.PARSERS.items():
+    for setting, parse in _settings.PARSERS.items():
         try:
             parse()
         except ImproperlyConfigured as error:

@@ -26,9 +26,9 @@ from typing import Any
 
 from django.conf import settings
 
-from eventtracking import tracker
+from eventtracking import _engines, tracker
 from eventtracking._delivery_api import close_all
-from eventtracking.django import _engines
+from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.locator import ContextVarLocator
 from eventtracking.tracker import Tracker
 
@@ -54,9 +54,10 @@ class DjangoTracker(Tracker):
     :class:`~eventtracking.locator.ContextVarLocator`, so every thread and every
     asyncio task has its own.
 
-    Raises ValueError when a setting has the wrong shape or an ENGINE is missing, empty
-    or cannot be imported, and when a constructor rejects its OPTIONS (chained to the
-    constructor's own error). The message names the offending entry.
+    Raises :class:`~eventtracking.exceptions.ImproperlyConfigured` (a ValueError, as in
+    4.x) when a setting has the wrong shape or an ENGINE is missing, empty or cannot be
+    imported, and when a constructor rejects its OPTIONS (chained to the constructor's
+    own error). The message names the offending entry.
     """
 
     def __init__(
@@ -85,7 +86,8 @@ class DjangoTracker(Tracker):
     def create_backends_from_settings(self, settings_name: str) -> dict[str, Any]:
         """Build the backends described by the dict setting ``settings_name``.
 
-        Raises ValueError when the setting is not a dict or an entry cannot be built.
+        Raises ImproperlyConfigured (a ValueError) when the setting is not a dict or an
+        entry cannot be built.
         Backends built before a failing one are closed.
         """
         config = getattr(settings, settings_name, None)
@@ -96,7 +98,7 @@ class DjangoTracker(Tracker):
                 f"{settings_name} must be a dict of backend name -> {_engines.EXAMPLE}, "
                 f"got {type(config).__name__}."
             )
-            raise ValueError(msg)
+            raise ImproperlyConfigured(msg)
         backends: dict[str, Any] = {}
         try:
             for name, node in config.items():
@@ -110,8 +112,8 @@ class DjangoTracker(Tracker):
     def create_processors_from_settings(self, settings_name: str) -> list[Any]:
         """Build the processors described by the list setting ``settings_name``.
 
-        Raises ValueError when the setting is not a list or tuple, or an entry cannot be
-        built.
+        Raises ImproperlyConfigured (a ValueError) when the setting is not a list or
+        tuple, or an entry cannot be built.
         """
         config = getattr(settings, settings_name, None)
         if config is None:
@@ -121,7 +123,7 @@ class DjangoTracker(Tracker):
                 f"{settings_name} must be a list of processors, each {_engines.EXAMPLE}, "
                 f"got {type(config).__name__}."
             )
-            raise ValueError(msg)
+            raise ImproperlyConfigured(msg)
         return list(_engines.build(list(config), settings_name, _engines.PROCESSOR))
 
     def _instantiate_objects(self, node: Any) -> Any:

@@ -34,7 +34,7 @@ from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
 
 from eventtracking import tracker as tracker_module
-from eventtracking.django import _request
+from eventtracking.django import _redact, _request, _settings
 from eventtracking.django._request import RATE_LIMITED
 from eventtracking.django.checks import (
     APP_NOT_INSTALLED,
@@ -140,7 +140,8 @@ class TrackRequestContextMiddleware:
     costs no lookup. The context is left when the response is returned, even when the
     view raises, and anything the view entered and forgot to leave is discarded.
 
-    Raises Django's ImproperlyConfigured, when Django builds it, for a bad setting.
+    Raises :class:`~eventtracking.django._settings.SettingError`, Django's
+    ImproperlyConfigured and the library's, when Django builds it, for a bad setting.
     """
 
     sync_capable = True
@@ -149,7 +150,7 @@ class TrackRequestContextMiddleware:
     def __init__(self, get_response: GetResponse) -> None:
         _warn_if_the_app_is_missing(type(self).__name__)
         self.get_response = get_response
-        self.config = _request.ContextConfig.from_settings()
+        self.config = _settings.ContextConfig.from_settings()
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -245,10 +246,10 @@ class TrackRequestEventMiddleware:
     def __init__(self, get_response: GetResponse) -> None:
         _warn_if_the_app_is_missing(type(self).__name__)
         self.get_response = get_response
-        self.name = _request.event_name()
-        self.skip = _request.skip_patterns()
-        self.secrets = _request.secret_keys()
-        self.redactions = _request.redact_paths()
+        self.name = _settings.event_name()
+        self.skip = _settings.skip_patterns()
+        self.secrets = _settings.secret_keys()
+        self.redactions = _settings.redact_paths()
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -292,10 +293,10 @@ class TrackRequestEventMiddleware:
         reraise: bool,
     ) -> None:
         try:
-            query, omitted = _request.query_data(request, self.secrets)
+            query, omitted = _redact.query_data(request, self.secrets)
             data = {
                 "method": request.method,
-                "path": _request.redact_path(request.path, self.redactions),
+                "path": _redact.redact_path(request.path, self.redactions),
                 "query": query,
                 "status": 500 if response is None else response.status_code,
                 "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),

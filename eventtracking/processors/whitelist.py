@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from eventtracking.exceptions import ConfigurationTypeError
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.typing import Event
 
@@ -15,8 +16,10 @@ class NameWhitelistProcessor:
     """Drop every event whose ``name`` is not in ``whitelist``.
 
     ``whitelist`` is any iterable of names other than a single string (a string would be
-    read as a set of one-letter names); anything else raises TypeError. Called with a
-    list of events, as batching backends do, it returns the list of those allowed.
+    read as a set of one-letter names); anything else raises
+    :class:`~eventtracking.exceptions.ConfigurationTypeError`, a TypeError as in 4.x.
+    Called with a list of events, as batching backends do, it returns the list of those
+    allowed.
     """
 
     mutates_events = False
@@ -37,7 +40,7 @@ class NameWhitelistProcessor:
                 'using the "whitelist" parameter: a list or set of event names, not a '
                 f"single string; got {whitelist!r}."
             )
-            raise TypeError(msg)
+            raise ConfigurationTypeError(msg)
 
     def __call__(self, event: Event | list[Event]) -> Event | list[Event]:
         """Return the event (or the allowed events of a list); raise EventEmissionExit to drop."""

@@ -18,18 +18,16 @@ from hypothesis import strategies as st
 from eventtracking import _json
 from eventtracking._contextstack import FrozenContext
 from eventtracking._json import (
-    HAVE_ORJSON,
     JSON_STATS,
     MAX_DEPTH,
     EventEncoder,
-    OrjsonEventEncoder,
     clean,
     dumps,
-    dumps_compact,
     encode_any,
     encode_known,
     safe_repr,
 )
+from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
 from eventtracking._ratelimit import RateLimitedLogger
 
 

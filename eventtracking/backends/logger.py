@@ -42,17 +42,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from eventtracking._json import (
-    FAST_INSTALL_HINT,
-    HAVE_ORJSON,
-    JSON_STATS,
-    EventEncoder,
-    OrjsonEventEncoder,
-    dumps,
-    dumps_compact,
-    encode_known,
-)
+from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
 from eventtracking._metadata_api import METADATA_EVENT_NAME
+from eventtracking._orjson import FAST_INSTALL_HINT, HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._silent import NotEnabledAlarm
 from eventtracking._stats import Counters, FastCounter

@@ -1,20 +1,22 @@
-"""Publishing tracking logs to the Open edX event bus, from a delivery thread.
+"""Tracking logs on their way to the Open edX event bus: envelopes, timestamps, topics.
 
 :class:`~eventtracking.backends.event_bus.EventBusRoutingBackend` turns each event into
 an *envelope* (bytes: the message id, the send time, and the four fields of
 ``TrackingLogData`` with ``data`` and ``context`` as JSON text) and hands it to a
-:class:`~eventtracking.delivery.BatchDelivery` whose sink is :class:`BusSink`. The sink
-publishes batches with one of two publishers, and raises when the bus did not take
-them, so that the delivery spools them and retries: nothing is lost while the bus is
-down.
+:class:`~eventtracking.delivery.BatchDelivery` whose sink is
+:class:`~eventtracking._eventbus_publish.BusSink`. The sink publishes batches with one
+of two publishers, and raises when the bus did not take them, so that the delivery
+spools them and retries: nothing is lost while the bus is down. This module holds what
+the backend, the sink and the receiver share; :mod:`eventtracking._eventbus_publish`
+holds the sink and the publishers:
 
-* :class:`RedisStreamsPublisher` writes to Redis Streams itself, with a pipeline per
+* ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per
   batch and bounded socket timeouts. The message is built by edx-event-bus-redis's own
   code (``RedisMessage`` and openedx-events' Avro serializer), so it is byte for byte
   what that library's producer writes, and its consumer reads it as its own. It is
   chosen when ``EVENT_BUS_PRODUCER`` names edx-event-bus-redis, because that
   producer catches every error and only logs it.
-* :class:`SignalPublisher` sends the ``TRACKING_EVENT_EMITTED`` signal, as 4.x did, and
+* ``SignalPublisher`` sends the ``TRACKING_EVENT_EMITTED`` signal, as 4.x did, and
   openedx-events' handler passes it to the configured producer (Kafka, or any other).
   Errors are seen when the signal raises, when the producing receiver returns an
   error, or when the producer logs one at ERROR on this thread. What the producer
@@ -26,22 +28,17 @@ failure carries the same ids, which lets consumers drop the copies.
 
 from __future__ import annotations
 
-import collections
 import datetime
 import io
 import json
 import logging
-import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from eventtracking import _json
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
 
 __all__ = [
     "EVENT_TYPE",
@@ -49,16 +46,17 @@ __all__ = [
     "PUBLISHERS",
     "REDIS_INSTALL_HINT",
     "REDIS_PRODUCERS",
-    "BusSink",
     "Envelope",
     "PublishError",
-    "RedisStreamsPublisher",
-    "SignalPublisher",
+    "TrackingLogAvro",
     "decode_envelope",
     "enabled_topics",
     "encode_envelope",
+    "message_metadata",
+    "message_origin",
     "openedx_events",
     "parse_timestamp",
+    "tracking_log",
 ]
 
 LOG = logging.getLogger("eventtracking.eventbus")
@@ -84,9 +82,6 @@ REDIS_PRODUCERS = frozenset(
 PUBLISHERS = ("auto", "redis", "signal")
 
 _UTC = datetime.timezone.utc
-# Ids of messages a SignalPublisher already handed to the producer, so that a batch
-# retried after a failure half-way does not publish its first half twice.
-_REMEMBERED_IDS = 10_000
 
 
 class PublishError(Exception):
@@ -260,289 +255,11 @@ def enabled_topics() -> list[str]:
     return topics
 
 
-# -- publishers -------------------------------------------------------------------------
+# -- messages ---------------------------------------------------------------------------
 
 
-class RedisStreamsPublisher:
-    """Write messages to Redis Streams exactly as edx-event-bus-redis's producer does.
-
-    Settings, read at each batch: ``EVENT_BUS_REDIS_CONNECTION_URL``,
-    ``EVENT_BUS_TOPIC_PREFIX``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN`` (default 10,000,
-    trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``. ``timeout`` bounds the
-    connection and each reply, unless the URL sets ``socket_timeout`` or
-    ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
-    retries with backoff instead.
-    """
-
-    name = "redis-streams"
-
-    def __init__(self, timeout: float) -> None:
-        try:
-            import redis  # noqa: F401
-            from edx_event_bus_redis.internal.config import get_full_topic
-            from edx_event_bus_redis.internal.message import RedisMessage
-            from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
-        except ImportError as exc:
-            msg = (
-                "publisher='redis' writes the message format of edx-event-bus-redis, "
-                f"which is not installed. Install it with: {REDIS_INSTALL_HINT}"
-            )
-            raise ImportError(msg) from exc
-        self._events = openedx_events()
-        self._full_topic = get_full_topic
-        self._message = RedisMessage
-        self._avro = _TrackingLogAvro(self._events, serialize_event_data_to_bytes)
-        self.timeout = timeout
-        self._client: Any = None
-        self._client_url: str | None = None
-
-    def _redis(self, url: str) -> Any:
-        if self._client is None or self._client_url != url:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            # URL options (?socket_timeout=...) win over these keyword arguments.
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-            self._client_url = url
-        return self._client
-
-    def publish(self, batch: Sequence[tuple[int, Envelope]]) -> dict[int, str]:
-        """XADD each message to every enabled topic, in one round trip.
-
-        Returns the positions of messages that can never be serialised, with the
-        reason. Raises PublishError for anything a retry may fix: no URL, no topic,
-        Redis unreachable, hung or refusing.
-        """
-        from django.conf import settings
-
-        url = getattr(settings, "EVENT_BUS_REDIS_CONNECTION_URL", None)
-        if not url:
-            msg = (
-                "EVENT_BUS_REDIS_CONNECTION_URL is not set, so the Redis event bus cannot "
-                "be reached; set it to redis://host:port/db. Events are kept until it is."
-            )
-            raise PublishError(msg)
-        topics = [self._full_topic(topic) for topic in enabled_topics()]
-        max_len = int(getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000))
-        events = self._events
-        origin = _origin(events)
-        rejected: dict[int, str] = {}
-        commands: list[tuple[str, dict[bytes, bytes]]] = []
-        for position, envelope in batch:
-            try:
-                event_bytes = self._avro(_tracking_log(events, envelope))
-                metadata = _metadata(events, envelope, origin)
-                for stream in topics:
-                    message = self._message(
-                        topic=stream, event_data=event_bytes, event_metadata=metadata
-                    )
-                    commands.append((stream, message.to_binary_dict()))
-            except Exception as exc:
-                rejected[position] = (
-                    f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"
-                )
-        if not commands:
-            return rejected
-        pipe = self._redis(url).pipeline(transaction=False)
-        for stream, fields in commands:
-            pipe.xadd(stream, fields, maxlen=max_len, approximate=True)
-        try:
-            pipe.execute()
-        except Exception as exc:
-            # A broken connection leaves the pool's socket unusable: start afresh.
-            self._client = None
-            msg = f"Redis did not take the batch: {type(exc).__name__}: {exc}"
-            raise PublishError(msg) from exc
-        return rejected
-
-
-class SignalPublisher:
-    """Send ``TRACKING_EVENT_EMITTED`` and watch the configured producer for errors.
-
-    openedx-events passes the signal to ``EVENT_BUS_PRODUCER``'s producer through the
-    handler it connects for the types in ``EVENT_BUS_PRODUCER_CONFIG``. Producers catch
-    their own errors and log them; this publisher listens on the producer's logger
-    (its module name) for ERROR records made on this thread while it sends, and treats
-    one as a failure. ``unverified`` counts messages sent while that logger was
-    disabled or set above ERROR, when a failure could not have been seen.
-    """
-
-    name = "signal"
-
-    def __init__(self) -> None:
-        from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
-
-        self._events = openedx_events()
-        self._serialize = serialize_event_data_to_bytes
-        self._published: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._capture = _ErrorCapture()
-        self._watched: set[str] = set()
-        self._log = RateLimitedLogger(LOG)
-        self.counters = Counters("unverified", "receiver_errors")
-
-    def publish(self, batch: Sequence[tuple[int, Envelope]]) -> dict[int, str]:
-        """Send one signal per message, in order; raise PublishError at the first failure.
-
-        Messages sent before the failure are remembered and skipped when the batch
-        comes back, so a retry does not publish them twice (within this process).
-        """
-        from openedx_events.exceptions import SenderValidationError
-
-        enabled_topics()
-        producer_logger = self._producer_logger()
-        observable = producer_logger.isEnabledFor(logging.ERROR)
-        signal = self._events.TRACKING_EVENT_EMITTED
-        rejected: dict[int, str] = {}
-        for position, envelope in batch:
-            if envelope.id in self._published:
-                continue
-            tracking_log = _tracking_log(self._events, envelope)
-            try:
-                # What every producer does first; done here, a message that can never
-                # be serialised is refused alone instead of failing its batch forever.
-                self._serialize({"tracking_log": tracking_log}, signal)
-            except Exception as exc:
-                rejected[position] = (
-                    f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"
-                )
-                continue
-            with self._capture.collect() as errors:
-                try:
-                    responses = self._send(signal, envelope, tracking_log)
-                except SenderValidationError as exc:
-                    rejected[position] = f"openedx-events refused the event: {exc}"
-                    continue
-                except Exception as exc:
-                    msg = f"sending TRACKING_EVENT_EMITTED raised {type(exc).__name__}: {exc}"
-                    raise PublishError(msg) from exc
-            self._check_responses(responses)
-            if errors:
-                record = errors[0]
-                msg = f"the event-bus producer logged an error: {record.getMessage()}"
-                raise PublishError(msg)
-            if not observable:
-                self.counters.incr("unverified")
-                self._log.warning(
-                    "unverified",
-                    "Logger %r is disabled or above ERROR, so errors of the event-bus "
-                    "producer cannot be seen; events are assumed published",
-                    producer_logger.name,
-                )
-            self._remember(envelope.id)
-        return rejected
-
-    def _send(self, signal: Any, envelope: Envelope, tracking_log: Any) -> Any:
-        """Send the signal with the envelope's id and time as its metadata.
-
-        openedx-events' public ``send_event`` makes a new id at every call, so a message
-        sent again after an ambiguous failure (Redis took it, then died before
-        answering) would reach the bus twice under two ids. Its internal
-        ``_send_event_with_metadata`` (openedx-events 9 and 10) keeps ours; without it,
-        the public call is used.
-        """
-        send_with_metadata = getattr(signal, "_send_event_with_metadata", None)
-        if send_with_metadata is None:
-            return signal.send_event(
-                send_robust=True, time=envelope.time, tracking_log=tracking_log
-            )
-        return send_with_metadata(
-            metadata=_metadata(self._events, envelope),
-            send_robust=True,
-            tracking_log=tracking_log,
-        )
-
-    def _producer_logger(self) -> logging.Logger:
-        """The logger of the configured producer, watched for its errors from now on."""
-        from openedx_events.event_bus import NoEventBusProducer, get_producer
-
-        producer = get_producer()
-        if isinstance(producer, NoEventBusProducer):
-            msg = (
-                "EVENT_BUS_PRODUCER is not set, or its producer failed to load (see the "
-                "warnings of openedx-events), so nothing reaches the bus. Events are kept "
-                "until it is set."
-            )
-            raise PublishError(msg)
-        # Producers log through logging.getLogger(__name__) of their module.
-        name = type(producer).__module__
-        producer_logger = logging.getLogger(name)
-        if name not in self._watched:
-            producer_logger.addHandler(self._capture)
-            self._watched.add(name)
-        return producer_logger
-
-    def _check_responses(self, responses: Any) -> None:
-        from openedx_events.apps import general_signal_handler
-
-        responses = list(responses or ())
-        if not any(receiver is general_signal_handler for receiver, _ in responses):
-            msg = (
-                "openedx-events' producing handler is not connected to "
-                "TRACKING_EVENT_EMITTED, so the signal reaches no producer: add "
-                "'openedx_events' to INSTALLED_APPS and the event type to "
-                "EVENT_BUS_PRODUCER_CONFIG before Django starts. Events are kept until "
-                "it is connected."
-            )
-            raise PublishError(msg)
-        for receiver, response in responses:
-            if not isinstance(response, BaseException):
-                continue
-            if receiver is general_signal_handler:
-                msg = (
-                    "openedx-events' producing handler raised "
-                    f"{type(response).__name__}: {response}"
-                )
-                raise PublishError(msg) from response
-            # Another receiver of the signal in this process: not the bus's failure,
-            # and sending again would repeat what the bus already has.
-            self.counters.incr("receiver_errors")
-            self._log.error(
-                f"receiver:{receiver!r}",
-                "Receiver %r of TRACKING_EVENT_EMITTED raised %s: %s",
-                receiver,
-                type(response).__name__,
-                response,
-            )
-
-    def _remember(self, message_id: str) -> None:
-        self._published[message_id] = None
-        if len(self._published) > _REMEMBERED_IDS:
-            self._published.popitem(last=False)
-
-    def stats(self) -> dict[str, object]:
-        """``unverified`` messages and ``receiver_errors`` of other receivers."""
-        return self.counters.snapshot()
-
-
-class _ErrorCapture(logging.Handler):
-    """Collects ERROR records logged on a thread while it is inside :meth:`collect`."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self._local = threading.local()
-
-    @contextmanager
-    def collect(self) -> Iterator[list[logging.LogRecord]]:
-        records: list[logging.LogRecord] = []
-        self._local.records = records
-        try:
-            yield records
-        finally:
-            self._local.records = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        records = getattr(self._local, "records", None)
-        if records is not None:
-            records.append(record)
-
-
-def _tracking_log(events: SimpleNamespace, envelope: Envelope) -> Any:
+def tracking_log(events: SimpleNamespace, envelope: Envelope) -> Any:
+    """The ``TrackingLogData`` of ``envelope``."""
     return events.TrackingLogData(
         name=envelope.name,
         timestamp=envelope.timestamp,
@@ -551,7 +268,7 @@ def _tracking_log(events: SimpleNamespace, envelope: Envelope) -> Any:
     )
 
 
-def _origin(events: SimpleNamespace) -> dict[str, Any]:
+def message_origin(events: SimpleNamespace) -> dict[str, Any]:
     """The metadata fields that are the same for every message of a batch.
 
     Taken from openedx-events' own defaults (``source`` from the service name setting,
@@ -565,9 +282,10 @@ def _origin(events: SimpleNamespace) -> dict[str, Any]:
     }
 
 
-def _metadata(
+def message_metadata(
     events: SimpleNamespace, envelope: Envelope, origin: Mapping[str, Any] | None = None
 ) -> Any:
+    """The ``EventsMetadata`` of ``envelope``: its id and time, and ``origin``."""
     signal = events.TRACKING_EVENT_EMITTED
     return events.EventsMetadata(
         event_type=signal.event_type,
@@ -578,7 +296,7 @@ def _metadata(
     )
 
 
-class _TrackingLogAvro:
+class TrackingLogAvro:
     """The Avro bytes of a ``TrackingLogData``, exactly as openedx-events writes them.
 
     openedx-events' ``serialize_event_data_to_bytes`` builds its serializer again and
@@ -628,78 +346,3 @@ class _TrackingLogAvro:
         if self._schema is not None and type(log.name) is str:
             return self._fast(log)
         return bytes(self._library(log))
-
-
-# -- the sink ---------------------------------------------------------------------------
-
-
-class BusSink:
-    """The delivery's sink: decode a batch of envelopes and publish them.
-
-    ``publisher`` is ``'auto'`` (Redis Streams when ``EVENT_BUS_PRODUCER`` names
-    edx-event-bus-redis, the signal otherwise; decided at each batch, from the
-    settings of the moment), ``'redis'`` or ``'signal'``. ``timeout`` bounds each Redis
-    call of the Redis Streams publisher.
-    """
-
-    def __init__(self, publisher: str = "auto", timeout: float = 2.0) -> None:
-        self.publisher = publisher
-        self.timeout = timeout
-        self._redis: RedisStreamsPublisher | None = None
-        self._signal: SignalPublisher | None = None
-        self._counters = Counters("published")
-        self._counters.set("in_flight", 0)
-        self._last_publisher: str | None = None
-
-    def choose(self) -> RedisStreamsPublisher | SignalPublisher:
-        """The publisher for the next batch (built on first use).
-
-        Called from the delivery thread only, so building needs no lock.
-        """
-        choice = self.publisher
-        if choice == "auto":
-            from django.conf import settings
-
-            producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
-            choice = "redis" if producer in REDIS_PRODUCERS else "signal"
-        if choice == "redis":
-            if self._redis is None:
-                self._redis = RedisStreamsPublisher(self.timeout)
-            return self._redis
-        if self._signal is None:
-            self._signal = SignalPublisher()
-        return self._signal
-
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
-        """Publish ``items``; return the positions refused for good; raise to retry."""
-        rejected: dict[int, str] = {}
-        batch: list[tuple[int, Envelope]] = []
-        for position, item in enumerate(items):
-            try:
-                batch.append((position, decode_envelope(item)))
-            except ValueError as exc:
-                rejected[position] = str(exc)
-        if not batch:
-            return rejected
-        try:
-            publisher = self.choose()
-        except ImportError as exc:
-            raise PublishError(str(exc)) from exc
-        self._last_publisher = publisher.name
-        self._counters.set("in_flight", len(batch))
-        try:
-            refused = publisher.publish(batch)
-        finally:
-            self._counters.set("in_flight", 0)
-        rejected.update(refused)
-        self._counters.incr("published", amount=len(batch) - len(refused))
-        return rejected
-
-    def stats(self) -> dict[str, Any]:
-        """``published`` messages, ``in_flight`` (in the publish call now), ``publisher``
-        (the last one used) and the signal publisher's own counters."""
-        result: dict[str, Any] = self._counters.snapshot()
-        result["publisher"] = self._last_publisher
-        if self._signal is not None:
-            result.update(self._signal.stats())
-        return result

@@ -552,7 +552,7 @@ def test_fast_avro_is_the_library_s_bytes(log: tuple[Any, ...]) -> None:
     from eventtracking import _eventbus
 
     events = _eventbus.openedx_events()
-    avro = _eventbus._TrackingLogAvro(events, serialize_event_data_to_bytes)
+    avro = _eventbus.TrackingLogAvro(events, serialize_event_data_to_bytes)
     tracking_log = events.TrackingLogData(*log)
     assert avro._schema is not None
     expected = serialize_event_data_to_bytes(
@@ -572,7 +572,7 @@ def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
         return b"v2:" + serialize_event_data_to_bytes(data, signal)
 
     events = _eventbus.openedx_events()
-    avro = _eventbus._TrackingLogAvro(events, another_format)
+    avro = _eventbus.TrackingLogAvro(events, another_format)
     tracking_log = events.TrackingLogData("a", datetime.datetime.now(UTC), "{}", "{}")
     assert avro._schema is None
     assert avro(tracking_log).startswith(b"v2:")

@@ -33,7 +33,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking import _eventbus
+from eventtracking import _eventbus, _eventbus_publish
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
@@ -136,7 +136,7 @@ class EventBusRoutingBackend(RoutingBackend):
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
         self.stream = spool_stream or DEFAULT_STREAM
-        self._sink = _eventbus.BusSink(publisher, timeout=float(publish_timeout))
+        self._sink = _eventbus_publish.BusSink(publisher, timeout=float(publish_timeout))
         #: The :class:`~eventtracking.delivery.BatchDelivery` that publishes. It starts
         #: its thread with the first event (or flush), not here.
         self.delivery: BatchDelivery

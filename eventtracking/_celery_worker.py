@@ -5,7 +5,9 @@ The tasks in :mod:`eventtracking.tasks` hand their message here. For each entry 
 ``backend_name`` in the worker's default tracker and walks its nested backends itself,
 rather than calling ``send_to_backends``: a routing backend swallows its backends'
 errors, and a retry must know which *leaf* failed. Nested routing backends still run
-their processors on the way down.
+their processors on the way down. The walk and the judging of each leaf's outcome are
+in :mod:`eventtracking._celery_leaves`; this module handles messages, settings, retries
+and dead letters.
 
 What happens to each (event, leaf):
 
@@ -36,22 +38,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from eventtracking import _wire
-from eventtracking._copy import safe_copy
+from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.delivery import backoff_delay
-from eventtracking.processors.exceptions import (
-    EventEmissionExit,
-    NoBackendEnabled,
-    NoTransformerImplemented,
-)
-from eventtracking.routing import RoutingBackend
 from eventtracking.spool import Spool, default_spool_dir
 
 __all__ = [
@@ -80,8 +75,6 @@ DEFAULT_RETRY_BACKOFF_MAX = 600.0
 #: Seconds a batch waits for its leaves to confirm (``flush``) before retrying them.
 DEFAULT_DELIVERY_TIMEOUT = 30.0
 
-_PERMANENT = (NoTransformerImplemented, NoBackendEnabled)
-_DETAIL_LIMIT = 2_000
 
 
 def stream_for(backend_name: str) -> str:
@@ -185,45 +178,6 @@ def _settings_for(backend_name: str, target: Any) -> WorkerSettings:
 # -- delivery -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """Why a leaf does not hold an event: ``text`` for people; ``final`` names the kind
-    of dead letter it becomes at once, or is None when a retry may succeed."""
-
-    text: str
-    final: str | None = None
-    error: BaseException | None = None
-
-    @classmethod
-    def raised(cls, error: BaseException) -> _Failure:
-        text = f"{type(error).__name__}: {error}"
-        if len(text) > _DETAIL_LIMIT:
-            text = text[:_DETAIL_LIMIT] + "..."
-        final = type(error).__name__ if isinstance(error, _PERMANENT) else None
-        return cls(text, final, error)
-
-
-class _Outcome:
-    """What became of one entry: failures by leaf path, and the leaves that took it."""
-
-    __slots__ = ("entry", "failures", "taken")
-
-    def __init__(self, entry: _wire.Entry) -> None:
-        self.entry = entry
-        self.failures: dict[tuple[str, ...], _Failure] = {}
-        self.taken: list[tuple[str, ...]] = []
-
-
-class _Batch:
-    """The entries of one message on their way down, and the leaves they reached."""
-
-    def __init__(self, counters: Counters) -> None:
-        self.counters = counters
-        self.outcomes: list[_Outcome] = []
-        # Leaves that took events, by path: each is asked to confirm once per batch.
-        self.touched: dict[tuple[str, ...], Any] = {}
-
-
 def deliver(backend_name: Any, entries: Any, task_id: str | None = None) -> None:
     """Deliver the entries of one ``send_events`` message (see the module docstring).
 
@@ -318,7 +272,7 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
         counters.incr("dead_letter_reasons", "unknown_backend", amount=len(texts))
         _finish(backend_name, settings, counters, dead, retries)
         return settings
-    batch = _Batch(counters)
+    batch = Batch(counters)
     for text in texts:
         try:
             entry = _wire.decode_entry(text)
@@ -326,10 +280,10 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
             dead.append((_as_bytes(text), f"malformed entry: {exc}", None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        batch.outcomes.append(_deliver_entry(target, entry, batch))
-    _confirm(batch, settings.delivery_timeout)
+        batch.outcomes.append(deliver_entry(target, entry, batch))
+    confirm(batch, settings.delivery_timeout)
     for outcome in batch.outcomes:
-        _settle(outcome, settings, counters, dead, retries)
+        settle(outcome, settings, counters, dead, retries)
     _finish(backend_name, settings, counters, dead, retries)
     return settings
 
@@ -359,135 +313,6 @@ def _find_target(backend_name: str) -> tuple[Any, str | None]:
             "nested backends to deliver to; name an AsyncRoutingBackend"
         )
     return target, None
-
-
-def _walkable(backend: Any) -> bool:
-    """Whether the worker walks into ``backend`` instead of calling its ``send``."""
-    if not isinstance(backend, RoutingBackend):
-        return False
-    cls = type(backend)
-    return (
-        cls.send is RoutingBackend.send and cls.send_to_backends is RoutingBackend.send_to_backends
-    )
-
-
-def _deliver_entry(target: Any, entry: _wire.Entry, batch: _Batch) -> _Outcome:
-    outcome = _Outcome(entry)
-    only = entry.leaves
-    with _wire.delivering(entry.id):
-        _walk(target.backends, entry.event, (), only, outcome, batch)
-    if only is not None:
-        reached = set(outcome.taken) | set(outcome.failures)
-        for path in only:
-            if not any(_under(found, path) for found in reached):
-                outcome.failures[path] = _Failure(
-                    "no nested backend has this path any more: it was removed from the "
-                    "configuration",
-                    final="missing_leaf",
-                )
-    return outcome
-
-
-def _under(path: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
-    return path[: len(prefix)] == prefix
-
-
-def _walk(
-    backends: Mapping[str, Any],
-    event: Any,
-    path: tuple[str, ...],
-    only: tuple[tuple[str, ...], ...] | None,
-    outcome: _Outcome,
-    batch: _Batch,
-) -> None:
-    for name, backend in list(backends.items()):
-        here = (*path, name)
-        if only is not None and not any(
-            _under(wanted, here) or _under(here, wanted) for wanted in only
-        ):
-            continue
-        if _walkable(backend):
-            try:
-                processed = backend.process_event(event)
-            except EventEmissionExit:
-                batch.counters.incr("filtered")
-                continue
-            _walk(backend.backends, processed, here, only, outcome, batch)
-            continue
-        payload = (
-            safe_copy(event) if getattr(backend, "mutates_events", True) is not False else event
-        )
-        try:
-            backend.send(payload)
-        except Exception as exc:
-            outcome.failures[here] = _Failure.raised(exc)
-        else:
-            outcome.taken.append(here)
-            batch.touched.setdefault(here, backend)
-
-
-def _confirm(batch: _Batch, timeout: float) -> None:
-    """Ask every leaf that buffers to store what it took; a leaf that cannot, failed."""
-    deadline = time.monotonic() + timeout
-    unconfirmed: dict[tuple[str, ...], _Failure] = {}
-    for path, backend in batch.touched.items():
-        flush = getattr(backend, "flush", None)
-        if not callable(flush):
-            continue
-        left = max(0.0, deadline - time.monotonic())
-        try:
-            confirmed = flush(left)
-        except Exception as exc:
-            unconfirmed[path] = _Failure(f"flush() raised {type(exc).__name__}: {exc}")
-        else:
-            if confirmed is False:
-                text = f"it could not confirm it stored the events within {timeout:g} s"
-                unconfirmed[path] = _Failure(text)
-    if not unconfirmed:
-        return
-    for outcome in batch.outcomes:
-        for path in list(outcome.taken):
-            if path in unconfirmed:
-                outcome.taken.remove(path)
-                outcome.failures[path] = unconfirmed[path]
-
-
-def _settle(
-    outcome: _Outcome,
-    settings: WorkerSettings,
-    counters: Counters,
-    dead: list[tuple[bytes | None, str, str | None]],
-    retries: dict[int, list[str]],
-) -> None:
-    """Turn one entry's failures into dead letters and retries, and count it."""
-    if not outcome.failures:
-        counters.incr("delivered")
-        return
-    entry = outcome.entry
-    event_json: str | None = None
-    retry_paths: list[tuple[str, ...]] = []
-    attempt = entry.attempt + 1
-    for path, failure in outcome.failures.items():
-        where = "/".join(path) or "(top)"
-        counters.incr("failed", where)
-        if failure.final is not None:
-            reason, kind = f"leaf {where} refused the event: {failure.text}", failure.final
-        elif attempt <= settings.max_retries:
-            retry_paths.append(path)
-            _log_failure(where, failure, attempt, settings.max_retries)
-            continue
-        else:
-            reason = f"leaf {where} failed {attempt} time(s); last error: {failure.text}"
-            kind = "retries_exhausted"
-        event_json = event_json or _wire.encode_event(entry.event)
-        text = _wire.encode_entry(entry.id, event_json, leaves=[path], attempt=entry.attempt)
-        dead.append((text.encode("utf-8"), reason, None))
-        counters.incr("dead_letter_reasons", kind)
-    if retry_paths:
-        event_json = event_json or _wire.encode_event(entry.event)
-        text = _wire.encode_entry(entry.id, event_json, leaves=retry_paths, attempt=attempt)
-        retries.setdefault(attempt, []).append(text)
-        counters.incr("retried", amount=len(retry_paths))
 
 
 def _finish(
@@ -569,15 +394,3 @@ def _as_bytes(text: Any) -> bytes:
     if isinstance(text, str):
         return text.encode("utf-8", "surrogatepass")
     return _wire.encode_value(text).encode("utf-8")
-
-
-def _log_failure(where: str, failure: _Failure, attempt: int, limit: int) -> None:
-    _LOG.warning(
-        f"leaf:{where}",
-        "Leaf %s failed (%s); retry %d of %d is scheduled",
-        where,
-        failure.text,
-        attempt,
-        limit,
-        exc_info=failure.error,
-    )

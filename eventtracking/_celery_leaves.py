@@ -1,0 +1,218 @@
+"""Taking one entry down to its leaf backends, and what became of it at each leaf.
+
+:mod:`eventtracking._celery_worker` decodes a message's entries; for each one,
+:func:`deliver_entry` walks the nested backends of the target routing backend (running
+the processors of nested routers on the way down) and records, by leaf path, which
+leaves took the event and which failed and why. :func:`confirm` asks the leaves that
+buffer to store what they took, and :func:`settle` turns the failures into retries
+(for that leaf only) or dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eventtracking import _wire
+from eventtracking._copy import safe_copy
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+from eventtracking.processors.exceptions import (
+    EventEmissionExit,
+    NoBackendEnabled,
+    NoTransformerImplemented,
+)
+from eventtracking.routing import RoutingBackend
+
+if TYPE_CHECKING:
+    from eventtracking._celery_worker import WorkerSettings
+
+__all__ = ["Batch", "Failure", "Outcome", "confirm", "deliver_entry", "settle", "walkable"]
+
+_LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
+
+_PERMANENT = (NoTransformerImplemented, NoBackendEnabled)
+_DETAIL_LIMIT = 2_000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a leaf does not hold an event: ``text`` for people; ``final`` names the kind
+    of dead letter it becomes at once, or is None when a retry may succeed."""
+
+    text: str
+    final: str | None = None
+    error: BaseException | None = None
+
+    @classmethod
+    def raised(cls, error: BaseException) -> Failure:
+        text = f"{type(error).__name__}: {error}"
+        if len(text) > _DETAIL_LIMIT:
+            text = text[:_DETAIL_LIMIT] + "..."
+        final = type(error).__name__ if isinstance(error, _PERMANENT) else None
+        return cls(text, final, error)
+
+
+class Outcome:
+    """What became of one entry: failures by leaf path, and the leaves that took it."""
+
+    __slots__ = ("entry", "failures", "taken")
+
+    def __init__(self, entry: _wire.Entry) -> None:
+        self.entry = entry
+        self.failures: dict[tuple[str, ...], Failure] = {}
+        self.taken: list[tuple[str, ...]] = []
+
+
+class Batch:
+    """The entries of one message on their way down, and the leaves they reached."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self.outcomes: list[Outcome] = []
+        # Leaves that took events, by path: each is asked to confirm once per batch.
+        self.touched: dict[tuple[str, ...], Any] = {}
+
+
+def walkable(backend: Any) -> bool:
+    """Whether the worker walks into ``backend`` instead of calling its ``send``."""
+    if not isinstance(backend, RoutingBackend):
+        return False
+    cls = type(backend)
+    return (
+        cls.send is RoutingBackend.send and cls.send_to_backends is RoutingBackend.send_to_backends
+    )
+
+
+def deliver_entry(target: Any, entry: _wire.Entry, batch: Batch) -> Outcome:
+    outcome = Outcome(entry)
+    only = entry.leaves
+    with _wire.delivering(entry.id):
+        _walk(target.backends, entry.event, (), only, outcome, batch)
+    if only is not None:
+        reached = set(outcome.taken) | set(outcome.failures)
+        for path in only:
+            if not any(_under(found, path) for found in reached):
+                outcome.failures[path] = Failure(
+                    "no nested backend has this path any more: it was removed from the "
+                    "configuration",
+                    final="missing_leaf",
+                )
+    return outcome
+
+
+def _under(path: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def _walk(
+    backends: Mapping[str, Any],
+    event: Any,
+    path: tuple[str, ...],
+    only: tuple[tuple[str, ...], ...] | None,
+    outcome: Outcome,
+    batch: Batch,
+) -> None:
+    for name, backend in list(backends.items()):
+        here = (*path, name)
+        if only is not None and not any(
+            _under(wanted, here) or _under(here, wanted) for wanted in only
+        ):
+            continue
+        if walkable(backend):
+            try:
+                processed = backend.process_event(event)
+            except EventEmissionExit:
+                batch.counters.incr("filtered")
+                continue
+            _walk(backend.backends, processed, here, only, outcome, batch)
+            continue
+        payload = (
+            safe_copy(event) if getattr(backend, "mutates_events", True) is not False else event
+        )
+        try:
+            backend.send(payload)
+        except Exception as exc:
+            outcome.failures[here] = Failure.raised(exc)
+        else:
+            outcome.taken.append(here)
+            batch.touched.setdefault(here, backend)
+
+
+def confirm(batch: Batch, timeout: float) -> None:
+    """Ask every leaf that buffers to store what it took; a leaf that cannot, failed."""
+    deadline = time.monotonic() + timeout
+    unconfirmed: dict[tuple[str, ...], Failure] = {}
+    for path, backend in batch.touched.items():
+        flush = getattr(backend, "flush", None)
+        if not callable(flush):
+            continue
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            confirmed = flush(left)
+        except Exception as exc:
+            unconfirmed[path] = Failure(f"flush() raised {type(exc).__name__}: {exc}")
+        else:
+            if confirmed is False:
+                text = f"it could not confirm it stored the events within {timeout:g} s"
+                unconfirmed[path] = Failure(text)
+    if not unconfirmed:
+        return
+    for outcome in batch.outcomes:
+        for path in list(outcome.taken):
+            if path in unconfirmed:
+                outcome.taken.remove(path)
+                outcome.failures[path] = unconfirmed[path]
+
+
+def settle(
+    outcome: Outcome,
+    settings: WorkerSettings,
+    counters: Counters,
+    dead: list[tuple[bytes | None, str, str | None]],
+    retries: dict[int, list[str]],
+) -> None:
+    """Turn one entry's failures into dead letters and retries, and count it."""
+    if not outcome.failures:
+        counters.incr("delivered")
+        return
+    entry = outcome.entry
+    event_json: str | None = None
+    retry_paths: list[tuple[str, ...]] = []
+    attempt = entry.attempt + 1
+    for path, failure in outcome.failures.items():
+        where = "/".join(path) or "(top)"
+        counters.incr("failed", where)
+        if failure.final is not None:
+            reason, kind = f"leaf {where} refused the event: {failure.text}", failure.final
+        elif attempt <= settings.max_retries:
+            retry_paths.append(path)
+            _log_failure(where, failure, attempt, settings.max_retries)
+            continue
+        else:
+            reason = f"leaf {where} failed {attempt} time(s); last error: {failure.text}"
+            kind = "retries_exhausted"
+        event_json = event_json or _wire.encode_event(entry.event)
+        text = _wire.encode_entry(entry.id, event_json, leaves=[path], attempt=entry.attempt)
+        dead.append((text.encode("utf-8"), reason, None))
+        counters.incr("dead_letter_reasons", kind)
+    if retry_paths:
+        event_json = event_json or _wire.encode_event(entry.event)
+        text = _wire.encode_entry(entry.id, event_json, leaves=retry_paths, attempt=attempt)
+        retries.setdefault(attempt, []).append(text)
+        counters.incr("retried", amount=len(retry_paths))
+
+
+def _log_failure(where: str, failure: Failure, attempt: int, limit: int) -> None:
+    _LOG.warning(
+        f"leaf:{where}",
+        "Leaf %s failed (%s); retry %d of %d is scheduled",
+        where,
+        failure.text,
+        attempt,
+        limit,
+        exc_info=failure.error,
+    )

@@ -1,0 +1,207 @@
+"""System checks of particular backends: optional extras, the event bus, async routing."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from eventtracking import _engines
+from eventtracking.django._check_messages import (
+    ASYNC_BACKEND_NAME_ELSEWHERE,
+    ASYNC_BACKEND_NAME_UNKNOWN,
+    ASYNC_CELERY_MISSING,
+    E020,
+    E021,
+    E022,
+    E030,
+    E031,
+    EVENT_BUS_CANNOT_PUBLISH,
+    EVENT_BUS_EXTRA_MISSING,
+    EVENT_BUS_EXTRA_MISSING_HINT,
+    EVENT_BUS_TRACKING_LOGS_INVALID,
+    EVENT_BUS_TRACKING_LOGS_INVALID_HINT,
+    SEGMENT_EXTRA_MISSING,
+    SEGMENT_EXTRA_MISSING_HINT,
+    W020,
+    W030,
+)
+from eventtracking.django.django_tracker import DJANGO_BACKEND_SETTING_NAME
+
+
+def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """Each ENGINE of a settings tree that imports: where it is, its target and its
+    node. Those that do not import are skipped (check_tracker_settings reports them)."""
+    if isinstance(node, dict):
+        engine = node.get(_engines.ENGINE)
+        if isinstance(engine, str):
+            with contextlib.suppress(_engines.EngineError):
+                yield where, _engines.import_engine(engine, where), node
+        for key, value in node.items():
+            yield from _configured_engines(value, f"{where}[{key!r}]")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _configured_engines(value, f"{where}[{index}]")
+
+
+def _subclass(target: Any, module: str, name: str) -> bool:
+    import importlib
+
+    base = getattr(importlib.import_module(module), name)
+    return isinstance(target, type) and issubclass(target, base)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # the parent package of a dotted name is missing
+        return False
+
+
+def _backends_tree() -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    return _configured_engines(backends, DJANGO_BACKEND_SETTING_NAME)
+
+
+def _is_event_bus(target: Any) -> bool:
+    return _subclass(target, "eventtracking.backends.event_bus", "EventBusRoutingBackend")
+
+
+def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Find backends whose optional dependency is not installed (E020, E021)."""
+    messages: list[checks.CheckMessage] = []
+    has_events = _installed("openedx_events")
+    has_segment = _installed("segment.analytics") or _installed("analytics")
+    for where, target, _node in _backends_tree():
+        if not has_events and _is_event_bus(target):
+            msg = EVENT_BUS_EXTRA_MISSING.format(where=where)
+            messages.append(checks.Error(msg, hint=EVENT_BUS_EXTRA_MISSING_HINT, id=E020))
+        if not has_segment and _subclass(
+            target, "eventtracking.backends.segment", "SegmentBackend"
+        ):
+            msg = SEGMENT_EXTRA_MISSING.format(where=where)
+            messages.append(checks.Error(msg, hint=SEGMENT_EXTRA_MISSING_HINT, id=E021))
+    return messages
+
+
+def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check the settings an EventBusRoutingBackend publishes with (E022, W020).
+
+    Only when such a backend is configured: the event-bus settings mean nothing else.
+    """
+    engines = [node for _where, target, node in _backends_tree() if _is_event_bus(target)]
+    if not engines:
+        return []
+    messages: list[checks.CheckMessage] = []
+    names = getattr(settings, "EVENT_BUS_TRACKING_LOGS", [])
+    if not isinstance(names, (list, tuple, set, frozenset)):
+        msg = EVENT_BUS_TRACKING_LOGS_INVALID.format(type_name=type(names).__name__)
+        messages.append(checks.Error(msg, hint=EVENT_BUS_TRACKING_LOGS_INVALID_HINT, id=E022))
+    if not getattr(settings, "SEND_TRACKING_EVENT_EMITTED_SIGNAL", False):
+        return messages
+    problem = _cannot_publish(engines)
+    if problem is not None:
+        msg = EVENT_BUS_CANNOT_PUBLISH.format(problem=problem)
+        messages.append(checks.Warning(msg, id=W020))
+    return messages
+
+
+def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
+    """Why tracking logs would not reach the bus, or None."""
+    from eventtracking._eventbus import REDIS_PRODUCERS, PublishError, enabled_topics
+
+    producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
+    if not producer:
+        return (
+            "EVENT_BUS_PRODUCER is not set; set it to 'edx_event_bus_redis.create_producer' "
+            "or 'edx_event_bus_kafka.create_producer'."
+        )
+    try:
+        enabled_topics()
+    except PublishError as error:
+        return str(error).replace(" Events are kept until it does.", "")
+    for node in engines:
+        options = node.get(_engines.OPTIONS) or {}
+        publisher = options.get("publisher", "auto") if isinstance(options, dict) else "auto"
+        signal = publisher == "signal" or (publisher == "auto" and producer not in REDIS_PRODUCERS)
+        if signal and not apps.is_installed("openedx_events"):
+            return (
+                f"events are sent as a signal to {producer!r}, whose handler openedx-events "
+                "connects only when 'openedx_events' is in INSTALLED_APPS; add it."
+            )
+    return None
+
+
+def _async_routers(node: Any, where: str, key: str | None) -> Iterable[tuple[str, str | None, Any]]:
+    """Each AsyncRoutingBackend in a settings tree: (where, top-level key or None, name).
+
+    Only nodes whose ENGINE imports are inspected; the other checks report the rest.
+    """
+    from eventtracking.backends.async_routing import AsyncRoutingBackend
+
+    if not isinstance(node, dict) or _engines.ENGINE not in node:
+        return
+    target = None
+    with contextlib.suppress(Exception):
+        target = import_string(node[_engines.ENGINE])
+    options = node.get(_engines.OPTIONS) or {}
+    if not isinstance(options, dict):
+        return
+    if isinstance(target, type) and issubclass(target, AsyncRoutingBackend):
+        yield where, key, options.get("backend_name", "")
+    nested = options.get("backends")
+    if isinstance(nested, dict):
+        for name, child in nested.items():
+            yield from _async_routers(child, f"{where}['OPTIONS']['backends'][{name!r}]", None)
+
+
+def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check every AsyncRoutingBackend in ``EVENT_TRACKING_BACKENDS``, without building it.
+
+    Its ``backend_name`` must be the key of a top-level backend (an empty one is
+    replaced by the backend's own key, which only a top-level backend has), and Celery
+    must be installed.
+    """
+    backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
+    if not isinstance(backends, dict):
+        return []
+    from eventtracking._celery_sink import INSTALL_HINT
+
+    messages: list[checks.CheckMessage] = []
+    found = [
+        router
+        for key, node in backends.items()
+        for router in _async_routers(node, f"{DJANGO_BACKEND_SETTING_NAME}[{key!r}]", key)
+    ]
+    if found and importlib.util.find_spec("celery") is None:
+        messages.append(
+            checks.Error(
+                ASYNC_CELERY_MISSING.format(where=found[0][0]),
+                hint=f"Install it with: {INSTALL_HINT}",
+                id=E031,
+            )
+        )
+    tops = ", ".join(repr(key) for key in backends) or "none"
+    for where, key, name in found:
+        own = f"its own key, {key!r}" if key is not None else "the key of a top-level backend"
+        if not isinstance(name, str):
+            continue  # the tracker refuses it when built; E006/E007 report it
+        if name == "" and key is not None:
+            continue  # the worker is given the backend's own key
+        if name not in backends:
+            msg = ASYNC_BACKEND_NAME_UNKNOWN.format(where=where, name=name)
+            hint = f"The top-level backends are {tops}. Set backend_name to {own}."
+            messages.append(checks.Error(msg, hint=hint, id=E030))
+        elif key is not None and name != key:
+            msg = ASYNC_BACKEND_NAME_ELSEWHERE.format(where=where, name=name)
+            hint = f"Set backend_name to {own} unless this is intended."
+            messages.append(checks.Warning(msg, hint=hint, id=W030))
+    return messages

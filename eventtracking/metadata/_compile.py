@@ -11,7 +11,9 @@ Each definition gets two functions:
 
 A general JSON Schema library (fastjsonschema) costs about 1.3 us for five fields on
 the benchmark machine, more than the whole budget of ``warn``; it is still used for
-definitions given as a full JSON Schema (see :mod:`eventtracking.metadata.validation`).
+definitions given as a full JSON Schema (see :mod:`eventtracking.metadata._schema`).
+The thorough test and the findings are in :mod:`eventtracking.metadata._findings`; this
+module writes the fast test and picks the checks of a definition.
 """
 
 from __future__ import annotations
@@ -21,224 +23,24 @@ import decimal
 import itertools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from eventtracking.metadata._jsonform import (
-    elements,
-    entries,
-    is_plain,
-    key_text,
-    to_json_form,
-    unserialisable_paths,
+from eventtracking.metadata._findings import (
+    MAX_FINDINGS,
+    Checks,
+    FieldNode,
+    Finding,
+    diagnose_into,
+    field_tree,
 )
+from eventtracking.metadata._jsonform import is_plain
+from eventtracking.metadata._schema import compile_schema
 from eventtracking.metadata.definitions import Definition, FieldSpec
 
-__all__ = [
-    "Checks",
-    "Finding",
-    "compile_definition",
-    "compile_fields",
-    "compile_schema",
-    "remote_references",
-    "unserialisable_findings",
-]
-
-#: At most this many findings are listed per event.
-MAX_FINDINGS = 20
+__all__ = ["compile_definition", "compile_fields"]
 
 # Compared with values read for ``any`` fields: reading them proves the key is there.
 _ABSENT = object()
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem with an event: its ``kind``, the ``path`` it concerns, and a message."""
-
-    kind: str
-    path: str
-    message: str
-
-
-Checks = tuple[
-    Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list["Finding"]]
-]
-"""``(check, shallow, diagnose)``: see :func:`compile_fields`."""
-
-#: Rules of a JSON Schema reported as their own kinds of finding.
-_RULES = {
-    "required": "missing_field",
-    "additionalProperties": "extra_field",
-    "type": "wrong_type",
-}
-
-
-@dataclass
-class _Node:
-    types: frozenset[str]
-    required: bool = True
-    children: dict[str, _Node] = field(default_factory=dict)
-    items: _Node | None = None
-
-
-def _tree(fields: Sequence[FieldSpec]) -> _Node:
-    root = _Node(frozenset({"object"}))
-    nodes = {"": root}
-    for spec in fields:
-        if spec.path.endswith("[]"):
-            parent_path, key = spec.path[:-2], None
-        else:
-            parent_path, _, key = spec.path.rpartition(".")
-        node = _Node(frozenset(spec.types), spec.required)
-        parent = nodes[parent_path]
-        if key is None:
-            parent.items = node
-        else:
-            parent.children[key] = node
-        nodes[spec.path] = node
-    return root
-
-
-# -- the thorough test ----------------------------------------------------------------
-
-
-def _is_iso_datetime(value: Any) -> bool:
-    try:
-        datetime.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _is_iso_date(value: Any) -> bool:
-    try:
-        datetime.date.fromisoformat(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _is_uuid_text(value: Any) -> bool:
-    try:
-        uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return True
-
-
-def _is_decimal_text(value: Any) -> bool:
-    try:
-        decimal.Decimal(value)
-    except (TypeError, ValueError, ArithmeticError):
-        return False
-    return True
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
-
-
-_ACCEPTS: Mapping[str, Callable[[Any], bool]] = {
-    "any": lambda value: True,
-    "array": lambda value: isinstance(value, (list, tuple)),
-    "boolean": lambda value: isinstance(value, bool),
-    "date": lambda value: (
-        (isinstance(value, datetime.date) and not isinstance(value, datetime.datetime))
-        or (isinstance(value, str) and _is_iso_date(value))
-    ),
-    "datetime": lambda value: (
-        isinstance(value, datetime.datetime) or (isinstance(value, str) and _is_iso_datetime(value))
-    ),
-    "decimal": lambda value: (
-        isinstance(value, decimal.Decimal) or (isinstance(value, str) and _is_decimal_text(value))
-    ),
-    "integer": _is_int,
-    "null": lambda value: value is None,
-    "number": _is_number,
-    "object": lambda value: isinstance(value, Mapping),
-    "string": lambda value: isinstance(value, str),
-    "uuid": lambda value: (
-        isinstance(value, uuid.UUID) or (isinstance(value, str) and _is_uuid_text(value))
-    ),
-}
-
-
-def _type_text(types: frozenset[str]) -> str:
-    return " or ".join(sorted(types))
-
-
-def _diagnose(node: _Node, value: Any, path: str, additional: bool, out: list[Finding]) -> None:
-    if len(out) >= MAX_FINDINGS:
-        return
-    if not any(_ACCEPTS[name](value) for name in node.types):
-        out.append(
-            Finding(
-                "wrong_type",
-                path,
-                f"{path} is {type(value).__name__} {_short(value)}, documented as "
-                f"{_type_text(node.types)}",
-            )
-        )
-        unserialisable_findings(value, path, out)
-        return
-    if isinstance(value, Mapping) and (node.children or "object" in node.types):
-        pairs = entries(value)
-        if pairs is None:
-            unserialisable_findings(value, path, out)
-            return
-        # Keys as the JSON writers write them: a key whose own methods raise (or that
-        # equals a documented key only by a custom __eq__) is never compared.
-        present = {key_text(key): item for key, item in pairs}
-        for key, child in node.children.items():
-            if key in present:
-                _diagnose(child, present[key], f"{path}.{key}", additional, out)
-            elif child.required:
-                out.append(Finding("missing_field", f"{path}.{key}", f"{path}.{key} is missing"))
-        for key, item in present.items():
-            if key in node.children:
-                continue
-            if node.children and not additional:
-                out.append(
-                    Finding("extra_field", f"{path}.{key}", f"{path}.{key} is not documented")
-                )
-            unserialisable_findings(item, f"{path}.{key}", out)
-        return
-    if isinstance(value, (list, tuple)) and node.items is not None:
-        items = elements(value)
-        if items is None:
-            unserialisable_findings(value, path, out)
-            return
-        for index, item in enumerate(items):
-            _diagnose(node.items, item, f"{path}[{index}]", additional, out)
-        return
-    unserialisable_findings(value, path, out)
-
-
-def unserialisable_findings(value: Any, path: str, out: list[Finding]) -> None:
-    """Append an ``unserialisable_value`` finding for each such value inside ``value``."""
-    for where, kind in unserialisable_paths(value, path):
-        if kind == "cycle":
-            what = "is a reference cycle"
-        elif kind == "too deep":
-            what = "is nested too deep"
-        else:
-            what = f"is of type {kind}, which has no JSON form (it would be written as its repr)"
-        out.append(Finding("unserialisable_value", where, f"{where} {what}"))
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        return "(unrepresentable)"
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# -- the compiled fast test -----------------------------------------------------------
 
 #: Exact classes the fast test accepts for each type; anything else goes to diagnose.
 _EXACT: Mapping[str, tuple[type, ...]] = {
@@ -287,7 +89,7 @@ class _Writer:
         self.walks = True
         return f"_plain({expr})"
 
-    def node(self, node: _Node, expr: str, first: str | None = None) -> str:
+    def node(self, node: FieldNode, expr: str, first: str | None = None) -> str:
         """An expression, true when the value of ``expr`` surely matches ``node``.
 
         ``first`` is what to write where the value is read first, when that differs
@@ -334,13 +136,13 @@ class _Writer:
         return test_of.format(first)
 
     @staticmethod
-    def reads_once(node: _Node) -> bool:
+    def reads_once(node: FieldNode) -> bool:
         """Whether the test of ``node`` reads its value only once."""
         if "any" in node.types:
             return True
         return "object" not in node.types and not ("array" in node.types and node.items)
 
-    def object_body(self, node: _Node, expr: str) -> str:
+    def object_body(self, node: FieldNode, expr: str) -> str:
         if not node.children:
             return self.plain(expr) if self.walk else "True"
         # Required keys are read by subscription: a missing one raises KeyError, which
@@ -380,7 +182,7 @@ def compile_fields(
     objects without documented keys, undocumented keys), or None when there are none:
     the validator's ``warn`` mode uses it for most events, to stay cheap.
     """
-    root = _tree(fields)
+    root = field_tree(fields)
     try:
         check, walks = _compile(root, additional, walk=True)
         shallow = _compile(root, additional, walk=False)[0] if walks else None
@@ -395,13 +197,15 @@ def compile_fields(
 
     def diagnose(data: Any) -> list[Finding]:
         found: list[Finding] = []
-        _diagnose(root, data, "data", additional, found)
+        diagnose_into(root, data, "data", additional, found)
         return found[:MAX_FINDINGS]
 
     return check, shallow, diagnose
 
 
-def _compile(root: _Node, additional: bool, *, walk: bool) -> tuple[Callable[[Any], bool], bool]:
+def _compile(
+    root: FieldNode, additional: bool, *, walk: bool
+) -> tuple[Callable[[Any], bool], bool]:
     """The compiled test, and whether it walks any value."""
     writer = _Writer(additional, walk)
     body = writer.node(root, "data")
@@ -440,102 +244,3 @@ def compile_definition(definition: Definition) -> Checks:
     return compile_fields(definition.fields, definition.additional_fields)
 
 
-def remote_references(schema: Any, path: str = "schema") -> list[str]:
-    """Where ``schema`` has a ``$ref`` that is not a local one (``#...``), with its value.
-
-    A JSON Schema library resolves any other reference by fetching it, over the network
-    or from a ``file://`` path, when the schema is compiled: at the first emit of the
-    type, in the process that serves users.
-    """
-    found: list[str] = []
-    _find_references(schema, path, found)
-    return found
-
-
-def _find_references(node: Any, path: str, found: list[str]) -> None:
-    if isinstance(node, Mapping):
-        reference = node.get("$ref")
-        if isinstance(reference, str) and not reference.startswith("#"):
-            found.append(f"{path}.$ref = {reference!r}")
-        for key, child in node.items():
-            if isinstance(child, (Mapping, list)):
-                _find_references(child, f"{path}.{key}", found)
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            _find_references(child, f"{path}[{index}]", found)
-
-
-def _refuse(uri: str) -> Any:
-    msg = f"the reference {uri!r} is not local; only '#...' references are resolved."
-    raise ValueError(msg)
-
-
-#: Every scheme urllib can fetch from answers with an error instead of fetching.
-_NO_FETCHING = {scheme: _refuse for scheme in ("", "http", "https", "file", "ftp", "data")}
-
-
-def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
-    """``(check, shallow, diagnose)`` for data documented by a full JSON Schema.
-
-    Raises ValueError when the schema has a reference that is not local, or cannot be
-    compiled. Without fastjsonschema installed, the checks report an
-    ``invalid_schema`` finding naming the extra to install.
-    """
-    remote = remote_references(schema)
-    if remote:
-        msg = (
-            f"its JSON Schema refers to documents outside itself ({'; '.join(remote)}); "
-            "only local references ('#/$defs/...') are allowed, since others would be "
-            "fetched while emitting. Copy the referenced definitions into the schema."
-        )
-        raise ValueError(msg)
-    try:
-        import fastjsonschema
-    except ImportError:
-        text = (
-            f"{name!r} is documented by a JSON Schema, and checking it needs "
-            "fastjsonschema: pip install 'event-tracking[schema]'"
-        )
-        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
-    try:
-        # fastjsonschema rewrites references in place: give it a copy.
-        compiled = fastjsonschema.compile(to_json_form(schema), handlers=_NO_FETCHING)
-    except Exception as exc:
-        msg = f"its JSON Schema cannot be compiled: {exc}"
-        raise ValueError(msg) from None
-    failure = fastjsonschema.JsonSchemaException
-
-    def shallow(data: Any) -> bool:
-        try:
-            compiled(data)
-        except Exception:
-            # Invalid, or data whose own methods raise: diagnose decides.
-            return False
-        return True
-
-    def check(data: Any) -> bool:
-        # A schema may leave values untyped: those must still be writable as JSON.
-        return shallow(data) and is_plain(data)
-
-    def diagnose(data: Any) -> list[Finding]:
-        findings: list[Finding] = []
-        unserialisable_findings(data, "data", findings)
-        # The schema describes the written JSON, so dates are checked as strings.
-        try:
-            compiled(to_json_form(data))
-        except failure as exc:
-            rule = getattr(exc, "rule", None)
-            path = getattr(exc, "name", "data")
-            kind = _RULES.get(str(rule), "invalid_value")
-            findings.append(Finding(kind, str(path), str(exc)))
-        except Exception as exc:
-            # A schema rule that fails on the JSON form itself (a format checker, say).
-            text = f"checking data against the schema failed: {type(exc).__name__}: {exc}"
-            findings.append(Finding("invalid_value", "data", text))
-        return findings
-
-    return check, shallow, diagnose
-
-
-def _never(data: Any) -> bool:
-    return False

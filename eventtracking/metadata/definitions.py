@@ -36,7 +36,7 @@ from eventtracking.metadata._fields import (
 from eventtracking.metadata._jsonform import to_json_form
 
 if TYPE_CHECKING:
-    from eventtracking.metadata._compile import Checks
+    from eventtracking.metadata._findings import Checks
 
 __all__ = [
     "CONTEXT_TYPE",

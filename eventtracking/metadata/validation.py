@@ -48,7 +48,7 @@ from eventtracking._metadata_api import REFERENCE_KEY
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
-from eventtracking.metadata._compile import Finding, unserialisable_findings
+from eventtracking.metadata._findings import Finding, unserialisable_findings
 from eventtracking.metadata._jsonform import is_plain, json_size
 from eventtracking.metadata.definitions import Definition
 from eventtracking.metadata.registry import MODES, Registry, get_registry

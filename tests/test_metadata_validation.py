@@ -514,3 +514,27 @@ def test_data_whose_own_methods_raise_is_refused_in_strict_mode(kind: str) -> No
         tracker.emit("e", UnreadableDict(a=1))
     assert backend.events == []
     assert tracker.stats()["validation"]["errors"] == 0
+
+
+@pytest.mark.parametrize("mode", ["off", "warn"])
+def test_set_validation_refuses_an_unknown_option_in_every_mode(mode: str) -> None:
+    """An option Validator does not take raises TypeError naming it and the valid ones,
+    whether or not a validator would be installed."""
+    t = Tracker({"m": InMemoryBackend()})
+    with pytest.raises(TypeError, match=r"'max_size'.*annotate, max_event_size, registry"):
+        metadata.set_validation(t, mode, max_size=10)
+    assert t.validator is None
+
+
+def test_set_validation_passes_every_option_to_the_validator() -> None:
+    """registry, types, annotate and max_event_size reach the installed Validator."""
+    t = Tracker({"m": InMemoryBackend()})
+    registry = Registry()
+    validator = metadata.set_validation(
+        t, "warn", registry=registry, types={"a.*": "off"}, annotate=False, max_event_size=99
+    )
+    assert validator is not None and t.validator is validator
+    assert validator.registry is registry
+    assert validator.mode_for("a.b") == "off"
+    assert validator.annotate is False
+    assert validator.max_event_size == 99

@@ -36,20 +36,27 @@ backend that stores records (``send_metadata``), through the routing tree.
 
 from __future__ import annotations
 
-import itertools
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext
-from eventtracking._metadata_api import REFERENCE_KEY
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
-from eventtracking.metadata._findings import Finding, unserialisable_findings
-from eventtracking.metadata._jsonform import is_plain, json_size
+from eventtracking.metadata._findings import Finding
+from eventtracking.metadata._jsonform import json_size
+from eventtracking.metadata._plans import (
+    Plan,
+    add_reference,
+    message,
+    never,
+    no_findings,
+    sampled,
+    unregistered,
+)
 from eventtracking.metadata.definitions import Definition
 from eventtracking.metadata.registry import MODES, Registry, get_registry
 from eventtracking.typing import Event
@@ -89,56 +96,8 @@ MAX_PLANS = 10_000
 #: cached plan would keep the name's text alive, and names may come from outside.
 MAX_CACHED_NAME_LENGTH = 1024
 
-#: Characters of an event name quoted in messages.
-_SHOWN_NAME_LENGTH = 200
-
 #: Seconds between two warnings about the same event name (every finding is counted).
 LOG_INTERVAL = 60.0
-
-class _Plan:
-    """What to do with events of one name; built once per name and registry change."""
-
-    __slots__ = (
-        "annotated",
-        "cached",
-        "check",
-        "definition",
-        "diagnose",
-        "log_after",
-        "mode",
-        "name",
-        "ref",
-        "size_limit",
-        "suppressed",
-    )
-
-    def __init__(
-        self,
-        name: Any,
-        mode: str,
-        definition: Definition | None,
-        ref: str | None,
-        check: Callable[[Any], bool] | None,
-        diagnose: Callable[[Any], list[Finding]],
-        size_limit: int | None,
-    ) -> None:
-        self.name = name
-        self.mode = mode
-        self.definition = definition
-        self.ref = ref
-        #: (shared context, the same with the reference added): events emitted under
-        #: the same contexts share one annotated context, as they share the original.
-        self.annotated: tuple[Any, Any] = (None, None)
-        self.check = check
-        self.diagnose = diagnose
-        #: max_event_size when the size is checked for this name, else None.
-        self.size_limit = size_limit
-        #: When the next warning may be logged, and how many were held back since.
-        self.log_after = 0.0
-        self.suppressed = 0
-        #: Whether the plan is kept for the next events of the name.
-        self.cached = True
-
 
 class Validator:
     """The tracker hook that references, publishes and checks documented events.
@@ -182,7 +141,7 @@ class Validator:
             ((k[:-1], v) for k, v in overrides.items() if k.endswith("*")),
             key=lambda item: -len(item[0]),
         )
-        self._plans: dict[Any, _Plan] = {}
+        self._plans: dict[Any, Plan] = {}
         self._published: set[str] = set()
         # Lock-free counters: a warn-mode finding must not cost a lock per event.
         self._invalid = FastCounter()
@@ -215,7 +174,7 @@ class Validator:
                 if annotated[0] is context:
                     event["context"] = annotated[1]
                 else:
-                    event["context"] = _annotate(plan, context)
+                    event["context"] = add_reference(plan, context)
             check = plan.check
             if check is not None and not check(event["data"]):
                 findings = plan.diagnose(event["data"])
@@ -234,7 +193,7 @@ class Validator:
                 exc_info=True,
             )
 
-    def _plan(self, name: Any) -> _Plan:
+    def _plan(self, name: Any) -> Plan:
         plans = self._plans  # see registry_changed: a stale plan lands in a dropped dict
         if len(plans) >= MAX_PLANS:
             # Names with ids in them would grow the cache without end: start afresh.
@@ -247,9 +206,9 @@ class Validator:
         shallow: Callable[[Any], bool] | None = None
         diagnose: Callable[[Any], list[Finding]]
         if mode == "off":
-            check, diagnose = None, _no_findings
+            check, diagnose = None, no_findings
         elif definition is None:
-            check, diagnose = _never, _unregistered(name, 1 if mode == "strict" else DEEP_EVERY)
+            check, diagnose = never, unregistered(name, 1 if mode == "strict" else DEEP_EVERY)
         else:
             try:
                 # Compiled once per definition, when it was registered.
@@ -258,11 +217,11 @@ class Validator:
                 # Only a definition built outside a registry gets here: report it as a
                 # finding, once per plan, rather than failing every emit.
                 finding = Finding("invalid_schema", "schema", f"{definition.name!r}: {exc}")
-                check, diagnose = _never, (lambda data: [finding])
+                check, diagnose = never, (lambda data: [finding])
         if mode == "warn" and shallow is not None and check is not None:
-            check = _sampled(shallow, check)
+            check = sampled(shallow, check, DEEP_EVERY)
         size_limit = self.max_event_size if mode != "off" else None
-        plan = _Plan(name, mode, definition, ref, check, diagnose, size_limit)
+        plan = Plan(name, mode, definition, ref, check, diagnose, size_limit)
         # Plans are built at the first event of a name (and after registry changes), so
         # records reach the backends before the first event that refers to them.
         self._publish_contexts()
@@ -307,7 +266,7 @@ class Validator:
 
     # -- findings ---------------------------------------------------------------------
 
-    def _report(self, plan: _Plan, findings: list[Finding]) -> None:
+    def _report(self, plan: Plan, findings: list[Finding]) -> None:
         self._invalid.incr()
         for finding in findings:
             counter = self._findings.get(finding.kind)
@@ -316,13 +275,13 @@ class Validator:
                     counter = self._findings.setdefault(finding.kind, FastCounter())
             counter.incr()
         if plan.mode == "strict":
-            error = ValidationError(_message(plan, findings))
+            error = ValidationError(message(plan, findings))
             error.findings = findings  # type: ignore[attr-defined]
             error.event_name = plan.name  # type: ignore[attr-defined]
             raise error
         if not plan.cached:
             # Overlong names share one rate-limited line; the counters have them all.
-            self._log.warning("overlong names", "%s", _message(plan, findings))
+            self._log.warning("overlong names", "%s", message(plan, findings))
             return
         # One line per event name and LOG_INTERVAL; the counters have every finding.
         now = time.monotonic()
@@ -332,9 +291,9 @@ class Validator:
         plan.log_after = now + LOG_INTERVAL
         held, plan.suppressed = plan.suppressed, 0
         suffix = f" ({held} more such events since the last warning)" if held else ""
-        LOG.warning("%s%s", _message(plan, findings), suffix)
+        LOG.warning("%s%s", message(plan, findings), suffix)
 
-    def _check_size(self, plan: _Plan, event: Event) -> None:
+    def _check_size(self, plan: Plan, event: Event) -> None:
         limit = plan.size_limit
         size = json_size(event)
         if limit is not None and size > limit:
@@ -358,80 +317,6 @@ class Validator:
         }
 
 
-def _annotate(plan: _Plan, context: Any) -> Any:
-    """Add the reference to ``context``: to a copy when it is the shared, read-only one."""
-    if type(context) is FrozenContext:
-        annotated = FrozenContext(context)
-        dict.__setitem__(annotated, REFERENCE_KEY, plan.ref)
-        plan.annotated = (context, annotated)
-        return annotated
-    # A context resolved through a 4.x-style locator is this event's own dict.
-    context[REFERENCE_KEY] = plan.ref
-    return context
-
-
-def _message(plan: _Plan, findings: list[Finding]) -> str:
-    definition = plan.definition
-    if definition is None:
-        head = f"Event {_shown(plan.name)}"
-    else:
-        head = f"Event {_shown(plan.name)} (version {definition.version}, id {definition.id})"
-    details = "; ".join(finding.message for finding in findings)
-    if findings[0].kind == "unregistered_type":
-        return f"{head}: {details}"
-    return (
-        f"{head} does not match its documented type: {details}. Fix the emitting code, or "
-        "register a new version of the type."
-    )
-
-
-def _shown(name: Any) -> str:
-    """``repr(name)``, cut to a readable length."""
-    text = repr(name)
-    if len(text) <= _SHOWN_NAME_LENGTH:
-        return text
-    return f"{text[:_SHOWN_NAME_LENGTH]}... ({len(text)} characters)"
-
-
-def _never(data: Any) -> bool:
-    return False
-
-
-def _no_findings(data: Any) -> list[Finding]:
-    return []
-
-
-def _sampled(shallow: Callable[[Any], bool], deep: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """``deep`` for the first event and one in :data:`DEEP_EVERY`, else ``shallow``."""
-    count = itertools.count()
-
-    def check(data: Any) -> bool:
-        if next(count) % DEEP_EVERY:
-            return shallow(data)
-        return deep(data)
-
-    return check
-
-
-def _unregistered(name: Any, every: int) -> Callable[[Any], list[Finding]]:
-    text = (
-        f"the type {_shown(name)} is not registered; document it with "
-        f"eventtracking.metadata.register({_shown(name)}, ...) or in an event types file, "
-        "or turn its validation off"
-    )
-    finding = Finding("unregistered_type", "name", text)
-    count = itertools.count()
-
-    def diagnose(data: Any) -> list[Finding]:
-        if next(count) % every or is_plain(data):
-            return [finding]
-        findings = [finding]
-        unserialisable_findings(data, "data", findings)
-        return findings
-
-    return diagnose
-
-
 def _check_mode(mode: Any, what: str) -> None:
     if mode not in MODES:
         msg = f"Validation {what} is {mode!r}; use one of {', '.join(MODES)}."
@@ -441,36 +326,43 @@ def _check_mode(mode: Any, what: str) -> None:
 # -- installing -----------------------------------------------------------------------
 
 
-def set_validation(
-    tracker: Any,
-    mode: str = "warn",
-    *,
-    registry: Registry | None = None,
-    types: Mapping[str, str] | None = None,
-    annotate: bool | None = None,
-    max_event_size: int | None = None,
-) -> Validator | None:
+def set_validation(tracker: Any, mode: str = "warn", **options: Any) -> Validator | None:
     """Set how ``tracker`` checks events against the registry; return the validator.
 
-    With ``mode='off'``, no per-type ``types`` other than off and no ``annotate``, the
-    tracker's validator is removed (None is returned), so emitting costs nothing
-    extra. Per-type modes set in the registry only apply while a validator is set.
-    See :class:`Validator` for the options; raises ImproperlyConfigured for a bad one.
+    ``options`` are the keyword options of :class:`Validator`: ``registry``, ``types``,
+    ``annotate`` and ``max_event_size``. With ``mode='off'``, no per-type ``types``
+    other than off and no ``annotate``, the tracker's validator is removed (None is
+    returned), so emitting costs nothing extra. Per-type modes set in the registry only
+    apply while a validator is set. Raises ImproperlyConfigured for a bad option value
+    and TypeError for an unknown option.
     """
-    if mode == "off" and not annotate and all(v == "off" for v in (types or {}).values()):
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        msg = (
+            f"set_validation() got unknown option(s) {', '.join(map(repr, unknown))}; "
+            f"the options are {', '.join(sorted(_OPTIONS))}."
+        )
+        raise TypeError(msg)
+    types = options.get("types")
+    if (
+        mode == "off"
+        and not options.get("annotate")
+        and all(v == "off" for v in (types or {}).values())
+    ):
         _check_mode(mode, "mode")
         tracker.validator = None
         return None
-    validator = Validator(
-        tracker,
-        mode,
-        registry=registry,
-        types=types,
-        annotate=annotate,
-        max_event_size=max_event_size,
-    )
+    validator = Validator(tracker, mode, **options)
     tracker.validator = validator
     return validator
+
+
+#: The keyword options of Validator, which set_validation passes on.
+_OPTIONS = frozenset(
+    name
+    for name, parameter in inspect.signature(Validator).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+)
 
 
 _SETTING_KEYS = ("MODE", "TYPES", "ANNOTATE", "MAX_EVENT_SIZE", "EVENT_TYPES")

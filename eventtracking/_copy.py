@@ -226,22 +226,24 @@ def _walk_tuple(value: tuple[Any, ...], depth: int, memo: dict[int, Any]) -> tup
 # that are containers of immutables only, one C call each, ``nested`` the (key or index,
 # plan) of the other containers, and ``others`` the keys or indexes of the immutable
 # children (what a compiled check of the shape verifies; None where there is none).
-def _replay_dict(value: Any, flat: Any, nested: Any) -> Any:
-    copied = _dict_copy(value)
-    for key, copy_function in flat:
-        copied[key] = copy_function(value[key])
-    for key, (rebuild, child_flat, child_nested, _) in nested:
-        copied[key] = rebuild(value[key], child_flat, child_nested)
-    return copied
+def _replayer(shallow_copy: Callable[[Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """The replay of a dict or list plan, whose C-level ``shallow_copy`` brings every
+    immutable child along; only the containers are copied again."""
+
+    def replay(value: Any, flat: Any, nested: Any) -> Any:
+        copied = shallow_copy(value)
+        for key, copy_function in flat:
+            copied[key] = copy_function(value[key])
+        for key, (rebuild, child_flat, child_nested, _) in nested:
+            copied[key] = rebuild(value[key], child_flat, child_nested)
+        return copied
+
+    return replay
 
 
-def _replay_list(value: Any, flat: Any, nested: Any) -> Any:
-    items = _list_copy(value)
-    for index, copy_function in flat:
-        items[index] = copy_function(value[index])
-    for index, (rebuild, child_flat, child_nested, _) in nested:
-        items[index] = rebuild(value[index], child_flat, child_nested)
-    return items
+# Two functions, not one with a flag: a plan tells dicts from lists by which it holds.
+_replay_dict = _replayer(_dict_copy)
+_replay_list = _replayer(_list_copy)
 
 
 def _replay_tuple(value: Any, children: Any, _nested: Any) -> Any:

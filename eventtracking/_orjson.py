@@ -13,13 +13,11 @@ refuses to be built, naming the extra.
 from __future__ import annotations
 
 import datetime
-import decimal
 import json
 import math
-import uuid
 from typing import Any
 
-from eventtracking._contextstack import FrozenContext, plain_context
+from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_context
 from eventtracking._json import (
     EVENT_KEYS,
     JSON_STATS,
@@ -53,22 +51,9 @@ _COMPACT = json.JSONEncoder(
     default=fast_default, allow_nan=False, separators=(",", ":"), check_circular=False
 )
 
-# Types whose JSON form can never hold a NaN or an infinity.
-_FINITE_TYPES = frozenset(
-    {
-        str,
-        int,
-        bool,
-        type(None),
-        bytes,
-        datetime.datetime,
-        datetime.date,
-        datetime.time,
-        datetime.timedelta,
-        decimal.Decimal,
-        uuid.UUID,
-    }
-)
+# Types whose JSON form can never hold a NaN or an infinity: the immutable ones but
+# floats, and the complex numbers and frozensets that may hold them.
+_FINITE_TYPES = IMMUTABLE_TYPES - {float, complex, frozenset}
 
 if _orjson is not None:
     _odumps = _orjson.dumps

@@ -42,6 +42,7 @@ from typing import Any
 
 from eventtracking._fork import after_fork_in_child
 from eventtracking._json import EventEncoder, dumps
+from eventtracking._options import is_count
 
 __all__ = [
     "Entry",
@@ -282,7 +283,7 @@ def decode_entry(source: str | bytes) -> Entry:
             raise MalformedEntry(msg)
         paths = tuple(tuple(path) for path in leaves)
     attempt = raw.pop("attempt", 0)
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+    if not is_count(attempt, minimum=0):
         msg = f"the entry's attempt must be an int >= 0, got {attempt!r}"
         raise MalformedEntry(msg)
     return Entry(id=event_id, event=decode_event(event), leaves=paths, attempt=attempt, extra=raw)

@@ -43,6 +43,7 @@ from eventtracking import _celery_worker, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._options import is_count
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import merge_into
 from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, backoff_delay
@@ -153,10 +154,10 @@ class AsyncRoutingBackend(RoutingBackend):
             ("max_event_size", max_event_size),
             ("max_message_bytes", max_message_bytes),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_count(value):
                 msg = f"{name} must be a positive int (bytes), got {value!r}"
                 raise ImproperlyConfigured(msg)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        if not is_count(max_retries, minimum=0):
             msg = f"max_retries must be an int >= 0, got {max_retries!r}"
             raise ImproperlyConfigured(msg)
         super().__init__(backends=backends, processors=processors)

@@ -1,50 +1,16 @@
 """The ENGINE/OPTIONS builder's former place, kept importable.
 
 The builder needs no Django and lives in :mod:`eventtracking._engines`, the core
-configuration, where workers without Django find it. The names here are the same
-objects.
+configuration, where workers without Django find it. Every name read from this module
+is the same object there.
 """
 
-from eventtracking._engines import (
-    ANY,
-    BACKEND,
-    BAD_OPTIONS,
-    CONSTRUCT,
-    DEPENDENCY,
-    ENGINE,
-    EXAMPLE,
-    IMPORT,
-    MISSING,
-    OPTIONS,
-    PROCESSOR,
-    ROLE,
-    EngineError,
-    build,
-    check_options,
-    check_role,
-    import_engine,
-    problems,
-    setting_problems,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ANY",
-    "BACKEND",
-    "BAD_OPTIONS",
-    "CONSTRUCT",
-    "DEPENDENCY",
-    "ENGINE",
-    "EXAMPLE",
-    "IMPORT",
-    "MISSING",
-    "OPTIONS",
-    "PROCESSOR",
-    "ROLE",
-    "EngineError",
-    "build",
-    "check_options",
-    "check_role",
-    "import_engine",
-    "problems",
-    "setting_problems",
-]
+from typing import Any
+
+from eventtracking import _engines
+
+
+def __getattr__(name: str) -> Any:
+    return getattr(_engines, name)

@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from eventtracking._options import is_count
 from eventtracking.metadata.definitions import (
     CONTEXT_TYPE,
     EVENT_TYPE,
@@ -173,9 +174,7 @@ class Registry:
         version as it is, unless the name has none. Raises ValueError when ``version``
         is not a positive int, or is taken by a different definition.
         """
-        if version is not None and (
-            isinstance(version, bool) or not isinstance(version, int) or version < 1
-        ):
+        if version is not None and not is_count(version):
             msg = f"{definition.name!r}: version must be a positive int, got {version!r}."
             raise ValueError(msg)
         with self._lock:

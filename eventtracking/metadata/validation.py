@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from eventtracking._options import is_count
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
@@ -123,11 +124,7 @@ class Validator:
         overrides = dict(types or {})
         for name, value in overrides.items():
             _check_mode(value, f"types[{name!r}]")
-        if max_event_size is not None and (
-            isinstance(max_event_size, bool)
-            or not isinstance(max_event_size, int)
-            or max_event_size <= 0
-        ):
+        if max_event_size is not None and not is_count(max_event_size):
             msg = f"max_event_size must be a positive int or None, got {max_event_size!r}."
             raise ImproperlyConfigured(msg)
         self.tracker = tracker

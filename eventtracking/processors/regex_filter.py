@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from eventtracking._options import is_count
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
@@ -73,11 +74,7 @@ class RegexFilter:
                 f"single string: {regular_expressions!r}"
             )
             raise ImproperlyConfigured(msg)
-        if max_name_length is not None and (
-            isinstance(max_name_length, bool)
-            or not isinstance(max_name_length, int)
-            or max_name_length <= 0
-        ):
+        if max_name_length is not None and not is_count(max_name_length):
             msg = (
                 "RegexFilter max_name_length must be a positive int, or None for no limit, "
                 f"got {max_name_length!r}."

@@ -151,6 +151,8 @@ class OrjsonEventEncoder:
             name = event["name"]
             stamp = event["timestamp"]
             if type(name) is str and type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
+                # The cache lookup of _json.EventEncoder.encode, written out in each
+                # encoder: a shared method would cost a call on every event.
                 cached = self._cached
                 context_json: Any
                 if cached is not None and cached[0] is context:

@@ -33,7 +33,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -309,7 +309,9 @@ class TrackingLogAvro:
 
     def __init__(self, events: SimpleNamespace, serialize: Any) -> None:
         signal = events.TRACKING_EVENT_EMITTED
-        self._library = lambda log: serialize({"tracking_log": log}, signal)
+        self._library: Callable[[Any], Any] = lambda log: serialize(
+            {"tracking_log": log}, signal
+        )
         self._schema: Any = None
         try:
             import fastavro

@@ -167,14 +167,15 @@ class OrjsonEventEncoder:
                         # One more orjson call writes the line: the timestamp natively
                         # (for a UTC datetime, exactly its isoformat()), the context
                         # and data as the JSON already made.
-                        return _odumps(
+                        line: bytes = _odumps(
                             {
                                 "name": name,
                                 "timestamp": stamp,
                                 "context": context_json,
                                 "data": _Fragment(data_json),
                             }
-                        ).decode()
+                        )
+                        return line.decode()
         return dumps_compact(event)
 
     def _encode_context(self, context: FrozenContext) -> Any:

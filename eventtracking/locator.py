@@ -306,7 +306,8 @@ def as_stack_locator(locator: Any) -> StackLocator:
         callable(getattr(locator, method, None))
         for method in ("get_stack", "set_stack", "push", "pop")
     ):
-        return locator
+        stacks: StackLocator = locator  # it has the four methods, checked above
+        return stacks
     if callable(getattr(locator, "get", None)):
         return MappingLocatorAdapter(locator)
     msg = (

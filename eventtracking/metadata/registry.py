@@ -218,7 +218,9 @@ class Registry:
             changed = True
         if changed:
             self._changed()
-        return same
+        # The versions stored under (kind, name) are all of that kind's class.
+        stored: _D = same
+        return stored
 
     def _changed(self) -> None:
         self.generation += 1

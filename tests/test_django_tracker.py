@@ -222,6 +222,24 @@ def test_class_without_send_is_rejected() -> None:
         build(EVENT_TRACKING_BACKENDS={"odd": "not a backend"})
 
 
+def test_a_mock_class_as_engine_is_built_and_receives_events() -> None:
+    """ENGINE ``unittest.mock.MagicMock``, as tests written for 4.x configure it, is
+    built: a class whose instances make attributes on demand is checked on the
+    instance, and the mock's send() gets the event."""
+    built = build(
+        EVENT_TRACKING_BACKENDS={
+            "router": {
+                "ENGINE": "eventtracking.backends.routing.RoutingBackend",
+                "OPTIONS": {"backends": {"mocked": {"ENGINE": "unittest.mock.MagicMock"}}},
+            }
+        }
+    )
+    built.emit("mocked.event", {"n": 1})
+    mocked = built.backends["router"].backends["mocked"]
+    assert mocked.send.call_count == 1
+    assert mocked.send.call_args.args[0]["name"] == "mocked.event"
+
+
 def test_options_the_constructor_rejects_raise_value_error() -> None:
     """OPTIONS not matching the signature, or a failing constructor, raise ValueError."""
     with pytest.raises(ValueError) as caught:

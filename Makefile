@@ -51,6 +51,7 @@ docs: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check eventtracking tests benchmarks examples
+	$(VENV)/bin/ruff format --check eventtracking tests benchmarks examples
 	$(VENV)/bin/mypy eventtracking
 
 clean:

@@ -47,17 +47,13 @@ def register_spool(commands: Any) -> None:
             metavar="DIR",
             help=f"the backend's spool_dir (default: {default_spool_dir()})",
         )
-        parser.add_argument(
-            "--stream", help="only this stream (the names are in `spool status`)"
-        )
+        parser.add_argument("--stream", help="only this stream (the names are in `spool status`)")
 
     parsers = verbs.add_verbs(actions, common)
     for verb, handler in _SPOOL_HANDLERS.items():
         parsers[verb].set_defaults(handler=handler)
     replay = parsers["replay"]
-    replay.description = (
-        "Deliver the pending events of a stream to MongoDB now, from this process."
-    )
+    replay.description = "Deliver the pending events of a stream to MongoDB now, from this process."
     replay.add_argument("--uri", required=True, help="mongodb:// or mongodb+srv:// URI")
     replay.add_argument("--database", default="eventtracking", help="(eventtracking)")
     replay.add_argument("--collection", default="events", help="(events)")

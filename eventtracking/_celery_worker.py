@@ -76,7 +76,6 @@ DEFAULT_RETRY_BACKOFF_MAX = 600.0
 DEFAULT_DELIVERY_TIMEOUT = 30.0
 
 
-
 def stream_for(backend_name: str) -> str:
     """The spool stream of one routing backend's entries, on both sides of the broker."""
     return f"celery:{backend_name}"

@@ -139,7 +139,6 @@ class ContextStack:
             self._depth = len(frames)
             self._frames = None
 
-
     @property
     def frames(self) -> tuple[tuple[str, Mapping[str, Any]], ...]:
         """Every frame, outermost first (each frame is the same object in every stack
@@ -259,6 +258,7 @@ class ContextStack:
     def __repr__(self) -> str:
         names = ", ".join(name for name, _ in self.frames)
         return f"<ContextStack [{names}]>"
+
 
 def _stack_on(below: ContextStack, frame: tuple[str, Mapping[str, Any]]) -> ContextStack:
     """``below`` with ``frame`` entered: built without __init__, on every enter."""

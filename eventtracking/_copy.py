@@ -215,8 +215,7 @@ def _walk_tuple(value: tuple[Any, ...], depth: int, memo: dict[int, Any]) -> tup
     # dict, which the memo already holds.
     parts = [_walk(item, depth, memo) for item in value]
     if all(
-        child is None and part is item
-        for (part, child), item in zip(parts, value, strict=True)
+        child is None and part is item for (part, child), item in zip(parts, value, strict=True)
     ):
         # Only immutable (or shared) items: the tuple itself is immutable, and shared.
         return value, None
@@ -411,8 +410,7 @@ def _compile(plan: Any) -> _Compiled:
             return
         if rebuild is _replay_list and not flat and not nested:
             check_lines.append(
-                f"if _type({source}) is not _list or not _immutable(map(_type, {source})): "
-                f"{fail}"
+                f"if _type({source}) is not _list or not _immutable(map(_type, {source})): {fail}"
             )
             return
         if (rebuild is not _replay_dict and rebuild is not _replay_list) or (

@@ -309,9 +309,7 @@ class TrackingLogAvro:
 
     def __init__(self, events: SimpleNamespace, serialize: Any) -> None:
         signal = events.TRACKING_EVENT_EMITTED
-        self._library: Callable[[Any], Any] = lambda log: serialize(
-            {"tracking_log": log}, signal
-        )
+        self._library: Callable[[Any], Any] = lambda log: serialize({"tracking_log": log}, signal)
         self._schema: Any = None
         try:
             import fastavro

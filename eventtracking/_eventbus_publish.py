@@ -226,9 +226,7 @@ class SignalPublisher:
         """
         send_with_metadata = getattr(signal, "_send_event_with_metadata", None)
         if send_with_metadata is None:
-            return signal.send_event(
-                send_robust=True, time=envelope.time, tracking_log=log_data
-            )
+            return signal.send_event(send_robust=True, time=envelope.time, tracking_log=log_data)
         return send_with_metadata(
             metadata=message_metadata(self._events, envelope),
             send_robust=True,

@@ -156,7 +156,11 @@ def report_repr_fallbacks(event: Any, values: list[Any]) -> None:
 
 
 def _find_paths(
-    value: Any, path: Any, wanted: dict[int, Any], found: dict[int, Any], depth: int,
+    value: Any,
+    path: Any,
+    wanted: dict[int, Any],
+    found: dict[int, Any],
+    depth: int,
     active: set[int],
 ) -> None:
     if id(value) in wanted and id(value) not in found:
@@ -386,8 +390,7 @@ def _clean(value: Any, depth: int, active: set[int], path: Any) -> Any:
                     for key, item in value.items()
                 }
             return [
-                _clean(item, depth + 1, active, (path, index))
-                for index, item in enumerate(value)
+                _clean(item, depth + 1, active, (path, index)) for index, item in enumerate(value)
             ]
         finally:
             active.discard(marker)

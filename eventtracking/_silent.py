@@ -44,8 +44,7 @@ def why_nothing_is_written(logger: logging.Logger, level: int) -> str | None:
         if logger.manager.disable >= level:
             return f"logging.disable() turned off {level_name} records"
         return (
-            f"logger {label!r} is not enabled for {level_name}: its effective level is "
-            f"{effective}"
+            f"logger {label!r} is not enabled for {level_name}: its effective level is {effective}"
         )
     current: logging.Logger | None = logger
     while current is not None:

@@ -279,12 +279,17 @@ class RoutingBackend:
                     backend.send(copies.pop())
             except NoTransformerImplemented as exc:
                 self._counters.incr("dropped", "no_transformer")
-                LOG.info("Backend %r has no transformer for event %r: %r", name,
-                         _event_name(event), exc)
+                LOG.info(
+                    "Backend %r has no transformer for event %r: %r", name, _event_name(event), exc
+                )
             except NoBackendEnabled as exc:
                 self._counters.incr("dropped", "backend_disabled")
-                LOG.info("Backend %r is not enabled; event %r not sent to it: %r", name,
-                         _event_name(event), exc)
+                LOG.info(
+                    "Backend %r is not enabled; event %r not sent to it: %r",
+                    name,
+                    _event_name(event),
+                    exc,
+                )
             except Exception:
                 self._counters.incr("failed", name)
                 self._log.error(

@@ -175,8 +175,7 @@ def test_emit_fails_when_the_event_reaches_no_backend(configure: Any) -> None:
         call_command("eventtracking_emit", stdout=out, stderr=out)
     message = str(caught.value)
     assert message.startswith(
-        "The event reached no backend: logger (LoggerBackend): dropped 1 "
-        "(dropped_not_enabled +1)."
+        "The event reached no backend: logger (LoggerBackend): dropped 1 (dropped_not_enabled +1)."
     )
     assert "eventtracking.W002" in message
     assert "  logger (LoggerBackend): dropped 1 (dropped_not_enabled +1)\n" in out.getvalue()

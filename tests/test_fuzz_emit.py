@@ -508,4 +508,3 @@ def test_hostile_data_includes_what_the_issue_lists() -> None:
 
     collect()
     assert seen >= {"cycle", "huge", "deep", "nan", "odd key", "bad repr", "bad eq"}, seen
-

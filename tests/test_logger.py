@@ -799,8 +799,7 @@ def test_unserialisable_value_warning_names_event_and_key_path(
     assert _json.JSON_STATS.get("repr_fallback") == before + 1
     messages = [r.getMessage() for r in caplog.records]
     assert any(
-        "'video.played'" in m and "data.player.items[1]" in m and "Handle" in m
-        for m in messages
+        "'video.played'" in m and "data.player.items[1]" in m and "Handle" in m for m in messages
     ), messages
 
 

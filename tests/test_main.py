@@ -178,9 +178,7 @@ def test_both_front_ends_have_the_same_verbs_and_options(django_env: None) -> No
     from eventtracking.__main__ import build_parser
 
     def verbs(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
-        (actions,) = [
-            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-        ]
+        (actions,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         return {
             name: {
                 option

@@ -640,9 +640,7 @@ def test_emit_never_waits_for_the_writer_with_mongodb_down(host: str, tmp_path: 
                 break
             tracker.flush(0.1)
         assert callers, "the writer never tried to deliver"
-        returns_in_time(
-            lambda: [tracker.emit("while.down", {"seq": seq}) for seq in range(1, 20)]
-        )
+        returns_in_time(lambda: [tracker.emit("while.down", {"seq": seq}) for seq in range(1, 20)])
         assert tracker.flush(0.2) is False
     finally:
         hold.set()
@@ -977,6 +975,7 @@ def test_a_system_check_never_shows_the_uri_password(tmp_path: Path) -> None:
     assert "mongodb://***@db.example/" in output
     for secret in ("alice", "S3cr3t"):
         assert secret not in output
+
 
 def test_unserialisable_value_is_stored_as_its_repr_counted_and_reported(
     make_backend: MakeBackend, stored: Any, caplog: pytest.LogCaptureFixture

@@ -218,9 +218,7 @@ def test_threads_that_end_leave_no_spool_file_open(tmp_path: Path) -> None:
     spool.append(STREAM, [b"main"])
 
     def open_spool_files() -> int:
-        return sum(
-            1 for f in psutil.Process().open_files() if Path(f.path).parent == tmp_path
-        )
+        return sum(1 for f in psutil.Process().open_files() if Path(f.path).parent == tmp_path)
 
     def append_in_threads(first: int, stop: int) -> None:
         for n in range(first, stop):
@@ -330,7 +328,6 @@ def test_default_directory_follows_xdg_cache_home(
     assert default_spool_dir() == tmp_path / "home" / ".cache" / "eventtracking" / "spool"
 
 
-
 def test_a_new_spool_waits_for_another_connection_setting_up_the_file(tmp_path: Path) -> None:
     """Opening the spool while another connection holds the still-new file's write lock
     waits for it, as every other statement does, instead of failing at once with
@@ -377,9 +374,7 @@ def test_spool_files_are_private_whatever_the_umask(tmp_path: Path, umask: int) 
     modes = json.loads(done.stdout)
     assert modes.pop(".") == 0o700
     assert {SPOOL_FILENAME, f"{SPOOL_FILENAME}-wal", f"{SPOOL_FILENAME}-shm"} <= set(modes)
-    assert {name: oct(mode) for name, mode in modes.items()} == {
-        name: oct(0o600) for name in modes
-    }
+    assert {name: oct(mode) for name, mode in modes.items()} == {name: oct(0o600) for name in modes}
 
 
 def _foreign_directory(tmp_path: Path) -> Path:

@@ -513,7 +513,6 @@ def test_legacy_locator_is_edited_in_place() -> None:
     assert t.located_context is locator.contexts
 
 
-
 def test_legacy_locator_edits_made_directly_reach_the_events() -> None:
     """Code that edits a 4.x locator's mapping itself, bypassing the tracker, changes the
     events, including a context changed in place after it was entered."""

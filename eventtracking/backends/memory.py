@@ -88,8 +88,7 @@ def _copy_event(event: Event) -> Event:
         context = event.get("context")
         if plain_context(context):
             return {
-                key: value if value is context else safe_copy(value)
-                for key, value in event.items()
+                key: value if value is context else safe_copy(value) for key, value in event.items()
             }
     copied: Event = safe_copy(event)
     return copied

@@ -86,11 +86,7 @@ def check_app_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     if apps.is_installed("eventtracking.django"):
         return []
     resolved = _middleware_classes(getattr(settings, "MIDDLEWARE", None) or [])
-    found = [
-        path
-        for path in (CONTEXT_MIDDLEWARE, EVENT_MIDDLEWARE)
-        if _positions(resolved, path)
-    ]
+    found = [path for path in (CONTEXT_MIDDLEWARE, EVENT_MIDDLEWARE) if _positions(resolved, path)]
     return [
         checks.Warning(
             APP_NOT_INSTALLED.format(middleware=path.rpartition(".")[2]),

@@ -208,4 +208,3 @@ def build_context(request: HttpRequest, config: ContextConfig) -> RequestContext
             values.update(extra)
             keys = (*fields, *(key for key in extra if key not in fields))
     return RequestContext(request, keys, values)
-

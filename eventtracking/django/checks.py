@@ -203,6 +203,7 @@ __all__ = [
     "register_checks",
 ]
 
+
 def register_checks() -> None:
     """Register the checks with Django; calling it again is harmless."""
     for check in (check_tracker_settings, check_middleware, check_middleware_settings):

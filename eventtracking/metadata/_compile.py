@@ -129,10 +129,7 @@ class _Writer:
                 array = f"{self.constant(allowed)}.issuperset(map(type, {expr}))"
             if node.types == {"array"}:
                 return f"({test_of.format(first)} and {array})"
-            return (
-                f"({test_of.format(first)} and "
-                f"(type({expr}) not in (list, tuple) or {array}))"
-            )
+            return f"({test_of.format(first)} and (type({expr}) not in (list, tuple) or {array}))"
         return test_of.format(first)
 
     @staticmethod
@@ -242,5 +239,3 @@ def compile_definition(definition: Definition) -> Checks:
     if definition.schema is not None:
         return compile_schema(definition.name, definition.json_schema)
     return compile_fields(definition.fields, definition.additional_fields)
-
-

@@ -31,6 +31,7 @@ __all__ = [
 #: At most this many findings are listed per event.
 MAX_FINDINGS = 20
 
+
 @dataclass(frozen=True)
 class Finding:
     """One problem with an event: its ``kind``, the ``path`` it concerns, and a message."""
@@ -44,6 +45,7 @@ Checks = tuple[
     Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list["Finding"]]
 ]
 """``(check, shallow, diagnose)``: see :func:`compile_fields`."""
+
 
 @dataclass
 class FieldNode:

@@ -187,8 +187,6 @@ def definition_id(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-
-
 # -- where events are emitted ---------------------------------------------------------
 
 

@@ -100,6 +100,7 @@ MAX_CACHED_NAME_LENGTH = 1024
 #: Seconds between two warnings about the same event name (every finding is counted).
 LOG_INTERVAL = 60.0
 
+
 class Validator:
     """The tracker hook that references, publishes and checks documented events.
 

@@ -43,6 +43,7 @@ from eventtracking import _celery_worker, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._fork import ForkCheck
 from eventtracking._options import is_count
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import merge_into
@@ -170,7 +171,8 @@ class AsyncRoutingBackend(RoutingBackend):
         self.ledger_grace = float(ledger_grace)
         self._found_name: str | None = None
         self._sweeper_lock = threading.Lock()
-        self._sweeper_pid: int | None = None
+        # The process whose sweeper thread runs (None: none started yet).
+        self._sweeper: ForkCheck | None = None
         self._sweeper_stop = threading.Event()
         sink_options: dict[str, Any] = {
             "app": app,
@@ -270,7 +272,7 @@ class AsyncRoutingBackend(RoutingBackend):
 
         Called by the worker for each message; starts the ledger sweeper on first use.
         """
-        if self._sweeper_pid != os.getpid():
+        if self._sweeper is None or self._sweeper.forked():
             self.start_sweeper()
         return _celery_worker.WorkerSettings(
             spool=self.spool,
@@ -298,9 +300,9 @@ class AsyncRoutingBackend(RoutingBackend):
         if not self._retry_sink.use_ledger:
             return
         with self._sweeper_lock:
-            if self._sweeper_pid == os.getpid():
+            if self._sweeper is not None and not self._sweeper.forked():
                 return
-            self._sweeper_pid = os.getpid()
+            self._sweeper = ForkCheck()
             self._sweeper_stop = stop = threading.Event()
         thread = threading.Thread(
             target=_sweep_forever,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from eventtracking._options import is_count
 from eventtracking.delivery import BatchDelivery, Sink
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import Spool, default_spool_dir
@@ -29,11 +30,7 @@ def open_spool(spool_dir: str | os.PathLike[str] | None, spool_max_bytes: int | 
     :class:`~eventtracking.spool.UnsafeSpoolError` (one of them) for a directory or file
     that another user could read or change. Creates nothing.
     """
-    if spool_max_bytes is not None and (
-        isinstance(spool_max_bytes, bool)
-        or not isinstance(spool_max_bytes, int)
-        or spool_max_bytes <= 0
-    ):
+    if spool_max_bytes is not None and not is_count(spool_max_bytes):
         msg = (
             "spool_max_bytes must be a positive int (bytes) or None for no limit, got "
             f"{spool_max_bytes!r}"

@@ -91,6 +91,10 @@ def make_app(broker: Broker, *, visibility_timeout: float | None = None, **conf:
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # No remote control: the tests never use it, and its broadcast channel is a
+        # Redis pub/sub read that, after a Redis restart on a busy machine, was seen to
+        # block a worker's only thread for good, so the worker never stopped.
+        worker_enable_remote_control=False,
         **conf,
     )
     return app

@@ -38,31 +38,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from _event import CONTEXT, DATA, NAME
 from _harness import Entry, Suite
 
-NAME = "edx.problem.check"
 EVENT_TYPE = "org.openedx.analytics.tracking.event.emitted.v1"
 TOPIC = "analytics"
-CONTEXT = {
-    "user_id": 48213,
-    "org_id": "Example",
-    "course_id": "course-v1:Example+Intro101+2024",
-    "path": "/courses/intro-101/unit/7",
-}
-DATA = {
-    "problem_id": "block-v1:Example+Intro101+2024+type@problem+block@4f1c8e2a9b7d4e05",
-    "attempts": 2,
-    "grade": 7,
-    "max_grade": 10,
-    "success": "incorrect",
-    "answers": {"q1": "choice_2", "q2": ["choice_0", "choice_3"], "q3": "42.5"},
-    "correct_map": {
-        "q1": {"correctness": "correct", "hint": "", "npoints": 1},
-        "q2": {"correctness": "incorrect", "hint": "Two answers are right.", "npoints": 0},
-        "q3": {"correctness": "correct", "hint": "", "npoints": 1},
-    },
-    "agent": "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0",
-}
 # 4.0.2 writes every event before emit returns, about 0.5 ms each here: short batches keep
 # the suite near a minute.
 ITERATIONS = 500

@@ -47,9 +47,7 @@ FAST_INSTALL_HINT = "pip install 'event-tracking[fast]'"
 # The standard library's encoder with orjson's separators: for values orjson refuses
 # (ints over 64 bits, keys that are not strings, cycles) and for values that need
 # cleaning. It keeps ensure_ascii, so a line with a lone surrogate is still valid UTF-8.
-_COMPACT = json.JSONEncoder(
-    default=fast_default, allow_nan=False, separators=(",", ":"), check_circular=False
-)
+_COMPACT = json.JSONEncoder(default=fast_default, allow_nan=False, separators=(",", ":"))
 
 # Types whose JSON form can never hold a NaN or an infinity: the immutable ones but
 # floats, and the complex numbers and frozensets that may hold them.
@@ -121,6 +119,13 @@ def dumps_compact(value: Any) -> str:
         out = _orjson_bytes(value)
         if out is not None:
             return out.decode()
+    return _dumps_stdlib(value)
+
+
+def _dumps_stdlib(value: Any) -> str:
+    """:func:`dumps_compact` through the standard library alone, cleaning what it
+    refuses. Its cycle check stops at the first reference back, where an unchecked
+    encoder would write the data again at every level until the recursion limit."""
     try:
         return _COMPACT.encode(value)
     except (ValueError, TypeError, RecursionError):
@@ -176,6 +181,10 @@ class OrjsonEventEncoder:
                             }
                         )
                         return line.decode()
+                    # orjson refused the data, so it would refuse the event too: a
+                    # second try would cost as much again (for a cycle, orjson writes
+                    # the data at every level down to its depth limit first).
+                    return _dumps_stdlib(event)
         return dumps_compact(event)
 
     def _encode_context(self, context: FrozenContext) -> Any:

@@ -255,6 +255,38 @@ def test_cycles_are_written_as_markers(lines: Lines) -> None:
     assert event["data"] == {"dict": {"name": "loop", "self": "<cycle>"}, "list": [1, "<cycle>"]}
 
 
+#: orjson's nesting limit: for a cycle, orjson writes the data once per level up to it
+#: before it gives up (its documented limit; no option changes it).
+ORJSON_DEPTH_LIMIT = 255
+
+
+class CountingSet(set):  # type: ignore[type-arg]
+    """A set that counts how many times an encoder reads it."""
+
+    reads = 0
+
+    def __iter__(self) -> Any:
+        CountingSet.reads += 1
+        return super().__iter__()
+
+
+def test_a_cycle_is_found_at_once_not_written_down_to_the_recursion_limit(
+    lines: Lines, encoder: str
+) -> None:
+    """Data that holds itself is written again at every level by an encoder that does
+    not look for cycles, until the recursion limit: a list holding 1 MB of text and
+    itself took seconds and gigabytes. Each encoder reads the data a bounded number of
+    times: the standard library finds the cycle at once, and the orjson encoder pays
+    one orjson attempt (up to its depth limit) before that."""
+    CountingSet.reads = 0
+    items: list[Any] = [CountingSet({1})]
+    items.append(items)
+    event = emit_one(lines, {"list": items})
+    assert event["data"] == {"list": [[1], "<cycle>"]}
+    bound = 5 if encoder == "stdlib" else ORJSON_DEPTH_LIMIT + 5
+    assert CountingSet.reads <= bound, CountingSet.reads
+
+
 def test_shared_but_acyclic_values_are_written_in_full(lines: Lines) -> None:
     """The same object appearing twice (without a cycle) is written twice, not as a cycle."""
     shared = {"k": float("nan")}

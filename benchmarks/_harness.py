@@ -240,3 +240,37 @@ def _parser(suite: Suite) -> argparse.ArgumentParser:
 def _print(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+# -- the reports of bench_mongo.py and bench_celery.py ---------------------------------
+
+#: How a report row's goal check reads: met, missed, or no goal.
+REPORT_STATUS = {True: "met", False: "MISSED", None: "-"}
+
+
+def print_report_table(rows: Sequence[tuple[Any, ...]], seconds: float) -> None:
+    """Print a report's rows (measure, figures, ratio, goal, met: bool or None) as an
+    aligned table, then the seconds it took."""
+    headers = ("measure", "figures", "ratio", "goal", "status")
+    table = [headers] + [(*row[:4], REPORT_STATUS[row[4]]) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for n, line in enumerate(table):
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  " + "  ".join(cells).rstrip())
+        if n == 0:
+            print("  " + "  ".join("-" * width for width in widths))
+    print(f"  ({seconds:.0f} s)", flush=True)
+
+
+def report_parser(description: str) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line of a report script: ``report`` (its options are the same in
+    every report) and ``measure``, returned for the script to add its own options."""
+    parser = argparse.ArgumentParser(description=description)
+    commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("report", help="measure and print the report")
+    report.add_argument("--peer-python", required=True, help="interpreter with 4.0.2")
+    report.add_argument("--repeat", type=int, default=3, help="runs per side (3)")
+    report.add_argument("--quick", action="store_true", help="a smoke run")
+    measure = commands.add_parser("measure", help="one measurement, as JSON (internal)")
+    measure.add_argument("--events", type=int, required=True)
+    return parser, measure

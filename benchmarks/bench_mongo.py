@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from _event import CONTEXT, DATA, NAME
-from _harness import Entry, Suite
+from _harness import Entry, Suite, print_report_table, report_parser
 
 DATABASE = "bench"
 EVENTS = 20_000
@@ -481,33 +481,17 @@ def _print_report(
         f"  {outage['spooled']:,} events of the outage were on disk afterwards "
         f"(spool {outage['spool_mb']:.0f} MB); none dropped"
     )
-    headers = ("measure", "figures", "ratio", "goal", "status")
-    status = {True: "met", False: "MISSED", None: "-"}
-    table = [headers] + [(*row[:4], status[row[4]]) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    for n, line in enumerate(table):
-        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        print("  " + "  ".join(cells).rstrip())
-        if n == 0:
-            print("  " + "  ".join("-" * width for width in widths))
-    print(f"  ({seconds:.0f} s)", flush=True)
+    print_report_table(rows, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("report", "measure"):
         return SUITE.main(argv)
-    parser = argparse.ArgumentParser(description="The MongoDB report; see the docstring.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    report = commands.add_parser("report", help="measure and print the report")
-    report.add_argument("--peer-python", required=True, help="interpreter with 4.0.2")
-    report.add_argument("--repeat", type=int, default=3, help="runs per side (3)")
-    report.add_argument("--quick", action="store_true", help="a smoke run")
-    measure = commands.add_parser("measure", help="one measurement, as JSON (internal)")
+    parser, measure = report_parser("The MongoDB report; see the docstring.")
     measure.add_argument(
         "--what", choices=("ours", "peer", "pymongo", "pymongo_noindex", "outage"), required=True
     )
-    measure.add_argument("--events", type=int, required=True)
     measure.add_argument("--setup-json", default="{}")
     args = parser.parse_args(argv)
     return _report(args) if args.command == "report" else _measure(args)

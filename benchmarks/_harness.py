@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -274,3 +276,22 @@ def report_parser(description: str) -> tuple[argparse.ArgumentParser, argparse.A
     measure = commands.add_parser("measure", help="one measurement, as JSON (internal)")
     measure.add_argument("--events", type=int, required=True)
     return parser, measure
+
+
+def run_measure(python: str, script: str, *argv: str, timeout: float) -> dict[str, Any]:
+    """Run ``script measure *argv`` under ``python`` and return the JSON object it
+    printed last; RuntimeError with the end of its stderr when it fails. The child gets
+    no PYTHONPATH, so it imports the package installed in that interpreter's venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    done = subprocess.run(
+        [python, script, "measure", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if done.returncode != 0:
+        msg = f"measure {' '.join(argv[:2])} failed:\n{done.stderr[-3000:]}"
+        raise RuntimeError(msg)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from _event import CONTEXT, DATA, NAME
-from _harness import Entry, Suite, print_report_table, report_parser
+from _harness import Entry, Suite, print_report_table, report_parser, run_measure
 
 HERE = Path(__file__).resolve().parent
 EVENTS = 20_000
@@ -441,19 +441,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _run_measure(python: str, *argv: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [python, __file__, "measure", *argv],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env=env,
-    )
-    if done.returncode != 0:
-        msg = f"measure {' '.join(argv[:2])} failed:\n{done.stderr[-3000:]}"
-        raise RuntimeError(msg)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_measure(python, __file__, *argv, timeout=1800)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -44,7 +44,6 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from _event import CONTEXT, DATA, NAME
-from _harness import Entry, Suite, print_report_table, report_parser
+from _harness import Entry, Suite, print_report_table, report_parser, run_measure
 
 DATABASE = "bench"
 EVENTS = 20_000
@@ -351,19 +350,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _run_measure(python: str, *argv: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(
-        [python, __file__, "measure", *argv],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    if done.returncode != 0:
-        msg = f"measure {' '.join(argv[:2])} failed:\n{done.stderr[-3000:]}"
-        raise RuntimeError(msg)
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_measure(python, __file__, *argv, timeout=900)
 
 
 def _report(args: argparse.Namespace) -> int:

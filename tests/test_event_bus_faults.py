@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import eventbus_support
 import pytest
 from eventbus_support import TOPIC, bus_settings, consume, decode_message
-from redis_fixtures import RedisServer, redis_binary
+from redis_fixtures import RedisServer, free_port, redis_binary
 
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
@@ -34,12 +33,6 @@ bus_env = eventbus_support.bus_env
 
 UTC = datetime.timezone.utc
 PUBLISHERS = ["redis", "signal"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

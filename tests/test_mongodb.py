@@ -27,6 +27,7 @@ from typing import Any
 import bson
 import pytest
 from mongo_fixtures import AUTH_DATABASE, AUTH_USERS, MongoServer
+from redis_fixtures import free_port
 
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.mongodb import (
@@ -68,13 +69,6 @@ def make_backend(mongo: MongoServer, collection_name: str, tmp_path: Path) -> It
 def stored(mongo: MongoServer, collection_name: str) -> Any:
     """The test's collection, read through a client of the test's own."""
     return mongo.client(tz_aware=True)[DB][collection_name]
-
-
-def free_port() -> int:
-    """A 127.0.0.1 port with nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def seqs(collection: Any, **query: Any) -> list[int]:

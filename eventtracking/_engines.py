@@ -144,8 +144,11 @@ def check_role(target: Any, role: str, where: str, engine: str) -> None:
         return
     # Instances of a class with __getattr__ (a mock, a proxy) may make send on demand:
     # such a class is checked on its instance, when the router takes it.
-    on_demand = any("__getattr__" in vars(k) for k in target.__mro__)
-    if role == BACKEND and not on_demand and not callable(getattr(target, "send", None)):
+    if (
+        role == BACKEND
+        and not callable(getattr(target, "send", None))
+        and not any("__getattr__" in vars(k) for k in target.__mro__)
+    ):
         msg = (
             f"{where}: ENGINE {engine!r} is not a backend: class {target.__name__} has no "
             "send(event) method."

@@ -109,20 +109,6 @@ def safe_repr(obj: Any) -> str:
         return f"<unrepresentable {type(obj).__qualname__}>"
 
 
-def encode_any(obj: Any) -> Any:
-    """Like :func:`encode_known`, but falls back to the repr instead of raising.
-
-    The fallback is counted in ``JSON_STATS['repr_fallback']`` and logged, at most once
-    a minute per type.
-    """
-    try:
-        return encode_known(obj)
-    except Exception:
-        # TypeError for unknown types; anything else from a known type's own
-        # conversion (a failing __fspath__, say) must not lose the event either.
-        return _repr_fallback(obj, None)
-
-
 def _repr_fallback(obj: Any, path: Any) -> str:
     """Count and report ``obj`` (found at ``path``, when known); return its repr."""
     JSON_STATS.incr("repr_fallback")

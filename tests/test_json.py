@@ -23,7 +23,6 @@ from eventtracking._json import (
     EventEncoder,
     clean,
     dumps,
-    encode_any,
     encode_known,
     safe_repr,
 )
@@ -60,19 +59,6 @@ def test_safe_repr_never_raises() -> None:
     """safe_repr() gives the repr, or a placeholder naming the type when repr raises."""
     assert safe_repr([1]) == "[1]"
     assert safe_repr(NoRepr()) == "<unrepresentable NoRepr>"
-
-
-def test_encode_any_falls_back_to_repr_and_counts() -> None:
-    """encode_any() writes an unknown object as its repr and counts the fallback."""
-
-    class Thing:
-        def __repr__(self) -> str:
-            return "Thing()"
-
-    before = JSON_STATS.get("repr_fallback")
-    assert encode_any(Thing()) == "Thing()"
-    assert encode_any({"a", "b"}) == ["a", "b"]
-    assert JSON_STATS.get("repr_fallback") == before + 1
 
 
 PLAIN = st.recursive(

@@ -118,3 +118,37 @@ def test_celery_events_are_replayed_to_the_broker_and_reach_the_worker(
     assert replayed(output, "replayed") == (len(received.snapshot()), 0, 0)
     assert "to the Celery broker" in output
     app.close()
+
+
+# -- manage.py eventtracking_emit --------------------------------------------------------
+
+
+def test_emit_with_the_broker_down_says_the_event_is_spooled_and_succeeds(
+    redis_factory: Any, tmp_path: Path, closing: list[Any]
+) -> None:
+    """With the broker down the test event waits safely in the spool: emit says so,
+    once, with where it waits and what publishes it, and exits 0."""
+    server = redis_factory()
+    app = make_app(Broker("redis", server.url))
+    server.kill()
+    router = AsyncRoutingBackend(
+        backends={"memory": InMemoryBackend()},
+        backend_name="down",
+        app=app,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+    )
+    closing.append(router)
+    register_tracker(Tracker({"celery": router}))
+    output = run("eventtracking_emit", "--timeout", "1")  # raises CommandError on failure
+    assert router.spool.pending_count(router.stream) == 1
+    lines = output.splitlines()
+    (line,) = [line for line in lines if line.startswith("  celery (AsyncRoutingBackend): ")]
+    assert line.endswith(": queued 1, spooled 1")
+    (waits,) = [line for line in lines if "the event waits in the spool" in line]
+    assert f" {router.spool.path} (stream {router.stream}, 1 pending)" in waits
+    assert "until the Celery broker is reachable" in waits
+    assert lines[-1].startswith("Spooled, not lost: 1 of 1 backend(s)")
+    assert "manage.py eventtracking_spool replay" in lines[-1]
+    assert "dropped" not in output
+    assert "reached no backend" not in output and "Delivered" not in output

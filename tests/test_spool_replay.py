@@ -52,6 +52,17 @@ def replayed(output: str, name: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3])
 
 
+def spool_bus_events(spool_dir: Path, prefix: str, count: int) -> None:
+    """Send ``count`` events while the bus is unreachable: they end up in the spool."""
+    with bus_settings("redis://127.0.0.1:1/0", prefix):
+        down = EventBusRoutingBackend(spool_dir=spool_dir, flush_interval=0.05)
+        for n in range(count):
+            event = {"name": "course.viewed", "timestamp": datetime.datetime.now(UTC)}
+            down.send({**event, "context": {}, "data": {"n": n}})
+        down.close(0)
+    assert down.spool.pending_count(down.stream) == count
+
+
 @pytest.fixture
 def closing() -> Iterator[list[Any]]:
     """Backends to close when the test ends."""
@@ -68,13 +79,7 @@ def test_bus_events_are_replayed_to_the_bus_and_counted(
     every one of them (it once said 0 for a bus stream it had published)."""
     prefix = "t-replay-bus"
     spool_dir = tmp_path / "spool"
-    with bus_settings("redis://127.0.0.1:1/0", prefix):
-        first = EventBusRoutingBackend(spool_dir=spool_dir, flush_interval=0.05)
-        for n in range(40):
-            event = {"name": "course.viewed", "timestamp": datetime.datetime.now(UTC)}
-            first.send({**event, "context": {}, "data": {"n": n}})
-        first.close(0)
-    assert first.spool.pending_count(first.stream) == 40
+    spool_bus_events(spool_dir, prefix, 40)
     with bus_settings(redis_url, prefix):
         bus = EventBusRoutingBackend(spool_dir=spool_dir, flush_interval=0.05)
         closing.append(bus)
@@ -152,3 +157,60 @@ def test_emit_with_the_broker_down_says_the_event_is_spooled_and_succeeds(
     assert "manage.py eventtracking_spool replay" in lines[-1]
     assert "dropped" not in output
     assert "reached no backend" not in output and "Delivered" not in output
+
+
+# -- output safety and progress ---------------------------------------------------------
+
+HOSTILE = "evil\x1b]0;owned\x07\x1b[2J\nforged line"
+
+
+def test_hostile_names_and_reasons_are_printed_escaped(tmp_path: Path, closing: list[Any]) -> None:
+    """A stream name or a dead letter's reason holding escape codes or a newline (from a
+    message anyone with access to the broker could write) is printed escaped by status
+    and dead-letters: nothing reaches the terminal raw, no output line is forged."""
+    from eventtracking._escape import escape_for_terminal
+
+    app = make_app(Broker("redis", "redis://127.0.0.1:1/0"))
+    router = AsyncRoutingBackend(
+        backend_name="hostile", app=app, spool_dir=tmp_path / "spool", spool_stream=HOSTILE
+    )
+    closing.append(router)
+    register_tracker(Tracker({"hostile": router}))
+    router.spool.add_dead_letters(HOSTILE, [(b"{}", f"unknown backend {HOSTILE!s}", None)])
+    for verb in ("status", "dead-letters"):
+        output = run("eventtracking_spool", verb)
+        assert "\x1b" not in output and "\x07" not in output, verb
+        assert not any(line.startswith("forged") for line in output.splitlines()), verb
+        assert escape_for_terminal(HOSTILE) in output, verb
+    app.close()
+
+
+def test_replay_draws_progress_on_a_terminal_only(
+    redis_url: str, redis_server: Any, tmp_path: Path, closing: list[Any]
+) -> None:
+    """On a terminal replay draws a progress line (count, rate, time left) and ends it
+    before the summary; to a pipe or a file it writes the summary only."""
+    import os
+    import pty
+
+    prefix = "t-replay-progress"
+    spool_dir = tmp_path / "spool"
+    spool_bus_events(spool_dir, prefix, 5)
+    leader, follower = pty.openpty()
+    terminal = os.fdopen(follower, "w")
+    with bus_settings(redis_url, prefix):
+        bus = EventBusRoutingBackend(spool_dir=spool_dir, flush_interval=0.05)
+        closing.append(bus)
+        register_tracker(Tracker({"bus": bus}))
+        call_command("eventtracking_spool", "replay", stdout=terminal, stderr=terminal)
+        terminal.flush()
+        screen = os.read(leader, 65536).decode()
+        terminal.close()
+        os.close(leader)
+        spool_bus_events(spool_dir, prefix, 5)
+        piped = run("eventtracking_spool", "replay")
+    assert "\rbus (stream " in screen
+    assert ": 5 of 5 replayed, " in screen and "/s, 0 s left" in screen
+    assert replayed(screen.replace("\r\n", "\n").split("\r")[-1], "bus") == (5, 0, 0)
+    assert replayed(piped, "bus") == (5, 0, 0)
+    assert "\r" not in piped and " of 5 replayed" not in piped

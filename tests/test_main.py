@@ -343,3 +343,44 @@ def test_replay_shows_progress_on_a_terminal_only(
     )  # fmt: skip
     assert status == 0
     assert "\r" not in text and " of 1 replayed" not in text
+
+
+WITHOUT_PYMONGO = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"pymongo", "bson"}:
+            raise ImportError(f"{name} is blocked by the test")
+        return None
+
+sys.meta_path.insert(0, Block())
+from eventtracking.__main__ import main
+from eventtracking.spool import Spool
+
+Spool(sys.argv[1]).append(sys.argv[2], [b"x"])
+status = main(["spool", "replay", "--spool-dir", sys.argv[1], "--stream", sys.argv[2],
+               "--uri", "mongodb://127.0.0.1:1/", "--timeout", "5"])
+print("exit", status)
+"""
+
+
+@pytest.mark.parametrize("stream", ["celery:default", STREAM])
+def test_replay_without_pymongo_says_what_to_do(tmp_path: Path, stream: str) -> None:
+    """Without pymongo, replay prints a message instead of a traceback: for a MongoDB
+    stream it names the extra to install, for a Celery stream the command to use."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYMONGO, str(tmp_path), stream],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.endswith("exit 2\n"), done.stdout
+    expected = (
+        "manage.py eventtracking_spool replay"
+        if stream.startswith("celery:")
+        else "pip install 'event-tracking[mongo]'"
+    )
+    assert expected in done.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -53,6 +54,10 @@ _ORDER = ("queued", "spooled", "written", "filtered", "dropped", "failed")
 ATTEMPTS = ("errors", "last_error", "last_error_at", "retries")
 
 
+#: The counters of a delivery that say what became of events.
+DELIVERY_OUTCOMES = ("queued", "stored", "spooled", "dead_lettered", "dropped")
+
+
 def delivering(backend: Any) -> bool:
     """Whether ``backend`` delivers in the background through a spool."""
     return isinstance(getattr(backend, "delivery", None), BatchDelivery) and isinstance(
@@ -60,7 +65,7 @@ def delivering(backend: Any) -> bool:
     )
 
 
-def walk_backends(backends: Any, prefix: str = "") -> Any:
+def backends_here(backends: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """Every backend of a tree with its dotted name, as far as this process delivers:
     the backends nested in a delivering router run where its messages are consumed."""
     for name, backend in backends.items():
@@ -68,7 +73,7 @@ def walk_backends(backends: Any, prefix: str = "") -> Any:
         yield path, backend
         children = getattr(backend, "backends", None)
         if isinstance(children, dict) and not delivering(backend):
-            yield from walk_backends(children, f"{path}.")
+            yield from backends_here(children, f"{path}.")
 
 
 def stats_prefix(path: str) -> str:
@@ -122,7 +127,7 @@ class Command(BaseCommand):
             raise CommandError(msg)
         data = self._data(options["data"])
         timeout = options["timeout"]
-        backends = list(walk_backends(tracker.backends))
+        backends = list(backends_here(tracker.backends))
 
         before = flatten(tracker.stats())
         own_before = {path: _own_counters(backend) for path, backend in backends}
@@ -285,15 +290,15 @@ class _Report:
 def _own_counters(backend: Any) -> dict[str, int] | None:
     """A backend's own integer counters, without those of the backends below it.
 
-    For a delivering backend, its delivery's counters, which are the same for every
-    kind, without the failed attempts and the spool's own counters.
+    For a delivering backend, the counters of what its delivery did with events, which
+    are the same for every kind (the sink's own, merged in, would count them twice).
     """
     if delivering(backend):
         try:
             values = backend.delivery.stats()
         except Exception:
             return None
-        return flatten({k: v for k, v in values.items() if k not in (*ATTEMPTS, "spool")})
+        return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
     stats = getattr(backend, "stats", None)
     if not callable(stats):
         return None

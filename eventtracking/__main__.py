@@ -261,17 +261,33 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
             args.stream = backend.stream
             _move_back(backend.spool, args, out)
         result = verbs.replay_backend(
-            backend, args.timeout, label=label, write=out.write, tty=out.isatty()
+            backend,
+            args.timeout,
+            label=label,
+            write=out.write,
+            tty=out.isatty(),
+            hopeless=_not_bson,
         )
     finally:
         # Long enough for an attempt in progress to end, so that it releases its rows.
         backend.close(5)
     out.write(f"{label}: {result.summary(backend)}\n")
+    error = escape_for_terminal(str(result.last_error))
+    if not result.finished and _not_bson(str(result.last_error)):
+        out.write(
+            f"{label} does not hold MongoDB documents ({error}): another kind of backend "
+            f"spooled it. {_USE_MANAGE_PY}\n"
+        )
+        return 2
     if not result.finished:
-        error = escape_for_terminal(str(result.last_error))
         out.write(f"Not finished within {args.timeout:g} s: {error}\n")
         return 1
     return 0
+
+
+def _not_bson(error: str) -> bool:
+    """Whether a delivery's last error says the stream's rows are not BSON documents."""
+    return error.startswith("InvalidBSON")
 
 
 def _list_pending(spool: Spool, out: TextIO) -> None:

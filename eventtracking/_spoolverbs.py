@@ -259,6 +259,7 @@ def replay_backend(
     label: str,
     write: Callable[[str], object],
     tty: bool,
+    hopeless: Callable[[str], bool] | None = None,
 ) -> Replayed:
     """Deliver what waits in ``backend``'s stream of its spool, from this process, for
     at most ``timeout`` seconds; return what happened.
@@ -267,7 +268,8 @@ def replay_backend(
     ``flush``): MongoBackend, AsyncRoutingBackend or EventBusRoutingBackend, each
     delivering to its own server. The counts come from the backend's delivery, whose
     counters are the same for every kind of backend. On a terminal (``tty``), a
-    progress line labelled ``label`` is drawn with ``write``.
+    progress line labelled ``label`` is drawn with ``write``. When ``hopeless`` says
+    yes to the delivery's last error (one that waiting cannot fix), it stops early.
     """
     delivery = backend.delivery
     before = delivery.stats()
@@ -277,7 +279,10 @@ def replay_backend(
         finished = bool(backend.flush(min(_STEP, max(0.0, deadline - time.monotonic()))))
         after = delivery.stats()
         replayed = after.get("replayed", 0) - before.get("replayed", 0)
+        error = after.get("last_error")
         if finished or time.monotonic() >= deadline:
+            break
+        if hopeless is not None and error is not None and hopeless(str(error)):
             break
         progress.update(replayed)
     progress.finish(replayed)

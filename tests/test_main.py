@@ -384,3 +384,22 @@ def test_replay_without_pymongo_says_what_to_do(tmp_path: Path, stream: str) -> 
         else "pip install 'event-tracking[mongo]'"
     )
     assert expected in done.stdout
+
+
+def test_replay_of_a_stream_that_is_not_bson_stops_at_the_first_attempt(
+    tmp_path: Path, mongo: MongoServer, collection_name: str
+) -> None:
+    """A stream under a name of its own that another kind of backend spooled (not
+    BSON) is not retried until the timeout: replay stops, says so, and points to
+    manage.py; the events stay spooled."""
+    spool = Spool(tmp_path)
+    spool.append("site-events", [b'{"entry": "from a Celery router"}'])
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(tmp_path), "--stream", "site-events",
+        "--uri", mongo.uri, "--collection", collection_name, "--timeout", "60",
+    )  # fmt: skip
+    assert status == 2, text
+    assert "Stream site-events does not hold MongoDB documents (InvalidBSON" in text
+    assert "manage.py eventtracking_spool replay" in text
+    assert "Not finished" not in text
+    assert spool.pending_count("site-events") == 1

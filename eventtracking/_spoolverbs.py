@@ -157,14 +157,19 @@ def _get(options: Any, name: str) -> Any:
 
 
 def document(letter: DeadLetter) -> Any:
-    """The dead letter's event, decoded when possible, for display."""
+    """The dead letter's event, decoded when possible, for display: a MongoDB
+    backend's BSON document, or the JSON text of a Celery or event-bus entry."""
     if letter.payload is None:
         return letter.detail
     try:
         import bson
 
         return bson.decode(letter.payload)
-    except Exception:  # pymongo missing, or bytes that are not BSON: show what there is
+    except Exception:  # pymongo missing, or bytes that are not BSON: try text
+        pass
+    try:
+        return json.loads(letter.payload.decode("utf-8"))
+    except ValueError:  # neither JSON nor UTF-8: show what there is
         return letter.detail or f"<{len(letter.payload)} bytes>"
 
 

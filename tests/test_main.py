@@ -403,3 +403,16 @@ def test_replay_of_a_stream_that_is_not_bson_stops_at_the_first_attempt(
     assert "manage.py eventtracking_spool replay" in text
     assert "Not finished" not in text
     assert spool.pending_count("site-events") == 1
+
+
+def test_dead_letters_of_a_celery_stream_show_their_event(tmp_path: Path) -> None:
+    """A dead letter of a Celery stream (JSON text, not BSON) is shown with its event, in
+    the listing and in --json, not as a count of bytes."""
+    entry = {"backend": "event_transformer", "event": {"name": "problem_check"}}
+    spool = Spool(tmp_path)
+    spool.add_dead_letters("celery:event_transformer", [(json.dumps(entry).encode(), "why", None)])
+    status, text = run("spool", "dead-letters", "--spool-dir", str(tmp_path))
+    assert status == 0
+    assert f"  event: {json.dumps(entry)}\n" in text
+    status, text = run("spool", "dead-letters", "--spool-dir", str(tmp_path), "--json")
+    assert json.loads(text)[0]["document"] == entry

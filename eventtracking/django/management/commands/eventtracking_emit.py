@@ -53,7 +53,6 @@ _ORDER = ("queued", "spooled", "written", "filtered", "dropped", "failed")
 #: is still queued or spooled after them, and its outcome is counted on its own.
 ATTEMPTS = ("errors", "last_error", "last_error_at", "retries")
 
-
 #: The counters of a delivery that say what became of events.
 DELIVERY_OUTCOMES = ("queued", "stored", "spooled", "dead_lettered", "dropped")
 
@@ -357,6 +356,5 @@ def _an_attempt(key: str, prefixes: list[str]) -> bool:
     """Whether ``key`` counts failed attempts of a delivering backend (no loss)."""
     for prefix in prefixes:
         if key.startswith(prefix):
-            first = key[len(prefix) :].split(".")
-            return any(part in ATTEMPTS for part in first)
+            return any(part in ATTEMPTS for part in key[len(prefix) :].split("."))
     return False

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from eventtracking import _spoolverbs as verbs
+from eventtracking._escape import escape_for_terminal
 from eventtracking.spool import Spool, UnsafeSpoolError, default_spool_dir
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -53,8 +54,14 @@ def register_spool(commands: Any) -> None:
     for verb, handler in _SPOOL_HANDLERS.items():
         parsers[verb].set_defaults(handler=handler)
     replay = parsers["replay"]
-    replay.description = "Deliver the pending events of a stream to MongoDB now, from this process."
-    replay.add_argument("--uri", required=True, help="mongodb:// or mongodb+srv:// URI")
+    replay.description = (
+        "Deliver the pending events of a MongoDB stream now, from this process. Celery "
+        "and event-bus streams are replayed by `manage.py eventtracking_spool replay`, "
+        "which knows the site's broker and bus from its settings."
+    )
+    replay.add_argument(
+        "--uri", help="mongodb:// or mongodb+srv:// URI of the server to store the events in"
+    )
     replay.add_argument("--database", default="eventtracking", help="(eventtracking)")
     replay.add_argument("--collection", default="events", help="(events)")
 
@@ -117,18 +124,27 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if not status["exists"]:
         out.write(f"No spool at {status['path']}: nothing was ever spooled there.\n")
-        return 0
-    out.write(f"Spool {status['path']}\n")
-    if not status["streams"]:
-        out.write("Empty: no pending events, no dead letters.\n")
-        return 0
+    else:
+        out.write(f"Spool {status['path']}\n")
+        if not status["streams"]:
+            out.write("Empty: no pending events, no dead letters.\n")
     for stream, counts in sorted(status["streams"].items()):
         oldest = f", oldest from {verbs.utc_time(counts['oldest'])}" if counts["oldest"] else ""
         out.write(
-            f"{stream}\n  pending: {counts['pending']} ({counts['claimed']} being delivered)"
-            f"{oldest}\n  dead letters: {counts['dead_letters']}\n"
+            f"{escape_for_terminal(stream)}\n  pending: {counts['pending']} "
+            f"({counts['claimed']} being delivered){oldest}\n"
+            f"  dead letters: {counts['dead_letters']}\n"
         )
+    if args.spool_dir is None:
+        out.write(_DEFAULT_DIR_HINT)
     return 0
+
+
+_DEFAULT_DIR_HINT = (
+    "That is the default spool directory, looked at because no --spool-dir was given. A "
+    "site's backends keep their spool where their spool_dir option says: pass --spool-dir "
+    "DIR, or run `manage.py eventtracking_spool status`, which reads the site's settings.\n"
+)
 
 
 def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
@@ -148,13 +164,15 @@ def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     if not letters:
         out.write("No dead letters.\n")
-        return 0
     for letter in letters:
         redrivable = "" if letter.payload is not None else " (cannot be re-driven: never encoded)"
         out.write(
-            f"#{letter.id} {verbs.utc_time(letter.created)} {letter.stream}{redrivable}\n"
-            f"  reason: {letter.reason}\n  event: {verbs.preview(letter)}\n"
+            f"#{letter.id} {verbs.utc_time(letter.created)} "
+            f"{escape_for_terminal(letter.stream)}{redrivable}\n"
+            f"  reason: {escape_for_terminal(letter.reason)}\n  event: {verbs.preview(letter)}\n"
         )
+    if args.spool_dir is None:
+        out.write(_DEFAULT_DIR_HINT)
     return 0
 
 
@@ -191,39 +209,97 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, out: TextIO) -> int:
-    from eventtracking.backends.mongodb import MongoBackend
+#: What ``python -m eventtracking spool replay`` says about a stream it cannot deliver,
+#: by the prefix of its name.
+_REPLAY_ELSEWHERE = {
+    "celery:": "Celery events",
+    "eventbus:": "events for the Open edX event bus",
+}
+_USE_MANAGE_PY = (
+    "this command does not know the site's broker, queue or bus settings. Run "
+    "`manage.py eventtracking_spool replay` on a host of the site: it builds the "
+    "backends from the site's settings and replays every stream to where it belongs."
+)
 
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
     problem = verbs.replay_problem(args)
     if problem:
         out.write(problem + "\n")
         return 2
-    backend = MongoBackend(
-        uri=args.uri,
-        database=args.database,
-        collection=args.collection,
-        spool_dir=args.spool_dir if args.spool_dir is not None else default_spool_dir(),
-        spool_stream=args.stream,
-    )
+    if args.stream:
+        for prefix, what in _REPLAY_ELSEWHERE.items():
+            if args.stream.startswith(prefix):
+                out.write(
+                    f"Stream {escape_for_terminal(args.stream)} holds {what}: {_USE_MANAGE_PY}\n"
+                )
+                return 2
+    if args.uri is None:
+        out.write(
+            "Replaying a MongoDB stream needs --uri (the server to store the events in). "
+            f"Celery and event-bus streams: {_USE_MANAGE_PY}\n"
+        )
+        _list_pending(_open(args), out)
+        return 2
+    from eventtracking.backends.mongodb import MongoBackend
+
+    try:
+        backend = MongoBackend(
+            uri=args.uri,
+            database=args.database,
+            collection=args.collection,
+            spool_dir=args.spool_dir if args.spool_dir is not None else default_spool_dir(),
+            spool_stream=args.stream,
+        )
+    except ImportError as exc:  # pymongo missing: the message names the extra
+        out.write(f"{exc}\n")
+        return 2
+    label = f"Stream {escape_for_terminal(backend.stream)}"
     try:
         if args.dead_letters:
             # Only the letters of the stream being delivered.
             args.stream = backend.stream
             _move_back(backend.spool, args, out)
-        done = backend.flush(args.timeout)
+        result = verbs.replay_backend(
+            backend,
+            args.timeout,
+            label=label,
+            write=out.write,
+            tty=out.isatty(),
+            hopeless=_not_bson,
+        )
     finally:
         # Long enough for an attempt in progress to end, so that it releases its rows.
         backend.close(5)
-    stats = backend.stats()
-    left = backend.spool.pending_count(backend.stream)
-    out.write(
-        f"Stream {backend.stream}: stored {stats['replayed']} event(s), "
-        f"{stats['dead_lettered']} dead letter(s), {left} still pending.\n"
-    )
-    if not done:
-        out.write(f"Not finished within {args.timeout:g} s: {stats.get('last_error')}\n")
+    out.write(f"{label}: {result.summary(backend)}\n")
+    error = escape_for_terminal(str(result.last_error))
+    if not result.finished and _not_bson(str(result.last_error)):
+        out.write(
+            f"{label} does not hold MongoDB documents ({error}): another kind of backend "
+            f"spooled it. {_USE_MANAGE_PY}\n"
+        )
+        return 2
+    if not result.finished:
+        out.write(f"Not finished within {args.timeout:g} s: {error}\n")
         return 1
     return 0
+
+
+def _not_bson(error: str) -> bool:
+    """Whether a delivery's last error says the stream's rows are not BSON documents."""
+    return error.startswith("InvalidBSON")
+
+
+def _list_pending(spool: Spool, out: TextIO) -> None:
+    """Say which streams of ``spool`` hold pending events, if any."""
+    streams = spool.status()["streams"]
+    waiting = {name: counts for name, counts in streams.items() if counts["pending"]}
+    if not waiting:
+        out.write(f"No stream of {spool.path} holds pending events.\n")
+        return
+    out.write(f"Pending in {spool.path}:\n")
+    for name, counts in sorted(waiting.items()):
+        out.write(f"  {escape_for_terminal(name)}: {counts['pending']}\n")
 
 
 _SPOOL_HANDLERS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {

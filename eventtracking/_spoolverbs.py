@@ -23,17 +23,24 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from eventtracking._escape import escape_for_terminal
 from eventtracking.spool import DeadLetter
 
 __all__ = [
     "VERBS",
+    "Progress",
+    "Replayed",
     "add_verbs",
+    "destination",
     "document",
     "preview",
     "purge_problem",
+    "replay_backend",
     "replay_problem",
     "utc_time",
 ]
@@ -43,6 +50,16 @@ VERBS = ("status", "dead-letters", "redrive", "replay", "purge")
 
 # Characters of a dead letter's event shown in a listing.
 _PREVIEW = 200
+
+# How often a replay looks at its progress (and redraws the progress line).
+_STEP = 0.5
+
+# Where each kind of spooling backend delivers, by class name, for the replay's report.
+_DESTINATIONS = {
+    "MongoBackend": "MongoDB",
+    "AsyncRoutingBackend": "the Celery broker",
+    "EventBusRoutingBackend": "the event bus",
+}
 
 
 def add_verbs(
@@ -140,23 +157,147 @@ def _get(options: Any, name: str) -> Any:
 
 
 def document(letter: DeadLetter) -> Any:
-    """The dead letter's event, decoded when possible, for display."""
+    """The dead letter's event, decoded when possible, for display: a MongoDB
+    backend's BSON document, or the JSON text of a Celery or event-bus entry."""
     if letter.payload is None:
         return letter.detail
     try:
         import bson
 
         return bson.decode(letter.payload)
-    except Exception:  # pymongo missing, or bytes that are not BSON: show what there is
+    except Exception:  # pymongo missing, or bytes that are not BSON: try text
+        pass
+    try:
+        return json.loads(letter.payload.decode("utf-8"))
+    except ValueError:  # neither JSON nor UTF-8: show what there is
         return letter.detail or f"<{len(letter.payload)} bytes>"
 
 
 def preview(letter: DeadLetter) -> str:
-    """The dead letter's event as one line of JSON, cut to 200 characters."""
+    """The dead letter's event as one line of JSON, cut to 200 characters, escaped for
+    a terminal."""
     text = json.dumps(document(letter), default=str)
     if len(text) > _PREVIEW:
         text = text[:_PREVIEW] + "..."
-    return text
+    return escape_for_terminal(text)
+
+
+def destination(backend: Any) -> str:
+    """Where ``backend`` delivers what it replays, in words (``the Celery broker``)."""
+    kind = type(backend).__name__
+    return _DESTINATIONS.get(kind, kind)
+
+
+class Progress:
+    """One line, redrawn in place, saying how far a replay got: count, rate, time left.
+
+    Drawn only when ``enabled`` (the front ends pass whether their output is a
+    terminal), so that piped or logged output holds the summary lines only.
+    ``write`` takes text without an added newline.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        label: str,
+        total: int,
+        *,
+        enabled: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self._label = label
+        self._total = total
+        self._enabled = enabled and total > 0
+        self._clock = clock
+        self._started = clock()
+        self._width = 0
+
+    def update(self, done: int) -> None:
+        """Redraw the line for ``done`` events replayed so far."""
+        if not self._enabled:
+            return
+        elapsed = max(self._clock() - self._started, 1e-9)
+        rate = done / elapsed
+        shown = min(done, self._total)
+        left = f"{(self._total - shown) / rate:.0f} s left" if rate else "time left unknown"
+        line = f"{self._label}: {shown} of {self._total} replayed, {rate:.0f}/s, {left}"
+        pad = " " * max(0, self._width - len(line))
+        self._width = len(line)
+        self._write(f"\r{line}{pad}")
+
+    def finish(self, done: int) -> None:
+        """Draw the line one last time and end it, so the summary starts on its own."""
+        if not self._enabled:
+            return
+        self.update(done)
+        self._write("\n")
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What one replay of a backend's stream did."""
+
+    #: Events taken by the server, the broker or the bus.
+    delivered: int
+    #: Events it refused for good, now dead letters.
+    dead_lettered: int
+    #: Events still in the stream when the replay ended.
+    pending: int
+    #: Whether everything was delivered within the time limit.
+    finished: bool
+    #: The delivery's last error, when one happened.
+    last_error: str | None
+
+    def summary(self, backend: Any) -> str:
+        """One line: what went where, and what is left."""
+        return (
+            f"replayed {self.delivered} event(s) to {destination(backend)}, "
+            f"{self.dead_lettered} new dead letter(s), {self.pending} still pending"
+        )
+
+
+def replay_backend(
+    backend: Any,
+    timeout: float,
+    *,
+    label: str,
+    write: Callable[[str], object],
+    tty: bool,
+    hopeless: Callable[[str], bool] | None = None,
+) -> Replayed:
+    """Deliver what waits in ``backend``'s stream of its spool, from this process, for
+    at most ``timeout`` seconds; return what happened.
+
+    ``backend`` is a spooling backend (``spool``, ``stream``, ``delivery`` and
+    ``flush``): MongoBackend, AsyncRoutingBackend or EventBusRoutingBackend, each
+    delivering to its own server. The counts come from the backend's delivery, whose
+    counters are the same for every kind of backend. On a terminal (``tty``), a
+    progress line labelled ``label`` is drawn with ``write``. When ``hopeless`` says
+    yes to the delivery's last error (one that waiting cannot fix), it stops early.
+    """
+    delivery = backend.delivery
+    before = delivery.stats()
+    progress = Progress(write, label, backend.spool.pending_count(backend.stream), enabled=tty)
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        finished = bool(backend.flush(min(_STEP, max(0.0, deadline - time.monotonic()))))
+        after = delivery.stats()
+        replayed = after.get("replayed", 0) - before.get("replayed", 0)
+        error = after.get("last_error")
+        if finished or time.monotonic() >= deadline:
+            break
+        if hopeless is not None and error is not None and hopeless(str(error)):
+            break
+        progress.update(replayed)
+    progress.finish(replayed)
+    return Replayed(
+        delivered=replayed,
+        dead_lettered=after.get("dead_lettered", 0) - before.get("dead_lettered", 0),
+        pending=backend.spool.pending_count(backend.stream),
+        finished=finished,
+        last_error=after.get("last_error"),
+    )
 
 
 def utc_time(timestamp: float) -> str:

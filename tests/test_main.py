@@ -16,7 +16,10 @@ import pytest
 from mongo_fixtures import MongoServer
 
 from eventtracking.__main__ import main
-from eventtracking.spool import Spool
+from eventtracking._escape import escape_for_terminal
+from eventtracking.spool import Spool, default_spool_dir
+
+EVENT_TYPE = "org.openedx.analytics.tracking.event.emitted.v1"
 
 STREAM = "mongodb://old-host:27017/app.events"
 
@@ -215,7 +218,10 @@ def test_replay_delivers_a_stream_to_mongodb(
         "--uri", mongo.uri, "--database", "cli", "--collection", collection_name,
     )  # fmt: skip
     assert status == 0, text
-    assert f"Stream {STREAM}: stored 2 event(s), 0 dead letter(s), 0 still pending." in text
+    assert (
+        f"Stream {STREAM}: replayed 2 event(s) to MongoDB, 0 new dead letter(s), 0 still pending\n"
+        in text
+    )
     stored: Any = mongo.client()["cli"][collection_name]
     assert sorted(doc["data"]["seq"] for doc in stored.find()) == [0, 1]
 
@@ -232,3 +238,181 @@ def test_replay_fails_visibly_when_the_server_is_unreachable(spool: Spool) -> No
     assert status == 1
     assert "Not finished within 0.5 s" in text
     assert spool.pending_count(STREAM) == 2
+
+
+def test_status_without_spool_dir_says_where_it_looked_and_how_to_find_the_sites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --spool-dir, status names the default directory it read and says how to
+    reach a site's spool kept elsewhere (--spool-dir, or manage.py with the settings)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    Spool(tmp_path / "site").append(STREAM, [b"x"] * 50)
+    status, text = run("spool", "status")
+    assert status == 0
+    assert str(default_spool_dir()) in text
+    assert "--spool-dir" in text
+    assert "manage.py eventtracking_spool status" in text
+
+
+HOSTILE = "celery:evil\x1b]0;owned\x07\x1b[2J\nforged line"
+
+
+def test_status_and_dead_letters_print_hostile_names_escaped(tmp_path: Path) -> None:
+    """A stream name or a reason holding escape codes or newlines (written by whoever
+    could write to the broker) is printed escaped: nothing reaches the terminal raw and
+    no line of the output can be forged."""
+    spool = Spool(tmp_path)
+    spool.append(HOSTILE, [b"x"])
+    spool.add_dead_letters(HOSTILE, [(b"y", f"refused: {HOSTILE}", None)])
+    for verb in ("status", "dead-letters"):
+        status, text = run("spool", verb, "--spool-dir", str(tmp_path))
+        assert status == 0
+        assert "\x1b" not in text and "\x07" not in text, verb
+        assert not any(line.startswith("forged") for line in text.splitlines()), verb
+        assert escape_for_terminal(HOSTILE) in text, verb
+
+
+@pytest.mark.parametrize("stream", ["celery:default", f"eventbus:{EVENT_TYPE}"])
+def test_replay_of_a_celery_or_bus_stream_points_to_manage_py(tmp_path: Path, stream: str) -> None:
+    """Outside Django the broker and the bus are unknown: replay of their streams stops
+    at once (even with a MongoDB URI), names the command that can replay them, and
+    leaves the events spooled."""
+    spool = Spool(tmp_path)
+    spool.append(stream, [b'{"not": "bson"}'])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(tmp_path), "--stream", stream,
+        "--uri", f"mongodb://127.0.0.1:{port}/", "--timeout", "5",
+    )  # fmt: skip
+    assert status == 2, text
+    assert "manage.py eventtracking_spool replay" in text
+    assert "Not finished" not in text
+    assert spool.pending_count(stream) == 1
+
+
+def test_replay_without_uri_lists_what_is_pending_and_how_to_replay_it(spool: Spool) -> None:
+    """Without --uri, replay says what it needs and which streams hold pending events."""
+    status, text = run("spool", "replay", "--spool-dir", str(spool.directory))
+    assert status == 2
+    assert "needs --uri" in text
+    assert f"  {STREAM}: 2\n" in text
+    assert spool.pending_count(STREAM) == 2
+
+
+def test_replay_shows_progress_on_a_terminal_only(
+    spool: Spool, mongo: MongoServer, collection_name: str
+) -> None:
+    """On a terminal (a pty here), replay draws a progress line with the count, the rate
+    and the time left, ended before the summary; piped output has none of it."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "eventtracking", "spool", "replay",
+            "--spool-dir", str(spool.directory), "--stream", STREAM,
+            "--uri", mongo.uri, "--database", "cli", "--collection", collection_name,
+        ],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    screen = b"".join(chunks).decode()
+    assert f"\rStream {STREAM}: 2 of 2 replayed, " in screen
+    assert "/s, 0 s left" in screen
+    assert screen.rstrip().endswith("0 still pending")
+
+    spool.append(STREAM, [bson.encode({"_id": 9, "name": "pending", "data": {"seq": 9}})])
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(spool.directory), "--stream", STREAM,
+        "--uri", mongo.uri, "--database", "cli", "--collection", collection_name,
+    )  # fmt: skip
+    assert status == 0
+    assert "\r" not in text and " of 1 replayed" not in text
+
+
+WITHOUT_PYMONGO = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {"pymongo", "bson"}:
+            raise ImportError(f"{name} is blocked by the test")
+        return None
+
+sys.meta_path.insert(0, Block())
+from eventtracking.__main__ import main
+from eventtracking.spool import Spool
+
+Spool(sys.argv[1]).append(sys.argv[2], [b"x"])
+status = main(["spool", "replay", "--spool-dir", sys.argv[1], "--stream", sys.argv[2],
+               "--uri", "mongodb://127.0.0.1:1/", "--timeout", "5"])
+print("exit", status)
+"""
+
+
+@pytest.mark.parametrize("stream", ["celery:default", STREAM])
+def test_replay_without_pymongo_says_what_to_do(tmp_path: Path, stream: str) -> None:
+    """Without pymongo, replay prints a message instead of a traceback: for a MongoDB
+    stream it names the extra to install, for a Celery stream the command to use."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYMONGO, str(tmp_path), stream],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.endswith("exit 2\n"), done.stdout
+    expected = (
+        "manage.py eventtracking_spool replay"
+        if stream.startswith("celery:")
+        else "pip install 'event-tracking[mongo]'"
+    )
+    assert expected in done.stdout
+
+
+def test_replay_of_a_stream_that_is_not_bson_stops_at_the_first_attempt(
+    tmp_path: Path, mongo: MongoServer, collection_name: str
+) -> None:
+    """A stream under a name of its own that another kind of backend spooled (not
+    BSON) is not retried until the timeout: replay stops, says so, and points to
+    manage.py; the events stay spooled."""
+    spool = Spool(tmp_path)
+    spool.append("site-events", [b'{"entry": "from a Celery router"}'])
+    status, text = run(
+        "spool", "replay", "--spool-dir", str(tmp_path), "--stream", "site-events",
+        "--uri", mongo.uri, "--collection", collection_name, "--timeout", "60",
+    )  # fmt: skip
+    assert status == 2, text
+    assert "Stream site-events does not hold MongoDB documents (InvalidBSON" in text
+    assert "manage.py eventtracking_spool replay" in text
+    assert "Not finished" not in text
+    assert spool.pending_count("site-events") == 1
+
+
+def test_dead_letters_of_a_celery_stream_show_their_event(tmp_path: Path) -> None:
+    """A dead letter of a Celery stream (JSON text, not BSON) is shown with its event, in
+    the listing and in --json, not as a count of bytes."""
+    entry = {"backend": "event_transformer", "event": {"name": "problem_check"}}
+    spool = Spool(tmp_path)
+    spool.add_dead_letters("celery:event_transformer", [(json.dumps(entry).encode(), "why", None)])
+    status, text = run("spool", "dead-letters", "--spool-dir", str(tmp_path))
+    assert status == 0
+    assert f"  event: {json.dumps(entry)}\n" in text
+    status, text = run("spool", "dead-letters", "--spool-dir", str(tmp_path), "--json")
+    assert json.loads(text)[0]["document"] == entry

@@ -26,6 +26,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventtracking import _spoolverbs as verbs
+from eventtracking._escape import escape_for_terminal
 from eventtracking.django._commands import configured_tracker, select_backends
 from eventtracking.spool import Spool
 
@@ -92,7 +93,7 @@ class Command(BaseCommand):
         for name, entry in report.items():
             oldest = f", oldest from {verbs.utc_time(entry['oldest'])}" if entry["oldest"] else ""
             self.stdout.write(
-                f"{name}: stream {entry['stream']}\n"
+                f"{escape_for_terminal(name)}: stream {escape_for_terminal(entry['stream'])}\n"
                 f"  spool: {entry['spool']}\n"
                 f"  pending: {entry['pending']}{oldest}\n"
                 f"  dead letters: {entry['dead_letters']}"
@@ -129,8 +130,9 @@ class Command(BaseCommand):
             return
         for name, letter in rows:
             self.stdout.write(
-                f"#{letter.id} {verbs.utc_time(letter.created)} {name}\n"
-                f"  reason: {letter.reason}\n  event: {verbs.preview(letter)}"
+                f"#{letter.id} {verbs.utc_time(letter.created)} {escape_for_terminal(name)}\n"
+                f"  reason: {escape_for_terminal(letter.reason)}\n"
+                f"  event: {verbs.preview(letter)}"
             )
 
     def _redrive(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
@@ -152,26 +154,25 @@ class Command(BaseCommand):
     def _replay(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         unfinished = []
         for name, backend in chosen:
-            spool = backend.spool
+            label = f"{escape_for_terminal(name)} (stream {escape_for_terminal(backend.stream)})"
             if options["dead_letters"]:
                 self._move_back(name, backend, options["ids"])
-            before = backend.stats()
-            done = backend.flush(options["timeout"])
-            after = backend.stats()
-            stored = after.get("replayed", 0) - before.get("replayed", 0)
-            dead = after.get("dead_lettered", 0) - before.get("dead_lettered", 0)
-            left = spool.pending_count(backend.stream)
-            self.stdout.write(
-                f"{name}: replayed {stored} event(s), {dead} new dead letter(s), "
-                f"{left} still pending"
+            result = verbs.replay_backend(
+                backend,
+                options["timeout"],
+                label=label,
+                write=lambda text: self.stdout.write(text, ending=""),
+                tty=self.stdout.isatty(),
             )
-            if not done:
+            self.stdout.write(f"{label}: {result.summary(backend)}")
+            if not result.finished:
                 unfinished.append(name)
-                self.stderr.write(f"{name}: not finished: {after.get('last_error')}")
+                error = escape_for_terminal(str(result.last_error))
+                self.stderr.write(f"{label}: not finished: {error}")
         if unfinished:
             msg = (
                 f"Replay did not finish within {options['timeout']:g} s for "
-                f"{', '.join(unfinished)}; the events stay spooled."
+                f"{', '.join(map(escape_for_terminal, unfinished))}; the events stay spooled."
             )
             raise CommandError(msg)
 

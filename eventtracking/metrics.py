@@ -52,6 +52,7 @@ __all__ = [
     "Metric",
     "MetricsEndpoint",
     "instrument",
+    "serve_worker_processes",
     "start_prometheus",
     "stop_prometheus",
 ]
@@ -334,11 +335,14 @@ class MetricsEndpoint:
         return f"http://{host}:{port}/metrics"
 
     def close(self) -> None:
-        """Stop the server and drop the metrics from prometheus_client's registry."""
+        """Stop the server and drop the metrics from prometheus_client's registry.
+
+        In a child forked after the server started, only the child's copy of the
+        socket is closed: the server thread, and the port, stay the parent's."""
         if self.pid == os.getpid():
             self._server.shutdown()
-            self._server.server_close()
             self._thread.join(5)
+        self._server.server_close()
         self.provider.shutdown()
 
 
@@ -401,3 +405,40 @@ def stop_prometheus() -> None:
         endpoint, _endpoint = _endpoint, None
     if endpoint is not None:
         endpoint.close()
+
+
+def serve_worker_processes(
+    port: int = 9464, addr: str = "127.0.0.1", *, trackers: Mapping[str, Any] | None = None
+) -> None:
+    """In a Celery worker whose pool forks (prefork, the default), serve each pool
+    process's metrics on ``port + n``, n being its index from 1 to the concurrency.
+
+    Each pool process has counters of its own, so each serves its own endpoint (Celery
+    gives a process that replaces another the same index, so the same port). Call it
+    when the worker's app is loaded, before the pool starts: it connects to Celery's
+    ``worker_process_init`` signal. With the solo or threads pool, tasks run in the
+    main process: call :func:`start_prometheus` there instead (or as well: the main
+    process of a prefork worker runs no tasks, but ``port`` is then free for it).
+    Only the first call in a process counts.
+
+    Raises ImportError naming the extras when OpenTelemetry or Celery is missing.
+    """
+    _import_otel()
+    try:
+        from celery import signals
+    except ImportError as exc:
+        msg = "serve_worker_processes needs Celery: pip install 'event-tracking[celery]'"
+        raise ImportError(msg) from exc
+
+    def serve_this_process(**_kwargs: Any) -> None:
+        from celery.utils.log import current_process_index
+
+        index = current_process_index() or 0
+        try:
+            start_prometheus(port + index, addr, side="worker", trackers=trackers)
+        except Exception:
+            LOG.exception("Pool process %d could not serve metrics on port %d", index, port + index)
+
+    signals.worker_process_init.connect(
+        serve_this_process, weak=False, dispatch_uid="eventtracking.metrics"
+    )

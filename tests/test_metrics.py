@@ -7,6 +7,10 @@ the embedded Redis for the worker side.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -14,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_support import Broker, in_process_worker, make_app, wait_until
+from celery_support import (
+    TESTS_DIR,
+    Broker,
+    app_settings,
+    in_process_worker,
+    make_app,
+    wait_until,
+)
+from redis_fixtures import free_port
 
 from eventtracking import metrics, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
@@ -63,6 +75,15 @@ def scrape(url: str) -> Points:
             )
             points[sample.name, labels] = sample.value
     return points
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def int_leaves(stats: Mapping[str, Any]) -> int:
@@ -341,3 +362,69 @@ def test_a_prometheus_scrape_shows_both_sides_equal_to_stats(
         assert len(from_stats) == int_leaves(stats)
     finally:
         router.close(1)
+
+
+def test_each_prefork_pool_process_serves_its_own_counters(
+    app: Any, tmp_path: Path, redis_server: Any
+) -> None:
+    """serve_worker_processes: pool process n serves on port + n, side 'worker'; the
+    events they delivered add up to what the web side published."""
+    base = free_port()
+    while base + 2 > 65535 or not all(port_is_free(base + n) for n in (1, 2)):
+        base = free_port()
+    web_app = make_app(Broker("redis", redis_server.url_for(4)))
+    settings = app_settings(web_app)
+    env = dict(os.environ)
+    env.update(
+        METRICS_TEST_APP=json.dumps(settings),
+        METRICS_TEST_SPOOL=str(tmp_path / "worker-spool"),
+        METRICS_TEST_PORT=str(base),
+        PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(TESTS_DIR.parent)]),
+    )
+    command = [sys.executable, "-m", "celery", "-A", "metrics_worker_app", "worker"]
+    command += ["--pool=prefork", "--concurrency=2", "--without-gossip", "--without-mingle"]
+    command += ["--without-heartbeat", "--loglevel=WARNING"]
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    router = AsyncRoutingBackend(
+        backends={"memory": InMemoryBackend()},
+        backend_name="async",
+        app=web_app,
+        spool_dir=tmp_path / "web-spool",
+        flush_interval=0.05,
+        batch_size=1,
+    )
+    tracker.register_tracker(tracker.Tracker({"async": router}))
+    try:
+        for i in range(20):
+            tracker.get_tracker().emit("prefork", {"i": i})
+        assert router.flush(30)
+        assert router.stats()["published"] == 20
+
+        def delivered() -> dict[int, float] | None:
+            found: dict[int, float] = {}
+            for n in (1, 2):
+                try:
+                    points = scrape(f"http://127.0.0.1:{base + n}/metrics")
+                except OSError:
+                    return None
+                name = "eventtracking_events_delivered_total"
+                worker_side = key(name, side="worker", backend="async")
+                found[n] = points.get(worker_side, 0.0)
+            return found if sum(found.values()) == 20 else None
+
+        found = wait_until(delivered, timeout=60)
+        assert sorted(found) == [1, 2]
+        assert worker.poll() is None, log_path.read_text()
+    finally:
+        router.close(1)
+        web_app.close()
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(30)

@@ -10,7 +10,9 @@
 
 The app turns them on in ``ready()``. The Prometheus endpoint is not started by a
 management command (``migrate``, ``check``, ``shell``...), which would take the port
-from the server, except by ``runserver``'s serving process.
+from the server, except by ``runserver``'s serving process. In a Celery worker (side
+``worker``) the main process serves on the port and each pool process n of a prefork
+pool on port + n (:func:`eventtracking.metrics.serve_worker_processes`).
 """
 
 from __future__ import annotations
@@ -96,9 +98,12 @@ def start(setting: MetricsSetting, *, command: str | None) -> str:
         return "reported to the global OpenTelemetry MeterProvider"
     if command is not None and not (command == "runserver" and os.environ.get("RUN_MAIN")):
         return f"not served: `{command}` is a management command"
-    endpoint = metrics.start_prometheus(
-        setting.prometheus_port, setting.prometheus_addr, side=setting.side
-    )
+    side = setting.side or metrics.detect_side()
+    port, addr = setting.prometheus_port, setting.prometheus_addr
+    endpoint = metrics.start_prometheus(port, addr, side=side)
+    if side == "worker" and command is None:
+        metrics.serve_worker_processes(port, addr)
+        return f"served for Prometheus at {endpoint.url}, and by pool process n at port {port}+n"
     return f"served for Prometheus at {endpoint.url}"
 
 

@@ -354,10 +354,15 @@ def start_prometheus(
     port: int = 9464,
     addr: str = "127.0.0.1",
     *,
+    ports: int = 1,
     side: str | None = None,
     trackers: Mapping[str, Any] | None = None,
 ) -> MetricsEndpoint:
     """Serve the metrics for Prometheus on ``http://addr:port/metrics``, in this process.
+
+    With ``ports`` over 1, the first free port from ``port`` to ``port + ports - 1`` is
+    taken: each process of a server with several (gunicorn, uWSGI) then serves its own
+    counters on a port of the range, and Prometheus scrapes them all.
 
     Makes a ``MeterProvider`` with the OpenTelemetry Prometheus exporter's reader, calls
     :func:`instrument` on it and starts prometheus_client's HTTP server thread, which
@@ -367,11 +372,17 @@ def start_prometheus(
     or started before a fork, whose server thread the child does not have.
 
     Raises ImportError naming the ``otel`` extra when a package is missing, ValueError
-    for a bad ``port`` or ``side``, and OSError when the port cannot be bound.
+    for a bad ``port``, ``ports`` or ``side``, and OSError when no port can be bound.
     """
     global _endpoint
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         msg = f"port must be an integer from 0 to 65535, got {port!r}"
+        raise ValueError(msg)
+    if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
+        msg = f"ports must be a whole number, 1 or more, got {ports!r}"
+        raise ValueError(msg)
+    if port + ports - 1 > 65535:
+        msg = f"port {port} + ports {ports} - 1 is beyond 65535"
         raise ValueError(msg)
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -389,13 +400,27 @@ def start_prometheus(
         provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
         try:
             instrument(provider, side=side, trackers=trackers)
-            server, thread = start_http_server(port, addr)
+            server, thread = _serve(start_http_server, port, addr, ports)
         except BaseException:
             provider.shutdown()
             raise
         host, bound = server.server_address[:2]
         _endpoint = MetricsEndpoint(provider, server, thread, (str(host), int(bound)))
         return _endpoint
+
+
+def _serve(start: Callable[..., Any], port: int, addr: str, ports: int) -> Any:
+    """Start the HTTP server on the first port of the range that can be bound."""
+    for candidate in range(port, port + ports):
+        try:
+            return start(candidate, addr)
+        except OSError as exc:
+            if candidate == port + ports - 1:
+                if ports > 1:
+                    msg = f"no free port from {port} to {candidate} on {addr}: {exc}"
+                    raise OSError(exc.errno, msg) from exc
+                raise
+    raise AssertionError  # unreachable: ports >= 1
 
 
 def stop_prometheus() -> None:

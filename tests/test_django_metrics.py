@@ -41,6 +41,8 @@ def e010(value: Any) -> list[Any]:
         ({"prometheus_port": 0}, "prometheus_port must be a port number, 1 to 65535"),
         ({"prometheus_port": "9464"}, "prometheus_port must be a port number"),
         ({"prometheus_addr": ""}, "prometheus_addr must be an address"),
+        ({"prometheus_port": 9464, "prometheus_ports": 0}, "prometheus_ports must be a whole"),
+        ({"prometheus_port": 65535, "prometheus_ports": 2}, "is beyond 65535"),
         ({"side": "api"}, "side must be 'web' or 'worker'"),
     ],
 )
@@ -51,7 +53,10 @@ def test_a_bad_value_is_e010_naming_the_fix(value: Any, says: str) -> None:
     assert repr(value) in message.hint
 
 
-@pytest.mark.parametrize("value", [None, False, True, {"prometheus_port": 9464, "side": "web"}])
+@pytest.mark.parametrize(
+    "value",
+    [None, False, True, {"prometheus_port": 9464, "prometheus_ports": 4, "side": "web"}],
+)
 def test_good_values_pass_the_checks(value: Any) -> None:
     assert e010(value) == []
 

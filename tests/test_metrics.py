@@ -232,6 +232,33 @@ def test_spool_depth_and_dead_letters_are_gauges_equal_to_the_spool_status(
         router.close(1)
 
 
+def test_with_a_range_of_ports_a_process_takes_the_first_free_one(endpoint: None) -> None:
+    """ports=3: the first port of the range is taken (by another process of a server):
+    the next one serves, and a range with none free is an error naming it."""
+    base = free_port()
+    while base + 2 > 65535 or not all(port_is_free(base + n) for n in (1, 2)):
+        base = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))
+        taken.listen()
+        with pytest.raises(OSError):
+            metrics.start_prometheus(base, ports=1, side="web")
+        served = metrics.start_prometheus(base, ports=3, side="web")
+        assert served.address == ("127.0.0.1", base + 1)
+        tracker.register_tracker(tracker.Tracker({"memory": InMemoryBackend()}))
+        tracker.get_tracker().emit("ranged", {})
+        points = scrape(served.url)
+        assert points[key("eventtracking_events_emitted_total", side="web")] == 1
+        metrics.stop_prometheus()
+        with socket.socket() as second:
+            # The scrape's connection may leave the port in TIME_WAIT for a while.
+            second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            second.bind(("127.0.0.1", base + 1))
+            second.listen()
+            with pytest.raises(OSError, match=f"no free port from {base} to {base + 1}"):
+                metrics.start_prometheus(base, ports=2, side="web")
+
+
 # -- errors ---------------------------------------------------------------------------
 
 
@@ -250,6 +277,8 @@ def test_a_bad_side_or_port_is_refused_naming_the_choices(reader: Reader) -> Non
         metrics.instrument(reader.provider, side="api")
     with pytest.raises(ValueError, match="port must be an integer from 0 to 65535, got '9464'"):
         metrics.start_prometheus("9464")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ports must be a whole number, 1 or more, got 0"):
+        metrics.start_prometheus(9464, ports=0)
 
 
 @pytest.mark.parametrize(

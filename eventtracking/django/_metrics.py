@@ -4,7 +4,9 @@
 * ``True``: the metrics go to OpenTelemetry's global ``MeterProvider``, for a site that
   configures OpenTelemetry (and its exporters) itself;
 * a dict: ``{"prometheus_port": 9464}`` serves them for Prometheus on that port
-  (``prometheus_addr``, ``127.0.0.1`` by default, is the address to listen on);
+  (``prometheus_addr``, ``127.0.0.1`` by default, is the address to listen on; with
+  ``prometheus_ports``: N, each process takes the first free port of the N from
+  ``prometheus_port``, for servers that run several processes);
   without ``prometheus_port`` they go to the global provider. ``side``, ``'web'`` or
   ``'worker'``, is guessed from the command line unless given.
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SETTING = "EVENT_TRACKING_METRICS"
-KEYS = ("prometheus_port", "prometheus_addr", "side")
+KEYS = ("prometheus_port", "prometheus_ports", "prometheus_addr", "side")
 EXTRA = "pip install 'event-tracking[otel]'"
 
 
@@ -35,6 +37,7 @@ class MetricsSetting:
     prometheus_port: int | None = None
     prometheus_addr: str = "127.0.0.1"
     side: str | None = None
+    prometheus_ports: int = 1
 
 
 def parse(value: Any) -> MetricsSetting | None:
@@ -60,13 +63,18 @@ def parse(value: Any) -> MetricsSetting | None:
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
         ):
             raise _fail(SETTING, value, "prometheus_port must be a port number, 1 to 65535.")
+        ports = value.get("prometheus_ports", 1)
+        if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
+            raise _fail(SETTING, value, "prometheus_ports must be a whole number, 1 or more.")
+        if port is not None and port + ports - 1 > 65535:
+            raise _fail(SETTING, value, "prometheus_port + prometheus_ports - 1 is beyond 65535.")
         addr = value.get("prometheus_addr", "127.0.0.1")
         if not isinstance(addr, str) or not addr:
             raise _fail(SETTING, value, "prometheus_addr must be an address to listen on.")
         side = value.get("side")
         if side not in (None, "web", "worker"):
             raise _fail(SETTING, value, "side must be 'web' or 'worker' (or left out).")
-        parsed = MetricsSetting(port, addr, side)
+        parsed = MetricsSetting(port, addr, side, ports)
     else:
         fix = "it must be True, False, None or a dict such as {'prometheus_port': 9464}."
         raise _fail(SETTING, value, fix)
@@ -100,7 +108,7 @@ def start(setting: MetricsSetting, *, command: str | None) -> str:
         return f"not served: `{command}` is a management command"
     side = setting.side or metrics.detect_side()
     port, addr = setting.prometheus_port, setting.prometheus_addr
-    endpoint = metrics.start_prometheus(port, addr, side=side)
+    endpoint = metrics.start_prometheus(port, addr, ports=setting.prometheus_ports, side=side)
     if side == "worker" and command is None:
         metrics.serve_worker_processes(port, addr)
         return f"served for Prometheus at {endpoint.url}, and by pool process n at port {port}+n"

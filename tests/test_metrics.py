@@ -158,7 +158,8 @@ def test_every_count_of_stats_is_a_data_point_with_its_value(
 def test_stats_are_read_when_a_reader_collects_once_for_every_instrument(
     reader: Reader,
 ) -> None:
-    """Emitting reads no counter for metrics; a collection reads stats() once."""
+    """Emitting reads no counter for metrics; a collection reads stats() once, also
+    after a second call for the same provider (a second app start-up)."""
     events = tracker.Tracker({"memory": InMemoryBackend()})
     reads: list[int] = []
     real_stats = events.stats
@@ -177,6 +178,9 @@ def test_stats_are_read_when_a_reader_collects_once_for_every_instrument(
     assert points[key("eventtracking.events.emitted", side="web")] == 100
     reader.collect()
     assert len(reads) == 2
+    metrics.instrument(reader.provider, side="web", trackers={"default": events})
+    reader.collect()
+    assert len(reads) == 3
 
 
 def test_a_count_without_a_metric_of_its_own_is_reported_as_other(reader: Reader) -> None:

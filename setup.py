@@ -24,6 +24,12 @@ EVENTBUS = ["openedx-events>=9.5.1"]
 SEGMENT = ["segment-analytics-python>=2.2"]
 # The orjson encoder of LoggerBackend, chosen automatically when installed.
 FAST = ["orjson>=3.9"]
+# OpenTelemetry metrics of stats() and their Prometheus endpoint (eventtracking.metrics).
+OTEL = [
+    "opentelemetry-api>=1.27",
+    "opentelemetry-sdk>=1.27",
+    "opentelemetry-exporter-prometheus>=0.48b0",
+]
 
 setup(
     name="event-tracking",
@@ -45,8 +51,10 @@ setup(
         "eventbus": EVENTBUS,
         "segment": SEGMENT,
         "fast": FAST,
+        "otel": OTEL,
         "dev": [
             *FAST,
+            *OTEL,
             *MONGO,
             *DJANGO,
             *SCHEMA,

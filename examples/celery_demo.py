@@ -11,22 +11,26 @@
    example: each ``emit`` only queues the event, and a background thread publishes the
    events to Redis in one message;
 5. waits until the worker has stored every event, prints the documents it stored and
-   the counters of the web side, then stops everything and deletes the directory.
+   the counters of the web side, and, with the ``otel`` extra, one metric that each
+   side serves for Prometheus; then stops everything and deletes the directory.
 
 Run it with ``make demo`` or ``.venv/bin/python examples/celery_demo.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from readme_example import run_readme_example
@@ -138,6 +142,7 @@ def main() -> None:
                 CELERY_DEMO_BROKER_URL=broker_url,
                 CELERY_DEMO_MONGO_URI=mongo.uri,
                 CELERY_DEMO_WORKER_SPOOL=str(workdir / "worker-spool"),
+                CELERY_DEMO_METRICS_PORT=str(free_port()) if has_otel() else "",
                 PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
             )
             worker = start_worker(workdir, env)
@@ -145,7 +150,7 @@ def main() -> None:
                 f"Started a Celery worker (pid {worker.pid}): celery -A celery_demo_worker "
                 f"worker --pool=solo, its log in {workdir / 'worker.log'}"
             )
-            run_web_side(broker_url, mongo.uri, workdir)
+            run_web_side(broker_url, mongo.uri, workdir, env["CELERY_DEMO_METRICS_PORT"])
         finally:
             if worker is not None:
                 worker.terminate()
@@ -159,12 +164,41 @@ def main() -> None:
     print("Stopped the worker, SecantusDB and Redis, and deleted their directory.")
 
 
-def run_web_side(broker_url: str, mongo_uri: str, workdir: Path) -> None:
+def has_otel() -> bool:
+    """Whether the ``otel`` extra (OpenTelemetry and its Prometheus exporter) is installed."""
+    return importlib.util.find_spec("opentelemetry.exporter.prometheus") is not None
+
+
+def scrape_line(url: str, metric: str) -> str:
+    """The first sample of ``metric`` in a scrape of ``url``, without OTel's scope labels
+    and the empty labels that stand for none."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return next(
+                re.sub(r'(otel_scope_\w+="[^"]*"|\w+=""),?', "", line).replace(",}", "}")
+                for line in text.splitlines()
+                if line.startswith(metric)
+            )
+        except (OSError, StopIteration):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def run_web_side(broker_url: str, mongo_uri: str, workdir: Path, metrics_port: str) -> None:
     from celery import Celery
 
     web_app = Celery("celery_demo_web", broker=broker_url)
     tracker = build_tracker(web_app, mongo_uri, str(workdir / "web-spool"))
     router = tracker.get_backend("async")
+    endpoint = None
+    if metrics_port:
+        from eventtracking import metrics
+
+        endpoint = metrics.start_prometheus(0, side="web")
 
     run_readme_example()
     tracker.emit("address.create", ADDRESS)
@@ -194,6 +228,13 @@ def run_web_side(broker_url: str, mongo_uri: str, workdir: Path) -> None:
         f"in {stats['publisher']['messages']} message(s), spooled={stats['spooled']} "
         f"dead_lettered={stats['dead_lettered']} dropped={sum(stats['dropped'].values())}"
     )
+    if endpoint is not None:
+        worker_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        published = scrape_line(endpoint.url, "eventtracking_events_published_total")
+        delivered = scrape_line(worker_url, "eventtracking_events_delivered_total")
+        print(f"Metrics for Prometheus: {endpoint.url} (web) says {published}")
+        print(f"  and {worker_url} (the worker) says {delivered}")
+        metrics.stop_prometheus()
     tracker.close(timeout=5)
     web_app.close()
 

@@ -4,6 +4,8 @@ It builds the same tracker as the demo's web side (``celery_demo.build_tracker``
 the addresses the demo passes in environment variables): a top-level
 AsyncRoutingBackend called ``async`` whose nested backend is a MongoBackend. The worker
 looks the backend up by that name and stores each event it receives in MongoDB, once.
+With the ``otel`` extra, it serves its metrics for Prometheus on the port the demo
+passes (``--pool=solo``: the tasks run in this process).
 """
 
 from __future__ import annotations
@@ -24,3 +26,7 @@ app.conf.update(
 
 
 build_tracker(app, os.environ["CELERY_DEMO_MONGO_URI"], os.environ["CELERY_DEMO_WORKER_SPOOL"])
+if os.environ.get("CELERY_DEMO_METRICS_PORT"):
+    from eventtracking import metrics
+
+    metrics.start_prometheus(int(os.environ["CELERY_DEMO_METRICS_PORT"]), side="worker")

@@ -103,6 +103,7 @@ def test_the_celery_demo_stores_the_readme_events_through_a_worker() -> None:
     assert [d["data"].get("url", "")[-1:] for d in documents] == ["1", "2", "3", ""]
     assert all(d["timestamp"].endswith("+00:00") for d in documents)
     assert "published=4 in 1 message(s)" in result.stdout
+    assert re.search(r'delivered_total\{backend="async",side="worker"\} 4\.0', result.stdout)
     assert "deleted their directory" in result.stdout
     workdir = re.search(r"data in (\S+)/redis", result.stdout)
     assert workdir is not None

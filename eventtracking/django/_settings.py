@@ -238,6 +238,13 @@ def shutdown_timeout() -> float:
     return float(value)
 
 
+def metrics() -> Any:
+    """``EVENT_TRACKING_METRICS``: see :mod:`eventtracking.django._metrics`."""
+    from eventtracking.django import _metrics
+
+    return _metrics.parse(_setting(_metrics.SETTING, None))
+
+
 #: Every parser, by setting name, for the system checks.
 PARSERS: dict[str, Callable[[], Any]] = {
     "EVENT_TRACKING_REQUEST_CONTEXT_NAME": context_name,
@@ -250,6 +257,7 @@ PARSERS: dict[str, Callable[[], Any]] = {
     "EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS": secret_keys,
     "EVENT_TRACKING_REQUEST_REDACT_PATHS": redact_paths,
     "EVENT_TRACKING_SHUTDOWN_TIMEOUT": shutdown_timeout,
+    "EVENT_TRACKING_METRICS": metrics,
 }
 
 

@@ -59,6 +59,7 @@ class EventTrackingConfig(AppConfig):
 
         checks.register_checks()
         _connect_event_bus_receiver()
+        _start_metrics()
         try:
             built = override_default_tracker()
         except Exception as error:
@@ -85,6 +86,22 @@ def _connect_event_bus_receiver() -> None:
     except Exception:
         # A broken openedx-events must not stop the app; the bus receiver is then off.
         LOG.exception("Could not connect the event-bus receiver; events from the bus are ignored")
+
+
+def _start_metrics() -> None:
+    """Turn on the metrics that ``EVENT_TRACKING_METRICS`` asks for; never raises.
+
+    A bad value is logged here, and explained by ``manage.py check`` (eventtracking.E010).
+    """
+    from eventtracking.django import _metrics, _settings
+
+    try:
+        setting = _settings.metrics()
+        if setting is not None:
+            done = _metrics.start(setting, command=_metrics.management_command())
+            LOG.info("Event tracking metrics: %s", done)
+    except Exception as error:
+        LOG.error("Event tracking metrics are off: %s", error)
 
 
 def settings_decide_the_default_tracker(error: Exception | None) -> None:

@@ -433,11 +433,12 @@ def test_app_ready_with_tracking_off_leaves_no_default_tracker(
     assert capsys.readouterr().out == ""
 
 
-def test_app_ready_with_bad_settings_logs_and_registers_nothing(
+def test_app_ready_with_bad_settings_logs_and_registers_a_dropping_tracker(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a server process, a broken configuration is logged at ERROR in one line, with
-    its check id and without a traceback, and kept for the checks; no tracker."""
+    its check id and without a traceback, and kept for the checks; the default tracker
+    registered only drops events."""
     from django.apps import apps
 
     monkeypatch.setattr(sys, "argv", ["gunicorn", "--workers", "2", "site.wsgi"])
@@ -448,7 +449,8 @@ def test_app_ready_with_bad_settings_logs_and_registers_nothing(
     ):
         config.ready()
     try:
-        assert tracker.DEFAULT_TRACKER_NAME not in tracker.TRACKERS
+        assert list(tracker.TRACKERS) == [tracker.DEFAULT_TRACKER_NAME]
+        assert list(tracker.get_tracker().backends) == ["dropped"]
         assert isinstance(config.startup_error, ValueError)
         assert "nope" in str(config.startup_error)
         (record,) = [r for r in caplog.records if "Event tracking is off" in r.getMessage()]
@@ -479,9 +481,56 @@ def test_in_a_management_command_the_checks_and_the_first_drop_report_the_error(
     try:
         (record,) = caplog.records
         message = record.getMessage()
-        assert message.startswith("Event 'first' dropped: no tracker is registered")
+        assert message.startswith("Event 'first' dropped: the tracker drops every event")
         assert "(eventtracking.E004)" in message
         assert "'nope'" in message
+    finally:
+        config.startup_error = None
+
+
+def test_with_a_misspelled_engine_views_that_enter_contexts_keep_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a misspelled ENGINE, a view written as the docs show
+    (``with tracker.get_tracker().context(...)``) answers 200 through the WSGI handler;
+    its event is dropped and counted, and names nobody configured still raise KeyError."""
+    from django.apps import apps
+    from django.test import Client
+
+    monkeypatch.setattr(sys, "argv", ["gunicorn", "site.wsgi"])
+    config = apps.get_app_config("eventtracking_django")
+    typo = {"logger": {"ENGINE": "eventtracking.backends.loger.LoggerBackend"}}
+    with override_settings(EVENT_TRACKING_BACKENDS=typo):
+        config.ready()
+    try:
+        before = tracker.stats()["dropped"].get("no_tracker", 0)
+        response = Client().get("/emit/", {"rid": "typo"})
+        assert response.status_code == 200
+        assert response.content == b"ok"
+        # The view's event, and the per-request event of TrackRequestEventMiddleware.
+        after_request = tracker.stats()["dropped"]["no_tracker"]
+        assert after_request == before + 2
+        tracker.emit("bare.emit")
+        assert tracker.stats()["dropped"]["no_tracker"] == after_request + 1
+        with pytest.raises(KeyError):
+            tracker.get_tracker("nobody.configured")
+    finally:
+        config.startup_error = None
+
+
+def test_the_emit_command_says_the_settings_are_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`manage.py eventtracking_emit` with a broken configuration fails, naming the
+    error, rather than reporting the dropping tracker's backend."""
+    from django.apps import apps
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    config = apps.get_app_config("eventtracking_django")
+    with override_settings(EVENT_TRACKING_BACKENDS={"bad": {"ENGINE": "nope.Nope"}}):
+        config.ready()
+    try:
+        with pytest.raises(CommandError, match="could not be built from settings.*'nope'"):
+            call_command("eventtracking_emit")
     finally:
         config.startup_error = None
 

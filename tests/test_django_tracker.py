@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -269,6 +271,46 @@ def test_a_misspelled_mongo_option_names_it_and_the_valid_ones_without_the_signa
         "'host'?); its options are host, port, user, password, database, collection, extra, "
     )
     assert "str | None" not in message
+
+
+def test_a_misspelled_logger_option_gets_a_did_you_mean() -> None:
+    """A misspelled LoggerBackend option is named with the closest valid one and the
+    list of valid options, in the same words as MongoBackend's."""
+    logger = "eventtracking.backends.logger.LoggerBackend"
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"l": {"ENGINE": logger, "OPTIONS": {"nmae": "t"}}})
+    assert str(caught.value).endswith(
+        "LoggerBackend has no option 'nmae' (did you mean 'name'?); its options are name, "
+        "max_event_size, level, encoder."
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "guess"),
+    [
+        ("eventtracking.backends.loger.LoggerBackend", "eventtracking.backends.logger"),
+        ("eventtraking.backends.logger.LoggerBackend", "eventtracking.backends.logger"),
+        ("eventtracking.backends.logger.LogerBackend", "eventtracking.backends.logger"),
+        ("eventtracking.processors.whitelst.NameWhitelistProcessor", "eventtracking.processors"),
+    ],
+)
+def test_a_misspelled_engine_gets_a_did_you_mean(engine: str, guess: str) -> None:
+    """A misspelt module or class in ENGINE is named with the closest path that exists."""
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": engine}})
+    match = re.search(r"Did you mean '([\w.]+)'\?", str(caught.value))
+    assert match is not None, str(caught.value)
+    assert match.group(1).startswith(guess)
+    module_name, _, attribute = match.group(1).rpartition(".")
+    assert hasattr(importlib.import_module(module_name), attribute)
+
+
+def test_an_engine_like_no_other_gets_no_guess() -> None:
+    """An ENGINE whose module resembles nothing importable gets the plain advice."""
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": "qwzx.Nope"}})
+    assert "Did you mean" not in str(caught.value)
+    assert "Check the spelling" in str(caught.value)
 
 
 def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:

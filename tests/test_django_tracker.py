@@ -748,3 +748,44 @@ def test_setting_errors_are_improperly_configured_and_value_errors(
     with pytest.raises(ImproperlyConfigured) as caught:
         build(**settings)
     assert isinstance(caught.value, ValueError)
+
+
+def test_the_w002_fix_is_printed_once_when_the_checks_and_an_event_both_meet_it(
+    tmp_path: Path,
+) -> None:
+    """`manage.py eventtracking_emit` with a LoggerBackend whose logger writes nothing:
+    the system check prints W002 with the LOGGING that fixes it, and the warning of the
+    first dropped event refers to it instead of printing it again; the drop is counted."""
+    (tmp_path / "silent_settings.py").write_text(
+        textwrap.dedent(
+            """
+            SECRET_KEY = "tests-only"
+            INSTALLED_APPS = ["eventtracking.django"]
+            EVENT_TRACKING_ENABLED = True
+            EVENT_TRACKING_BACKENDS = {
+                "logger": {
+                    "ENGINE": "eventtracking.backends.logger.LoggerBackend",
+                    "OPTIONS": {"name": "tracking"},
+                },
+            }
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "eventtracking_emit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PYTHONPATH": f"{tmp_path}:{REPO_DIR}",
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "silent_settings",
+        },
+        cwd=str(tmp_path),
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "(eventtracking.W002)" in output
+    assert output.count("'disable_existing_loggers': False") == 1, output
+    assert "LoggerBackend writes nothing" in output.split("HINT:", 1)[1]
+    assert "backends.logger.dropped_not_enabled: +1" in output

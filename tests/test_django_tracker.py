@@ -571,7 +571,7 @@ def test_the_emit_command_says_the_settings_are_broken(monkeypatch: pytest.Monke
     with override_settings(EVENT_TRACKING_BACKENDS={"bad": {"ENGINE": "nope.Nope"}}):
         config.ready()
     try:
-        with pytest.raises(CommandError, match="could not be built from settings.*'nope'"):
+        with pytest.raises(CommandError, match=r"could not be built from settings.*'nope'"):
             call_command("eventtracking_emit")
     finally:
         config.startup_error = None

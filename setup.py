@@ -19,7 +19,8 @@ def read_version():
 MONGO = ["pymongo>=4.0"]
 DJANGO = ["Django>=4.2"]
 SCHEMA = ["fastjsonschema>=2.19", "PyYAML>=6.0"]
-CELERY = ["celery>=5.3,<6"]
+# Celery on Redis, the broker the docs set up (kombu needs the redis client for it).
+CELERY = ["celery[redis]>=5.3,<6"]
 EVENTBUS = ["openedx-events>=9.5.1"]
 SEGMENT = ["segment-analytics-python>=2.2"]
 # The orjson encoder of LoggerBackend, chosen automatically when installed.
@@ -37,6 +38,8 @@ setup(
     description="Emit, enrich and deliver semi-structured application events.",
     long_description=(HERE / "README.rst").read_text(),
     long_description_content_type="text/x-rst",
+    # An SPDX expression, with no licence classifier: setuptools deprecates the
+    # classifier and warns at every install when both are given.
     license="AGPL-3.0-only",
     packages=find_packages(include=["eventtracking", "eventtracking.*"]),
     package_data={"eventtracking": ["py.typed"]},
@@ -59,7 +62,7 @@ setup(
             *DJANGO,
             *SCHEMA,
             *SEGMENT,
-            "celery[redis]>=5.3,<6",
+            *CELERY,
             # The Open edX Redis Streams event bus; it brings openedx-events.
             "edx-event-bus-redis>=0.6",
             # A real redis-server binary for the tests (CPython 3.11/3.12, x86_64).
@@ -86,7 +89,6 @@ setup(
         "Framework :: Django :: 4.2",
         "Framework :: Django :: 5.2",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: GNU Affero General Public License v3",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",
         "Typing :: Typed",

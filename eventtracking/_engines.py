@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import pkgutil
 from collections.abc import Iterator, Mapping
 from importlib import import_module
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "import_engine",
     "problems",
     "setting_problems",
+    "unknown_options",
 ]
 
 ENGINE = "ENGINE"
@@ -65,6 +67,10 @@ ROLE = "role"
 BAD_OPTIONS = "options"
 CONSTRUCT = "construct"
 DEPENDENCY = "dependency"
+
+#: How alike a name must be to a misspelt one to be suggested (difflib's ratio): one
+#: letter wrong or missing in a short name passes, an unrelated name does not.
+GUESS_CUTOFF = 0.8
 
 EXAMPLE = "{'ENGINE': 'eventtracking.backends.logger.LoggerBackend', 'OPTIONS': {...}}"
 
@@ -110,19 +116,55 @@ def import_engine(engine: Any, where: str) -> Any:
     try:
         module = import_module(module_name)
     except ImportError as error:
+        guess = _module_guess(module_name, error)
+        hint = (
+            f"Did you mean {guess + '.' + attribute!r}? If not, install"
+            if guess
+            else "Check the spelling, or install"
+        )
         msg = (
             f"{where}: cannot import module {module_name!r} of ENGINE {engine!r} "
-            f"({error}). Check the spelling, or install the package that provides it."
+            f"({error}). {hint} the package that provides it."
         )
         raise EngineError(IMPORT, where, engine, msg) from error
     try:
         return getattr(module, attribute)
     except AttributeError:
+        public = [name for name in dir(module) if not name.startswith("_")]
+        close = difflib.get_close_matches(attribute, public, n=1, cutoff=GUESS_CUTOFF)
+        hint = (
+            f"Did you mean {module_name + '.' + close[0]!r}?" if close else "Check the class name."
+        )
         msg = (
             f"{where}: module {module_name!r} has no attribute {attribute!r} "
-            f"(ENGINE {engine!r}). Check the class name."
+            f"(ENGINE {engine!r}). {hint}"
         )
         raise EngineError(IMPORT, where, engine, msg) from None
+
+
+def _module_guess(module_name: str, error: ImportError) -> str | None:
+    """The importable module whose name is closest to ``module_name``, or None.
+
+    Only a misspelt part of the path is corrected: when ``module_name`` exists but
+    fails to import (a missing dependency), there is nothing to guess. The first part
+    that is not found is compared with its siblings, the modules of its package (or
+    the top-level modules, for the first part).
+    """
+    parts = module_name.split(".")
+    prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    if not isinstance(error, ModuleNotFoundError) or error.name not in prefixes:
+        return None
+    depth = prefixes.index(error.name)
+    parent = ".".join(parts[:depth])
+    try:
+        path = import_module(parent).__path__ if parent else None
+        siblings = [found.name for found in pkgutil.iter_modules(path)]
+    except Exception:  # a broken parent package: no guess rather than a second error
+        return None
+    close = difflib.get_close_matches(parts[depth], siblings, n=1, cutoff=GUESS_CUTOFF)
+    if not close:
+        return None
+    return ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
 
 
 def check_role(target: Any, role: str, where: str, engine: str) -> None:
@@ -192,7 +234,7 @@ def check_options(target: Any, options: Any, where: str, engine: str) -> None:
     if not any(p.kind is p.VAR_KEYWORD for p in parameters):
         unknown = [key for key in options if key not in valid]
         if unknown:
-            msg = f"{where}: {short} has no option {_unknown_options(unknown, valid)}; " + (
+            msg = f"{where}: {short} has no option {unknown_options(unknown, valid)}; " + (
                 f"its options are {', '.join(valid)}." if valid else "it takes no options."
             )
             raise EngineError(BAD_OPTIONS, where, engine, msg)
@@ -213,7 +255,7 @@ def check_options(target: Any, options: Any, where: str, engine: str) -> None:
         raise EngineError(BAD_OPTIONS, where, engine, msg) from None
 
 
-def _unknown_options(unknown: list[str], valid: list[str]) -> str:
+def unknown_options(unknown: list[str], valid: list[str]) -> str:
     """``'hots' (did you mean 'host'?)``, for each unknown option."""
     described = []
     for name in unknown:

@@ -81,6 +81,16 @@ def logging_snippet(logger: logging.Logger, level: int) -> str:
     )
 
 
+#: (logger name, level) pairs whose fix a system check (eventtracking.W002) has shown in
+#: this process: the first dropped event then refers to it instead of repeating it.
+_HINT_SHOWN: set[tuple[str, int]] = set()
+
+
+def hint_shown(logger: logging.Logger, level: int) -> None:
+    """Record that the ``LOGGING`` fix for ``logger`` at ``level`` was shown."""
+    _HINT_SHOWN.add((logger.name, level))
+
+
 class NotEnabledAlarm:
     """Counts the events a LoggerBackend could not write because its logger is not
     enabled for its level, and warns the first time."""
@@ -104,6 +114,14 @@ class NotEnabledAlarm:
                 return
             self._warned = True
         reason = why_nothing_is_written(self.logger, self.level) or "its logger is not enabled"
+        if (self.logger.name, self.level) in _HINT_SHOWN:
+            LOG.warning(
+                "LoggerBackend writes nothing: %s; the system check eventtracking.W002 "
+                "showed the LOGGING that fixes it. Further events it cannot write are "
+                "counted in its stats()['dropped_not_enabled'].",
+                reason,
+            )
+            return
         LOG.warning(
             "LoggerBackend writes nothing: %s. Configure the logger, for example in "
             "Django:\n%s\nFurther events it cannot write are counted in its "

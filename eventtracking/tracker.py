@@ -37,6 +37,7 @@ __all__ = [
     "UNKNOWN_EVENT_TYPE",
     "Tracker",
     "console_tracker",
+    "dropping_tracker",
     "emit",
     "get_tracker",
     "register_tracker",
@@ -305,6 +306,27 @@ def console_tracker() -> Tracker:
     return Tracker({"stdout": StreamBackend()})
 
 
+class _DropEverything:
+    """The one backend of :func:`dropping_tracker`: every event it is sent is dropped,
+    counted as ``no_tracker`` in :func:`stats` and, the first time, logged with the
+    reason given to :func:`set_fallback`."""
+
+    def send(self, event: Event) -> None:
+        _drop_without_tracker(event.get("name"), "the tracker drops every event")
+
+
+def dropping_tracker(context_locator: ContextLocator | None = None) -> Tracker:
+    """A tracker that drops every event it is given, counted (see :func:`stats`).
+
+    Its contexts work like any tracker's, so code written as
+    ``with get_tracker().context(...)`` keeps running. The Django app registers one as
+    the default when the settings are broken: the site keeps serving, and the events
+    are counted as dropped instead of lost without a trace. ``context_locator`` is as
+    for :class:`Tracker`.
+    """
+    return Tracker({"dropped": _DropEverything()}, context_locator=context_locator)
+
+
 _fallback: Callable[[], Tracker] | None = console_tracker
 _no_tracker_reason: str | None = None
 
@@ -382,13 +404,13 @@ def emit(name: str | None = None, data: Any = None) -> None:
     except KeyError:
         fallback = _fallback_default()
         if fallback is None:
-            _drop_without_tracker(name)
+            _drop_without_tracker(name, f"no tracker is registered as {DEFAULT_TRACKER_NAME!r}")
             return
         tracker = fallback
     tracker.emit(name, data)
 
 
-def _drop_without_tracker(name: str | None) -> None:
+def _drop_without_tracker(name: str | None, why: str) -> None:
     global _warned_no_tracker
     _MODULE_COUNTERS.incr("dropped", "no_tracker")
     with _warned_lock:
@@ -400,10 +422,10 @@ def _drop_without_tracker(name: str | None) -> None:
             "does it when EVENT_TRACKING_ENABLED is true)"
         )
         LOG.warning(
-            "Event %r dropped: no tracker is registered as %r: %s. Further drops are only "
-            "counted, in eventtracking.tracker.stats()['dropped']['no_tracker'].",
+            "Event %r dropped: %s: %s. Further drops are only counted, in "
+            "eventtracking.tracker.stats()['dropped']['no_tracker'].",
             name,
-            DEFAULT_TRACKER_NAME,
+            why,
             reason,
         )
 

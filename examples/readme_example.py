@@ -3,7 +3,8 @@
 ``make demo`` runs this first. With no tracker registered, ``get_tracker()`` returns the
 fallback tracker, which prints each event as a JSON line on standard output. Other
 demos import :func:`run_readme_example` to send the same three events to their own
-backends.
+backends. The last one, ``address.create``, carries nested data: storage without a
+schema keeps it as it was given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ def run_readme_example() -> None:
     with tracker.context({'user_id': 11111, 'session_id': '2987lkjdyoioey'}):
         tracker.emit('navigation.request', {'url': 'http://www.edx.org/some/path/2'})
 
-    tracker.emit('navigation.request', {'url': 'http://www.edx.org/some/path/3'})
+    tracker.emit('address.create', {
+        'name': 'foo',
+        'address': {'postal_code': '90210', 'country': 'United States'},
+    })
     tracker.exit_context('outer')
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,6 +273,46 @@ def test_a_misspelled_mongo_option_names_it_and_the_valid_ones_without_the_signa
     assert "str | None" not in message
 
 
+def test_a_misspelled_logger_option_gets_a_did_you_mean() -> None:
+    """A misspelled LoggerBackend option is named with the closest valid one and the
+    list of valid options, in the same words as MongoBackend's."""
+    logger = "eventtracking.backends.logger.LoggerBackend"
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"l": {"ENGINE": logger, "OPTIONS": {"nmae": "t"}}})
+    assert str(caught.value).endswith(
+        "LoggerBackend has no option 'nmae' (did you mean 'name'?); its options are name, "
+        "max_event_size, level, encoder."
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "guess"),
+    [
+        ("eventtracking.backends.loger.LoggerBackend", "eventtracking.backends.logger"),
+        ("eventtraking.backends.logger.LoggerBackend", "eventtracking.backends.logger"),
+        ("eventtracking.backends.logger.LogerBackend", "eventtracking.backends.logger"),
+        ("eventtracking.processors.whitelst.NameWhitelistProcessor", "eventtracking.processors"),
+    ],
+)
+def test_a_misspelled_engine_gets_a_did_you_mean(engine: str, guess: str) -> None:
+    """A misspelt module or class in ENGINE is named with the closest path that exists."""
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": engine}})
+    match = re.search(r"Did you mean '([\w.]+)'\?", str(caught.value))
+    assert match is not None, str(caught.value)
+    assert match.group(1).startswith(guess)
+    module_name, _, attribute = match.group(1).rpartition(".")
+    assert hasattr(importlib.import_module(module_name), attribute)
+
+
+def test_an_engine_like_no_other_gets_no_guess() -> None:
+    """An ENGINE whose module resembles nothing importable gets the plain advice."""
+    with pytest.raises(ValueError) as caught:
+        build(EVENT_TRACKING_BACKENDS={"x": {"ENGINE": "qwzx.Nope"}})
+    assert "Did you mean" not in str(caught.value)
+    assert "Check the spelling" in str(caught.value)
+
+
 def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
     """A backend whose optional dependency is missing fails with a message naming the
     extra, as a DEPENDENCY error rather than one about its options."""
@@ -433,11 +475,12 @@ def test_app_ready_with_tracking_off_leaves_no_default_tracker(
     assert capsys.readouterr().out == ""
 
 
-def test_app_ready_with_bad_settings_logs_and_registers_nothing(
+def test_app_ready_with_bad_settings_logs_and_registers_a_dropping_tracker(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a server process, a broken configuration is logged at ERROR in one line, with
-    its check id and without a traceback, and kept for the checks; no tracker."""
+    its check id and without a traceback, and kept for the checks; the default tracker
+    registered only drops events."""
     from django.apps import apps
 
     monkeypatch.setattr(sys, "argv", ["gunicorn", "--workers", "2", "site.wsgi"])
@@ -448,7 +491,8 @@ def test_app_ready_with_bad_settings_logs_and_registers_nothing(
     ):
         config.ready()
     try:
-        assert tracker.DEFAULT_TRACKER_NAME not in tracker.TRACKERS
+        assert list(tracker.TRACKERS) == [tracker.DEFAULT_TRACKER_NAME]
+        assert list(tracker.get_tracker().backends) == ["dropped"]
         assert isinstance(config.startup_error, ValueError)
         assert "nope" in str(config.startup_error)
         (record,) = [r for r in caplog.records if "Event tracking is off" in r.getMessage()]
@@ -479,9 +523,56 @@ def test_in_a_management_command_the_checks_and_the_first_drop_report_the_error(
     try:
         (record,) = caplog.records
         message = record.getMessage()
-        assert message.startswith("Event 'first' dropped: no tracker is registered")
+        assert message.startswith("Event 'first' dropped: the tracker drops every event")
         assert "(eventtracking.E004)" in message
         assert "'nope'" in message
+    finally:
+        config.startup_error = None
+
+
+def test_with_a_misspelled_engine_views_that_enter_contexts_keep_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a misspelled ENGINE, a view written as the docs show
+    (``with tracker.get_tracker().context(...)``) answers 200 through the WSGI handler;
+    its event is dropped and counted, and names nobody configured still raise KeyError."""
+    from django.apps import apps
+    from django.test import Client
+
+    monkeypatch.setattr(sys, "argv", ["gunicorn", "site.wsgi"])
+    config = apps.get_app_config("eventtracking_django")
+    typo = {"logger": {"ENGINE": "eventtracking.backends.loger.LoggerBackend"}}
+    with override_settings(EVENT_TRACKING_BACKENDS=typo):
+        config.ready()
+    try:
+        before = tracker.stats()["dropped"].get("no_tracker", 0)
+        response = Client().get("/emit/", {"rid": "typo"})
+        assert response.status_code == 200
+        assert response.content == b"ok"
+        # The view's event, and the per-request event of TrackRequestEventMiddleware.
+        after_request = tracker.stats()["dropped"]["no_tracker"]
+        assert after_request == before + 2
+        tracker.emit("bare.emit")
+        assert tracker.stats()["dropped"]["no_tracker"] == after_request + 1
+        with pytest.raises(KeyError):
+            tracker.get_tracker("nobody.configured")
+    finally:
+        config.startup_error = None
+
+
+def test_the_emit_command_says_the_settings_are_broken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`manage.py eventtracking_emit` with a broken configuration fails, naming the
+    error, rather than reporting the dropping tracker's backend."""
+    from django.apps import apps
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    config = apps.get_app_config("eventtracking_django")
+    with override_settings(EVENT_TRACKING_BACKENDS={"bad": {"ENGINE": "nope.Nope"}}):
+        config.ready()
+    try:
+        with pytest.raises(CommandError, match=r"could not be built from settings.*'nope'"):
+            call_command("eventtracking_emit")
     finally:
         config.startup_error = None
 
@@ -657,3 +748,44 @@ def test_setting_errors_are_improperly_configured_and_value_errors(
     with pytest.raises(ImproperlyConfigured) as caught:
         build(**settings)
     assert isinstance(caught.value, ValueError)
+
+
+def test_the_w002_fix_is_printed_once_when_the_checks_and_an_event_both_meet_it(
+    tmp_path: Path,
+) -> None:
+    """`manage.py eventtracking_emit` with a LoggerBackend whose logger writes nothing:
+    the system check prints W002 with the LOGGING that fixes it, and the warning of the
+    first dropped event refers to it instead of printing it again; the drop is counted."""
+    (tmp_path / "silent_settings.py").write_text(
+        textwrap.dedent(
+            """
+            SECRET_KEY = "tests-only"
+            INSTALLED_APPS = ["eventtracking.django"]
+            EVENT_TRACKING_ENABLED = True
+            EVENT_TRACKING_BACKENDS = {
+                "logger": {
+                    "ENGINE": "eventtracking.backends.logger.LoggerBackend",
+                    "OPTIONS": {"name": "tracking"},
+                },
+            }
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "eventtracking_emit"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PYTHONPATH": f"{tmp_path}:{REPO_DIR}",
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "silent_settings",
+        },
+        cwd=str(tmp_path),
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "(eventtracking.W002)" in output
+    assert output.count("'disable_existing_loggers': False") == 1, output
+    assert "LoggerBackend writes nothing" in output.split("HINT:", 1)[1]
+    assert "backends.logger.dropped_not_enabled: +1" in output

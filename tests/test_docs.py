@@ -3,7 +3,8 @@
 With the layout of docs/conf.py, headless Chromium at 1200 px showed code blocks 920 px
 wide, room for 96 characters of their monospace font: a longer line scrolls sideways.
 This test keeps the sources within that; blocks marked ``:class: wrap`` (output with
-lines longer than any window) wrap instead, by docs/_static/custom.css.
+lines longer than any window) wrap instead, and blocks marked ``:class: events`` (one
+event per line) scroll sideways on purpose, by docs/_static/custom.css.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
 MAX_COLUMNS = 96
+
+#: Block options whose long lines are meant: they wrap, or scroll one event per line.
+EXEMPT_CLASSES = ([":class:", "wrap"], [":class:", "events"])
 
 _DIRECTIVE = re.compile(r"^(\s*)\.\. (code-block|code|sourcecode)::")
 
@@ -37,7 +41,7 @@ def code_blocks(text: str) -> list[tuple[int, list[str]]]:
         wrapped = False
         if directive:
             while index < len(lines) and lines[index].strip().startswith(":"):
-                wrapped = wrapped or lines[index].split() == [":class:", "wrap"]
+                wrapped = wrapped or lines[index].split() in EXEMPT_CLASSES
                 index += 1
         start = index
         body = []
@@ -70,3 +74,23 @@ def test_the_check_finds_a_long_line() -> None:
     text = "Example::\n\n    " + "x" * 120 + "\n\nText.\n"
     ((_, block),) = code_blocks(text)
     assert len(block[1]) == 120
+
+
+def _css_rule(selector: str) -> dict[str, str]:
+    """The declarations of ``selector`` in docs/_static/custom.css."""
+    css = (ROOT / "docs" / "_static" / "custom.css").read_text()
+    match = re.search(re.escape(selector) + r"\s*\{([^}]*)\}", css)
+    assert match is not None, f"no rule for {selector}"
+    pairs = (item.split(":", 1) for item in match.group(1).split(";") if ":" in item)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_the_readme_output_keeps_one_event_per_line() -> None:
+    """The README's example output is shown one event per line on the docs' front
+    page: its block's class makes long lines scroll rather than wrap."""
+    text = (ROOT / "README.rst").read_text()
+    options = text.split(".. code-block:: json", 1)[1].split("\n\n", 1)[0].split()
+    assert options[:1] == [":class:"]
+    rule = _css_rule(f"div.{options[1]} pre")
+    assert rule.get("white-space") == "pre"
+    assert rule.get("overflow-x") == "auto"

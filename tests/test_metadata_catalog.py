@@ -362,3 +362,18 @@ def test_markdown_escapes_html_and_markup_in_every_text() -> None:
     # The example's backticks cannot close its fence.
     fence = re.search(r"\n(`{3,})json\n", text)
     assert fence is not None and len(fence.group(1)) > 3
+
+
+@pytest.mark.usefixtures("default_registry")
+def test_python_m_eventtracking_catalog_refuses_an_empty_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With nothing documented, ``catalog`` exits 1 saying so first and writes no file."""
+    from eventtracking.__main__ import main
+
+    out = io.StringIO()
+    status = main(["catalog", "-o", str(tmp_path / "site")], out)
+    assert status == 1
+    assert out.getvalue() == ""
+    assert "registry is empty, so no catalogue was written" in capsys.readouterr().err
+    assert not (tmp_path / "site").exists()

@@ -36,7 +36,7 @@ def test_demo_stores_records_before_events_and_writes_the_catalogue_beside_them(
         else:
             assert REFERENCE_KEY not in line["context"]
     names = [line["name"] for line in lines if line["name"] != METADATA_EVENT_NAME]
-    assert names == ["navigation.request"] * 3 + ["address.create", "newsletter.signup"]
+    assert names == ["navigation.request"] * 2 + ["address.create", "newsletter.signup"]
     catalog = json.loads((tmp_path / "catalog.json").read_text())
     assert {r["id"] for r in catalog["event_types"] + catalog["context_types"]} == seen
     assert sorted(p.name for p in tmp_path.iterdir()) == [

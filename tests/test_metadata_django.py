@@ -127,3 +127,11 @@ def test_catalog_command_reports_a_bad_source_as_a_command_error(tmp_path: Path)
     broken.write_text("{")
     with pytest.raises(CommandError, match=r"broken\.json is not valid JSON"):
         call_command("eventtracking_catalog", "--source", str(broken), "-o", str(tmp_path))
+
+
+def test_catalog_command_refuses_an_empty_registry_and_writes_nothing(tmp_path: Path) -> None:
+    """With nothing documented, the command fails saying so, before writing any file."""
+    target = tmp_path / "cat"
+    with pytest.raises(CommandError, match="registry is empty, so no catalogue was written"):
+        call_command("eventtracking_catalog", "-o", str(target), stdout=io.StringIO())
+    assert not target.exists()

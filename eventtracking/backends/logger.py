@@ -42,6 +42,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from eventtracking._engines import unknown_options
 from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
 from eventtracking._metadata_api import METADATA_EVENT_NAME
 from eventtracking._orjson import FAST_INSTALL_HINT, HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
@@ -113,9 +114,10 @@ class LoggerBackend:
         **kwargs: Any,
     ) -> None:
         if kwargs:
+            valid = ["name", "max_event_size", "level", "encoder"]
             msg = (
-                f"LoggerBackend got unknown options {sorted(kwargs)}; it accepts name, "
-                "max_event_size, level and encoder."
+                f"LoggerBackend has no option {unknown_options(sorted(kwargs), valid)}; its "
+                f"options are {', '.join(valid)}."
             )
             raise ImproperlyConfigured(msg)
         try:

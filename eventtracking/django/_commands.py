@@ -11,7 +11,18 @@ from eventtracking import tracker as tracker_module
 
 
 def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> Any:
-    """The tracker registered as ``name``; CommandError saying how to configure one."""
+    """The tracker registered as ``name``; CommandError saying how to configure one, or
+    that the settings are broken (the default tracker then only drops events)."""
+    from django.apps import apps
+
+    config = apps.get_app_config("eventtracking_django")
+    error = getattr(config, "startup_error", None)
+    if error is not None and name == tracker_module.DEFAULT_TRACKER_NAME:
+        msg = (
+            f"Event tracking is off: the tracker could not be built from settings: {error} "
+            "Run `manage.py check` for details."
+        )
+        raise CommandError(msg)
     try:
         return tracker_module.get_tracker(name)
     except KeyError:

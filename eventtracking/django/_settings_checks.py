@@ -143,7 +143,7 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
     Runs after Django applied ``LOGGING``, so it sees the loggers as the site uses them.
     """
     from eventtracking import tracker as tracker_module
-    from eventtracking._silent import logging_snippet, why_nothing_is_written
+    from eventtracking._silent import hint_shown, logging_snippet, why_nothing_is_written
     from eventtracking.backends.logger import LoggerBackend
     from eventtracking.django._commands import walk_backends
 
@@ -159,6 +159,7 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
             continue
         where = f"{DJANGO_BACKEND_SETTING_NAME}[{path!r}]"
         snippet = logging_snippet(backend.event_logger, backend.level)
+        hint_shown(backend.event_logger, backend.level)
         messages.append(
             checks.Warning(
                 LOGGER_WRITES_NOTHING.format(where=where, reason=reason),

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from eventtracking import tracker as tracker_module
 from eventtracking.django import _settings
+from eventtracking.locator import ContextVarLocator
 from eventtracking.tracker import Tracker
 
 __all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "EventTrackingConfig", "close_at_exit", "close_trackers"]
@@ -47,8 +49,10 @@ class EventTrackingConfig(AppConfig):
         """Register the checks and the default tracker; never raises.
 
         A configuration error must not stop every management command, including
-        ``manage.py check``, which explains it. It is kept in :attr:`startup_error` for
-        the checks, and no tracker is registered, so events are dropped and counted (see
+        ``manage.py check``, which explains it, nor break the site's views. It is kept
+        in :attr:`startup_error` for the checks, and the default tracker registered is
+        a :func:`~eventtracking.tracker.dropping_tracker`: views that enter its
+        contexts keep working, and its events are dropped and counted (see
         :func:`eventtracking.tracker.stats`); the warning of the first drop gives the
         error. A server process also logs it at ERROR, in one line; a management
         command leaves it to the system checks, so that ``runserver`` and ``check``
@@ -66,6 +70,9 @@ class EventTrackingConfig(AppConfig):
             self.startup_error = error
             settings_decide_the_default_tracker(error)
             report_startup_error(error)
+            # 4.x's views do `with get_tracker().context(...)`: a KeyError there would
+            # turn a settings typo into HTTP 500 on every page.
+            tracker_module.register_tracker(tracker_module.dropping_tracker(ContextVarLocator()))
             return
         self.startup_error = None
         settings_decide_the_default_tracker(None)

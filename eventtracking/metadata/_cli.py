@@ -82,8 +82,18 @@ def fill_registry(
 
 
 def write(options: Any, out: TextIO, registry: Registry | None = None) -> int:
-    """Build the registry from ``options`` and write the catalogue; report to ``out``."""
+    """Build the registry from ``options`` and write the catalogue; report to ``out``.
+
+    Raises CatalogError, writing nothing, when the registry is empty: three empty files
+    would look like a catalogue of a project that documents nothing.
+    """
     target = fill_registry(options.source, options.modules, registry)
+    if not target.all_versions():
+        msg = (
+            "The registry is empty, so no catalogue was written: pass --source FILE or "
+            "--import MODULE to document event types."
+        )
+        raise CatalogError(msg)
     written = write_catalog(
         options.output,
         target,
@@ -99,11 +109,6 @@ def write(options: Any, out: TextIO, registry: Registry | None = None) -> int:
     )
     for name, path in written.items():
         out.write(f"  {name:8} {Path(path)}\n")
-    if not versions:
-        out.write(
-            "The registry is empty: pass --source FILE or --import MODULE to document "
-            "event types.\n"
-        )
     return 0
 
 

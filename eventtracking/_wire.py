@@ -13,8 +13,9 @@ through Celery or the event bus are therefore encoded here, by this library, int
   timezone-aware UTC ``datetime`` again. Other values arrive as the logger writes them.
 
 Each event also gets an *event id* when a backend accepts it: 24 hexadecimal digits
-laid out like a MongoDB ObjectId (seconds since the epoch, 5 random bytes per process,
-a counter). The id travels beside the event, never inside it, in an *entry*::
+laid out like a MongoDB ObjectId: seconds since the epoch, then 8 random bytes drawn
+for that id alone, so that no id can be guessed from the ones before it. The id
+travels beside the event, never inside it, in an *entry*::
 
     {"id": "65a1...", "event": {"name": ..., "timestamp": ..., "context": ..., "data": ...},
      "leaves": [["xapi"]], "attempt": 1}
@@ -30,10 +31,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import itertools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -94,20 +95,38 @@ class Entry:
 
 
 class _IdSource:
-    """Event ids in the ObjectId layout; a forked child draws new random bytes."""
+    """Event ids in the ObjectId layout: the time in seconds, then 8 random bytes.
+
+    Every id gets random bytes of its own (from :func:`os.urandom`), so an id seen on
+    a broker says nothing about the ids that follow: nobody can publish a forged event
+    first under the id of one still to come. The bytes are drawn in blocks, as one
+    system call per event would cost more than the rest of the id. A forked child
+    throws its copy of the block away, or it would repeat its parent's ids.
+    """
 
     def __init__(self) -> None:
         self._reset()
         after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
-        self._process = os.urandom(5).hex()
-        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        self._lock = threading.Lock()
+        self._pool = ""
+        self._next = 0
 
     def __call__(self) -> str:
-        # next() on a count is one atomic C call: no lock needed between threads.
         seconds = int(time.time()) & 0xFFFFFFFF
-        return f"{seconds:08x}{self._process}{next(self._counter) & 0xFFFFFF:06x}"
+        with self._lock:
+            start = self._next
+            if start >= len(self._pool):
+                self._pool = os.urandom(_RANDOM_BLOCK).hex()
+                start = 0
+            self._next = start + 16
+            pool = self._pool
+        return f"{seconds:08x}{pool[start : start + 16]}"
+
+
+# Random bytes drawn at a time: 512 ids' worth.
+_RANDOM_BLOCK = 4096
 
 
 #: Return a new event id (24 lower-case hex digits), unique across processes.

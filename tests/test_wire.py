@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import json
 import multiprocessing
 import time
@@ -127,7 +128,7 @@ def _child_ids(queue: Any) -> None:
 
 
 def test_a_forked_child_makes_ids_that_never_collide_with_the_parents() -> None:
-    """After fork the child draws its own random bytes, so its ids differ."""
+    """After fork the child draws random bytes of its own, so its ids differ."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     before = new_event_id()
@@ -136,9 +137,22 @@ def test_a_forked_child_makes_ids_that_never_collide_with_the_parents() -> None:
     theirs = queue.get(timeout=30)
     child.join(30)
     ours = [new_event_id() for _ in range(100)]
-    assert before[8:18] == ours[0][8:18]
-    assert theirs[0][8:18] != ours[0][8:18]
+    assert is_event_id(before)
+    # Both drew from the block of random bytes the parent held at the fork, unless
+    # the child threw its copy away.
     assert not set(theirs) & set(ours)
+
+
+def test_one_observed_id_does_not_predict_the_next() -> None:
+    """Past the time, every id's digits are random: none repeats the one before it,
+    in part or plus one, so an id seen on a broker gives no later id away."""
+    ids = [new_event_id() for _ in range(2_000)]
+    assert len({event_id[8:18] for event_id in ids}) == len(ids)
+    assert len({event_id[18:] for event_id in ids}) > len(ids) * 0.99
+    successors = sum(
+        int(later[8:], 16) == int(earlier[8:], 16) + 1 for earlier, later in itertools.pairwise(ids)
+    )
+    assert successors == 0
 
 
 def test_an_id_derived_from_a_seed_is_stable_and_carries_the_event_time() -> None:

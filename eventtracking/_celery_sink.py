@@ -184,11 +184,11 @@ class CelerySink:
                 "backend_name to its key in EVENT_TRACKING_BACKENDS"
             )
             return dict.fromkeys(range(len(items)), reason)
-        texts = [item.decode("utf-8") for item in items]
+        texts, refused = _readable(items)
         for attempt, chunk in self._messages(texts):
             countdown = self._retry_delay(attempt) if attempt else None
             self.publish(name, chunk, countdown=countdown)
-        return None
+        return refused or None
 
     def _messages(self, texts: list[str]) -> list[tuple[int, list[str]]]:
         """Split entries into messages: by attempt (each has its countdown), then by size."""
@@ -391,6 +391,27 @@ class CelerySink:
             "eager": snapshot["eager"],
             "recovered": snapshot["recovered"],
         }
+
+
+def _readable(items: Sequence[bytes]) -> tuple[list[str], dict[int, str]]:
+    """The items that are UTF-8 text, and the positions of the others with why.
+
+    An item that is not text (a dead letter written by hand, or holding a lone
+    surrogate, then re-driven) can never be published; it is refused alone, so that
+    the delivery makes it a dead letter again instead of retrying its whole batch, and
+    everything behind it, for ever.
+    """
+    texts: list[str] = []
+    refused: dict[int, str] = {}
+    for position, item in enumerate(items):
+        try:
+            texts.append(item.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            refused[position] = (
+                f"the entry is not UTF-8 text ({exc.reason} at byte {exc.start}), so no "
+                "worker could read it; it cannot be published"
+            )
+    return texts, refused
 
 
 def _fail_fast_options(driver: str, timeout: float) -> dict[str, Any]:

@@ -544,6 +544,36 @@ def test_a_malformed_entry_is_dead_lettered_alone_and_its_batch_is_delivered(
     assert router.stats()["worker"]["dead_letter_reasons"] == {"malformed": 3}
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # A lone surrogate, as Python writes it with "surrogatepass": not UTF-8.
+        b'{"id": "%s", "event": {"name": "\xed\xa0\x80"}}',
+        b"\xff\xfe%s not text at all",
+    ],
+)
+def test_a_redriven_letter_that_cannot_be_read_is_set_aside_and_holds_nothing_up(
+    make_router: MakeRouter, worker: Any, payload: bytes
+) -> None:
+    """A dead letter whose bytes are not UTF-8, re-driven with `spool redrive`, is a
+    counted dead letter again on its own: the events emitted after it are published
+    and delivered instead of waiting behind it for ever."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    bad = payload % _wire.new_event_id().encode()
+    router.spool.add_dead_letters(router.stream, [(bad, "kept for the test", None)])
+    assert router.spool.redrive(router.stream) == 1
+    for i in range(3):
+        emit("after.the.bad.one", {"i": i})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 3)
+    assert sorted(event["data"]["i"] for event in memory.snapshot()) == [0, 1, 2]
+    (letter,) = dead_letters(router)
+    assert letter.payload == bad
+    assert "not UTF-8" in letter.reason
+    assert router.stats()["dead_lettered"] == 1
+
+
 NAME = object()  # stands for the test's backend_name in the parametrised arguments
 
 

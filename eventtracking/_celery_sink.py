@@ -30,6 +30,7 @@ from typing import Any
 
 from eventtracking._fork import ForkCheck
 from eventtracking._redis_ledger import RedisLedger, unacked_task_ids
+from eventtracking._signing import HEADER, sign
 from eventtracking._stats import Counters
 
 __all__ = [
@@ -113,6 +114,8 @@ class CelerySink:
     message whose entries are retries. Batches are split so that no message carries
     more than ``max_message_bytes`` of entries (a single larger entry travels alone).
     ``ledger`` (Redis only) records each message until a worker has delivered it.
+    With ``signing_keys``, each message carries a signature under the first (see
+    :mod:`eventtracking._signing`).
 
     Every method holds :attr:`lock`: the delivery thread, worker tasks and the ledger
     sweeper may share one sink.
@@ -128,8 +131,10 @@ class CelerySink:
         max_message_bytes: int = 4 * 1024 * 1024,
         retry_delay: Callable[[int], float] | None = None,
         ledger: bool = True,
+        signing_keys: Sequence[bytes] = (),
     ) -> None:
         self._backend_name = backend_name
+        self._signing_keys = tuple(signing_keys)
         self.use_ledger = ledger
         self._app_option = app
         self.queue = queue
@@ -222,11 +227,16 @@ class CelerySink:
         """
         with self.lock:
             app = self.app
+            headers = (
+                {HEADER: sign(self._signing_keys, backend_name, texts)}
+                if self._signing_keys
+                else None
+            )
             if app.conf.task_always_eager:
                 from eventtracking import tasks
 
                 self._counters.incr("eager", amount=len(texts))
-                tasks.send_events.apply(args=(backend_name, texts))
+                tasks.send_events.apply(args=(backend_name, texts), headers=headers)
                 return
             producer = self._get_producer(app)
             args = (backend_name, texts)
@@ -244,6 +254,8 @@ class CelerySink:
             }
             if countdown:
                 options["countdown"] = countdown
+            if headers:
+                options["headers"] = headers
             ledger = self._ledger
             try:
                 if ledger is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from celery_support import AMQP_ENV, Broker, in_process_worker, make_app, wait_until
 
-from eventtracking import _celery_worker, _wire, tasks, tracker
+from eventtracking import _celery_worker, _signing, _wire, tasks, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend
@@ -189,6 +189,8 @@ def test_tasks_are_registered_under_their_4x_and_new_names(app: Any) -> None:
         ("publish_timeout", 0, "publish_timeout must be a number of seconds > 0"),
         ("max_retries", -1, "max_retries must be an int >= 0"),
         ("max_event_size", "big", "max_event_size must be a positive int"),
+        ("signing_keys", "one-key-not-a-list", r"signing_keys must be a list of keys"),
+        ("signing_keys", ["short"], r"signing_keys\[0\] must be a str or bytes of at least 16"),
     ],
 )
 def test_invalid_options_raise_improperly_configured_naming_them(
@@ -574,6 +576,63 @@ def test_a_redriven_letter_that_cannot_be_read_is_set_aside_and_holds_nothing_up
     assert router.stats()["dead_lettered"] == 1
 
 
+NEW_KEY = "the-new-signing-key-0123456789"
+OLD_KEY = b"the-old-signing-key-0123456789"
+
+
+def test_a_worker_with_signing_keys_refuses_forged_and_unsigned_messages(
+    make_router: MakeRouter, worker: Any, app: Any
+) -> None:
+    """With signing_keys, what the backend publishes is signed and delivered; a
+    message written by someone else (no signature, a signature that does not match
+    its entries, a forged event under the id of one to come) is a counted dead letter,
+    and the real event under that id is still delivered. A message signed with an
+    older key still listed is delivered (rotation)."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, signing_keys=[NEW_KEY, OLD_KEY])
+    name = router.backend_name
+    emit("real", {"grade": "C"})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 1)
+
+    coming_id = _wire.new_event_id()
+    forged = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "A+"}))
+    honest = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "D"}))
+    app.send_task(tasks.send_events.name, args=(name, [forged]))
+    stolen = _signing.sign(_signing.normalise_keys([NEW_KEY]), name, [honest])
+    app.send_task(tasks.send_events.name, args=(name, [forged]), headers={_signing.HEADER: stolen})
+    wait_until(lambda: len(dead_letters(router)) == 2)
+    router._retry_sink.publish(name, [honest])
+    old = _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "old-key"}))
+    signature = _signing.sign(_signing.normalise_keys([OLD_KEY]), name, [old])
+    app.send_task(tasks.send_events.name, args=(name, [old]), headers={_signing.HEADER: signature})
+    wait_until(lambda: len(memory.snapshot()) == 3)
+    assert [event["data"] for event in memory.snapshot()[:2]] == [{"grade": "C"}, "D"]
+    assert memory.snapshot()[2]["name"] == "old-key"
+    assert router.stats()["worker"]["dead_letter_reasons"] == {"unsigned": 1, "bad_signature": 1}
+    assert [json.loads(letter.payload or b"") for letter in dead_letters(router)] == [
+        [name, [forged]]
+    ] * 2
+
+
+def test_a_worker_without_keys_takes_signed_and_unsigned_messages(
+    make_router: MakeRouter, worker: Any, app: Any
+) -> None:
+    """Signing is optional: a worker without signing_keys delivers both."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    entries = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": f"e{i}"}))
+        for i in range(2)
+    ]
+    signature = _signing.sign(_signing.normalise_keys([NEW_KEY]), router.backend_name, entries[:1])
+    headers = {_signing.HEADER: signature}
+    app.send_task(tasks.send_events.name, args=(router.backend_name, entries[:1]), headers=headers)
+    app.send_task(tasks.send_events.name, args=(router.backend_name, entries[1:]))
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    assert dead_letters(router) == []
+
+
 NAME = object()  # stands for the test's backend_name in the parametrised arguments
 
 
@@ -642,13 +701,14 @@ def test_a_4x_message_from_an_old_web_node_is_consumed(
     assert router.stats()["delivered"] == 1
 
 
+@pytest.mark.parametrize("keys", [None, [NEW_KEY]], ids=["unsigned", "signed"])
 def test_under_task_always_eager_events_are_delivered_before_send_returns(
-    make_router: MakeRouter, broker: Broker
+    make_router: MakeRouter, broker: Broker, keys: list[str] | None
 ) -> None:
-    """Test settings with task_always_eager get 4.x's synchronous delivery."""
+    """Test settings with task_always_eager get 4.x's synchronous delivery, signed or not."""
     eager_app = make_app(broker, task_always_eager=True)
     memory = InMemoryBackend()
-    router = make_router(backends={"memory": memory}, app=eager_app)
+    router = make_router(backends={"memory": memory}, app=eager_app, signing_keys=keys)
     emit("eager", {"i": 1})
     assert [e["name"] for e in memory.snapshot()] == ["eager"]
     assert router.stats()["published"] == 1

@@ -36,10 +36,10 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking import _celery_worker, _wire
+from eventtracking import _celery_worker, _signing, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
@@ -101,6 +101,15 @@ class AsyncRoutingBackend(RoutingBackend):
       ``ledger_grace`` (60 s) after it should have run. See
       :mod:`eventtracking._redis_ledger`.
 
+    Both sides:
+
+    * ``signing_keys`` (None): a list of secret keys (str or bytes, 16 bytes at
+      least), newest first. Messages are signed with the first; a worker with keys
+      delivers only messages signed with one of them, and keeps the others (unsigned,
+      as 4.x's are, or signed otherwise) as counted dead letters. Rotate by putting the
+      new key first and dropping the old one once every node has the new one. See
+      :mod:`eventtracking._signing`.
+
     Attributes: ``backend_name``, ``backends``, ``processors`` (as in 4.x), ``spool``,
     ``stream`` and ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`).
 
@@ -134,6 +143,7 @@ class AsyncRoutingBackend(RoutingBackend):
         delivery_timeout: float = _celery_worker.DEFAULT_DELIVERY_TIMEOUT,
         ledger: bool = True,
         ledger_grace: float = DEFAULT_LEDGER_GRACE,
+        signing_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         import_celery()
         # Registers the tasks with Celery: a worker builds this backend from settings
@@ -161,8 +171,14 @@ class AsyncRoutingBackend(RoutingBackend):
         if not is_count(max_retries, minimum=0):
             msg = f"max_retries must be an int >= 0, got {max_retries!r}"
             raise ImproperlyConfigured(msg)
+        try:
+            keys = _signing.normalise_keys(signing_keys)
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
+        #: The keys messages are signed with (the first) and checked against (all).
+        self.signing_keys = keys
         self.max_event_size = max_event_size
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
@@ -181,6 +197,7 @@ class AsyncRoutingBackend(RoutingBackend):
             "max_message_bytes": max_message_bytes,
             "retry_delay": self._retry_delay,
             "ledger": bool(ledger),
+            "signing_keys": keys,
         }
         self._sink = CelerySink(self._name_for_worker, **sink_options)
         # The worker's retries are published from task threads, not the delivery

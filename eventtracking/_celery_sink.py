@@ -21,6 +21,8 @@ message that Redis lost on its way to a worker.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventtracking._fork import ForkCheck
-from eventtracking._redis_ledger import RedisLedger, unacked_task_ids
+from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
 from eventtracking._signing import HEADER, sign
 from eventtracking._stats import Counters
 
@@ -332,6 +334,40 @@ class CelerySink:
                 raise
             self._counters.incr("recovered", amount=recovered)
             return recovered
+
+    def ledger_left_behind(self, backend_name: str, limit: int = 1000) -> int | None:
+        """How many of ``backend_name``'s messages wait in the Redis ledger, when this
+        sink does not use it (``ledger=False``); None when that cannot be (ledger on,
+        not Redis, eager). Looks at ``limit`` records at most.
+
+        Records there were written by publishers with ``ledger=True``; a worker with
+        ``ledger=False`` never takes them out, so they (full message texts) stay.
+        """
+        if self.use_ledger:
+            return None
+        with self.lock:
+            app = self.app
+            if app.conf.task_always_eager:
+                return None
+            producer = self._get_producer(app)
+            if producer.connection.transport.driver_type != "redis":
+                return None
+            import redis
+
+            channel = producer.channel
+            client = redis.Redis(connection_pool=channel.pool)
+            key = (channel.global_keyprefix or "") + LEDGER_KEY
+            found = 0
+            try:
+                for seen, (_task_id, raw) in enumerate(client.hscan_iter(key, count=500)):
+                    if seen >= limit:
+                        break
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        found += json.loads(raw).get("backend_name") == backend_name
+            except BaseException:
+                self._drop_connection()
+                raise
+            return found
 
     @staticmethod
     def _forget_quietly(ledger: RedisLedger, task_id: str) -> None:

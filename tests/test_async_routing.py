@@ -716,6 +716,31 @@ def test_under_task_always_eager_events_are_delivered_before_send_returns(
     eager_app.close()
 
 
+def test_a_worker_without_the_ledger_says_when_web_nodes_fill_it(
+    make_router: MakeRouter, worker: Any, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Web nodes with ledger=True record each message in Redis; a worker with
+    ledger=False never takes the records out. It looks once, warns, and reports in
+    stats() how many records of its backend it found."""
+    if broker.kind != "redis":
+        pytest.skip("the ledger is Redis's only")
+    name = f"mixed{next(_names)}"
+    web = make_router(register=False, key=name, backends={"memory": InMemoryBackend()})
+    memory = InMemoryBackend()
+    on_worker = make_router(key=name, backends={"memory": memory}, ledger=False)
+    web.send({"name": "recorded", "timestamp": datetime.datetime.now(UTC), "data": {}})
+    assert web.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 1)
+    assert on_worker.stats()["ledger_left_behind"] == 1
+    warnings = [r.getMessage() for r in caplog.records if "ledger=False" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "some web nodes run with ledger=True" in warnings[0]
+    web.send({"name": "recorded", "timestamp": datetime.datetime.now(UTC), "data": {}})
+    assert web.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    assert len([r for r in caplog.records if "ledger=False" in r.getMessage()]) == 1
+
+
 def test_stats_report_both_sides(make_router: MakeRouter, worker: Any) -> None:
     """published, spooled, replayed, retried, dead_lettered and delivered are reported."""
     router = make_router(backends={"memory": InMemoryBackend()})

@@ -99,7 +99,10 @@ class AsyncRoutingBackend(RoutingBackend):
       worker delivered it, so that workers find a message Redis lost on its way to them
       (a crash between ``BRPOP`` and kombu's bookkeeping) and publish it again
       ``ledger_grace`` (60 s) after it should have run. See
-      :mod:`eventtracking._redis_ledger`.
+      :mod:`eventtracking._redis_ledger`. Give web nodes and workers the same value:
+      a worker with ``ledger=False`` that finds records of web nodes with
+      ``ledger=True`` (which it never removes) warns once and reports them in
+      ``stats()['ledger_left_behind']``.
 
     Both sides:
 
@@ -190,6 +193,9 @@ class AsyncRoutingBackend(RoutingBackend):
         # The process whose sweeper thread runs (None: none started yet).
         self._sweeper: ForkCheck | None = None
         self._sweeper_stop = threading.Event()
+        # The process that looked for ledger records left behind (ledger=False only).
+        self._ledger_checked: ForkCheck | None = None
+        self._ledger_left_behind: int | None = None
         sink_options: dict[str, Any] = {
             "app": app,
             "queue": queue,
@@ -315,6 +321,7 @@ class AsyncRoutingBackend(RoutingBackend):
         when the backend is closed or collected.
         """
         if not self._retry_sink.use_ledger:
+            self._look_for_ledger_records()
             return
         with self._sweeper_lock:
             if self._sweeper is not None and not self._sweeper.forked():
@@ -328,6 +335,36 @@ class AsyncRoutingBackend(RoutingBackend):
             daemon=True,
         )
         thread.start()
+
+    def _look_for_ledger_records(self) -> None:
+        """Once per worker process with ``ledger=False``: warn when web nodes record
+        this backend's messages in the Redis ledger (``ledger=True`` there), since no
+        worker of ours takes them out and they stay in Redis for good."""
+        with self._sweeper_lock:
+            if self._ledger_checked is not None and not self._ledger_checked.forked():
+                return
+            self._ledger_checked = ForkCheck()
+        name = self._name_for_worker() or self.backend_name
+        try:
+            found = self._retry_sink.ledger_left_behind(name)
+        except Exception as exc:
+            _LOG.warning(
+                "ledger-check",
+                "Looking for ledger records left behind failed: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self._ledger_left_behind = found
+        if found:
+            LOG.warning(
+                "AsyncRoutingBackend %r has ledger=False on this worker, but %d of its "
+                "messages are recorded in the Redis ledger: some web nodes run with "
+                "ledger=True, and nothing takes their records (whole message texts) out "
+                "of Redis. Give web nodes and workers the same ledger setting.",
+                name,
+                found,
+            )
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -360,6 +397,9 @@ class AsyncRoutingBackend(RoutingBackend):
         again), ``filtered`` by nested processors. ``dead_lettered`` counts both sides.
         ``dropped`` and ``failed`` are by reason, as for every router; ``publisher``
         and ``worker`` hold each side's full counters, ``backends`` the nested ones'.
+        ``ledger_left_behind``: on a worker with ``ledger=False``, the records of this
+        backend it found in the Redis ledger (web nodes with ``ledger=True`` wrote them,
+        and nothing removes them; a warning says so); None when it has not looked.
         """
         result = super().stats()
         publisher = self.delivery.stats()
@@ -377,6 +417,7 @@ class AsyncRoutingBackend(RoutingBackend):
             filtered=worker.get("filtered", 0),
             dead_lettered=publisher["dead_lettered"] + worker.get("dead_lettered", 0),
             last_error=publisher.get("last_error"),
+            ledger_left_behind=self._ledger_left_behind,
             publisher=publisher,
             worker=worker,
         )

@@ -349,13 +349,17 @@ def test_an_app_path_that_cannot_be_imported_keeps_the_events_and_says_why(
 # -- the worker side ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("keys", [None, ["a-signing-key-of-32-characters!!"]], ids=["", "signed"])
 def test_a_failing_leaf_is_retried_alone_and_its_sibling_gets_each_event_once(
-    make_router: MakeRouter, worker: Any
+    make_router: MakeRouter, worker: Any, keys: list[str] | None
 ) -> None:
-    """Retries fire (4.x's never did), and only for the leaf that failed."""
+    """Retries fire (4.x's never did), and only for the leaf that failed; with
+    signing_keys, the worker signs the retries it publishes."""
     memory = InMemoryBackend()
     flaky = Flaky(failures=2)
-    router = make_router(backends={"memory": memory, "flaky": flaky}, max_retries=3)
+    router = make_router(
+        backends={"memory": memory, "flaky": flaky}, max_retries=3, signing_keys=keys
+    )
     for i in range(3):
         emit("retry.me", {"i": i})
     router.flush(10)

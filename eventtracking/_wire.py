@@ -13,9 +13,10 @@ through Celery or the event bus are therefore encoded here, by this library, int
   timezone-aware UTC ``datetime`` again. Other values arrive as the logger writes them.
 
 Each event also gets an *event id* when a backend accepts it: 24 hexadecimal digits
-laid out like a MongoDB ObjectId: seconds since the epoch, then 8 random bytes drawn
-for that id alone, so that no id can be guessed from the ones before it. The id
-travels beside the event, never inside it, in an *entry*::
+laid out like a MongoDB ObjectId: seconds since the epoch, a counter (so that the ids of
+one process sort in the order they were made), then 5 random bytes drawn for that id
+alone, so that no id can be guessed from the ones before it. The id travels beside the
+event, never inside it, in an *entry*::
 
     {"id": "65a1...", "event": {"name": ..., "timestamp": ..., "context": ..., "data": ...},
      "leaves": [["xapi"]], "attempt": 1}
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -95,13 +97,16 @@ class Entry:
 
 
 class _IdSource:
-    """Event ids in the ObjectId layout: the time in seconds, then 8 random bytes.
+    """Event ids in the ObjectId layout: the time in seconds, a counter, random bytes.
 
-    Every id gets random bytes of its own (from :func:`os.urandom`), so an id seen on
-    a broker says nothing about the ids that follow: nobody can publish a forged event
-    first under the id of one still to come. The bytes are drawn in blocks, as one
-    system call per event would cost more than the rest of the id. A forked child
-    throws its copy of the block away, or it would repeat its parent's ids.
+    4 bytes of seconds and a 3-byte counter (from a random start) keep the ids of one
+    process in the order they were made, as ObjectIds are; the last 5 bytes are drawn
+    for each id alone (from :func:`os.urandom`), so an id seen on a broker does not
+    give the ones that follow: to publish a forged event first under the id of one
+    still to come, a writer would have to guess 40 random bits. The bytes are drawn
+    in blocks, as one system call per event would cost more than the rest of the id.
+    A forked child throws its copy of the block away, or it would repeat its
+    parent's ids.
     """
 
     def __init__(self) -> None:
@@ -110,23 +115,26 @@ class _IdSource:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
         self._pool = ""
         self._next = 0
 
     def __call__(self) -> str:
         seconds = int(time.time()) & 0xFFFFFFFF
         with self._lock:
+            count = next(self._counter) & 0xFFFFFF
             start = self._next
-            if start >= len(self._pool):
+            if start + _RANDOM_DIGITS > len(self._pool):
                 self._pool = os.urandom(_RANDOM_BLOCK).hex()
                 start = 0
-            self._next = start + 16
+            self._next = start + _RANDOM_DIGITS
             pool = self._pool
-        return f"{seconds:08x}{pool[start : start + 16]}"
+        return f"{seconds:08x}{count:06x}{pool[start : start + _RANDOM_DIGITS]}"
 
 
-# Random bytes drawn at a time: 512 ids' worth.
-_RANDOM_BLOCK = 4096
+# The random hex digits of an id (5 bytes), and the bytes drawn at a time (819 ids).
+_RANDOM_DIGITS = 10
+_RANDOM_BLOCK = 4095
 
 
 #: Return a new event id (24 lower-case hex digits), unique across processes.

@@ -29,6 +29,7 @@ id as its primary key and store a redelivered event only once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -116,20 +117,27 @@ class _IdSource:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
-        self._pool = ""
-        self._next = 0
+        # What follows the seconds in the next ids: popleft() is atomic, so taking one
+        # needs no lock; only refilling does.
+        self._ready: collections.deque[str] = collections.deque()
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            pool = os.urandom(_RANDOM_BLOCK).hex()
+            self._ready.extend(
+                f"{next(self._counter) & 0xFFFFFF:06x}{pool[start : start + _RANDOM_DIGITS]}"
+                for start in range(0, len(pool), _RANDOM_DIGITS)
+            )
 
     def __call__(self) -> str:
         seconds = int(time.time()) & 0xFFFFFFFF
-        with self._lock:
-            count = next(self._counter) & 0xFFFFFF
-            start = self._next
-            if start + _RANDOM_DIGITS > len(self._pool):
-                self._pool = os.urandom(_RANDOM_BLOCK).hex()
-                start = 0
-            self._next = start + _RANDOM_DIGITS
-            pool = self._pool
-        return f"{seconds:08x}{count:06x}{pool[start : start + _RANDOM_DIGITS]}"
+        while True:
+            try:
+                return f"{seconds:08x}{self._ready.popleft()}"
+            except IndexError:
+                self._refill()
 
 
 # The random hex digits of an id (5 bytes), and the bytes drawn at a time (819 ids).

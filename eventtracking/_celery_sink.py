@@ -21,6 +21,8 @@ message that Redis lost on its way to a worker.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -29,7 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventtracking._fork import ForkCheck
-from eventtracking._redis_ledger import RedisLedger, unacked_task_ids
+from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
+from eventtracking._signing import HEADER, sign
 from eventtracking._stats import Counters
 
 __all__ = [
@@ -113,6 +116,8 @@ class CelerySink:
     message whose entries are retries. Batches are split so that no message carries
     more than ``max_message_bytes`` of entries (a single larger entry travels alone).
     ``ledger`` (Redis only) records each message until a worker has delivered it.
+    With ``signing_keys``, each message carries a signature under the first (see
+    :mod:`eventtracking._signing`).
 
     Every method holds :attr:`lock`: the delivery thread, worker tasks and the ledger
     sweeper may share one sink.
@@ -128,8 +133,10 @@ class CelerySink:
         max_message_bytes: int = 4 * 1024 * 1024,
         retry_delay: Callable[[int], float] | None = None,
         ledger: bool = True,
+        signing_keys: Sequence[bytes] = (),
     ) -> None:
         self._backend_name = backend_name
+        self._signing_keys = tuple(signing_keys)
         self.use_ledger = ledger
         self._app_option = app
         self.queue = queue
@@ -184,11 +191,11 @@ class CelerySink:
                 "backend_name to its key in EVENT_TRACKING_BACKENDS"
             )
             return dict.fromkeys(range(len(items)), reason)
-        texts = [item.decode("utf-8") for item in items]
+        texts, refused = _readable(items)
         for attempt, chunk in self._messages(texts):
             countdown = self._retry_delay(attempt) if attempt else None
             self.publish(name, chunk, countdown=countdown)
-        return None
+        return refused or None
 
     def _messages(self, texts: list[str]) -> list[tuple[int, list[str]]]:
         """Split entries into messages: by attempt (each has its countdown), then by size."""
@@ -222,11 +229,16 @@ class CelerySink:
         """
         with self.lock:
             app = self.app
+            headers = (
+                {HEADER: sign(self._signing_keys, backend_name, texts)}
+                if self._signing_keys
+                else None
+            )
             if app.conf.task_always_eager:
                 from eventtracking import tasks
 
                 self._counters.incr("eager", amount=len(texts))
-                tasks.send_events.apply(args=(backend_name, texts))
+                tasks.send_events.apply(args=(backend_name, texts), headers=headers)
                 return
             producer = self._get_producer(app)
             args = (backend_name, texts)
@@ -244,6 +256,8 @@ class CelerySink:
             }
             if countdown:
                 options["countdown"] = countdown
+            if headers:
+                options["headers"] = headers
             ledger = self._ledger
             try:
                 if ledger is not None:
@@ -321,6 +335,40 @@ class CelerySink:
             self._counters.incr("recovered", amount=recovered)
             return recovered
 
+    def ledger_left_behind(self, backend_name: str, limit: int = 1000) -> int | None:
+        """How many of ``backend_name``'s messages wait in the Redis ledger, when this
+        sink does not use it (``ledger=False``); None when that cannot be (ledger on,
+        not Redis, eager). Looks at ``limit`` records at most.
+
+        Records there were written by publishers with ``ledger=True``; a worker with
+        ``ledger=False`` never takes them out, so they (full message texts) stay.
+        """
+        if self.use_ledger:
+            return None
+        with self.lock:
+            app = self.app
+            if app.conf.task_always_eager:
+                return None
+            producer = self._get_producer(app)
+            if producer.connection.transport.driver_type != "redis":
+                return None
+            import redis
+
+            channel = producer.channel
+            client = redis.Redis(connection_pool=channel.pool)
+            key = (channel.global_keyprefix or "") + LEDGER_KEY
+            found = 0
+            try:
+                for seen, (_task_id, raw) in enumerate(client.hscan_iter(key, count=500)):
+                    if seen >= limit:
+                        break
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        found += json.loads(raw).get("backend_name") == backend_name
+            except BaseException:
+                self._drop_connection()
+                raise
+            return found
+
     @staticmethod
     def _forget_quietly(ledger: RedisLedger, task_id: str) -> None:
         try:
@@ -391,6 +439,27 @@ class CelerySink:
             "eager": snapshot["eager"],
             "recovered": snapshot["recovered"],
         }
+
+
+def _readable(items: Sequence[bytes]) -> tuple[list[str], dict[int, str]]:
+    """The items that are UTF-8 text, and the positions of the others with why.
+
+    An item that is not text (a dead letter written by hand, or holding a lone
+    surrogate, then re-driven) can never be published; it is refused alone, so that
+    the delivery makes it a dead letter again instead of retrying its whole batch, and
+    everything behind it, for ever.
+    """
+    texts: list[str] = []
+    refused: dict[int, str] = {}
+    for position, item in enumerate(items):
+        try:
+            texts.append(item.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            refused[position] = (
+                f"the entry is not UTF-8 text ({exc.reason} at byte {exc.start}), so no "
+                "worker could read it; it cannot be published"
+            )
+    return texts, refused
 
 
 def _fail_fast_options(driver: str, timeout: float) -> dict[str, Any]:

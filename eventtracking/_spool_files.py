@@ -155,17 +155,22 @@ def check_file(path: Path) -> bool:
 
 
 def make_private_directory(path: Path) -> None:
-    """Create ``path`` with mode 0700 (missing parents with the usual mode) unless it
-    exists, then check it with :func:`check_directory`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    else:
+    """Create ``path`` with mode 0700, and its missing parents too, unless it exists,
+    then check it with :func:`check_directory`.
+
+    Parents are private as well: under ``umask 0`` the usual mode would leave
+    ``~/.cache/eventtracking`` open to everyone. Existing directories are left as
+    they are.
+    """
+    missing = [parent for parent in path.parents if not parent.exists()]
+    for directory in [*reversed(missing), path]:
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
         # The umask may have taken bits the owner needs; it never adds any, so the
         # directory was never more open than this in between.
-        os.chmod(path, 0o700)
+        os.chmod(directory, 0o700)
     check_directory(path)
 
 

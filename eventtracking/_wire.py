@@ -13,8 +13,10 @@ through Celery or the event bus are therefore encoded here, by this library, int
   timezone-aware UTC ``datetime`` again. Other values arrive as the logger writes them.
 
 Each event also gets an *event id* when a backend accepts it: 24 hexadecimal digits
-laid out like a MongoDB ObjectId (seconds since the epoch, 5 random bytes per process,
-a counter). The id travels beside the event, never inside it, in an *entry*::
+laid out like a MongoDB ObjectId: seconds since the epoch, a counter (so that the ids of
+one process sort in the order they were made), then 5 random bytes drawn for that id
+alone, so that no id can be guessed from the ones before it. The id travels beside the
+event, never inside it, in an *entry*::
 
     {"id": "65a1...", "event": {"name": ..., "timestamp": ..., "context": ..., "data": ...},
      "leaves": [["xapi"]], "attempt": 1}
@@ -27,6 +29,7 @@ id as its primary key and store a redelivered event only once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import hashlib
@@ -34,6 +37,7 @@ import itertools
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -94,20 +98,51 @@ class Entry:
 
 
 class _IdSource:
-    """Event ids in the ObjectId layout; a forked child draws new random bytes."""
+    """Event ids in the ObjectId layout: the time in seconds, a counter, random bytes.
+
+    4 bytes of seconds and a 3-byte counter (from a random start) keep the ids of one
+    process in the order they were made, as ObjectIds are; the last 5 bytes are drawn
+    for each id alone (from :func:`os.urandom`), so an id seen on a broker does not
+    give the ones that follow: to publish a forged event first under the id of one
+    still to come, a writer would have to guess 40 random bits. The bytes are drawn
+    in blocks, as one system call per event would cost more than the rest of the id.
+    A forked child throws its copy of the block away, or it would repeat its
+    parent's ids.
+    """
 
     def __init__(self) -> None:
         self._reset()
         after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
-        self._process = os.urandom(5).hex()
+        self._lock = threading.Lock()
         self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        # What follows the seconds in the next ids: popleft() is atomic, so taking one
+        # needs no lock; only refilling does.
+        self._ready: collections.deque[str] = collections.deque()
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            pool = os.urandom(_RANDOM_BLOCK).hex()
+            self._ready.extend(
+                f"{next(self._counter) & 0xFFFFFF:06x}{pool[start : start + _RANDOM_DIGITS]}"
+                for start in range(0, len(pool), _RANDOM_DIGITS)
+            )
 
     def __call__(self) -> str:
-        # next() on a count is one atomic C call: no lock needed between threads.
         seconds = int(time.time()) & 0xFFFFFFFF
-        return f"{seconds:08x}{self._process}{next(self._counter) & 0xFFFFFF:06x}"
+        while True:
+            try:
+                return f"{seconds:08x}{self._ready.popleft()}"
+            except IndexError:
+                self._refill()
+
+
+# The random hex digits of an id (5 bytes), and the bytes drawn at a time (819 ids).
+_RANDOM_DIGITS = 10
+_RANDOM_BLOCK = 4095
 
 
 #: Return a new event id (24 lower-case hex digits), unique across processes.

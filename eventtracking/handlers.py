@@ -11,10 +11,12 @@ tracker, which runs its processors and delivers to its nested backends.
 Beyond 4.x:
 
 * a message whose id was delivered moments ago is not delivered again: a publisher that
-  retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`);
-* a message that cannot become an event (data or context that is not JSON) is a dead
-  letter in the backend's spool, with the reason, instead of an exception the consumer
-  logs and acknowledges;
+  retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`).
+  An id is remembered only once its message was delivered: a message that was dropped
+  (by a processor, for want of a backend) or failed does not keep a later copy out;
+* a message that cannot become an event (data or context that is not JSON, or nested
+  too deep to read) is a dead letter in the backend's spool, with the reason, instead
+  of an exception the consumer logs and acknowledges;
 * nothing here raises into the consumer: every outcome is counted, in :func:`stats` and
   in each backend's ``stats()['consumer']``.
 
@@ -52,7 +54,7 @@ DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
 _REMEMBERED_IDS = 10_000
 
 _COUNTERS = Counters(
-    "received", "ignored_local", "duplicates", "malformed", "no_tracker", "no_backend"
+    "received", "ignored_local", "duplicates", "malformed", "no_tracker", "no_backend", "failed"
 )
 _seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 _seen_lock = threading.Lock()
@@ -73,7 +75,7 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
     _COUNTERS.incr("received")
     tracking_log = kwargs.get("tracking_log")
     message_id = _message_id(kwargs.get("metadata"))
-    if message_id is not None and _already_seen(message_id):
+    if message_id is not None and _seen_before(message_id):
         _COUNTERS.incr("duplicates")
         logger.info("Message %s from the event bus was delivered already: skipped", message_id)
         return
@@ -105,15 +107,20 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         _COUNTERS.incr("malformed")
         engines[0].reject_from_bus(_raw(tracking_log, message_id), str(exc), message_id)
         return
+    delivered = False
     for index, engine in enumerate(engines):
-        # Each backend gets an event of its own, as a processor may change it.
-        mine = event if index == len(engines) - 1 else _rebuild(tracking_log)
         try:
-            engine.receive_from_bus(mine)
+            # Each backend gets an event of its own, as a processor may change it.
+            mine = event if index == len(engines) - 1 else _rebuild(tracking_log)
+            delivered = engine.receive_from_bus(mine) is not False or delivered
         except Exception:
             # receive_from_bus contains every processor and backend failure; this is
             # a bug, and the consumer must go on with the next message.
+            _COUNTERS.incr("failed")
             logger.exception("Delivering an event from the bus to %r failed", engine)
+    if delivered and message_id is not None:
+        # Only now: a copy that arrived first and was dropped keeps no later one out.
+        _remember(message_id)
 
 
 def get_tracker() -> Tracker | None:
@@ -134,7 +141,7 @@ def _rebuild(tracking_log: Any) -> dict[str, Any]:
         timestamp = tracking_log.timestamp
         data = json.loads(tracking_log.data)
         context = json.loads(tracking_log.context)
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, TypeError, ValueError, RecursionError) as exc:
         msg = f"the tracking log cannot be read as an event: {type(exc).__name__}: {exc}"
         raise ValueError(msg) from exc
     # A timestamp that is not one is kept as it came: the backends may know what it is.
@@ -157,15 +164,20 @@ def _message_id(metadata: Any) -> str | None:
     return None if message_id is None else str(message_id)
 
 
-def _already_seen(message_id: str) -> bool:
+def _seen_before(message_id: str) -> bool:
     with _seen_lock:
         if message_id in _seen:
             _seen.move_to_end(message_id)
             return True
+        return False
+
+
+def _remember(message_id: str) -> None:
+    with _seen_lock:
         _seen[message_id] = None
+        _seen.move_to_end(message_id)
         if len(_seen) > _REMEMBERED_IDS:
             _seen.popitem(last=False)
-        return False
 
 
 def stats() -> dict[str, object]:
@@ -173,7 +185,8 @@ def stats() -> dict[str, object]:
 
     ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
     ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
-    ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them.
+    ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them;
+    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback).
     """
     return _COUNTERS.snapshot()
 

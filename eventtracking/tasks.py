@@ -37,6 +37,7 @@ from eventtracking._celery_worker import (
     forget,
     stats,
 )
+from eventtracking._signing import check_task
 
 import_celery()
 
@@ -96,7 +97,8 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
         dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
         forget(backend_name, self.request.id)
         return
-    deliver(backend_name, entries, self.request.id)
+    if check_task(self, backend_name, entries):
+        deliver(backend_name, entries, self.request.id)
 
 
 @shared_task(name=LEGACY_TASK_NAME, **_TASK_OPTIONS)
@@ -112,7 +114,8 @@ def send_event(self: Any, *args: Any, **kwargs: Any) -> None:
     if problem is not None:
         dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
         return
-    deliver_legacy(backend_name, event, self.request.id)
+    if check_task(self, backend_name, event, legacy=True):
+        deliver_legacy(backend_name, event, self.request.id)
 
 
 @signals.worker_ready.connect(weak=False)

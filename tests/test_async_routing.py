@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from celery_support import AMQP_ENV, Broker, in_process_worker, make_app, wait_until
 
-from eventtracking import _celery_worker, _wire, tasks, tracker
+from eventtracking import _celery_worker, _signing, _wire, tasks, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend
@@ -189,6 +189,8 @@ def test_tasks_are_registered_under_their_4x_and_new_names(app: Any) -> None:
         ("publish_timeout", 0, "publish_timeout must be a number of seconds > 0"),
         ("max_retries", -1, "max_retries must be an int >= 0"),
         ("max_event_size", "big", "max_event_size must be a positive int"),
+        ("signing_keys", "one-key-not-a-list", r"signing_keys must be a list of keys"),
+        ("signing_keys", ["short"], r"signing_keys\[0\] must be a str or bytes of at least 16"),
     ],
 )
 def test_invalid_options_raise_improperly_configured_naming_them(
@@ -347,13 +349,17 @@ def test_an_app_path_that_cannot_be_imported_keeps_the_events_and_says_why(
 # -- the worker side ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("keys", [None, ["a-signing-key-of-32-characters!!"]], ids=["", "signed"])
 def test_a_failing_leaf_is_retried_alone_and_its_sibling_gets_each_event_once(
-    make_router: MakeRouter, worker: Any
+    make_router: MakeRouter, worker: Any, keys: list[str] | None
 ) -> None:
-    """Retries fire (4.x's never did), and only for the leaf that failed."""
+    """Retries fire (4.x's never did), and only for the leaf that failed; with
+    signing_keys, the worker signs the retries it publishes."""
     memory = InMemoryBackend()
     flaky = Flaky(failures=2)
-    router = make_router(backends={"memory": memory, "flaky": flaky}, max_retries=3)
+    router = make_router(
+        backends={"memory": memory, "flaky": flaky}, max_retries=3, signing_keys=keys
+    )
     for i in range(3):
         emit("retry.me", {"i": i})
     router.flush(10)
@@ -544,6 +550,93 @@ def test_a_malformed_entry_is_dead_lettered_alone_and_its_batch_is_delivered(
     assert router.stats()["worker"]["dead_letter_reasons"] == {"malformed": 3}
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # A lone surrogate, as Python writes it with "surrogatepass": not UTF-8.
+        b'{"id": "%s", "event": {"name": "\xed\xa0\x80"}}',
+        b"\xff\xfe%s not text at all",
+    ],
+)
+def test_a_redriven_letter_that_cannot_be_read_is_set_aside_and_holds_nothing_up(
+    make_router: MakeRouter, worker: Any, payload: bytes
+) -> None:
+    """A dead letter whose bytes are not UTF-8, re-driven with `spool redrive`, is a
+    counted dead letter again on its own: the events emitted after it are published
+    and delivered instead of waiting behind it for ever."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    bad = payload % _wire.new_event_id().encode()
+    router.spool.add_dead_letters(router.stream, [(bad, "kept for the test", None)])
+    assert router.spool.redrive(router.stream) == 1
+    for i in range(3):
+        emit("after.the.bad.one", {"i": i})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 3)
+    assert sorted(event["data"]["i"] for event in memory.snapshot()) == [0, 1, 2]
+    (letter,) = dead_letters(router)
+    assert letter.payload == bad
+    assert "not UTF-8" in letter.reason
+    assert router.stats()["dead_lettered"] == 1
+
+
+NEW_KEY = "the-new-signing-key-0123456789"
+OLD_KEY = b"the-old-signing-key-0123456789"
+
+
+def test_a_worker_with_signing_keys_refuses_forged_and_unsigned_messages(
+    make_router: MakeRouter, worker: Any, app: Any
+) -> None:
+    """With signing_keys, what the backend publishes is signed and delivered; a
+    message written by someone else (no signature, a signature that does not match
+    its entries, a forged event under the id of one to come) is a counted dead letter,
+    and the real event under that id is still delivered. A message signed with an
+    older key still listed is delivered (rotation)."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, signing_keys=[NEW_KEY, OLD_KEY])
+    name = router.backend_name
+    emit("real", {"grade": "C"})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 1)
+
+    coming_id = _wire.new_event_id()
+    forged = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "A+"}))
+    honest = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "D"}))
+    app.send_task(tasks.send_events.name, args=(name, [forged]))
+    stolen = _signing.sign(_signing.normalise_keys([NEW_KEY]), name, [honest])
+    app.send_task(tasks.send_events.name, args=(name, [forged]), headers={_signing.HEADER: stolen})
+    wait_until(lambda: len(dead_letters(router)) == 2)
+    router._retry_sink.publish(name, [honest])
+    old = _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "old-key"}))
+    signature = _signing.sign(_signing.normalise_keys([OLD_KEY]), name, [old])
+    app.send_task(tasks.send_events.name, args=(name, [old]), headers={_signing.HEADER: signature})
+    wait_until(lambda: len(memory.snapshot()) == 3)
+    assert [event["data"] for event in memory.snapshot()[:2]] == [{"grade": "C"}, "D"]
+    assert memory.snapshot()[2]["name"] == "old-key"
+    assert router.stats()["worker"]["dead_letter_reasons"] == {"unsigned": 1, "bad_signature": 1}
+    assert [json.loads(letter.payload or b"") for letter in dead_letters(router)] == [
+        [name, [forged]]
+    ] * 2
+
+
+def test_a_worker_without_keys_takes_signed_and_unsigned_messages(
+    make_router: MakeRouter, worker: Any, app: Any
+) -> None:
+    """Signing is optional: a worker without signing_keys delivers both."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory})
+    entries = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": f"e{i}"}))
+        for i in range(2)
+    ]
+    signature = _signing.sign(_signing.normalise_keys([NEW_KEY]), router.backend_name, entries[:1])
+    headers = {_signing.HEADER: signature}
+    app.send_task(tasks.send_events.name, args=(router.backend_name, entries[:1]), headers=headers)
+    app.send_task(tasks.send_events.name, args=(router.backend_name, entries[1:]))
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    assert dead_letters(router) == []
+
+
 NAME = object()  # stands for the test's backend_name in the parametrised arguments
 
 
@@ -612,18 +705,44 @@ def test_a_4x_message_from_an_old_web_node_is_consumed(
     assert router.stats()["delivered"] == 1
 
 
+@pytest.mark.parametrize("keys", [None, [NEW_KEY]], ids=["unsigned", "signed"])
 def test_under_task_always_eager_events_are_delivered_before_send_returns(
-    make_router: MakeRouter, broker: Broker
+    make_router: MakeRouter, broker: Broker, keys: list[str] | None
 ) -> None:
-    """Test settings with task_always_eager get 4.x's synchronous delivery."""
+    """Test settings with task_always_eager get 4.x's synchronous delivery, signed or not."""
     eager_app = make_app(broker, task_always_eager=True)
     memory = InMemoryBackend()
-    router = make_router(backends={"memory": memory}, app=eager_app)
+    router = make_router(backends={"memory": memory}, app=eager_app, signing_keys=keys)
     emit("eager", {"i": 1})
     assert [e["name"] for e in memory.snapshot()] == ["eager"]
     assert router.stats()["published"] == 1
     assert router.stats()["delivered"] == 1
     eager_app.close()
+
+
+def test_a_worker_without_the_ledger_says_when_web_nodes_fill_it(
+    make_router: MakeRouter, worker: Any, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Web nodes with ledger=True record each message in Redis; a worker with
+    ledger=False never takes the records out. It looks once, warns, and reports in
+    stats() how many records of its backend it found."""
+    if broker.kind != "redis":
+        pytest.skip("the ledger is Redis's only")
+    name = f"mixed{next(_names)}"
+    web = make_router(register=False, key=name, backends={"memory": InMemoryBackend()})
+    memory = InMemoryBackend()
+    on_worker = make_router(key=name, backends={"memory": memory}, ledger=False)
+    web.send({"name": "recorded", "timestamp": datetime.datetime.now(UTC), "data": {}})
+    assert web.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 1)
+    assert on_worker.stats()["ledger_left_behind"] == 1
+    warnings = [r.getMessage() for r in caplog.records if "ledger=False" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "some web nodes run with ledger=True" in warnings[0]
+    web.send({"name": "recorded", "timestamp": datetime.datetime.now(UTC), "data": {}})
+    assert web.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 2)
+    assert len([r for r in caplog.records if "ledger=False" in r.getMessage()]) == 1
 
 
 def test_stats_report_both_sides(make_router: MakeRouter, worker: Any) -> None:

@@ -331,6 +331,32 @@ def test_e021_async_backend_without_celery(monkeypatch: pytest.MonkeyPatch) -> N
         assert checks.check_async_routing() == []
 
 
+@pytest.mark.parametrize(
+    ("accept", "formats"),
+    [
+        (["json", "pickle"], "pickle"),
+        (["application/x-yaml", "json"], "YAML"),
+        (["pickle", "yaml"], "pickle and YAML"),
+    ],
+)
+def test_w031_a_celery_app_that_accepts_pickle_or_yaml(accept: list[str], formats: str) -> None:
+    """A worker app that accepts pickle or YAML runs code a broker writer sends: W031
+    names the formats and the fix; Celery's default (JSON only) passes."""
+    from celery import Celery
+
+    unsafe = Celery("w031-unsafe", set_as_current=False)
+    unsafe.conf.accept_content = accept
+    safe = Celery("w031-safe", set_as_current=False)
+    setting = {"async": async_backend("async", app=unsafe), "safe": async_backend("safe", app=safe)}
+    with override_settings(EVENT_TRACKING_BACKENDS=setting):
+        messages = checks.check_async_routing()
+    assert ids(messages) == [checks.W031]
+    assert messages[0].msg == checks.ASYNC_UNSAFE_CONTENT.format(
+        where=f"{B}['async']", formats=formats
+    )
+    assert "accept_content = ['json']" in messages[0].hint
+
+
 def test_async_checks_run_with_manage_py_check() -> None:
     """The AsyncRoutingBackend checks are registered with the eventtracking tag."""
     with (

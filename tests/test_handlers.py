@@ -152,6 +152,48 @@ def test_a_message_delivered_already_is_skipped(tmp_path: Path) -> None:
     assert counts_since(before) == {"received": 3, "duplicates": 1}
 
 
+def test_an_id_is_kept_only_once_its_message_was_delivered(tmp_path: Path) -> None:
+    """A message that a processor dropped, or that could not become an event, does not
+    make its id seen: a later message under the same id (the real one, after a forged
+    or broken copy got there first) is delivered, and only a copy of a delivered one is
+    skipped."""
+
+    def drop(event: dict[str, Any]) -> dict[str, Any]:
+        if event["name"] == "drop.me":
+            raise EventEmissionExit
+        return event
+
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested}, processors=[drop])
+    register_tracker(Tracker({"bus": bus}))
+    before = handlers.stats()
+    dropped_first, broken_first = uuid.uuid1(), uuid.uuid1()
+    from_the_bus(tracking_log(name="drop.me"), dropped_first)
+    from_the_bus(tracking_log(data='{"n": 1}'), dropped_first)
+    from_the_bus(tracking_log(data="{not json"), broken_first)
+    from_the_bus(tracking_log(data='{"n": 2}'), broken_first)
+    from_the_bus(tracking_log(data='{"n": 3}'), broken_first)
+    assert [event["data"] for event in nested.snapshot()] == [{"n": 1}, {"n": 2}]
+    assert counts_since(before) == {"received": 5, "malformed": 1, "duplicates": 1}
+
+
+def test_data_nested_too_deep_is_a_counted_dead_letter(tmp_path: Path) -> None:
+    """Data nested 100,000 levels deep cannot be read (Python's recursion limit): the
+    message is a dead letter, counted, and no RecursionError reaches the consumer."""
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested})
+    register_tracker(Tracker({"bus": bus}))
+    before = handlers.stats()
+    deep = "[" * 100_000 + "]" * 100_000
+    responses = from_the_bus(tracking_log(data=deep))
+    assert [response for _, response in responses if isinstance(response, Exception)] == []
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"received": 1, "malformed": 1}
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert "RecursionError" in letter.reason
+    assert json.loads(letter.payload or b"")["data"] == deep
+
+
 @pytest.mark.parametrize(
     ("data", "context"),
     [("{not json", "{}"), ("{}", "")],

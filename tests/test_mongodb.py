@@ -265,6 +265,37 @@ def test_bad_documents_are_dead_lettered_while_the_rest_of_the_batch_is_stored(
     assert len(backend.spool.dead_letters()) == 2
 
 
+def _lone_surrogate_document() -> bytes:
+    """BSON whose name is a lone surrogate, written as Python's "surrogatepass" does."""
+    good = bson.encode({"_id": bson.ObjectId(), "name": "AAA", "data": {"seq": -1}})
+    return good.replace(b"AAA", b"\xed\xa0\x80")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [_lone_surrogate_document(), b"\x05\x00\x00\x00 not BSON at all"],
+    ids=["lone-surrogate", "not-bson"],
+)
+def test_a_redriven_letter_that_cannot_be_read_is_set_aside_and_holds_nothing_up(
+    make_backend: MakeBackend, stored: Any, tmp_path: Path, bad: bytes
+) -> None:
+    """A dead letter that is not valid BSON (a lone surrogate in a string, or junk),
+    re-driven with `spool redrive`, becomes a counted dead letter again on its own:
+    the events emitted after it are stored instead of waiting behind it for ever."""
+    backend = make_backend(batch_size=100, flush_interval=0.05)
+    backend.spool.add_dead_letters(backend.stream, [(bad, "kept for the test", None)])
+    assert backend.spool.redrive(backend.stream) == 1
+    tracker = Tracker({"mongo": backend})
+    for seq in range(3):
+        tracker.emit("after.the.bad.one", {"seq": seq})
+    assert tracker.flush(30)
+    assert seqs(stored) == [0, 1, 2]
+    (letter,) = backend.spool.dead_letters(backend.stream)
+    assert letter.payload == bad
+    assert "not valid BSON" in letter.reason
+    assert backend.stats()["dead_lettered"] == 1
+
+
 def test_events_nested_deeper_than_mongodb_stores_are_dead_lettered_at_send(
     make_backend: MakeBackend, stored: Any
 ) -> None:

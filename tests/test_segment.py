@@ -16,12 +16,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventtracking import _wire
 from eventtracking.backends.segment import INSTALL_HINT, SegmentBackend, segment_context
-from eventtracking.tracker import Tracker
+from eventtracking.tracker import Tracker, register_tracker
 
 analytics = pytest.importorskip("segment.analytics")
 
@@ -34,10 +36,14 @@ class Endpoint:
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
+        #: While set, each POST waits for this Event first: an API that hangs.
+        self.hold: threading.Event | None = None
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                if endpoint.hold is not None:
+                    endpoint.hold.wait(30)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     raw = gzip.decompress(raw)
@@ -60,6 +66,8 @@ class Endpoint:
         return [message for body in self.bodies for message in body["batch"]]
 
     def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -220,6 +228,84 @@ def test_the_applications_own_error_hook_is_left_alone(endpoint: Endpoint) -> No
     backend = SegmentBackend()
     assert analytics.on_error is mine
     assert backend.stats()["upload_failures"] is None
+
+
+def flush_threads() -> int:
+    return sum(thread.name == "eventtracking-segment-flush" for thread in threading.enumerate())
+
+
+def test_flushes_during_an_outage_share_one_thread(endpoint: Endpoint) -> None:
+    """While Segment's API hangs, 100 flush(timeout) calls each return False in time,
+    and together leave one flush thread waiting, not one each; once the API answers,
+    the flush finishes and the next call returns True."""
+    endpoint.hold = threading.Event()
+    backend = SegmentBackend()
+    backend.send({"name": "a", "timestamp": datetime.datetime.now(UTC), "context": {"user_id": 1}})
+    assert [backend.flush(0.001) for _ in range(100)] == [False] * 100
+    assert flush_threads() == 1
+    endpoint.hold.set()
+    assert backend.flush(30)
+    assert [message["userId"] for message in endpoint.messages()] == ["1"]
+
+
+def test_an_event_delivered_again_goes_with_the_same_message_id(endpoint: Endpoint) -> None:
+    """Under the id an event travelled with (a Celery worker's retry of it), Segment
+    gets the same messageId each time, and drops the copies; events sent outside a
+    delivery each get a messageId of their own."""
+    backend = SegmentBackend()
+    event = {"name": "graded", "timestamp": datetime.datetime.now(UTC), "context": {"user_id": 1}}
+    event_id = _wire.new_event_id()
+    for _ in range(3):
+        with _wire.delivering(event_id):
+            backend.send(event)
+    backend.send(event)
+    backend.send(event)
+    assert backend.flush(None)
+    ids = [message["messageId"] for message in endpoint.messages()]
+    assert len(ids) == 5
+    assert ids[:3] == [event_id] * 3
+    assert len(set(ids[2:])) == 3
+
+
+def test_a_worker_retrying_a_slow_segment_leaf_sends_one_message_id(
+    endpoint: Endpoint, redis_server: Any, tmp_path: Path
+) -> None:
+    """On a Celery worker, a Segment leaf whose flush does not finish in
+    delivery_timeout (the API hangs) is retried, and tracks the event again each time;
+    every copy carries the event's id as its messageId, so Segment keeps one."""
+    from celery_support import Broker, in_process_worker, make_app, wait_until
+
+    from eventtracking.backends.async_routing import AsyncRoutingBackend
+
+    endpoint.hold = threading.Event()
+    app = make_app(Broker("redis", redis_server.url_for(2)))
+    router = AsyncRoutingBackend(
+        backends={"segment": SegmentBackend()},
+        backend_name="segmented",
+        app=app,
+        spool_dir=tmp_path / "spool",
+        flush_interval=0.05,
+        retry_backoff=0.05,
+        retry_backoff_max=0.1,
+        delivery_timeout=0.5,
+        max_retries=2,
+    )
+    tracker = Tracker({"segmented": router})
+    register_tracker(tracker)
+    try:
+        with in_process_worker(app):
+            with tracker.context("request", {"user_id": 5}):
+                tracker.emit("graded", {"grade": "C"})
+            assert router.delivery.flush(10)  # published (the leaf's own flush would hang)
+            (letter,) = wait_until(lambda: router.spool.dead_letters(router.stream))
+        endpoint.hold.set()
+        assert SegmentBackend().flush(30)
+    finally:
+        router.close(1.0)
+        app.close()
+    copies = [m for m in endpoint.messages() if m["event"] == "graded"]
+    assert len(copies) == 3  # the first try and two retries
+    assert {copy["messageId"] for copy in copies} == {_wire.decode_entry(letter.payload).id}
 
 
 def test_a_client_without_track_is_refused() -> None:

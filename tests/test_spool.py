@@ -377,6 +377,32 @@ def test_spool_files_are_private_whatever_the_umask(tmp_path: Path, umask: int) 
     assert {name: oct(mode) for name, mode in modes.items()} == {name: oct(0o600) for name in modes}
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277], ids=["000", "022", "277"])
+def test_the_default_spool_directorys_parents_are_created_private(
+    tmp_path: Path, umask: int
+) -> None:
+    """The directories created on the way to the default spool directory
+    ($XDG_CACHE_HOME/eventtracking/spool) are 0700 too, whatever the umask: under
+    umask 0 they were 0777."""
+    cache = tmp_path / "home" / "cache"
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.umask({umask})
+        os.environ["XDG_CACHE_HOME"] = {str(cache)!r}
+        from eventtracking.spool import Spool, default_spool_dir
+        Spool(default_spool_dir()).append({STREAM!r}, [b"x"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    created = [tmp_path / "home", cache, cache / "eventtracking", cache / "eventtracking" / "spool"]
+    modes = {str(path.relative_to(tmp_path)): oct(path.stat().st_mode & 0o777) for path in created}
+    assert modes == dict.fromkeys(modes, oct(0o700))
+
+
 def _foreign_directory(tmp_path: Path) -> Path:
     """A directory owned by another user: chowned when running as root, else one of root's."""
     if os.geteuid() == 0:

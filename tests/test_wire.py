@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import json
 import multiprocessing
 import time
@@ -127,7 +128,7 @@ def _child_ids(queue: Any) -> None:
 
 
 def test_a_forked_child_makes_ids_that_never_collide_with_the_parents() -> None:
-    """After fork the child draws its own random bytes, so its ids differ."""
+    """After fork the child draws random bytes of its own, so its ids differ."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     before = new_event_id()
@@ -136,9 +137,33 @@ def test_a_forked_child_makes_ids_that_never_collide_with_the_parents() -> None:
     theirs = queue.get(timeout=30)
     child.join(30)
     ours = [new_event_id() for _ in range(100)]
-    assert before[8:18] == ours[0][8:18]
-    assert theirs[0][8:18] != ours[0][8:18]
+    assert is_event_id(before)
+    # Both drew from the block of random bytes the parent held at the fork, unless
+    # the child threw its copy away.
     assert not set(theirs) & set(ours)
+
+
+def test_one_observed_id_does_not_predict_the_next() -> None:
+    """Every id ends in 5 random bytes of its own: no two share them, none is the one
+    before plus one, and the middle digits are no fixed per-process value, so an id
+    seen on a broker gives no later id away."""
+    ids = [new_event_id() for _ in range(2_000)]
+    assert len({event_id[14:] for event_id in ids}) == len(ids)
+    assert len({event_id[8:18] for event_id in ids}) == len(ids)
+    successors = sum(
+        int(later[8:], 16) == int(earlier[8:], 16) + 1 for earlier, later in itertools.pairwise(ids)
+    )
+    assert successors == 0
+    same_tail = sum(later[14:] == earlier[14:] for earlier, later in itertools.pairwise(ids))
+    assert same_tail == 0
+
+
+def test_ids_of_one_process_keep_the_order_they_were_made_in() -> None:
+    """After the seconds comes a counter, so ids made one after the other sort in that
+    order within a second, as ObjectIds do (wrapping at 2**24)."""
+    ids = [new_event_id() for _ in range(2_000)]
+    steps = {(int(b[8:14], 16) - int(a[8:14], 16)) % 2**24 for a, b in itertools.pairwise(ids)}
+    assert steps == {1}
 
 
 def test_an_id_derived_from_a_seed_is_stable_and_carries_the_event_time() -> None:

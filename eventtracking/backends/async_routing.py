@@ -36,10 +36,10 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking import _celery_worker, _wire
+from eventtracking import _celery_worker, _signing, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
@@ -99,7 +99,19 @@ class AsyncRoutingBackend(RoutingBackend):
       worker delivered it, so that workers find a message Redis lost on its way to them
       (a crash between ``BRPOP`` and kombu's bookkeeping) and publish it again
       ``ledger_grace`` (60 s) after it should have run. See
-      :mod:`eventtracking._redis_ledger`.
+      :mod:`eventtracking._redis_ledger`. Give web nodes and workers the same value:
+      a worker with ``ledger=False`` that finds records of web nodes with
+      ``ledger=True`` (which it never removes) warns once and reports them in
+      ``stats()['ledger_left_behind']``.
+
+    Both sides:
+
+    * ``signing_keys`` (None): a list of secret keys (str or bytes, 16 bytes at
+      least), newest first. Messages are signed with the first; a worker with keys
+      delivers only messages signed with one of them, and keeps the others (unsigned,
+      as 4.x's are, or signed otherwise) as counted dead letters. Rotate by putting the
+      new key first and dropping the old one once every node has the new one. See
+      :mod:`eventtracking._signing`.
 
     Attributes: ``backend_name``, ``backends``, ``processors`` (as in 4.x), ``spool``,
     ``stream`` and ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`).
@@ -134,6 +146,7 @@ class AsyncRoutingBackend(RoutingBackend):
         delivery_timeout: float = _celery_worker.DEFAULT_DELIVERY_TIMEOUT,
         ledger: bool = True,
         ledger_grace: float = DEFAULT_LEDGER_GRACE,
+        signing_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         import_celery()
         # Registers the tasks with Celery: a worker builds this backend from settings
@@ -161,8 +174,14 @@ class AsyncRoutingBackend(RoutingBackend):
         if not is_count(max_retries, minimum=0):
             msg = f"max_retries must be an int >= 0, got {max_retries!r}"
             raise ImproperlyConfigured(msg)
+        try:
+            keys = _signing.normalise_keys(signing_keys)
+        except ValueError as exc:
+            raise ImproperlyConfigured(str(exc)) from None
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
+        #: The keys messages are signed with (the first) and checked against (all).
+        self.signing_keys = keys
         self.max_event_size = max_event_size
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
@@ -174,6 +193,9 @@ class AsyncRoutingBackend(RoutingBackend):
         # The process whose sweeper thread runs (None: none started yet).
         self._sweeper: ForkCheck | None = None
         self._sweeper_stop = threading.Event()
+        # The process that looked for ledger records left behind (ledger=False only).
+        self._ledger_checked: ForkCheck | None = None
+        self._ledger_left_behind: int | None = None
         sink_options: dict[str, Any] = {
             "app": app,
             "queue": queue,
@@ -181,6 +203,7 @@ class AsyncRoutingBackend(RoutingBackend):
             "max_message_bytes": max_message_bytes,
             "retry_delay": self._retry_delay,
             "ledger": bool(ledger),
+            "signing_keys": keys,
         }
         self._sink = CelerySink(self._name_for_worker, **sink_options)
         # The worker's retries are published from task threads, not the delivery
@@ -298,6 +321,7 @@ class AsyncRoutingBackend(RoutingBackend):
         when the backend is closed or collected.
         """
         if not self._retry_sink.use_ledger:
+            self._look_for_ledger_records()
             return
         with self._sweeper_lock:
             if self._sweeper is not None and not self._sweeper.forked():
@@ -311,6 +335,36 @@ class AsyncRoutingBackend(RoutingBackend):
             daemon=True,
         )
         thread.start()
+
+    def _look_for_ledger_records(self) -> None:
+        """Once per worker process with ``ledger=False``: warn when web nodes record
+        this backend's messages in the Redis ledger (``ledger=True`` there), since no
+        worker of ours takes them out and they stay in Redis for good."""
+        with self._sweeper_lock:
+            if self._ledger_checked is not None and not self._ledger_checked.forked():
+                return
+            self._ledger_checked = ForkCheck()
+        name = self._name_for_worker() or self.backend_name
+        try:
+            found = self._retry_sink.ledger_left_behind(name)
+        except Exception as exc:
+            _LOG.warning(
+                "ledger-check",
+                "Looking for ledger records left behind failed: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self._ledger_left_behind = found
+        if found:
+            LOG.warning(
+                "AsyncRoutingBackend %r has ledger=False on this worker, but %d of its "
+                "messages are recorded in the Redis ledger: some web nodes run with "
+                "ledger=True, and nothing takes their records (whole message texts) out "
+                "of Redis. Give web nodes and workers the same ledger setting.",
+                name,
+                found,
+            )
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -343,6 +397,9 @@ class AsyncRoutingBackend(RoutingBackend):
         again), ``filtered`` by nested processors. ``dead_lettered`` counts both sides.
         ``dropped`` and ``failed`` are by reason, as for every router; ``publisher``
         and ``worker`` hold each side's full counters, ``backends`` the nested ones'.
+        ``ledger_left_behind``: on a worker with ``ledger=False``, the records of this
+        backend it found in the Redis ledger (web nodes with ``ledger=True`` wrote them,
+        and nothing removes them; a warning says so); None when it has not looked.
         """
         result = super().stats()
         publisher = self.delivery.stats()
@@ -360,6 +417,7 @@ class AsyncRoutingBackend(RoutingBackend):
             filtered=worker.get("filtered", 0),
             dead_lettered=publisher["dead_lettered"] + worker.get("dead_lettered", 0),
             last_error=publisher.get("last_error"),
+            ledger_left_behind=self._ledger_left_behind,
             publisher=publisher,
             worker=worker,
         )

@@ -34,7 +34,15 @@ Beyond 4.x:
   type, a message over 32 KB) or dropped (Segment's queue was full);
 * uploads that fail after Segment's own retries are counted too (``upload_failures``)
   when the library's ``on_error`` is still free when the backend is built (see
-  :meth:`SegmentBackend.stats`).
+  :meth:`SegmentBackend.stats`);
+* each event goes to Segment with a ``messageId`` made from its event id (the id it
+  travelled with on a Celery worker, :data:`eventtracking._wire.current_event_id`;
+  a new one otherwise), so a worker that delivers the same event again (a retry)
+  sends the same ``messageId``, and Segment keeps one copy. Only Segment's own module
+  and clients are given it: another client is called with 4.x's arguments;
+* ``flush(timeout)`` runs at most one flush of a client at a time: Segment retries an
+  upload for hours while its API is down, and each call used to leave a thread
+  waiting on it.
 """
 
 from __future__ import annotations
@@ -42,11 +50,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import types
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlunsplit
 
-from eventtracking import _json
+from eventtracking import _json, _wire
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.exceptions import ConfigurationTypeError
@@ -62,6 +71,11 @@ INSTALL_HINT = "pip install 'event-tracking[segment]'"
 # Batches Segment's client gave up on, reported through its on_error hook.
 _UPLOADS = Counters("upload_failures", "upload_failed_events")
 _hook_lock = threading.Lock()
+
+# The flush running for each client (by id), so that a client has one at most; an
+# entry is taken out by its thread when the flush returns.
+_flushes: dict[int, threading.Event] = {}
+_flushes_lock = threading.Lock()
 
 
 def _find_analytics() -> Any:
@@ -148,6 +162,7 @@ class SegmentBackend:
             msg = f"client {client!r} has no track() method; pass segment.analytics or a Client"
             raise ConfigurationTypeError(msg)
         self.client = client
+        self._message_ids = _is_segments(client)
         self._counters = Counters("sent", groups=("skipped", "refused", "dropped"))
         self._log = RateLimitedLogger(LOG)
         self._counts_uploads = module is not None and _hook_upload_errors(module)
@@ -169,7 +184,10 @@ class SegmentBackend:
             return
         try:
             properties = json.loads(_json.dumps(event))
-            result = self.client.track(user_id, name, properties, context=segment_context(context))
+            options: dict[str, Any] = {"context": segment_context(context)}
+            if self._message_ids:
+                options["message_id"] = _wire.current_event_id.get() or _wire.new_event_id()
+            result = self.client.track(user_id, name, properties, **options)
         except Exception as exc:
             # Segment's checks raise AssertionError for an id or a name of the wrong
             # type and RuntimeError for a message over 32 KB.
@@ -196,8 +214,9 @@ class SegmentBackend:
 
         Segment's ``flush`` has no time limit: it waits until the queue is empty, which
         includes its retries while the API is unreachable. It runs here only when
-        ``timeout`` is None; with a timeout, the client is left to upload on its own
-        and False is returned if anything may still be queued.
+        ``timeout`` is None; with a timeout, it runs in a thread, and False is returned
+        if it has not finished in time. A call made while an earlier flush of the same
+        client is still running waits for that one instead of starting another.
         """
         flush = getattr(self.client, "flush", None)
         if not callable(flush):
@@ -205,15 +224,18 @@ class SegmentBackend:
         if timeout is None:
             flush()
             return True
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                flush()
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name="eventtracking-segment-flush", daemon=True).start()
+        key = id(self.client)
+        with _flushes_lock:
+            done = _flushes.get(key)
+            if done is None:
+                _flushes[key] = done = threading.Event()
+                thread = threading.Thread(
+                    target=_run_flush,
+                    args=(flush, key, done),
+                    name="eventtracking-segment-flush",
+                    daemon=True,
+                )
+                thread.start()
         return done.wait(max(0.0, timeout))
 
     def stats(self) -> dict[str, Any]:
@@ -230,6 +252,28 @@ class SegmentBackend:
         else:
             result.update(upload_failures=None, upload_failed_events=None)
         return result
+
+
+def _run_flush(flush: Any, key: int, done: threading.Event) -> None:
+    """The flush thread: run Segment's ``flush``, then let the next call start one."""
+    try:
+        flush()
+    except Exception as exc:  # Segment's flush only joins its queue; log, never raise
+        LOG.error("Flushing Segment's client failed: %s: %s", type(exc).__name__, exc)
+    finally:
+        with _flushes_lock:
+            _flushes.pop(key, None)
+        done.set()
+
+
+def _is_segments(client: Any) -> bool:
+    """Whether ``client`` is Segment's module or one of its clients, which take a
+    ``message_id``; another object keeps 4.x's call (a test's fake asserts on it)."""
+    if isinstance(client, types.ModuleType):
+        return callable(getattr(client, "Client", None))
+    module = analytics if isinstance(analytics, types.ModuleType) else _find_analytics()
+    client_class = getattr(module, "Client", None)
+    return isinstance(client_class, type) and isinstance(client, client_class)
 
 
 def _hook_upload_errors(module: Any) -> bool:

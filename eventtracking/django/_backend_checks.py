@@ -17,6 +17,8 @@ from eventtracking.django._check_messages import (
     ASYNC_BACKEND_NAME_ELSEWHERE,
     ASYNC_BACKEND_NAME_UNKNOWN,
     ASYNC_CELERY_MISSING,
+    ASYNC_UNSAFE_CONTENT,
+    ASYNC_UNSAFE_CONTENT_HINT,
     E020,
     E021,
     E022,
@@ -31,6 +33,7 @@ from eventtracking.django._check_messages import (
     SEGMENT_EXTRA_MISSING_HINT,
     W020,
     W030,
+    W031,
 )
 from eventtracking.django.django_tracker import DJANGO_BACKEND_SETTING_NAME
 
@@ -140,8 +143,11 @@ def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _async_routers(node: Any, where: str, key: str | None) -> Iterable[tuple[str, str | None, Any]]:
-    """Each AsyncRoutingBackend in a settings tree: (where, top-level key or None, name).
+def _async_routers(
+    node: Any, where: str, key: str | None
+) -> Iterable[tuple[str, str | None, Any, Any]]:
+    """Each AsyncRoutingBackend in a settings tree: (where, top-level key or None, name,
+    its ``app`` option).
 
     Only nodes whose ENGINE imports are inspected; the other checks report the rest.
     """
@@ -156,7 +162,7 @@ def _async_routers(node: Any, where: str, key: str | None) -> Iterable[tuple[str
     if not isinstance(options, dict):
         return
     if isinstance(target, type) and issubclass(target, AsyncRoutingBackend):
-        yield where, key, options.get("backend_name", "")
+        yield where, key, options.get("backend_name", ""), options.get("app")
     nested = options.get("backends")
     if isinstance(nested, dict):
         for name, child in nested.items():
@@ -167,8 +173,8 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     """Check every AsyncRoutingBackend in ``EVENT_TRACKING_BACKENDS``, without building it.
 
     Its ``backend_name`` must be the key of a top-level backend (an empty one is
-    replaced by the backend's own key, which only a top-level backend has), and Celery
-    must be installed.
+    replaced by the backend's own key, which only a top-level backend has), Celery
+    must be installed, and its Celery app should accept neither pickle nor YAML.
     """
     backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
     if not isinstance(backends, dict):
@@ -190,7 +196,11 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         )
     tops = ", ".join(repr(key) for key in backends) or "none"
-    for where, key, name in found:
+    for where, key, name, app in found:
+        formats = _unsafe_content(app)
+        if formats:
+            msg = ASYNC_UNSAFE_CONTENT.format(where=where, formats=" and ".join(formats))
+            messages.append(checks.Warning(msg, hint=ASYNC_UNSAFE_CONTENT_HINT, id=W031))
         own = f"its own key, {key!r}" if key is not None else "the key of a top-level backend"
         if not isinstance(name, str):
             continue  # the tracker refuses it when built; E006/E007 report it
@@ -205,3 +215,27 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             hint = f"Set backend_name to {own} unless this is intended."
             messages.append(checks.Warning(msg, hint=hint, id=W030))
     return messages
+
+
+# Content types whose decoding can run code: Celery's names and their MIME types.
+_UNSAFE_CONTENT = {
+    "pickle": "pickle",
+    "application/x-python-serialize": "pickle",
+    "yaml": "YAML",
+    "application/x-yaml": "YAML",
+}
+
+
+def _unsafe_content(app_option: Any) -> list[str]:
+    """The code-running formats (pickle, YAML) the Celery app accepts; [] when none,
+    or when the app cannot be found (the tracker's own checks report that)."""
+    if importlib.util.find_spec("celery") is None:
+        return []
+    from eventtracking._celery_sink import resolve_app
+
+    try:
+        accepted = resolve_app(app_option).conf.accept_content or ()
+    except Exception:  # a wrong dotted path: building the tracker says so
+        return []
+    found = {_UNSAFE_CONTENT[kind] for kind in accepted if kind in _UNSAFE_CONTENT}
+    return [name for name in ("pickle", "YAML") if name in found]

@@ -121,3 +121,15 @@ ASYNC_BACKEND_NAME_ELSEWHERE = (
     "{where}: backend_name {name!r} names another top-level backend; workers deliver its "
     "events to the nested backends of {name!r}, not to the ones configured here."
 )
+
+W031 = "eventtracking.W031"
+ASYNC_UNSAFE_CONTENT = (
+    "{where}: the Celery app of this AsyncRoutingBackend accepts {formats} messages; "
+    "reading one runs whatever code its writer chose, so anyone who can write to the "
+    "broker can run code on its workers."
+)
+ASYNC_UNSAFE_CONTENT_HINT = (
+    "This library's tasks send JSON only: set accept_content = ['json'] (Celery's "
+    "default) on the app its workers run, or route these tasks to workers of an app "
+    "that accepts JSON only."
+)

@@ -41,6 +41,8 @@ eventtracking.E030     An AsyncRoutingBackend's ``backend_name`` names no top-le
 eventtracking.E031     An AsyncRoutingBackend is configured but Celery is not installed.
 eventtracking.W030     An AsyncRoutingBackend's ``backend_name`` names another
                        top-level backend, whose nested backends workers deliver to.
+eventtracking.W031     An AsyncRoutingBackend's Celery app accepts pickle or YAML
+                       messages, whose decoding runs code a broker writer chose.
 =====================  =============================================================
 
 W004 cannot come from the app, which is not installed then. The middleware registers
@@ -68,6 +70,8 @@ from eventtracking.django._check_messages import (
     ASYNC_BACKEND_NAME_ELSEWHERE,
     ASYNC_BACKEND_NAME_UNKNOWN,
     ASYNC_CELERY_MISSING,
+    ASYNC_UNSAFE_CONTENT,
+    ASYNC_UNSAFE_CONTENT_HINT,
     BACKENDS_NOT_A_DICT,
     BACKENDS_NOT_A_DICT_HINT,
     CONTEXT_MIDDLEWARE,
@@ -121,6 +125,7 @@ from eventtracking.django._check_messages import (
     W004,
     W020,
     W030,
+    W031,
 )
 from eventtracking.django._middleware_checks import check_app_installed, check_middleware
 from eventtracking.django._settings_checks import (
@@ -137,6 +142,8 @@ __all__ = [
     "ASYNC_BACKEND_NAME_ELSEWHERE",
     "ASYNC_BACKEND_NAME_UNKNOWN",
     "ASYNC_CELERY_MISSING",
+    "ASYNC_UNSAFE_CONTENT",
+    "ASYNC_UNSAFE_CONTENT_HINT",
     "BACKENDS_NOT_A_DICT",
     "BACKENDS_NOT_A_DICT_HINT",
     "CONTEXT_MIDDLEWARE",
@@ -190,6 +197,7 @@ __all__ = [
     "W004",
     "W020",
     "W030",
+    "W031",
     "check_app_installed",
     "check_async_routing",
     "check_enabled_setting",

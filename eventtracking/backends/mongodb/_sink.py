@@ -83,13 +83,35 @@ class MongoSink:
         return self._client[self._database][self._collection_name]
 
     def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
-        from bson.errors import InvalidDocument
-        from bson.raw_bson import RawBSONDocument
-        from pymongo.errors import BulkWriteError, DocumentTooLarge
+        from bson.errors import InvalidBSON
+        from pymongo.errors import BulkWriteError, OperationFailure
 
         collection = self._collection()
         if not self._indexed:
             self._create_indexes(collection)
+        try:
+            return self._insert(collection, items)
+        except (InvalidBSON, OperationFailure) as exc:
+            # One document that is not BSON (a re-driven dead letter holding a lone
+            # surrogate, say) fails the whole batch, here or on the server. Set those
+            # aside, or the batch and every event behind it would be retried for ever.
+            if isinstance(exc, BulkWriteError) or getattr(exc, "code", None) in _TRANSIENT_CODES:
+                raise
+            unreadable = _unreadable(items)
+            if not unreadable:
+                raise
+        keep = [position for position in range(len(items)) if position not in unreadable]
+        rejected = (
+            self._insert(collection, [items[position] for position in keep]) if keep else None
+        )
+        unreadable.update((keep[index], reason) for index, reason in (rejected or {}).items())
+        return unreadable
+
+    def _insert(self, collection: Any, items: Sequence[bytes]) -> dict[int, str] | None:
+        from bson.errors import InvalidDocument
+        from bson.raw_bson import RawBSONDocument
+        from pymongo.errors import BulkWriteError, DocumentTooLarge
+
         documents = [RawBSONDocument(item) for item in items]
         try:
             collection.insert_many(documents, ordered=False)
@@ -187,6 +209,22 @@ class MongoSink:
     def close(self) -> None:
         if not self._client_process.forked():
             self._client.close()
+
+
+def _unreadable(items: Sequence[bytes]) -> dict[int, str]:
+    """The positions of the items that are not valid BSON documents, with why."""
+    import bson
+    from bson.errors import InvalidBSON
+
+    unreadable: dict[int, str] = {}
+    for position, item in enumerate(items):
+        try:
+            bson.decode(item)
+        except (InvalidBSON, ValueError) as exc:
+            unreadable[position] = (
+                f"the document is not valid BSON, so MongoDB cannot store it: {exc}"
+            )
+    return unreadable
 
 
 def _is_id_conflict(error: Mapping[str, Any]) -> bool:

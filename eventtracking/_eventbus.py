@@ -203,19 +203,28 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
 
 
 def decode_envelope(payload: bytes) -> Envelope:
-    """Read a payload written by :func:`encode_envelope`; ValueError when it is not one."""
+    """Read a payload written by :func:`encode_envelope`; ValueError when it is not one.
+
+    Any payload may come back from the spool (``spool redrive`` puts back whatever a
+    dead letter holds), so every failure to read one, whatever its exception, is this
+    payload's own and becomes the ValueError: it must be set aside alone, never be
+    taken for a failure of the bus that holds up the items behind it.
+    """
     try:
         fields = json.loads(payload)
         return Envelope(
-            id=str(uuid.UUID(fields["id"])),
+            id=str(uuid.UUID(_require_str(fields["id"], "id"))),
             time=parse_timestamp(fields["time"]),
             name=fields["name"],
             timestamp=parse_timestamp(fields["timestamp"]),
             data=_require_str(fields["data"], "data"),
             context=_require_str(fields["context"], "context"),
         )
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        msg = f"not an event-bus envelope: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        # The reason is stored as text: a lone surrogate quoted from the payload must
+        # not make the dead letter itself unwritable.
+        reason = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        msg = f"not an event-bus envelope: {type(exc).__name__}: {reason}"
         raise ValueError(msg) from exc
 
 

@@ -180,10 +180,11 @@ class SignalPublisher:
         for position, envelope in batch:
             if envelope.id in self._published:
                 continue
-            log_data = tracking_log(self._events, envelope)
             try:
                 # What every producer does first; done here, a message that can never
                 # be serialised is refused alone instead of failing its batch forever.
+                log_data = tracking_log(self._events, envelope)
+                metadata = message_metadata(self._events, envelope)
                 self._serialize({"tracking_log": log_data}, signal)
             except Exception as exc:
                 rejected[position] = (
@@ -192,7 +193,7 @@ class SignalPublisher:
                 continue
             with self._capture.collect() as errors:
                 try:
-                    responses = self._send(signal, envelope, log_data)
+                    responses = self._send(signal, envelope, metadata, log_data)
                 except SenderValidationError as exc:
                     rejected[position] = f"openedx-events refused the event: {exc}"
                     continue
@@ -215,7 +216,7 @@ class SignalPublisher:
             self._remember(envelope.id)
         return rejected
 
-    def _send(self, signal: Any, envelope: Envelope, log_data: Any) -> Any:
+    def _send(self, signal: Any, envelope: Envelope, metadata: Any, log_data: Any) -> Any:
         """Send the signal with the envelope's id and time as its metadata.
 
         openedx-events' public ``send_event`` makes a new id at every call, so a message
@@ -228,7 +229,7 @@ class SignalPublisher:
         if send_with_metadata is None:
             return signal.send_event(send_robust=True, time=envelope.time, tracking_log=log_data)
         return send_with_metadata(
-            metadata=message_metadata(self._events, envelope),
+            metadata=metadata,
             send_robust=True,
             tracking_log=log_data,
         )

@@ -576,3 +576,125 @@ def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
     tracking_log = events.TrackingLogData("a", datetime.datetime.now(UTC), "{}", "{}")
     assert avro._schema is None
     assert avro(tracking_log).startswith(b"v2:")
+
+
+#: Dead letters that can never be published, as ``spool redrive`` puts them back.
+BAD_PAYLOADS = {
+    # A name holding a lone surrogate: JSON carries it, UTF-8 (Avro, Redis) cannot.
+    "lone-surrogate-name": None,
+    # The same surrogate written raw into the payload (UTF-8 with surrogatepass).
+    "raw-surrogate": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+00:00",
+            "name": "course.viewed\ud800",
+            "timestamp": "2024-01-02T03:04:05+00:00",
+            "data": "{}",
+            "context": "{}",
+        },
+        ensure_ascii=False,
+    ).encode("utf-8", "surrogatepass"),
+    "not-utf8": b"\xff\xfe\x00garbage",
+    "empty": b"",
+    # Written by hand or by another tool: an id that is not text, nesting deeper than
+    # the JSON parser goes, a send time that is not UTC, a timestamp with a surrogate.
+    "id-not-text": b'{"id": 1, "time": "2024-01-02T03:04:05+00:00"}',
+    "too-deep": b"[" * 100_000,
+    "time-not-utc": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+02:00",
+            "name": "course.viewed",
+            "timestamp": "2024-01-02T03:04:05+00:00",
+            "data": "{}",
+            "context": "{}",
+        }
+    ).encode(),
+    "surrogate-timestamp": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+00:00",
+            "name": "course.viewed",
+            "timestamp": "2024-01-02T03:04:05\ud800",
+            "data": "{}",
+            "context": "{}",
+        }
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_PAYLOADS))
+@pytest.mark.parametrize("publisher", ["redis", "signal"])
+def test_a_redriven_bad_item_never_holds_up_the_stream(
+    publisher: str,
+    bad: str,
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    tmp_path: Path,
+    redis_server: Any,
+) -> None:
+    """A dead letter that can never be published, re-driven with the documented
+    ``python -m eventtracking spool redrive``, is set aside again on its own (a counted
+    dead letter, with the reason) and the events emitted after it reach the stream, in
+    order."""
+    spool_path = tmp_path / "spool"
+    surrogate_name = "course.viewed\ud800"
+    first = make_bus(publisher=publisher)
+    with (
+        bus_settings(redis_url, prefix, names=("course.viewed", surrogate_name)),
+        eventbus_support.producing_handler(),
+    ):
+        if BAD_PAYLOADS[bad] is None:
+            first.send(
+                {
+                    "name": surrogate_name,
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": -1},
+                }
+            )
+            assert first.flush(30)
+        else:
+            Spool(spool_path).add_dead_letters(
+                DEFAULT_STREAM, [(BAD_PAYLOADS[bad], "planted by the test", None)]
+            )
+        first.close(5)
+        [letter] = Spool(spool_path).dead_letters(DEFAULT_STREAM)
+        redrive = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "eventtracking",
+                "spool",
+                "redrive",
+                "--spool-dir",
+                str(spool_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "Re-drove 1 dead letter" in redrive.stdout
+        assert Spool(spool_path).dead_letters(DEFAULT_STREAM) == []
+
+        bus = make_bus(publisher=publisher)
+        for n in range(5):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == list(range(5))
+    [again] = Spool(spool_path).dead_letters(DEFAULT_STREAM)
+    assert again.payload == letter.payload
+    assert again.reason
+    stats = bus.stats()["producer"]
+    assert stats["dead_lettered"] == 1
+    assert stats["published"] == 5
+    assert stats["retries"] == 0

@@ -23,7 +23,8 @@ holds the sink and the publishers:
   reports later, from another thread, stays invisible (see docs/eventbus.rst).
 
 The message id travels in the envelope, so a batch that is published again after a
-failure carries the same ids, which lets consumers drop the copies.
+failure carries the same ids, which lets consumers drop the copies. It is a random
+UUID (version 4): openedx-events' own default, ``uuid1``, holds the host's MAC address.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
     """
     now = datetime.datetime.now(_UTC)
     fields = {
-        "id": str(uuid.uuid1()),
+        "id": str(uuid.uuid4()),
         "time": now.isoformat(),
         "name": event.get("name"),
         "timestamp": None,

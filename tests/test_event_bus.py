@@ -448,6 +448,41 @@ def test_each_event_gets_its_own_message_id(
     assert all(uuid.UUID(value) for value in ids)
 
 
+def _ids_after_fork(queue: Any) -> None:
+    from eventtracking import _eventbus
+
+    event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
+    queue.put(
+        [_eventbus.decode_envelope(_eventbus.encode_envelope(event)[0]).id for _ in range(50)]
+    )
+
+
+def test_message_ids_are_random_and_carry_no_mac_address() -> None:
+    """Message ids are random UUIDs (version 4), not ``uuid1``, which holds the host's
+    MAC address and clock; a forked child draws ids of its own, not its parent's."""
+    import multiprocessing
+
+    from eventtracking import _eventbus
+
+    event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
+    ids = [
+        uuid.UUID(_eventbus.decode_envelope(_eventbus.encode_envelope(event)[0]).id)
+        for _ in range(200)
+    ]
+    assert {value.version for value in ids} == {4}
+    assert {value.variant for value in ids} == {uuid.RFC_4122}
+    assert len(set(ids)) == 200
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_ids_after_fork, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    drawn = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(60)
+    assert len(set(drawn[0]) | set(drawn[1])) == 100
+
+
 @pytest.mark.parametrize("publisher", ["redis", "signal"])
 def test_an_event_the_bus_cannot_carry_is_refused_alone(
     publisher: str,

@@ -581,24 +581,31 @@ def test_a_receiver_failing_in_this_process_is_counted_not_retried(
     ],
 )
 def test_fast_avro_is_the_library_s_bytes(log: tuple[Any, ...]) -> None:
-    """The shortcut that writes a tracking log's Avro record gives openedx-events' bytes."""
+    """The writer of a tracking log's Avro record gives openedx-events' bytes."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
     from eventtracking import _eventbus
 
     events = _eventbus.openedx_events()
-    avro = _eventbus.TrackingLogAvro(events, serialize_event_data_to_bytes)
     tracking_log = events.TrackingLogData(*log)
-    assert avro._schema is not None
+    assert _eventbus.avro_writes_library_bytes()
     expected = serialize_event_data_to_bytes(
         {"tracking_log": tracking_log}, events.TRACKING_EVENT_EMITTED
     )
-    assert avro(tracking_log) == expected
+    name, moment, data, context = log
+    assert _eventbus.avro_tracking_log(name, moment.isoformat(), data, context) == expected
 
 
-def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
-    """Should openedx-events ever write the record differently, the shortcut is not used:
-    every message then goes through the library's own function."""
+def test_fast_avro_steps_aside_when_the_library_writes_otherwise(
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    redis_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should openedx-events ever write the record differently, the writer is not used:
+    events are then kept in the JSON form and published through the library's own
+    functions."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
     from eventtracking import _eventbus
@@ -606,11 +613,24 @@ def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
     def another_format(data: dict[str, Any], signal: Any) -> bytes:
         return b"v2:" + serialize_event_data_to_bytes(data, signal)
 
-    events = _eventbus.openedx_events()
-    avro = _eventbus.TrackingLogAvro(events, another_format)
-    tracking_log = events.TrackingLogData("a", datetime.datetime.now(UTC), "{}", "{}")
-    assert avro._schema is None
-    assert avro(tracking_log).startswith(b"v2:")
+    verdict = _eventbus.avro_writes_library_bytes(another_format)
+    assert verdict is False
+    monkeypatch.setattr(_eventbus, "_wire_verdict", [verdict])
+    event = {
+        "name": "course.viewed",
+        "timestamp": datetime.datetime.now(UTC),
+        "context": {},
+        "data": {"n": 0},
+    }
+    payload, problem = _eventbus.encode_envelope(event)
+    assert problem is None
+    assert json.loads(payload)["name"] == "course.viewed"
+    bus = make_bus(publisher="redis")
+    with bus_settings(redis_url, prefix):
+        bus.send(event)
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0]
 
 
 #: Dead letters that can never be published, as ``spool redrive`` puts them back.
@@ -631,6 +651,10 @@ BAD_PAYLOADS = {
     ).encode("utf-8", "surrogatepass"),
     "not-utf8": b"\xff\xfe\x00garbage",
     "empty": b"",
+    # The wire form, cut short: its Avro record lacks the end of its last string.
+    "wire-cut-short": b"\x00eb2\n"
+    + str(uuid.uuid4()).encode()
+    + b"\n2024-01-02T03:04:05+00:00\n\x1acourse.viewed\x04ab\x04{}\x04{",
     # Written by hand or by another tool: an id that is not text, nesting deeper than
     # the JSON parser goes, a send time that is not UTC, a timestamp with a surrogate.
     "id-not-text": b'{"id": 1, "time": "2024-01-02T03:04:05+00:00"}',
@@ -733,3 +757,39 @@ def test_a_redriven_bad_item_never_holds_up_the_stream(
     assert stats["dead_lettered"] == 1
     assert stats["published"] == 5
     assert stats["retries"] == 0
+
+
+def test_envelopes_spooled_by_an_earlier_release_are_published(
+    redis_url: str, prefix: str, make_bus: MakeBus, tmp_path: Path, redis_server: Any
+) -> None:
+    """Envelopes in the JSON form that earlier releases spooled (with uuid1 ids) are
+    published after an upgrade, with their ids, and in order with new events."""
+    old_id = str(uuid.uuid1())
+    old = {
+        "id": old_id,
+        "time": "2024-01-02T03:04:05.123456+00:00",
+        "name": "course.viewed",
+        "timestamp": "2024-01-02T03:04:04.000001+00:00",
+        "data": json.dumps({"n": 0}),
+        "context": json.dumps({"user_id": 5}),
+    }
+    Spool(tmp_path / "spool").append(DEFAULT_STREAM, [json.dumps(old).encode()])
+    bus = make_bus(publisher="redis")
+    with bus_settings(redis_url, prefix):
+        assert bus.flush(30)
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {"n": 1},
+            }
+        )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    client = redis_server.client()
+    assert eventbus_support.published_names(client, stream) == [0, 1]
+    first = decode_message(client.xrange(stream)[0][1])
+    assert first["id"] == old_id
+    assert first["tracking_log"].timestamp == datetime.datetime(2024, 1, 2, 3, 4, 4, 1, tzinfo=UTC)
+    assert json.loads(first["tracking_log"].context) == {"user_id": 5}

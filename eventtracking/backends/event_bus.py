@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -283,6 +284,12 @@ class EventBusRoutingBackend(RoutingBackend):
         result["producer"] = producer
         result["consumer"] = self._consumer.snapshot()
         return result
+
+
+def _consumes_the_bus() -> bool:
+    """Whether this process consumes the bus (openedx-events' ``consume_events``
+    command), the only place where nested backends receive events."""
+    return "consume_events" in sys.argv[1:]
 
 
 def _check_number(name: str, value: Any) -> None:

@@ -11,9 +11,11 @@ the backend, the sink and the receiver share; :mod:`eventtracking._eventbus_publ
 holds the sink and the publishers:
 
 * ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per
-  batch and bounded socket timeouts. The message is built by edx-event-bus-redis's own
-  code (``RedisMessage`` and openedx-events' Avro serializer), so it is byte for byte
-  what that library's producer writes, and its consumer reads it as its own. It is
+  batch and bounded socket timeouts. The message is byte for byte what
+  edx-event-bus-redis's producer writes, and its consumer reads it as its own: it is
+  built from the envelope's wire form only after a probe message built that way gave
+  the fields of the library's own code (``RedisMessage`` and openedx-events' Avro
+  serializer), and by that code otherwise. It is
   chosen when ``EVENT_BUS_PRODUCER`` names edx-event-bus-redis, because that
   producer catches every error and only logs it.
 * ``SignalPublisher`` sends the ``TRACKING_EVENT_EMITTED`` signal, as 4.x did, and

@@ -53,7 +53,10 @@ class RedisStreamsPublisher:
     trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``. ``timeout`` bounds the
     connection and each reply, unless the URL sets ``socket_timeout`` or
     ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
-    retries with backoff instead.
+    retries with backoff instead. The fields of a message are checked against the
+    library's for a probe message when the publisher is built (see
+    :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own code
+    builds every message.
     """
 
     name = "redis-streams"
@@ -461,7 +464,7 @@ class _ErrorCapture(logging.Handler):
 
 
 class BusSink:
-    """The delivery's sink: decode a batch of envelopes and publish them.
+    """The delivery's sink: publish a batch of envelopes.
 
     ``publisher`` is ``'auto'`` (Redis Streams when ``EVENT_BUS_PRODUCER`` names
     edx-event-bus-redis, the signal otherwise; decided at each batch, from the

@@ -76,6 +76,7 @@ __all__ = [
     "random_message_id",
     "tracking_log",
     "wire_parts",
+    "wire_ready",
 ]
 
 LOG = logging.getLogger("eventtracking.eventbus")
@@ -218,7 +219,7 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
         return _json.dumps(fields).encode("utf-8"), str(exc)
     data = _json.dumps(event.get("data"))
     context = _context_json(event.get("context"))
-    if type(name) is str and _wire_ready():
+    if type(name) is str and wire_ready():
         try:
             avro = avro_tracking_log(name, stamp, data, context)
         except UnicodeEncodeError:
@@ -418,7 +419,9 @@ def avro_writes_library_bytes(serialize: Callable[[Any, Any], Any] | None = None
 _wire_verdict: list[bool] = []
 
 
-def _wire_ready() -> bool:
+def wire_ready() -> bool:
+    """Whether envelopes may be written in the wire form: :func:`avro_writes_library_bytes`,
+    asked once per process (backends ask when built, not on a request's first event)."""
     if not _wire_verdict:
         _wire_verdict.append(avro_writes_library_bytes())
     return _wire_verdict[0]

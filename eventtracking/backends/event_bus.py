@@ -130,6 +130,7 @@ class EventBusRoutingBackend(RoutingBackend):
         exit_timeout: float = 5.0,
     ) -> None:
         _eventbus.openedx_events()
+        _eventbus.wire_ready()
         if publisher not in PUBLISHERS:
             msg = f"publisher must be one of {', '.join(map(repr, PUBLISHERS))}; got {publisher!r}"
             raise ImproperlyConfigured(msg)

@@ -16,6 +16,11 @@ entered context per event, as in the MongoDB suite):
 ``end to end``
     The same loop, then waiting until every event is in the stream: ours ``flush()``,
     4.0.2 nothing more (it is synchronous). The check reads the stream's length.
+``floor: XADD pipeline``
+    (ours only) The least end to end could cost: the same messages, built beforehand
+    by edx-event-bus-redis's own code (``RedisMessage`` and openedx-events' Avro
+    serializer), written with redis-py pipelines of 100 XADD commands, as the backend
+    writes a batch. The table prints end to end as a multiple of it.
 ``Redis hung``
     (ours only) The emit loop with Redis stopped by SIGSTOP: events are queued and
     spooled, none dropped. 4.0.2 is left out: each of its emits would wait for
@@ -173,6 +178,68 @@ class TrackerToBus:
         shutil.rmtree(self.spool_dir, ignore_errors=True)
 
 
+class XaddFloor:
+    """Pipelines of XADD carrying the messages end to end writes, built beforehand."""
+
+    BATCH = 100
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        import datetime
+        import logging
+
+        logging.disable(logging.CRITICAL)
+        self.prefix = f"bench-{os.getpid()}"
+        self.url = setup["url"]
+        _configure(self.url, self.prefix)
+        import redis
+        from edx_event_bus_redis.internal.message import RedisMessage
+        from openedx_events.analytics.data import TrackingLogData
+        from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
+        from openedx_events.data import EventsMetadata
+        from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
+
+        from eventtracking import _json
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        log = TrackingLogData(
+            name=NAME, timestamp=now, data=_json.dumps(DATA), context=_json.dumps(CONTEXT)
+        )
+        event_data = serialize_event_data_to_bytes({"tracking_log": log}, TRACKING_EVENT_EMITTED)
+        self.messages = [
+            RedisMessage(
+                topic=self.stream(),
+                event_data=event_data,
+                event_metadata=EventsMetadata(event_type=EVENT_TYPE, time=now),
+            ).to_binary_dict()
+            for _ in range(ITERATIONS)
+        ]
+        self.client = redis.Redis.from_url(self.url)
+        self.sent = 0
+
+    def stream(self) -> str:
+        return f"{self.prefix}-{TOPIC}"
+
+    def run(self, n: int) -> None:
+        stream = self.stream()
+        messages = self.messages
+        for start in range(0, n, self.BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for i in range(start, min(n, start + self.BATCH)):
+                pipe.xadd(stream, messages[i % len(messages)], maxlen=1_000_000, approximate=True)
+            pipe.execute()
+        self.sent += n
+
+    def check(self, expected: int) -> dict[str, Any]:
+        length = self.client.xlen(self.stream())
+        if length != expected:
+            msg = f"the stream holds {length} messages; {expected} were written"
+            raise AssertionError(msg)
+        return {"published": length}
+
+    def close(self) -> None:
+        self.client.delete(self.stream())
+
+
 class Outage(TrackerToBus):
     """The emit loop with the bus unreachable (ours only): nothing may be dropped."""
 
@@ -209,6 +276,17 @@ SUITE = Suite(
             lambda setup: TrackerToBus(setup, wait=True),
             iterations=ITERATIONS,
             description="The emit loop, then waiting until every event is in the stream.",
+            goal=8.0,
+            floor="xadd",
+        ),
+        Entry(
+            "xadd",
+            "floor: XADD pipeline of the same messages",
+            XaddFloor,
+            sides=("ours",),
+            iterations=ITERATIONS,
+            description="The messages end to end writes, built beforehand, XADDed in "
+            "pipelines of 100: the least end to end can cost.",
         ),
         Entry(
             "hung",

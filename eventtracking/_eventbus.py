@@ -1,7 +1,7 @@
 """Tracking logs on their way to the Open edX event bus: envelopes, timestamps, topics.
 
 :class:`~eventtracking.backends.event_bus.EventBusRoutingBackend` turns each event into
-an *envelope* (bytes: the message id, the send time, and the four fields of
+an *envelope* (bytes: a random message id, the send time, and the four fields of
 ``TrackingLogData`` with ``data`` and ``context`` as JSON text) and hands it to a
 :class:`~eventtracking.delivery.BatchDelivery` whose sink is
 :class:`~eventtracking._eventbus_publish.BusSink`. The sink publishes batches with one
@@ -11,9 +11,11 @@ the backend, the sink and the receiver share; :mod:`eventtracking._eventbus_publ
 holds the sink and the publishers:
 
 * ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per
-  batch and bounded socket timeouts. The message is built by edx-event-bus-redis's own
-  code (``RedisMessage`` and openedx-events' Avro serializer), so it is byte for byte
-  what that library's producer writes, and its consumer reads it as its own. It is
+  batch and bounded socket timeouts. The message is byte for byte what
+  edx-event-bus-redis's producer writes, and its consumer reads it as its own: it is
+  built from the envelope's wire form only after a probe message built that way gave
+  the fields of the library's own code (``RedisMessage`` and openedx-events' Avro
+  serializer), and by that code otherwise. It is
   chosen when ``EVENT_BUS_PRODUCER`` names edx-event-bus-redis, because that
   producer catches every error and only logs it.
 * ``SignalPublisher`` sends the ``TRACKING_EVENT_EMITTED`` signal, as 4.x did, and
@@ -23,22 +25,35 @@ holds the sink and the publishers:
   reports later, from another thread, stays invisible (see docs/eventbus.rst).
 
 The message id travels in the envelope, so a batch that is published again after a
-failure carries the same ids, which lets consumers drop the copies.
+failure carries the same ids, which lets consumers drop the copies. It is a random
+UUID (version 4): openedx-events' own default, ``uuid1``, holds the host's MAC address.
+
+An envelope has two forms. The *wire* form is written once, by the caller, as what the
+bus carries: the id and send time as the header text the message will hold, then the
+Avro bytes of the ``TrackingLogData`` (four Avro strings: name, timestamp in
+``isoformat()``, data, context). The Redis Streams publisher slices it into the
+message's fields without decoding anything. The *JSON* form (an object with ``id``,
+``time``, ``name``, ``timestamp``, ``data``, ``context``) is written for what the wire
+form cannot hold (a name that is not text, a timestamp that is no date-time: dead
+letters, which a person reads), when openedx-events writes the record otherwise than
+this module does, and was the only form of earlier releases: both are read.
 """
 
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from random import getrandbits
 from types import SimpleNamespace
 from typing import Any
 
 from eventtracking import _json
+from eventtracking._contextstack import plain_context
 
 __all__ = [
     "EVENT_TYPE",
@@ -46,9 +61,11 @@ __all__ = [
     "PUBLISHERS",
     "REDIS_INSTALL_HINT",
     "REDIS_PRODUCERS",
+    "WIRE_MAGIC",
     "Envelope",
     "PublishError",
-    "TrackingLogAvro",
+    "avro_tracking_log",
+    "avro_writes_library_bytes",
     "decode_envelope",
     "enabled_topics",
     "encode_envelope",
@@ -56,7 +73,10 @@ __all__ = [
     "message_origin",
     "openedx_events",
     "parse_timestamp",
+    "random_message_id",
     "tracking_log",
+    "wire_parts",
+    "wire_ready",
 ]
 
 LOG = logging.getLogger("eventtracking.eventbus")
@@ -181,41 +201,269 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
     is unusable), a payload that keeps what the event held and the reason, for a dead
     letter. ``data`` and ``context`` become JSON text with the library's rules (see
     :mod:`eventtracking._json`): a set, a Decimal or an odd object is written, never
-    fatal, where 4.x's encoder raised.
+    fatal, where 4.x's encoder raised. The payload is in the wire form when it can
+    be (see the module's docstring), otherwise in the JSON form.
     """
-    now = datetime.datetime.now(_UTC)
-    fields = {
-        "id": str(uuid.uuid1()),
-        "time": now.isoformat(),
-        "name": event.get("name"),
-        "timestamp": None,
-        "data": _json.dumps(event.get("data")),
-        "context": _json.dumps(event.get("context")),
-    }
-    problem = None
+    message_id = random_message_id()
+    sent = datetime.datetime.now(_UTC).isoformat()
+    name = event.get("name")
     raw = event.get("timestamp")
     try:
-        fields["timestamp"] = parse_timestamp(raw).isoformat()
+        if type(raw) is datetime.datetime and raw.tzinfo is _UTC:
+            stamp = raw.isoformat()
+        else:
+            stamp = parse_timestamp(raw).isoformat()
     except ValueError as exc:
-        problem = str(exc)
+        fields = _json_fields(message_id, sent, event)
         fields["timestamp"] = raw if isinstance(raw, str) else _json.safe_repr(raw)
-    return _json.dumps(fields).encode("utf-8"), problem
+        return _json.dumps(fields).encode("utf-8"), str(exc)
+    data = _json.dumps(event.get("data"))
+    context = _context_json(event.get("context"))
+    if type(name) is str and wire_ready():
+        try:
+            avro = avro_tracking_log(name, stamp, data, context)
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: the JSON form keeps it, the bus will refuse it
+        else:
+            return f"\x00eb2\n{message_id}\n{sent}\n".encode() + avro, None
+    fields = _json_fields(message_id, sent, event, data=data, context=context)
+    fields["timestamp"] = stamp
+    return _json.dumps(fields).encode("utf-8"), None
+
+
+# The version (4) and variant (RFC 4122) bits of a random UUID, over 128 random bits.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def random_message_id() -> str:
+    """A random (version 4) UUID as text, for a message id.
+
+    Its bits come from :mod:`random`'s generator, which Python seeds from the
+    operating system in each process, and again in a child after ``fork``: unique in
+    practice, and without the MAC address and clock that ``uuid1`` holds.
+    ``uuid.uuid4()`` would ask the kernel for 16 bytes per message, a system call on
+    the caller's thread; the ids are not secrets, so the cheaper generator serves.
+    """
+    bits = f"{(getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{bits[:8]}-{bits[8:12]}-{bits[12:16]}-{bits[16:20]}-{bits[20:]}"
+
+
+def _json_fields(
+    message_id: str,
+    sent: str,
+    event: Mapping[str, Any],
+    *,
+    data: str | None = None,
+    context: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "time": sent,
+        "name": event.get("name"),
+        "timestamp": None,
+        "data": _json.dumps(event.get("data")) if data is None else data,
+        "context": _json.dumps(event.get("context")) if context is None else context,
+    }
+
+
+# (context, its JSON) of the last shared read-only context: the events of one request
+# carry the same one, so its JSON is written once. Replaced as a whole: threads never
+# see a torn pair, and holding the object keeps its id from being reused.
+_last_context: tuple[Any, str] | None = None
+
+
+def _context_json(context: Any) -> str:
+    global _last_context
+    cached = _last_context
+    if cached is not None and cached[0] is context:
+        return cached[1]
+    text = _json.dumps(context)
+    if plain_context(context):
+        _last_context = (context, text)
+    return text
+
+
+#: The first bytes of an envelope in the wire form. One in the JSON form starts with
+#: ``{``; the NUL byte keeps the two apart whatever a future JSON writer does.
+WIRE_MAGIC = b"\x00eb2\n"
+# The header of the wire form: the message id and the send time, as encode_envelope
+# writes them (the time in UTC, with or without microseconds).
+_WIRE_HEADER = re.compile(
+    rb"\x00eb2\n([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\n"
+    rb"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?\+00:00)\n"
+)
+
+
+def wire_parts(payload: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """The message id, send time and Avro bytes of a wire-form envelope, as bytes.
+
+    None when ``payload`` is in the JSON form. Raises ValueError when it claims the
+    wire form but is not a well-formed one (a header out of shape, Avro strings whose
+    lengths do not add up), so that a damaged payload is never published.
+    """
+    if not payload.startswith(WIRE_MAGIC):
+        return None
+    match = _WIRE_HEADER.match(payload)
+    if match is None:
+        msg = "a wire-form envelope whose header is not a message id and a UTC time"
+        raise ValueError(msg)
+    avro = payload[match.end() :]
+    _avro_string_bounds(avro)
+    return match.group(1), match.group(2), avro
+
+
+def _avro_string_bounds(avro: bytes) -> list[tuple[int, int]]:
+    """Where the four Avro strings of a tracking log start and end; ValueError when
+    ``avro`` is not exactly four of them."""
+    bounds = []
+    position = 0
+    size = len(avro)
+    for _ in range(4):
+        shift = 0
+        zigzag = 0
+        while True:
+            if position >= size or shift > 63:
+                msg = "the Avro record of the tracking log is cut short"
+                raise ValueError(msg)
+            byte = avro[position]
+            position += 1
+            zigzag |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        length = (zigzag >> 1) ^ -(zigzag & 1)
+        if length < 0 or position + length > size:
+            msg = "the Avro record of the tracking log has a string of an impossible length"
+            raise ValueError(msg)
+        bounds.append((position, position + length))
+        position += length
+    if position != size:
+        msg = "the Avro record of the tracking log has bytes after its four strings"
+        raise ValueError(msg)
+    return bounds
+
+
+# The Avro length prefix of each string shorter than 64 bytes: one byte.
+_SHORT_LENGTHS = [bytes((size << 1,)) for size in range(64)]
+
+
+def _avro_length(size: int) -> bytes:
+    if size < 64:
+        return _SHORT_LENGTHS[size]
+    zigzag = size << 1
+    out = bytearray()
+    while zigzag >= 0x80:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)
+
+
+def avro_tracking_log(name: str, timestamp: str, data: str, context: str) -> bytes:
+    """The Avro bytes of ``TRACKING_EVENT_EMITTED``'s data for one tracking log.
+
+    Its schema is one record of four strings, written in order as a zigzag varint
+    length and the UTF-8 bytes; ``timestamp`` is the ``isoformat()`` openedx-events
+    writes. Raises UnicodeEncodeError for a string UTF-8 cannot hold (a lone
+    surrogate). Used only when :func:`avro_writes_library_bytes` vouched for it.
+    """
+    name_bytes = name.encode("utf-8")
+    stamp_bytes = timestamp.encode("utf-8")
+    data_bytes = data.encode("utf-8")
+    context_bytes = context.encode("utf-8")
+    return b"".join(
+        (
+            _avro_length(len(name_bytes)),
+            name_bytes,
+            _avro_length(len(stamp_bytes)),
+            stamp_bytes,
+            _avro_length(len(data_bytes)),
+            data_bytes,
+            _avro_length(len(context_bytes)),
+            context_bytes,
+        )
+    )
+
+
+def avro_writes_library_bytes(serialize: Callable[[Any, Any], Any] | None = None) -> bool:
+    """Whether :func:`avro_tracking_log` gives the bytes of openedx-events'
+    ``serialize_event_data_to_bytes`` (or ``serialize``) for probe tracking logs:
+    short and long strings, non-ASCII text, times with and without microseconds."""
+    try:
+        events = openedx_events()
+        if serialize is None:
+            from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
+
+            serialize = serialize_event_data_to_bytes
+        signal = events.TRACKING_EVENT_EMITTED
+        for name, moment, data, context in (
+            ("probe.é", datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=_UTC), "{}", "{}"),
+            (
+                "p",
+                datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=_UTC),
+                '{"a": [1, "é"]}',
+                "x" * 300,
+            ),
+        ):
+            log = events.TrackingLogData(name=name, timestamp=moment, data=data, context=context)
+            ours = avro_tracking_log(name, moment.isoformat(), data, context)
+            if bytes(serialize({"tracking_log": log}, signal)) != ours:
+                return False
+    except Exception:
+        return False
+    return True
+
+
+# Whether the wire form may be written: avro_writes_library_bytes(), asked once.
+_wire_verdict: list[bool] = []
+
+
+def wire_ready() -> bool:
+    """Whether envelopes may be written in the wire form: :func:`avro_writes_library_bytes`,
+    asked once per process (backends ask when built, not on a request's first event)."""
+    if not _wire_verdict:
+        _wire_verdict.append(avro_writes_library_bytes())
+    return _wire_verdict[0]
 
 
 def decode_envelope(payload: bytes) -> Envelope:
-    """Read a payload written by :func:`encode_envelope`; ValueError when it is not one."""
+    """Read a payload written by :func:`encode_envelope`; ValueError when it is not one.
+
+    Any payload may come back from the spool (``spool redrive`` puts back whatever a
+    dead letter holds), so every failure to read one, whatever its exception, is this
+    payload's own and becomes the ValueError: it must be set aside alone, never be
+    taken for a failure of the bus that holds up the items behind it.
+    """
     try:
+        parts = wire_parts(payload)
+        if parts is not None:
+            message_id, sent, avro = parts
+            name, stamp, data, context = (
+                avro[start:end].decode("utf-8") for start, end in _avro_string_bounds(avro)
+            )
+            return Envelope(
+                id=message_id.decode(),
+                time=parse_timestamp(sent.decode()),
+                name=name,
+                timestamp=parse_timestamp(stamp),
+                data=data,
+                context=context,
+            )
         fields = json.loads(payload)
         return Envelope(
-            id=str(uuid.UUID(fields["id"])),
+            id=str(uuid.UUID(_require_str(fields["id"], "id"))),
             time=parse_timestamp(fields["time"]),
             name=fields["name"],
             timestamp=parse_timestamp(fields["timestamp"]),
             data=_require_str(fields["data"], "data"),
             context=_require_str(fields["context"], "context"),
         )
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-        msg = f"not an event-bus envelope: {type(exc).__name__}: {exc}"
+    except Exception as exc:
+        # The reason is stored as text: a lone surrogate quoted from the payload must
+        # not make the dead letter itself unwritable.
+        reason = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        msg = f"not an event-bus envelope: {type(exc).__name__}: {reason}"
         raise ValueError(msg) from exc
 
 
@@ -294,55 +542,3 @@ def message_metadata(
         time=envelope.time,
         **(origin or {}),
     )
-
-
-class TrackingLogAvro:
-    """The Avro bytes of a ``TrackingLogData``, exactly as openedx-events writes them.
-
-    openedx-events' ``serialize_event_data_to_bytes`` builds its serializer again and
-    walks the attrs class for every message. A tracking log is four strings (the
-    timestamp in ``isoformat()``), which fastavro writes from a plain record several
-    times faster. That shortcut is taken only if it gave the library's bytes for probe
-    messages when this object was built; otherwise, and for a message whose name is not
-    a string, the library's function is called.
-    """
-
-    def __init__(self, events: SimpleNamespace, serialize: Any) -> None:
-        signal = events.TRACKING_EVENT_EMITTED
-        self._library: Callable[[Any], Any] = lambda log: serialize({"tracking_log": log}, signal)
-        self._schema: Any = None
-        try:
-            import fastavro
-            from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
-
-            self._schema = fastavro.parse_schema(AvroSignalSerializer(signal).schema)
-            self._writer = fastavro.schemaless_writer
-            probes = [
-                events.TrackingLogData(
-                    name="probe.é", timestamp=moment, data='{"a": [1, "é"]}', context="{}"
-                )
-                for moment in (
-                    datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=_UTC),
-                    datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=_UTC),
-                )
-            ]
-            if any(self._fast(probe) != self._library(probe) for probe in probes):
-                self._schema = None
-        except Exception:
-            self._schema = None
-
-    def _fast(self, log: Any) -> bytes:
-        out = io.BytesIO()
-        record = {
-            "name": log.name,
-            "timestamp": log.timestamp.isoformat(),
-            "data": log.data,
-            "context": log.context,
-        }
-        self._writer(out, self._schema, {"tracking_log": record})
-        return out.getvalue()
-
-    def __call__(self, log: Any) -> bytes:
-        if self._schema is not None and type(log.name) is str:
-            return self._fast(log)
-        return bytes(self._library(log))

@@ -1,9 +1,10 @@
 """Publishing envelopes to the Open edX event bus: the delivery's sink and its publishers.
 
-:class:`BusSink` decodes each batch of envelopes (see :mod:`eventtracking._eventbus`)
-and publishes it with :class:`RedisStreamsPublisher` or :class:`SignalPublisher`,
-raising :class:`~eventtracking._eventbus.PublishError` when the bus did not take it, so
-that the delivery keeps the batch and retries.
+:class:`BusSink` hands each batch of envelopes (see :mod:`eventtracking._eventbus`) to
+:class:`RedisStreamsPublisher` or :class:`SignalPublisher`, which raise
+:class:`~eventtracking._eventbus.PublishError` when the bus did not take it, so that
+the delivery keeps the batch and retries. An envelope that cannot be read or
+published is refused alone: it becomes a dead letter, and the rest of its batch goes.
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventtracking._eventbus import (
+    EVENT_TYPE,
     LOG,
     REDIS_INSTALL_HINT,
     REDIS_PRODUCERS,
     Envelope,
     PublishError,
-    TrackingLogAvro,
+    avro_tracking_log,
+    avro_writes_library_bytes,
     decode_envelope,
     enabled_topics,
     message_metadata,
     message_origin,
     openedx_events,
     tracking_log,
+    wire_parts,
 )
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -49,7 +53,10 @@ class RedisStreamsPublisher:
     trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``. ``timeout`` bounds the
     connection and each reply, unless the URL sets ``socket_timeout`` or
     ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
-    retries with backoff instead.
+    retries with backoff instead. The fields of a message are checked against the
+    library's for a probe message when the publisher is built (see
+    :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own code
+    builds every message.
     """
 
     name = "redis-streams"
@@ -69,10 +76,68 @@ class RedisStreamsPublisher:
         self._events = openedx_events()
         self._full_topic = get_full_topic
         self._message = RedisMessage
-        self._avro = TrackingLogAvro(self._events, serialize_event_data_to_bytes)
+        self._serialize = serialize_event_data_to_bytes
         self.timeout = timeout
         self._client: Any = None
         self._client_url: str | None = None
+        # Whether messages may be built from the wire form directly, without
+        # edx-event-bus-redis: only if that gives the library's fields for a probe.
+        self._direct = avro_writes_library_bytes() and self._direct_is_library()
+
+    def _direct_is_library(self) -> bool:
+        events = self._events
+        envelope = Envelope(
+            id="0f1e2d3c-4b5a-4697-8877-665544332211",
+            time=datetime.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=_UTC),
+            name="probe",
+            timestamp=datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=_UTC),
+            data="{}",
+            context="{}",
+        )
+        try:
+            origin = message_origin(events)
+            library = self._library_fields(envelope, origin)
+            avro = avro_tracking_log("probe", envelope.timestamp.isoformat(), "{}", "{}")
+            direct = self._direct_fields(
+                _header_template(origin),
+                envelope.id.encode(),
+                envelope.time.isoformat().encode(),
+                avro,
+            )
+        except Exception:
+            return False
+        return list(direct.items()) == list(library.items())
+
+    def _library_fields(self, envelope: Envelope, origin: dict[str, Any]) -> dict[bytes, bytes]:
+        """A message's fields as edx-event-bus-redis builds them."""
+        events = self._events
+        log = tracking_log(events, envelope)
+        event_bytes = bytes(self._serialize({"tracking_log": log}, events.TRACKING_EVENT_EMITTED))
+        metadata = message_metadata(events, envelope, origin)
+        message = self._message(topic="", event_data=event_bytes, event_metadata=metadata)
+        fields: dict[bytes, bytes] = message.to_binary_dict()
+        return fields
+
+    @staticmethod
+    def _direct_fields(
+        template: tuple[bytes, bytes, bytes, bytes, bytes],
+        message_id: bytes,
+        sent: bytes,
+        avro: bytes,
+    ) -> dict[bytes, bytes]:
+        """The same fields, built from the wire form's slices and the batch's constants
+        (``edx_event_bus_redis.internal.utils.MessageHeader``'s order)."""
+        event_type, source, minorversion, sourcehost, sourcelib = template
+        return {
+            b"type": event_type,
+            b"id": message_id,
+            b"source": source,
+            b"time": sent,
+            b"minorversion": minorversion,
+            b"sourcehost": sourcehost,
+            b"sourcelib": sourcelib,
+            b"event_data": avro,
+        }
 
     def _redis(self, url: str) -> Any:
         if self._client is None or self._client_url != url:
@@ -90,10 +155,10 @@ class RedisStreamsPublisher:
             self._client_url = url
         return self._client
 
-    def publish(self, batch: Sequence[tuple[int, Envelope]]) -> dict[int, str]:
+    def publish(self, items: Sequence[bytes]) -> dict[int, str]:
         """XADD each message to every enabled topic, in one round trip.
 
-        Returns the positions of messages that can never be serialised, with the
+        Returns the positions of envelopes that can never be published, with the
         reason. Raises PublishError for anything a retry may fix: no URL, no topic,
         Redis unreachable, hung or refusing.
         """
@@ -108,36 +173,107 @@ class RedisStreamsPublisher:
             raise PublishError(msg)
         topics = [self._full_topic(topic) for topic in enabled_topics()]
         max_len = int(getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000))
-        events = self._events
-        origin = message_origin(events)
+        origin = message_origin(self._events)
+        template = _header_template(origin)
+        direct = self._direct
         rejected: dict[int, str] = {}
-        commands: list[tuple[str, dict[bytes, bytes]]] = []
-        for position, envelope in batch:
+        messages: list[dict[bytes, bytes]] = []
+        for position, item in enumerate(items):
             try:
-                event_bytes = self._avro(tracking_log(events, envelope))
-                metadata = message_metadata(events, envelope, origin)
-                for stream in topics:
-                    message = self._message(
-                        topic=stream, event_data=event_bytes, event_metadata=metadata
-                    )
-                    commands.append((stream, message.to_binary_dict()))
+                parts = wire_parts(item) if direct else None
+                if parts is not None:
+                    messages.append(self._direct_fields(template, *parts))
+                else:
+                    messages.append(self._library_fields(decode_envelope(item), origin))
             except Exception as exc:
                 rejected[position] = (
-                    f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"
+                    f"the event cannot be serialised for the event bus: {type(exc).__name__}: "
+                    f"{_printable(exc)}"
                 )
-        if not commands:
+        if not messages:
             return rejected
-        pipe = self._redis(url).pipeline(transaction=False)
-        for stream, fields in commands:
-            pipe.xadd(stream, fields, maxlen=max_len, approximate=True)
+        chunks: list[bytes] = []
+        for stream in topics:
+            head = _resp_head(stream, max_len)
+            chunks.extend(_resp_xadd(head, fields) for fields in messages)
         try:
-            pipe.execute()
+            self._send_commands(url, chunks)
         except Exception as exc:
             # A broken connection leaves the pool's socket unusable: start afresh.
             self._client = None
             msg = f"Redis did not take the batch: {type(exc).__name__}: {exc}"
             raise PublishError(msg) from exc
         return rejected
+
+    def _send_commands(self, url: str, commands: list[bytes]) -> None:
+        """Write ``commands`` (RESP) in one go and read every reply: a pipeline.
+
+        redis-py's pipeline would pack each argument again through its encoder, which
+        costs more than building the messages; the commands are packed here instead,
+        and written on a connection of the client's pool. Raises the first error
+        reply (after reading them all, so that the connection stays usable), and
+        whatever the connection raises (then it is dropped).
+        """
+        import redis
+
+        pool = self._redis(url).connection_pool
+        try:
+            connection = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            connection = pool.get_connection("XADD")
+        error: Exception | None = None
+        try:
+            # One buffer: given a list, redis-py makes a system call per item.
+            connection.send_packed_command([b"".join(commands)])
+            for _ in commands:
+                try:
+                    connection.read_response()
+                except redis.ResponseError as exc:
+                    error = error or exc
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        if error is not None:
+            raise error
+
+
+def _resp_head(stream: str, max_len: int) -> bytes:
+    """``XADD <stream> MAXLEN ~ <max_len> *`` in RESP, without the array header: what
+    redis-py's ``xadd(stream, fields, maxlen=max_len, approximate=True)`` sends."""
+    return b"".join(
+        b"$%d\r\n%s\r\n" % (len(arg), arg)
+        for arg in (b"XADD", stream.encode(), b"MAXLEN", b"~", str(max_len).encode(), b"*")
+    )
+
+
+def _resp_xadd(head: bytes, fields: dict[bytes, bytes]) -> bytes:
+    """One XADD command in RESP: ``head`` (see :func:`_resp_head`) and the fields."""
+    parts = [b"*%d\r\n" % (6 + 2 * len(fields)), head]
+    for key, value in fields.items():
+        parts.append(b"$%d\r\n%s\r\n$%d\r\n" % (len(key), key, len(value)))
+        parts.append(value)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _header_template(origin: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """The message fields that are the same for every message of a batch, as bytes."""
+    events = openedx_events()
+    return (
+        EVENT_TYPE.encode(),
+        str(origin["source"]).encode(),
+        str(events.TRACKING_EVENT_EMITTED.minor_version).encode(),
+        str(origin["sourcehost"]).encode(),
+        ".".join(map(str, origin["sourcelib"])).encode(),
+    )
+
+
+def _printable(exc: BaseException) -> str:
+    # Stored as text in the spool: a lone surrogate quoted from the event must not make
+    # the dead letter itself unwritable.
+    return str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class SignalPublisher:
@@ -164,7 +300,7 @@ class SignalPublisher:
         self._log = RateLimitedLogger(LOG)
         self.counters = Counters("unverified", "receiver_errors")
 
-    def publish(self, batch: Sequence[tuple[int, Envelope]]) -> dict[int, str]:
+    def publish(self, items: Sequence[bytes]) -> dict[int, str]:
         """Send one signal per message, in order; raise PublishError at the first failure.
 
         Messages sent before the failure are remembered and skipped when the batch
@@ -177,13 +313,19 @@ class SignalPublisher:
         observable = producer_logger.isEnabledFor(logging.ERROR)
         signal = self._events.TRACKING_EVENT_EMITTED
         rejected: dict[int, str] = {}
-        for position, envelope in batch:
+        for position, item in enumerate(items):
+            try:
+                envelope = decode_envelope(item)
+            except ValueError as exc:
+                rejected[position] = str(exc)
+                continue
             if envelope.id in self._published:
                 continue
-            log_data = tracking_log(self._events, envelope)
             try:
                 # What every producer does first; done here, a message that can never
                 # be serialised is refused alone instead of failing its batch forever.
+                log_data = tracking_log(self._events, envelope)
+                metadata = message_metadata(self._events, envelope)
                 self._serialize({"tracking_log": log_data}, signal)
             except Exception as exc:
                 rejected[position] = (
@@ -192,7 +334,7 @@ class SignalPublisher:
                 continue
             with self._capture.collect() as errors:
                 try:
-                    responses = self._send(signal, envelope, log_data)
+                    responses = self._send(signal, envelope, metadata, log_data)
                 except SenderValidationError as exc:
                     rejected[position] = f"openedx-events refused the event: {exc}"
                     continue
@@ -215,7 +357,7 @@ class SignalPublisher:
             self._remember(envelope.id)
         return rejected
 
-    def _send(self, signal: Any, envelope: Envelope, log_data: Any) -> Any:
+    def _send(self, signal: Any, envelope: Envelope, metadata: Any, log_data: Any) -> Any:
         """Send the signal with the envelope's id and time as its metadata.
 
         openedx-events' public ``send_event`` makes a new id at every call, so a message
@@ -228,7 +370,7 @@ class SignalPublisher:
         if send_with_metadata is None:
             return signal.send_event(send_robust=True, time=envelope.time, tracking_log=log_data)
         return send_with_metadata(
-            metadata=message_metadata(self._events, envelope),
+            metadata=metadata,
             send_robust=True,
             tracking_log=log_data,
         )
@@ -322,7 +464,7 @@ class _ErrorCapture(logging.Handler):
 
 
 class BusSink:
-    """The delivery's sink: decode a batch of envelopes and publish them.
+    """The delivery's sink: publish a batch of envelopes.
 
     ``publisher`` is ``'auto'`` (Redis Streams when ``EVENT_BUS_PRODUCER`` names
     edx-event-bus-redis, the signal otherwise; decided at each batch, from the
@@ -360,27 +502,19 @@ class BusSink:
 
     def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         """Publish ``items``; return the positions refused for good; raise to retry."""
-        rejected: dict[int, str] = {}
-        batch: list[tuple[int, Envelope]] = []
-        for position, item in enumerate(items):
-            try:
-                batch.append((position, decode_envelope(item)))
-            except ValueError as exc:
-                rejected[position] = str(exc)
-        if not batch:
-            return rejected
+        if not items:
+            return {}
         try:
             publisher = self.choose()
         except ImportError as exc:
             raise PublishError(str(exc)) from exc
         self._last_publisher = publisher.name
-        self._counters.set("in_flight", len(batch))
+        self._counters.set("in_flight", len(items))
         try:
-            refused = publisher.publish(batch)
+            rejected = publisher.publish(items)
         finally:
             self._counters.set("in_flight", 0)
-        rejected.update(refused)
-        self._counters.incr("published", amount=len(batch) - len(refused))
+        self._counters.incr("published", amount=len(items) - len(rejected))
         return rejected
 
     def stats(self) -> dict[str, Any]:

@@ -448,6 +448,41 @@ def test_each_event_gets_its_own_message_id(
     assert all(uuid.UUID(value) for value in ids)
 
 
+def _ids_after_fork(queue: Any) -> None:
+    from eventtracking import _eventbus
+
+    event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
+    queue.put(
+        [_eventbus.decode_envelope(_eventbus.encode_envelope(event)[0]).id for _ in range(50)]
+    )
+
+
+def test_message_ids_are_random_and_carry_no_mac_address() -> None:
+    """Message ids are random UUIDs (version 4), not ``uuid1``, which holds the host's
+    MAC address and clock; a forked child draws ids of its own, not its parent's."""
+    import multiprocessing
+
+    from eventtracking import _eventbus
+
+    event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
+    ids = [
+        uuid.UUID(_eventbus.decode_envelope(_eventbus.encode_envelope(event)[0]).id)
+        for _ in range(200)
+    ]
+    assert {value.version for value in ids} == {4}
+    assert {value.variant for value in ids} == {uuid.RFC_4122}
+    assert len(set(ids)) == 200
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_ids_after_fork, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    drawn = [queue.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(60)
+    assert len(set(drawn[0]) | set(drawn[1])) == 100
+
+
 @pytest.mark.parametrize("publisher", ["redis", "signal"])
 def test_an_event_the_bus_cannot_carry_is_refused_alone(
     publisher: str,
@@ -546,24 +581,31 @@ def test_a_receiver_failing_in_this_process_is_counted_not_retried(
     ],
 )
 def test_fast_avro_is_the_library_s_bytes(log: tuple[Any, ...]) -> None:
-    """The shortcut that writes a tracking log's Avro record gives openedx-events' bytes."""
+    """The writer of a tracking log's Avro record gives openedx-events' bytes."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
     from eventtracking import _eventbus
 
     events = _eventbus.openedx_events()
-    avro = _eventbus.TrackingLogAvro(events, serialize_event_data_to_bytes)
     tracking_log = events.TrackingLogData(*log)
-    assert avro._schema is not None
+    assert _eventbus.avro_writes_library_bytes()
     expected = serialize_event_data_to_bytes(
         {"tracking_log": tracking_log}, events.TRACKING_EVENT_EMITTED
     )
-    assert avro(tracking_log) == expected
+    name, moment, data, context = log
+    assert _eventbus.avro_tracking_log(name, moment.isoformat(), data, context) == expected
 
 
-def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
-    """Should openedx-events ever write the record differently, the shortcut is not used:
-    every message then goes through the library's own function."""
+def test_fast_avro_steps_aside_when_the_library_writes_otherwise(
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    redis_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should openedx-events ever write the record differently, the writer is not used:
+    events are then kept in the JSON form and published through the library's own
+    functions."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
     from eventtracking import _eventbus
@@ -571,8 +613,183 @@ def test_fast_avro_steps_aside_when_the_library_writes_otherwise() -> None:
     def another_format(data: dict[str, Any], signal: Any) -> bytes:
         return b"v2:" + serialize_event_data_to_bytes(data, signal)
 
-    events = _eventbus.openedx_events()
-    avro = _eventbus.TrackingLogAvro(events, another_format)
-    tracking_log = events.TrackingLogData("a", datetime.datetime.now(UTC), "{}", "{}")
-    assert avro._schema is None
-    assert avro(tracking_log).startswith(b"v2:")
+    verdict = _eventbus.avro_writes_library_bytes(another_format)
+    assert verdict is False
+    monkeypatch.setattr(_eventbus, "_wire_verdict", [verdict])
+    event = {
+        "name": "course.viewed",
+        "timestamp": datetime.datetime.now(UTC),
+        "context": {},
+        "data": {"n": 0},
+    }
+    payload, problem = _eventbus.encode_envelope(event)
+    assert problem is None
+    assert json.loads(payload)["name"] == "course.viewed"
+    bus = make_bus(publisher="redis")
+    with bus_settings(redis_url, prefix):
+        bus.send(event)
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0]
+
+
+#: Dead letters that can never be published, as ``spool redrive`` puts them back.
+BAD_PAYLOADS = {
+    # A name holding a lone surrogate: JSON carries it, UTF-8 (Avro, Redis) cannot.
+    "lone-surrogate-name": None,
+    # The same surrogate written raw into the payload (UTF-8 with surrogatepass).
+    "raw-surrogate": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+00:00",
+            "name": "course.viewed\ud800",
+            "timestamp": "2024-01-02T03:04:05+00:00",
+            "data": "{}",
+            "context": "{}",
+        },
+        ensure_ascii=False,
+    ).encode("utf-8", "surrogatepass"),
+    "not-utf8": b"\xff\xfe\x00garbage",
+    "empty": b"",
+    # The wire form, cut short: its Avro record lacks the end of its last string.
+    "wire-cut-short": b"\x00eb2\n"
+    + str(uuid.uuid4()).encode()
+    + b"\n2024-01-02T03:04:05+00:00\n\x1acourse.viewed\x04ab\x04{}\x04{",
+    # Written by hand or by another tool: an id that is not text, nesting deeper than
+    # the JSON parser goes, a send time that is not UTC, a timestamp with a surrogate.
+    "id-not-text": b'{"id": 1, "time": "2024-01-02T03:04:05+00:00"}',
+    "too-deep": b"[" * 100_000,
+    "time-not-utc": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+02:00",
+            "name": "course.viewed",
+            "timestamp": "2024-01-02T03:04:05+00:00",
+            "data": "{}",
+            "context": "{}",
+        }
+    ).encode(),
+    "surrogate-timestamp": json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "time": "2024-01-02T03:04:05+00:00",
+            "name": "course.viewed",
+            "timestamp": "2024-01-02T03:04:05\ud800",
+            "data": "{}",
+            "context": "{}",
+        }
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_PAYLOADS))
+@pytest.mark.parametrize("publisher", ["redis", "signal"])
+def test_a_redriven_bad_item_never_holds_up_the_stream(
+    publisher: str,
+    bad: str,
+    redis_url: str,
+    prefix: str,
+    make_bus: MakeBus,
+    tmp_path: Path,
+    redis_server: Any,
+) -> None:
+    """A dead letter that can never be published, re-driven with the documented
+    ``python -m eventtracking spool redrive``, is set aside again on its own (a counted
+    dead letter, with the reason) and the events emitted after it reach the stream, in
+    order."""
+    spool_path = tmp_path / "spool"
+    surrogate_name = "course.viewed\ud800"
+    first = make_bus(publisher=publisher)
+    with (
+        bus_settings(redis_url, prefix, names=("course.viewed", surrogate_name)),
+        eventbus_support.producing_handler(),
+    ):
+        if BAD_PAYLOADS[bad] is None:
+            first.send(
+                {
+                    "name": surrogate_name,
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": -1},
+                }
+            )
+            assert first.flush(30)
+        else:
+            Spool(spool_path).add_dead_letters(
+                DEFAULT_STREAM, [(BAD_PAYLOADS[bad], "planted by the test", None)]
+            )
+        first.close(5)
+        [letter] = Spool(spool_path).dead_letters(DEFAULT_STREAM)
+        redrive = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "eventtracking",
+                "spool",
+                "redrive",
+                "--spool-dir",
+                str(spool_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "Re-drove 1 dead letter" in redrive.stdout
+        assert Spool(spool_path).dead_letters(DEFAULT_STREAM) == []
+
+        bus = make_bus(publisher=publisher)
+        for n in range(5):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == list(range(5))
+    [again] = Spool(spool_path).dead_letters(DEFAULT_STREAM)
+    assert again.payload == letter.payload
+    assert again.reason
+    stats = bus.stats()["producer"]
+    assert stats["dead_lettered"] == 1
+    assert stats["published"] == 5
+    assert stats["retries"] == 0
+
+
+def test_envelopes_spooled_by_an_earlier_release_are_published(
+    redis_url: str, prefix: str, make_bus: MakeBus, tmp_path: Path, redis_server: Any
+) -> None:
+    """Envelopes in the JSON form that earlier releases spooled (with uuid1 ids) are
+    published after an upgrade, with their ids, and in order with new events."""
+    old_id = str(uuid.uuid1())
+    old = {
+        "id": old_id,
+        "time": "2024-01-02T03:04:05.123456+00:00",
+        "name": "course.viewed",
+        "timestamp": "2024-01-02T03:04:04.000001+00:00",
+        "data": json.dumps({"n": 0}),
+        "context": json.dumps({"user_id": 5}),
+    }
+    Spool(tmp_path / "spool").append(DEFAULT_STREAM, [json.dumps(old).encode()])
+    bus = make_bus(publisher="redis")
+    with bus_settings(redis_url, prefix):
+        assert bus.flush(30)
+        bus.send(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {"n": 1},
+            }
+        )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    client = redis_server.client()
+    assert eventbus_support.published_names(client, stream) == [0, 1]
+    first = decode_message(client.xrange(stream)[0][1])
+    assert first["id"] == old_id
+    assert first["tracking_log"].timestamp == datetime.datetime(2024, 1, 2, 3, 4, 4, 1, tzinfo=UTC)
+    assert json.loads(first["tracking_log"].context) == {"user_id": 5}

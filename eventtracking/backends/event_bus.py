@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -129,6 +130,7 @@ class EventBusRoutingBackend(RoutingBackend):
         exit_timeout: float = 5.0,
     ) -> None:
         _eventbus.openedx_events()
+        _eventbus.wire_ready()
         if publisher not in PUBLISHERS:
             msg = f"publisher must be one of {', '.join(map(repr, PUBLISHERS))}; got {publisher!r}"
             raise ImproperlyConfigured(msg)
@@ -283,6 +285,12 @@ class EventBusRoutingBackend(RoutingBackend):
         result["producer"] = producer
         result["consumer"] = self._consumer.snapshot()
         return result
+
+
+def _consumes_the_bus() -> bool:
+    """Whether this process consumes the bus (openedx-events' ``consume_events``
+    command), the only place where nested backends receive events."""
+    return "consume_events" in sys.argv[1:]
 
 
 def _check_number(name: str, value: Any) -> None:

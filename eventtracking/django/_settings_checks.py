@@ -150,9 +150,20 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
     built = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
     if built is None:
         return []
+    # The nested backends of an event-bus backend run only in the bus consumer: warn
+    # there (consume_events runs the checks first), not where they are only declared.
+    from eventtracking.backends.event_bus import EventBusRoutingBackend, _consumes_the_bus
+
+    idle: tuple[str, ...] = ()
+    if not _consumes_the_bus():
+        idle = tuple(
+            f"{path}."
+            for path, backend in walk_backends(built.backends)
+            if isinstance(backend, EventBusRoutingBackend)
+        )
     messages: list[checks.CheckMessage] = []
     for path, backend in walk_backends(built.backends):
-        if not isinstance(backend, LoggerBackend):
+        if not isinstance(backend, LoggerBackend) or path.startswith(idle):
             continue
         reason = why_nothing_is_written(backend.event_logger, backend.level)
         if reason is None:

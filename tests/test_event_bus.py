@@ -483,6 +483,22 @@ def test_message_ids_are_random_and_carry_no_mac_address() -> None:
     assert len(set(drawn[0]) | set(drawn[1])) == 100
 
 
+def test_message_ids_do_not_come_from_a_generator_that_can_be_replayed() -> None:
+    """Message ids come from the operating system, not from :mod:`random`: the receiver
+    keeps the first message under an id, so ids a writer on the bus could compute ahead
+    (Python's generator follows from a few hundred observed outputs) would let a forgery
+    pre-empt the real message. Reseeding :mod:`random` alike twice gives new ids."""
+    import random
+
+    from eventtracking import _eventbus
+
+    random.seed(1234)
+    first = [_eventbus.random_message_id() for _ in range(5)]
+    random.seed(1234)
+    second = [_eventbus.random_message_id() for _ in range(5)]
+    assert not set(first) & set(second)
+
+
 @pytest.mark.parametrize("publisher", ["redis", "signal"])
 def test_an_event_the_bus_cannot_carry_is_refused_alone(
     publisher: str,

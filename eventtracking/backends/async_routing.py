@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking import _celery_worker, _wire
+from eventtracking import _celery_worker, _redis_ledger, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
@@ -342,7 +342,8 @@ class AsyncRoutingBackend(RoutingBackend):
         (events every targeted leaf took), ``retried`` ((event, leaf) pairs published
         again), ``filtered`` by nested processors. ``dead_lettered`` counts both sides.
         ``dropped`` and ``failed`` are by reason, as for every router; ``publisher``
-        and ``worker`` hold each side's full counters, ``backends`` the nested ones'.
+        and ``worker`` hold each side's full counters, ``backends`` the nested ones',
+        ``ledger`` the Redis ledger records this process dropped.
         """
         result = super().stats()
         publisher = self.delivery.stats()
@@ -362,6 +363,7 @@ class AsyncRoutingBackend(RoutingBackend):
             last_error=publisher.get("last_error"),
             publisher=publisher,
             worker=worker,
+            ledger=_redis_ledger.stats(),
         )
         return result
 

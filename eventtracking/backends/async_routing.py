@@ -95,6 +95,9 @@ class AsyncRoutingBackend(RoutingBackend):
       each time up to ``retry_backoff_max`` (600 s), with jitter;
     * ``delivery_timeout`` (30 s): how long a batch waits for its leaves to confirm
       (``flush()``) before those that did not are retried.
+    * ``max_event_size`` and ``max_message_bytes`` cap what a worker takes too, and
+      ``max_message_entries`` (10,000) the entries of one message: a larger message
+      is one dead letter that describes it (see :mod:`eventtracking._celery_worker`).
     * ``ledger`` (True; Redis brokers only): record each message in Redis until a
       worker delivered it, so that workers find a message Redis lost on its way to them
       (a crash between ``BRPOP`` and kombu's bookkeeping) and publish it again
@@ -128,6 +131,7 @@ class AsyncRoutingBackend(RoutingBackend):
         exit_timeout: float = 5.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_entries: int = _celery_worker.DEFAULT_MAX_MESSAGE_ENTRIES,
         max_retries: int = _celery_worker.DEFAULT_MAX_RETRIES,
         retry_backoff: float = _celery_worker.DEFAULT_RETRY_BACKOFF,
         retry_backoff_max: float = _celery_worker.DEFAULT_RETRY_BACKOFF_MAX,
@@ -154,9 +158,11 @@ class AsyncRoutingBackend(RoutingBackend):
         for name, value in (
             ("max_event_size", max_event_size),
             ("max_message_bytes", max_message_bytes),
+            ("max_message_entries", max_message_entries),
         ):
             if not is_count(value):
-                msg = f"{name} must be a positive int (bytes), got {value!r}"
+                unit = "entries" if name == "max_message_entries" else "bytes"
+                msg = f"{name} must be a positive int ({unit}), got {value!r}"
                 raise ImproperlyConfigured(msg)
         if not is_count(max_retries, minimum=0):
             msg = f"max_retries must be an int >= 0, got {max_retries!r}"
@@ -164,6 +170,8 @@ class AsyncRoutingBackend(RoutingBackend):
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
         self.max_event_size = max_event_size
+        self.max_message_bytes = max_message_bytes
+        self.max_message_entries = max_message_entries
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
         self.retry_backoff_max = float(retry_backoff_max)
@@ -284,6 +292,9 @@ class AsyncRoutingBackend(RoutingBackend):
             retry_backoff=self.retry_backoff,
             retry_backoff_max=self.retry_backoff_max,
             delivery_timeout=self.delivery_timeout,
+            max_message_entries=self.max_message_entries,
+            max_message_bytes=self.max_message_bytes,
+            max_event_size=self.max_event_size,
         )
 
     def _replay_soon(self) -> None:

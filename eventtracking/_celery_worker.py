@@ -156,23 +156,28 @@ def send_back(task: Any, requeue: Requeue) -> None:
     """Have Celery publish the message again after ``requeue.countdown`` seconds.
 
     Raises ``celery.exceptions.Retry`` (Celery then acknowledges this delivery). When
-    the broker refuses the new copy, its entries are counted in
+    the copy cannot be published (the broker refuses it), its entries are counted in
     ``dropped['requeue_failed']`` and this returns: Celery would otherwise reject the
     message without requeueing it, uncounted.
     """
-    from celery.exceptions import Reject
+    from celery.exceptions import Retry
 
     try:
         task.retry(countdown=requeue.countdown, max_retries=None)
-    except Reject as exc:
+    except Retry:
+        raise
+    except Exception as exc:
+        # Celery raises Reject(requeue=False) when the broker refuses the copy; a
+        # forged retry count in the message's headers raises TypeError.
         _counters(requeue.key).incr("dropped", "requeue_failed", amount=requeue.entries)
         _LOG.error(
             "requeue-failed",
-            "Dropped a message of %d entries: the spool could not keep it (%s) and the "
-            "broker refused it back (%s)",
+            "Dropped a message of %d entries: the spool could not keep it (%s) and it "
+            "could not be sent back (%s: %s)",
             requeue.entries,
             requeue,
-            escape(str(exc.reason), _SHOWN),
+            type(exc).__name__,
+            escape(str(exc), _SHOWN),
         )
 
 

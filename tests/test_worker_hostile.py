@@ -181,6 +181,7 @@ def test_a_message_the_spool_cannot_keep_comes_back_with_backoff_then_is_counted
         dropped = router.stats()["worker"]["dropped"]
         calls = list(good.times)
     assert dropped == {"spool_unavailable": 1}
+    assert router.stats()["dropped"] == {"spool_unavailable": 1}
     assert router.stats()["worker"]["requeued"] == 2
     assert len(calls) == 3
     # backoff_delay: 0.4 s then 0.8 s, each with a jitter factor of 0.5 to 1.
@@ -244,6 +245,7 @@ def test_a_message_over_max_message_bytes_is_one_dead_letter_never_a_requeue(
     assert memory.snapshot() == []
     assert router.stats()["worker"]["requeued"] == 0
     assert router.stats()["worker"]["dropped"] == {"oversize_message": 5}
+    assert router.stats()["dropped"] == {"oversize_message": 5}
 
 
 def test_an_entry_over_max_event_size_is_a_dead_letter_alone(make_router: Any) -> None:

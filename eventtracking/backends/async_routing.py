@@ -352,7 +352,7 @@ class AsyncRoutingBackend(RoutingBackend):
         spool), ``spooled``, ``queued``, ``queue_size``. Worker side: ``delivered``
         (events every targeted leaf took), ``retried`` ((event, leaf) pairs published
         again), ``filtered`` by nested processors. ``dead_lettered`` counts both sides.
-        ``dropped`` and ``failed`` are by reason, as for every router; ``publisher``
+        ``dropped`` (both sides) and ``failed`` are by reason, as for every router; ``publisher``
         and ``worker`` hold each side's full counters, ``backends`` the nested ones',
         ``ledger`` the Redis ledger records this process dropped.
         """
@@ -361,6 +361,7 @@ class AsyncRoutingBackend(RoutingBackend):
         name = self._name_for_worker() or self.backend_name
         worker = _celery_worker.stats(name)
         merge_into(result, {"dropped": publisher.get("dropped", {})})
+        merge_into(result, {"dropped": worker.get("dropped", {})})
         result.update(
             published=publisher["stored"] + publisher.get("eager", 0),
             replayed=publisher["replayed"],

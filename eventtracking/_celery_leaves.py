@@ -113,8 +113,13 @@ def walkable(backend: Any) -> bool:
 def deliver_entry(target: Any, entry: _wire.Entry, batch: Batch) -> Outcome:
     outcome = Outcome(entry)
     only = entry.leaves
-    with _wire.delivering(entry.id):
+    # The context variable by hand rather than through _wire.delivering(): a context
+    # manager costs about 1.5 us, a fifth of the worker's time per event.
+    token = _wire.current_event_id.set(entry.id)
+    try:
         _walk(target.backends, entry.event, (), only, outcome, batch)
+    finally:
+        _wire.current_event_id.reset(token)
     if only is not None:
         reached = set(outcome.taken) | set(outcome.failures)
         outcome.missing = [

@@ -255,6 +255,14 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{exc}\n")
         return 2
     label = f"Stream {escape_for_terminal(backend.stream)}"
+    problem = _not_documents(backend.spool, backend.stream)
+    if problem is not None:
+        backend.close(5)
+        out.write(
+            f"{label} does not hold MongoDB documents ({escape_for_terminal(problem)}): "
+            f"another kind of backend spooled it. {_USE_MANAGE_PY}\n"
+        )
+        return 2
     try:
         if args.dead_letters:
             # Only the letters of the stream being delivered.
@@ -283,6 +291,27 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"Not finished within {args.timeout:g} s: {error}\n")
         return 1
     return 0
+
+
+def _not_documents(spool: Spool, stream: str) -> str | None:
+    """Why the oldest pending row of ``stream`` is not a BSON document, or None.
+
+    Looked at before replaying: MongoBackend sets a row it cannot read aside as a dead
+    letter (one bad row must not hold up a stream), which is right for a MongoDB stream
+    but would turn a whole stream of another kind's events into dead letters here.
+    """
+    import bson
+
+    claim = spool.claim(stream, 1)
+    if claim is None:
+        return None
+    try:
+        bson.decode(claim.payloads[0])
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        spool.release(claim)
+    return None
 
 
 def _not_bson(error: str) -> bool:

@@ -28,14 +28,37 @@ redrive``, they are published again, to the leaves they name.
 Nothing here returns (and so lets Celery acknowledge the message) before every leaf
 confirmed, or the retry was published or written to the spool, or the dead letter was
 written; then the message leaves the Redis ledger (:mod:`eventtracking._redis_ledger`).
-When even the spool cannot be written, the message is rejected and requeued.
 While a leaf delivers, :data:`eventtracking._wire.current_event_id` holds the event's id,
 which MongoBackend uses as ``_id``: a redelivered event is stored once.
+
+A message is written by whoever can write to the broker, so nothing a worker holds
+grows with the values a message chooses:
+
+* **Names.** Every ``backend_name`` that names no top-level backend of the worker's
+  tracker (and every name that is not a string) shares one bucket, :data:`UNKNOWN`:
+  its counters, one set of default settings per spool directory (one spool, one broker
+  connection), and the dead-letter stream ``celery:?``; the name itself is kept,
+  escaped and cut, in the dead letter's reason. Counters are kept by configured names
+  only, and ``failed`` by the leaf paths of the worker's own tree, plus ``?`` for paths
+  that name no leaf.
+* **Size.** Before any entry is read, a message of more than ``max_message_entries``
+  entries (10,000) or ``max_message_bytes`` bytes (4 MiB, the web side's cap) becomes
+  one dead letter holding a summary instead of the entries, which are counted in
+  ``dropped['oversize_message']``; an entry over ``max_event_size`` (1 MiB) is a dead
+  letter alone. Both caps allow 64 KiB more, for the fields a retry adds.
+* **Keeping fails.** When the spool cannot keep a message's retries or dead letters
+  (full, disk full, out of descriptors), the message is sent back to the broker with a
+  countdown (:class:`Requeue`, which the task turns into a Celery retry), at most
+  ``max_requeues`` times (5) with backoff (5 s doubled, at most 300 s); after that its
+  entries are counted in ``dropped['spool_unavailable']`` and it is acknowledged.
+* **Logs.** Values from a message are written into log lines and reasons through
+  :func:`eventtracking._escape.escape`, and every log line here is rate limited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -44,6 +67,7 @@ from typing import Any
 
 from eventtracking import _wire
 from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
+from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 from eventtracking.delivery import backoff_delay
@@ -51,9 +75,17 @@ from eventtracking.spool import Spool, default_spool_dir
 
 __all__ = [
     "DEFAULT_DELIVERY_TIMEOUT",
+    "DEFAULT_MAX_EVENT_SIZE",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_MESSAGE_ENTRIES",
+    "DEFAULT_MAX_REQUEUES",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_REQUEUE_BACKOFF",
+    "DEFAULT_REQUEUE_BACKOFF_MAX",
     "DEFAULT_RETRY_BACKOFF",
     "DEFAULT_RETRY_BACKOFF_MAX",
+    "UNKNOWN",
+    "Requeue",
     "WorkerSettings",
     "dead_letter_message",
     "deliver",
@@ -74,11 +106,79 @@ DEFAULT_RETRY_BACKOFF = 30.0
 DEFAULT_RETRY_BACKOFF_MAX = 600.0
 #: Seconds a batch waits for its leaves to confirm (``flush``) before retrying them.
 DEFAULT_DELIVERY_TIMEOUT = 30.0
+#: Entries a worker takes in one message; a larger message is one dead letter.
+DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
+#: Bytes of entries a worker takes in one message (the web side's cap).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Bytes of one entry a worker takes (the web side's ``max_event_size``).
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+#: Times a message whose retries or dead letters the spool cannot keep goes back to
+#: the broker before its entries are counted as dropped.
+DEFAULT_MAX_REQUEUES = 5
+#: Seconds before such a message comes back the first time; doubled each time.
+DEFAULT_REQUEUE_BACKOFF = 5.0
+#: The longest wait before such a message comes back.
+DEFAULT_REQUEUE_BACKOFF_MAX = 300.0
+
+#: The name under which everything about a backend_name the worker does not have is
+#: counted and dead-lettered (see the module docstring).
+UNKNOWN = "?"
+
+# What the caps allow beyond the web side's limits: the fields a retry adds to an entry
+# (its leaf paths and attempt count).
+_SLACK = 64 * 1024
+# Characters of a sender-chosen value kept in a reason or a log line.
+_SHOWN = 200
 
 
 def stream_for(backend_name: str) -> str:
     """The spool stream of one routing backend's entries, on both sides of the broker."""
     return f"celery:{backend_name}"
+
+
+class Requeue(Exception):
+    """The spool could not keep a message's retries or dead letters: send it back.
+
+    Raised by :func:`deliver` and :func:`deliver_legacy`; the task publishes the
+    message again after ``countdown`` seconds (``Task.retry``), which acknowledges
+    this delivery of it.
+    """
+
+    def __init__(self, message: str, countdown: float, key: str, entries: int) -> None:
+        super().__init__(message)
+        self.countdown = countdown
+        #: The counters (a backend name or :data:`UNKNOWN`) and the entries at stake.
+        self.key = key
+        self.entries = entries
+
+
+def send_back(task: Any, requeue: Requeue) -> None:
+    """Have Celery publish the message again after ``requeue.countdown`` seconds.
+
+    Raises ``celery.exceptions.Retry`` (Celery then acknowledges this delivery). When
+    the copy cannot be published (the broker refuses it), its entries are counted in
+    ``dropped['requeue_failed']`` and this returns: Celery would otherwise reject the
+    message without requeueing it, uncounted.
+    """
+    from celery.exceptions import Retry
+
+    try:
+        task.retry(countdown=requeue.countdown, max_retries=None)
+    except Retry:
+        raise
+    except Exception as exc:
+        # Celery raises Reject(requeue=False) when the broker refuses the copy; a
+        # forged retry count in the message's headers raises TypeError.
+        _counters(requeue.key).incr("dropped", "requeue_failed", amount=requeue.entries)
+        _LOG.error(
+            "requeue-failed",
+            "Dropped a message of %d entries: the spool could not keep it (%s) and it "
+            "could not be sent back (%s: %s)",
+            requeue.entries,
+            requeue,
+            type(exc).__name__,
+            escape(str(exc), _SHOWN),
+        )
 
 
 @dataclass
@@ -94,10 +194,30 @@ class WorkerSettings:
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+    max_message_entries: int = DEFAULT_MAX_MESSAGE_ENTRIES
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    max_requeues: int = DEFAULT_MAX_REQUEUES
+    requeue_backoff: float = DEFAULT_REQUEUE_BACKOFF
+    requeue_backoff_max: float = DEFAULT_REQUEUE_BACKOFF_MAX
 
     def retry_delay(self, attempt: int) -> float:
         """The countdown before retry number ``attempt`` (1 for the first)."""
         return backoff_delay(attempt, self.retry_backoff, self.retry_backoff_max)
+
+    def requeue_delay(self, requeues: int) -> float:
+        """The countdown before a message comes back for the ``requeues``-th time."""
+        return backoff_delay(requeues, self.requeue_backoff, self.requeue_backoff_max)
+
+    @property
+    def entry_limit(self) -> int:
+        """Bytes of one entry taken, with room for the fields a retry adds."""
+        return self.max_event_size + _SLACK
+
+    @property
+    def message_limit(self) -> int:
+        """Bytes of entries taken in one message: a single larger entry travels alone."""
+        return max(self.max_message_bytes, self.max_event_size) + _SLACK
 
 
 # -- counters -------------------------------------------------------------------------
@@ -106,18 +226,20 @@ _COUNTERS: dict[str, Counters] = {}
 _COUNTERS_LOCK = threading.Lock()
 
 
-def _counters(backend_name: str) -> Counters:
+def _counters(key: str) -> Counters:
+    """The counters of a configured backend name, or of :data:`UNKNOWN` (see _known)."""
     with _COUNTERS_LOCK:
-        counters = _COUNTERS.get(backend_name)
+        counters = _COUNTERS.get(key)
         if counters is None:
-            counters = _COUNTERS[backend_name] = Counters(
+            counters = _COUNTERS[key] = Counters(
                 "received",
                 "delivered",
                 "retried",
                 "dead_lettered",
                 "filtered",
                 "spooled",
-                groups=("failed", "dead_letter_reasons"),
+                "requeued",
+                groups=("failed", "dead_letter_reasons", "dropped"),
             )
         return counters
 
@@ -128,8 +250,12 @@ def stats(backend_name: str | None = None) -> dict[str, Any]:
     ``received`` entries; ``delivered`` events every targeted leaf took; ``retried``
     (event, leaf) pairs published again; ``dead_lettered`` dead letters written;
     ``filtered`` events a nested processor dropped; ``spooled`` retries kept in the
-    spool because the broker refused them; ``failed`` leaf errors by leaf path;
-    ``dead_letter_reasons`` by kind.
+    spool because the broker refused them; ``requeued`` messages sent back to the
+    broker because the spool could not keep their retries or dead letters; ``failed``
+    leaf errors by leaf path (``?`` for paths that name no leaf); ``dead_letter_reasons``
+    by kind; ``dropped`` entries lost by reason (``oversize_message``,
+    ``spool_unavailable``). Names the worker's tracker does not have are all counted
+    under :data:`UNKNOWN`.
     """
     if backend_name is not None:
         with _COUNTERS_LOCK:
@@ -143,66 +269,94 @@ def stats(backend_name: str | None = None) -> dict[str, Any]:
 # -- settings -------------------------------------------------------------------------
 
 # Settings for backend names that have no AsyncRoutingBackend of their own (an unknown
-# name, a plain RoutingBackend named by a 4.x message), by name and spool directory.
-_DEFAULTS: dict[tuple[str, str], WorkerSettings] = {}
+# name, a plain RoutingBackend named by a 4.x message), one per spool directory: never
+# one per name, which a message chooses. Each name gets its stream by a cheap copy.
+_DEFAULTS: dict[str, WorkerSettings] = {}
 
 
-def _settings_for(backend_name: str, target: Any) -> WorkerSettings:
+def _settings_for(key: str, target: Any) -> WorkerSettings:
     """The target's own worker settings, or defaults when it is not an async router.
 
-    The defaults keep dead letters in the default spool directory
-    (:func:`~eventtracking.spool.default_spool_dir`) of the worker's host.
+    ``key`` is a configured backend name or :data:`UNKNOWN`. The defaults keep dead
+    letters in the default spool directory (:func:`~eventtracking.spool.default_spool_dir`)
+    of the worker's host.
     """
     own = getattr(target, "worker_settings", None)
     if callable(own):
         settings: WorkerSettings = own()
         return settings
-    directory = default_spool_dir()
-    key = (backend_name, str(directory))
+    directory = str(default_spool_dir())
     with _COUNTERS_LOCK:
-        default = _DEFAULTS.get(key)
+        default = _DEFAULTS.get(directory)
         if default is None:
             from eventtracking._celery_sink import CelerySink
 
-            sink = CelerySink(lambda: backend_name)
-            default = _DEFAULTS[key] = WorkerSettings(
+            # Its publish() takes the name of each message; the callable is unused.
+            sink = CelerySink(lambda: UNKNOWN)
+            default = _DEFAULTS[directory] = WorkerSettings(
                 spool=Spool(directory),
-                stream=stream_for(backend_name),
+                stream=stream_for(UNKNOWN),
                 publish=sink.publish,
                 forget=sink.forget,
             )
+    if key == UNKNOWN:
         return default
+    return dataclasses.replace(default, stream=stream_for(key))
+
+
+def _known(backend_name: Any) -> str:
+    """``backend_name`` when the worker's tracker has a top-level backend by that name,
+    else :data:`UNKNOWN`: what counters and default settings are kept by."""
+    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+
+    if not isinstance(backend_name, str):
+        return UNKNOWN
+    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    if tracker is None or backend_name not in tracker.backends:
+        return UNKNOWN
+    return backend_name
 
 
 # -- delivery -------------------------------------------------------------------------
 
 
-def deliver(backend_name: Any, entries: Any, task_id: str | None = None) -> None:
+def deliver(backend_name: Any, entries: Any, task_id: str | None = None, requeues: int = 0) -> None:
     """Deliver the entries of one ``send_events`` message (see the module docstring).
 
-    Returns once everything is delivered or kept, after taking the message (``task_id``)
-    out of the Redis ledger; raises ``celery.exceptions.Reject`` (requeue) only when
-    the spool cannot keep what must be kept.
+    Returns once everything is delivered or kept (or counted as dropped), after taking
+    the message (``task_id``) out of the Redis ledger. ``requeues`` is how many times
+    the message was sent back already (Celery's ``request.retries``). Raises
+    :class:`Requeue` only when the spool cannot keep what must be kept and the message
+    may come back once more.
     """
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
-        dead_letter_message(backend_name, entries, _shape_problem(backend_name, entries))
+        shape = _shape_problem(backend_name, entries)
+        dead_letter_message(backend_name, entries, shape, requeues=requeues)
         forget(backend_name, task_id)
         return
-    settings: WorkerSettings | None = None
-    with _guard(backend_name, entries):
-        settings = _deliver_texts(backend_name, list(entries))
-    if settings is None:  # dead-lettered whole by the guard
-        forget(backend_name, task_id)
-    else:
-        _forget(settings, task_id)
+    key = _known(backend_name)
+    target, problem = _find_target(backend_name)
+    settings = _settings_for(key, target)
+    counters = _counters(key)
+    texts = list(entries)
+    try:
+        with _guard(backend_name, entries):
+            oversize = _oversize(texts, settings)
+            if oversize is not None:
+                _dead_letter_summary(backend_name, texts, oversize, settings, counters)
+            else:
+                _deliver_texts(backend_name, texts, target, problem, settings, counters)
+    except _KeepFailed as exc:
+        _requeue_or_drop(backend_name, len(texts), exc, settings, counters, requeues)
+    _forget(settings, task_id)
 
 
 def forget(backend_name: Any, task_id: str | None) -> None:
     """Take a message that is dealt with (delivered or kept) out of the Redis ledger."""
     if task_id is None:
         return
-    name = backend_name if isinstance(backend_name, str) else "?"
-    _forget(_settings_for(name, _find_target(name)[0]), task_id)
+    key = _known(backend_name)
+    _forget(_settings_for(key, _find_target(key)[0]), task_id)
 
 
 def _forget(settings: WorkerSettings, task_id: str | None) -> None:
@@ -216,27 +370,82 @@ def _forget(settings: WorkerSettings, task_id: str | None) -> None:
         _LOG.warning(
             "ledger-forget",
             "Could not take delivered message %s out of the Redis ledger: %s: %s",
-            task_id,
+            escape(task_id),
             type(exc).__name__,
-            exc,
+            escape(str(exc)),
         )
 
 
-def deliver_legacy(backend_name: Any, event: Any, message_id: str | None) -> None:
+def deliver_legacy(
+    backend_name: Any, event: Any, message_id: str | None, requeues: int = 0
+) -> None:
     """Deliver the one event of a 4.x ``send_event`` message.
 
     Its id is derived from the message id, which a redelivery keeps, so MongoBackend
-    still stores it once.
+    still stores it once. Raises :class:`Requeue` as :func:`deliver` does.
     """
     if not isinstance(backend_name, str) or not isinstance(event, Mapping):
-        dead_letter_message(backend_name, event, _shape_problem(backend_name, event))
+        shape = _shape_problem(backend_name, event)
+        dead_letter_message(backend_name, event, shape, requeues=requeues)
         return
-    with _guard(backend_name, event):
-        decoded = _wire.decode_event(event)
-        seed = message_id or _wire.new_event_id()
-        event_id = _wire.event_id_from(seed, decoded.get("timestamp"))
-        text = _wire.encode_entry(event_id, _wire.encode_event(decoded))
-        _deliver_texts(backend_name, [text])
+    key = _known(backend_name)
+    target, problem = _find_target(backend_name)
+    settings = _settings_for(key, target)
+    counters = _counters(key)
+    try:
+        with _guard(backend_name, event):
+            decoded = _wire.decode_event(event)
+            seed = message_id if isinstance(message_id, str) else _wire.new_event_id()
+            event_id = _wire.event_id_from(seed, decoded.get("timestamp"))
+            text = _wire.encode_entry(event_id, _wire.encode_event(decoded))
+            oversize = _oversize([text], settings)
+            if oversize is not None:
+                _dead_letter_summary(backend_name, [text], oversize, settings, counters)
+            else:
+                _deliver_texts(backend_name, [text], target, problem, settings, counters)
+    except _KeepFailed as exc:
+        _requeue_or_drop(backend_name, 1, exc, settings, counters, requeues)
+
+
+class _KeepFailed(Exception):
+    """The spool refused what had to be kept; the message goes back or is dropped."""
+
+
+def _requeue_or_drop(
+    backend_name: str,
+    entries: int,
+    problem: _KeepFailed,
+    settings: WorkerSettings,
+    counters: Counters,
+    requeues: int,
+) -> None:
+    """Raise :class:`Requeue` while the message may come back, else count it dropped."""
+    requeues = requeues if isinstance(requeues, int) and requeues >= 0 else 0
+    if requeues < settings.max_requeues:
+        countdown = settings.requeue_delay(requeues + 1)
+        counters.incr("requeued")
+        _LOG.error(
+            "requeue",
+            "Could not keep the retries or dead letters of '%s' (%s); the message comes "
+            "back in %.0f s (%d of %d)",
+            escape(backend_name, _SHOWN),
+            problem,
+            countdown,
+            requeues + 1,
+            settings.max_requeues,
+        )
+        raise Requeue(str(problem), countdown, _known(backend_name), entries)
+    counters.incr("dropped", "spool_unavailable", amount=entries)
+    _LOG.error(
+        "requeue-drop",
+        "Dropped a message of %d entries for '%s': the spool could not keep its retries "
+        "or dead letters after %d attempts (%s); make room in the spool (python -m "
+        "eventtracking spool status)",
+        entries,
+        escape(backend_name, _SHOWN),
+        requeues + 1,
+        problem,
+    )
 
 
 @contextlib.contextmanager
@@ -246,37 +455,111 @@ def _guard(backend_name: str, body: Any) -> Iterator[None]:
     A bug must neither lose the message (Celery would acknowledge the failed task) nor
     loop on it (a requeued message would fail the same way).
     """
-    from celery.exceptions import Reject
-
     try:
         yield
-    except Reject:
+    except _KeepFailed:
         raise
     except Exception as exc:
-        LOG.exception("Delivering a message for %r failed unexpectedly", backend_name)
-        reason = f"delivery failed unexpectedly: {type(exc).__name__}: {exc}"
-        dead_letter_message(backend_name, body, reason, kind="internal_error")
+        _LOG.error(
+            "internal-error",
+            "Delivering a message for '%s' failed unexpectedly",
+            escape(backend_name, _SHOWN),
+            exc_info=exc,
+        )
+        reason = (
+            f"delivery failed unexpectedly: {type(exc).__name__}: {escape(str(exc), 2 * _SHOWN)}"
+        )
+        _dead_letter_whole(backend_name, body, reason, "internal_error")
 
 
-def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
-    counters = _counters(backend_name)
+def _oversize(texts: list[Any], settings: WorkerSettings) -> str | None:
+    """Why a message is over the worker's caps, or None; reads no entry."""
+    if len(texts) > settings.max_message_entries:
+        return (
+            f"{len(texts)} entries, over the worker's max_message_entries="
+            f"{settings.max_message_entries}"
+        )
+    limit = settings.message_limit
+    total = 0
+    for text in texts:
+        total += _size(text, limit - total + 1)
+        if total > limit:
+            return (
+                f"over {limit} bytes of entries, the worker's max_message_bytes="
+                f"{settings.max_message_bytes} (or max_event_size, when larger) plus "
+                f"{_SLACK} for retries"
+            )
+    return None
+
+
+def _size(text: Any, budget: int) -> int:
+    """Bytes of an entry as the broker carried it, counted no further than ``budget``."""
+    if isinstance(text, str):
+        if text.isascii() or len(text) > budget:
+            return len(text)
+        return len(text.encode("utf-8", "surrogatepass"))
+    if isinstance(text, bytes):
+        return len(text)
+    return len(_wire.encode_value(text))
+
+
+def _dead_letter_summary(
+    backend_name: str,
+    texts: list[Any],
+    why: str,
+    settings: WorkerSettings,
+    counters: Counters,
+) -> None:
+    """Keep a message over the caps as one dead letter that describes it."""
     counters.incr("received", amount=len(texts))
-    target, problem = _find_target(backend_name)
-    settings = _settings_for(backend_name, target)
+    counters.incr("dropped", "oversize_message", amount=len(texts))
+    counters.incr("dead_letter_reasons", "oversize_message")
+    first = texts[0] if texts else None
+    detail = (
+        f"{len(texts)} entries; the first begins "
+        f"{escape(first if isinstance(first, str) else repr(first)[:_SHOWN], _SHOWN)}"
+    )
+    reason = (
+        f"message for '{escape(backend_name, _SHOWN)}' too large for this worker ({why}); "
+        "its entries are not kept: publish smaller messages or raise the worker's limits"
+    )
+    _finish(backend_name, settings, counters, [(None, reason, detail)], {})
+
+
+def _deliver_texts(
+    backend_name: str,
+    texts: list[Any],
+    target: Any,
+    problem: str | None,
+    settings: WorkerSettings,
+    counters: Counters,
+) -> None:
+    counters.incr("received", amount=len(texts))
     dead: list[tuple[bytes | None, str, str | None]] = []
     retries: dict[int, list[str]] = {}
     if problem is not None:
         for text in texts:
-            dead.append((_as_bytes(text), problem, None))
+            dead.append((_as_bytes(text, settings), problem, None))
         counters.incr("dead_letter_reasons", "unknown_backend", amount=len(texts))
         _finish(backend_name, settings, counters, dead, retries)
-        return settings
+        return
     batch = Batch(counters)
+    limit = settings.entry_limit
     for text in texts:
+        # Four bytes a character at most: most entries need no closer look.
+        if (not isinstance(text, str) or len(text) * 4 > limit) and _size(text, limit + 1) > limit:
+            reason = (
+                f"entry over {limit} bytes, the worker's max_event_size="
+                f"{settings.max_event_size} plus {_SLACK} for retries"
+            )
+            dead.append((_as_bytes(text, settings), reason, None))
+            counters.incr("dead_letter_reasons", "oversize_entry")
+            continue
         try:
             entry = _wire.decode_entry(text)
         except _wire.MalformedEntry as exc:
-            dead.append((_as_bytes(text), f"malformed entry: {exc}", None))
+            reason = f"malformed entry: {escape(str(exc), 2 * _SHOWN)}"
+            dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
         batch.outcomes.append(deliver_entry(target, entry, batch))
@@ -284,7 +567,6 @@ def _deliver_texts(backend_name: str, texts: list[Any]) -> WorkerSettings:
     for outcome in batch.outcomes:
         settle(outcome, settings, counters, dead, retries)
     _finish(backend_name, settings, counters, dead, retries)
-    return settings
 
 
 def _find_target(backend_name: str) -> tuple[Any, str | None]:
@@ -302,9 +584,9 @@ def _find_target(backend_name: str) -> tuple[Any, str | None]:
     if target is None:
         names = ", ".join(repr(name) for name in tracker.backends) or "none"
         return None, (
-            f"unknown backend_name {backend_name!r}: the worker's tracker has the top-level "
-            f"backends {names}; set backend_name to the key of the AsyncRoutingBackend in "
-            "EVENT_TRACKING_BACKENDS"
+            f"unknown backend_name '{escape(backend_name, _SHOWN)}': the worker's tracker "
+            f"has the top-level backends {names}; set backend_name to the key of the "
+            "AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
         )
     if not isinstance(getattr(target, "backends", None), Mapping):
         return None, (
@@ -321,31 +603,34 @@ def _finish(
     dead: list[tuple[bytes | None, str, str | None]],
     retries: dict[int, list[str]],
 ) -> None:
-    """Publish the retries and write the dead letters; reject the message if neither can be kept."""
+    """Publish the retries and write the dead letters; raise _KeepFailed if neither can
+    be kept."""
     problems: list[str] = []
+    shown = escape(backend_name, _SHOWN)
     for attempt, texts in sorted(retries.items()):
-        try:
-            settings.publish(backend_name, texts, settings.retry_delay(attempt))
-        except Exception as exc:
-            _LOG.warning(
-                "retry-publish",
-                "Could not publish %d retry(ies) for %r (%s: %s); they wait in the spool",
-                len(texts),
-                backend_name,
-                type(exc).__name__,
-                exc,
-            )
+        for chunk in _chunks(texts, settings.max_message_bytes):
             try:
-                settings.spool.append(settings.stream, [text.encode("utf-8") for text in texts])
-            except Exception as spool_exc:
-                problems.append(f"retries: {type(spool_exc).__name__}: {spool_exc}")
-            else:
-                counters.incr("spooled", amount=len(texts))
-                if settings.replay is not None:
-                    settings.replay()  # the publisher sends them when the broker is back
+                settings.publish(backend_name, chunk, settings.retry_delay(attempt))
+            except Exception as exc:
+                _LOG.warning(
+                    "retry-publish",
+                    "Could not publish %d retry(ies) for '%s' (%s: %s); they wait in the spool",
+                    len(chunk),
+                    shown,
+                    type(exc).__name__,
+                    escape(str(exc), 2 * _SHOWN),
+                )
+                try:
+                    settings.spool.append(settings.stream, [text.encode("utf-8") for text in chunk])
+                except Exception as spool_exc:
+                    problems.append(f"retries: {type(spool_exc).__name__}: {spool_exc}")
+                else:
+                    counters.incr("spooled", amount=len(chunk))
+                    if settings.replay is not None:
+                        settings.replay()  # the publisher sends them when the broker is back
     if dead:
         for _payload, reason, _detail in dead:
-            _LOG.warning("dead-letter", "Dead letter for %r: %s", backend_name, reason)
+            _LOG.warning("dead-letter", "Dead letter for '%s': %s", shown, escape(reason, 1000))
         try:
             settings.spool.add_dead_letters(settings.stream, dead)
         except Exception as exc:
@@ -353,15 +638,22 @@ def _finish(
         else:
             counters.incr("dead_lettered", amount=len(dead))
     if problems:
-        from celery.exceptions import Reject
+        msg = f"the spool {settings.spool.path} refused them: {escape('; '.join(problems), 1000)}"
+        raise _KeepFailed(msg)
 
-        msg = (
-            f"could not keep the retries or dead letters of {backend_name!r} in the spool "
-            f"{settings.spool.path} ({'; '.join(problems)}); the message goes back to the "
-            "queue"
-        )
-        LOG.error(msg)
-        raise Reject(msg, requeue=True)
+
+def _chunks(texts: list[str], limit: int) -> Iterator[list[str]]:
+    """``texts`` in messages of at most ``limit`` characters (a larger text alone)."""
+    chunk: list[str] = []
+    size = 0
+    for text in texts:
+        if chunk and size + len(text) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(text)
+        size += len(text)
+    if chunk:
+        yield chunk
 
 
 def _shape_problem(backend_name: Any, body: Any) -> str:
@@ -372,24 +664,47 @@ def _shape_problem(backend_name: Any, body: Any) -> str:
     )
 
 
-def dead_letter_message(backend_name: Any, body: Any, reason: str, kind: str = "malformed") -> None:
+def dead_letter_message(
+    backend_name: Any, body: Any, reason: str, kind: str = "malformed", requeues: int = 0
+) -> None:
     """Keep a whole message as one dead letter: its arguments, as JSON, and why.
 
     It goes to the spool of ``backend_name`` when that names a backend, else to the
-    default spool under the name ``?``.
+    default spool in the stream of :data:`UNKNOWN`. A message too large to keep is
+    kept as a summary. Raises :class:`Requeue` as :func:`deliver` does.
     """
-    name = backend_name if isinstance(backend_name, str) else "?"
-    counters = _counters(name)
+    try:
+        _dead_letter_whole(backend_name, body, reason, kind)
+    except _KeepFailed as exc:
+        key = _known(backend_name)
+        settings = _settings_for(key, _find_target(key)[0])
+        _requeue_or_drop(key, 1, exc, settings, _counters(key), requeues)
+
+
+def _dead_letter_whole(backend_name: Any, body: Any, reason: str, kind: str) -> None:
+    key = _known(backend_name)
+    counters = _counters(key)
     counters.incr("received")
-    payload = _wire.encode_value([backend_name, body]).encode("utf-8")
     counters.incr("dead_letter_reasons", kind)
-    settings = _settings_for(name, _find_target(name)[0])
-    _finish(name, settings, counters, [(payload, reason, None)], {})
+    settings = _settings_for(key, _find_target(key)[0])
+    payload: bytes | None = _wire.encode_value([backend_name, body]).encode(
+        "utf-8", "surrogatepass"
+    )
+    detail = None
+    if payload is not None and len(payload) > settings.message_limit:
+        detail = f"{len(payload)} bytes of JSON, over the worker's limit, not kept"
+        payload = None
+    if key == UNKNOWN and isinstance(backend_name, str):
+        reason = f"{reason} (backend_name '{escape(backend_name, _SHOWN)}')"
+    _finish(key, settings, counters, [(payload, reason, detail)], {})
 
 
-def _as_bytes(text: Any) -> bytes:
+def _as_bytes(text: Any, settings: WorkerSettings) -> bytes | None:
+    """An entry as a dead letter's payload; None (with no payload) when over the cap."""
     if isinstance(text, bytes):
-        return text
-    if isinstance(text, str):
-        return text.encode("utf-8", "surrogatepass")
-    return _wire.encode_value(text).encode("utf-8")
+        payload = text
+    elif isinstance(text, str):
+        payload = text.encode("utf-8", "surrogatepass")
+    else:
+        payload = _wire.encode_value(text).encode("utf-8", "surrogatepass")
+    return payload if len(payload) <= settings.message_limit else None

@@ -18,18 +18,38 @@ Keys (under the transport's ``global_keyprefix``): ``eventtracking.ledger`` (a h
 task id -> record) and ``eventtracking.ledger.due`` (a sorted set of task id -> the
 time it should have run by), and ``eventtracking.ledger.sweep`` (a short lock, so that
 one worker sweeps at a time).
+
+Anyone who can write to Redis can write to the ledger, so a sweep trusts no record:
+each is checked on its own (``queue`` and ``backend_name`` strings, ``texts`` a list of
+strings), and one that fails is dropped from the ledger, logged (rate limited) and
+counted in :func:`stats` (``invalid``), while the others are swept as usual. A record
+due further ahead than :data:`LEDGER_TTL` is dropped too (``too_far_ahead``): no
+message waits that long. Both keys expire :data:`LEDGER_TTL` after the last message
+was recorded, so the ledger of a deployment that stopped publishing goes away.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEDGER_KEY", "LedgerRecord", "RedisLedger", "unacked_task_ids"]
+from eventtracking._escape import escape
+from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._stats import Counters
+
+__all__ = ["LEDGER_KEY", "LEDGER_TTL", "LedgerRecord", "RedisLedger", "stats", "unacked_task_ids"]
+
+_LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
+_COUNTERS = Counters("invalid", "too_far_ahead")
+
+#: Seconds the ledger's keys live after the last message was recorded (7 days); also
+#: the furthest ahead a record may be due.
+LEDGER_TTL = 7 * 24 * 3600
 
 LEDGER_KEY = "eventtracking.ledger"
 _DUE_KEY = LEDGER_KEY + ".due"
@@ -64,6 +84,8 @@ class RedisLedger:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._ledger, task_id, value)
         pipe.zadd(self._due, {task_id: due})
+        pipe.expire(self._ledger, LEDGER_TTL)
+        pipe.expire(self._due, LEDGER_TTL)
         pipe.execute()
 
     def forget(self, task_id: str) -> None:
@@ -95,9 +117,16 @@ class RedisLedger:
 
         A message counts as lost only when its queue is empty (FIFO: it is not waiting
         behind others) and no unacknowledged message has its task id (no worker holds
-        it). Malformed records are dropped from the ledger.
+        it). Records that are not what :meth:`record` writes are dropped from the ledger
+        and counted (see the module docstring).
         """
         now = time.time() if now is None else now
+        far = int(self.client.zremrangebyscore(self._due, f"({now + LEDGER_TTL}", "+inf"))
+        if far:
+            _COUNTERS.incr("too_far_ahead", amount=far)
+            _LOG.warning(
+                "ledger-far", "Dropped %d ledger record(s) due over %d s ahead", far, LEDGER_TTL
+            )
         task_ids = [
             tid.decode() if isinstance(tid, bytes) else str(tid)
             for tid in self.client.zrangebyscore(self._due, 0, now - grace, start=0, num=limit)
@@ -106,13 +135,12 @@ class RedisLedger:
             return []
         records: list[LedgerRecord] = []
         for task_id, raw in zip(task_ids, self.client.hmget(self._ledger, task_ids), strict=True):
-            try:
-                value = json.loads(raw)
-                record = LedgerRecord(
-                    task_id, value["queue"], value["backend_name"], value["texts"]
-                )
-            except (TypeError, ValueError, KeyError):
-                self.forget(task_id)  # delivered meanwhile (raw is None), or not ours
+            if raw is None:
+                self.forget(task_id)  # delivered meanwhile
+                continue
+            record = _parse(task_id, raw)
+            if record is None:
+                self.forget(task_id)
                 continue
             records.append(record)
         empty: dict[str, bool] = {}
@@ -123,6 +151,45 @@ class RedisLedger:
             return []
         held = set(unacked_task_ids())
         return [record for record in candidates if record.task_id not in held]
+
+
+def stats() -> dict[str, object]:
+    """Ledger records this process dropped: ``invalid`` ones (not what ``record``
+    writes) and ``too_far_ahead`` (due over :data:`LEDGER_TTL` from now)."""
+    return _COUNTERS.snapshot()
+
+
+def _parse(task_id: str, raw: Any) -> LedgerRecord | None:
+    """The record ``raw`` holds, or None (logged and counted) when it is not one."""
+    problem: str | None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError, RecursionError) as exc:
+        problem = f"not JSON ({type(exc).__name__})"
+    else:
+        problem = _record_problem(value)
+        if problem is None:
+            return LedgerRecord(task_id, value["queue"], value["backend_name"], value["texts"])
+    _COUNTERS.incr("invalid")
+    _LOG.warning(
+        "ledger-invalid",
+        "Dropped ledger record %s: %s; the ledger holds only what publishers record",
+        escape(task_id, 100),
+        problem,
+    )
+    return None
+
+
+def _record_problem(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    for name in ("queue", "backend_name"):
+        if not isinstance(value.get(name), str):
+            return f"its {name} is a {type(value.get(name)).__name__}, not a string"
+    texts = value.get("texts")
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        return "its texts are not a list of strings"
+    return None
 
 
 def unacked_task_ids(client: Any, key: str) -> Iterable[str]:

@@ -39,6 +39,13 @@ What protects the spool:
   the fresh file.
 * **Size.** Adding rows is refused with :class:`SpoolFullError` (and counted) when the
   database would hold more than ``max_bytes``, and when the disk is nearly full.
+* **Dead letters give way.** Undelivered rows matter more than dead letters, which
+  anyone who can write to a broker can cause: when new rows (pending or dead) would
+  take the database over ``max_bytes``, the oldest dead letters are deleted to make
+  room, and counted in :meth:`Spool.stats` (``dead_letters_evicted``). Pending rows are
+  never deleted for room. Dead letters older than ``dead_letter_max_age`` (30 days;
+  None keeps them) are deleted too, checked at most once a minute while dead letters
+  are added, and counted (``dead_letters_expired``).
 * **Draining a full disk.** The spool never fills the disk itself: it stops adding
   rows while fewer than ``reserve_bytes`` are free. And it keeps a reserve of as many
   bytes beside it, given back when claiming or acknowledging rows finds the disk full
@@ -79,6 +86,7 @@ from eventtracking._stats import Counters
 UnsafeSpoolError.__module__ = __name__
 
 __all__ = [
+    "DEFAULT_DEAD_LETTER_MAX_AGE",
     "DEFAULT_LEASE",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_RESERVE_BYTES",
@@ -106,6 +114,15 @@ DEFAULT_LEASE = 300.0
 #: The most the spool database holds before adding rows is refused: 1 GiB, about a
 #: million events of 1 KB.
 DEFAULT_MAX_BYTES = 1 << 30
+
+#: Seconds a dead letter is kept before it is deleted (and counted): 30 days.
+DEFAULT_DEAD_LETTER_MAX_AGE = 30 * 24 * 3600.0
+
+# Seconds between two looks for expired dead letters (a scan of the table).
+_EXPIRY_INTERVAL = 60.0
+# Dead letters looked at per round of eviction, and rounds before refusing.
+_EVICT_BATCH = 1000
+_EVICT_ROUNDS = 4
 
 #: Disk kept back for draining (see :mod:`eventtracking._disk_reserve`): twice what
 #: the write-ahead log grows to between two checkpoints of SQLite's default settings.
@@ -232,6 +249,7 @@ class Spool:
         lease: float = DEFAULT_LEASE,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        dead_letter_max_age: float | None = DEFAULT_DEAD_LETTER_MAX_AGE,
     ) -> None:
         if lease <= 0:
             msg = f"lease must be a positive number of seconds, got {lease!r}"
@@ -247,12 +265,30 @@ class Spool:
                 f"{reserve_bytes!r}"
             )
             raise ValueError(msg)
+        if dead_letter_max_age is not None and (
+            isinstance(dead_letter_max_age, bool)
+            or not isinstance(dead_letter_max_age, (int, float))
+            or not dead_letter_max_age > 0
+        ):
+            msg = (
+                "dead_letter_max_age must be a positive number of seconds, or None to keep "
+                f"dead letters until purged, got {dead_letter_max_age!r}"
+            )
+            raise ValueError(msg)
+        self.dead_letter_max_age = dead_letter_max_age
+        self._next_expiry = 0.0
         self.directory = Path(directory)
         self.path = self.directory / SPOOL_FILENAME
         self.lease = lease
         self.max_bytes = max_bytes
         self._reserve = DiskReserve(self.directory / RESERVE_FILENAME, reserve_bytes)
-        self._counters = Counters("moved_aside", "reserve_released", groups=("refused",))
+        self._counters = Counters(
+            "moved_aside",
+            "reserve_released",
+            "dead_letters_evicted",
+            "dead_letters_expired",
+            groups=("refused",),
+        )
         self._db = SpoolDatabase(self.directory, self.path, self._reserve, self._counters)
 
     def __repr__(self) -> str:
@@ -275,7 +311,8 @@ class Spool:
     def stats(self) -> dict[str, Any]:
         """Counters of this process: ``refused`` rows by reason (``max_bytes``, ``disk``),
         ``moved_aside`` corrupt files, ``reserve_released`` times the disk reserve was
-        given back."""
+        given back, ``dead_letters_evicted`` (deleted to make room) and
+        ``dead_letters_expired`` (older than ``dead_letter_max_age``)."""
         return self._counters.snapshot()
 
     def close(self) -> None:
@@ -314,27 +351,55 @@ class Spool:
 
     def _admit_size(
         self, conn: sqlite3.Connection, incoming: int, rows: int, file_size: int
-    ) -> None:
+    ) -> int:
         """Refuse ``rows`` of ``incoming`` bytes that would take the database over max_bytes.
 
         ``file_size`` is the size of the database file, from the write transaction.
+        The oldest dead letters are deleted first to make room; returns how many (to be
+        counted once the transaction commits: a refusal rolls the deletion back).
         """
         if self.max_bytes is None:
-            return
+            return 0
         # A cheap bound first: the pages in use never exceed the database file plus its
         # write-ahead log, which holds every page the file does not have yet.
         if file_size + self._db.wal_size() + incoming <= self.max_bytes:
-            return
+            return 0
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        used = (pages - free) * page_size
+        used = _used_bytes(conn, page_size)
+        evicted = 0
+        rounds = _EVICT_ROUNDS if incoming <= self.max_bytes else 0
+        for _round in range(rounds):
+            if used + incoming <= self.max_bytes:
+                break
+            # A little more than the shortfall: deleted rows free whole pages only.
+            freed = _evict_dead_letters(conn, used + incoming - self.max_bytes + 4 * page_size)
+            if not freed:
+                break
+            evicted += freed
+            used = _used_bytes(conn, page_size)
         if used + incoming > self.max_bytes:
             why = (
                 f"it holds {used} bytes of its limit of {self.max_bytes} "
                 "(spool_max_bytes); they are kept until delivery makes room, or raise the limit"
             )
             raise self._refused("max_bytes", rows, why)
+        return evicted
+
+    def _expire_dead_letters(self, conn: sqlite3.Connection, now: float) -> int:
+        """Delete dead letters older than dead_letter_max_age (at most once a minute)."""
+        if self.dead_letter_max_age is None or time.monotonic() < self._next_expiry:
+            return 0
+        self._next_expiry = time.monotonic() + _EXPIRY_INTERVAL
+        cursor = conn.execute(
+            "DELETE FROM dead_letters WHERE created < ?", (now - self.dead_letter_max_age,)
+        )
+        return max(cursor.rowcount, 0)
+
+    def _count_freed(self, evicted: int, expired: int) -> None:
+        if evicted:
+            self._counters.incr("dead_letters_evicted", amount=evicted)
+        if expired:
+            self._counters.incr("dead_letters_expired", amount=expired)
 
     # -- producing ----------------------------------------------------------------------
 
@@ -360,7 +425,7 @@ class Spool:
         self._admit(len(rows), incoming)
         try:
             with self._db.write(conn) as file_size:
-                self._admit_size(conn, incoming, len(rows), file_size)
+                evicted = self._admit_size(conn, incoming, len(rows), file_size)
                 conn.executemany(
                     "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
                 )
@@ -368,6 +433,7 @@ class Spool:
             if not is_full(exc):
                 raise
             raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
+        self._count_freed(evicted, 0)
         return len(rows)
 
     # -- consuming ----------------------------------------------------------------------
@@ -510,7 +576,8 @@ class Spool:
         self._admit(len(rows), incoming)
         try:
             with self._db.write(conn) as file_size:
-                self._admit_size(conn, incoming, len(rows), file_size)
+                expired = self._expire_dead_letters(conn, rows[0][4])
+                evicted = self._admit_size(conn, incoming, len(rows), file_size)
                 conn.executemany(
                     "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -520,6 +587,7 @@ class Spool:
             if not is_full(exc):
                 raise
             raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
+        self._count_freed(evicted, expired)
         return len(rows)
 
     @_recovering()
@@ -627,6 +695,32 @@ class Spool:
         if conn is None:
             return None
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def _used_bytes(conn: sqlite3.Connection, page_size: int) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
+def _evict_dead_letters(conn: sqlite3.Connection, need: int) -> int:
+    """Delete the oldest dead letters holding about ``need`` bytes; returns how many."""
+    rows = conn.execute(
+        "SELECT id, COALESCE(length(payload), 0) + COALESCE(length(detail), 0) "
+        "+ length(reason) + 2 * length(stream) FROM dead_letters ORDER BY id LIMIT ?",
+        (_EVICT_BATCH,),
+    ).fetchall()
+    if not rows:
+        return 0
+    total = 0
+    last = rows[-1][0]
+    for row_id, size in rows:
+        total += size + _ROW_OVERHEAD
+        if total >= need:
+            last = row_id
+            break
+    cursor = conn.execute("DELETE FROM dead_letters WHERE id <= ?", (last,))
+    return max(cursor.rowcount, 0)
 
 
 def _is_int(value: Any, *, minimum: int) -> bool:

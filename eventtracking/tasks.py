@@ -31,10 +31,12 @@ from eventtracking._celery_sink import LEGACY_TASK_NAME, TASK_NAME, import_celer
 from eventtracking._celery_worker import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF,
+    Requeue,
     dead_letter_message,
     deliver,
     deliver_legacy,
     forget,
+    send_back,
     stats,
 )
 from eventtracking._signing import check_task
@@ -93,12 +95,17 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
     AsyncRoutingBackend publishes it.
     """
     backend_name, entries, problem = _arguments(args, kwargs, ("backend_name", "entries"))
-    if problem is not None:
-        dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
-        forget(backend_name, self.request.id)
-        return
-    if check_task(self, backend_name, entries):
-        deliver(backend_name, entries, self.request.id)
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            forget(backend_name, self.request.id)
+            return
+        if check_task(self, backend_name, entries):
+            deliver(backend_name, entries, self.request.id, requeues)
+    except Requeue as requeue:
+        send_back(self, requeue)
 
 
 @shared_task(name=LEGACY_TASK_NAME, **_TASK_OPTIONS)
@@ -111,11 +118,16 @@ def send_event(self: Any, *args: Any, **kwargs: Any) -> None:
     from the message id, so a redelivered message is stored once in MongoDB.
     """
     backend_name, event, problem = _arguments(args, kwargs, ("backend_name", "processed_event"))
-    if problem is not None:
-        dead_letter_message(backend_name, {"args": args, "kwargs": kwargs}, problem)
-        return
-    if check_task(self, backend_name, event, legacy=True):
-        deliver_legacy(backend_name, event, self.request.id)
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            return
+        if check_task(self, backend_name, event, legacy=True):
+            deliver_legacy(backend_name, event, self.request.id, requeues)
+    except Requeue as requeue:
+        send_back(self, requeue)
 
 
 @signals.worker_ready.connect(weak=False)

@@ -517,18 +517,26 @@ def test_nested_routers_run_their_processors_on_the_worker(
 def test_an_unknown_backend_name_is_a_dead_letter_at_once(
     make_router: MakeRouter, worker: Any, spool_home: Path
 ) -> None:
-    """A message for a name the worker's tracker lacks is kept, with the names it has."""
+    """A message for a name the worker's tracker lacks is kept, with the names it has,
+    in the one stream (and under the one counter) of every unknown name."""
     memory = InMemoryBackend()
     router = make_router(backends={"memory": memory})
     name = f"missing{next(_names)}"
     entry = _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "x"}))
+    before = _celery_worker.stats(_celery_worker.UNKNOWN).get("dead_lettered", 0)
     router._retry_sink.publish(name, [entry])
     spool = Spool(spool_home / "eventtracking" / "spool")
-    (letter,) = wait_until(lambda: spool.dead_letters(_celery_worker.stream_for(name)))
+    stream = _celery_worker.stream_for(_celery_worker.UNKNOWN)
+
+    def letters() -> list[Any]:
+        return [letter for letter in spool.dead_letters(stream) if name in letter.reason]
+
+    (letter,) = wait_until(letters)
     assert f"unknown backend_name {name!r}" in letter.reason
     assert repr(router.backend_name) in letter.reason
     assert letter.payload == entry.encode()
-    assert _celery_worker.stats(name)["dead_lettered"] == 1
+    assert _celery_worker.stats(_celery_worker.UNKNOWN)["dead_lettered"] == before + 1
+    assert _celery_worker.stats(name) == {}
 
 
 def test_a_malformed_entry_is_dead_lettered_alone_and_its_batch_is_delivered(

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
 
-from eventtracking import _wire, tracker
-from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger
+from eventtracking import _redis_ledger, _wire, tracker
+from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, RedisLedger
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 
@@ -170,3 +170,54 @@ def test_a_message_kept_as_a_dead_letter_leaves_the_ledger(
             router._retry_sink.publish("ledgered", "not a list")  # type: ignore[arg-type]
         wait_until(lambda: ledger_size(app) == 0)
     assert router._retry_sink.sweep(0.0) == 0
+
+
+# -- records written by someone else ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps({"queue": [1], "backend_name": "ledgered", "texts": []}),
+        json.dumps({"queue": "q", "backend_name": 7, "texts": []}),
+        json.dumps({"queue": "q", "backend_name": "ledgered", "texts": [1]}),
+        json.dumps(["not", "an", "object"]),
+        "{not json",
+    ],
+)
+def test_a_poisoned_ledger_record_is_dropped_and_counted_and_the_sweep_goes_on(
+    app: Any, router: AsyncRoutingBackend, raw: str
+) -> None:
+    """One record that is not what publishers write is dropped from the ledger and
+    counted; the genuinely lost message beside it is still published again."""
+    memory = router.backends["memory"]
+    router._sink.publish("ledgered", entries(2))
+    client = redis_client(app)
+    assert client.rpop(prefix(app) + app.conf.task_default_queue) is not None  # lost
+    ledger_key = prefix(app) + LEDGER_KEY
+    client.hset(ledger_key, "poison", raw)
+    client.zadd(ledger_key + ".due", {"poison": time.time() - 100})
+    before = _redis_ledger.stats()["invalid"]
+    with in_process_worker(app):
+        assert router._retry_sink.sweep(0.0) == 2
+        wait_until(lambda: len(memory.snapshot()) == 2)
+    assert _redis_ledger.stats()["invalid"] == before + 1
+    assert client.hget(ledger_key, "poison") is None
+    assert router.stats()["ledger"]["invalid"] == before + 1
+
+
+def test_ledger_keys_expire_and_records_due_too_far_ahead_are_dropped(redis_url: str) -> None:
+    """Both keys carry a TTL of LEDGER_TTL; a record due further ahead than that is
+    dropped by the next sweep, and counted."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "t:")
+    now = time.time()
+    ledger.record("far", "q", "b", ["x"], due=now + 10 * LEDGER_TTL)
+    assert 0 < client.ttl("t:" + LEDGER_KEY) <= LEDGER_TTL
+    assert 0 < client.ttl("t:" + LEDGER_KEY + ".due") <= LEDGER_TTL
+    before = _redis_ledger.stats()["too_far_ahead"]
+    ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
+    assert client.zscore("t:" + LEDGER_KEY + ".due", "far") is None
+    assert _redis_ledger.stats()["too_far_ahead"] == before + 1

@@ -746,3 +746,34 @@ def test_without_a_checkpointing_thread_writers_keep_the_log_bounded(tmp_path: P
         largest = max(largest, _wal_bytes(spool))
     assert largest < 12 << 20
     assert spool.pending_count("s") == 5_000
+
+
+# -- dead letters give way and expire ------------------------------------------------
+
+
+def test_junk_dead_letters_give_way_to_new_rows(tmp_path: Path) -> None:
+    """A spool filled with dead letters (as a broker writer can fill it) still takes
+    undelivered rows and new dead letters: the oldest letters go, and are counted."""
+    spool = Spool(tmp_path / "spool", max_bytes=200_000)
+    for _ in range(100):  # 400 KB of letters for a spool of 200 KB
+        try:
+            spool.add_dead_letters("celery:?", [(b"j" * 4_000, "junk", None)])
+        except SpoolFullError:
+            break
+    assert spool.append("celery:real", [b"r" * 4_000]) == 1
+    assert spool.add_dead_letters("celery:real", [(b"d" * 4_000, "real letter", None)]) == 1
+    assert spool.stats()["dead_letters_evicted"] >= 2
+    assert spool.pending_count("celery:real") == 1
+    assert [letter.reason for letter in spool.dead_letters("celery:real")] == ["real letter"]
+
+
+def test_dead_letters_expire_after_dead_letter_max_age(tmp_path: Path) -> None:
+    """A dead letter older than 30 days is deleted when a process next adds letters
+    (each looks at most once a minute), and counted as expired; younger ones stay."""
+    Spool(tmp_path / "spool").add_dead_letters("s", [(b"old", "old", None)])
+    with sqlite3.connect(tmp_path / "spool" / "eventtracking-spool.sqlite3") as conn:
+        conn.execute("UPDATE dead_letters SET created = created - 31 * 86400")
+    spool = Spool(tmp_path / "spool")
+    spool.add_dead_letters("s", [(b"new", "new", None)])
+    assert [letter.reason for letter in spool.dead_letters("s")] == ["new"]
+    assert spool.stats()["dead_letters_expired"] == 1

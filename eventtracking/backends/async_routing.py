@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking import _celery_worker, _signing, _wire
+from eventtracking import _celery_worker, _redis_ledger, _signing, _wire
 from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._celery_sink import CelerySink, import_celery
 from eventtracking._delivery_api import deadline_for, remaining
@@ -95,6 +95,9 @@ class AsyncRoutingBackend(RoutingBackend):
       each time up to ``retry_backoff_max`` (600 s), with jitter;
     * ``delivery_timeout`` (30 s): how long a batch waits for its leaves to confirm
       (``flush()``) before those that did not are retried.
+    * ``max_event_size`` and ``max_message_bytes`` cap what a worker takes too, and
+      ``max_message_entries`` (10,000) the entries of one message: a larger message
+      is one dead letter that describes it (see :mod:`eventtracking._celery_worker`).
     * ``ledger`` (True; Redis brokers only): record each message in Redis until a
       worker delivered it, so that workers find a message Redis lost on its way to them
       (a crash between ``BRPOP`` and kombu's bookkeeping) and publish it again
@@ -140,6 +143,7 @@ class AsyncRoutingBackend(RoutingBackend):
         exit_timeout: float = 5.0,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_entries: int = _celery_worker.DEFAULT_MAX_MESSAGE_ENTRIES,
         max_retries: int = _celery_worker.DEFAULT_MAX_RETRIES,
         retry_backoff: float = _celery_worker.DEFAULT_RETRY_BACKOFF,
         retry_backoff_max: float = _celery_worker.DEFAULT_RETRY_BACKOFF_MAX,
@@ -167,9 +171,11 @@ class AsyncRoutingBackend(RoutingBackend):
         for name, value in (
             ("max_event_size", max_event_size),
             ("max_message_bytes", max_message_bytes),
+            ("max_message_entries", max_message_entries),
         ):
             if not is_count(value):
-                msg = f"{name} must be a positive int (bytes), got {value!r}"
+                unit = "entries" if name == "max_message_entries" else "bytes"
+                msg = f"{name} must be a positive int ({unit}), got {value!r}"
                 raise ImproperlyConfigured(msg)
         if not is_count(max_retries, minimum=0):
             msg = f"max_retries must be an int >= 0, got {max_retries!r}"
@@ -183,6 +189,8 @@ class AsyncRoutingBackend(RoutingBackend):
         #: The keys messages are signed with (the first) and checked against (all).
         self.signing_keys = keys
         self.max_event_size = max_event_size
+        self.max_message_bytes = max_message_bytes
+        self.max_message_entries = max_message_entries
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
         self.retry_backoff_max = float(retry_backoff_max)
@@ -307,6 +315,9 @@ class AsyncRoutingBackend(RoutingBackend):
             retry_backoff=self.retry_backoff,
             retry_backoff_max=self.retry_backoff_max,
             delivery_timeout=self.delivery_timeout,
+            max_message_entries=self.max_message_entries,
+            max_message_bytes=self.max_message_bytes,
+            max_event_size=self.max_event_size,
         )
 
     def _replay_soon(self) -> None:
@@ -395,8 +406,9 @@ class AsyncRoutingBackend(RoutingBackend):
         spool), ``spooled``, ``queued``, ``queue_size``. Worker side: ``delivered``
         (events every targeted leaf took), ``retried`` ((event, leaf) pairs published
         again), ``filtered`` by nested processors. ``dead_lettered`` counts both sides.
-        ``dropped`` and ``failed`` are by reason, as for every router; ``publisher``
-        and ``worker`` hold each side's full counters, ``backends`` the nested ones'.
+        ``dropped`` (both sides) and ``failed`` are by reason, as for every router;
+        ``publisher`` and ``worker`` hold each side's full counters, ``backends`` the
+        nested ones', ``ledger`` the Redis ledger records this process dropped.
         ``ledger_left_behind``: on a worker with ``ledger=False``, the records of this
         backend it found in the Redis ledger (web nodes with ``ledger=True`` wrote them,
         and nothing removes them; a warning says so); None when it has not looked.
@@ -406,6 +418,7 @@ class AsyncRoutingBackend(RoutingBackend):
         name = self._name_for_worker() or self.backend_name
         worker = _celery_worker.stats(name)
         merge_into(result, {"dropped": publisher.get("dropped", {})})
+        merge_into(result, {"dropped": worker.get("dropped", {})})
         result.update(
             published=publisher["stored"] + publisher.get("eager", 0),
             replayed=publisher["replayed"],
@@ -420,6 +433,7 @@ class AsyncRoutingBackend(RoutingBackend):
             ledger_left_behind=self._ledger_left_behind,
             publisher=publisher,
             worker=worker,
+            ledger=_redis_ledger.stats(),
         )
         return result
 

@@ -139,11 +139,20 @@ def parse_timestamp(value: Any) -> datetime.datetime:
     encoder does). A string may be any ISO 8601 date-time: with ``T`` or a space, with
     or without a fraction of a second, ending in ``Z``, ``+HH:MM``, ``+HHMM`` or
     nothing (UTC). 4.x accepted only ``%Y-%m-%dT%H:%M:%S.%f%z`` and lost the others.
+    An aware datetime whose UTC time is outside ``datetime``'s range (year 1 to 9999)
+    is a ValueError too, as is any value whose own ``repr`` fails.
     """
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=_UTC)
-        return value.astimezone(_UTC)
+        try:
+            return value.astimezone(_UTC)
+        except OverflowError:
+            msg = (
+                f"timestamp {value.isoformat()} is out of range in UTC (before year 1 or "
+                "after 9999); emit events with a timezone-aware datetime in range"
+            )
+            raise ValueError(msg) from None
     if isinstance(value, str):
         parsed = _parse_iso(value.strip())
         if parsed is not None:
@@ -154,8 +163,8 @@ def parse_timestamp(value: Any) -> datetime.datetime:
         )
         raise ValueError(msg)
     msg = (
-        f"timestamp {value!r} ({type(value).__name__}) is neither a datetime nor an ISO "
-        "8601 string; emit events with a timezone-aware datetime"
+        f"timestamp {_json.safe_repr(value)} ({type(value).__name__}) is neither a "
+        "datetime nor an ISO 8601 string; emit events with a timezone-aware datetime"
     )
     raise ValueError(msg)
 

@@ -265,3 +265,37 @@ def test_tests_written_for_4x_can_patch_get_tracker(tmp_path: Path) -> None:
         from_the_bus(tracking_log())
     assert [event["name"] for event in patched.snapshot()] == ["course.viewed"]
     assert registered.snapshot() == []
+
+
+class Unprintable:
+    """An object whose repr and str raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        datetime.datetime.min.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=5))),
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        Unprintable(),
+    ],
+    ids=["before-year-1-in-utc", "after-9999-in-utc", "unprintable"],
+)
+def test_a_timestamp_that_cannot_be_read_is_kept_as_it_came(timestamp: Any, tmp_path: Path) -> None:
+    """An aware datetime that would leave the calendar in UTC, or a value whose repr
+    fails, raises nothing into the consumer: the event is delivered with the timestamp
+    as it came, as any timestamp that is not one is."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(timestamp=timestamp), from_event_bus=True
+    )
+    [event] = nested.snapshot()
+    # The backend stores a copy: the same type, and the same time for a datetime.
+    assert type(event["timestamp"]) is type(timestamp)
+    if isinstance(timestamp, datetime.datetime):
+        assert event["timestamp"] == timestamp

@@ -135,13 +135,18 @@ def get_tracker() -> Tracker | None:
 
 
 def _rebuild(tracking_log: Any) -> dict[str, Any]:
-    """The event a tracking log stands for; ValueError when it cannot be one."""
+    """The event a tracking log stands for; ValueError when it cannot be one.
+
+    Whatever reading the tracking log raises (a missing field, text that is not JSON or
+    nested too deep, an object whose attributes raise) is the message's own fault, so
+    it becomes the ValueError that makes the message a dead letter.
+    """
     try:
         name = tracking_log.name
         timestamp = tracking_log.timestamp
         data = json.loads(tracking_log.data)
         context = json.loads(tracking_log.context)
-    except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+    except Exception as exc:
         msg = f"the tracking log cannot be read as an event: {type(exc).__name__}: {exc}"
         raise ValueError(msg) from exc
     # A timestamp that is not one is kept as it came: the backends may know what it is.
@@ -151,10 +156,13 @@ def _rebuild(tracking_log: Any) -> dict[str, Any]:
 
 
 def _raw(tracking_log: Any, message_id: str | None) -> bytes:
-    fields = {
-        field: getattr(tracking_log, field, None)
-        for field in ("name", "timestamp", "data", "context")
-    }
+    """What a dead letter keeps of ``tracking_log``: each field that can be read."""
+    fields: dict[str, Any] = {}
+    for field in ("name", "timestamp", "data", "context"):
+        try:
+            fields[field] = getattr(tracking_log, field, None)
+        except Exception as exc:
+            fields[field] = f"<unreadable: {type(exc).__name__}>"
     fields["id"] = message_id
     return dumps(fields).encode("utf-8")
 

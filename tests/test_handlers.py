@@ -299,3 +299,33 @@ def test_a_timestamp_that_cannot_be_read_is_kept_as_it_came(timestamp: Any, tmp_
     assert type(event["timestamp"]) is type(timestamp)
     if isinstance(timestamp, datetime.datetime):
         assert event["timestamp"] == timestamp
+
+
+class UnreadableLog:
+    """A tracking log whose data raises when read, as a broken deserialiser's might."""
+
+    name = "course.viewed"
+    timestamp = WHEN
+    context = "{}"
+
+    @property
+    def data(self) -> str:
+        raise RuntimeError("the data cannot be read")
+
+
+def test_a_tracking_log_whose_fields_raise_is_a_dead_letter(tmp_path: Path) -> None:
+    """A tracking log whose attribute raises any exception cannot become an event: it is
+    a counted dead letter holding the fields that could be read, and nothing raises into
+    the consumer."""
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested})
+    register_tracker(Tracker({"bus": bus}))
+    before = handlers.stats()
+    handlers.send_tracking_log_to_backends(None, tracking_log=UnreadableLog(), from_event_bus=True)
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"received": 1, "malformed": 1}
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert "RuntimeError" in letter.reason
+    kept = json.loads(letter.payload or b"")
+    assert kept["name"] == "course.viewed"
+    assert kept["data"] == "<unreadable: RuntimeError>"

@@ -54,7 +54,14 @@ DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
 _REMEMBERED_IDS = 10_000
 
 _COUNTERS = Counters(
-    "received", "ignored_local", "duplicates", "malformed", "no_tracker", "no_backend", "failed"
+    "received",
+    "ignored_local",
+    "duplicates",
+    "malformed",
+    "no_tracker",
+    "no_backend",
+    "failed",
+    "unreadable_id",
 )
 _seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 _seen_lock = threading.Lock()
@@ -168,8 +175,23 @@ def _raw(tracking_log: Any, message_id: str | None) -> bytes:
 
 
 def _message_id(metadata: Any) -> str | None:
-    message_id = getattr(metadata, "id", None)
-    return None if message_id is None else str(message_id)
+    """The message id as text; None when there is none, or it cannot be read.
+
+    An id that cannot be read (its ``str`` raises) is counted and the message is
+    delivered without one: it cannot be told from a copy, but is not lost.
+    """
+    try:
+        message_id = getattr(metadata, "id", None)
+        return None if message_id is None else str(message_id)
+    except Exception as exc:
+        _COUNTERS.incr("unreadable_id")
+        _RATE_LIMITED.warning(
+            "unreadable-id",
+            "A message from the event bus has an id that cannot be read (%s); it is "
+            "delivered without one, so a copy of it would be delivered too",
+            type(exc).__name__,
+        )
+        return None
 
 
 def _seen_before(message_id: str) -> bool:
@@ -194,7 +216,9 @@ def stats() -> dict[str, object]:
     ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
     ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
     ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them;
-    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback).
+    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback);
+    ``unreadable_id`` messages whose metadata id could not be read as text, delivered
+    without an id (so without the check for copies).
     """
     return _COUNTERS.snapshot()
 

@@ -329,3 +329,24 @@ def test_a_tracking_log_whose_fields_raise_is_a_dead_letter(tmp_path: Path) -> N
     kept = json.loads(letter.payload or b"")
     assert kept["name"] == "course.viewed"
     assert kept["data"] == "<unreadable: RuntimeError>"
+
+
+def test_an_id_that_cannot_be_read_is_counted_and_the_message_delivered(
+    tmp_path: Path,
+) -> None:
+    """A metadata id whose text cannot be read (its str raises) raises nothing into the
+    consumer: the message is delivered without an id and the id is counted."""
+    from types import SimpleNamespace
+
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    for _ in range(2):
+        handlers.send_tracking_log_to_backends(
+            None,
+            tracking_log=tracking_log(),
+            metadata=SimpleNamespace(id=Unprintable()),
+            from_event_bus=True,
+        )
+    assert [event["name"] for event in nested.snapshot()] == ["course.viewed"] * 2
+    assert counts_since(before) == {"received": 2, "unreadable_id": 2}

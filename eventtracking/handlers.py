@@ -112,7 +112,11 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         event = _rebuild(tracking_log)
     except ValueError as exc:
         _COUNTERS.incr("malformed")
-        engines[0].reject_from_bus(_raw(tracking_log, message_id), str(exc), message_id)
+        engines[0].reject_from_bus(
+            _raw(tracking_log, message_id),
+            _storable(str(exc)),
+            None if message_id is None else _storable(message_id),
+        )
         return
     delivered = False
     for index, engine in enumerate(engines):
@@ -172,6 +176,12 @@ def _raw(tracking_log: Any, message_id: str | None) -> bytes:
             fields[field] = f"<unreadable: {type(exc).__name__}>"
     fields["id"] = message_id
     return dumps(fields).encode("utf-8")
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates (which a forged id or a hostile object's error
+    may hold) written as escapes, so that the spool can store it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _message_id(metadata: Any) -> str | None:

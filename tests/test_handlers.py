@@ -350,3 +350,28 @@ def test_an_id_that_cannot_be_read_is_counted_and_the_message_delivered(
         )
     assert [event["name"] for event in nested.snapshot()] == ["course.viewed"] * 2
     assert counts_since(before) == {"received": 2, "unreadable_id": 2}
+
+
+def test_a_dead_letter_with_a_surrogate_in_its_id_is_kept(tmp_path: Path) -> None:
+    """A message that cannot become an event, under a forged id holding a lone
+    surrogate, is kept in the spool with the id escaped, not dropped because the spool
+    cannot store the id."""
+    from types import SimpleNamespace
+
+    bus = make_bus(tmp_path, backends={"nested": InMemoryBackend()})
+    register_tracker(Tracker({"bus": bus}))
+    handlers.send_tracking_log_to_backends(
+        None,
+        tracking_log=tracking_log(data="{not json"),
+        metadata=SimpleNamespace(id="forged-\ud800"),
+        from_event_bus=True,
+    )
+    assert bus.stats()["consumer"] == {
+        "received": 0,
+        "delivered": 0,
+        "filtered": 0,
+        "dead_lettered": 1,
+    }
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert letter.detail == "forged-\\ud800"
+    assert json.loads(letter.payload or b"")["id"] == "forged-\ud800"

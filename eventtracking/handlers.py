@@ -72,9 +72,10 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
 
     ``kwargs`` are the signal's: ``tracking_log`` (a ``TrackingLogData``), ``metadata``
     and ``from_event_bus``. Signals sent in this process (``from_event_bus`` false) are
-    ignored. Never raises.
+    ignored, as is one whose ``from_event_bus`` has no truth value (its ``bool``
+    raises). Never raises.
     """
-    if not kwargs.get("from_event_bus", False):
+    if not _from_event_bus(kwargs.get("from_event_bus", False)):
         _COUNTERS.incr("ignored_local")
         # 4.x's wording, which tests written for it assert.
         logger.debug("Event received from a non-event bus backend, skipping...")
@@ -176,6 +177,14 @@ def _raw(tracking_log: Any, message_id: str | None) -> bytes:
             fields[field] = f"<unreadable: {type(exc).__name__}>"
     fields["id"] = message_id
     return dumps(fields).encode("utf-8")
+
+
+def _from_event_bus(flag: Any) -> bool:
+    try:
+        return bool(flag)
+    except Exception:
+        # Only openedx-events' consumers set the flag, to True: this one is no bus's.
+        return False
 
 
 def _storable(text: str) -> str:

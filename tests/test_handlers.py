@@ -375,3 +375,21 @@ def test_a_dead_letter_with_a_surrogate_in_its_id_is_kept(tmp_path: Path) -> Non
     [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
     assert letter.detail == "forged-\\ud800"
     assert json.loads(letter.payload or b"")["id"] == "forged-\ud800"
+
+
+def test_a_from_event_bus_flag_without_a_truth_value_is_ignored(tmp_path: Path) -> None:
+    """A signal whose from_event_bus raises when tested for truth was not sent by a bus
+    consumer (they set True): it is ignored and counted, and raises nothing."""
+
+    class NoTruth:
+        def __bool__(self) -> bool:
+            raise RuntimeError("no truth value")
+
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(), from_event_bus=NoTruth()
+    )
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"ignored_local": 1}

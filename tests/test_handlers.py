@@ -276,14 +276,28 @@ class Unprintable:
     __str__ = __repr__
 
 
+class BrokenZone(datetime.tzinfo):
+    """A time zone whose offset raises."""
+
+    def utcoffset(self, moment: datetime.datetime | None) -> datetime.timedelta:
+        raise RuntimeError("no offset")
+
+    def dst(self, moment: datetime.datetime | None) -> None:
+        return None
+
+    def __deepcopy__(self, memo: Any) -> BrokenZone:
+        return self
+
+
 @pytest.mark.parametrize(
     "timestamp",
     [
         datetime.datetime.min.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=5))),
         datetime.datetime.max.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
         Unprintable(),
+        WHEN.replace(tzinfo=BrokenZone()),
     ],
-    ids=["before-year-1-in-utc", "after-9999-in-utc", "unprintable"],
+    ids=["before-year-1-in-utc", "after-9999-in-utc", "unprintable", "broken-zone"],
 )
 def test_a_timestamp_that_cannot_be_read_is_kept_as_it_came(timestamp: Any, tmp_path: Path) -> None:
     """An aware datetime that would leave the calendar in UTC, or a value whose repr
@@ -298,7 +312,8 @@ def test_a_timestamp_that_cannot_be_read_is_kept_as_it_came(timestamp: Any, tmp_
     # The backend stores a copy: the same type, and the same time for a datetime.
     assert type(event["timestamp"]) is type(timestamp)
     if isinstance(timestamp, datetime.datetime):
-        assert event["timestamp"] == timestamp
+        assert event["timestamp"].replace(tzinfo=None) == timestamp.replace(tzinfo=None)
+        assert event["timestamp"].tzinfo is timestamp.tzinfo
 
 
 class UnreadableLog:

@@ -80,7 +80,7 @@ class BadStr:
 
 
 class RaisingLog:
-    """A tracking log whose every field raises when read, with ``error``."""
+    """A tracking log (or metadata) whose every field raises when read, with ``error``."""
 
     def __init__(self, error: type[BaseException]) -> None:
         self.error = error
@@ -90,6 +90,31 @@ class RaisingLog:
 
     def __repr__(self) -> str:
         return f"RaisingLog({self.error.__name__})"
+
+
+class BadBool:
+    """Its truth value raises."""
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("no bool")
+
+
+class BadZone(datetime.tzinfo):
+    """A time zone whose offset raises, or is not one a datetime can hold."""
+
+    def __init__(self, offset: Any) -> None:
+        self.offset = offset
+
+    def utcoffset(self, moment: datetime.datetime | None) -> Any:
+        if self.offset == "raise":
+            raise RuntimeError("no offset")
+        return self.offset
+
+    def dst(self, moment: datetime.datetime | None) -> Any:
+        return None
+
+    def __repr__(self) -> str:
+        return f"BadZone({self.offset!r})"
 
 
 def _surrogate_text(text: str) -> str:
@@ -122,6 +147,10 @@ TIMESTAMPS = st.one_of(
         lambda moment, zone: moment.replace(tzinfo=zone),
         st.sampled_from([datetime.datetime.min, datetime.datetime.max]),
         OFFSETS,
+    ),
+    st.builds(
+        lambda offset: WHEN.replace(tzinfo=BadZone(offset)),
+        st.sampled_from(["raise", None, datetime.timedelta(hours=25), "not a timedelta"]),
     ),
     st.sampled_from(
         [
@@ -213,6 +242,7 @@ ID_KINDS = st.one_of(
             ("forged", "\ud800"),
             ("forged", b"\xff"),
             ("bad-str", None),
+            ("raises", None),
         ]
     ),
 )
@@ -290,7 +320,10 @@ MESSAGES = st.builds(
             "raises-runtime",
         ]
     ),
-    from_event_bus=st.sampled_from([True, True, True, True, False, None, "yes", 0, "missing"]),
+    from_event_bus=st.one_of(
+        st.sampled_from([True, True, True, True, False, None, "yes", 0, "missing"]),
+        st.builds(BadBool),
+    ),
     extra=st.sampled_from(
         [{}, {}, {"unexpected": object()}, {"signal": None}, {"sender_extra": "x" * 10}]
     ),
@@ -373,6 +406,8 @@ class Receiver:
         kind, value = id_kind
         if kind == "missing":
             return ...
+        if kind == "raises":
+            return RaisingLog(RuntimeError)
         if kind == "pool":
             message_id: Any = self.pool[value]
         elif kind == "fresh":
@@ -479,6 +514,8 @@ def _check(receiver: Receiver, message: Message) -> None:
         assert change.get("delivered", 0) == 1, change
         if receiver.failing.calls:
             assert change.get("router_failed", 0) >= 1, change
+    if isinstance(metadata, RaisingLog):
+        return
     message_id = getattr(metadata, "id", None)
     if message_id is None or isinstance(message_id, BadStr):
         return
@@ -588,6 +625,12 @@ MUST_INCLUDE: list[Message] = [
     Message(log_shape="raises-runtime"),
     Message(log_shape="raises-runtime", id_kind=("pool", 2)),
     Message(from_event_bus="missing"),
+    Message(from_event_bus=BadBool()),
+    Message(timestamp=WHEN.replace(tzinfo=BadZone("raise"))),
+    Message(timestamp=WHEN.replace(tzinfo=BadZone(datetime.timedelta(hours=25)))),
+    Message(timestamp=WHEN.replace(tzinfo=BadZone("not a timedelta"))),
+    Message(id_kind=("raises", None)),
+    Message(id_kind=("raises", None), data="{not json"),
     Message(extra={"unexpected": object()}),
 ]
 

@@ -13,7 +13,9 @@ Beyond 4.x:
 * a message whose id was delivered moments ago is not delivered again: a publisher that
   retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`).
   An id is remembered only once its message was delivered: a message that was dropped
-  (by a processor, for want of a backend) or failed does not keep a later copy out;
+  (by a processor, for want of a backend) or failed does not keep a later copy out.
+  The last 10,000 ids are remembered, an id longer than 64 characters by its SHA-256,
+  so that ids a writer on the bus makes huge cost no memory;
 * a message that cannot become an event (data or context that is not JSON, or nested
   too deep to read) is a dead letter in the backend's spool, with the reason, instead
   of an exception the consumer logs and acknowledges;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -52,6 +55,8 @@ DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
 
 # How many recent message ids are remembered to drop re-sent copies.
 _REMEMBERED_IDS = 10_000
+# Ids longer than this (a UUID's text is 36 characters) are remembered by their hash.
+_LONGEST_KEPT_ID = 64
 
 _COUNTERS = Counters(
     "received",
@@ -213,18 +218,30 @@ def _message_id(metadata: Any) -> str | None:
         return None
 
 
+def _seen_key(message_id: str) -> str:
+    """What is remembered of ``message_id``: itself when it is as short as a UUID's
+    text, otherwise its SHA-256, so that the remembered ids stay small whatever a
+    writer on the bus sends as ids."""
+    if len(message_id) <= _LONGEST_KEPT_ID:
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
+
+
 def _seen_before(message_id: str) -> bool:
+    key = _seen_key(message_id)
     with _seen_lock:
-        if message_id in _seen:
-            _seen.move_to_end(message_id)
+        if key in _seen:
+            _seen.move_to_end(key)
             return True
         return False
 
 
 def _remember(message_id: str) -> None:
+    key = _seen_key(message_id)
     with _seen_lock:
-        _seen[message_id] = None
-        _seen.move_to_end(message_id)
+        _seen[key] = None
+        _seen.move_to_end(key)
         if len(_seen) > _REMEMBERED_IDS:
             _seen.popitem(last=False)
 

@@ -408,3 +408,42 @@ def test_a_from_event_bus_flag_without_a_truth_value_is_ignored(tmp_path: Path) 
     )
     assert nested.snapshot() == []
     assert counts_since(before) == {"ignored_local": 1}
+
+
+def test_huge_ids_are_remembered_in_little_memory(tmp_path: Path) -> None:
+    """Ids of any length (a writer on the bus chooses them) are remembered in a few
+    dozen bytes each: delivering 100 messages under distinct 100,000-character ids
+    keeps less than 1 MB, and a copy under such an id is still skipped."""
+    import gc
+    import tracemalloc
+    from types import SimpleNamespace
+
+    nested = InMemoryBackend(max_events=1)
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    log = tracking_log()
+
+    def huge_id(index: int) -> str:
+        # Made anew for each message, as a consumer decodes each one's id.
+        return f"{index:06d}" + "x" * 100_000
+
+    before = handlers.stats()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for index in range(100):
+            handlers.send_tracking_log_to_backends(
+                None,
+                tracking_log=log,
+                metadata=SimpleNamespace(id=huge_id(index)),
+                from_event_bus=True,
+            )
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept} bytes kept for 100 ids"
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=log, metadata=SimpleNamespace(id=huge_id(0)), from_event_bus=True
+    )
+    assert counts_since(before) == {"received": 101, "duplicates": 1}

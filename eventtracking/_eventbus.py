@@ -139,11 +139,24 @@ def parse_timestamp(value: Any) -> datetime.datetime:
     encoder does). A string may be any ISO 8601 date-time: with ``T`` or a space, with
     or without a fraction of a second, ending in ``Z``, ``+HH:MM``, ``+HHMM`` or
     nothing (UTC). 4.x accepted only ``%Y-%m-%dT%H:%M:%S.%f%z`` and lost the others.
+    An aware datetime that cannot be converted to UTC (it falls before year 1 or after
+    9999 there, or its time zone's offset raises or is no offset) is a ValueError too,
+    as is any value whose own ``repr`` fails.
     """
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=_UTC)
-        return value.astimezone(_UTC)
+        try:
+            return value.astimezone(_UTC)
+        except Exception as exc:
+            # isoformat() would ask the time zone again: name it apart.
+            msg = (
+                f"timestamp {value.replace(tzinfo=None).isoformat()} in time zone "
+                f"{_json.safe_repr(value.tzinfo)} cannot be converted to UTC "
+                f"({type(exc).__name__}); emit events with a timezone-aware datetime "
+                "between years 1 and 9999 in UTC"
+            )
+            raise ValueError(msg) from exc
     if isinstance(value, str):
         parsed = _parse_iso(value.strip())
         if parsed is not None:
@@ -154,8 +167,8 @@ def parse_timestamp(value: Any) -> datetime.datetime:
         )
         raise ValueError(msg)
     msg = (
-        f"timestamp {value!r} ({type(value).__name__}) is neither a datetime nor an ISO "
-        "8601 string; emit events with a timezone-aware datetime"
+        f"timestamp {_json.safe_repr(value)} ({type(value).__name__}) is neither a "
+        "datetime nor an ISO 8601 string; emit events with a timezone-aware datetime"
     )
     raise ValueError(msg)
 

@@ -13,7 +13,9 @@ Beyond 4.x:
 * a message whose id was delivered moments ago is not delivered again: a publisher that
   retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`).
   An id is remembered only once its message was delivered: a message that was dropped
-  (by a processor, for want of a backend) or failed does not keep a later copy out;
+  (by a processor, for want of a backend) or failed does not keep a later copy out.
+  The last 10,000 ids are remembered, an id longer than 64 characters by its SHA-256,
+  so that ids a writer on the bus makes huge cost no memory;
 * a message that cannot become an event (data or context that is not JSON, or nested
   too deep to read) is a dead letter in the backend's spool, with the reason, instead
   of an exception the consumer logs and acknowledges;
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -52,9 +55,18 @@ DISPATCH_UID = "eventtracking.handlers.send_tracking_log_to_backends"
 
 # How many recent message ids are remembered to drop re-sent copies.
 _REMEMBERED_IDS = 10_000
+# Ids longer than this (a UUID's text is 36 characters) are remembered by their hash.
+_LONGEST_KEPT_ID = 64
 
 _COUNTERS = Counters(
-    "received", "ignored_local", "duplicates", "malformed", "no_tracker", "no_backend", "failed"
+    "received",
+    "ignored_local",
+    "duplicates",
+    "malformed",
+    "no_tracker",
+    "no_backend",
+    "failed",
+    "unreadable_id",
 )
 _seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 _seen_lock = threading.Lock()
@@ -65,9 +77,10 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
 
     ``kwargs`` are the signal's: ``tracking_log`` (a ``TrackingLogData``), ``metadata``
     and ``from_event_bus``. Signals sent in this process (``from_event_bus`` false) are
-    ignored. Never raises.
+    ignored, as is one whose ``from_event_bus`` has no truth value (its ``bool``
+    raises). Never raises.
     """
-    if not kwargs.get("from_event_bus", False):
+    if not _from_event_bus(kwargs.get("from_event_bus", False)):
         _COUNTERS.incr("ignored_local")
         # 4.x's wording, which tests written for it assert.
         logger.debug("Event received from a non-event bus backend, skipping...")
@@ -105,7 +118,11 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         event = _rebuild(tracking_log)
     except ValueError as exc:
         _COUNTERS.incr("malformed")
-        engines[0].reject_from_bus(_raw(tracking_log, message_id), str(exc), message_id)
+        engines[0].reject_from_bus(
+            _raw(tracking_log, message_id),
+            _storable(str(exc)),
+            None if message_id is None else _storable(message_id),
+        )
         return
     delivered = False
     for index, engine in enumerate(engines):
@@ -135,13 +152,18 @@ def get_tracker() -> Tracker | None:
 
 
 def _rebuild(tracking_log: Any) -> dict[str, Any]:
-    """The event a tracking log stands for; ValueError when it cannot be one."""
+    """The event a tracking log stands for; ValueError when it cannot be one.
+
+    Whatever reading the tracking log raises (a missing field, text that is not JSON or
+    nested too deep, an object whose attributes raise) is the message's own fault, so
+    it becomes the ValueError that makes the message a dead letter.
+    """
     try:
         name = tracking_log.name
         timestamp = tracking_log.timestamp
         data = json.loads(tracking_log.data)
         context = json.loads(tracking_log.context)
-    except (AttributeError, TypeError, ValueError, RecursionError) as exc:
+    except Exception as exc:
         msg = f"the tracking log cannot be read as an event: {type(exc).__name__}: {exc}"
         raise ValueError(msg) from exc
     # A timestamp that is not one is kept as it came: the backends may know what it is.
@@ -151,31 +173,75 @@ def _rebuild(tracking_log: Any) -> dict[str, Any]:
 
 
 def _raw(tracking_log: Any, message_id: str | None) -> bytes:
-    fields = {
-        field: getattr(tracking_log, field, None)
-        for field in ("name", "timestamp", "data", "context")
-    }
+    """What a dead letter keeps of ``tracking_log``: each field that can be read."""
+    fields: dict[str, Any] = {}
+    for field in ("name", "timestamp", "data", "context"):
+        try:
+            fields[field] = getattr(tracking_log, field, None)
+        except Exception as exc:
+            fields[field] = f"<unreadable: {type(exc).__name__}>"
     fields["id"] = message_id
     return dumps(fields).encode("utf-8")
 
 
+def _from_event_bus(flag: Any) -> bool:
+    try:
+        return bool(flag)
+    except Exception:
+        # Only openedx-events' consumers set the flag, to True: this one is no bus's.
+        return False
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates (which a forged id or a hostile object's error
+    may hold) written as escapes, so that the spool can store it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _message_id(metadata: Any) -> str | None:
-    message_id = getattr(metadata, "id", None)
-    return None if message_id is None else str(message_id)
+    """The message id as text; None when there is none, or it cannot be read.
+
+    An id that cannot be read (its ``str`` raises) is counted and the message is
+    delivered without one: it cannot be told from a copy, but is not lost.
+    """
+    try:
+        message_id = getattr(metadata, "id", None)
+        return None if message_id is None else str(message_id)
+    except Exception as exc:
+        _COUNTERS.incr("unreadable_id")
+        _RATE_LIMITED.warning(
+            "unreadable-id",
+            "A message from the event bus has an id that cannot be read (%s); it is "
+            "delivered without one, so a copy of it would be delivered too",
+            type(exc).__name__,
+        )
+        return None
+
+
+def _seen_key(message_id: str) -> str:
+    """What is remembered of ``message_id``: itself when it is as short as a UUID's
+    text, otherwise its SHA-256, so that the remembered ids stay small whatever a
+    writer on the bus sends as ids."""
+    if len(message_id) <= _LONGEST_KEPT_ID:
+        return message_id
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
 
 
 def _seen_before(message_id: str) -> bool:
+    key = _seen_key(message_id)
     with _seen_lock:
-        if message_id in _seen:
-            _seen.move_to_end(message_id)
+        if key in _seen:
+            _seen.move_to_end(key)
             return True
         return False
 
 
 def _remember(message_id: str) -> None:
+    key = _seen_key(message_id)
     with _seen_lock:
-        _seen[message_id] = None
-        _seen.move_to_end(message_id)
+        _seen[key] = None
+        _seen.move_to_end(key)
         if len(_seen) > _REMEMBERED_IDS:
             _seen.popitem(last=False)
 
@@ -186,7 +252,9 @@ def stats() -> dict[str, object]:
     ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
     ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
     ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them;
-    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback).
+    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback);
+    ``unreadable_id`` messages whose metadata id could not be read as text, delivered
+    without an id (so without the check for copies).
     """
     return _COUNTERS.snapshot()
 

@@ -265,3 +265,185 @@ def test_tests_written_for_4x_can_patch_get_tracker(tmp_path: Path) -> None:
         from_the_bus(tracking_log())
     assert [event["name"] for event in patched.snapshot()] == ["course.viewed"]
     assert registered.snapshot() == []
+
+
+class Unprintable:
+    """An object whose repr and str raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+class BrokenZone(datetime.tzinfo):
+    """A time zone whose offset raises."""
+
+    def utcoffset(self, moment: datetime.datetime | None) -> datetime.timedelta:
+        raise RuntimeError("no offset")
+
+    def dst(self, moment: datetime.datetime | None) -> None:
+        return None
+
+    def __deepcopy__(self, memo: Any) -> BrokenZone:
+        return self
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        datetime.datetime.min.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=5))),
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        Unprintable(),
+        WHEN.replace(tzinfo=BrokenZone()),
+    ],
+    ids=["before-year-1-in-utc", "after-9999-in-utc", "unprintable", "broken-zone"],
+)
+def test_a_timestamp_that_cannot_be_read_is_kept_as_it_came(timestamp: Any, tmp_path: Path) -> None:
+    """An aware datetime that would leave the calendar in UTC, or a value whose repr
+    fails, raises nothing into the consumer: the event is delivered with the timestamp
+    as it came, as any timestamp that is not one is."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(timestamp=timestamp), from_event_bus=True
+    )
+    [event] = nested.snapshot()
+    # The backend stores a copy: the same type, and the same time for a datetime.
+    assert type(event["timestamp"]) is type(timestamp)
+    if isinstance(timestamp, datetime.datetime):
+        assert event["timestamp"].replace(tzinfo=None) == timestamp.replace(tzinfo=None)
+        assert event["timestamp"].tzinfo is timestamp.tzinfo
+
+
+class UnreadableLog:
+    """A tracking log whose data raises when read, as a broken deserialiser's might."""
+
+    name = "course.viewed"
+    timestamp = WHEN
+    context = "{}"
+
+    @property
+    def data(self) -> str:
+        raise RuntimeError("the data cannot be read")
+
+
+def test_a_tracking_log_whose_fields_raise_is_a_dead_letter(tmp_path: Path) -> None:
+    """A tracking log whose attribute raises any exception cannot become an event: it is
+    a counted dead letter holding the fields that could be read, and nothing raises into
+    the consumer."""
+    nested = InMemoryBackend()
+    bus = make_bus(tmp_path, backends={"nested": nested})
+    register_tracker(Tracker({"bus": bus}))
+    before = handlers.stats()
+    handlers.send_tracking_log_to_backends(None, tracking_log=UnreadableLog(), from_event_bus=True)
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"received": 1, "malformed": 1}
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert "RuntimeError" in letter.reason
+    kept = json.loads(letter.payload or b"")
+    assert kept["name"] == "course.viewed"
+    assert kept["data"] == "<unreadable: RuntimeError>"
+
+
+def test_an_id_that_cannot_be_read_is_counted_and_the_message_delivered(
+    tmp_path: Path,
+) -> None:
+    """A metadata id whose text cannot be read (its str raises) raises nothing into the
+    consumer: the message is delivered without an id and the id is counted."""
+    from types import SimpleNamespace
+
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    for _ in range(2):
+        handlers.send_tracking_log_to_backends(
+            None,
+            tracking_log=tracking_log(),
+            metadata=SimpleNamespace(id=Unprintable()),
+            from_event_bus=True,
+        )
+    assert [event["name"] for event in nested.snapshot()] == ["course.viewed"] * 2
+    assert counts_since(before) == {"received": 2, "unreadable_id": 2}
+
+
+def test_a_dead_letter_with_a_surrogate_in_its_id_is_kept(tmp_path: Path) -> None:
+    """A message that cannot become an event, under a forged id holding a lone
+    surrogate, is kept in the spool with the id escaped, not dropped because the spool
+    cannot store the id."""
+    from types import SimpleNamespace
+
+    bus = make_bus(tmp_path, backends={"nested": InMemoryBackend()})
+    register_tracker(Tracker({"bus": bus}))
+    handlers.send_tracking_log_to_backends(
+        None,
+        tracking_log=tracking_log(data="{not json"),
+        metadata=SimpleNamespace(id="forged-\ud800"),
+        from_event_bus=True,
+    )
+    assert bus.stats()["consumer"] == {
+        "received": 0,
+        "delivered": 0,
+        "filtered": 0,
+        "dead_lettered": 1,
+    }
+    [letter] = Spool(tmp_path / "spool").dead_letters(f"{DEFAULT_STREAM}:received")
+    assert letter.detail == "forged-\\ud800"
+    assert json.loads(letter.payload or b"")["id"] == "forged-\ud800"
+
+
+def test_a_from_event_bus_flag_without_a_truth_value_is_ignored(tmp_path: Path) -> None:
+    """A signal whose from_event_bus raises when tested for truth was not sent by a bus
+    consumer (they set True): it is ignored and counted, and raises nothing."""
+
+    class NoTruth:
+        def __bool__(self) -> bool:
+            raise RuntimeError("no truth value")
+
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    before = handlers.stats()
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=tracking_log(), from_event_bus=NoTruth()
+    )
+    assert nested.snapshot() == []
+    assert counts_since(before) == {"ignored_local": 1}
+
+
+def test_huge_ids_are_remembered_in_little_memory(tmp_path: Path) -> None:
+    """Ids of any length (a writer on the bus chooses them) are remembered in a few
+    dozen bytes each: delivering 100 messages under distinct 100,000-character ids
+    keeps less than 1 MB, and a copy under such an id is still skipped."""
+    import gc
+    import tracemalloc
+    from types import SimpleNamespace
+
+    nested = InMemoryBackend(max_events=1)
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    log = tracking_log()
+
+    def huge_id(index: int) -> str:
+        # Made anew for each message, as a consumer decodes each one's id.
+        return f"{index:06d}" + "x" * 100_000
+
+    before = handlers.stats()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for index in range(100):
+            handlers.send_tracking_log_to_backends(
+                None,
+                tracking_log=log,
+                metadata=SimpleNamespace(id=huge_id(index)),
+                from_event_bus=True,
+            )
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept} bytes kept for 100 ids"
+    handlers.send_tracking_log_to_backends(
+        None, tracking_log=log, metadata=SimpleNamespace(id=huge_id(0)), from_event_bus=True
+    )
+    assert counts_since(before) == {"received": 101, "duplicates": 1}

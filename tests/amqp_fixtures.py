@@ -131,6 +131,11 @@ class RabbitServer:
         env.pop(AMQP_URL_ENV, None)
         return env
 
+    def reserve_ports(self) -> None:
+        """Pick the free ports (once), so that :attr:`url` is known before a start."""
+        if not self.port:
+            self.port, self.epmd_port, self.dist_port = free_port(), free_port(), free_port()
+
     def start(self) -> None:
         """Start epmd (once) and the broker; wait until an AMQP login succeeds.
 
@@ -138,8 +143,7 @@ class RabbitServer:
         """
         if self.running:
             return
-        if not self.port:
-            self.port, self.epmd_port, self.dist_port = free_port(), free_port(), free_port()
+        self.reserve_ports()
         for sub in ("home", "mnesia", "log"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         (self.directory / "enabled_plugins").write_text("[].\n")  # no plugins
@@ -298,22 +302,27 @@ def amqp_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def rabbitmq_factory() -> Iterator[Callable[[], RabbitServer]]:
+def rabbitmq_factory() -> Iterator[Callable[..., RabbitServer]]:
     """Start RabbitMQ brokers of the test's own (to crash them); each is killed, with
-    its epmd, when the test ends. Skipped against an external broker."""
+    its epmd, when the test ends. Skipped against an external broker.
+
+    ``start=False`` gives one whose ports and URL are chosen but that is not running
+    (a broker down from the start), to be started by the test.
+    """
     if os.environ.get(AMQP_URL_ENV):
         pytest.skip(f"crashes a broker: needs a RabbitMQ of its own, not {AMQP_URL_ENV}'s")
     _server_or_skip()
     servers: list[RabbitServer] = []
 
-    def start() -> RabbitServer:
+    def make(start: bool = True) -> RabbitServer:
         server = RabbitServer(Path(tempfile.mkdtemp(prefix="et-amqp-")))
         servers.append(server)
-        server.start()
+        server.reserve_ports()
+        if start:
+            server.start()
         return server
 
-    yield start
+    yield make
     for server in servers:
-        server.kill()
         server.close()
         shutil.rmtree(server.directory, ignore_errors=True)

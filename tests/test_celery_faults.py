@@ -198,6 +198,11 @@ def test_a_worker_sigkilled_mid_batch_loses_nothing_and_stores_nothing_twice(
     # out twice: more duplicates then, never fewer, and still each event stored once.)
     assert worker_stats["backends"]["mongo"]["duplicates"] >= 26
     assert worker_stats["worker"]["received"] >= 250
+    print(
+        f"{kind}: {env.router.stats()['published']} events published; the second worker "
+        f"received {worker_stats['worker']['received']} events, "
+        f"{worker_stats['backends']['mongo']['duplicates']} of them stored already"
+    )
     assert worker_stats["delivered"] == worker_stats["worker"]["received"]
 
 

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,7 @@ __all__ = [
     "RABBITMQ_SERVER",
     "RabbitServer",
     "amqp_url",
+    "leftover_queues",
     "rabbitmq_factory",
 ]
 
@@ -257,15 +258,16 @@ def _server_or_skip() -> None:
         )
 
 
-def _leftover_queues_on_url(url: str) -> list[str]:
-    """The queues in DECLARED_QUEUES still on the broker at ``url`` (passive declares:
-    an external broker may have no management API or rabbitmqctl we can reach)."""
+def leftover_queues(url: str, names: Iterable[str]) -> list[str]:
+    """Those of the queues ``names`` that the broker at ``url`` still holds (passive
+    declares: an external broker may have no management API or rabbitmqctl we can
+    reach)."""
     from amqp.exceptions import NotFound
     from kombu import Connection
 
     left = []
     with Connection(url, connect_timeout=10) as connection:
-        for name in sorted(DECLARED_QUEUES):
+        for name in sorted(names):
             channel = connection.channel()
             try:
                 channel.queue_declare(name, passive=True)
@@ -284,7 +286,7 @@ def amqp_url() -> Iterator[str]:
     external = os.environ.get(AMQP_URL_ENV)
     if external:
         yield external
-        left = _leftover_queues_on_url(external)
+        left = leftover_queues(external, DECLARED_QUEUES)
         assert left == [], f"the tests left these queues on {AMQP_URL_ENV}'s broker: {left}"
         return
     _server_or_skip()

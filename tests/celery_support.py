@@ -1,11 +1,11 @@
 """Celery for tests: apps on a real broker, in-process workers and worker subprocesses.
 
-The broker is the embedded Redis of ``redis_fixtures``; when the environment variable
-:data:`AMQP_ENV` holds an AMQP URL, the tests that take the ``broker`` fixture run
-against that RabbitMQ as well, and are skipped with the reason shown otherwise.
+The brokers are the Redis of ``redis_fixtures`` and the RabbitMQ of ``amqp_fixtures``
+(each started by the tests, or an external one named by an environment variable).
 
 Each app gets names of its own (a Redis key prefix, a queue name), so tests sharing a
-broker never see each other's messages.
+broker never see each other's messages; :func:`discard_app` removes them from the
+broker when the test is done with the app.
 """
 
 from __future__ import annotations
@@ -26,19 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from amqp_fixtures import AMQP_URL_ENV, DECLARED_QUEUES
 from celery import Celery, signals
 
 __all__ = [
     "AMQP_ENV",
     "Broker",
     "WorkerProcess",
+    "discard_app",
     "in_process_worker",
     "make_app",
     "wait_until",
 ]
 
-#: The environment variable naming a RabbitMQ to run the Celery tests against too.
-AMQP_ENV = "EVENTTRACKING_TEST_AMQP_URL"
+#: The environment variable naming an external RabbitMQ to run the Celery tests against.
+AMQP_ENV = AMQP_URL_ENV
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -82,6 +84,10 @@ def make_app(broker: Broker, *, visibility_timeout: float | None = None, **conf:
                 unacked_restore_interval=1,
                 unacked_restore_throttle=1,
             )
+    else:
+        # A durable queue outlives the test on a shared broker: discard_app deletes it,
+        # and the session checks that none is left.
+        DECLARED_QUEUES.add(f"{tag}-events")
     app.conf.update(
         broker_transport_options=options,
         task_default_queue=f"{tag}-events",
@@ -98,6 +104,40 @@ def make_app(broker: Broker, *, visibility_timeout: float | None = None, **conf:
         **conf,
     )
     return app
+
+
+def discard_app(app: Celery) -> None:
+    """Close ``app`` and remove what it left on its broker: its queue (RabbitMQ), or
+    the keys under its prefix (Redis). A broker that is gone (a test crashed it for
+    good) is left alone; the session's check finds what this missed."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        if app.conf.broker_url.startswith("redis"):
+            _delete_redis_keys(app)
+        else:
+            with app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=10)
+                connection.default_channel.queue_delete(app.conf.task_default_queue)
+    except (OperationalError, OSError):
+        pass
+    finally:
+        app.close()
+
+
+def _delete_redis_keys(app: Celery) -> None:
+    import redis
+
+    prefix = app.conf.broker_transport_options.get("global_keyprefix")
+    if not prefix:
+        return
+    try:
+        with redis.Redis.from_url(app.conf.broker_url, socket_timeout=10) as client:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    except redis.RedisError:
+        pass  # a Redis the test killed: its data went with it
 
 
 def app_settings(app: Celery) -> dict[str, Any]:

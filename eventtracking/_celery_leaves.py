@@ -98,6 +98,29 @@ class Batch:
         self.outcomes: list[Outcome] = []
         # Leaves that took events, by path: each is asked to confirm once per batch.
         self.touched: dict[tuple[str, ...], Any] = {}
+        # What _walk does at each level of the tree, worked out once per batch rather
+        # than once per event: by id of the backends mapping and path.
+        self._plans: dict[tuple[int, tuple[str, ...]], list[_Step]] = {}
+
+    def plan(self, backends: Mapping[str, Any], path: tuple[str, ...]) -> list[_Step]:
+        """The nested backends of one level of the tree: (path, backend, whether to
+        walk into it, whether it gets its own copy of the event)."""
+        key = (id(backends), path)
+        steps = self._plans.get(key)
+        if steps is None:
+            steps = self._plans[key] = [
+                (
+                    (*path, name),
+                    backend,
+                    walkable(backend),
+                    getattr(backend, "mutates_events", True) is not False,
+                )
+                for name, backend in list(backends.items())
+            ]
+        return steps
+
+
+_Step = tuple[tuple[str, ...], Any, bool, bool]
 
 
 def walkable(backend: Any) -> bool:
@@ -140,13 +163,12 @@ def _walk(
     outcome: Outcome,
     batch: Batch,
 ) -> None:
-    for name, backend in list(backends.items()):
-        here = (*path, name)
+    for here, backend, walk, copy in batch.plan(backends, path):
         if only is not None and not any(
             _under(wanted, here) or _under(here, wanted) for wanted in only
         ):
             continue
-        if walkable(backend):
+        if walk:
             try:
                 processed = backend.process_event(event)
             except EventEmissionExit:
@@ -154,11 +176,8 @@ def _walk(
                 continue
             _walk(backend.backends, processed, here, only, outcome, batch)
             continue
-        payload = (
-            safe_copy(event) if getattr(backend, "mutates_events", True) is not False else event
-        )
         try:
-            backend.send(payload)
+            backend.send(safe_copy(event) if copy else event)
         except Exception as exc:
             outcome.failures[here] = Failure.raised(exc)
         else:

@@ -564,8 +564,14 @@ def _deliver_texts(
             continue
         batch.outcomes.append(deliver_entry(target, entry, batch))
     confirm(batch, settings.delivery_timeout)
+    delivered = 0
     for outcome in batch.outcomes:
-        settle(outcome, settings, counters, dead, retries)
+        if outcome.failures or outcome.missing:
+            settle(outcome, settings, counters, dead, retries)
+        else:
+            delivered += 1  # counted once per message rather than once per event
+    if delivered:
+        counters.incr("delivered", amount=delivered)
     _finish(backend_name, settings, counters, dead, retries)
 
 

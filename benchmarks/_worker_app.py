@@ -5,8 +5,9 @@ Run as ``python -m celery -A _worker_app worker --pool=solo`` with, in the envir
 ``BENCH_WORKER_BROKER`` / ``BENCH_WORKER_QUEUE``
     the Redis URL and the queue the messages wait in;
 ``BENCH_WORKER_DIR``
-    where the worker writes ``done`` (``<events> <first start> <last end>``, seconds of
-    ``time.time()``) once it has handled ``BENCH_WORKER_EVENTS`` events;
+    where the worker writes ``done`` (``<events> <first start> <last end> <gc>``, seconds
+    of ``time.time()``, then the seconds spent in garbage collection in between) once it
+    has handled ``BENCH_WORKER_EVENTS`` events;
 ``BENCH_WORKER_ROLE``
     ``ours``: the library's task, delivering to a tracker whose AsyncRoutingBackend
     ``async`` has one nested leaf that counts events; ``floor``: a no-op task under the
@@ -18,6 +19,7 @@ the end of the task that brings the count to the target (``task_postrun``).
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -44,6 +46,20 @@ class Clock:
     count = 0
     start = 0.0
     written = False
+    gc_seconds = 0.0
+    gc_began = 0.0
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    # Garbage collections while the worker runs: the objects each event leaves make
+    # them happen, and each one scans the worker's long-lived objects.
+    if phase == "start":
+        Clock.gc_began = time.perf_counter()
+    elif Clock.start and not Clock.written:
+        Clock.gc_seconds += time.perf_counter() - Clock.gc_began
+
+
+gc.callbacks.append(_gc_timer)
 
 
 class CountingLeaf:
@@ -84,5 +100,5 @@ def _ended(**kwargs: Any) -> None:
     if Clock.count >= TARGET and not Clock.written:
         Clock.written = True
         partial = HERE / "done.part"
-        partial.write_text(f"{Clock.count} {Clock.start!r} {time.time()!r}")
+        partial.write_text(f"{Clock.count} {Clock.start!r} {time.time()!r} {Clock.gc_seconds!r}")
         partial.rename(HERE / "done")

@@ -93,8 +93,11 @@ def _body(raw: bytes) -> bytes:
     return base64.b64decode(json.loads(raw)["body"])
 
 
-def measure(role: str, broker: str, queue: str, messages: list[bytes], events: int) -> float:
-    """Load ``messages`` into ``queue``, run one worker of ``role``; its events per second."""
+def measure(
+    role: str, broker: str, queue: str, messages: list[bytes], events: int
+) -> tuple[float, float]:
+    """Load ``messages`` into ``queue`` and run one worker of ``role``: its events per
+    second, and the share of its time spent in garbage collection."""
     import redis
 
     client = redis.Redis.from_url(broker)
@@ -126,7 +129,7 @@ def measure(role: str, broker: str, queue: str, messages: list[bytes], events: i
                     msg = f"the {role} worker did not finish:\n{tail}"
                     raise RuntimeError(msg)
                 time.sleep(0.05)
-            count, start, end = done.read_text().split()
+            count, start, end, collecting = done.read_text().split()
         finally:
             process.terminate()
             try:
@@ -138,7 +141,8 @@ def measure(role: str, broker: str, queue: str, messages: list[bytes], events: i
     if int(count) != events:
         msg = f"the {role} worker handled {count} events, not {events}"
         raise RuntimeError(msg)
-    return events / (float(end) - float(start))
+    seconds = float(end) - float(start)
+    return events / seconds, float(collecting) / seconds
 
 
 def report(args: argparse.Namespace) -> int:
@@ -151,11 +155,14 @@ def report(args: argparse.Namespace) -> int:
     broker = f"redis://127.0.0.1:{port}/0"
     queue = f"bench-worker-{uuid.uuid4().hex[:8]}"
     rates: dict[str, list[float]] = {role: [] for role in ROLES}
+    collecting: dict[str, list[float]] = {role: [] for role in ROLES}
     try:
         messages = publish(broker, queue, events, workdir)
         for rep in range(repeat):
             for role in ROLES if rep % 2 == 0 else ROLES[::-1]:
-                rates[role].append(measure(role, broker, queue, messages, events))
+                rate, share = measure(role, broker, queue, messages, events)
+                rates[role].append(rate)
+                collecting[role].append(share)
     finally:
         server.terminate()
         server.wait(10)
@@ -177,6 +184,13 @@ def report(args: argparse.Namespace) -> int:
             ours / floor >= GOAL,
         ),
         ("  each run, events/s", runs, "", "-", None),
+        (
+            "  time in garbage collection",
+            ", ".join(f"{role} {statistics.median(collecting[role]):.0%}" for role in ROLES),
+            "",
+            "-",
+            None,
+        ),
     ]
     print_report_table(rows, time.monotonic() - started)
     return 0

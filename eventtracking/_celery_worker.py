@@ -562,7 +562,7 @@ def _deliver_texts(
             dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        batch.outcomes.append(deliver_entry(target, entry, batch))
+        batch.outcomes.append(deliver_entry(target, entry, text, batch))
     confirm(batch, settings.delivery_timeout)
     delivered = 0
     for outcome in batch.outcomes:

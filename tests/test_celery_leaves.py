@@ -7,6 +7,7 @@ own copy for each leaf that may change it, and a nested router's processors.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,38 @@ def test_every_event_of_a_message_gets_its_own_copy_and_its_processors() -> None
         (f"e{i}", {"i": i}) for i in range(50)
     ]
     assert _celery_worker.stats(name)["delivered"] == 50
+
+
+class Holding:
+    """A leaf that keeps the events it takes, and notes, as each arrives, what other
+    than itself still refers to the one before."""
+
+    mutates_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.others: list[list[str]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        if self.events:
+            referrers = gc.get_referrers(self.events[-1])
+            self.others.append(
+                [type(holder).__name__ for holder in referrers if holder is not self.events]
+            )
+        self.events.append(event)
+
+
+def test_the_worker_lets_go_of_each_event_once_its_leaves_have_it() -> None:
+    """While a message is delivered, an event already delivered is held by nothing of
+    the worker's (only by the leaf that kept it), so the events of a large message do
+    not pile up for the garbage collector; a retry reads the entry's text again."""
+    leaf = Holding()
+    name = f"leaves{next(_names)}"
+    tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"leaf": leaf})}))
+    entries = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "e", "data": {}}))
+        for _ in range(20)
+    ]
+    _celery_worker.deliver(name, entries)
+    assert len(leaf.events) == 20
+    assert leaf.others == [[]] * 19

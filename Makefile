@@ -45,6 +45,7 @@ bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEER_VENV)/.installed
 		$(findstring --quick,$(BENCH_ARGS))
 	$(PY) benchmarks/bench_celery.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))
+	$(PY) benchmarks/bench_worker.py report $(findstring --quick,$(BENCH_ARGS))
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html

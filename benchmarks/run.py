@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n[{name}] ERROR: {exc}", flush=True)
             failed = True
             continue
+        if not rows:
+            continue  # a report-only suite (bench_worker.py): the Makefile runs its report
         print_table(info, rows, repeat=repeat, quick=args.quick, seconds=time.monotonic() - start)
         failed = failed or any(row.error for row in rows)
         report["suites"][name] = {"info": info, "rows": [_row_json(row) for row in rows]}

@@ -562,10 +562,16 @@ def _deliver_texts(
             dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        batch.outcomes.append(deliver_entry(target, entry, batch))
+        batch.outcomes.append(deliver_entry(target, entry, text, batch))
     confirm(batch, settings.delivery_timeout)
+    delivered = 0
     for outcome in batch.outcomes:
-        settle(outcome, settings, counters, dead, retries)
+        if outcome.failures or outcome.missing:
+            settle(outcome, settings, counters, dead, retries)
+        else:
+            delivered += 1  # counted once per message rather than once per event
+    if delivered:
+        counters.incr("delivered", amount=delivered)
     _finish(backend_name, settings, counters, dead, retries)
 
 

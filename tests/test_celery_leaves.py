@@ -1,0 +1,124 @@
+"""Tests for eventtracking._celery_leaves: one message's entries down to the leaves.
+
+The worker works out what to do at each level of the tree once per message; these
+tests check that every event of a message still gets what it got event by event: its
+own copy for each leaf that may change it, and a nested router's processors.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventtracking import _celery_worker, _wire, tracker
+from eventtracking.routing import RoutingBackend
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _spool_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Dead letters (none expected) go to the default spool: keep it in tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield
+
+
+class Changing:
+    """A leaf that changes every event it gets (it says nothing of mutates_events)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        event["data"]["changed"] = True
+        event["name"] = "changed"
+        self.events.append(event)
+
+
+class Reading:
+    """A leaf that promises to leave events alone."""
+
+    mutates_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def numbering() -> Any:
+    seen = itertools.count()
+
+    def process(event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "data": {**event["data"], "seen": next(seen)}}
+
+    return process
+
+
+def test_every_event_of_a_message_gets_its_own_copy_and_its_processors() -> None:
+    """In one 50-entry message, a leaf that changes events changes its own copies only
+    (a leaf beside it and a leaf after it see each event as sent), and a nested router's
+    processor runs once for each event."""
+    first, beside, after = Changing(), Reading(), Reading()
+    nested = RoutingBackend(backends={"reading": beside}, processors=[numbering()])
+    name = f"leaves{next(_names)}"
+    top = RoutingBackend(backends={"first": first, "nested": nested, "after": after})
+    tracker.register_tracker(tracker.Tracker({name: top}))
+    entries = [
+        _wire.encode_entry(
+            _wire.new_event_id(), _wire.encode_event({"name": f"e{i}", "data": {"i": i}})
+        )
+        for i in range(50)
+    ]
+    _celery_worker.deliver(name, entries)
+    assert [event["data"] for event in first.events] == [
+        {"i": i, "changed": True} for i in range(50)
+    ]
+    assert [(event["name"], event["data"]) for event in beside.events] == [
+        (f"e{i}", {"i": i, "seen": i}) for i in range(50)
+    ]
+    assert [(event["name"], event["data"]) for event in after.events] == [
+        (f"e{i}", {"i": i}) for i in range(50)
+    ]
+    assert _celery_worker.stats(name)["delivered"] == 50
+
+
+class Holding:
+    """A leaf that keeps the events it takes, and notes, as each arrives, what other
+    than itself still refers to the one before."""
+
+    mutates_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.others: list[list[str]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        if self.events:
+            referrers = gc.get_referrers(self.events[-1])
+            self.others.append(
+                [type(holder).__name__ for holder in referrers if holder is not self.events]
+            )
+        self.events.append(event)
+
+
+def test_the_worker_lets_go_of_each_event_once_its_leaves_have_it() -> None:
+    """While a message is delivered, an event already delivered is held by nothing of
+    the worker's (only by the leaf that kept it), so the events of a large message do
+    not pile up for the garbage collector; a retry reads the entry's text again."""
+    leaf = Holding()
+    name = f"leaves{next(_names)}"
+    tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"leaf": leaf})}))
+    entries = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "e", "data": {}}))
+        for _ in range(20)
+    ]
+    _celery_worker.deliver(name, entries)
+    assert len(leaf.events) == 20
+    assert leaf.others == [[]] * 19

@@ -119,7 +119,10 @@ class BatchDelivery:
     (which needs a spool) writes each item to the spool before :meth:`put` returns.
 
     Batches hold at most ``batch_size`` items and leave at the latest
-    ``flush_interval`` seconds after their first item arrived. The queue holds
+    ``flush_interval`` seconds after their first item arrived; when more than
+    ``catch_up_batches`` batches wait in the queue (the sink is behind), one batch takes
+    that many batches' items, so that the sink's cost per batch is paid less often (1,
+    the default: never). The queue holds
     ``max_queue_size`` items. After a failure the thread waits
     :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
     spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
@@ -137,6 +140,7 @@ class BatchDelivery:
         batch_size: int = 500,
         flush_interval: float = 1.0,
         max_queue_size: int = 10_000,
+        catch_up_batches: int = 1,
         exit_timeout: float = 5.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -147,6 +151,7 @@ class BatchDelivery:
             raise TypeError(msg)
         _check_positive("batch_size", batch_size, integer=True)
         _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("catch_up_batches", catch_up_batches, integer=True)
         _check_positive("flush_interval", flush_interval)
         _check_positive("backoff_base", backoff_base)
         _check_positive("backoff_max", backoff_max)
@@ -163,6 +168,7 @@ class BatchDelivery:
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
+        self.catch_up_batches = catch_up_batches
         self.exit_timeout = float(exit_timeout)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
@@ -624,7 +630,10 @@ class BatchDelivery:
             self._record_error("spool", exc)
 
     def _send_queued(self) -> None:
-        batch = self._take(self._queue, self.batch_size)
+        limit = self.batch_size
+        if len(self._queue) > limit * self.catch_up_batches:
+            limit *= self.catch_up_batches
+        batch = self._take(self._queue, limit)
         if not batch:
             return
         self._batch_started = time.monotonic() if self._queue else None

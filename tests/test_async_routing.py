@@ -25,7 +25,7 @@ from celery_support import AMQP_ENV, Broker, in_process_worker, make_app, wait_u
 
 from eventtracking import _celery_worker, _signing, _wire, tasks, tracker
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
-from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.async_routing import CATCH_UP_BATCHES, AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend
 from eventtracking.exceptions import ImproperlyConfigured
@@ -210,7 +210,7 @@ def test_without_celery_import_works_and_construction_names_the_extra(tmp_path: 
         import sys
         sys.modules["celery"] = None  # as if not installed
         import eventtracking
-        from eventtracking.backends.async_routing import AsyncRoutingBackend
+        from eventtracking.backends.async_routing import CATCH_UP_BATCHES, AsyncRoutingBackend
         try:
             AsyncRoutingBackend(backend_name="x")
         except ImportError as exc:
@@ -324,6 +324,28 @@ def test_many_events_travel_in_few_messages(make_router: MakeRouter, worker: Any
     wait_until(lambda: len(memory.snapshot()) == 250)
     assert [e["data"]["i"] for e in memory.snapshot()] == list(range(250))
     assert router.stats()["publisher"]["messages"] == 3
+
+
+def test_a_burst_the_publisher_is_behind_on_travels_in_bigger_messages(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """While more than CATCH_UP_BATCHES batches wait, a message carries that many
+    batches: 1,000 events queued behind a slow publish need 2 messages, not 100;
+    every event arrives once, in order."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, batch_size=10, flush_interval=5.0)
+    assert CATCH_UP_BATCHES == 10
+    with router._sink.lock:  # the publisher's first publish waits: a slow broker
+        for i in range(10):
+            emit("burst", {"i": i})
+        wait_until(lambda: router.stats()["queue_size"] == 0)
+        for i in range(10, 1010):
+            emit("burst", {"i": i})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 1010)
+    assert [e["data"]["i"] for e in memory.snapshot()] == list(range(1010))
+    # The first batch, then 1,000 events: 100 each while more than 100 wait, then 10.
+    assert router.stats()["publisher"]["messages"] == 1 + 9 + 10
 
 
 def test_an_empty_backend_name_is_taken_from_the_trackers_key(

@@ -56,7 +56,12 @@ from eventtracking.routing import RoutingBackend
 from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Backend, Event, Processor
 
-__all__ = ["DEFAULT_LEDGER_GRACE", "DEFAULT_MAX_EVENT_SIZE", "AsyncRoutingBackend"]
+__all__ = [
+    "CATCH_UP_BATCHES",
+    "DEFAULT_LEDGER_GRACE",
+    "DEFAULT_MAX_EVENT_SIZE",
+    "AsyncRoutingBackend",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -67,6 +72,11 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 #: Seconds after which a message that should have run, and is neither queued nor held
 #: by a worker, is taken as lost by Redis and published again (see ``ledger``).
 DEFAULT_LEDGER_GRACE = 60.0
+
+#: When more than this many batches wait, the publisher is behind: a message then
+#: carries this many batches' events (split to stay under ``max_message_bytes``), which
+#: pays the broker's round trips and the ledger's once for all of them.
+CATCH_UP_BATCHES = 10
 
 # The caller's encoder: orjson's takes a third of the standard library's time or less, on
 # the thread that emits and under the GIL the publisher needs. Its compact text holds
@@ -89,6 +99,7 @@ class AsyncRoutingBackend(RoutingBackend):
     * ``queue``: the queue to publish to (default: Celery's routing);
     * ``batch_size`` (100) events per message, sent at the latest ``flush_interval``
       (0.5 s) after the first; ``max_queue_size`` (10,000) events held in memory;
+      while more than 10 batches wait (a burst), a message carries 10 batches;
     * ``publish_timeout`` (2 s): the longest a publish waits on the broker;
     * ``spool_dir``, ``spool_stream``, ``spool_max_bytes``, ``durable``,
       ``exit_timeout``: as for :class:`~eventtracking.backends.mongodb.MongoBackend`; the
@@ -222,6 +233,7 @@ class AsyncRoutingBackend(RoutingBackend):
             spool_dir=spool_dir, spool_max_bytes=spool_max_bytes, durable=durable,
             batch_size=batch_size, flush_interval=flush_interval,
             max_queue_size=max_queue_size, exit_timeout=exit_timeout,
+            catch_up_batches=CATCH_UP_BATCHES,
         )  # fmt: skip
 
     def __repr__(self) -> str:

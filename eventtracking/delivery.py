@@ -119,10 +119,11 @@ class BatchDelivery:
     (which needs a spool) writes each item to the spool before :meth:`put` returns.
 
     Batches hold at most ``batch_size`` items and leave at the latest
-    ``flush_interval`` seconds after their first item arrived; when more than
-    ``catch_up_batches`` batches wait in the queue (the sink is behind), one batch takes
-    that many batches' items, so that the sink's cost per batch is paid less often (1,
-    the default: never). The queue holds
+    ``flush_interval`` seconds after their first item arrived. When the sink falls
+    behind, so that more than two batches wait in the queue, a batch takes half of
+    what waits, in whole batches, up to ``catch_up_batches`` batches' items: the sink's
+    cost per batch is then paid less often (1, the default: batches stay
+    ``batch_size``). The queue holds
     ``max_queue_size`` items. After a failure the thread waits
     :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
     spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
@@ -630,10 +631,9 @@ class BatchDelivery:
             self._record_error("spool", exc)
 
     def _send_queued(self) -> None:
-        limit = self.batch_size
-        if len(self._queue) > limit * self.catch_up_batches:
-            limit *= self.catch_up_batches
-        batch = self._take(self._queue, limit)
+        # Behind: half of what waits, in whole batches; the rest is the next batch's.
+        batches = min(self.catch_up_batches, len(self._queue) // (2 * self.batch_size))
+        batch = self._take(self._queue, self.batch_size * max(batches, 1))
         if not batch:
             return
         self._batch_started = time.monotonic() if self._queue else None

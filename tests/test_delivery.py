@@ -115,18 +115,21 @@ def test_full_batches_leave_without_waiting_for_the_interval(make: Make) -> None
 
 
 def test_a_sink_that_fell_behind_gets_bigger_batches_until_it_caught_up(make: Make) -> None:
-    """While more than catch_up_batches batches wait, a batch takes that many batches'
-    items; once the queue is shorter, batches are batch_size again. Order is kept."""
+    """While more than two batches wait, a batch takes half of them, up to
+    catch_up_batches batches; once the queue is shorter, batches are batch_size again.
+    Order is kept."""
     sink = ListSink()
     delivery = make(sink, batch_size=10, catch_up_batches=5, flush_interval=60)
     sink.hold.clear()
     delivery.put_many(items(0, 10))
     assert sink.entered.wait(10)  # the first batch is in the sink, which is slow
-    delivery.put_many(items(10, 121))  # 111 wait: more than 5 batches
+    delivery.put_many(items(10, 251))  # 241 wait: 24 batches, 12 of them are half
     sink.hold.set()
     assert delivery.flush(10) is True
-    assert [len(batch) for batch in sink.batches] == [10, 50, 50, 10, 1]
-    assert sink.items == items(0, 121)
+    # Waiting before each batch, and the whole batches in its half: 241 (12, capped
+    # at 5), 191 (9, capped), 141 (7, capped), 91 (4), 51 (2), 31, 21 and 11 (1), 1.
+    assert [len(batch) for batch in sink.batches] == [10, 50, 50, 50, 40, 20, 10, 10, 10, 1]
+    assert sink.items == items(0, 251)
 
 
 def test_a_partial_batch_leaves_after_the_interval(make: Make) -> None:

@@ -73,10 +73,11 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 #: by a worker, is taken as lost by Redis and published again (see ``ledger``).
 DEFAULT_LEDGER_GRACE = 60.0
 
-#: When more than this many batches wait, the publisher is behind: a message then
-#: carries this many batches' events (split to stay under ``max_message_bytes``), which
-#: pays the broker's round trips and the ledger's once for all of them.
-CATCH_UP_BATCHES = 10
+#: When more than two batches wait, the publisher is behind: a message then carries
+#: half of what waits, up to this many batches' events (split to stay under
+#: ``max_message_bytes``), and pays the broker's and the ledger's round trips once for
+#: all of them.
+CATCH_UP_BATCHES = 40
 
 # The caller's encoder: orjson's takes a third of the standard library's time or less, on
 # the thread that emits and under the GIL the publisher needs. Its compact text holds
@@ -99,7 +100,8 @@ class AsyncRoutingBackend(RoutingBackend):
     * ``queue``: the queue to publish to (default: Celery's routing);
     * ``batch_size`` (100) events per message, sent at the latest ``flush_interval``
       (0.5 s) after the first; ``max_queue_size`` (10,000) events held in memory;
-      while more than 10 batches wait (a burst), a message carries 10 batches;
+      while more than two batches wait (a burst), a message carries half of them, up
+      to 40 batches;
     * ``publish_timeout`` (2 s): the longest a publish waits on the broker;
     * ``spool_dir``, ``spool_stream``, ``spool_max_bytes``, ``durable``,
       ``exit_timeout``: as for :class:`~eventtracking.backends.mongodb.MongoBackend`; the

@@ -29,12 +29,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-_orjson: Any
-try:
-    import orjson as _orjson
-except ImportError:  # the [fast] extra is optional
-    _orjson = None
-
 __all__ = ["LEDGER_KEY", "LedgerRecord", "RedisLedger", "unacked_task_ids"]
 
 LEDGER_KEY = "eventtracking.ledger"
@@ -71,15 +65,7 @@ class RedisLedger:
         orjson (the ``[fast]`` extra) it is written in orjson's compact form, as the
         publisher holds the GIL the caller needs while it writes a thousand texts.
         """
-        fields = {"queue": queue, "backend_name": backend_name, "texts": texts}
-        value: bytes | str | None = None
-        if _orjson is not None:
-            try:
-                value = _orjson.dumps(fields)
-            except TypeError:  # a text with a lone surrogate: the stdlib escapes it
-                value = None
-        if value is None:
-            value = json.dumps(fields)
+        value = _encode_record({"queue": queue, "backend_name": backend_name, "texts": texts})
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._ledger, task_id, value)
         pipe.zadd(self._due, {task_id: due})
@@ -154,3 +140,15 @@ def unacked_task_ids(client: Any, key: str) -> Iterable[str]:
             continue
         if isinstance(task_id, str):
             yield task_id
+
+
+def _encode_record(fields: dict[str, Any]) -> bytes | str:
+    """A record's JSON: orjson's when it is installed, else the standard library's."""
+    try:
+        import orjson  # the [fast] extra; imported here, once per message
+    except ImportError:
+        return json.dumps(fields)
+    try:
+        return orjson.dumps(fields)
+    except TypeError:  # a text with a lone surrogate, which the standard library escapes
+        return json.dumps(fields)

@@ -19,7 +19,7 @@ import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
 
 from eventtracking import _wire, tracker
-from eventtracking._redis_ledger import LEDGER_KEY, LedgerRecord, RedisLedger
+from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 
@@ -163,6 +163,8 @@ def test_every_text_reads_back_from_its_record_as_it_was_written(redis_url: str)
     lone surrogate (a worker's retry of a message that held one), which orjson
     refuses."""
     import redis
+
+    from eventtracking._redis_ledger import LedgerRecord
 
     ledger = RedisLedger(redis.Redis.from_url(redis_url), prefix="read-back.")
     texts = [*entries(2), 'quotes " and \\ backslash, é, 😀', "lone \ud800 surrogate"]

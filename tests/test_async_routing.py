@@ -24,6 +24,7 @@ import pytest
 from celery_support import AMQP_ENV, Broker, in_process_worker, make_app, wait_until
 
 from eventtracking import _celery_worker, _signing, _wire, tasks, tracker
+from eventtracking._celery_sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
 from eventtracking.backends.async_routing import CATCH_UP_BATCHES, AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
@@ -347,6 +348,23 @@ def test_a_burst_the_publisher_is_behind_on_travels_in_bigger_messages(
     # CATCH_UP_BATCHES (40) of them: 400, 300, 150, 70, 40, 20, 10 and 10 events.
     assert CATCH_UP_BATCHES == 40
     assert router.stats()["publisher"]["messages"] == 1 + 8
+
+
+def test_no_message_carries_more_entries_than_a_worker_takes(
+    make_router: MakeRouter, worker: Any
+) -> None:
+    """A batch is split into messages of at most max_message_entries entries (a
+    worker refuses bigger ones), in order, whatever the delivery hands the sink."""
+    memory = InMemoryBackend()
+    router = make_router(backends={"memory": memory}, flush_interval=5.0)
+    assert router._sink.max_message_entries == DEFAULT_MAX_MESSAGE_ENTRIES
+    router._sink.max_message_entries = 3
+    for i in range(7):
+        emit("split", {"i": i})
+    assert router.flush(10)
+    wait_until(lambda: len(memory.snapshot()) == 7)
+    assert [e["data"]["i"] for e in memory.snapshot()] == list(range(7))
+    assert router.stats()["publisher"]["messages"] == 3
 
 
 def test_an_empty_backend_name_is_taken_from_the_trackers_key(

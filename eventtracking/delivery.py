@@ -120,8 +120,9 @@ class BatchDelivery:
 
     Batches hold at most ``batch_size`` items and leave at the latest
     ``flush_interval`` seconds after their first item arrived. When the sink falls
-    behind, so that more than two batches wait in the queue, a batch takes half of
-    what waits, in whole batches, up to ``catch_up_batches`` batches' items: the sink's
+    behind, so that more than two batches wait in the queue (or the spool), a batch
+    takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
+    items: the sink's
     cost per batch is then paid less often (1, the default: batches stay
     ``batch_size``). The queue holds
     ``max_queue_size`` items. After a failure the thread waits
@@ -580,9 +581,10 @@ class BatchDelivery:
         try:
             # A read first: most looks find nothing, and need no write lock. Claimed
             # rows count, so that claims of dead processes get taken back by claim().
-            if self.spool.pending_count(self.stream) == 0:
+            pending = self.spool.pending_count(self.stream)
+            if pending == 0:
                 return None
-            claim = self.spool.claim(self.stream, self.batch_size)
+            claim = self.spool.claim(self.stream, self._batch_limit(pending))
         except Exception as exc:
             self._record_error("spool", exc)
             return None
@@ -631,9 +633,7 @@ class BatchDelivery:
             self._record_error("spool", exc)
 
     def _send_queued(self) -> None:
-        # Behind: half of what waits, in whole batches; the rest is the next batch's.
-        batches = min(self.catch_up_batches, len(self._queue) // (2 * self.batch_size))
-        batch = self._take(self._queue, self.batch_size * max(batches, 1))
+        batch = self._take(self._queue, self._batch_limit(len(self._queue)))
         if not batch:
             return
         self._batch_started = time.monotonic() if self._queue else None
@@ -658,6 +658,12 @@ class BatchDelivery:
                 [(batch[position], reason, None) for position, reason in rejected.items()]
             )
             self._log_rejected(rejected)
+
+    def _batch_limit(self, waiting: int) -> int:
+        """The items of the next batch when ``waiting`` items wait (queued or spooled)."""
+        # Behind: half of what waits, in whole batches; the rest is the next batch's.
+        batches = min(self.catch_up_batches, waiting // (2 * self.batch_size))
+        return self.batch_size * max(batches, 1)
 
     def _succeeded(self) -> None:
         self._counters.incr("batches")

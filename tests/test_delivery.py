@@ -132,6 +132,20 @@ def test_a_sink_that_fell_behind_gets_bigger_batches_until_it_caught_up(make: Ma
     assert sink.items == items(0, 251)
 
 
+def test_a_spool_backlog_is_replayed_in_bigger_batches(make: Make, tmp_path: Path) -> None:
+    """Rows waiting in the spool (spilled from a full queue, or left by an earlier
+    process) are replayed by the same rule as the queue: half of what waits, up to
+    catch_up_batches batches, in order."""
+    spool = Spool(tmp_path / "backlog")
+    spool.append(STREAM, items(0, 241))
+    sink = ListSink()
+    delivery = make(sink, spool=spool, batch_size=10, catch_up_batches=5, flush_interval=60)
+    assert delivery.flush(10) is True
+    assert [len(batch) for batch in sink.batches] == [50, 50, 50, 40, 20, 10, 10, 10, 1]
+    assert sink.items == items(0, 241)
+    assert delivery.stats()["replayed"] == 241
+
+
 def test_a_partial_batch_leaves_after_the_interval(make: Make) -> None:
     """Fewer items than batch_size are sent once flush_interval has passed, without flush()."""
     sink = ListSink()

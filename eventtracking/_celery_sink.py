@@ -36,6 +36,7 @@ from eventtracking._signing import HEADER, sign
 from eventtracking._stats import Counters
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_ENTRIES",
     "INSTALL_HINT",
     "LEGACY_TASK_NAME",
     "TASK_NAME",
@@ -53,6 +54,10 @@ TASK_NAME = "eventtracking.tasks.send_events"
 LEGACY_TASK_NAME = "eventtracking.tasks.send_event"
 #: What to run when Celery is missing.
 INSTALL_HINT = "pip install 'event-tracking[celery]'"
+
+#: Entries a worker takes in one message by default: a burst's bigger messages (see
+#: AsyncRoutingBackend) are split to stay within it.
+DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
 
 # Seconds between two full lookups of task_always_eager (see CelerySink.eager).
 _EAGER_RECHECK = 1.0
@@ -114,7 +119,8 @@ class CelerySink:
     publish to (None: Celery's routing decides). ``publish_timeout`` bounds connecting
     and each socket operation. ``retry_delay(attempt)`` gives the countdown of a
     message whose entries are retries. Batches are split so that no message carries
-    more than ``max_message_bytes`` of entries (a single larger entry travels alone).
+    more than ``max_message_bytes`` of entries (a single larger entry travels alone),
+    nor more than ``max_message_entries`` entries (what a worker takes in one message).
     ``ledger`` (Redis only) records each message until a worker has delivered it.
     With ``signing_keys``, each message carries a signature under the first (see
     :mod:`eventtracking._signing`).
@@ -131,6 +137,7 @@ class CelerySink:
         queue: str | None = None,
         publish_timeout: float = 2.0,
         max_message_bytes: int = 4 * 1024 * 1024,
+        max_message_entries: int = DEFAULT_MAX_MESSAGE_ENTRIES,
         retry_delay: Callable[[int], float] | None = None,
         ledger: bool = True,
         signing_keys: Sequence[bytes] = (),
@@ -142,6 +149,7 @@ class CelerySink:
         self.queue = queue
         self.publish_timeout = float(publish_timeout)
         self.max_message_bytes = int(max_message_bytes)
+        self.max_message_entries = int(max_message_entries)
         self._retry_delay = retry_delay or (lambda attempt: 0.0)
         self._app: Any = None
         self._connection: Any = None
@@ -198,7 +206,8 @@ class CelerySink:
         return refused or None
 
     def _messages(self, texts: list[str]) -> list[tuple[int, list[str]]]:
-        """Split entries into messages: by attempt (each has its countdown), then by size."""
+        """Split entries into messages: by attempt (each has its countdown), then by
+        size and count."""
         by_attempt: dict[int, list[str]] = {}
         for text in texts:
             by_attempt.setdefault(peek_attempt(text), []).append(text)
@@ -207,7 +216,10 @@ class CelerySink:
             chunk: list[str] = []
             size = 0
             for text in group:
-                if chunk and size + len(text) > self.max_message_bytes:
+                if chunk and (
+                    size + len(text) > self.max_message_bytes
+                    or len(chunk) >= self.max_message_entries
+                ):
                     messages.append((attempt, chunk))
                     chunk, size = [], 0
                 chunk.append(text)

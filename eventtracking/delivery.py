@@ -119,7 +119,12 @@ class BatchDelivery:
     (which needs a spool) writes each item to the spool before :meth:`put` returns.
 
     Batches hold at most ``batch_size`` items and leave at the latest
-    ``flush_interval`` seconds after their first item arrived. The queue holds
+    ``flush_interval`` seconds after their first item arrived. When the sink falls
+    behind, so that more than two batches wait in the queue (or the spool), a batch
+    takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
+    items: the sink's
+    cost per batch is then paid less often (1, the default: batches stay
+    ``batch_size``). The queue holds
     ``max_queue_size`` items. After a failure the thread waits
     :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
     spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
@@ -137,6 +142,7 @@ class BatchDelivery:
         batch_size: int = 500,
         flush_interval: float = 1.0,
         max_queue_size: int = 10_000,
+        catch_up_batches: int = 1,
         exit_timeout: float = 5.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -147,6 +153,7 @@ class BatchDelivery:
             raise TypeError(msg)
         _check_positive("batch_size", batch_size, integer=True)
         _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("catch_up_batches", catch_up_batches, integer=True)
         _check_positive("flush_interval", flush_interval)
         _check_positive("backoff_base", backoff_base)
         _check_positive("backoff_max", backoff_max)
@@ -163,6 +170,7 @@ class BatchDelivery:
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
+        self.catch_up_batches = catch_up_batches
         self.exit_timeout = float(exit_timeout)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
@@ -573,9 +581,10 @@ class BatchDelivery:
         try:
             # A read first: most looks find nothing, and need no write lock. Claimed
             # rows count, so that claims of dead processes get taken back by claim().
-            if self.spool.pending_count(self.stream) == 0:
+            pending = self.spool.pending_count(self.stream)
+            if pending == 0:
                 return None
-            claim = self.spool.claim(self.stream, self.batch_size)
+            claim = self.spool.claim(self.stream, self._batch_limit(pending))
         except Exception as exc:
             self._record_error("spool", exc)
             return None
@@ -624,7 +633,7 @@ class BatchDelivery:
             self._record_error("spool", exc)
 
     def _send_queued(self) -> None:
-        batch = self._take(self._queue, self.batch_size)
+        batch = self._take(self._queue, self._batch_limit(len(self._queue)))
         if not batch:
             return
         self._batch_started = time.monotonic() if self._queue else None
@@ -649,6 +658,12 @@ class BatchDelivery:
                 [(batch[position], reason, None) for position, reason in rejected.items()]
             )
             self._log_rejected(rejected)
+
+    def _batch_limit(self, waiting: int) -> int:
+        """The items of the next batch when ``waiting`` items wait (queued or spooled)."""
+        # Behind: half of what waits, in whole batches; the rest is the next batch's.
+        batches = min(self.catch_up_batches, waiting // (2 * self.batch_size))
+        return self.batch_size * max(batches, 1)
 
     def _succeeded(self) -> None:
         self._counters.incr("batches")

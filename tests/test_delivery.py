@@ -114,6 +114,38 @@ def test_full_batches_leave_without_waiting_for_the_interval(make: Make) -> None
     assert sink.items == items(0, 30)
 
 
+def test_a_sink_that_fell_behind_gets_bigger_batches_until_it_caught_up(make: Make) -> None:
+    """While more than two batches wait, a batch takes half of them, up to
+    catch_up_batches batches; once the queue is shorter, batches are batch_size again.
+    Order is kept."""
+    sink = ListSink()
+    delivery = make(sink, batch_size=10, catch_up_batches=5, flush_interval=60)
+    sink.hold.clear()
+    delivery.put_many(items(0, 10))
+    assert sink.entered.wait(10)  # the first batch is in the sink, which is slow
+    delivery.put_many(items(10, 251))  # 241 wait: 24 batches, 12 of them are half
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    # Waiting before each batch, and the whole batches in its half: 241 (12, capped
+    # at 5), 191 (9, capped), 141 (7, capped), 91 (4), 51 (2), 31, 21 and 11 (1), 1.
+    assert [len(batch) for batch in sink.batches] == [10, 50, 50, 50, 40, 20, 10, 10, 10, 1]
+    assert sink.items == items(0, 251)
+
+
+def test_a_spool_backlog_is_replayed_in_bigger_batches(make: Make, tmp_path: Path) -> None:
+    """Rows waiting in the spool (spilled from a full queue, or left by an earlier
+    process) are replayed by the same rule as the queue: half of what waits, up to
+    catch_up_batches batches, in order."""
+    spool = Spool(tmp_path / "backlog")
+    spool.append(STREAM, items(0, 241))
+    sink = ListSink()
+    delivery = make(sink, spool=spool, batch_size=10, catch_up_batches=5, flush_interval=60)
+    assert delivery.flush(10) is True
+    assert [len(batch) for batch in sink.batches] == [50, 50, 50, 40, 20, 10, 10, 10, 1]
+    assert sink.items == items(0, 241)
+    assert delivery.stats()["replayed"] == 241
+
+
 def test_a_partial_batch_leaves_after_the_interval(make: Make) -> None:
     """Fewer items than batch_size are sent once flush_interval has passed, without flush()."""
     sink = ListSink()
@@ -438,6 +470,7 @@ def test_one_named_daemon_thread_per_delivery(make: Make) -> None:
         ("batch_size", 0, "batch_size must be a positive int, got 0"),
         ("batch_size", 1.5, "batch_size must be a positive int, got 1.5"),
         ("max_queue_size", -1, "max_queue_size must be a positive int, got -1"),
+        ("catch_up_batches", 0, "catch_up_batches must be a positive int, got 0"),
         ("flush_interval", 0, "flush_interval must be a positive number, got 0"),
         ("exit_timeout", -1, "exit_timeout must be a number of seconds >= 0, got -1"),
     ],

@@ -157,6 +157,22 @@ def test_the_ledger_record_holds_what_the_sweep_needs(
     }
 
 
+def test_every_text_reads_back_from_its_record_as_it_was_written(redis_url: str) -> None:
+    """Whichever encoder writes a record (orjson with the [fast] extra, else the
+    standard library), the sweep reads back the texts as they were, even one with a
+    lone surrogate (a worker's retry of a message that held one), which orjson
+    refuses."""
+    import redis
+
+    from eventtracking._redis_ledger import LedgerRecord
+
+    ledger = RedisLedger(redis.Redis.from_url(redis_url), prefix="read-back.")
+    texts = [*entries(2), 'quotes " and \\ backslash, é, 😀', "lone \ud800 surrogate"]
+    ledger.record("task-1", "q", "backend", texts, due=0.0)
+    (record,) = ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=list)
+    assert record == LedgerRecord("task-1", "q", "backend", texts)
+
+
 @pytest.mark.parametrize("kind", ["unknown backend", "malformed"])
 def test_a_message_kept_as_a_dead_letter_leaves_the_ledger(
     app: Any, router: AsyncRoutingBackend, kind: str

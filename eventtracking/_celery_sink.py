@@ -55,8 +55,9 @@ LEGACY_TASK_NAME = "eventtracking.tasks.send_event"
 #: What to run when Celery is missing.
 INSTALL_HINT = "pip install 'event-tracking[celery]'"
 
-#: Entries a worker takes in one message by default: a burst's bigger messages (see
-#: AsyncRoutingBackend) are split to stay within it.
+#: Entries a worker takes in one message by default (a larger message is one dead
+#: letter there): a burst's bigger messages (see AsyncRoutingBackend) are split to stay
+#: within it.
 DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
 
 # Seconds between two full lookups of task_always_eager (see CelerySink.eager).

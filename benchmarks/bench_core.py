@@ -496,6 +496,7 @@ SUITE = Suite(
             "unflagged",
             "1 backend without the flag",
             build_unflagged,
+            goal=6.0,
             description="the null backend written for 4.x: it gets a copy of the event",
         ),
         Entry(

@@ -28,9 +28,13 @@ The report, ``python benchmarks/bench_mongo.py report --peer-python PY`` (``make
 bench`` runs it after the tables), measures what a per-event mean cannot show, on the
 workload of the issue: 20,000 events timed until all are stored, for ours, 4.0.2 and
 plain pymongo (median of ``--repeat`` runs, each in a fresh process); the emit loop of
-those runs; the latency of each emit while MongoDB is down, over 100,000 events; and
-the growth of the process's RSS during that outage. It prints figures and ratios
-against their goals, and asserts nothing.
+those runs; the latency of each emit while MongoDB is down, over 100,000 events; the
+growth of the process's RSS during that outage; and the replay after an outage: 20,000
+and 100,000 events spooled while nothing listens on the port, then a SecantusDB started
+there, timed until ``flush()`` says all are stored, beside plain pymongo storing as
+many events (the server slows as the collection grows: the replay is linear when its
+ratio to pymongo is the same at both sizes). It prints
+figures and ratios against their goals, and asserts nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ from _harness import Entry, Suite, print_report_table, report_parser, run_measur
 DATABASE = "bench"
 EVENTS = 20_000
 OUTAGE_EVENTS = 100_000
+# Spooled while MongoDB is down, then replayed: two sizes, to show the replay is linear.
+REPLAY_EVENTS = (20_000, 100_000)
 PYMONGO_BATCH = 500
 STORE_TIMEOUT = 300.0
 # Events per timed batch in the table. Stored events cost the server about 0.2 ms
@@ -72,6 +78,8 @@ GOALS = {
     "p99_ms": 1.0,  # emit latency while down, at most
     "max_ms": 50.0,
     "rss_share": 0.2,  # RSS growth / encoded size of the outage's events, at most
+    # (replay / plain pymongo) with 100,000 spooled over the same with 20,000, at most
+    "replay_linear": 1.2,
 }
 
 
@@ -340,9 +348,67 @@ def measure_outage(events: int) -> dict[str, Any]:
     }
 
 
+def measure_replay(events: int) -> dict[str, Any]:
+    """Spool ``events`` events while MongoDB is down, then start it on that port and
+    time until ``flush()`` says every one is stored; runs in its own process."""
+    from secantus import SecantusDBServer
+
+    from eventtracking.backends.mongodb import MongoBackend
+    from eventtracking.spool import Spool
+    from eventtracking.tracker import Tracker
+
+    with socket.socket() as sock:  # a port nobody listens on, until the server starts
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spool_dir = tempfile.mkdtemp(prefix="bench-replay-")
+    storage = tempfile.mkdtemp(prefix="bench-replay-db-")
+    db = None
+    try:
+        backend = MongoBackend(
+            host="127.0.0.1", port=port, database=DATABASE, collection="replay", spool_dir=spool_dir
+        )
+        tracker = Tracker({"mongo": backend})
+        tracker.enter_context("request", CONTEXT)
+        for _ in range(events):
+            tracker.emit(NAME, DATA)
+        spool = Spool(spool_dir)
+        deadline = time.monotonic() + STORE_TIMEOUT
+        while (spooled := spool.pending_count()) < events:
+            if time.monotonic() > deadline:
+                msg = f"only {spooled} of {events} events reached the spool: {backend.stats()}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+        db = SecantusDBServer(storage_path=storage, port=port)
+        db.start()
+        start = time.perf_counter()
+        stored_all = backend.flush(STORE_TIMEOUT)
+        seconds = time.perf_counter() - start
+        import pymongo
+
+        with pymongo.MongoClient("127.0.0.1", port) as client:
+            stored = client[DATABASE]["replay"].count_documents({})
+        left = spool.pending_count()
+        tracker.close(30)
+    finally:
+        if db is not None:
+            db.stop()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        shutil.rmtree(storage, ignore_errors=True)
+    return {
+        "events": events,
+        "spooled": spooled,
+        "stored": stored,
+        "left": left,
+        "flushed": stored_all,
+        "seconds": seconds,
+    }
+
+
 def _measure(args: argparse.Namespace) -> int:
     if args.what == "outage":
         result = measure_outage(args.events)
+    elif args.what == "replay":
+        result = measure_replay(args.events)
     else:
         result = measure_until_stored(json.loads(args.setup_json), args.what, args.events)
     print(json.dumps(result, sort_keys=True), flush=True)
@@ -382,6 +448,30 @@ def _report(args: argparse.Namespace) -> int:
                     )
                 )
     outage = _run_measure(sys.executable, "--what", "outage", "--events", str(outage_events))
+    replay_sizes = (2_000, 10_000) if args.quick else REPLAY_EVENTS
+    replays = {
+        size: [
+            _run_measure(sys.executable, "--what", "replay", "--events", str(size))
+            for _ in range(repeat)
+        ]
+        for size in replay_sizes
+    }
+    # The server's own rate at each size: it slows as the collection and its indexes
+    # grow, whatever stores the events.
+    floors: dict[int, list[float]] = {size: [] for size in replay_sizes}
+    with server() as setup:
+        for size in replay_sizes:
+            for _ in range(repeat):
+                argv = ["--what", "pymongo", "--events", str(size)]
+                result = _run_measure(sys.executable, *argv, "--setup-json", json.dumps(setup))
+                floors[size].append(result["total_s"])
+    for size in replay_sizes:
+        for result in replays[size]:
+            result["floor_s"] = statistics.median(floors[size])
+    lost = [r for runs_ in replays.values() for r in runs_ if r["stored"] != r["events"]]
+    if lost or any(r["left"] for runs_ in replays.values() for r in runs_):
+        print(f"[mongo report] ERROR: the replay after an outage lost events: {replays}")
+        return 1
     checks = {
         json.dumps(r["check"], sort_keys=True) for side in ("ours", "peer") for r in runs[side]
     }
@@ -391,19 +481,26 @@ def _report(args: argparse.Namespace) -> int:
     if outage["spooled"] != outage["expected_spooled"] or outage["dropped"]:
         print(f"[mongo report] ERROR: events went missing during the outage: {outage}")
         return 1
-    _print_report(runs, outage, events, repeat, time.monotonic() - started)
+    _print_report(runs, outage, replays, events, repeat, time.monotonic() - started)
     return 0
 
 
 def _print_report(
     runs: dict[str, list[dict[str, Any]]],
     outage: dict[str, Any],
+    replays: dict[int, list[dict[str, Any]]],
     events: int,
     repeat: int,
     seconds: float,
 ) -> None:
     def median(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
+
+    small, large = sorted(replays)
+    replay_s = {size: statistics.median(r["seconds"] for r in replays[size]) for size in replays}
+    floor_s = {size: replays[size][0]["floor_s"] for size in replays}
+    # The replay's time over plain pymongo's on as many events: linear when it holds.
+    over = {size: replay_s[size] / floor_s[size] for size in replays}
 
     ours, peer, plain = (median(s, "total_s") for s in ("ours", "peer", "pymongo"))
     bare = median("pymongo_noindex", "total_s")
@@ -460,6 +557,29 @@ def _print_report(
             rss_share <= GOALS["rss_share"],
         ),
     ]
+    rows += [
+        (
+            f"replay after an outage: {small:,} / {large:,} spooled events until stored",
+            f"{replay_s[small]:.1f} s / {replay_s[large]:.1f} s",
+            f"{small / replay_s[small]:,.0f} / {large / replay_s[large]:,.0f} events/s",
+            "-",
+            None,
+        ),
+        (
+            "  plain pymongo storing as many events (the server's own time)",
+            f"{floor_s[small]:.1f} s / {floor_s[large]:.1f} s",
+            f"replay {over[small]:.2f}x / {over[large]:.2f}x of it",
+            f"<= {GOALS['vs_pymongo']:g}x",
+            max(over.values()) <= GOALS["vs_pymongo"],
+        ),
+        (
+            "  replay over pymongo, larger spool / smaller (linear: about 1)",
+            f"{over[large] / over[small]:.2f}x",
+            "",
+            f"<= {GOALS['replay_linear']:g}x",
+            over[large] / over[small] <= GOALS["replay_linear"],
+        ),
+    ]
     if events == EVENTS:
         print(f"\n[mongo report] the issue's workload against one SecantusDB (median of {repeat})")
     else:
@@ -477,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         return SUITE.main(argv)
     parser, measure = report_parser("The MongoDB report; see the docstring.")
     measure.add_argument(
-        "--what", choices=("ours", "peer", "pymongo", "pymongo_noindex", "outage"), required=True
+        "--what",
+        choices=("ours", "peer", "pymongo", "pymongo_noindex", "outage", "replay"),
+        required=True,
     )
     measure.add_argument("--setup-json", default="{}")
     args = parser.parse_args(argv)

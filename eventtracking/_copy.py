@@ -8,9 +8,11 @@ leaf, and hands only other objects to :func:`copy.deepcopy`. A shared, read-only
 :class:`~eventtracking._contextstack.FrozenContext` comes out as a plain dict. A value
 that cannot be copied is shared rather than lost, and counted.
 
-Two entry points:
+Three entry points:
 
 * :func:`safe_copy` makes one copy;
+* :func:`copy_one` makes one copy of each event from one place, through the compiled
+  copier of the last event's shape;
 * :class:`Copier` makes as many independent copies of one event as a fan-out needs.
   The first copy walks the event and records where its containers are (a *plan*);
   later copies replay the plan with C-level ``dict.copy`` and ``list.copy`` calls and
@@ -35,7 +37,7 @@ from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_co
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
-__all__ = ["COPY_STATS", "Copier", "safe_copy"]
+__all__ = ["COPY_STATS", "Copier", "copy_one", "safe_copy"]
 
 LOG = logging.getLogger(__name__)
 _RATE_LIMITED = RateLimitedLogger(LOG)
@@ -70,6 +72,25 @@ def safe_copy(value: Any) -> Any:
         return _walk(value, 0, {})[0]
     except RecursionError:
         return _deepcopy(value)
+
+
+def copy_one(value: Any, hint: _Compiled | None) -> tuple[Any, _Compiled | None]:
+    """Return one deep copy of ``value``, and the hint for the next value from the same
+    place (see :class:`Copier`); never raises.
+
+    For a router that makes a single copy of each event. When ``value`` has the shape of
+    ``hint``, the compiled check-and-copy is all it runs: no :class:`Copier`, partial or
+    list around it, which cost almost as much as the copy itself.
+    """
+    if hint is not None:
+        checked = hint.checked
+        if checked is not None:
+            try:
+                return checked(value), hint
+            except Exception:
+                pass  # another shape (or a check that raised): learn this one
+    copier = Copier(value)
+    return copier.copy(), copier.hint
 
 
 class Copier:

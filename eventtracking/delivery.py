@@ -581,7 +581,7 @@ class BatchDelivery:
         try:
             # A read first: most looks find nothing, and need no write lock. Claimed
             # rows count, so that claims of dead processes get taken back by claim().
-            pending = self.spool.pending_count(self.stream)
+            pending = self._spooled_waiting()
             if pending == 0:
                 return None
             claim = self.spool.claim(self.stream, self._batch_limit(pending))
@@ -659,6 +659,15 @@ class BatchDelivery:
             )
             self._log_rejected(rejected)
 
+    def _spooled_waiting(self) -> int:
+        """Rows of the stream waiting in the spool, counted only as far as the size of
+        the next batch depends on them, so that a look costs the same however many wait.
+        """
+        assert self.spool is not None
+        if self.catch_up_batches == 1:
+            return int(self.spool.has_pending(self.stream))
+        return self.spool.pending_up_to(self.stream, 2 * self.batch_size * self.catch_up_batches)
+
     def _batch_limit(self, waiting: int) -> int:
         """The items of the next batch when ``waiting`` items wait (queued or spooled)."""
         # Behind: half of what waits, in whole batches; the rest is the next batch's.
@@ -733,7 +742,7 @@ class BatchDelivery:
         if self.spool is None:
             return True
         try:
-            return self.spool.pending_count(self.stream) == 0
+            return not self.spool.has_pending(self.stream)
         except Exception as exc:
             self._record_error("spool", exc)
             return False

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking._copy import Copier, safe_copy
+from eventtracking._copy import Copier, copy_one, safe_copy
 from eventtracking._delivery_api import close_all, flush_all, stats_of
 from eventtracking._metadata_api import deliver_metadata
 from eventtracking._ratelimit import RateLimitedLogger
@@ -270,10 +270,16 @@ class RoutingBackend:
                     backend.send(event)
                 else:
                     if copies is None:
+                        count = self._copies - (private and self._last_copies)
+                        if count == 1 and copier is None:
+                            # One copy and no tree to share a Copier with: the usual
+                            # case of a 4.x backend, made without a Copier around it.
+                            copied, self._copy_hint = copy_one(event, self._copy_hint)
+                            backend.send(copied)
+                            continue
                         if copier is None:
                             copier = Copier(event, self._copy_hint)
                         # All at once, in one compiled loop; none of them is the event.
-                        count = self._copies - (private and self._last_copies)
                         copies = copier.copies(count)
                         copies.reverse()
                     backend.send(copies.pop())

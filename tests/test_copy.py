@@ -14,7 +14,7 @@ import pytest
 
 from eventtracking import _copy
 from eventtracking._contextstack import FrozenContext
-from eventtracking._copy import COPY_STATS, Copier, safe_copy
+from eventtracking._copy import COPY_STATS, Copier, copy_one, safe_copy
 from eventtracking._ratelimit import RateLimitedLogger
 
 
@@ -289,3 +289,49 @@ def test_a_hint_for_another_shape_is_refused_and_the_copy_is_still_deep(change: 
     assert copied == event
     originals = {id(c) for c in containers(event) if not isinstance(c, tuple)}
     assert not originals & {id(c) for c in containers(copied) if not isinstance(c, tuple)}
+
+
+def test_copy_one_learns_a_shape_and_copies_the_next_event_of_it_with_the_same_hint() -> None:
+    """copy_one makes an independent deep copy; once the shape is known it hands back
+    the same hint, for events of that shape, without walking them."""
+    hint = None
+    for _ in range(_copy._COMPILE_AFTER):
+        copied, hint = copy_one(json_like_event(), hint)
+    assert hint is not None and hint.checked is not None
+    event = json_like_event()
+    event["data"]["list"] = [9, 8, [7, {"deep": [6]}]]
+    copied, again = copy_one(event, hint)
+    assert again is hint
+    assert copied == event
+    copied["data"]["list"][2][1]["deep"].append("x")
+    assert event["data"]["list"][2][1]["deep"] == [6]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e["data"].__setitem__("scalar", [1]),
+        lambda e: e["data"].__setitem__("extra", 1),
+        lambda e: e.__setitem__("context", {"user": ["a"]}),
+    ],
+)
+def test_copy_one_walks_an_event_of_another_shape(change: Any) -> None:
+    """An event that does not fit the hint is walked: its copy is still deep, and the
+    hint that comes back is not the old one."""
+    hint = _learned_hint(json_like_event())
+    event = json_like_event()
+    change(event)
+    copied, new_hint = copy_one(event, hint)
+    assert new_hint is not hint
+    assert copied == event
+    originals = {id(c) for c in containers(event) if not isinstance(c, tuple)}
+    assert not originals & {id(c) for c in containers(copied) if not isinstance(c, tuple)}
+
+
+def test_copy_one_shares_and_counts_an_uncopyable_value() -> None:
+    """copy_one never raises: a value that refuses to be copied is shared and counted."""
+    before = COPY_STATS.snapshot()["uncopyable"]
+    odd = Uncopyable()
+    copied, _ = copy_one({"data": {"odd": odd, "list": [1]}}, None)
+    assert copied["data"]["odd"] is odd
+    assert COPY_STATS.snapshot()["uncopyable"] == before + 1

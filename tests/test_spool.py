@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -104,6 +104,22 @@ def test_read_only_calls_do_not_create_the_spool(tmp_path: Path) -> None:
     assert spool.dead_letters() == []
     assert spool.status() == {"path": str(spool.path), "exists": False, "streams": {}}
     assert not (tmp_path / "never").exists()
+
+
+def test_has_pending_sees_claimed_and_unclaimed_rows_of_its_stream_only(tmp_path: Path) -> None:
+    """has_pending is True while a stream holds rows, claimed ones included, and says
+    nothing of other streams; asking creates no spool."""
+    spool = Spool(tmp_path / "spool")
+    assert spool.has_pending(STREAM) is False
+    assert not (tmp_path / "spool").exists()
+    spool.append("other", [b"x"])
+    assert spool.has_pending(STREAM) is False
+    spool.append(STREAM, [b"a"])
+    claim = spool.claim(STREAM, 10)
+    assert claim is not None
+    assert spool.has_pending(STREAM) is True
+    spool.ack(claim)
+    assert (spool.has_pending(STREAM), spool.has_pending("other")) == (False, True)
 
 
 def test_spool_is_in_wal_mode_in_a_private_directory(tmp_path: Path) -> None:
@@ -777,3 +793,121 @@ def test_dead_letters_expire_after_dead_letter_max_age(tmp_path: Path) -> None:
     spool.add_dead_letters("s", [(b"new", "new", None)])
     assert [letter.reason for letter in spool.dead_letters("s")] == ["new"]
     assert spool.stats()["dead_letters_expired"] == 1
+
+
+# The schema of the spool files that 1.x wrote, as they sit on users' disks: the
+# statements below must find their indexes in these files too.
+_SCHEMA_V1 = """
+CREATE TABLE pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    claim TEXT,
+    claimed_at REAL
+);
+CREATE INDEX pending_by_stream ON pending (stream, claim, id);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    payload BLOB,
+    detail TEXT,
+    reason TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX dead_letters_by_stream ON dead_letters (stream, id);
+PRAGMA user_version = 1;
+"""
+
+
+class _FlakySink:
+    """Fails its first batch, then refuses one item and stores the rest."""
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.failed = False
+
+    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+        if not self.failed:
+            self.failed = True
+            msg = "down for one batch"
+            raise ConnectionError(msg)
+        refused = {i: "refused" for i, item in enumerate(items) if item == b"event-7"}
+        self.stored.extend(item for i, item in enumerate(items) if i not in refused)
+        return refused
+
+
+def _query_plans(path: Path, statements: list[str]) -> dict[str, list[str]]:
+    """What EXPLAIN QUERY PLAN says of each statement that reads or writes rows."""
+    plans = {}
+    conn = sqlite3.connect(path)
+    try:
+        for sql in statements:
+            if sql.split(None, 1)[0].upper() in {"SELECT", "INSERT", "UPDATE", "DELETE"}:
+                plans[sql] = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    finally:
+        conn.close()
+    return plans
+
+
+@pytest.mark.parametrize("catch_up_batches", [1, 3])
+@pytest.mark.parametrize("made_by", ["this version", "1.x"])
+def test_replaying_the_spool_never_scans_a_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made_by: str, catch_up_batches: int
+) -> None:
+    """Every statement a delivery runs on the spool while replaying it (look, claim, take
+    back a dead owner's claim, ack with a dead letter, release) finds its rows through an
+    index, and none counts the stream's rows: each batch costs the same, however many
+    rows wait, in a fresh spool file and in one that 1.x created, and also when batches
+    grow with the backlog (``catch_up_batches``), which looks at how many rows wait only
+    as far as the next batch's size depends on it."""
+    from eventtracking._spool_db import SpoolDatabase
+    from eventtracking.delivery import BatchDelivery
+
+    if made_by == "1.x":
+        tmp_path.chmod(0o700)
+        conn = sqlite3.connect(tmp_path / SPOOL_FILENAME)
+        conn.executescript(_SCHEMA_V1)
+        conn.close()
+        (tmp_path / SPOOL_FILENAME).chmod(0o600)
+    Spool(tmp_path).append(STREAM, payloads(0, 20))
+    # Rows held by an owner that is gone: the replay takes them back first.
+    with contextlib.closing(sqlite3.connect(tmp_path / SPOOL_FILENAME)) as conn, conn:
+        conn.execute("UPDATE pending SET claim = 'gone', claimed_at = 0 WHERE id <= 3")
+
+    statements: list[str] = []
+    adopt = SpoolDatabase._adopt
+
+    def traced(db: SpoolDatabase, conn: sqlite3.Connection, ident: tuple[int, int]) -> None:
+        conn.set_trace_callback(statements.append)
+        adopt(db, conn, ident)
+
+    monkeypatch.setattr(SpoolDatabase, "_adopt", traced)
+    sink = _FlakySink()
+    delivery = BatchDelivery(
+        sink,
+        name="plans",
+        spool=Spool(tmp_path),
+        stream=STREAM,
+        batch_size=8 if catch_up_batches == 1 else 2,
+        backoff_base=0.01,
+        catch_up_batches=catch_up_batches,
+    )
+    try:
+        assert delivery.flush(30) is True
+    finally:
+        delivery.close(5)
+    assert sorted(sink.stored) == sorted(p for p in payloads(0, 20) if p != b"event-7")
+    assert [d.payload for d in Spool(tmp_path).dead_letters(STREAM)] == [b"event-7"]
+
+    plans = _query_plans(tmp_path / SPOOL_FILENAME, statements)
+    kinds = {sql.split(None, 1)[0].upper() for sql in plans}
+    assert kinds == {"SELECT", "INSERT", "UPDATE", "DELETE"}
+    tables = ("pending", "dead_letters")
+    scans = {
+        sql: plan
+        for sql, plan in plans.items()
+        if any(step.startswith(f"SCAN {table}") for step in plan for table in tables)
+    }
+    assert scans == {}
+    assert [sql for sql in plans if "COUNT(" in sql.upper()] == []

@@ -2,15 +2,20 @@
 
 The call runs in a daemon thread; when it has not returned after ``limit`` seconds the
 test fails, and the thread (which may still be spinning) dies with the process.
+:func:`fuzz_settings` are the hypothesis settings of the property tests that drive code
+with hostile input this way.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
 
 #: Seconds a call that should take microseconds may take on a loaded CI machine.
 GENEROUS = 10.0
@@ -44,3 +49,22 @@ def call_within(limit: float, function: Callable[..., Any], *args: Any, **kwargs
         msg = f"{name} did not return within {limit} s; it is at:\n{where}"
         raise AssertionError(msg)
     return outcome
+
+
+def fuzz_settings(default_examples: int) -> settings:
+    """Hypothesis settings for a hostile-input property test: ``FUZZ_EXAMPLES`` examples
+    (``default_examples`` when unset), no per-example deadline (``call_within`` bounds
+    each call), and no shrinking: a hang leaves a thread spinning until the process
+    ends, so the run stops at the first failure rather than shrinking through more."""
+    return settings(
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", str(default_examples))),
+        deadline=None,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        report_multiple_bugs=False,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )

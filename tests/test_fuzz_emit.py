@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hang_support import call_within
-from hypothesis import HealthCheck, Phase, given, settings
+from hang_support import call_within, fuzz_settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventtracking import metadata
@@ -355,20 +355,7 @@ def _run(
         assert observer.stats()["events"] >= (1 if isinstance(name, str) and name else 0)
 
 
-FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
-    deadline=None,
-    # A hang leaves a thread spinning until the process ends: stop at the first failure
-    # rather than shrinking through more of them.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    report_multiple_bugs=False,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(300)
 
 
 @pytest.fixture(scope="module")

@@ -42,8 +42,8 @@ from typing import Any
 
 import eventbus_support
 import pytest
-from hang_support import call_within
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hang_support import call_within, fuzz_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventtracking import handlers
@@ -541,20 +541,7 @@ def _dead_letters(spool_dir: Path) -> int:
     return len(Spool(spool_dir).dead_letters(f"{DEFAULT_STREAM}:received"))
 
 
-FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
-    deadline=None,
-    # A hang leaves a thread spinning until the process ends: stop at the first failure
-    # rather than shrinking through more of them.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    report_multiple_bugs=False,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(300)
 
 
 @pytest.fixture

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 from celery_support import Broker, make_app
-from hang_support import call_within
-from hypothesis import HealthCheck, Phase, given, settings
+from hang_support import call_within, fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eventtracking import _celery_worker, _wire, tasks, tracker
@@ -47,18 +47,7 @@ pytestmark = pytest.mark.slow
 LIMIT = 20.0
 NAME = "fuzzed"
 
-FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    report_multiple_bugs=False,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.large_base_example,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(150)
 
 
 class Flaky:

@@ -221,3 +221,27 @@ def test_ledger_keys_expire_and_records_due_too_far_ahead_are_dropped(redis_url:
     ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
     assert client.zscore("t:" + LEDGER_KEY + ".due", "far") is None
     assert _redis_ledger.stats()["too_far_ahead"] == before + 1
+
+
+def test_forget_removes_a_record_without_a_transaction(redis_url: str) -> None:
+    """forget takes the record and its due time out in one pipeline without MULTI/EXEC
+    (a worker forgets once per message); a sweep that meets a due time whose record is
+    already gone (a forget seen half done) takes it out and does not publish it."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "f:")
+    now = time.time()
+    ledger.record("done", "q", "b", ["x"], due=now - 10)
+    ledger.record("half", "q", "b", ["x"], due=now - 10)
+    client.config_resetstat()
+    ledger.forget("done")
+    calls = client.info("commandstats")
+    assert "cmdstat_multi" not in calls
+    assert calls["cmdstat_hdel"]["calls"] == calls["cmdstat_zrem"]["calls"] == 1
+    assert client.hget("f:" + LEDGER_KEY, "done") is None
+    assert client.zscore("f:" + LEDGER_KEY + ".due", "done") is None
+    client.hdel("f:" + LEDGER_KEY, "half")
+    lost = ledger.lost(grace=5, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
+    assert lost == []
+    assert client.zscore("f:" + LEDGER_KEY + ".due", "half") is None

@@ -30,8 +30,11 @@ was recorded, so the ledger of a deployment that stopped publishing goes away.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -42,7 +45,15 @@ from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
-__all__ = ["LEDGER_KEY", "LEDGER_TTL", "LedgerRecord", "RedisLedger", "stats", "unacked_task_ids"]
+__all__ = [
+    "LEDGER_KEY",
+    "LEDGER_TTL",
+    "LedgerError",
+    "LedgerRecord",
+    "RedisLedger",
+    "stats",
+    "unacked_task_ids",
+]
 
 _LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
 _COUNTERS = Counters("invalid", "too_far_ahead")
@@ -54,6 +65,10 @@ LEDGER_TTL = 7 * 24 * 3600
 LEDGER_KEY = "eventtracking.ledger"
 _DUE_KEY = LEDGER_KEY + ".due"
 _LOCK_KEY = LEDGER_KEY + ".sweep"
+
+
+class LedgerError(Exception):
+    """Redis refused to take a message out of the ledger (see RedisLedger.forget)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,13 @@ class RedisLedger:
         self._ledger = prefix + LEDGER_KEY
         self._due = prefix + _DUE_KEY
         self._lock = prefix + _LOCK_KEY
+        # forget()'s own connection, the process it belongs to, and the replies on it
+        # not read yet.
+        self._forget_lock = threading.Lock()
+        self._connection: Any = None
+        self._pool: Any = None
+        self._pid = os.getpid()
+        self._unconfirmed: list[str] = []
 
     def record(
         self, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
@@ -91,14 +113,89 @@ class RedisLedger:
     def forget(self, task_id: str) -> None:
         """Remove a message: delivered, or never published.
 
-        One round trip without MULTI/EXEC: a sweep that finds the due time of a record
-        already gone takes it out itself (see :meth:`lost`), so the two removals need
-        not be seen together.
+        A worker forgets once per message, and waiting for Redis's answer each time
+        cost it more than a microsecond per event (a round trip per 100-event message),
+        so the removals are sent on a connection of this ledger's own and their
+        replies read by the next ``forget`` (or :meth:`settle`), not waited for; Redis
+        carries out a connection's commands in order. A removal Redis refused is
+        raised then, as :class:`LedgerError`. When the connection breaks before the
+        replies are read, the removals are sent again (they can be repeated) through
+        the client, which waits and retries as redis-py does; what fails then is
+        raised. The two removals of a message go without MULTI/EXEC: a sweep that finds
+        the due time of a record already gone takes it out itself (see :meth:`lost`).
         """
+        with self._forget_lock:
+            self._settle()
+            try:
+                connection = self._forget_connection()
+                connection.send_packed_command(
+                    connection.pack_commands(
+                        (("HDEL", self._ledger, task_id), ("ZREM", self._due, task_id))
+                    )
+                )
+            except Exception:
+                self._drop_forget_connection()
+                self._remove([task_id])
+            else:
+                self._unconfirmed.append(task_id)
+
+    def settle(self) -> None:
+        """Wait for the replies to the removals :meth:`forget` sent; raises as it does."""
+        with self._forget_lock:
+            self._settle()
+
+    def _settle(self) -> None:
+        connection, sent = self._connection, self._unconfirmed
+        if not sent:
+            return
+        self._unconfirmed = []
+        if self._pid != os.getpid():  # the parent's connection: its replies are its own
+            self._connection = None
+            return
+        import redis
+
+        try:
+            for _ in range(2 * len(sent)):
+                connection.read_response()
+        except redis.ResponseError as exc:
+            self._drop_forget_connection()
+            msg = f"Redis refused taking a message out of the ledger: {exc}"
+            raise LedgerError(msg) from exc
+        except (redis.RedisError, OSError):
+            self._drop_forget_connection()
+            self._remove(sent)
+        except BaseException:
+            self._drop_forget_connection()
+            raise
+
+    def _remove(self, task_ids: list[str]) -> None:
+        """Remove records through the client, waiting for Redis (and retrying)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hdel(self._ledger, task_id)
-        pipe.zrem(self._due, task_id)
+        for task_id in task_ids:
+            pipe.hdel(self._ledger, task_id)
+            pipe.zrem(self._due, task_id)
         pipe.execute()
+
+    def _forget_connection(self) -> Any:
+        if self._connection is not None and self._pid == os.getpid():
+            return self._connection
+        pool = self.client.connection_pool
+        try:
+            connection = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 names the command
+            connection = pool.get_connection("HDEL")
+        # Out of the pool for good: no other command may read its replies.
+        self._connection, self._pid, self._pool = connection, os.getpid(), pool
+        return connection
+
+    def _drop_forget_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None or self._pid != os.getpid():
+            return
+        with contextlib.suppress(Exception):
+            connection.disconnect()
+        with contextlib.suppress(Exception):
+            self._pool.release(connection)
 
     def size(self) -> int:
         """Messages in the ledger now."""

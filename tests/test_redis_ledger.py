@@ -19,7 +19,7 @@ import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
 
 from eventtracking import _redis_ledger, _wire, tracker
-from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, RedisLedger
+from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, LedgerError, RedisLedger
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 
@@ -236,6 +236,7 @@ def test_forget_removes_a_record_without_a_transaction(redis_url: str) -> None:
     ledger.record("half", "q", "b", ["x"], due=now - 10)
     client.config_resetstat()
     ledger.forget("done")
+    ledger.settle()
     calls = client.info("commandstats")
     assert "cmdstat_multi" not in calls
     assert calls["cmdstat_hdel"]["calls"] == calls["cmdstat_zrem"]["calls"] == 1
@@ -245,3 +246,47 @@ def test_forget_removes_a_record_without_a_transaction(redis_url: str) -> None:
     lost = ledger.lost(grace=5, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
     assert lost == []
     assert client.zscore("f:" + LEDGER_KEY + ".due", "half") is None
+
+
+def test_forget_does_not_wait_for_redis_and_the_next_call_raises_a_refusal(
+    redis_url: str,
+) -> None:
+    """forget sends its removals without waiting for Redis's reply (a worker forgets
+    once per message); Redis carries them out, and a removal Redis refused is raised,
+    as LedgerError, by the next forget or settle()."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "w:")
+    ledger.record("sent", "q", "b", ["x"], due=time.time())
+    ledger.forget("sent")
+    ledger.settle()
+    assert client.hget("w:" + LEDGER_KEY, "sent") is None
+    client.delete("w:" + LEDGER_KEY)
+    client.set("w:" + LEDGER_KEY, "not a hash")  # HDEL now fails with WRONGTYPE
+    ledger.forget("refused")  # returns before Redis answers
+    with pytest.raises(LedgerError, match="WRONGTYPE"):
+        ledger.settle()
+    client.delete("w:" + LEDGER_KEY)
+    ledger.record("after", "q", "b", ["x"], due=time.time())
+    ledger.forget("after")  # on a new connection
+    ledger.settle()
+    assert client.hget("w:" + LEDGER_KEY, "after") is None
+
+
+def test_forget_goes_on_after_its_connection_broke(redis_url: str) -> None:
+    """When forget's connection is closed under it (Redis's idle timeout, a restart),
+    the removals whose replies were not read yet are sent again on a new connection:
+    the message is still taken out."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "k:")
+    for task_id in ("one", "two"):
+        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+    ledger.forget("one")
+    ledger.settle()
+    client.client_kill_filter(_type="normal", skipme=True)
+    ledger.forget("two")
+    ledger.settle()
+    assert client.hlen("k:" + LEDGER_KEY) == 0

@@ -67,6 +67,16 @@ _DUE_KEY = LEDGER_KEY + ".due"
 _LOCK_KEY = LEDGER_KEY + ".sweep"
 
 
+# Messages forget() sends before it reads Redis's replies to them, in one go.
+_SETTLE_EVERY = 32
+
+
+def _bulk(text: str) -> bytes:
+    """``text`` as a bulk string of Redis's protocol (RESP)."""
+    data = text.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 class LedgerError(Exception):
     """Redis refused to take a message out of the ledger (see RedisLedger.forget)."""
 
@@ -97,6 +107,9 @@ class RedisLedger:
         self._pool: Any = None
         self._pid = os.getpid()
         self._unconfirmed: list[str] = []
+        # The two removals in Redis's protocol, but for the task id that ends each.
+        self._hdel = b"*3\r\n$4\r\nHDEL\r\n" + _bulk(self._ledger)
+        self._zrem = b"*3\r\n$4\r\nZREM\r\n" + _bulk(self._due)
 
     def record(
         self, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
@@ -116,42 +129,47 @@ class RedisLedger:
         A worker forgets once per message, and waiting for Redis's answer each time
         cost it more than a microsecond per event (a round trip per 100-event message),
         so the removals are sent on a connection of this ledger's own and their
-        replies read by the next ``forget`` (or :meth:`settle`), not waited for; Redis
-        carries out a connection's commands in order. A removal Redis refused is
-        raised then, as :class:`LedgerError`. When the connection breaks before the
+        replies are not waited for: they are read 32 messages later, all at once (or
+        by :meth:`settle`); Redis carries out a connection's commands in order. A
+        removal Redis refused is raised then, as :class:`LedgerError`. A forked child
+        leaves its parent's connection alone. When the connection breaks before the
         replies are read, the removals are sent again (they can be repeated) through
         the client, which waits and retries as redis-py does; what fails then is
         raised. The two removals of a message go without MULTI/EXEC: a sweep that finds
         the due time of a record already gone takes it out itself (see :meth:`lost`).
         """
+        arg = _bulk(task_id)  # raises UnicodeEncodeError before anything is sent
         with self._forget_lock:
-            self._settle()
+            self._after_fork()
+            if len(self._unconfirmed) >= _SETTLE_EVERY:
+                self._settle()
             try:
                 connection = self._forget_connection()
-                connection.send_packed_command(
-                    connection.pack_commands(
-                        (("HDEL", self._ledger, task_id), ("ZREM", self._due, task_id))
-                    )
-                )
+                connection.send_packed_command([self._hdel + arg + self._zrem + arg])
             except Exception:
+                # What got through is unknown: all that is unconfirmed goes again.
+                again, self._unconfirmed = [*self._unconfirmed, task_id], []
                 self._drop_forget_connection()
-                self._remove([task_id])
+                self._remove(again)
             else:
                 self._unconfirmed.append(task_id)
 
     def settle(self) -> None:
         """Wait for the replies to the removals :meth:`forget` sent; raises as it does."""
         with self._forget_lock:
+            self._after_fork()
             self._settle()
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child: the connection and the replies on it are the parent's.
+            self._connection, self._unconfirmed, self._pid = None, [], os.getpid()
 
     def _settle(self) -> None:
         connection, sent = self._connection, self._unconfirmed
         if not sent:
             return
         self._unconfirmed = []
-        if self._pid != os.getpid():  # the parent's connection: its replies are its own
-            self._connection = None
-            return
         import redis
 
         try:
@@ -177,20 +195,19 @@ class RedisLedger:
         pipe.execute()
 
     def _forget_connection(self) -> Any:
-        if self._connection is not None and self._pid == os.getpid():
-            return self._connection
-        pool = self.client.connection_pool
-        try:
-            connection = pool.get_connection()
-        except TypeError:  # redis-py before 5.3 names the command
-            connection = pool.get_connection("HDEL")
-        # Out of the pool for good: no other command may read its replies.
-        self._connection, self._pid, self._pool = connection, os.getpid(), pool
-        return connection
+        if self._connection is None:
+            pool = self.client.connection_pool
+            try:
+                connection = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 names the command
+                connection = pool.get_connection("HDEL")
+            # Out of the pool for good: no other command may read its replies.
+            self._connection, self._pool = connection, pool
+        return self._connection
 
     def _drop_forget_connection(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None or self._pid != os.getpid():
+        if connection is None:
             return
         with contextlib.suppress(Exception):
             connection.disconnect()

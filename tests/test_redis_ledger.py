@@ -259,7 +259,12 @@ def test_forget_does_not_wait_for_redis_and_the_next_call_raises_a_refusal(
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "w:")
     ledger.record("sent", "q", "b", ["x"], due=time.time())
+    client.client_pause(30_000, all=False)  # Redis holds back every write for 30 s
+    began = time.monotonic()
     ledger.forget("sent")
+    returned = time.monotonic() - began
+    client.client_unpause()
+    assert returned < 15  # a forget that waited for Redis would still be blocked
     ledger.settle()
     assert client.hget("w:" + LEDGER_KEY, "sent") is None
     client.delete("w:" + LEDGER_KEY)
@@ -290,3 +295,33 @@ def test_forget_goes_on_after_its_connection_broke(redis_url: str) -> None:
     ledger.forget("two")
     ledger.settle()
     assert client.hlen("k:" + LEDGER_KEY) == 0
+
+
+def _forget_in_child(redis_url: str, ledger: RedisLedger, done: Any) -> None:
+    ledger.forget("child")
+    ledger.settle()
+    done.put("settled")
+
+
+def test_a_forked_child_forgets_on_its_own_connection(redis_url: str) -> None:
+    """A child forked while its parent's removals await their replies sends and
+    settles its own removals on a connection of its own: it does not wait for the
+    parent's replies, and both messages are taken out."""
+    import multiprocessing
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "p:")
+    for task_id in ("parent", "child"):
+        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+    ledger.forget("parent")  # not settled when the child is forked
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_forget_in_child, args=(redis_url, ledger, done))
+    child.start()
+    assert done.get(timeout=20) == "settled"
+    child.join(20)
+    assert child.exitcode == 0
+    ledger.settle()
+    assert client.hlen("p:" + LEDGER_KEY) == 0

@@ -178,7 +178,9 @@ def deliver_entry(
     token = _CURRENT_ID.set(event_id)
     try:
         backends = target.backends
-        _walk(batch.top(backends), event, only, outcome, batch)
+        top = batch._top
+        steps = top[1] if top is not None and top[0] is backends else batch.top(backends)
+        _walk(steps, event, only, outcome, batch)
     finally:
         _CURRENT_ID.reset(token)
     if only is not None:

@@ -14,9 +14,9 @@
    an AsyncRoutingBackend), and ``floor``, a no-op task registered under the same name
    with the same options, which only counts the entries of each message.
 
-It prints both rates (median of the runs) and ours / floor. ``bench_worker.py
-in-process`` times ``deliver()`` alone on the same messages, in microseconds per event. Ratios only: the machine
-is shared; nothing is asserted. Our side has no 4.0.2 counterpart (4.0.2 sends one
+It prints both rates (median of the runs) and ours / floor. Ratios only: the machine
+is shared; nothing is asserted. ``bench_worker.py in-process`` times ``deliver()``
+alone on the same messages, in microseconds per event. Our side has no 4.0.2 counterpart (4.0.2 sends one
 event per message), so ``run.py``'s side-by-side table has no entry for it.
 """
 

@@ -16,8 +16,9 @@
 
 It prints both rates (median of the runs) and ours / floor. Ratios only: the machine
 is shared; nothing is asserted. ``bench_worker.py in-process`` times ``deliver()``
-alone on the same messages, in microseconds per event. Our side has no 4.0.2 counterpart (4.0.2 sends one
-event per message), so ``run.py``'s side-by-side table has no entry for it.
+alone on the same messages, in microseconds per event. Our side has no 4.0.2
+counterpart (4.0.2 sends one event per message), so ``run.py``'s side-by-side table
+has no entry for it.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@
    with the same options, which only counts the entries of each message.
 
 It prints both rates (median of the runs) and ours / floor. Ratios only: the machine
-is shared; nothing is asserted. Our side has no 4.0.2 counterpart (4.0.2 sends one
-event per message), so ``run.py``'s side-by-side table has no entry for it.
+is shared; nothing is asserted. ``bench_worker.py in-process`` times ``deliver()``
+alone on the same messages, in microseconds per event. Our side has no 4.0.2
+counterpart (4.0.2 sends one event per message), so ``run.py``'s side-by-side table
+has no entry for it.
 """
 
 from __future__ import annotations
@@ -203,17 +205,57 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def in_process(args: argparse.Namespace) -> int:
+    """Time ``deliver()`` alone, in this process, on the messages the report publishes
+    (against the same Redis, whose ledger it takes each message out of): microseconds
+    per event, best of ``--repeat`` passes over them. Steadier on a busy machine than
+    the report's ratio, which two processes and a broker share."""
+    workdir = tempfile.mkdtemp(prefix="bench-worker-")
+    port = free_port()
+    server = start_redis(redis_binary(), port, workdir)
+    broker = f"redis://127.0.0.1:{port}/0"
+    try:
+        messages = publish(broker, f"bench-worker-{uuid.uuid4().hex[:8]}", args.events, workdir)
+        bodies = [json.loads(_body(raw))[0][1] for raw in messages]
+        os.environ["BENCH_WORKER_ROLE"] = "ours"
+        import importlib
+
+        import _worker_app
+
+        importlib.reload(_worker_app)  # now with the tracker of the "ours" role
+        from eventtracking import _celery_worker
+
+        _celery_worker.deliver("async", bodies[0], "warm-up")
+        best = float("inf")
+        for rep in range(args.repeat):
+            started = time.perf_counter()
+            for index, entries in enumerate(bodies):
+                _celery_worker.deliver("async", entries, f"task-{rep}-{index}")
+            best = min(best, time.perf_counter() - started)
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"\n[worker in-process] deliver() on {args.events:,} events in {len(bodies)} messages "
+        f"to a no-op leaf, with the Redis ledger: {best / args.events * 1e6:.2f} us per event "
+        f"(best of {args.repeat})"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "report":
+    if not argv or argv[0] not in ("report", "in-process"):
         return SUITE.main(argv)
     parser = argparse.ArgumentParser(description="The worker report; see the docstring.")
-    parser.add_argument("command", choices=("report",))
+    parser.add_argument("command", choices=("report", "in-process"))
     parser.add_argument("--events", type=int, default=EVENTS, help=f"events per run ({EVENTS})")
     parser.add_argument("--repeat", type=int, default=3, help="runs per role (3)")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--peer-python", help="ignored: the report runs our package only")
-    return report(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return in_process(args) if args.command == "in-process" else report(args)
 
 
 if __name__ == "__main__":

@@ -479,6 +479,15 @@ def _oversize(texts: list[Any], settings: WorkerSettings) -> str | None:
             f"{settings.max_message_entries}"
         )
     limit = settings.message_limit
+    try:
+        joined = "".join(texts)
+    except TypeError:  # an entry that is not a str: counted one by one below
+        pass
+    else:
+        # Four bytes a character at most, one byte for ASCII: most messages need no
+        # closer look.
+        if len(joined) <= limit // 4 or (len(joined) <= limit and joined.isascii()):
+            return None
     total = 0
     for text in texts:
         total += _size(text, limit - total + 1)
@@ -544,9 +553,14 @@ def _deliver_texts(
         return
     batch = Batch(counters)
     limit = settings.entry_limit
+    # Four bytes a character at most: most entries need no closer look.
+    quick = limit // 4
+    # One look for long numbers in the whole message rather than one per entry.
+    short_numbers = _wire.no_long_numbers(texts)
+    read = _wire.read_entry
+    outcomes = batch.outcomes
     for text in texts:
-        # Four bytes a character at most: most entries need no closer look.
-        if (not isinstance(text, str) or len(text) * 4 > limit) and _size(text, limit + 1) > limit:
+        if (not isinstance(text, str) or len(text) > quick) and _size(text, limit + 1) > limit:
             reason = (
                 f"entry over {limit} bytes, the worker's max_event_size="
                 f"{settings.max_event_size} plus {_SLACK} for retries"
@@ -555,13 +569,13 @@ def _deliver_texts(
             counters.incr("dead_letter_reasons", "oversize_entry")
             continue
         try:
-            entry = _wire.decode_entry(text)
+            event_id, event, only, attempt, _extra = read(text, short_numbers)
         except _wire.MalformedEntry as exc:
             reason = f"malformed entry: {escape(str(exc), 2 * _SHOWN)}"
             dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        batch.outcomes.append(deliver_entry(target, entry, text, batch))
+        outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
     confirm(batch, settings.delivery_timeout)
     delivered = 0
     for outcome in batch.outcomes:

@@ -30,8 +30,11 @@ was recorded, so the ledger of a deployment that stopped publishing goes away.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -42,7 +45,15 @@ from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
 
-__all__ = ["LEDGER_KEY", "LEDGER_TTL", "LedgerRecord", "RedisLedger", "stats", "unacked_task_ids"]
+__all__ = [
+    "LEDGER_KEY",
+    "LEDGER_TTL",
+    "LedgerError",
+    "LedgerRecord",
+    "RedisLedger",
+    "stats",
+    "unacked_task_ids",
+]
 
 _LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
 _COUNTERS = Counters("invalid", "too_far_ahead")
@@ -54,6 +65,20 @@ LEDGER_TTL = 7 * 24 * 3600
 LEDGER_KEY = "eventtracking.ledger"
 _DUE_KEY = LEDGER_KEY + ".due"
 _LOCK_KEY = LEDGER_KEY + ".sweep"
+
+
+# Messages forget() sends before it reads Redis's replies to them, in one go.
+_SETTLE_EVERY = 32
+
+
+def _bulk(text: str) -> bytes:
+    """``text`` as a bulk string of Redis's protocol (RESP)."""
+    data = text.encode()
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+class LedgerError(Exception):
+    """Redis refused to take a message out of the ledger (see RedisLedger.forget)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,16 @@ class RedisLedger:
         self._ledger = prefix + LEDGER_KEY
         self._due = prefix + _DUE_KEY
         self._lock = prefix + _LOCK_KEY
+        # forget()'s own connection, the process it belongs to, and the replies on it
+        # not read yet.
+        self._forget_lock = threading.Lock()
+        self._connection: Any = None
+        self._pool: Any = None
+        self._pid = os.getpid()
+        self._unconfirmed: list[str] = []
+        # The two removals in Redis's protocol, but for the task id that ends each.
+        self._hdel = b"*3\r\n$4\r\nHDEL\r\n" + _bulk(self._ledger)
+        self._zrem = b"*3\r\n$4\r\nZREM\r\n" + _bulk(self._due)
 
     def record(
         self, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
@@ -94,11 +129,95 @@ class RedisLedger:
         pipe.execute()
 
     def forget(self, task_id: str) -> None:
-        """Remove a message: delivered, or never published."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(self._ledger, task_id)
-        pipe.zrem(self._due, task_id)
+        """Remove a message: delivered, or never published.
+
+        A worker forgets once per message, and waiting for Redis's answer each time
+        cost it more than a microsecond per event (a round trip per 100-event message),
+        so the removals are sent on a connection of this ledger's own and their
+        replies are not waited for: they are read 32 messages later, all at once (or
+        by :meth:`settle`); Redis carries out a connection's commands in order. A
+        removal Redis refused is raised then, as :class:`LedgerError`. A forked child
+        leaves its parent's connection alone. When the connection breaks before the
+        replies are read, the removals are sent again (they can be repeated) through
+        the client, which waits and retries as redis-py does; what fails then is
+        raised. The two removals of a message go without MULTI/EXEC: a sweep that finds
+        the due time of a record already gone takes it out itself (see :meth:`lost`).
+        """
+        arg = _bulk(task_id)  # raises UnicodeEncodeError before anything is sent
+        with self._forget_lock:
+            self._after_fork()
+            if len(self._unconfirmed) >= _SETTLE_EVERY:
+                self._settle()
+            try:
+                connection = self._forget_connection()
+                connection.send_packed_command([self._hdel + arg + self._zrem + arg])
+            except Exception:
+                # What got through is unknown: all that is unconfirmed goes again.
+                again, self._unconfirmed = [*self._unconfirmed, task_id], []
+                self._drop_forget_connection()
+                self._remove(again)
+            else:
+                self._unconfirmed.append(task_id)
+
+    def settle(self) -> None:
+        """Wait for the replies to the removals :meth:`forget` sent; raises as it does."""
+        with self._forget_lock:
+            self._after_fork()
+            self._settle()
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child: the connection and the replies on it are the parent's.
+            self._connection, self._unconfirmed, self._pid = None, [], os.getpid()
+
+    def _settle(self) -> None:
+        connection, sent = self._connection, self._unconfirmed
+        if not sent:
+            return
+        self._unconfirmed = []
+        import redis
+
+        try:
+            for _ in range(2 * len(sent)):
+                connection.read_response()
+        except redis.ResponseError as exc:
+            self._drop_forget_connection()
+            msg = f"Redis refused taking a message out of the ledger: {exc}"
+            raise LedgerError(msg) from exc
+        except (redis.RedisError, OSError):
+            self._drop_forget_connection()
+            self._remove(sent)
+        except BaseException:
+            self._drop_forget_connection()
+            raise
+
+    def _remove(self, task_ids: list[str]) -> None:
+        """Remove records through the client, waiting for Redis (and retrying)."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hdel(self._ledger, task_id)
+            pipe.zrem(self._due, task_id)
         pipe.execute()
+
+    def _forget_connection(self) -> Any:
+        if self._connection is None:
+            pool = self.client.connection_pool
+            try:
+                connection = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 names the command
+                connection = pool.get_connection("HDEL")
+            # Out of the pool for good: no other command may read its replies.
+            self._connection, self._pool = connection, pool
+        return self._connection
+
+    def _drop_forget_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            connection.disconnect()
+        with contextlib.suppress(Exception):
+            self._pool.release(connection)
 
     def size(self) -> int:
         """Messages in the ledger now."""

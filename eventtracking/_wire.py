@@ -61,7 +61,9 @@ __all__ = [
     "event_id_from",
     "is_event_id",
     "new_event_id",
+    "no_long_numbers",
     "parse_timestamp",
+    "read_entry",
 ]
 
 _UTC = datetime.timezone.utc
@@ -80,15 +82,23 @@ _DIGIT_MARKS = bytes(48 if 48 <= byte <= 57 else 45 for byte in range(256))
 _LONG_NUMBER = b"0" * 19
 
 
-def _loads(source: Any) -> Any:
+def _loads(source: Any, short_numbers: bool = False) -> Any:
     """``json.loads(source)``, by orjson (about twice as fast) when it gives the same.
 
     orjson takes UTF-8 text only, reads an int beyond 64 bits as a float and refuses
     NaN, Infinity and lone surrogates, which the standard library accepts: text with a
     run of 19 digits, text orjson refuses and anything but a str go to ``json.loads``,
-    so the result, or the error, is always that of ``json.loads``.
+    so the result, or the error, is always that of ``json.loads``. ``short_numbers``
+    says the caller already knows the text has no such run (see
+    :func:`no_long_numbers`).
     """
     if _orjson is not None and type(source) is str:
+        if short_numbers:
+            # orjson refuses a lone surrogate in a str as in bytes: json.loads below.
+            try:
+                return _orjson.loads(source)
+            except _orjson.JSONDecodeError:
+                return json.loads(source)
         try:
             data = source.encode()
         except UnicodeEncodeError:  # a lone surrogate
@@ -99,6 +109,22 @@ def _loads(source: Any) -> Any:
             except _orjson.JSONDecodeError:
                 pass
     return json.loads(source)
+
+
+def no_long_numbers(texts: Sequence[str]) -> bool:
+    """Whether no text of ``texts`` holds a run of 19 digits (which :func:`_loads` must
+    give to ``json.loads``): one look at a whole message instead of one per entry.
+
+    False, which costs only the look, when a text is not a str or holds a lone
+    surrogate. Texts are joined with a comma, so that no run spans two of them.
+    """
+    if _orjson is None:
+        return False
+    try:
+        data = ",".join(texts).encode()
+    except (TypeError, UnicodeEncodeError):
+        return False
+    return _LONG_NUMBER not in data.translate(_DIGIT_MARKS)
 
 
 #: The id of the event being delivered on this thread or task, or None. Set by
@@ -343,8 +369,30 @@ def decode_entry(source: str | bytes) -> Entry:
     the standard library's ``json`` (see :func:`_loads`). The entry's event is returned
     as parsed, not copied.
     """
+    return Entry._make(read_entry(source))
+
+
+_MATCH_ID = _ID_PATTERN.match
+_ABSENT = object()
+
+
+def read_entry(
+    source: str | bytes, short_numbers: bool = False
+) -> tuple[str, dict[str, Any], tuple[tuple[str, ...], ...] | None, int, dict[str, Any]]:
+    """:func:`decode_entry` as a plain tuple (id, event, leaves, attempt, extra), for the
+    worker, which reads one per event: a named tuple costs more to build.
+
+    ``short_numbers`` as in :func:`_loads`. Raises :class:`MalformedEntry`.
+    """
     try:
-        raw = _loads(source)
+        if short_numbers and type(source) is str and _orjson is not None:
+            # _loads's first step, here: a call less per event.
+            try:
+                raw = _orjson.loads(source)
+            except _orjson.JSONDecodeError:
+                raw = json.loads(source)
+        else:
+            raw = _loads(source, short_numbers)
     except (ValueError, RecursionError) as exc:
         msg = f"the entry is not valid JSON: {exc}"
         raise MalformedEntry(msg) from None
@@ -355,28 +403,31 @@ def decode_entry(source: str | bytes) -> Entry:
         msg = f"the entry must be a JSON object, got {type(raw).__name__}"
         raise MalformedEntry(msg)
     event_id = raw.pop("id", None)
-    if not is_event_id(event_id):
+    if not isinstance(event_id, str) or _MATCH_ID(event_id) is None:
         msg = f"the entry's id must be 24 lower-case hex digits, got {event_id!r}"
         raise MalformedEntry(msg)
     event = raw.pop("event", None)
     if not isinstance(event, dict):
         msg = f"the entry's event must be a JSON object, got {type(event).__name__}"
         raise MalformedEntry(msg)
-    leaves = raw.pop("leaves", None)
     paths: tuple[tuple[str, ...], ...] | None = None
-    if leaves is not None:
-        if not isinstance(leaves, list) or not all(
-            isinstance(path, list) and all(isinstance(name, str) for name in path)
-            for path in leaves
-        ):
-            msg = f"the entry's leaves must be a list of lists of names, got {leaves!r}"
+    attempt: Any = 0
+    if raw:  # a first try has neither leaves nor attempt
+        leaves = raw.pop("leaves", None)
+        if leaves is not None:
+            if not isinstance(leaves, list) or not all(
+                isinstance(path, list) and all(isinstance(name, str) for name in path)
+                for path in leaves
+            ):
+                msg = f"the entry's leaves must be a list of lists of names, got {leaves!r}"
+                raise MalformedEntry(msg)
+            paths = tuple(tuple(path) for path in leaves)
+        attempt = raw.pop("attempt", 0)
+        if not is_count(attempt, minimum=0):
+            msg = f"the entry's attempt must be an int >= 0, got {attempt!r}"
             raise MalformedEntry(msg)
-        paths = tuple(tuple(path) for path in leaves)
-    attempt = raw.pop("attempt", 0)
-    if not is_count(attempt, minimum=0):
-        msg = f"the entry's attempt must be an int >= 0, got {attempt!r}"
-        raise MalformedEntry(msg)
     # The event was just parsed and belongs to no one else: decode_event() would copy it.
-    if "timestamp" in event:
-        event["timestamp"] = parse_timestamp(event["timestamp"])
-    return Entry(event_id, event, paths, attempt, raw)
+    stamp = event.get("timestamp", _ABSENT)
+    if stamp is not _ABSENT:
+        event["timestamp"] = parse_timestamp(stamp)
+    return event_id, event, paths, attempt, raw

@@ -19,7 +19,7 @@ import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
 
 from eventtracking import _redis_ledger, _wire, tracker
-from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, RedisLedger
+from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, LedgerError, RedisLedger
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
 
@@ -237,3 +237,107 @@ def test_ledger_keys_expire_and_records_due_too_far_ahead_are_dropped(redis_url:
     ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
     assert client.zscore("t:" + LEDGER_KEY + ".due", "far") is None
     assert _redis_ledger.stats()["too_far_ahead"] == before + 1
+
+
+def test_forget_removes_a_record_without_a_transaction(redis_url: str) -> None:
+    """forget takes the record and its due time out in one pipeline without MULTI/EXEC
+    (a worker forgets once per message); a sweep that meets a due time whose record is
+    already gone (a forget seen half done) takes it out and does not publish it."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "f:")
+    now = time.time()
+    ledger.record("done", "q", "b", ["x"], due=now - 10)
+    ledger.record("half", "q", "b", ["x"], due=now - 10)
+    client.config_resetstat()
+    ledger.forget("done")
+    ledger.settle()
+    calls = client.info("commandstats")
+    assert "cmdstat_multi" not in calls
+    assert calls["cmdstat_hdel"]["calls"] == calls["cmdstat_zrem"]["calls"] == 1
+    assert client.hget("f:" + LEDGER_KEY, "done") is None
+    assert client.zscore("f:" + LEDGER_KEY + ".due", "done") is None
+    client.hdel("f:" + LEDGER_KEY, "half")
+    lost = ledger.lost(grace=5, queue_size=lambda queue: 0, unacked_task_ids=lambda: [])
+    assert lost == []
+    assert client.zscore("f:" + LEDGER_KEY + ".due", "half") is None
+
+
+def test_forget_does_not_wait_for_redis_and_the_next_call_raises_a_refusal(
+    redis_url: str,
+) -> None:
+    """forget sends its removals without waiting for Redis's reply (a worker forgets
+    once per message); Redis carries them out, and a removal Redis refused is raised,
+    as LedgerError, by the next forget or settle()."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "w:")
+    ledger.record("sent", "q", "b", ["x"], due=time.time())
+    client.client_pause(30_000, all=False)  # Redis holds back every write for 30 s
+    began = time.monotonic()
+    ledger.forget("sent")
+    returned = time.monotonic() - began
+    client.client_unpause()
+    assert returned < 15  # a forget that waited for Redis would still be blocked
+    ledger.settle()
+    assert client.hget("w:" + LEDGER_KEY, "sent") is None
+    client.delete("w:" + LEDGER_KEY)
+    client.set("w:" + LEDGER_KEY, "not a hash")  # HDEL now fails with WRONGTYPE
+    ledger.forget("refused")  # returns before Redis answers
+    with pytest.raises(LedgerError, match="WRONGTYPE"):
+        ledger.settle()
+    client.delete("w:" + LEDGER_KEY)
+    ledger.record("after", "q", "b", ["x"], due=time.time())
+    ledger.forget("after")  # on a new connection
+    ledger.settle()
+    assert client.hget("w:" + LEDGER_KEY, "after") is None
+
+
+def test_forget_goes_on_after_its_connection_broke(redis_url: str) -> None:
+    """When forget's connection is closed under it (Redis's idle timeout, a restart),
+    the removals whose replies were not read yet are sent again on a new connection:
+    the message is still taken out."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "k:")
+    for task_id in ("one", "two"):
+        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+    ledger.forget("one")
+    ledger.settle()
+    client.client_kill_filter(_type="normal", skipme=True)
+    ledger.forget("two")
+    ledger.settle()
+    assert client.hlen("k:" + LEDGER_KEY) == 0
+
+
+def _forget_in_child(redis_url: str, ledger: RedisLedger, done: Any) -> None:
+    ledger.forget("child")
+    ledger.settle()
+    done.put("settled")
+
+
+def test_a_forked_child_forgets_on_its_own_connection(redis_url: str) -> None:
+    """A child forked while its parent's removals await their replies sends and
+    settles its own removals on a connection of its own: it does not wait for the
+    parent's replies, and both messages are taken out."""
+    import multiprocessing
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    ledger = RedisLedger(client, "p:")
+    for task_id in ("parent", "child"):
+        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+    ledger.forget("parent")  # not settled when the child is forked
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_forget_in_child, args=(redis_url, ledger, done))
+    child.start()
+    assert done.get(timeout=20) == "settled"
+    child.join(20)
+    assert child.exitcode == 0
+    ledger.settle()
+    assert client.hlen("p:" + LEDGER_KEY) == 0

@@ -392,3 +392,58 @@ def test_a_timestamp_as_the_web_side_writes_it_reads_back_the_same() -> None:
     stamp = json.loads(encode_event(event()))["timestamp"]
     assert parse_timestamp(stamp) == STAMP
     assert parse_timestamp(stamp).tzinfo is UTC
+
+
+@given(st.lists(_JSON_TEXTS, max_size=6))
+def test_a_message_looked_at_once_reads_as_the_standard_library_reads_it(
+    texts: list[str],
+) -> None:
+    """The worker looks for long numbers once per message (no_long_numbers) and then
+    reads each entry without looking again: every text still reads to what json.loads
+    gives, or fails likewise."""
+    short = _wire.no_long_numbers(texts)
+    for text in texts:
+        fast = _outcome(lambda source: _wire._loads(source, short), text)
+        general = _outcome(json.loads, text)
+        assert fast[0] == general[0]
+        if fast[0] == "error":
+            assert fast[1] is general[1] or {fast[1], general[1]} <= {
+                ValueError,
+                json.JSONDecodeError,
+            }
+        else:
+            assert _same(fast[1], general[1])
+
+
+@pytest.mark.parametrize(
+    ("texts", "short"),
+    [
+        (["[1234567890, 123456789]", '{"a": 123456789}'], True),
+        (["[1]", '{"big": 12345678901234567890}'], False),
+        (['"' + "9" * 19 + '"'], False),
+        (["1234567890", "123456789"], True),  # a run split between two entries
+        (["[1]", b"[2]"], False),  # not a str: each entry is looked at alone
+        (['"\ud800"'], False),
+    ],
+)
+def test_no_long_numbers_looks_at_every_entry_of_a_message(texts: list[Any], short: bool) -> None:
+    """A run of 19 digits in any entry of a message, an entry that is not a str or one
+    with a lone surrogate sends the message's entries to the entry-by-entry look."""
+    assert _wire.no_long_numbers(texts) is (short and _wire._orjson is not None)
+
+
+@given(_VALUES, st.booleans())
+def test_read_entry_gives_the_fields_of_decode_entry(data: Any, retried: bool) -> None:
+    """read_entry (the worker's) and decode_entry give the same id, event, leaves,
+    attempt and extra fields, for a first try and for a retry."""
+    text = encode_entry(
+        new_event_id(),
+        encode_event(event(value=data)),
+        leaves=[["a", "b"]] if retried else None,
+        attempt=2 if retried else 0,
+    )
+    entry = decode_entry(text)
+    fields = _wire.read_entry(text, _wire.no_long_numbers([text]))
+    assert _same(tuple(entry), fields)
+    assert fields[2] == ((("a", "b"),) if retried else None)
+    assert fields[3] == (2 if retried else 0)

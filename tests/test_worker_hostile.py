@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eventtracking import _celery_worker, _wire, tasks, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
@@ -305,3 +307,41 @@ def _ratelimit_reset() -> None:
     for limiter in (_celery_worker._LOG, _celery_leaves._LOG):
         limiter._last.clear()
         limiter._suppressed.clear()
+
+
+@given(
+    st.lists(
+        st.text(max_size=40)
+        | st.text(alphabet="a\u00e9\u20ac\U0001f600\ud800", max_size=40)
+        | st.binary(max_size=40)
+        | st.integers(),
+        max_size=8,
+    ),
+    st.integers(min_value=0, max_value=600),
+)
+def test_the_message_size_cap_counts_the_bytes_the_broker_carried(
+    texts: list[Any], cap: int
+) -> None:
+    """A message is over the cap exactly when the bytes of its entries (UTF-8, lone
+    surrogates kept) are, whatever the entries are: the look at the whole message
+    agrees with counting entry by entry."""
+    total = sum(
+        len(text.encode("utf-8", "surrogatepass"))
+        if isinstance(text, str)
+        else len(text)
+        if isinstance(text, bytes)
+        else len(_wire.encode_value(text))
+        for text in texts
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_celery_worker, "_SLACK", 0)  # a cap small texts can reach
+        settings = _celery_worker.WorkerSettings(
+            spool=Spool.__new__(Spool),
+            stream="s",
+            publish=lambda *args: None,
+            max_message_bytes=cap,
+            max_event_size=0,
+        )
+        assert settings.message_limit == cap
+        over = _celery_worker._oversize(texts, settings) is not None
+    assert over is (total > cap)

@@ -13,7 +13,7 @@ from typing import Any
 import bson
 import django_support
 import pytest
-from mongo_fixtures import MongoServer
+from mongo_support import MongoServer
 
 from eventtracking.__main__ import main
 from eventtracking._escape import escape_for_terminal

@@ -21,6 +21,9 @@ from django.utils.module_loading import import_string
 
 from eventtracking.exceptions import ImproperlyConfigured
 
+#: The tag of the app's system checks: ``manage.py check --tag eventtracking``.
+TAG = "eventtracking"
+
 
 class SettingError(ImproperlyConfigured, DjangoImproperlyConfigured):
     """A setting of the app has a value it cannot work with.

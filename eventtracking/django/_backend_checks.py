@@ -18,7 +18,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from eventtracking import _engines
-from eventtracking.django._settings import TAG
+from eventtracking.django._settings import system_check
 from eventtracking.django.django_tracker import DJANGO_BACKEND_SETTING_NAME
 
 __all__ = [
@@ -101,7 +101,7 @@ SEGMENT_EXTRA_MISSING = (
 SEGMENT_EXTRA_MISSING_HINT = "Install it with: pip install 'event-tracking[segment]'"
 
 
-@checks.register(TAG)
+@system_check
 def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Find backends whose optional dependency is not installed (E020, E021)."""
     messages: list[checks.CheckMessage] = []
@@ -134,7 +134,7 @@ EVENT_BUS_CANNOT_PUBLISH = (
 )
 
 
-@checks.register(TAG)
+@system_check
 def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check the settings an EventBusRoutingBackend publishes with (E022, W020).
 
@@ -237,7 +237,7 @@ ASYNC_UNSAFE_CONTENT_HINT = (
 )
 
 
-@checks.register(TAG)
+@system_check
 def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check every AsyncRoutingBackend in ``EVENT_TRACKING_BACKENDS``, without building it.
 

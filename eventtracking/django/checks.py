@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 from eventtracking import _engines
 from eventtracking.django import _backend_checks, _settings
 from eventtracking.django._backend_checks import *  # noqa: F403 (its __all__, listed below)
-from eventtracking.django._settings import TAG
+from eventtracking.django._settings import TAG, system_check
 from eventtracking.django.django_tracker import (
     DJANGO_BACKEND_SETTING_NAME,
     DJANGO_PROCESSOR_SETTING_NAME,
@@ -133,7 +133,7 @@ def _engine_error(error: _engines.EngineError) -> checks.CheckMessage:
     return checks.Error(msg, hint=str(error), id=check_id)
 
 
-@checks.register(TAG)
+@system_check
 def check_tracker_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check ``EVENT_TRACKING_BACKENDS`` and ``EVENT_TRACKING_PROCESSORS`` without building.
 
@@ -199,7 +199,7 @@ E010 = "eventtracking.E010"
 INVALID_SETTING = "{setting} has an invalid value."
 
 
-@checks.register(TAG)
+@system_check
 def check_middleware_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Parse every middleware and shutdown setting as the middleware will."""
     messages: list[checks.CheckMessage] = []
@@ -217,7 +217,7 @@ LOGGER_WRITES_NOTHING = "{where}: LoggerBackend writes nothing: {reason}."
 LOGGER_WRITES_NOTHING_HINT = "Configure the logger in settings, for example:\n{snippet}"
 
 
-@checks.register(TAG)
+@system_check
 def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Warn about each LoggerBackend of the default tracker whose logger writes nothing.
 
@@ -273,7 +273,7 @@ ENABLED_MISSING_HINT = (
 )
 
 
-@checks.register(TAG)
+@system_check
 def check_enabled_setting(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Warn when backends are configured but ``EVENT_TRACKING_ENABLED`` is not set at all."""
     from eventtracking.django.django_tracker import DJANGO_ENABLED_SETTING_NAME
@@ -304,7 +304,7 @@ EVENT_MIDDLEWARE_WITHOUT_CONTEXT = (
 EVENT_MIDDLEWARE_WITHOUT_CONTEXT_HINT = f"Add {CONTEXT_MIDDLEWARE!r} before it."
 
 
-@checks.register(TAG)
+@system_check
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check where the event-tracking middleware sit in ``MIDDLEWARE``."""
     context_at = listed_at(CONTEXT_MIDDLEWARE)

@@ -38,7 +38,7 @@ from django.utils.module_loading import import_string
 from eventtracking import tracker as tracker_module
 from eventtracking.django import _redact, _request, _settings
 from eventtracking.django._request import RATE_LIMITED
-from eventtracking.django._settings import TAG
+from eventtracking.django._settings import system_check
 from eventtracking.locator import as_stack_locator
 
 __all__ = ["TrackRequestContextMiddleware", "TrackRequestEventMiddleware"]
@@ -77,7 +77,7 @@ APP_NOT_INSTALLED_HINT = "Add 'eventtracking.django' to INSTALLED_APPS."
 
 # Without the app nothing registers the app's checks; a project that lists the
 # middleware imports this module, at the latest when Django builds it.
-@checks.register(TAG)
+@system_check
 def check_app_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Warn when an event-tracking middleware is in ``MIDDLEWARE`` without the app."""
     if apps.is_installed("eventtracking.django"):

@@ -53,6 +53,14 @@ def _keep_pytest_logging(**kwargs: Any) -> None:
     """With a receiver here, Celery's workers leave logging (and caplog) alone."""
 
 
+#: How long at most an in-process worker's event loop sleeps in its poll (seconds).
+LOOP_TICK = 0.05
+
+
+def _nothing() -> None:
+    """A timer entry whose only effect is to end the event loop's poll."""
+
+
 @dataclass(frozen=True)
 class Broker:
     """A broker URL and its kind (``redis`` or ``amqp``)."""
@@ -159,13 +167,37 @@ def in_process_worker(app: Celery) -> Iterator[Any]:
     would stop before it started and its test would wait forever. So the flag is
     cleared here before each start.
     """
-    from celery.contrib.testing.worker import start_worker
+    from celery.contrib.testing.worker import TestWorkController, start_worker
     from celery.worker import state
+
+    class TickingWorkController(TestWorkController):
+        """Wakes its event loop every LOOP_TICK seconds.
+
+        kombu's hub runs the callbacks queued with ``call_soon`` just before it
+        polls, and does not end its poll for one queued from its own thread meanwhile.
+        On RabbitMQ a solo worker reads a message's frames in such callbacks, so the
+        task runs in one, and the acknowledgement it queues waits until the poll
+        returns: up to 10 s (the hub's longest poll) when nothing else arrives. With
+        ``worker_prefetch_multiplier=1`` the broker sends nothing more until then, so
+        queued messages went one per 10 s. This worker has no other timer that ends
+        the poll sooner. See celery#7718 and kombu pull request 1587.
+        """
+
+        def on_consumer_ready(self, consumer: Any) -> None:
+            # Called in the worker's thread, before its event loop starts.
+            if consumer.hub is not None:
+                consumer.hub.call_repeatedly(LOOP_TICK, _nothing)
+            super().on_consumer_ready(consumer)
 
     state.should_terminate = None
     try:
         with start_worker(
-            app, pool="solo", perform_ping_check=False, shutdown_timeout=120, loglevel="WARNING"
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=120,
+            loglevel="WARNING",
+            WorkController=TickingWorkController,
         ) as worker:
             yield worker
     except RuntimeError:

@@ -76,6 +76,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_port() -> int:
+    """A free 127.0.0.1 port below the kernel's ephemeral range, for a server that a
+    test kills and starts again on the same port.
+
+    A port from :func:`free_port` lies in the ephemeral range: while the server is
+    down, any process's ``bind(0)`` or outgoing connection may take it (another test
+    run's Redis did), and the restarted server then cannot listen. No ``bind(0)`` and
+    no outgoing connection takes a port below that range.
+    """
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low // 2), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
+def _answering_pid(port: int) -> int | None:
+    """The process id of the Redis answering on 127.0.0.1:``port``, or None (speaks
+    RESP by hand, so that this module needs no client library)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                reply += chunk
+    except OSError:
+        return None
+    for line in reply.decode(errors="replace").splitlines():
+        if line.startswith("process_id:"):
+            return int(line.partition(":")[2])
+    return None
+
+
 def _answers_ping(port: int) -> bool:
     """Whether a Redis on 127.0.0.1:``port`` answers PING (speaks RESP by hand, so that
     this module needs no client library)."""
@@ -133,7 +179,7 @@ class RedisServer:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
-            self.port = free_port()
+            self.port = server_port()
         command = [
             self.binary,
             "--port", str(self.port),
@@ -165,6 +211,17 @@ class RedisServer:
                 )
                 raise RuntimeError(msg)
             time.sleep(0.01)
+        if _answering_pid(self.port) != process.pid:
+            # Another process took the port while this server was down: its Redis
+            # answered the PING, and clients given this server's URL would reach it.
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            msg = (
+                f"port {self.port} is held by another process (its Redis answered); "
+                f"redis-server could not listen there, see {self.directory / 'redis.log'}"
+            )
+            raise RuntimeError(msg)
         self._process = process
 
     def kill(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from redis_support import RedisServer
@@ -70,3 +71,31 @@ def test_an_external_redis_is_emptied_in_its_own_database_only(
         assert site.get("site") == b"kept"
     with pytest.raises(ValueError, match="names database 5"):
         external.client(0)
+
+
+def test_a_restart_on_a_port_another_redis_took_fails_clearly(
+    redis_factory: Callable[[], RedisServer], tmp_path: Path
+):
+    """While a server is down another process may take its port; start() then says so,
+    instead of returning while the other process's Redis answers the server's URL (a
+    worker so reached another test run's Redis, which that run killed and paused)."""
+    server = redis_factory()
+    server.kill()
+    other = RedisServer(tmp_path / "other", binary=server.binary)
+    other.port = server.port
+    other.start()
+    try:
+        with pytest.raises(RuntimeError, match=f"port {server.port} is held by another"):
+            server.start()
+        assert not server.running
+        assert other.running
+    finally:
+        other.kill()
+
+
+def test_servers_listen_below_the_ephemeral_port_range(redis_factory: Callable[[], RedisServer]):
+    """No bind(0) and no outgoing connection of any process can take a server's port
+    while a test has it down: it lies below the kernel's ephemeral range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {redis_factory().port for _ in range(3)}
+    assert all(1024 <= port < low for port in ports), (ports, low)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_support import free_port
+from redis_support import server_port
 
 __all__ = [
     "AMQP_URL_ENV",
@@ -135,7 +135,12 @@ class RabbitServer:
     def reserve_ports(self) -> None:
         """Pick the free ports (once), so that :attr:`url` is known before a start."""
         if not self.port:
-            self.port, self.epmd_port, self.dist_port = free_port(), free_port(), free_port()
+            # Below the ephemeral range, as the broker may be killed and started again
+            # on the same ports (see redis_support.server_port).
+            ports: set[int] = set()
+            while len(ports) < 3:
+                ports.add(server_port())
+            self.port, self.epmd_port, self.dist_port = sorted(ports)
 
     def start(self) -> None:
         """Start epmd (once) and the broker; wait until an AMQP login succeeds.

@@ -20,7 +20,7 @@ from typing import Any
 import eventbus_support
 import pytest
 from eventbus_support import TOPIC, bus_settings, consume, decode_message
-from redis_support import RedisServer, free_port, redis_binary
+from redis_support import RedisServer, redis_binary, server_port
 
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
@@ -42,7 +42,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     if binary is None:
         pytest.skip("no Redis server to test against (see tests/redis_support.py)")
     redis = RedisServer(tmp_path / "redis", binary=binary)
-    redis.port = free_port()
+    redis.port = server_port()
     yield redis
     redis.resume()
     redis.kill()

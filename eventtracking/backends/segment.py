@@ -36,7 +36,7 @@ Beyond 4.x:
   when the library's ``on_error`` is still free when the backend is built (see
   :meth:`SegmentBackend.stats`);
 * each event goes to Segment with a ``messageId`` made from its event id (the id it
-  travelled with on a Celery worker, :data:`eventtracking._wire.current_event_id`;
+  travelled with on a Celery worker, :data:`eventtracking.backends.celery._wire.current_event_id`;
   a new one otherwise), so a worker that delivers the same event again (a retry)
   sends the same ``messageId``, and Segment keeps one copy. Only Segment's own module
   and clients are given it: another client is called with 4.x's arguments;
@@ -55,9 +55,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlunsplit
 
-from eventtracking import _json, _wire
+from eventtracking import _json
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking.backends.celery import _wire
 from eventtracking.exceptions import ConfigurationTypeError
 from eventtracking.typing import Event
 

@@ -151,7 +151,7 @@ def _async_routers(
 
     Only nodes whose ENGINE imports are inspected; the other checks report the rest.
     """
-    from eventtracking.backends.async_routing import AsyncRoutingBackend
+    from eventtracking.backends.celery._backend import AsyncRoutingBackend
 
     if not isinstance(node, dict) or _engines.ENGINE not in node:
         return
@@ -179,7 +179,7 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
     if not isinstance(backends, dict):
         return []
-    from eventtracking._celery_sink import INSTALL_HINT
+    from eventtracking.backends.celery._sink import INSTALL_HINT
 
     messages: list[checks.CheckMessage] = []
     found = [
@@ -231,7 +231,7 @@ def _unsafe_content(app_option: Any) -> list[str]:
     or when the app cannot be found (the tracker's own checks report that)."""
     if importlib.util.find_spec("celery") is None:
         return []
-    from eventtracking._celery_sink import resolve_app
+    from eventtracking.backends.celery._sink import resolve_app
 
     try:
         accepted = resolve_app(app_option).conf.accept_content or ()

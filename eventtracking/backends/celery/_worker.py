@@ -1,12 +1,12 @@
 """The worker's side of asynchronous routing: deliver each event to every leaf backend.
 
 The tasks in :mod:`eventtracking.tasks` hand their message here. For each entry (see
-:mod:`eventtracking._wire`), :func:`deliver` looks up the top-level backend named by
+:mod:`eventtracking.backends.celery._wire`), :func:`deliver` looks up the top-level backend named by
 ``backend_name`` in the worker's default tracker and walks its nested backends itself,
 rather than calling ``send_to_backends``: a routing backend swallows its backends'
 errors, and a retry must know which *leaf* failed. Nested routing backends still run
 their processors on the way down. The walk and the judging of each leaf's outcome are
-in :mod:`eventtracking._celery_leaves`; this module handles messages, settings, retries
+in :mod:`eventtracking.backends.celery._leaves`; this module handles messages, settings, retries
 and dead letters.
 
 What happens to each (event, leaf):
@@ -27,8 +27,9 @@ redrive``, they are published again, to the leaves they name.
 
 Nothing here returns (and so lets Celery acknowledge the message) before every leaf
 confirmed, or the retry was published or written to the spool, or the dead letter was
-written; then the message leaves the Redis ledger (:mod:`eventtracking._redis_ledger`).
-While a leaf delivers, :data:`eventtracking._wire.current_event_id` holds the event's id,
+written; then the message leaves the Redis ledger (:mod:`eventtracking.backends.celery._ledger`).
+While a leaf delivers, :data:`eventtracking.backends.celery._wire.current_event_id` holds the
+event's id,
 which MongoBackend uses as ``_id``: a redelivered event is stored once.
 
 A message is written by whoever can write to the broker, so nothing a worker holds
@@ -65,12 +66,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eventtracking import _wire
-from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
-from eventtracking._celery_sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery._leaves import Batch, confirm, deliver_entry, settle
+from eventtracking.backends.celery._sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking.delivery import backoff_delay
 from eventtracking.spool import Spool, default_spool_dir
 
@@ -288,7 +289,7 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
     with _COUNTERS_LOCK:
         default = _DEFAULTS.get(directory)
         if default is None:
-            from eventtracking._celery_sink import CelerySink
+            from eventtracking.backends.celery._sink import CelerySink
 
             # Its publish() takes the name of each message; the callable is unused.
             sink = CelerySink(lambda: UNKNOWN)

@@ -103,7 +103,7 @@ def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False)
     Redis ledger. ``body`` is the entries, or the event of a 4.x ``send_event``
     message (``legacy``), which no signature covers.
     """
-    from eventtracking import _celery_worker
+    from eventtracking.backends.celery import _worker as _celery_worker
     from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
 
     if not isinstance(backend_name, str):

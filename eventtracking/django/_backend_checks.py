@@ -119,7 +119,11 @@ def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[che
 
 def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
     """Why tracking logs would not reach the bus, or None."""
-    from eventtracking._eventbus import REDIS_PRODUCERS, PublishError, enabled_topics
+    from eventtracking.backends.event_bus._envelope import (
+        REDIS_PRODUCERS,
+        PublishError,
+        enabled_topics,
+    )
 
     producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
     if not producer:

@@ -4,10 +4,10 @@
 an *envelope* (bytes: a random message id, the send time, and the four fields of
 ``TrackingLogData`` with ``data`` and ``context`` as JSON text) and hands it to a
 :class:`~eventtracking.delivery.BatchDelivery` whose sink is
-:class:`~eventtracking._eventbus_publish.BusSink`. The sink publishes batches with one
+:class:`~eventtracking.backends.event_bus._publish.BusSink`. The sink publishes batches with one
 of two publishers, and raises when the bus did not take them, so that the delivery
 spools them and retries: nothing is lost while the bus is down. This module holds what
-the backend, the sink and the receiver share; :mod:`eventtracking._eventbus_publish`
+the backend, the sink and the receiver share; :mod:`eventtracking.backends.event_bus._publish`
 holds the sink and the publishers:
 
 * ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per

@@ -40,7 +40,6 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._fork import ForkCheck
 from eventtracking._options import is_count
@@ -52,6 +51,7 @@ from eventtracking.backends.celery import _signing, _wire
 from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.celery._sink import CelerySink, import_celery
 from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, backoff_delay
+from eventtracking.delivery._backend import spooled_delivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.routing import RoutingBackend

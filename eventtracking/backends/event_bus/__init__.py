@@ -35,7 +35,6 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking._backend_delivery import spooled_delivery
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters
@@ -43,6 +42,7 @@ from eventtracking.backends.event_bus import _envelope as _eventbus
 from eventtracking.backends.event_bus import _publish as _eventbus_publish
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
+from eventtracking.delivery._backend import spooled_delivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.routing import RoutingBackend

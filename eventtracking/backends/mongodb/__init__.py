@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking import delivery as delivery_module
-from eventtracking._backend_delivery import make_delivery, open_spool
 from eventtracking._delivery_api import deadline_for, remaining
 from eventtracking.backends.mongodb import _uri
 from eventtracking.backends.mongodb._encoding import EventEncoder, Refused
 from eventtracking.backends.mongodb._sink import Indexes, MongoSink
 from eventtracking.delivery import BatchDelivery
+from eventtracking.delivery._backend import make_delivery, open_spool
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Event

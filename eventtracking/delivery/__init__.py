@@ -37,7 +37,7 @@ Why this module is long: :class:`BatchDelivery` is one state machine. Its caller
 side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
 counters and the spool under the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
-callers and the thread (:mod:`eventtracking._flush_gate`), the spool itself
+callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
 (:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._fork`).
 """
 
@@ -53,10 +53,10 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from eventtracking._flush_gate import FlushGate, Orders
 from eventtracking._fork import ForkCheck, after_fork_in_child
 from eventtracking._ratelimit import RateLimitedLogger
 from eventtracking._stats import Counters, FastCounter
+from eventtracking.delivery._flush_gate import FlushGate, Orders
 from eventtracking.spool import Claim, Spool, SpoolFullError
 
 __all__ = [

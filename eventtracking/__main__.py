@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.spool import Spool, UnsafeSpoolError, default_spool_dir
 from eventtracking.spool import _commands as verbs
 

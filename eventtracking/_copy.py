@@ -34,8 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_context
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 __all__ = ["COPY_STATS", "Copier", "copy_one", "safe_copy"]
 

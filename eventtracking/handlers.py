@@ -39,8 +39,8 @@ import threading
 from typing import Any
 
 from eventtracking._json import dumps
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.backends.event_bus._envelope import openedx_events, parse_timestamp
 from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS, Tracker

@@ -45,7 +45,7 @@ from typing import Any
 
 from eventtracking import tracker as _tracker_module
 from eventtracking._metrics_reading import Point, Reading
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 
 __all__ = [
     "METRICS",

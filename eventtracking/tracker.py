@@ -25,8 +25,8 @@ from types import TracebackType
 from typing import Any
 
 from eventtracking._contextstack import ContextStack
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters, FastCounter, merge_into
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters, FastCounter, merge_into
 from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
 from eventtracking.routing import RoutingBackend
 from eventtracking.typing import Backend, ContextLocator, Event, Processor

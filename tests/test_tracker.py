@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventtracking import tracker
-from eventtracking._delivery_api import remaining
+from eventtracking._util.delivery_api import remaining
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.locator import (
     ContextVarLocator,
@@ -737,7 +737,7 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         def monotonic() -> float:
             return clock[0]
 
-    from eventtracking import _delivery_api
+    from eventtracking._util import delivery_api as _delivery_api
 
     monkeypatch.setattr(_delivery_api, "time", FakeTime)
     return clock

@@ -56,8 +56,8 @@ from typing import Any
 from urllib.parse import urlunsplit
 
 from eventtracking import _json
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.celery import _wire
 from eventtracking.exceptions import ConfigurationTypeError
 from eventtracking.typing import Event

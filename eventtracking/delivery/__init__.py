@@ -38,7 +38,7 @@ side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
 counters and the spool under the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
 callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
-(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._fork`).
+(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._util.fork`).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from eventtracking._fork import ForkCheck, after_fork_in_child
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters, FastCounter
+from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters, FastCounter
 from eventtracking.delivery._flush_gate import FlushGate, Orders
 from eventtracking.spool import Claim, Spool, SpoolFullError
 

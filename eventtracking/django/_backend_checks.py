@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from eventtracking import _engines
+from eventtracking._util import engines as _engines
 from eventtracking.django._check_messages import (
     ASYNC_BACKEND_NAME_ELSEWHERE,
     ASYNC_BACKEND_NAME_UNKNOWN,

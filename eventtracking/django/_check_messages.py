@@ -6,7 +6,7 @@ tools match them by name.
 
 from __future__ import annotations
 
-from eventtracking import _engines
+from eventtracking._util import engines as _engines
 
 #: The tag of every check here: ``manage.py check --tag eventtracking``.
 TAG = "eventtracking"

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from eventtracking import _engines
+from eventtracking._util import engines as _engines
 from eventtracking.django import _settings
 from eventtracking.django._backend_checks import check_async_routing, check_optional_extras
 from eventtracking.django._check_messages import (
@@ -143,7 +143,7 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
     Runs after Django applied ``LOGGING``, so it sees the loggers as the site uses them.
     """
     from eventtracking import tracker as tracker_module
-    from eventtracking._silent import hint_shown, logging_snippet, why_nothing_is_written
+    from eventtracking._util.silent import hint_shown, logging_snippet, why_nothing_is_written
     from eventtracking.backends.logger import LoggerBackend
     from eventtracking.django._commands import walk_backends
 

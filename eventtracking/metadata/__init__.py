@@ -16,7 +16,7 @@ beside the events, check events against it, and publish a catalogue.
 See ``docs/metadata.rst`` for the design.
 """
 
-from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking._util.metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
 from eventtracking.metadata.definitions import (
     FIELD_TYPES,
     ContextType,

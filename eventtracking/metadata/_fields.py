@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eventtracking._metadata_api import REFERENCE_KEY
+from eventtracking._util.metadata_api import REFERENCE_KEY
 from eventtracking.metadata._jsonform import to_json_form
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from eventtracking._options import is_count
+from eventtracking._util.options import is_count
 from eventtracking.metadata.definitions import (
     CONTEXT_TYPE,
     EVENT_TYPE,

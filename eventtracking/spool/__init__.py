@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from eventtracking._stats import Counters
+from eventtracking._util.stats import Counters
 from eventtracking.spool._db import FileReplaced, SpoolDatabase
 from eventtracking.spool._files import UnsafeSpoolError, check_directory, check_file
 from eventtracking.spool._reserve import DiskReserve

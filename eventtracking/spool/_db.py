@@ -33,8 +33,8 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from eventtracking._fork import ForkCheck, after_fork_in_child
-from eventtracking._stats import Counters
+from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.stats import Counters
 from eventtracking.spool._files import (
     check_directory,
     check_file,

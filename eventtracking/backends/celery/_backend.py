@@ -40,12 +40,12 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking._delivery_api import deadline_for, remaining
-from eventtracking._fork import ForkCheck
-from eventtracking._options import is_count
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import merge_into
+from eventtracking._util.delivery_api import deadline_for, remaining
+from eventtracking._util.fork import ForkCheck
+from eventtracking._util.options import is_count
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import merge_into
 from eventtracking.backends.celery import _ledger as _redis_ledger
 from eventtracking.backends.celery import _signing, _wire
 from eventtracking.backends.celery import _worker as _celery_worker

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from eventtracking._copy import safe_copy
-from eventtracking._escape import escape
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.escape import escape
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.celery import _wire
 from eventtracking.processors.exceptions import (
     EventEmissionExit,

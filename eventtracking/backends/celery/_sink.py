@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventtracking._fork import ForkCheck
-from eventtracking._stats import Counters
+from eventtracking._util.fork import ForkCheck
+from eventtracking._util.stats import Counters
 from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
 from eventtracking.backends.celery._signing import HEADER, sign
 

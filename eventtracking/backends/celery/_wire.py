@@ -44,9 +44,9 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from eventtracking._fork import after_fork_in_child
 from eventtracking._json import EventEncoder, dumps
-from eventtracking._options import is_count
+from eventtracking._util.fork import after_fork_in_child
+from eventtracking._util.options import is_count
 
 __all__ = [
     "Entry",

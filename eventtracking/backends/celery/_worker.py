@@ -53,7 +53,7 @@ grows with the values a message chooses:
   ``max_requeues`` times (5) with backoff (5 s doubled, at most 300 s); after that its
   entries are counted in ``dropped['spool_unavailable']`` and it is acknowledged.
 * **Logs.** Values from a message are written into log lines and reasons through
-  :func:`eventtracking._escape.escape`, and every log line here is rate limited.
+  :func:`eventtracking._util.escape.escape`, and every log line here is rate limited.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eventtracking._escape import escape
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.escape import escape
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery._leaves import Batch, confirm, deliver_entry, settle
 from eventtracking.backends.celery._sink import DEFAULT_MAX_MESSAGE_ENTRIES

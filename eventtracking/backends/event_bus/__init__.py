@@ -35,9 +35,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking._delivery_api import deadline_for, remaining
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.delivery_api import deadline_for, remaining
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.event_bus import _envelope as _eventbus
 from eventtracking.backends.event_bus import _publish as _eventbus_publish
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL

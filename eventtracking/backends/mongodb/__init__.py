@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking import delivery as delivery_module
-from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._util.delivery_api import deadline_for, remaining
 from eventtracking.backends.mongodb import _uri
 from eventtracking.backends.mongodb._encoding import EventEncoder, Refused
 from eventtracking.backends.mongodb._sink import Indexes, MongoSink

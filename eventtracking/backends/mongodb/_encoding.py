@@ -31,8 +31,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from eventtracking._fork import after_fork_in_child
 from eventtracking._json import report_repr_fallbacks, safe_repr
+from eventtracking._util.fork import after_fork_in_child
 from eventtracking.backends.celery._wire import current_event_id
 
 __all__ = ["EventEncoder", "Refused", "describe"]

@@ -25,7 +25,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventtracking import tracker as tracker_module
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.delivery import BatchDelivery
 from eventtracking.django._commands import configured_tracker
 from eventtracking.spool import Spool

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.django._commands import configured_tracker, select_backends
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from eventtracking import tracker as _tracker_module
-from eventtracking._metrics_reading import Point, Reading
 from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking.metrics._reading import Point, Reading
 
 __all__ = [
     "METRICS",

@@ -19,7 +19,7 @@ Three entry points:
   no per-leaf work. A plan seen on a few events is compiled into a small Python
   function, which is cheaper still.
 
-The module runs past 450 lines on purpose: the walk, the plans it records and their
+Why one module, past 450 lines: the walk, the plans it records and their
 compiled form share one representation (tuples whose replay functions are told apart
 by identity). Split in two, each half would have to read the other's private names.
 """

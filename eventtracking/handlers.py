@@ -43,7 +43,7 @@ from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.backends.event_bus._envelope import openedx_events, parse_timestamp
-from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS, Tracker
+from eventtracking.tracker import Tracker, registered
 
 __all__ = ["DISPATCH_UID", "connect", "get_tracker", "send_tracking_log_to_backends", "stats"]
 
@@ -149,7 +149,7 @@ def get_tracker() -> Tracker | None:
     Unlike :func:`eventtracking.tracker.get_tracker`, it never makes the fallback
     tracker that prints events: a message from the bus is not a script's.
     """
-    return TRACKERS.get(DEFAULT_TRACKER_NAME)
+    return registered()
 
 
 def _rebuild(tracking_log: Any) -> dict[str, Any]:

@@ -39,6 +39,10 @@ counters and the spool under the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
 callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
 (:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._util.fork`).
+
+Why one module: it is one class, BatchDelivery, whose thread, queue, spool hand-off and
+flush and close deadlines share one lock and one state; what stands alone (the flush
+gate, the backends' wrapper) is apart.
 """
 
 from __future__ import annotations

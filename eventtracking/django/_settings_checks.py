@@ -147,7 +147,7 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
     from eventtracking.backends.logger import LoggerBackend
     from eventtracking.django._commands import walk_backends
 
-    built = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
+    built = tracker_module.registered()
     if built is None:
         return []
     # The nested backends of an event-bus backend run only in the bus consumer: warn

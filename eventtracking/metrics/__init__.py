@@ -135,7 +135,7 @@ def detect_side(argv: list[str] | None = None) -> str:
 
 
 def _registered_trackers() -> list[tuple[str, Any]]:
-    return list(_tracker_module.TRACKERS.items())
+    return _tracker_module.registered_trackers()
 
 
 def instrument(

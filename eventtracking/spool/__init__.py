@@ -66,6 +66,10 @@ files' permissions and the disk. What stays together here, and makes the module 
 than most, is the one API over both tables: pending rows and dead letters share the
 size cap, the write transaction and the recovery around every method, and
 :meth:`Spool.ack` and :meth:`Spool.redrive` move rows from one table to the other.
+
+Why one module: it is one class, Spool, whose write, claim, retire and dead-letter
+operations are one protocol over the same SQLite file; the storage details are apart, in
+``_db``, ``_files``, ``_sqlite`` and ``_reserve``.
 """
 
 from __future__ import annotations

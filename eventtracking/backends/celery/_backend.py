@@ -29,6 +29,10 @@ What changed from 4.x, for the operators who run it:
 
 Celery is imported when a backend is built, so ``import eventtracking`` works without
 it; building one without Celery raises ImportError naming the extra to install.
+
+Why one module: it is one class, AsyncRoutingBackend, whose constructor checks its many
+options and whose methods share its queue, sink and sweeper; the wire format, sink and
+worker are already apart.
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ class AsyncRoutingBackend(RoutingBackend):
         import_celery()
         # Registers the tasks with Celery: a worker builds this backend from settings
         # at start-up, and so learns the tasks it must consume.
-        import eventtracking.tasks  # noqa: F401
+        import eventtracking.backends.celery._tasks  # noqa: F401
 
         if not isinstance(backend_name, str):
             msg = (
@@ -307,9 +311,9 @@ class AsyncRoutingBackend(RoutingBackend):
         if self.backend_name:
             return self.backend_name
         if self._found_name is None:
-            from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+            from eventtracking.tracker import registered
 
-            tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+            tracker = registered()
             if tracker is not None:
                 for key, backend in list(tracker.backends.items()):
                     if backend is self:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eventtracking._copy import safe_copy
 from eventtracking._util.escape import escape
@@ -32,14 +32,12 @@ from eventtracking.processors.exceptions import (
 )
 from eventtracking.routing import RoutingBackend
 
-if TYPE_CHECKING:
-    from eventtracking.backends.celery._worker import WorkerSettings
-
 __all__ = [
     "UNKNOWN_PATH",
     "Batch",
     "Failure",
     "Outcome",
+    "RetryLimit",
     "confirm",
     "deliver_entry",
     "settle",
@@ -55,6 +53,14 @@ _LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
 
 _PERMANENT = (NoTransformerImplemented, NoBackendEnabled)
 _DETAIL_LIMIT = 2_000
+
+
+class RetryLimit(Protocol):
+    """What :func:`settle` needs of the worker's settings (``WorkerSettings`` is one)."""
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a failing leaf before its event becomes a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +259,7 @@ def confirm(batch: Batch, timeout: float) -> None:
 
 def settle(
     outcome: Outcome,
-    settings: WorkerSettings,
+    settings: RetryLimit,
     counters: Counters,
     dead: list[tuple[bytes | None, str, str | None]],
     retries: dict[int, list[str]],

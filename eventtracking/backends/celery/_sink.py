@@ -18,6 +18,10 @@ On AMQP brokers the connection asks for publisher confirms, so a publish returns
 once the broker holds the message. On Redis, each message is also recorded in a ledger
 (:mod:`eventtracking.backends.celery._ledger`) that workers use to find and publish again a
 message that Redis lost on its way to a worker.
+
+Why one module: it is one class, CelerySink, which owns the broker connection:
+publishing, the connection's time limits and the ledger's record of each message share
+its lock and producer.
 """
 
 from __future__ import annotations
@@ -250,10 +254,9 @@ class CelerySink:
                 else None
             )
             if app.conf.task_always_eager:
-                from eventtracking.backends.celery import _tasks as tasks
-
+                # By name: the task module imports this one (the backend imported it).
                 self._counters.incr("eager", amount=len(texts))
-                tasks.send_events.apply(args=(backend_name, texts), headers=headers)
+                app.tasks[TASK_NAME].apply(args=(backend_name, texts), headers=headers)
                 return
             producer = self._get_producer(app)
             args = (backend_name, texts)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventtracking.backends.celery._signing import check_task
+from eventtracking.backends.celery._signing import refusal
 from eventtracking.backends.celery._sink import LEGACY_TASK_NAME, TASK_NAME, import_celery
 from eventtracking.backends.celery._worker import (
     DEFAULT_MAX_RETRIES,
@@ -86,6 +86,19 @@ def _arguments(
     return values[0], values[1], None
 
 
+def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False) -> bool:
+    """Whether a task may deliver its message; when not (see
+    :func:`~eventtracking.backends.celery._signing.refusal`), the message is kept whole
+    as a counted dead letter and taken out of the Redis ledger."""
+    refused = refusal(task, backend_name, body, legacy=legacy)
+    if refused is None:
+        return True
+    kind, reason = refused
+    dead_letter_message(backend_name, body, reason, kind)
+    forget(backend_name, getattr(task.request, "id", None))
+    return False
+
+
 @shared_task(name=TASK_NAME, **_TASK_OPTIONS)
 def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
     """Deliver a batch: ``send_events(backend_name, entries)``.
@@ -137,9 +150,9 @@ def start_sweepers(**kwargs: Any) -> None:
     Connected to Celery's ``worker_ready``: a worker looks for lost messages from the
     start, not only once a task arrives. Does nothing without a default tracker.
     """
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    tracker = registered()
     if tracker is None:
         return
     for backend in list(tracker.backends.values()):

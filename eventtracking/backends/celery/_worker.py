@@ -54,6 +54,10 @@ grows with the values a message chooses:
   entries are counted in ``dropped['spool_unavailable']`` and it is acknowledged.
 * **Logs.** Values from a message are written into log lines and reasons through
   :func:`eventtracking._util.escape.escape`, and every log line here is rate limited.
+
+Why one module: a message's life on the worker (checks, delivery, retries, requeues,
+dead letters) is one sequence over the same settings and counters; delivery leaf by leaf
+is apart, in ``_leaves``.
 """
 
 from __future__ import annotations
@@ -307,11 +311,11 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
 def _known(backend_name: Any) -> str:
     """``backend_name`` when the worker's tracker has a top-level backend by that name,
     else :data:`UNKNOWN`: what counters and default settings are kept by."""
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
     if not isinstance(backend_name, str):
         return UNKNOWN
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    tracker = registered()
     if tracker is None or backend_name not in tracker.backends:
         return UNKNOWN
     return backend_name
@@ -590,11 +594,11 @@ def _deliver_texts(
 
 
 def _find_target(backend_name: str) -> tuple[Any, str | None]:
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
     # The registered tracker only: get_tracker() would make the fallback that prints
     # events when nothing is configured, which has none of the worker's backends.
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    tracker = registered()
     if tracker is None:
         return None, (
             "the worker has no default tracker: register one (the Django app does when "

@@ -37,6 +37,9 @@ message's fields without decoding anything. The *JSON* form (an object with ``id
 form cannot hold (a name that is not text, a timestamp that is no date-time: dead
 letters, which a person reads), when openedx-events writes the record otherwise than
 this module does, and was the only form of earlier releases: both are read.
+
+Why one module: encoding and decoding an envelope must agree byte for byte (timestamps,
+JSON fields, the Avro bounds), and the publisher and the receiver both read them here.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@
 :class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did not
 take it, so that the delivery keeps the batch and retries. An envelope that cannot be read or
 published is refused alone: it becomes a dead letter, and the rest of its batch goes.
+
+Why one module: the two publishers (Redis Streams and the Django signal) and the sink
+that drives them share one contract: raise PublishError when the bus did not take a
+batch, and refuse a bad envelope alone.
 """
 
 from __future__ import annotations

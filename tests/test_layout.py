@@ -28,6 +28,11 @@ Definitions:
   **An upward import** is an import of a module in a higher layer than the
   importer's. Modules of one layer may import each other (the cycle test still
   applies).
+* **A crossing between backends** is an import, by a module of one backend (the
+  modules of ``eventtracking.backends`` below its third name: ``celery``,
+  ``mongodb``, ``segment``...), of a module of another. A store knows nothing of the
+  broker that fed it: what several backends share lives below them (``_util``). The
+  4.x paths that re-export a backend (:data:`REEXPORTS`) are not backends.
 * **A read of TRACKERS** is the name ``TRACKERS`` anywhere in a module but
   ``eventtracking.tracker``: the registry of trackers belongs to the tracker, and
   everything else asks it through a function (:func:`eventtracking.tracker.registered`).
@@ -67,6 +72,9 @@ LAYERS = {
     "eventtracking": 4,
 }
 LAYER_NAMES = ("base", "core", "delivery", "backends", "entry")
+
+#: Modules kept at a 4.x path that only re-export a backend from its folder.
+REEXPORTS = {"eventtracking.backends.async_routing"}
 
 #: At most this many modules directly in the package's folder.
 ROOT_MODULES = 15
@@ -194,6 +202,26 @@ def test_no_upward_imports(edges: list[tuple[str, str, int]]) -> None:
         if layer(imported) > layer(importer)
     )
     assert upward == []
+
+
+def backend_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] != ["eventtracking", "backends"] or len(parts) < 3 or module in REEXPORTS:
+        return None
+    return parts[2]
+
+
+def test_no_backend_imports_another(edges: list[tuple[str, str, int]]) -> None:
+    """A backend's modules import no module of another backend: MongoDB and Segment take
+    the id an event travelled with from ``_util``, not from the Celery folder."""
+    crossings = sorted(
+        f"{importer}:{line} imports {imported}"
+        for importer, imported, line in edges
+        if backend_of(importer)
+        and backend_of(imported)
+        and backend_of(importer) != backend_of(imported)
+    )
+    assert crossings == []
 
 
 def test_only_the_tracker_reads_its_registry(known: dict[str, pathlib.Path]) -> None:

@@ -286,7 +286,7 @@ class MongoBackend:
         The event is encoded now, with its own ``_id`` (unless it has one), into a new
         document: the caller's dict is not changed, and changing it later changes
         nothing stored. On a Celery worker the ``_id`` is the id the event travelled
-        with (:data:`eventtracking.backends.celery._wire.current_event_id`), so a redelivered event
+        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered event
         is
         stored once. An event BSON cannot encode, or one over
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.

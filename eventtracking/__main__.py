@@ -129,12 +129,8 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
         if not status["streams"]:
             out.write("Empty: no pending events, no dead letters.\n")
     for stream, counts in sorted(status["streams"].items()):
-        oldest = f", oldest from {verbs.utc_time(counts['oldest'])}" if counts["oldest"] else ""
-        out.write(
-            f"{escape_for_terminal(stream)}\n  pending: {counts['pending']} "
-            f"({counts['claimed']} being delivered){oldest}\n"
-            f"  dead letters: {counts['dead_letters']}\n"
-        )
+        for line in [escape_for_terminal(stream), *verbs.stream_lines(counts)]:
+            out.write(line + "\n")
     if args.spool_dir is None:
         out.write(_DEFAULT_DIR_HINT)
     return 0
@@ -147,47 +143,29 @@ _DEFAULT_DIR_HINT = (
 )
 
 
+def _say(out: TextIO) -> verbs.Say:
+    return lambda line: out.write(line + "\n")
+
+
+def _label(spool: Spool, args: argparse.Namespace) -> str:
+    """What the lines of a verb are about: the stream given, or the whole spool."""
+    return escape_for_terminal(args.stream) if args.stream else str(spool.directory)
+
+
 def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
     letters = _open(args).dead_letters(args.stream, limit=args.limit)
+    verbs.list_dead_letters([(letter.stream, letter) for letter in letters], args.json, _say(out))
     if args.json:
-        rows = [
-            {
-                "id": letter.id,
-                "stream": letter.stream,
-                "created": letter.created,
-                "reason": letter.reason,
-                "document": verbs.document(letter),
-            }
-            for letter in letters
-        ]
-        out.write(json.dumps(rows, indent=2, default=str) + "\n")
         return 0
-    if not letters:
-        out.write("No dead letters.\n")
-    for letter in letters:
-        redrivable = "" if letter.payload is not None else " (cannot be re-driven: never encoded)"
-        out.write(
-            f"#{letter.id} {verbs.utc_time(letter.created)} "
-            f"{escape_for_terminal(letter.stream)}{redrivable}\n"
-            f"  reason: {escape_for_terminal(letter.reason)}\n  event: {verbs.preview(letter)}\n"
-        )
     if args.spool_dir is None:
         out.write(_DEFAULT_DIR_HINT)
     return 0
 
 
 def _redrive(args: argparse.Namespace, out: TextIO) -> int:
-    _move_back(_open(args), args, out)
+    spool = _open(args)
+    verbs.redrive(spool, args.stream, args.ids, _label(spool, args), _say(out))
     return 0
-
-
-def _move_back(spool: Spool, args: argparse.Namespace, out: TextIO) -> None:
-    selected = spool.dead_letters(args.stream, ids=args.ids)
-    moved = spool.redrive(args.stream, ids=args.ids)
-    out.write(f"Re-drove {moved} dead letter(s); the backend delivers them with its next batch.\n")
-    left = len(selected) - moved
-    if left:
-        out.write(f"{left} could not be re-driven: they were never encoded (see dead-letters).\n")
 
 
 def _purge(args: argparse.Namespace, out: TextIO) -> int:
@@ -200,12 +178,7 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
     if problem:
         out.write(problem + "\n")
         return 2
-    if args.dead_letters:
-        removed = spool.purge_dead_letters(args.stream, ids=args.ids)
-        out.write(f"Purged {removed} dead letter(s).\n")
-    if args.pending:
-        removed = sum(spool.purge_pending(stream) for stream in streams())
-        out.write(f"Purged {removed} pending event(s).\n")
+    verbs.purge(spool, streams(), args, _label(spool, args), _say(out))
     return 0
 
 
@@ -266,8 +239,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.dead_letters:
             # Only the letters of the stream being delivered.
-            args.stream = backend.stream
-            _move_back(backend.spool, args, out)
+            verbs.redrive(backend.spool, backend.stream, args.ids, label, _say(out))
         result = verbs.replay_backend(
             backend,
             args.timeout,
@@ -288,7 +260,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         )
         return 2
     if not result.finished:
-        out.write(f"Not finished within {args.timeout:g} s: {error}\n")
+        out.write(f"{label}: {result.not_finished(args.timeout)}\n")
         return 1
     return 0
 

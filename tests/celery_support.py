@@ -1,6 +1,6 @@
 """Celery for tests: apps on a real broker, in-process workers and worker subprocesses.
 
-The brokers are the Redis of ``redis_fixtures`` and the RabbitMQ of ``amqp_fixtures``
+The brokers are the Redis of ``redis_support`` and the RabbitMQ of ``amqp_support``
 (each started by the tests, or an external one named by an environment variable).
 
 Each app gets names of its own (a Redis key prefix, a queue name), so tests sharing a
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from amqp_fixtures import AMQP_URL_ENV, DECLARED_QUEUES
+from amqp_support import AMQP_URL_ENV, DECLARED_QUEUES
 from celery import Celery, signals
 
 __all__ = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from amqp_fixtures import *  # noqa: F403
-from mongo_fixtures import *  # noqa: F403
-from redis_fixtures import *  # noqa: F403
+from amqp_support import *  # noqa: F403
+from mongo_support import *  # noqa: F403
+from redis_support import *  # noqa: F403
 
 from eventtracking import tracker
 

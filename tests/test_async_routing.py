@@ -44,7 +44,7 @@ _names = itertools.count(1)
 MakeRouter = Callable[..., AsyncRoutingBackend]
 
 #: The brokers every test here runs against (RabbitMQ's cases are skipped, with the
-#: reason shown, where no RabbitMQ can be had: see amqp_fixtures).
+#: reason shown, where no RabbitMQ can be had: see amqp_support).
 BROKERS = ["redis", "amqp"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from amqp_fixtures import RabbitServer
+from amqp_support import RabbitServer
 from celery_support import (
     Broker,
     WorkerProcess,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 DB = "eventtracking_faults"
 #: The brokers every test runs against (RabbitMQ's cases are skipped, with the reason
-#: shown, where no RabbitMQ can be had: see amqp_fixtures).
+#: shown, where no RabbitMQ can be had: see amqp_support).
 BROKERS = ["redis", "amqp"]
 
 

@@ -600,3 +600,21 @@ def test_a_missing_extra_is_reported_once(
     assert [line.split(")")[0] for line in reported] == [f"?: ({expected}"], result.stderr
     assert "EVENT_TRACKING_BACKENDS['b']" in reported[0]
     assert f"pip install 'event-tracking[{install}]'" in result.stderr
+
+
+def test_every_check_id_is_in_the_docs_table_and_every_check_is_registered() -> None:
+    """docs/django.rst lists each id the checks module exports, and each check function
+    it exports is registered with Django under the app's tag."""
+    from pathlib import Path
+
+    from django.core.checks import registry
+
+    table = (Path(__file__).parent.parent / "docs" / "django.rst").read_text()
+    ids = [getattr(checks, name) for name in checks.__all__ if re.fullmatch(r"[EW]\d{3}", name)]
+    assert len(ids) == 23
+    assert [check_id for check_id in ids if f"``{check_id}``  " not in table] == []
+    registered = registry.registry.get_checks()
+    functions = [getattr(checks, name) for name in checks.__all__ if name.startswith("check_")]
+    functions.remove(checks.check_id_of)
+    assert [f.__name__ for f in functions if f not in registered] == []
+    assert all(checks.TAG in f.tags for f in functions)

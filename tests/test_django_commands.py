@@ -419,3 +419,39 @@ def test_spool_takes_djangos_options_after_the_action_word(tmp_path: Path, where
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["mongo"]["stream"] == "cli"
+
+
+def test_spool_verbs_say_the_same_from_both_front_ends(configure: Any, tmp_path: Path) -> None:
+    """dead-letters, redrive, status and purge print the same lines from `manage.py
+    eventtracking_spool` and `python -m eventtracking spool`, apart from what each line
+    is about: the backend's name, or the stream given with --stream."""
+    import re
+
+    import bson
+
+    from eventtracking.__main__ import main
+
+    def cli(*argv: str) -> str:
+        out = io.StringIO()
+        assert main(["spool", *argv, "--spool-dir", str(tmp_path), "--stream", "t"], out) == 0
+        text = re.sub(r"^t: ", "mongo: ", out.getvalue(), flags=re.MULTILINE)
+        return re.sub(r"(\+00:00) t\b", r"\1 mongo", text)
+
+    down = configure({"mongo": mongo_backend(dead_uri(), "events", tmp_path)})
+    spool = down.get_backend("mongo").spool
+
+    def refuse() -> None:
+        document = bson.encode({"_id": 1, "name": "refused"})
+        spool.add_dead_letters("t", [(document, "refused", None), (None, "unencodable", "{}")])
+
+    refuse()
+    assert cli("dead-letters") == run("eventtracking_spool", "dead-letters")
+    for verb in (("redrive",), ("purge", "--dead-letters")):
+        spool.purge_dead_letters("t")
+        refuse()
+        django = run("eventtracking_spool", *verb)
+        spool.purge_dead_letters("t")
+        refuse()
+        assert cli(*verb) == django, verb
+    status = run("eventtracking_spool", "status").splitlines()
+    assert cli("status").splitlines()[2:] == status[2:4]

@@ -9,7 +9,7 @@ from typing import Any
 import django_support
 import pytest
 from django.test import override_settings
-from redis_fixtures import free_port
+from redis_support import free_port
 from test_metrics import Reader, key, scrape
 
 from eventtracking import metrics, tracker

@@ -750,7 +750,7 @@ def test_a_redriven_bad_item_never_holds_up_the_stream(
             text=True,
             check=True,
         )
-        assert "Re-drove 1 dead letter" in redrive.stdout
+        assert "1 dead letter(s) moved back to be delivered" in redrive.stdout
         assert Spool(spool_path).dead_letters(DEFAULT_STREAM) == []
 
         bus = make_bus(publisher=publisher)

@@ -20,7 +20,7 @@ from typing import Any
 import eventbus_support
 import pytest
 from eventbus_support import TOPIC, bus_settings, consume, decode_message
-from redis_fixtures import RedisServer, free_port, redis_binary
+from redis_support import RedisServer, free_port, redis_binary
 
 from eventtracking.backends.event_bus import EventBusRoutingBackend
 from eventtracking.backends.memory import InMemoryBackend
@@ -40,7 +40,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of the test's own on a reserved port, not started yet."""
     binary = redis_binary()
     if binary is None:
-        pytest.skip("no Redis server to test against (see tests/redis_fixtures.py)")
+        pytest.skip("no Redis server to test against (see tests/redis_support.py)")
     redis = RedisServer(tmp_path / "redis", binary=binary)
     redis.port = free_port()
     yield redis

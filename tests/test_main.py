@@ -13,7 +13,7 @@ from typing import Any
 import bson
 import django_support
 import pytest
-from mongo_fixtures import MongoServer
+from mongo_support import MongoServer
 
 from eventtracking.__main__ import main
 from eventtracking._util.escape import escape_for_terminal
@@ -109,7 +109,7 @@ def test_dead_letters_are_listed_with_reason_and_document(spool: Spool) -> None:
     assert f"#{first.id} " in text and f"#{second.id} " in text
     assert "reason: MongoDB refused the document (code 121)" in text
     assert '"name": "refused"' in text
-    assert "(cannot be re-driven: never encoded)" in text
+    assert "(cannot be moved back: never encoded)" in text
     status, text = run("spool", "dead-letters", "--spool-dir", str(spool.directory), "--json")
     rows = json.loads(text)
     assert [row["document"] for row in rows] == [
@@ -123,8 +123,8 @@ def test_redrive_moves_letters_back_and_says_which_cannot_move(spool: Spool) -> 
     move."""
     status, text = run("spool", "redrive", "--spool-dir", str(spool.directory))
     assert status == 0
-    assert "Re-drove 1 dead letter(s)" in text
-    assert "1 could not be re-driven" in text
+    assert "1 dead letter(s) moved back to be delivered" in text
+    assert "1 could not be moved back" in text
     assert spool.pending_count(STREAM) == 3
     assert [letter.reason for letter in spool.dead_letters()] == [
         "BSON cannot encode the event: TypeError"
@@ -138,7 +138,7 @@ def test_redrive_takes_ids(spool: Spool) -> None:
     status, text = run("spool", "redrive", *where, "--id", str(first.id))
     assert (status, text) == (
         0,
-        "Re-drove 1 dead letter(s); the backend delivers them with its next batch.\n",
+        f"{spool.directory}: 1 dead letter(s) moved back to be delivered\n",
     )
     assert spool.dead_letters() == [second]
 
@@ -149,7 +149,7 @@ def test_purge_deletes_the_selected_letters_and_needs_to_be_told_what(spool: Spo
     first, second = spool.dead_letters()
     where = ("--spool-dir", str(spool.directory))
     status, text = run("spool", "purge", *where, "--dead-letters", "--id", str(first.id))
-    assert (status, text) == (0, "Purged 1 dead letter(s).\n")
+    assert (status, text) == (0, f"{spool.directory}: purged 1 dead letter(s)\n")
     assert spool.dead_letters() == [second]
     status, text = run("spool", "purge", *where)
     assert (status, text) == (2, "Say what to purge: --dead-letters, --pending, or both.\n")
@@ -167,7 +167,7 @@ def test_purge_pending_needs_confirmation(spool: Spool) -> None:
     assert text.startswith("--pending deletes 2 event(s) that were never delivered")
     assert spool.pending_count(STREAM) == 2
     status, text = run("spool", "purge", *where, "--pending", "--yes")
-    assert (status, text) == (0, "Purged 2 pending event(s).\n")
+    assert (status, text) == (0, f"{spool.directory}: purged 2 pending event(s)\n")
     assert spool.pending_count(STREAM) == 0
 
 
@@ -236,7 +236,7 @@ def test_replay_fails_visibly_when_the_server_is_unreachable(spool: Spool) -> No
         "--uri", f"mongodb://127.0.0.1:{port}/", "--timeout", "0.5",
     )  # fmt: skip
     assert status == 1
-    assert "Not finished within 0.5 s" in text
+    assert "not finished within 0.5 s" in text
     assert spool.pending_count(STREAM) == 2
 
 
@@ -288,7 +288,7 @@ def test_replay_of_a_celery_or_bus_stream_points_to_manage_py(tmp_path: Path, st
     )  # fmt: skip
     assert status == 2, text
     assert "manage.py eventtracking_spool replay" in text
-    assert "Not finished" not in text
+    assert "not finished" not in text
     assert spool.pending_count(stream) == 1
 
 
@@ -401,7 +401,7 @@ def test_replay_of_a_stream_that_is_not_bson_stops_at_the_first_attempt(
     assert status == 2, text
     assert "Stream site-events does not hold MongoDB documents (InvalidBSON" in text
     assert "manage.py eventtracking_spool replay" in text
-    assert "Not finished" not in text
+    assert "not finished" not in text
     assert spool.pending_count("site-events") == 1
 
 

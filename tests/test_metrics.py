@@ -26,7 +26,7 @@ from celery_support import (
     make_app,
     wait_until,
 )
-from redis_fixtures import free_port
+from redis_support import free_port
 
 from eventtracking import metrics, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend

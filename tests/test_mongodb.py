@@ -27,8 +27,8 @@ from typing import Any
 
 import bson
 import pytest
-from mongo_fixtures import AUTH_DATABASE, AUTH_USERS, MongoServer
-from redis_fixtures import free_port
+from mongo_support import AUTH_DATABASE, AUTH_USERS, MongoServer
+from redis_support import free_port
 
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.mongodb import (

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from redis_fixtures import free_port
+from redis_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "scale.rst"

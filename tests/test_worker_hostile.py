@@ -2,7 +2,7 @@
 
 Whoever can write to the broker (or to Redis) chooses a message's ``backend_name``,
 its entries, their leaf paths and their size. These tests send such messages to the
-worker's tasks on a real redis-server (``tests/redis_fixtures.py``), through
+worker's tasks on a real redis-server (``tests/redis_support.py``), through
 ``Task.apply()`` or an in-process Celery worker, and check that what the worker holds
 does not grow with the values chosen, that a message the spool cannot keep comes back
 a bounded number of times and is then counted, that oversize messages are one dead

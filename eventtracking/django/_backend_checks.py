@@ -1,4 +1,9 @@
-"""System checks of particular backends: optional extras, the event bus, async routing."""
+"""System checks of particular backends: optional extras, the event bus, async routing.
+
+Each check registers itself with Django when this module is imported, beside its ids
+and message templates; :mod:`eventtracking.django.checks` imports it and re-exports
+:data:`__all__`.
+"""
 
 from __future__ import annotations
 
@@ -13,29 +18,34 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from eventtracking._util import engines as _engines
-from eventtracking.django._check_messages import (
-    ASYNC_BACKEND_NAME_ELSEWHERE,
-    ASYNC_BACKEND_NAME_UNKNOWN,
-    ASYNC_CELERY_MISSING,
-    ASYNC_UNSAFE_CONTENT,
-    ASYNC_UNSAFE_CONTENT_HINT,
-    E020,
-    E021,
-    E022,
-    E030,
-    E031,
-    EVENT_BUS_CANNOT_PUBLISH,
-    EVENT_BUS_EXTRA_MISSING,
-    EVENT_BUS_EXTRA_MISSING_HINT,
-    EVENT_BUS_TRACKING_LOGS_INVALID,
-    EVENT_BUS_TRACKING_LOGS_INVALID_HINT,
-    SEGMENT_EXTRA_MISSING,
-    SEGMENT_EXTRA_MISSING_HINT,
-    W020,
-    W030,
-    W031,
-)
+from eventtracking.django._settings import system_check
 from eventtracking.django.django_tracker import DJANGO_BACKEND_SETTING_NAME
+
+__all__ = [
+    "ASYNC_BACKEND_NAME_ELSEWHERE",
+    "ASYNC_BACKEND_NAME_UNKNOWN",
+    "ASYNC_CELERY_MISSING",
+    "ASYNC_UNSAFE_CONTENT",
+    "ASYNC_UNSAFE_CONTENT_HINT",
+    "E020",
+    "E021",
+    "E022",
+    "E030",
+    "E031",
+    "EVENT_BUS_CANNOT_PUBLISH",
+    "EVENT_BUS_EXTRA_MISSING",
+    "EVENT_BUS_EXTRA_MISSING_HINT",
+    "EVENT_BUS_TRACKING_LOGS_INVALID",
+    "EVENT_BUS_TRACKING_LOGS_INVALID_HINT",
+    "SEGMENT_EXTRA_MISSING",
+    "SEGMENT_EXTRA_MISSING_HINT",
+    "W020",
+    "W030",
+    "W031",
+    "check_async_routing",
+    "check_event_bus_settings",
+    "check_optional_extras",
+]
 
 
 def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any, dict[str, Any]]]:
@@ -78,6 +88,20 @@ def _is_event_bus(target: Any) -> bool:
     return _subclass(target, "eventtracking.backends.event_bus", "EventBusRoutingBackend")
 
 
+E020 = "eventtracking.E020"
+EVENT_BUS_EXTRA_MISSING = (
+    "{where} is an EventBusRoutingBackend, which needs openedx-events, and it is not installed."
+)
+EVENT_BUS_EXTRA_MISSING_HINT = "Install it with: pip install 'event-tracking[eventbus]'"
+
+E021 = "eventtracking.E021"
+SEGMENT_EXTRA_MISSING = (
+    "{where} is a SegmentBackend, which needs segment-analytics-python, and it is not installed."
+)
+SEGMENT_EXTRA_MISSING_HINT = "Install it with: pip install 'event-tracking[segment]'"
+
+
+@system_check
 def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Find backends whose optional dependency is not installed (E020, E021)."""
     messages: list[checks.CheckMessage] = []
@@ -95,6 +119,22 @@ def check_optional_extras(app_configs: Any = None, **kwargs: Any) -> list[checks
     return messages
 
 
+E022 = "eventtracking.E022"
+EVENT_BUS_TRACKING_LOGS_INVALID = (
+    "EVENT_BUS_TRACKING_LOGS must be a list, tuple or set of event names, not {type_name}."
+)
+EVENT_BUS_TRACKING_LOGS_INVALID_HINT = (
+    "For example EVENT_BUS_TRACKING_LOGS = {'edx.course.enrollment.activated'}."
+)
+
+W020 = "eventtracking.W020"
+EVENT_BUS_CANNOT_PUBLISH = (
+    "SEND_TRACKING_EVENT_EMITTED_SIGNAL is on, but tracking logs cannot reach the event "
+    "bus: {problem} They wait in the local spool until this is fixed."
+)
+
+
+@system_check
 def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check the settings an EventBusRoutingBackend publishes with (E022, W020).
 
@@ -173,6 +213,35 @@ def _async_routers(
             yield from _async_routers(child, f"{where}['OPTIONS']['backends'][{name!r}]", None)
 
 
+E030 = "eventtracking.E030"
+ASYNC_BACKEND_NAME_UNKNOWN = (
+    "{where}: backend_name {name!r} names no top-level backend, so Celery workers cannot "
+    "find the backends to deliver to."
+)
+
+E031 = "eventtracking.E031"
+ASYNC_CELERY_MISSING = "{where}: AsyncRoutingBackend needs Celery, which is not installed."
+
+W030 = "eventtracking.W030"
+ASYNC_BACKEND_NAME_ELSEWHERE = (
+    "{where}: backend_name {name!r} names another top-level backend; workers deliver its "
+    "events to the nested backends of {name!r}, not to the ones configured here."
+)
+
+W031 = "eventtracking.W031"
+ASYNC_UNSAFE_CONTENT = (
+    "{where}: the Celery app of this AsyncRoutingBackend accepts {formats} messages; "
+    "reading one runs whatever code its writer chose, so anyone who can write to the "
+    "broker can run code on its workers."
+)
+ASYNC_UNSAFE_CONTENT_HINT = (
+    "This library's tasks send JSON only: set accept_content = ['json'] (Celery's "
+    "default) on the app its workers run, or route these tasks to workers of an app "
+    "that accepts JSON only."
+)
+
+
+@system_check
 def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check every AsyncRoutingBackend in ``EVENT_TRACKING_BACKENDS``, without building it.
 

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from eventtracking import tracker as tracker_module
 
 
-def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> Any:
+def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> tracker_module.Tracker:
     """The tracker registered as ``name``; CommandError saying how to configure one, or
     that the settings are broken (the default tracker then only drops events)."""
     from django.apps import apps
@@ -44,7 +44,10 @@ def walk_backends(backends: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def select_backends(
-    tracker: Any, accept: Callable[[Any], bool], wanted: list[str] | None, kind: str
+    tracker: tracker_module.Tracker,
+    accept: Callable[[Any], bool],
+    wanted: list[str] | None,
+    kind: str,
 ) -> list[tuple[str, Any]]:
     """The backends of ``tracker`` that ``accept`` takes, limited to ``wanted`` names.
 

@@ -80,7 +80,7 @@ def request_id(meta: Mapping[str, Any], key: str) -> str:
 
 def _host(request: HttpRequest) -> str:
     try:
-        return request.get_host()
+        return str(request.get_host())
     except DisallowedHost:
         # Still worth recording: it is what the client asked for.
         return str(request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME") or "")
@@ -140,7 +140,7 @@ def session_field(request: HttpRequest) -> str:
         key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if not key:
         return ""
-    return salted_hmac(SESSION_SALT, key, algorithm="sha256").hexdigest()[:32]
+    return str(salted_hmac(SESSION_SALT, key, algorithm="sha256").hexdigest()[:32])
 
 
 class RequestContext(Mapping[str, Any]):

@@ -12,14 +12,27 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured as DjangoImproperlyConfigured
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
 from eventtracking.exceptions import ImproperlyConfigured
+
+#: The tag of the app's system checks: ``manage.py check --tag eventtracking``.
+TAG = "eventtracking"
+
+_Check = TypeVar("_Check", bound=Callable[..., list[checks.CheckMessage]])
+
+
+def system_check(check: _Check) -> _Check:
+    """Register ``check`` with Django's system checks under :data:`TAG`; return it as
+    it is (Django's own decorator, untyped, would make it ``Any``)."""
+    checks.register(check, TAG)
+    return check
 
 
 class SettingError(ImproperlyConfigured, DjangoImproperlyConfigured):
@@ -144,7 +157,8 @@ def context_hook() -> Callable[[HttpRequest], Mapping[str, Any] | None] | None:
             raise _fail(setting, value, f"it cannot be imported ({error}).") from error
     if not callable(value):
         raise _fail(setting, value, "it must be a callable taking the request.")
-    return value
+    hook: Callable[[Any], Mapping[str, Any] | None] = value
+    return hook
 
 
 def request_id_meta_key() -> str:

@@ -58,10 +58,9 @@ class EventTrackingConfig(AppConfig):
         command leaves it to the system checks, so that ``runserver`` and ``check``
         print it once.
         """
-        from eventtracking.django import checks
+        from eventtracking.django import checks  # noqa: F401 (importing it registers them)
         from eventtracking.django.django_tracker import override_default_tracker
 
-        checks.register_checks()
         _connect_event_bus_receiver()
         _start_metrics()
         try:

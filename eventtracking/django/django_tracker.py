@@ -127,10 +127,6 @@ class DjangoTracker(Tracker):
             raise ImproperlyConfigured(msg)
         return list(_engines.build(list(config), settings_name, _engines.PROCESSOR))
 
-    def _instantiate_objects(self, node: Any) -> Any:
-        """Build every ENGINE dict inside ``node``; kept for code written against 4.x."""
-        return _engines.build(node, "<settings>")
-
 
 def override_default_tracker() -> DjangoTracker | None:
     """Register a :class:`DjangoTracker` as the default tracker if tracking is enabled.

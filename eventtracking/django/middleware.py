@@ -21,6 +21,7 @@ logged, and re-raised only when ``DEBUG`` is true, so it shows during developmen
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,17 +33,12 @@ from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
 
 from eventtracking import tracker as tracker_module
 from eventtracking.django import _redact, _request, _settings
 from eventtracking.django._request import RATE_LIMITED
-from eventtracking.django.checks import (
-    APP_NOT_INSTALLED,
-    APP_NOT_INSTALLED_HINT,
-    TAG,
-    W004,
-    check_app_installed,
-)
+from eventtracking.django._settings import system_check
 from eventtracking.locator import as_stack_locator
 
 __all__ = ["TrackRequestContextMiddleware", "TrackRequestEventMiddleware"]
@@ -52,9 +48,50 @@ GetResponse = Callable[[HttpRequest], Any]
 LOG = logging.getLogger("eventtracking.django")
 
 
-# Without the app nothing registers this check (eventtracking.W004); a project that
-# lists the middleware imports this module, at the latest when Django builds it.
-checks.register(check_app_installed, TAG)
+CONTEXT_MIDDLEWARE = f"{__name__}.TrackRequestContextMiddleware"
+EVENT_MIDDLEWARE = f"{__name__}.TrackRequestEventMiddleware"
+
+
+def listed_at(path: str) -> list[int]:
+    """The indexes in ``MIDDLEWARE`` of the middleware at ``path`` or of a subclass."""
+    base = import_string(path)
+    found = []
+    for index, entry in enumerate(getattr(settings, "MIDDLEWARE", None) or []):
+        cls = None
+        if isinstance(entry, str) and entry != path:
+            # A broken entry is Django's to report; it only means "not ours" here.
+            with contextlib.suppress(Exception):
+                cls = import_string(entry)
+        if entry == path or (isinstance(cls, type) and issubclass(cls, base)):
+            found.append(index)
+    return found
+
+
+W004 = "eventtracking.W004"
+APP_NOT_INSTALLED = (
+    "{middleware} is in MIDDLEWARE but 'eventtracking.django' is not in INSTALLED_APPS, so "
+    "no tracker is built from EVENT_TRACKING_BACKENDS and no event reaches them."
+)
+APP_NOT_INSTALLED_HINT = "Add 'eventtracking.django' to INSTALLED_APPS."
+
+
+# Without the app nothing registers the app's checks; a project that lists the
+# middleware imports this module, at the latest when Django builds it.
+@system_check
+def check_app_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when an event-tracking middleware is in ``MIDDLEWARE`` without the app."""
+    if apps.is_installed("eventtracking.django"):
+        return []
+    return [
+        checks.Warning(
+            APP_NOT_INSTALLED.format(middleware=path.rpartition(".")[2]),
+            hint=APP_NOT_INSTALLED_HINT,
+            id=W004,
+        )
+        for path in (CONTEXT_MIDDLEWARE, EVENT_MIDDLEWARE)
+        if listed_at(path)
+    ]
+
 
 _app_missing_lock = threading.Lock()
 _app_missing_warned = False

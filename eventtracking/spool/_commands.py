@@ -1,10 +1,12 @@
-"""The verbs of the spool commands, shared by both front ends.
+"""The verbs of the spool commands, written once for both front ends.
 
 ``python -m eventtracking spool`` (a spool directory, no settings) and ``manage.py
 eventtracking_spool`` (the backends in the Django settings) take the same verbs with the
-same options; each front end adds only how it finds the spool (``--spool-dir`` and
-``--stream``, or ``--backend``) and, for ``replay`` from the command line, where to
-deliver:
+same options, and say the same things: each line starts with what it is about (a
+backend's name, a stream, or the spool's directory), then what was done. Each front end
+adds only how it finds the spool (``--spool-dir`` and ``--stream``, or ``--backend``),
+how it reports a problem (exit status 2, or Django's CommandError), and, for ``replay``
+from the command line, where to deliver:
 
 ``status [--json]``
     pending events and dead letters;
@@ -29,21 +31,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventtracking._util.escape import escape_for_terminal
-from eventtracking.spool import DeadLetter
+from eventtracking.spool import DeadLetter, Spool
 
 __all__ = [
     "VERBS",
     "Progress",
     "Replayed",
+    "Say",
     "add_verbs",
     "destination",
     "document",
+    "list_dead_letters",
     "preview",
+    "purge",
     "purge_problem",
+    "redrive",
     "replay_backend",
     "replay_problem",
+    "stream_lines",
     "utc_time",
 ]
+
+#: Writes one line of a command's output (the front end adds the line end).
+Say = Callable[[str], object]
 
 #: The verbs, in the order ``--help`` lists them.
 VERBS = ("status", "dead-letters", "redrive", "replay", "purge")
@@ -156,6 +166,69 @@ def _get(options: Any, name: str) -> Any:
     return getattr(options, name, None)
 
 
+def stream_lines(counts: dict[str, Any]) -> list[str]:
+    """The lines of ``status`` about one stream, from its entry of :meth:`Spool.status`."""
+    oldest = f", oldest from {utc_time(counts['oldest'])}" if counts.get("oldest") else ""
+    return [
+        f"  pending: {counts.get('pending', 0)} ({counts.get('claimed', 0)} being "
+        f"delivered){oldest}",
+        f"  dead letters: {counts.get('dead_letters', 0)}",
+    ]
+
+
+def list_dead_letters(
+    letters: list[tuple[str, DeadLetter]], as_json: bool, say: Say, key: str | None = None
+) -> None:
+    """Show dead letters, each with the label it is listed under (a backend's name or
+    its stream): three lines each, or with ``as_json`` one JSON list whose rows hold the
+    label under ``key`` (when given) beside the letter's stream."""
+    if as_json:
+        rows = [
+            {
+                **({key: label} if key else {}),
+                "id": letter.id,
+                "stream": letter.stream,
+                "created": letter.created,
+                "reason": letter.reason,
+                "document": document(letter),
+            }
+            for label, letter in letters
+        ]
+        say(json.dumps(rows, indent=2, default=str))
+        return
+    if not letters:
+        say("No dead letters.")
+    for label, letter in letters:
+        stuck = "" if letter.payload is not None else " (cannot be moved back: never encoded)"
+        say(
+            f"#{letter.id} {utc_time(letter.created)} {escape_for_terminal(label)}{stuck}\n"
+            f"  reason: {escape_for_terminal(letter.reason)}\n  event: {preview(letter)}"
+        )
+
+
+def redrive(spool: Spool, stream: str | None, ids: list[int] | None, label: str, say: Say) -> None:
+    """Move the dead letters of ``stream`` (of every stream when None), or those with
+    ``ids``, back to be delivered; say how many moved, and how many could not."""
+    selected = spool.dead_letters(stream, ids=ids)
+    moved = spool.redrive(stream, ids=ids)
+    say(f"{label}: {moved} dead letter(s) moved back to be delivered")
+    left = len(selected) - moved
+    if left:
+        say(f"{label}: {left} could not be moved back: they were never encoded (see dead-letters)")
+
+
+def purge(spool: Spool, streams: list[str], options: Any, label: str, say: Say) -> None:
+    """Delete what the options of ``purge`` chose (dead letters, pending events, or
+    both) from ``streams`` of ``spool``, once :func:`purge_problem` found nothing wrong."""
+    if _get(options, "dead_letters"):
+        ids = _get(options, "ids")
+        removed = sum(spool.purge_dead_letters(stream, ids=ids) for stream in streams)
+        say(f"{label}: purged {removed} dead letter(s)")
+    if _get(options, "pending"):
+        removed = sum(spool.purge_pending(stream) for stream in streams)
+        say(f"{label}: purged {removed} pending event(s)")
+
+
 def document(letter: DeadLetter) -> Any:
     """The dead letter's event, decoded when possible, for display: a MongoDB
     backend's BSON document, or the JSON text of a Celery or event-bus entry."""
@@ -248,6 +321,10 @@ class Replayed:
     finished: bool
     #: The delivery's last error, when one happened.
     last_error: str | None
+
+    def not_finished(self, timeout: float) -> str:
+        """Why the replay stopped early, for a stream not drained within ``timeout``."""
+        return f"not finished within {timeout:g} s: {escape_for_terminal(str(self.last_error))}"
 
     def summary(self, backend: Any) -> str:
         """One line: what went where, and what is left."""

@@ -401,7 +401,7 @@ class CelerySink:
             self._connection = self._producer = None
             self._process = ForkCheck()
         if self._producer is None:
-            import kombu
+            from kombu.messaging import Producer
 
             connection = app.connection_for_write()
             driver = connection.transport.driver_type
@@ -412,7 +412,7 @@ class CelerySink:
             )
             self._connection = connection
             try:
-                producer = kombu.Producer(connection, auto_declare=False)
+                producer = Producer(connection, auto_declare=False)
                 self._ledger = self._make_ledger(driver, producer.channel)
                 self._producer = producer
             except BaseException:

@@ -87,76 +87,47 @@ class Command(BaseCommand):
                 "dead_letters": counts.get("dead_letters", 0),
                 "backend": stats,
             }
+            if not options["json"]:
+                self._say_status(name, report[name], counts)
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True, default=str))
-            return
-        for name, entry in report.items():
-            oldest = f", oldest from {verbs.utc_time(entry['oldest'])}" if entry["oldest"] else ""
-            self.stdout.write(
-                f"{escape_for_terminal(name)}: stream {escape_for_terminal(entry['stream'])}\n"
-                f"  spool: {entry['spool']}\n"
-                f"  pending: {entry['pending']}{oldest}\n"
-                f"  dead letters: {entry['dead_letters']}"
-            )
-            counters = {
-                key: value
-                for key, value in entry["backend"].items()
-                if isinstance(value, int) and not isinstance(value, bool)
-            }
-            if counters:
-                summary = ", ".join(f"{key} {value}" for key, value in sorted(counters.items()))
-                self.stdout.write(f"  this process: {summary}")
+
+    def _say_status(self, name: str, entry: dict[str, Any], counts: dict[str, Any]) -> None:
+        self.stdout.write(
+            f"{escape_for_terminal(name)}: stream {escape_for_terminal(entry['stream'])}\n"
+            f"  spool: {entry['spool']}"
+        )
+        for line in verbs.stream_lines(counts):
+            self.stdout.write(line)
+        counters = {
+            key: value
+            for key, value in entry["backend"].items()
+            if isinstance(value, int) and not isinstance(value, bool)
+        }
+        if counters:
+            summary = ", ".join(f"{key} {value}" for key, value in sorted(counters.items()))
+            self.stdout.write(f"  this process: {summary}")
 
     def _dead_letters(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
-        rows = []
-        for name, backend in chosen:
-            for letter in backend.spool.dead_letters(backend.stream, limit=options["limit"]):
-                rows.append((name, letter))
-        if options["json"]:
-            data = [
-                {
-                    "backend": name,
-                    "id": letter.id,
-                    "created": letter.created,
-                    "reason": letter.reason,
-                    "document": verbs.document(letter),
-                }
-                for name, letter in rows
-            ]
-            self.stdout.write(json.dumps(data, indent=2, default=str))
-            return
-        if not rows:
-            self.stdout.write("No dead letters.")
-            return
-        for name, letter in rows:
-            self.stdout.write(
-                f"#{letter.id} {verbs.utc_time(letter.created)} {escape_for_terminal(name)}\n"
-                f"  reason: {escape_for_terminal(letter.reason)}\n"
-                f"  event: {verbs.preview(letter)}"
-            )
+        letters = [
+            (name, letter)
+            for name, backend in chosen
+            for letter in backend.spool.dead_letters(backend.stream, limit=options["limit"])
+        ]
+        verbs.list_dead_letters(letters, options["json"], self.stdout.write, key="backend")
 
     def _redrive(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         for name, backend in chosen:
-            self._move_back(name, backend, options["ids"])
-
-    def _move_back(self, name: str, backend: Any, ids: list[int] | None) -> None:
-        spool = backend.spool
-        selected = spool.dead_letters(backend.stream, ids=ids)
-        moved = spool.redrive(backend.stream, ids=ids)
-        self.stdout.write(f"{name}: {moved} dead letter(s) moved back to be delivered")
-        left = len(selected) - moved
-        if left:
-            self.stdout.write(
-                f"{name}: {left} could not be moved back: they were never encoded (see "
-                "dead-letters)"
-            )
+            verbs.redrive(backend.spool, backend.stream, options["ids"], name, self.stdout.write)
 
     def _replay(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         unfinished = []
         for name, backend in chosen:
             label = f"{escape_for_terminal(name)} (stream {escape_for_terminal(backend.stream)})"
             if options["dead_letters"]:
-                self._move_back(name, backend, options["ids"])
+                verbs.redrive(
+                    backend.spool, backend.stream, options["ids"], name, self.stdout.write
+                )
             result = verbs.replay_backend(
                 backend,
                 options["timeout"],
@@ -167,8 +138,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{label}: {result.summary(backend)}")
             if not result.finished:
                 unfinished.append(name)
-                error = escape_for_terminal(str(result.last_error))
-                self.stderr.write(f"{label}: not finished: {error}")
+                self.stderr.write(f"{label}: {result.not_finished(options['timeout'])}")
         if unfinished:
             msg = (
                 f"Replay did not finish within {options['timeout']:g} s for "
@@ -178,12 +148,7 @@ class Command(BaseCommand):
 
     def _purge(self, chosen: list[tuple[str, Any]], options: dict[str, Any]) -> None:
         for name, backend in chosen:
-            if options["dead_letters"]:
-                removed = backend.spool.purge_dead_letters(backend.stream, ids=options["ids"])
-                self.stdout.write(f"{name}: purged {removed} dead letter(s)")
-            if options["pending"]:
-                removed = backend.spool.purge_pending(backend.stream)
-                self.stdout.write(f"{name}: purged {removed} pending event(s)")
+            verbs.purge(backend.spool, [backend.stream], options, name, self.stdout.write)
 
 
 def _accept_django_options(action: Any) -> None:

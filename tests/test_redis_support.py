@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from redis_fixtures import RedisServer
+from redis_support import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_an_external_redis_is_emptied_in_its_own_database_only(
 ):
     """EVENTTRACKING_TEST_REDIS_URL's database is emptied before a test; the site's
     other databases keep their keys."""
-    from redis_fixtures import ExternalRedis
+    from redis_support import ExternalRedis
 
     server = redis_factory()
     with server.client(0) as site, server.client(5) as ours:

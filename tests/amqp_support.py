@@ -1,6 +1,6 @@
 """A real RabbitMQ for tests: Debian's ``rabbitmq-server`` package, started by the tests.
 
-Like the Redis of ``redis_fixtures``, the broker runs as a child process on loopback,
+Like the Redis of ``redis_support``, the broker runs as a child process on loopback,
 on free ports, with every file it writes (data, logs, Erlang cookie) under one private
 directory, so that a test can SIGKILL it as a crash would and start it again on the
 same data. Each broker has an ``epmd`` of its own, on its own port, so that test runs
@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from redis_fixtures import free_port
+from redis_support import free_port
 
 __all__ = [
     "AMQP_URL_ENV",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from amqp_fixtures import RabbitServer, leftover_queues
+from amqp_support import RabbitServer, leftover_queues
 from celery_support import Broker, discard_app, make_app, wait_until
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError

@@ -229,7 +229,7 @@ def in_process(args: argparse.Namespace) -> int:
         import _worker_app
 
         importlib.reload(_worker_app)  # now with the tracker of the "ours" role
-        from eventtracking import _celery_worker
+        from eventtracking.backends.celery import _worker as _celery_worker
 
         _celery_worker.deliver("async", bodies[0], "warm-up")
         best = float("inf")

@@ -5,6 +5,7 @@ The public API lives in its 4.x module paths: :mod:`eventtracking.tracker`,
 :mod:`eventtracking.processors`. The names re-exported here are shortcuts.
 """
 
+from eventtracking import tracker as _tracker
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.locator import (
     ContextVarLocator,
@@ -12,6 +13,7 @@ from eventtracking.locator import (
     ThreadLocalContextLocator,
 )
 from eventtracking.tracker import Tracker, emit, get_tracker, register_tracker
+from eventtracking.typing import Backend
 
 __all__ = [
     "ContextVarLocator",
@@ -26,3 +28,15 @@ __all__ = [
 ]
 
 __version__ = "5.0.0"
+
+
+def _stream_backend() -> Backend:
+    # Imported when the fallback is first built: importing the tracker loads no backend.
+    from eventtracking.backends.stream import StreamBackend
+
+    return StreamBackend()
+
+
+# The fallback tracker prints with the stream backend. The package, which sits above
+# both, hands it over, so that the tracker imports no backend.
+_tracker.set_console_backend(_stream_backend)

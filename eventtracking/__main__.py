@@ -5,7 +5,7 @@ Commands:
 ``spool``
     Inspect and repair the local spool of the background backends: ``status``,
     ``dead-letters`` (list them), ``redrive``, ``replay`` and ``purge``, the verbs of
-    ``manage.py eventtracking_spool`` too (see :mod:`eventtracking._spoolverbs`).
+    ``manage.py eventtracking_spool`` too (see :mod:`eventtracking.spool._commands`).
 ``catalog``
     Write the catalogue of documented event types as Markdown, JSON and HTML.
 
@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from eventtracking import _spoolverbs as verbs
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.spool import Spool, UnsafeSpoolError, default_spool_dir
+from eventtracking.spool import _commands as verbs
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

@@ -19,7 +19,7 @@ Three entry points:
   no per-leaf work. A plan seen on a few events is compiled into a small Python
   function, which is cheaper still.
 
-The module runs past 450 lines on purpose: the walk, the plans it records and their
+Why one module, past 450 lines: the walk, the plans it records and their
 compiled form share one representation (tuples whose replay functions are told apart
 by identity). Split in two, each half would have to read the other's private names.
 """
@@ -34,8 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_context
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 __all__ = ["COPY_STATS", "Copier", "copy_one", "safe_copy"]
 

@@ -46,8 +46,8 @@ import uuid
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext, plain_context
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 LOG = logging.getLogger("eventtracking.json")
 _RATE_LIMITED = RateLimitedLogger(LOG)

@@ -11,7 +11,8 @@ tracker, which runs its processors and delivers to its nested backends.
 Beyond 4.x:
 
 * a message whose id was delivered moments ago is not delivered again: a publisher that
-  retries a batch re-sends it with the same id (see :mod:`eventtracking._eventbus`).
+  retries a batch re-sends it with the same id (see
+  :mod:`eventtracking.backends.event_bus._envelope`).
   An id is remembered only once its message was delivered: a message that was dropped
   (by a processor, for want of a backend) or failed does not keep a later copy out.
   The last 10,000 ids are remembered, an id longer than 64 characters by its SHA-256,
@@ -37,12 +38,12 @@ import logging
 import threading
 from typing import Any
 
-from eventtracking._eventbus import openedx_events, parse_timestamp
 from eventtracking._json import dumps
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.backends.event_bus import EventBusRoutingBackend
-from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS, Tracker
+from eventtracking.backends.event_bus._envelope import openedx_events, parse_timestamp
+from eventtracking.tracker import Tracker, registered
 
 __all__ = ["DISPATCH_UID", "connect", "get_tracker", "send_tracking_log_to_backends", "stats"]
 
@@ -148,7 +149,7 @@ def get_tracker() -> Tracker | None:
     Unlike :func:`eventtracking.tracker.get_tracker`, it never makes the fallback
     tracker that prints events: a message from the bus is not a script's.
     """
-    return TRACKERS.get(DEFAULT_TRACKER_NAME)
+    return registered()
 
 
 def _rebuild(tracking_log: Any) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._contextstack import EMPTY, ContextStack
-from eventtracking._fork import after_fork_in_child
+from eventtracking._util.fork import after_fork_in_child
 from eventtracking.exceptions import ConfigurationTypeError
 
 __all__ = [

@@ -32,11 +32,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking._copy import Copier, copy_one, safe_copy
-from eventtracking._delivery_api import close_all, flush_all, stats_of
-from eventtracking._metadata_api import deliver_metadata
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
-from eventtracking._watched import WatchedDict, WatchedList
+from eventtracking._util.delivery_api import close_all, flush_all, stats_of
+from eventtracking._util.metadata_api import deliver_metadata
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
+from eventtracking._util.watched import WatchedDict, WatchedList
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import (
     EventEmissionExit,

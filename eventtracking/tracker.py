@@ -10,6 +10,10 @@ Typical use::
 
 Every event has exactly four keys: ``name``, ``timestamp`` (a timezone-aware UTC
 datetime), ``context`` (the merged contexts) and ``data``.
+
+Why one module, past 450 lines: :class:`Tracker` and the registry of trackers (with its
+fallback) are the 4.x module ``eventtracking.tracker``, whose names users import from
+here; the registry is the one place that reads ``TRACKERS``.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from types import TracebackType
 from typing import Any
 
 from eventtracking._contextstack import ContextStack
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters, FastCounter, merge_into
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters, FastCounter, merge_into
 from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
 from eventtracking.routing import RoutingBackend
 from eventtracking.typing import Backend, ContextLocator, Event, Processor
@@ -41,6 +45,9 @@ __all__ = [
     "emit",
     "get_tracker",
     "register_tracker",
+    "registered",
+    "registered_trackers",
+    "set_console_backend",
     "set_fallback",
     "stats",
 ]
@@ -296,14 +303,26 @@ _warned_no_tracker = False
 _fallback_lock = threading.Lock()
 
 
+_console_backend: Callable[[], Backend] | None = None
+
+
+def set_console_backend(factory: Callable[[], Backend]) -> None:
+    """Choose the backend :func:`console_tracker` prints with. The package hands over
+    :class:`~eventtracking.backends.stream.StreamBackend`: the tracker imports no backend."""
+    global _console_backend
+    _console_backend = factory
+
+
 def console_tracker() -> Tracker:
     """A tracker that prints every event to standard output as a JSON line.
 
-    It is the fallback default tracker: see :func:`get_tracker`.
+    It is the fallback default tracker: see :func:`get_tracker`. Raises RuntimeError
+    when :func:`set_console_backend` was never called (importing the package calls it).
     """
-    from eventtracking.backends.stream import StreamBackend
-
-    return Tracker({"stdout": StreamBackend()})
+    if _console_backend is None:
+        msg = "no console backend: import eventtracking, which sets one"
+        raise RuntimeError(msg)
+    return Tracker({"stdout": _console_backend()})
 
 
 class _DropEverything:
@@ -372,6 +391,17 @@ def _fallback_default() -> Tracker | None:
 def register_tracker(tracker: Tracker, name: str = DEFAULT_TRACKER_NAME) -> None:
     """Make ``tracker`` available as ``get_tracker(name)``, replacing any previous one."""
     TRACKERS[name] = tracker
+
+
+def registered(name: str = DEFAULT_TRACKER_NAME) -> Tracker | None:
+    """The tracker registered as ``name``, or None: unlike :func:`get_tracker`, never the
+    fallback that prints events. How the rest of the package finds its tracker."""
+    return TRACKERS.get(name)
+
+
+def registered_trackers() -> list[tuple[str, Tracker]]:
+    """The registered trackers as ``(name, tracker)`` pairs, a copy safe to iterate."""
+    return list(TRACKERS.items())
 
 
 def get_tracker(name: str = DEFAULT_TRACKER_NAME) -> Tracker:

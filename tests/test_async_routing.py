@@ -22,9 +22,11 @@ from typing import Any
 import pytest
 from celery_support import Broker, discard_app, in_process_worker, make_app, wait_until
 
-from eventtracking import _celery_worker, _signing, _wire, tasks, tracker
+from eventtracking import tasks, tracker
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
 from eventtracking.backends.async_routing import CATCH_UP_BATCHES, AsyncRoutingBackend
+from eventtracking.backends.celery import _signing, _wire
+from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend
 from eventtracking.exceptions import ImproperlyConfigured

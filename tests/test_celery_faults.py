@@ -271,7 +271,7 @@ def test_malformed_messages_are_dead_lettered_and_the_rest_is_stored_once(
     """Messages a broken or hostile producer sent to the queue become counted dead
     letters with their reasons; the good entries in the same message, and the events
     around them, are stored once."""
-    from eventtracking import _wire
+    from eventtracking.backends.celery import _wire
 
     env = setup(kind)
     worker = env.worker()

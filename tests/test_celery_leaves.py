@@ -1,4 +1,4 @@
-"""Tests for eventtracking._celery_leaves: one message's entries down to the leaves.
+"""Tests for eventtracking.backends.celery._leaves: one message's entries down to the leaves.
 
 The worker works out what to do at each level of the tree once per message; these
 tests check that every event of a message still gets what it got event by event: its
@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from eventtracking import _celery_worker, _wire, tracker
+from eventtracking import tracker
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.routing import RoutingBackend
 
 _names = itertools.count(1)

@@ -15,7 +15,7 @@ import pytest
 from eventtracking import _copy
 from eventtracking._contextstack import FrozenContext
 from eventtracking._copy import COPY_STATS, Copier, copy_one, safe_copy
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 
 
 @pytest.fixture(autouse=True)

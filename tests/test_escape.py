@@ -1,10 +1,10 @@
-"""eventtracking._escape: sender-chosen values written into log lines and reasons."""
+"""eventtracking._util.escape: sender-chosen values written into log lines and reasons."""
 
 from __future__ import annotations
 
 import pytest
 
-from eventtracking._escape import DEFAULT_LIMIT, escape
+from eventtracking._util.escape import DEFAULT_LIMIT, escape
 
 
 @pytest.mark.parametrize(

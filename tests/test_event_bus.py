@@ -449,7 +449,7 @@ def test_each_event_gets_its_own_message_id(
 
 
 def _ids_after_fork(queue: Any) -> None:
-    from eventtracking import _eventbus
+    from eventtracking.backends.event_bus import _envelope as _eventbus
 
     event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
     queue.put(
@@ -462,7 +462,7 @@ def test_message_ids_are_random_and_carry_no_mac_address() -> None:
     MAC address and clock; a forked child draws ids of its own, not its parent's."""
     import multiprocessing
 
-    from eventtracking import _eventbus
+    from eventtracking.backends.event_bus import _envelope as _eventbus
 
     event = {"name": "n", "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {}}
     ids = [
@@ -490,7 +490,7 @@ def test_message_ids_do_not_come_from_a_generator_that_can_be_replayed() -> None
     pre-empt the real message. Reseeding :mod:`random` alike twice gives new ids."""
     import random
 
-    from eventtracking import _eventbus
+    from eventtracking.backends.event_bus import _envelope as _eventbus
 
     random.seed(1234)
     first = [_eventbus.random_message_id() for _ in range(5)]
@@ -600,7 +600,7 @@ def test_fast_avro_is_the_library_s_bytes(log: tuple[Any, ...]) -> None:
     """The writer of a tracking log's Avro record gives openedx-events' bytes."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
-    from eventtracking import _eventbus
+    from eventtracking.backends.event_bus import _envelope as _eventbus
 
     events = _eventbus.openedx_events()
     tracking_log = events.TrackingLogData(*log)
@@ -624,7 +624,7 @@ def test_fast_avro_steps_aside_when_the_library_writes_otherwise(
     functions."""
     from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
-    from eventtracking import _eventbus
+    from eventtracking.backends.event_bus import _envelope as _eventbus
 
     def another_format(data: dict[str, Any], signal: Any) -> bytes:
         return b"v2:" + serialize_event_data_to_bytes(data, signal)

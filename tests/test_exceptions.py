@@ -56,7 +56,7 @@ def test_all_lists_every_exception(module: object) -> None:
 
 def _configuration_errors() -> list[tuple[str, Any, type[Exception]]]:
     """(what, a call that misconfigures something, the built-in 4.x raised for it)."""
-    from eventtracking._engines import BACKEND, build
+    from eventtracking._util.engines import BACKEND, build
     from eventtracking.backends.memory import InMemoryBackend
     from eventtracking.backends.segment import SegmentBackend
     from eventtracking.processors.whitelist import NameWhitelistProcessor

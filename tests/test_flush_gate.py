@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from eventtracking._flush_gate import FlushGate
+from eventtracking.delivery._flush_gate import FlushGate
 
 
 def test_a_flush_is_urgent_until_the_thread_reports_its_ticket_done() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from eventtracking._fork import ForkCheck, after_fork_in_child
+from eventtracking._util.fork import ForkCheck, after_fork_in_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -689,7 +689,7 @@ def test_memory_and_descriptors_stay_flat(
 
 
 def _wire(message_id: str, sent: str, strings: list[bytes], tail: bytes) -> bytes:
-    from eventtracking._eventbus import _avro_length
+    from eventtracking.backends.event_bus._envelope import _avro_length
 
     avro = b"".join(_avro_length(len(text)) + text for text in strings)
     return f"\x00eb2\n{message_id}\n{sent}\n".encode() + avro + tail
@@ -762,7 +762,7 @@ def test_decoding_any_payload_gives_an_envelope_or_a_value_error(payload: bytes)
     """Whatever a spool holds (``spool redrive`` puts back any dead letter),
     decode_envelope returns within the limit with an envelope of well-typed fields, or
     raises ValueError, which sets that payload aside alone."""
-    from eventtracking._eventbus import Envelope, decode_envelope
+    from eventtracking.backends.event_bus._envelope import Envelope, decode_envelope
 
     outcome = call_within(LIMIT, decode_envelope, payload)
     if outcome.error is not None:

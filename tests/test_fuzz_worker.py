@@ -35,8 +35,10 @@ from hang_support import call_within, fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventtracking import _celery_worker, _wire, tasks, tracker
+from eventtracking import tasks, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.processors.exceptions import NoBackendEnabled
 

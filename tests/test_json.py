@@ -27,7 +27,7 @@ from eventtracking._json import (
     safe_repr,
 )
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 
 
 def loads_strict(text: str) -> Any:

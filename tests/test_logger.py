@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventtracking import _copy, _json
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.backends import logger as logger_module
 from eventtracking.backends.logger import (
     MAX_EVENT_SIZE,

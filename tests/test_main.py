@@ -16,7 +16,7 @@ import pytest
 from mongo_support import MongoServer
 
 from eventtracking.__main__ import main
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.spool import Spool, default_spool_dir
 
 EVENT_TYPE = "org.openedx.analytics.tracking.event.emitted.v1"

@@ -1022,7 +1022,7 @@ def test_unserialisable_value_is_stored_as_its_repr_counted_and_reported(
     a repr_fallback count and a warning naming the event and the key path; the event
     is not dead-lettered."""
     from eventtracking import _json
-    from eventtracking._ratelimit import RateLimitedLogger
+    from eventtracking._util.ratelimit import RateLimitedLogger
 
     class Handle:
         def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Tests for eventtracking._ratelimit: logging that cannot flood."""
+"""Tests for eventtracking._util.ratelimit: logging that cannot flood."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from eventtracking import _ratelimit
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util import ratelimit as _ratelimit
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.backends.logger import LoggerBackend
 
 LOGGER = "tests.ratelimit"

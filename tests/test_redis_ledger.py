@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from celery_support import Broker, in_process_worker, make_app, wait_until
 
-from eventtracking import _redis_ledger, _wire, tracker
-from eventtracking._redis_ledger import LEDGER_KEY, LEDGER_TTL, LedgerError, RedisLedger
+from eventtracking import tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.celery import _ledger as _redis_ledger
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery._ledger import LEDGER_KEY, LEDGER_TTL, LedgerError, RedisLedger
 from eventtracking.backends.memory import InMemoryBackend
 
 
@@ -164,7 +166,7 @@ def test_every_text_reads_back_from_its_record_as_it_was_written(redis_url: str)
     refuses."""
     import redis
 
-    from eventtracking._redis_ledger import LedgerRecord
+    from eventtracking.backends.celery._ledger import LedgerRecord
 
     ledger = RedisLedger(redis.Redis.from_url(redis_url), prefix="read-back.")
     texts = [*entries(2), 'quotes " and \\ backslash, é, 😀', "lone \ud800 surrogate"]

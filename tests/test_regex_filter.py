@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors import regex_filter

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from eventtracking import _copy
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.backends.logger import LoggerBackend
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from eventtracking import _wire
+from eventtracking.backends.celery import _wire
 from eventtracking.backends.segment import INSTALL_HINT, SegmentBackend, segment_context
 from eventtracking.tracker import Tracker, register_tracker
 

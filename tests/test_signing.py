@@ -1,4 +1,4 @@
-"""eventtracking._signing: the signatures of Celery messages, without a broker.
+"""eventtracking.backends.celery._signing: the signatures of Celery messages, without a broker.
 
 The worker's refusal of unsigned and badly signed messages, through a real broker and
 worker, is in test_async_routing.py.
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from eventtracking import _signing
+from eventtracking.backends.celery import _signing
 
 KEY = _signing.normalise_keys(["k" * 32])
 OTHER = _signing.normalise_keys([b"o" * 32])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eventtracking._silent import logging_snippet, why_nothing_is_written
+from eventtracking._util.silent import logging_snippet, why_nothing_is_written
 from eventtracking.backends.logger import LoggerBackend
 from eventtracking.tracker import Tracker
 

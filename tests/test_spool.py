@@ -861,8 +861,8 @@ def test_replaying_the_spool_never_scans_a_table(
     rows wait, in a fresh spool file and in one that 1.x created, and also when batches
     grow with the backlog (``catch_up_batches``), which looks at how many rows wait only
     as far as the next batch's size depends on it."""
-    from eventtracking._spool_db import SpoolDatabase
     from eventtracking.delivery import BatchDelivery
+    from eventtracking.spool._db import SpoolDatabase
 
     if made_by == "1.x":
         tmp_path.chmod(0o700)

@@ -168,7 +168,7 @@ def test_hostile_names_and_reasons_are_printed_escaped(tmp_path: Path, closing: 
     """A stream name or a dead letter's reason holding escape codes or a newline (from a
     message anyone with access to the broker could write) is printed escaped by status
     and dead-letters: nothing reaches the terminal raw, no output line is forged."""
-    from eventtracking._escape import escape_for_terminal
+    from eventtracking._util.escape import escape_for_terminal
 
     app = make_app(Broker("redis", "redis://127.0.0.1:1/0"))
     router = AsyncRoutingBackend(

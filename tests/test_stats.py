@@ -1,10 +1,10 @@
-"""Tests for eventtracking._stats: the counters behind every stats() method."""
+"""Tests for eventtracking._util.stats: the counters behind every stats() method."""
 
 from __future__ import annotations
 
 import threading
 
-from eventtracking._stats import Counters, FastCounter, merge_into
+from eventtracking._util.stats import Counters, FastCounter, merge_into
 
 WAIT = 10.0
 

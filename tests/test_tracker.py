@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventtracking import tracker
-from eventtracking._delivery_api import remaining
+from eventtracking._util.delivery_api import remaining
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.locator import (
     ContextVarLocator,
@@ -737,7 +737,7 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         def monotonic() -> float:
             return clock[0]
 
-    from eventtracking import _delivery_api
+    from eventtracking._util import delivery_api as _delivery_api
 
     monkeypatch.setattr(_delivery_api, "time", FakeTime)
     return clock
@@ -777,3 +777,27 @@ def test_close_is_idempotent_and_shares_the_deadline(fake_clock: list[float]) ->
     t.close(10.0)
     t.close(10.0)
     assert (a.closes, b.closes) == ([10.0], [6.0])
+
+
+def test_registered_finds_a_tracker_and_never_builds_the_fallback() -> None:
+    """``registered()`` returns the tracker registered under a name, or None; unlike
+    ``get_tracker()`` it never registers the fallback that prints events."""
+    assert tracker.registered() is None
+    assert tracker.registered_trackers() == []
+    built = tracker.Tracker({"memory": InMemoryBackend()})
+    tracker.register_tracker(built, "other")
+    assert tracker.registered("other") is built
+    assert tracker.registered() is None
+    assert tracker.registered_trackers() == [("other", built)]
+
+
+def test_the_fallback_prints_with_the_backend_the_package_hands_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback tracker is built with the backend given to ``set_console_backend``
+    (the package gives the stream backend), and the tracker module imports none."""
+    monkeypatch.setattr(tracker, "_console_backend", tracker._console_backend)
+    memory = InMemoryBackend()
+    tracker.set_console_backend(lambda: memory)
+    tracker.emit("handed.over", {"i": 1})
+    assert [event["name"] for event in memory.snapshot()] == ["handed.over"]

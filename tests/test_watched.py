@@ -1,4 +1,4 @@
-"""Tests for eventtracking._watched: containers that report every change."""
+"""Tests for eventtracking._util.watched: containers that report every change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from eventtracking._watched import WatchedDict, WatchedList
+from eventtracking._util.watched import WatchedDict, WatchedList
 
 
 def watched_dict() -> tuple[WatchedDict, list[list[Any]]]:

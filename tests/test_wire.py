@@ -1,4 +1,4 @@
-"""Tests for eventtracking._wire: the codec events use across brokers."""
+"""Tests for eventtracking.backends.celery._wire: the codec events use across brokers."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventtracking import _wire
 from eventtracking._contextstack import FrozenContext
-from eventtracking._wire import (
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery._wire import (
     MalformedEntry,
     current_event_id,
     decode_entry,

@@ -27,8 +27,10 @@ from celery_support import Broker, in_process_worker, make_app, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventtracking import _celery_worker, _wire, tasks, tracker
+from eventtracking import tasks, tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.processors.exceptions import NoBackendEnabled
 from eventtracking.spool import Spool, SpoolFullError
@@ -302,7 +304,7 @@ def test_a_newline_in_a_message_never_reaches_the_log_raw(
 
 def _ratelimit_reset() -> None:
     """Let the worker's rate-limited lines through again, for this test's capture."""
-    from eventtracking import _celery_leaves
+    from eventtracking.backends.celery import _leaves as _celery_leaves
 
     for limiter in (_celery_worker._LOG, _celery_leaves._LOG):
         limiter._last.clear()

@@ -42,13 +42,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from eventtracking._engines import unknown_options
 from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
-from eventtracking._metadata_api import METADATA_EVENT_NAME
 from eventtracking._orjson import FAST_INSTALL_HINT, HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._silent import NotEnabledAlarm
-from eventtracking._stats import Counters, FastCounter
+from eventtracking._util.engines import unknown_options
+from eventtracking._util.metadata_api import METADATA_EVENT_NAME
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.silent import NotEnabledAlarm
+from eventtracking._util.stats import Counters, FastCounter
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.typing import Event
 

@@ -36,7 +36,7 @@ Beyond 4.x:
   when the library's ``on_error`` is still free when the backend is built (see
   :meth:`SegmentBackend.stats`);
 * each event goes to Segment with a ``messageId`` made from its event id (the id it
-  travelled with on a Celery worker, :data:`eventtracking._wire.current_event_id`;
+  travelled with on a Celery worker, :data:`eventtracking._util.event_ids.current_event_id`;
   a new one otherwise), so a worker that delivers the same event again (a retry)
   sends the same ``messageId``, and Segment keeps one copy. Only Segment's own module
   and clients are given it: another client is called with 4.x's arguments;
@@ -55,9 +55,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlunsplit
 
-from eventtracking import _json, _wire
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking import _json
+from eventtracking._util import event_ids
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 from eventtracking.exceptions import ConfigurationTypeError
 from eventtracking.typing import Event
 
@@ -186,7 +187,7 @@ class SegmentBackend:
             properties = json.loads(_json.dumps(event))
             options: dict[str, Any] = {"context": segment_context(context)}
             if self._message_ids:
-                options["message_id"] = _wire.current_event_id.get() or _wire.new_event_id()
+                options["message_id"] = event_ids.current_event_id.get() or event_ids.new_event_id()
             result = self.client.track(user_id, name, properties, **options)
         except Exception as exc:
             # Segment's checks raise AssertionError for an id or a name of the wrong

@@ -19,7 +19,7 @@ import threading
 from typing import Any, TextIO
 
 from eventtracking._json import dumps
-from eventtracking._stats import FastCounter
+from eventtracking._util.stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.typing import Event
 

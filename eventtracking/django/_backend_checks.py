@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from eventtracking import _engines
+from eventtracking._util import engines as _engines
 from eventtracking.django._settings import system_check
 from eventtracking.django.django_tracker import DJANGO_BACKEND_SETTING_NAME
 
@@ -159,7 +159,11 @@ def check_event_bus_settings(app_configs: Any = None, **kwargs: Any) -> list[che
 
 def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
     """Why tracking logs would not reach the bus, or None."""
-    from eventtracking._eventbus import REDIS_PRODUCERS, PublishError, enabled_topics
+    from eventtracking.backends.event_bus._envelope import (
+        REDIS_PRODUCERS,
+        PublishError,
+        enabled_topics,
+    )
 
     producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
     if not producer:
@@ -191,7 +195,7 @@ def _async_routers(
 
     Only nodes whose ENGINE imports are inspected; the other checks report the rest.
     """
-    from eventtracking.backends.async_routing import AsyncRoutingBackend
+    from eventtracking.backends.celery._backend import AsyncRoutingBackend
 
     if not isinstance(node, dict) or _engines.ENGINE not in node:
         return
@@ -248,7 +252,7 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     backends = getattr(settings, DJANGO_BACKEND_SETTING_NAME, None)
     if not isinstance(backends, dict):
         return []
-    from eventtracking._celery_sink import INSTALL_HINT
+    from eventtracking.backends.celery._sink import INSTALL_HINT
 
     messages: list[checks.CheckMessage] = []
     found = [
@@ -300,7 +304,7 @@ def _unsafe_content(app_option: Any) -> list[str]:
     or when the app cannot be found (the tracker's own checks report that)."""
     if importlib.util.find_spec("celery") is None:
         return []
-    from eventtracking._celery_sink import resolve_app
+    from eventtracking.backends.celery._sink import resolve_app
 
     try:
         accepted = resolve_app(app_option).conf.accept_content or ()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,15 +41,14 @@ class MetricsSetting:
     prometheus_ports: int = 1
 
 
-def parse(value: Any) -> MetricsSetting | None:
+def parse(value: Any, fail: Callable[[str, Any, str], Exception]) -> MetricsSetting | None:
     """The setting's meaning, or None when metrics are off.
 
-    Raises :class:`~eventtracking.django._settings.SettingError` naming the bad value
-    and the fix, and when OpenTelemetry (or its Prometheus exporter, for a port) is
-    not installed, naming the extra.
+    Raises what ``fail(setting, value, fix)`` returns (the settings module hands over
+    the maker of its :class:`~eventtracking.django._settings.SettingError`) naming the
+    bad value and the fix, and when OpenTelemetry (or its Prometheus exporter, for a
+    port) is not installed, naming the extra.
     """
-    from eventtracking.django._settings import _fail
-
     if value is None or value is False:
         return None
     if value is True:
@@ -57,33 +57,33 @@ def parse(value: Any) -> MetricsSetting | None:
         unknown = sorted(map(str, set(value) - set(KEYS)))
         if unknown:
             fix = f"unknown key(s) {', '.join(unknown)}; the keys are {', '.join(KEYS)}."
-            raise _fail(SETTING, value, fix)
+            raise fail(SETTING, value, fix)
         port = value.get("prometheus_port")
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
         ):
-            raise _fail(SETTING, value, "prometheus_port must be a port number, 1 to 65535.")
+            raise fail(SETTING, value, "prometheus_port must be a port number, 1 to 65535.")
         ports = value.get("prometheus_ports", 1)
         if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
-            raise _fail(SETTING, value, "prometheus_ports must be a whole number, 1 or more.")
+            raise fail(SETTING, value, "prometheus_ports must be a whole number, 1 or more.")
         if port is not None and port + ports - 1 > 65535:
-            raise _fail(SETTING, value, "prometheus_port + prometheus_ports - 1 is beyond 65535.")
+            raise fail(SETTING, value, "prometheus_port + prometheus_ports - 1 is beyond 65535.")
         addr = value.get("prometheus_addr", "127.0.0.1")
         if not isinstance(addr, str) or not addr:
-            raise _fail(SETTING, value, "prometheus_addr must be an address to listen on.")
+            raise fail(SETTING, value, "prometheus_addr must be an address to listen on.")
         side = value.get("side")
         if side not in (None, "web", "worker"):
-            raise _fail(SETTING, value, "side must be 'web' or 'worker' (or left out).")
+            raise fail(SETTING, value, "side must be 'web' or 'worker' (or left out).")
         parsed = MetricsSetting(port, addr, side, ports)
     else:
         fix = "it must be True, False, None or a dict such as {'prometheus_port': 9464}."
-        raise _fail(SETTING, value, fix)
+        raise fail(SETTING, value, fix)
     needed = ["opentelemetry.sdk.metrics"]
     if parsed.prometheus_port is not None:
         needed.append("opentelemetry.exporter.prometheus")
     for module in needed:
         if not _installed(module):
-            raise _fail(SETTING, value, f"{module} is not installed: {EXTRA}.")
+            raise fail(SETTING, value, f"{module} is not installed: {EXTRA}.")
     return parsed
 
 

@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 from django.utils.functional import LazyObject, empty
 
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.django._redact import clean_referer, redact_path
 from eventtracking.django._settings import ContextConfig, Network
 

@@ -256,7 +256,7 @@ def metrics() -> Any:
     """``EVENT_TRACKING_METRICS``: see :mod:`eventtracking.django._metrics`."""
     from eventtracking.django import _metrics
 
-    return _metrics.parse(_setting(_metrics.SETTING, None))
+    return _metrics.parse(_setting(_metrics.SETTING, None), _fail)
 
 
 #: Every parser, by setting name, for the system checks.

@@ -148,7 +148,7 @@ def report_startup_error(error: Exception) -> None:
     (``check``, ``runserver``, ``migrate``, ...) runs the system checks, which print the
     same error with its fix, and the first dropped event repeats it otherwise.
     """
-    from eventtracking import _engines
+    from eventtracking._util import engines as _engines
     from eventtracking.django import checks
 
     if _running_a_management_command():

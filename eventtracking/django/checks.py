@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from eventtracking import _engines
+from eventtracking._util import engines as _engines
 from eventtracking.django import _backend_checks, _settings
 from eventtracking.django._backend_checks import *  # noqa: F403 (its __all__, listed below)
 from eventtracking.django._settings import TAG, system_check
@@ -224,11 +224,11 @@ def check_logger_backends(app_configs: Any = None, **kwargs: Any) -> list[checks
     Runs after Django applied ``LOGGING``, so it sees the loggers as the site uses them.
     """
     from eventtracking import tracker as tracker_module
-    from eventtracking._silent import hint_shown, logging_snippet, why_nothing_is_written
+    from eventtracking._util.silent import hint_shown, logging_snippet, why_nothing_is_written
     from eventtracking.backends.logger import LoggerBackend
     from eventtracking.django._commands import walk_backends
 
-    built = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
+    built = tracker_module.registered()
     if built is None:
         return []
     # The nested backends of an event-bus backend run only in the bus consumer: warn

@@ -26,8 +26,9 @@ from typing import Any
 
 from django.conf import settings
 
-from eventtracking import _engines, tracker
-from eventtracking._delivery_api import close_all
+from eventtracking import tracker
+from eventtracking._util import engines as _engines
+from eventtracking._util.delivery_api import close_all
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.locator import ContextVarLocator
 from eventtracking.tracker import Tracker

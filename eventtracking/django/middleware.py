@@ -219,7 +219,7 @@ class TrackRequestContextMiddleware:
         return response
 
     def _enter(self, request: HttpRequest) -> _Entered | None:
-        tracker = tracker_module.TRACKERS.get(tracker_module.DEFAULT_TRACKER_NAME)
+        tracker = tracker_module.registered()
         if tracker is None:
             return None
         try:

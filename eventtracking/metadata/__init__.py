@@ -16,7 +16,8 @@ beside the events, check events against it, and publish a catalogue.
 See ``docs/metadata.rst`` for the design.
 """
 
-from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking._util.metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking.metadata import registry as _registry
 from eventtracking.metadata.definitions import (
     FIELD_TYPES,
     ContextType,
@@ -76,3 +77,8 @@ def publish(tracker: object, registry: Registry | None = None) -> int:
     for record in records:
         send(record)
     return len(records)
+
+
+# Registry.load reads through the loader, which imports the registry: the package,
+# above both, hands it over.
+_registry.set_loader(load)

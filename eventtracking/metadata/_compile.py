@@ -25,19 +25,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from eventtracking.metadata._fields import FieldSpec
 from eventtracking.metadata._findings import (
     MAX_FINDINGS,
-    Checks,
     FieldNode,
     Finding,
     diagnose_into,
     field_tree,
 )
 from eventtracking.metadata._jsonform import is_plain
-from eventtracking.metadata._schema import compile_schema
-from eventtracking.metadata.definitions import Definition, FieldSpec
 
-__all__ = ["compile_definition", "compile_fields"]
+__all__ = ["compile_fields"]
 
 # Compared with values read for ``any`` fields: reading them proves the key is there.
 _ABSENT = object()
@@ -225,17 +223,3 @@ def _compile(
     exec(compile(source, "<eventtracking field check>", "exec"), namespace)
     check: Callable[[Any], bool] = namespace["check"]
     return check, writer.walks
-
-
-# -- definitions ----------------------------------------------------------------------
-
-
-def compile_definition(definition: Definition) -> Checks:
-    """``(check, shallow, diagnose)`` for a definition's data, from its fields or schema.
-
-    Raises ValueError saying why when the definition cannot be compiled, so that the
-    registry refuses it when it is registered rather than on every emit.
-    """
-    if definition.schema is not None:
-        return compile_schema(definition.name, definition.json_schema)
-    return compile_fields(definition.fields, definition.additional_fields)

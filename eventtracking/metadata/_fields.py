@@ -19,13 +19,10 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from eventtracking._metadata_api import REFERENCE_KEY
+from eventtracking._util.metadata_api import REFERENCE_KEY
 from eventtracking.metadata._jsonform import to_json_form
-
-if TYPE_CHECKING:
-    from eventtracking.metadata.definitions import Definition
 
 __all__ = [
     "FIELD_TYPES",
@@ -409,7 +406,18 @@ _PLACEHOLDERS: Mapping[str, Callable[[], Any]] = {
 }
 
 
-def example_data(definition: Definition) -> tuple[Any, bool]:
+class _Documented(Protocol):  # what the examples read of a Definition
+    @property
+    def name(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]: ...
+    @property
+    def example(self) -> Any: ...
+
+
+def example_data(definition: _Documented) -> tuple[Any, bool]:
     """The definition's example, or one built from its fields; and whether it was built."""
     if definition.example is not None:
         return to_json_form(definition.example), False
@@ -431,7 +439,7 @@ def example_data(definition: Definition) -> tuple[Any, bool]:
     return data, True
 
 
-def example_event(definition: Definition) -> dict[str, Any]:
+def example_event(definition: _Documented) -> dict[str, Any]:
     """A sample event of this type as a backend would write it."""
     data, _ = example_data(definition)
     return {

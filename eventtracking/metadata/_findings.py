@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventtracking.metadata._fields import FieldSpec
 from eventtracking.metadata._jsonform import elements, entries, key_text, unserialisable_paths
-from eventtracking.metadata.definitions import FieldSpec
 
 __all__ = [
     "MAX_FINDINGS",

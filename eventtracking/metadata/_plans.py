@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext
-from eventtracking._metadata_api import REFERENCE_KEY
+from eventtracking._util.metadata_api import REFERENCE_KEY
 from eventtracking.metadata._findings import Finding, unserialisable_findings
 from eventtracking.metadata._jsonform import is_plain
 from eventtracking.metadata.definitions import Definition

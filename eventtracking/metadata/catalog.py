@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eventtracking._files import write_text
+from eventtracking._util.files import write_text
 from eventtracking.metadata._html import render_page
 from eventtracking.metadata.definitions import (
     ContextType,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from eventtracking.metadata._compile import compile_fields
 from eventtracking.metadata._fields import (
     FIELD_TYPES,
     MAX_FIELD_DEPTH,
@@ -34,6 +35,7 @@ from eventtracking.metadata._fields import (
     unsafe_characters,
 )
 from eventtracking.metadata._jsonform import to_json_form
+from eventtracking.metadata._schema import compile_schema
 
 if TYPE_CHECKING:
     from eventtracking.metadata._findings import Checks
@@ -138,9 +140,9 @@ class Definition:
         is refused there; a field list always compiles (see :data:`MAX_FIELD_DEPTH`).
         Raises ValueError saying why a definition cannot be compiled.
         """
-        from eventtracking.metadata._compile import compile_definition
-
-        return compile_definition(self)
+        if self.schema is not None:
+            return compile_schema(self.name, self.json_schema)
+        return compile_fields(self.fields, self.additional_fields)
 
     @cached_property
     def record(self) -> dict[str, Any]:

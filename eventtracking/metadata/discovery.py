@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventtracking._files import PRIVATE, write_text
-from eventtracking._metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
+from eventtracking._util.files import PRIVATE, write_text
+from eventtracking._util.metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY
 from eventtracking.metadata._jsonform import entries, key_text, to_json_form
 from eventtracking.metadata.loading import import_yaml
 from eventtracking.metadata.registry import Registry

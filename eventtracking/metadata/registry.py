@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from eventtracking._options import is_count
+from eventtracking._util.options import is_count
 from eventtracking.metadata.definitions import (
     CONTEXT_TYPE,
     EVENT_TYPE,
@@ -46,6 +46,7 @@ __all__ = [
     "get_registry",
     "register",
     "register_context",
+    "set_loader",
 ]
 
 #: Validation modes, from none to failing the caller.
@@ -339,9 +340,22 @@ class Registry:
 
         See :func:`eventtracking.metadata.loading.load`; returns what was registered.
         """
-        from eventtracking.metadata.loading import load
+        if _load is None:
+            msg = "no loader: import eventtracking.metadata, which sets one"
+            raise RuntimeError(msg)
+        return _load(source, self)
 
-        return load(source, registry=self)
+
+#: How :meth:`Registry.load` reads a source. :mod:`eventtracking.metadata` hands over
+#: :func:`eventtracking.metadata.loading.load`, which imports this module, when it is
+#: imported (see :func:`set_loader`).
+_load: Callable[[Any, Registry], list[Definition]] | None = None
+
+
+def set_loader(load: Callable[[Any, Registry], list[Definition]]) -> None:
+    """Choose what :meth:`Registry.load` calls with ``(source, registry)``."""
+    global _load
+    _load = load
 
 
 # -- the default registry -------------------------------------------------------------

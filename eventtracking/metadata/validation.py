@@ -43,9 +43,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventtracking._options import is_count
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import FastCounter
+from eventtracking._util.options import is_count
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
 from eventtracking.metadata._findings import Finding
 from eventtracking.metadata._jsonform import json_size

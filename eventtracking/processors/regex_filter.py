@@ -22,8 +22,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from eventtracking._options import is_count
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.options import is_count
+from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.typing import Event

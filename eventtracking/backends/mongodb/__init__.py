@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from eventtracking import delivery as delivery_module
-from eventtracking._backend_delivery import make_delivery, open_spool
-from eventtracking._delivery_api import deadline_for, remaining
+from eventtracking._util.delivery_api import deadline_for, remaining
 from eventtracking.backends.mongodb import _uri
 from eventtracking.backends.mongodb._encoding import EventEncoder, Refused
 from eventtracking.backends.mongodb._sink import Indexes, MongoSink
 from eventtracking.delivery import BatchDelivery
+from eventtracking.delivery._backend import make_delivery, open_spool
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Event
@@ -286,7 +286,8 @@ class MongoBackend:
         The event is encoded now, with its own ``_id`` (unless it has one), into a new
         document: the caller's dict is not changed, and changing it later changes
         nothing stored. On a Celery worker the ``_id`` is the id the event travelled
-        with (:data:`eventtracking._wire.current_event_id`), so a redelivered event is
+        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered event
+        is
         stored once. An event BSON cannot encode, or one over
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
         """

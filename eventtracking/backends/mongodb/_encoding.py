@@ -7,7 +7,7 @@ the way:
 * **The _id.** An event without one gets an ``_id`` element spliced in front of its
   encoded body: the same bytes as encoding ``{"_id": ObjectId(), **event}``, without
   copying the event. The id is the one the event travelled with through a broker, when
-  it did (:data:`eventtracking._wire.current_event_id`), so a redelivered event is
+  it did (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered event is
   stored once; else a new ObjectId, made cheaply (see :class:`_ObjectIds`).
 * **Values BSON has no type for** get their obvious equivalent (a Decimal128, a
   datetime for a date, a list for a set), or else their ``repr``, reported and counted
@@ -31,9 +31,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from eventtracking._fork import after_fork_in_child
 from eventtracking._json import report_repr_fallbacks, safe_repr
-from eventtracking._wire import current_event_id
+from eventtracking._util.event_ids import current_event_id
+from eventtracking._util.fork import after_fork_in_child
 
 __all__ = ["EventEncoder", "Refused", "describe"]
 

@@ -20,9 +20,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from eventtracking._fork import ForkCheck
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.fork import ForkCheck
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 __all__ = ["Indexes", "MongoSink"]
 

@@ -24,12 +24,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventtracking import _spoolverbs as verbs
 from eventtracking import tracker as tracker_module
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.delivery import BatchDelivery
 from eventtracking.django._commands import configured_tracker
 from eventtracking.spool import Spool
+from eventtracking.spool import _commands as verbs
 
 #: Counter names whose increase means the test event was not delivered cleanly.
 TROUBLE = ("dropped", "failed", "dead", "oversized", "discarded", "error")

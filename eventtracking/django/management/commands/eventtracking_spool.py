@@ -12,7 +12,7 @@ finds the spools through the settings, so there is no path or URI to type::
     manage.py eventtracking_spool purge --pending --yes
 
 The verbs are those of ``python -m eventtracking spool`` (see
-:mod:`eventtracking._spoolverbs`). Every action takes ``--backend NAME`` to work on one
+:mod:`eventtracking.spool._commands`). Every action takes ``--backend NAME`` to work on one
 backend only, and Django's own options (``--settings``, ``--pythonpath``, ...) work
 before or after the action word.
 """
@@ -25,10 +25,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventtracking import _spoolverbs as verbs
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.django._commands import configured_tracker, select_backends
 from eventtracking.spool import Spool
+from eventtracking.spool import _commands as verbs
 
 
 def _has_spool(backend: Any) -> bool:

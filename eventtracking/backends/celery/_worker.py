@@ -1,12 +1,12 @@
 """The worker's side of asynchronous routing: deliver each event to every leaf backend.
 
 The tasks in :mod:`eventtracking.tasks` hand their message here. For each entry (see
-:mod:`eventtracking._wire`), :func:`deliver` looks up the top-level backend named by
+:mod:`eventtracking.backends.celery._wire`), :func:`deliver` looks up the top-level backend named by
 ``backend_name`` in the worker's default tracker and walks its nested backends itself,
 rather than calling ``send_to_backends``: a routing backend swallows its backends'
 errors, and a retry must know which *leaf* failed. Nested routing backends still run
 their processors on the way down. The walk and the judging of each leaf's outcome are
-in :mod:`eventtracking._celery_leaves`; this module handles messages, settings, retries
+in :mod:`eventtracking.backends.celery._leaves`; this module handles messages, settings, retries
 and dead letters.
 
 What happens to each (event, leaf):
@@ -27,8 +27,9 @@ redrive``, they are published again, to the leaves they name.
 
 Nothing here returns (and so lets Celery acknowledge the message) before every leaf
 confirmed, or the retry was published or written to the spool, or the dead letter was
-written; then the message leaves the Redis ledger (:mod:`eventtracking._redis_ledger`).
-While a leaf delivers, :data:`eventtracking._wire.current_event_id` holds the event's id,
+written; then the message leaves the Redis ledger (:mod:`eventtracking.backends.celery._ledger`).
+While a leaf delivers, :data:`eventtracking.backends.celery._wire.current_event_id` holds the
+event's id,
 which MongoBackend uses as ``_id``: a redelivered event is stored once.
 
 A message is written by whoever can write to the broker, so nothing a worker holds
@@ -52,7 +53,11 @@ grows with the values a message chooses:
   ``max_requeues`` times (5) with backoff (5 s doubled, at most 300 s); after that its
   entries are counted in ``dropped['spool_unavailable']`` and it is acknowledged.
 * **Logs.** Values from a message are written into log lines and reasons through
-  :func:`eventtracking._escape.escape`, and every log line here is rate limited.
+  :func:`eventtracking._util.escape.escape`, and every log line here is rate limited.
+
+Why one module: a message's life on the worker (checks, delivery, retries, requeues,
+dead letters) is one sequence over the same settings and counters; delivery leaf by leaf
+is apart, in ``_leaves``.
 """
 
 from __future__ import annotations
@@ -65,12 +70,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eventtracking import _wire
-from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
-from eventtracking._celery_sink import DEFAULT_MAX_MESSAGE_ENTRIES
-from eventtracking._escape import escape
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.escape import escape
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
+from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery._leaves import Batch, confirm, deliver_entry, settle
+from eventtracking.backends.celery._sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking.delivery import backoff_delay
 from eventtracking.spool import Spool, default_spool_dir
 
@@ -288,7 +293,7 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
     with _COUNTERS_LOCK:
         default = _DEFAULTS.get(directory)
         if default is None:
-            from eventtracking._celery_sink import CelerySink
+            from eventtracking.backends.celery._sink import CelerySink
 
             # Its publish() takes the name of each message; the callable is unused.
             sink = CelerySink(lambda: UNKNOWN)
@@ -306,11 +311,11 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
 def _known(backend_name: Any) -> str:
     """``backend_name`` when the worker's tracker has a top-level backend by that name,
     else :data:`UNKNOWN`: what counters and default settings are kept by."""
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
     if not isinstance(backend_name, str):
         return UNKNOWN
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    tracker = registered()
     if tracker is None or backend_name not in tracker.backends:
         return UNKNOWN
     return backend_name
@@ -589,11 +594,11 @@ def _deliver_texts(
 
 
 def _find_target(backend_name: str) -> tuple[Any, str | None]:
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
     # The registered tracker only: get_tracker() would make the fallback that prints
     # events when nothing is configured, which has none of the worker's backends.
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+    tracker = registered()
     if tracker is None:
         return None, (
             "the worker has no default tracker: register one (the Django app does when "

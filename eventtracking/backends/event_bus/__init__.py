@@ -15,7 +15,8 @@
 
 Unlike 4.x, ``send`` never waits on the bus and never loses an event while the bus is
 down: it serialises the event and queues it; a background thread publishes batches (see
-:mod:`eventtracking._eventbus` for how failures are seen), spools what the bus does not
+:mod:`eventtracking.backends.event_bus._envelope` for how failures are seen), spools what the bus
+does not
 take to the local spool (:mod:`eventtracking.spool`) and replays it in order once the
 bus is back. An event whose timestamp is unusable becomes a dead letter there, with the
 reason, instead of vanishing. Every outcome is counted in :meth:`~EventBusRoutingBackend.stats`.
@@ -34,13 +35,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking import _eventbus, _eventbus_publish
-from eventtracking._backend_delivery import spooled_delivery
-from eventtracking._delivery_api import deadline_for, remaining
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.delivery_api import deadline_for, remaining
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
+from eventtracking.backends.event_bus import _envelope as _eventbus
+from eventtracking.backends.event_bus import _publish as _eventbus_publish
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
 from eventtracking.delivery import BatchDelivery
+from eventtracking.delivery._backend import spooled_delivery
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.routing import RoutingBackend

@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from eventtracking._spool_files import create_private_file
+from eventtracking.spool._files import create_private_file
 
 __all__ = ["DiskReserve"]
 

@@ -11,7 +11,7 @@
 * **Checkpoints.** The write-ahead log is copied into the database by delivery threads,
   between batches, rather than by the application threads that spool.
 * **Recovery.** A corrupt file is moved aside and a fresh one started; a full disk
-  gives back the disk reserve (see :mod:`eventtracking._disk_reserve`) so that what
+  gives back the disk reserve (see :mod:`eventtracking.spool._reserve`) so that what
   the spool holds can still be delivered.
 
 Why connections are never closed in some cases: SQLite deletes the WAL *by name* when
@@ -33,16 +33,17 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from eventtracking._disk_reserve import DiskReserve
-from eventtracking._fork import ForkCheck, after_fork_in_child
-from eventtracking._spool_files import (
+from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.stats import Counters
+from eventtracking.spool._files import (
     check_directory,
     check_file,
     create_private_file,
     directory_lock,
     make_private_directory,
 )
-from eventtracking._spool_sqlite import (
+from eventtracking.spool._reserve import DiskReserve
+from eventtracking.spool._sqlite import (
     BUSY_TIMEOUT,
     CHECKPOINT_BYTES,
     identity,
@@ -53,7 +54,6 @@ from eventtracking._spool_sqlite import (
     set_up,
     size,
 )
-from eventtracking._stats import Counters
 
 __all__ = ["ATTEMPTS", "FileReplaced", "SpoolDatabase"]
 

@@ -4,10 +4,10 @@
 an *envelope* (bytes: a random message id, the send time, and the four fields of
 ``TrackingLogData`` with ``data`` and ``context`` as JSON text) and hands it to a
 :class:`~eventtracking.delivery.BatchDelivery` whose sink is
-:class:`~eventtracking._eventbus_publish.BusSink`. The sink publishes batches with one
+:class:`~eventtracking.backends.event_bus._publish.BusSink`. The sink publishes batches with one
 of two publishers, and raises when the bus did not take them, so that the delivery
 spools them and retries: nothing is lost while the bus is down. This module holds what
-the backend, the sink and the receiver share; :mod:`eventtracking._eventbus_publish`
+the backend, the sink and the receiver share; :mod:`eventtracking.backends.event_bus._publish`
 holds the sink and the publishers:
 
 * ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per
@@ -37,6 +37,9 @@ message's fields without decoding anything. The *JSON* form (an object with ``id
 form cannot hold (a name that is not text, a timestamp that is no date-time: dead
 letters, which a person reads), when openedx-events writes the record otherwise than
 this module does, and was the only form of earlier releases: both are read.
+
+Why one module: encoding and decoding an envelope must agree byte for byte (timestamps,
+JSON fields, the Avro bounds), and the publisher and the receiver both read them here.
 """
 
 from __future__ import annotations

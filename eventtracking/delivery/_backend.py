@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from eventtracking._options import is_count
+from eventtracking._util.options import is_count
 from eventtracking.delivery import BatchDelivery, Sink
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import Spool, default_spool_dir

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from eventtracking import tracker as _tracker_module
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
 
 LOG = logging.getLogger("eventtracking.metrics")
 _LOG = RateLimitedLogger(LOG)  # a failing read would otherwise log at every scrape

@@ -1,7 +1,7 @@
 """The spool's SQLite file: its schema and settings, and what SQLite's errors mean.
 
 Plain functions on a :class:`sqlite3.Connection` or a path, used by
-:mod:`eventtracking._spool_db` (connections) and :mod:`eventtracking.spool` (rows).
+:mod:`eventtracking.spool._db` (connections) and :mod:`eventtracking.spool` (rows).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 :class:`CelerySink` is the sink of the :class:`~eventtracking.delivery.BatchDelivery`
 behind :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend`: each call of
 :meth:`CelerySink.send_batch` publishes one message of the task
-``eventtracking.tasks.send_events`` holding many entries (see :mod:`eventtracking._wire`),
+``eventtracking.tasks.send_events`` holding many entries (see
+:mod:`eventtracking.backends.celery._wire`),
 or a few messages when the entries would not fit in ``max_message_bytes``.
 
 Why a connection of its own: Celery's ``apply_async`` retries a failed publish while the
@@ -15,8 +16,12 @@ the spool and is retried with backoff by the delivery; the caller never waits.
 
 On AMQP brokers the connection asks for publisher confirms, so a publish returns only
 once the broker holds the message. On Redis, each message is also recorded in a ledger
-(:mod:`eventtracking._redis_ledger`) that workers use to find and publish again a
+(:mod:`eventtracking.backends.celery._ledger`) that workers use to find and publish again a
 message that Redis lost on its way to a worker.
+
+Why one module: it is one class, CelerySink, which owns the broker connection:
+publishing, the connection's time limits and the ledger's record of each message share
+its lock and producer.
 """
 
 from __future__ import annotations
@@ -30,10 +35,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventtracking._fork import ForkCheck
-from eventtracking._redis_ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
-from eventtracking._signing import HEADER, sign
-from eventtracking._stats import Counters
+from eventtracking._util.fork import ForkCheck
+from eventtracking._util.stats import Counters
+from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
+from eventtracking.backends.celery._signing import HEADER, sign
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_ENTRIES",
@@ -98,7 +103,8 @@ def resolve_app(app: Any) -> Any:
 def peek_attempt(text: str) -> int:
     """The ``attempt`` field of an entry, read from its end without parsing it.
 
-    :func:`~eventtracking._wire.encode_entry` writes ``attempt`` last and only when it
+    :func:`~eventtracking.backends.celery._wire.encode_entry` writes ``attempt`` last and only when
+    it
     is not 0, so an entry with one ends in digits and ``}``; one without ends in ``}}``
     or ``]}``. Anything unexpected counts as attempt 0.
     """
@@ -124,7 +130,7 @@ class CelerySink:
     nor more than ``max_message_entries`` entries (what a worker takes in one message).
     ``ledger`` (Redis only) records each message until a worker has delivered it.
     With ``signing_keys``, each message carries a signature under the first (see
-    :mod:`eventtracking._signing`).
+    :mod:`eventtracking.backends.celery._signing`).
 
     Every method holds :attr:`lock`: the delivery thread, worker tasks and the ledger
     sweeper may share one sink.
@@ -248,10 +254,9 @@ class CelerySink:
                 else None
             )
             if app.conf.task_always_eager:
-                from eventtracking import tasks
-
+                # By name: the task module imports this one (the backend imported it).
                 self._counters.incr("eager", amount=len(texts))
-                tasks.send_events.apply(args=(backend_name, texts), headers=headers)
+                app.tasks[TASK_NAME].apply(args=(backend_name, texts), headers=headers)
                 return
             producer = self._get_producer(app)
             args = (backend_name, texts)
@@ -307,7 +312,7 @@ class CelerySink:
     def sweep(self, grace: float) -> int | None:
         """Publish again the messages the ledger shows lost; returns how many entries.
 
-        See :mod:`eventtracking._redis_ledger`. One sweeper at a time across workers.
+        See :mod:`eventtracking.backends.celery._ledger`. One sweeper at a time across workers.
         Returns None when there is no ledger to sweep (not Redis, or ``ledger=False``).
         """
         if not self.use_ledger:

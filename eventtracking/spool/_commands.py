@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventtracking._escape import escape_for_terminal
+from eventtracking._util.escape import escape_for_terminal
 from eventtracking.spool import DeadLetter, Spool
 
 __all__ = [

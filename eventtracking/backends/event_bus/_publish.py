@@ -1,10 +1,15 @@
 """Publishing envelopes to the Open edX event bus: the delivery's sink and its publishers.
 
-:class:`BusSink` hands each batch of envelopes (see :mod:`eventtracking._eventbus`) to
-:class:`RedisStreamsPublisher` or :class:`SignalPublisher`, which raise
-:class:`~eventtracking._eventbus.PublishError` when the bus did not take it, so that
-the delivery keeps the batch and retries. An envelope that cannot be read or
+:class:`BusSink` hands each batch of envelopes (see
+:mod:`eventtracking.backends.event_bus._envelope`) to :class:`RedisStreamsPublisher` or
+:class:`SignalPublisher`, which raise
+:class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did not
+take it, so that the delivery keeps the batch and retries. An envelope that cannot be read or
 published is refused alone: it becomes a dead letter, and the rest of its batch goes.
+
+Why one module: the two publishers (Redis Streams and the Django signal) and the sink
+that drives them share one contract: raise PublishError when the bus did not take a
+batch, and refuse a bad envelope alone.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from eventtracking._eventbus import (
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
+from eventtracking.backends.event_bus._envelope import (
     EVENT_TYPE,
     LOG,
     REDIS_INSTALL_HINT,
@@ -34,8 +41,6 @@ from eventtracking._eventbus import (
     tracking_log,
     wire_parts,
 )
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
 
 __all__ = ["BusSink", "RedisStreamsPublisher", "SignalPublisher"]
 

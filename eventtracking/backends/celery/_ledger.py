@@ -41,9 +41,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from eventtracking._escape import escape
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.escape import escape
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 __all__ = [
     "LEDGER_KEY",

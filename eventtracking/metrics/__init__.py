@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from eventtracking import tracker as _tracker_module
-from eventtracking._metrics_reading import Point, Reading
-from eventtracking._ratelimit import RateLimitedLogger
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking.metrics._reading import Point, Reading
 
 __all__ = [
     "METRICS",
@@ -135,7 +135,7 @@ def detect_side(argv: list[str] | None = None) -> str:
 
 
 def _registered_trackers() -> list[tuple[str, Any]]:
-    return list(_tracker_module.TRACKERS.items())
+    return _tracker_module.registered_trackers()
 
 
 def instrument(

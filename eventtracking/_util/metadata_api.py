@@ -11,8 +11,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
 
 LOG = logging.getLogger("eventtracking.metadata")
 _RATE_LIMITED = RateLimitedLogger(LOG)

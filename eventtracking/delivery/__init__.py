@@ -37,8 +37,12 @@ Why this module is long: :class:`BatchDelivery` is one state machine. Its caller
 side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
 counters and the spool under the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
-callers and the thread (:mod:`eventtracking._flush_gate`), the spool itself
-(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._fork`).
+callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
+(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._util.fork`).
+
+Why one module: it is one class, BatchDelivery, whose thread, queue, spool hand-off and
+flush and close deadlines share one lock and one state; what stands alone (the flush
+gate, the backends' wrapper) is apart.
 """
 
 from __future__ import annotations
@@ -53,10 +57,10 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from eventtracking._flush_gate import FlushGate, Orders
-from eventtracking._fork import ForkCheck, after_fork_in_child
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters, FastCounter
+from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters, FastCounter
+from eventtracking.delivery._flush_gate import FlushGate, Orders
 from eventtracking.spool import Claim, Spool, SpoolFullError
 
 __all__ = [

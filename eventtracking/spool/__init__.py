@@ -36,7 +36,7 @@ What protects the spool:
 * **Private files.** The directory is created 0700 and the files 0600, whatever the
   umask. A directory that another user owns or can write to, and a spool file that is
   not this user's own or that others can read, are refused with
-  :class:`UnsafeSpoolError` (see :mod:`eventtracking._spool_files`).
+  :class:`UnsafeSpoolError` (see :mod:`eventtracking.spool._files`).
 * **Corruption.** A spool file SQLite finds corrupt is moved aside, renamed
   ``eventtracking-spool.sqlite3.corrupt-<time>-<pid>`` with its ``-wal``, and a fresh
   spool is started; the move is logged as an error and counted in :meth:`Spool.stats`.
@@ -55,17 +55,21 @@ What protects the spool:
   rows while fewer than ``reserve_bytes`` are free. And it keeps a reserve of as many
   bytes beside it, given back when claiming or acknowledging rows finds the disk full
   (filled by something else), so that what the spool holds can always be delivered
-  (see :mod:`eventtracking._disk_reserve`).
+  (see :mod:`eventtracking.spool._reserve`).
 
 Where the parts live: this module says what the spool stores, and the rules for adding
-and taking rows; :mod:`eventtracking._spool_db` keeps the file usable (connections per
+and taking rows; :mod:`eventtracking.spool._db` keeps the file usable (connections per
 thread and process, write transactions, checkpoints, moving a corrupt file aside);
-:mod:`eventtracking._spool_sqlite` holds the schema and reads SQLite's errors;
-:mod:`eventtracking._spool_files` and :mod:`eventtracking._disk_reserve` guard the
+:mod:`eventtracking.spool._sqlite` holds the schema and reads SQLite's errors;
+:mod:`eventtracking.spool._files` and :mod:`eventtracking.spool._reserve` guard the
 files' permissions and the disk. What stays together here, and makes the module longer
 than most, is the one API over both tables: pending rows and dead letters share the
 size cap, the write transaction and the recovery around every method, and
 :meth:`Spool.ack` and :meth:`Spool.redrive` move rows from one table to the other.
+
+Why one module: it is one class, Spool, whose write, claim, retire and dead-letter
+operations are one protocol over the same SQLite file; the storage details are apart, in
+``_db``, ``_files``, ``_sqlite`` and ``_reserve``.
 """
 
 from __future__ import annotations
@@ -81,11 +85,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from eventtracking._disk_reserve import DiskReserve
-from eventtracking._spool_db import FileReplaced, SpoolDatabase
-from eventtracking._spool_files import UnsafeSpoolError, check_directory, check_file
-from eventtracking._spool_sqlite import is_full
-from eventtracking._stats import Counters
+from eventtracking._util.stats import Counters
+from eventtracking.spool._db import FileReplaced, SpoolDatabase
+from eventtracking.spool._files import UnsafeSpoolError, check_directory, check_file
+from eventtracking.spool._reserve import DiskReserve
+from eventtracking.spool._sqlite import is_full
 
 # Raised from the helper module, documented and caught as part of this one.
 UnsafeSpoolError.__module__ = __name__
@@ -129,7 +133,7 @@ _EXPIRY_INTERVAL = 60.0
 _EVICT_BATCH = 1000
 _EVICT_ROUNDS = 4
 
-#: Disk kept back for draining (see :mod:`eventtracking._disk_reserve`): twice what
+#: Disk kept back for draining (see :mod:`eventtracking.spool._reserve`): twice what
 #: the write-ahead log grows to between two checkpoints of SQLite's default settings.
 DEFAULT_RESERVE_BYTES = 8 << 20
 
@@ -208,7 +212,7 @@ def _recovering(
     again on the fresh file), or SQLite found it corrupt (it is moved aside first). A
     method that ``drains`` the spool (or tells the delivery whether to) also runs again
     after a full disk made it give back the disk reserve. See
-    :meth:`eventtracking._spool_db.SpoolDatabase.recover`.
+    :meth:`eventtracking.spool._db.SpoolDatabase.recover`.
     """
 
     def decorate(

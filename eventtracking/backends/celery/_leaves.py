@@ -1,6 +1,6 @@
 """Taking one entry down to its leaf backends, and what became of it at each leaf.
 
-:mod:`eventtracking._celery_worker` decodes a message's entries; for each one,
+:mod:`eventtracking.backends.celery._worker` decodes a message's entries; for each one,
 :func:`deliver_entry` walks the nested backends of the target routing backend (running
 the processors of nested routers on the way down) and records, by leaf path, which
 leaves took the event and which failed and why. :func:`confirm` asks the leaves that
@@ -18,13 +18,13 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from eventtracking import _wire
 from eventtracking._copy import safe_copy
-from eventtracking._escape import escape
-from eventtracking._ratelimit import RateLimitedLogger
-from eventtracking._stats import Counters
+from eventtracking._util.escape import escape
+from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking._util.stats import Counters
+from eventtracking.backends.celery import _wire
 from eventtracking.processors.exceptions import (
     EventEmissionExit,
     NoBackendEnabled,
@@ -32,14 +32,12 @@ from eventtracking.processors.exceptions import (
 )
 from eventtracking.routing import RoutingBackend
 
-if TYPE_CHECKING:
-    from eventtracking._celery_worker import WorkerSettings
-
 __all__ = [
     "UNKNOWN_PATH",
     "Batch",
     "Failure",
     "Outcome",
+    "RetryLimit",
     "confirm",
     "deliver_entry",
     "settle",
@@ -55,6 +53,14 @@ _LOG = RateLimitedLogger(logging.getLogger("eventtracking.tasks"))
 
 _PERMANENT = (NoTransformerImplemented, NoBackendEnabled)
 _DETAIL_LIMIT = 2_000
+
+
+class RetryLimit(Protocol):
+    """What :func:`settle` needs of the worker's settings (``WorkerSettings`` is one)."""
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of a failing leaf before its event becomes a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,7 @@ def deliver_entry(
     source: str | bytes,
     batch: Batch,
 ) -> Outcome:
-    """Deliver one entry (its fields as :func:`eventtracking._wire.read_entry` gives
+    """Deliver one entry (its fields as :func:`eventtracking.backends.celery._wire.read_entry` gives
     them, read from ``source``) to the leaves of ``target``."""
     outcome = Outcome(source, event_id, attempt)
     # The context variable by hand rather than through _wire.delivering(): a context
@@ -253,7 +259,7 @@ def confirm(batch: Batch, timeout: float) -> None:
 
 def settle(
     outcome: Outcome,
-    settings: WorkerSettings,
+    settings: RetryLimit,
     counters: Counters,
     dead: list[tuple[bytes | None, str, str | None]],
     retries: dict[int, list[str]],

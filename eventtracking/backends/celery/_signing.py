@@ -25,7 +25,7 @@ import hmac
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["HEADER", "check_task", "normalise_keys", "sign"]
+__all__ = ["HEADER", "normalise_keys", "refusal", "sign"]
 
 #: The Celery message header that carries the signature.
 HEADER = "eventtracking_signature"
@@ -97,26 +97,27 @@ def _header(request: Any) -> Any:
     return getattr(request, HEADER, None)
 
 
-def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False) -> bool:
-    """Whether a task may deliver its message; when not, the message is kept whole as
-    a counted dead letter (kind ``unsigned`` or ``bad_signature``) and taken out of the
-    Redis ledger. ``body`` is the entries, or the event of a 4.x ``send_event``
-    message (``legacy``), which no signature covers.
+def refusal(
+    task: Any, backend_name: Any, body: Any, *, legacy: bool = False
+) -> tuple[str, str] | None:
+    """Why a task may not deliver its message, as ``(kind, reason)``, or None when it may.
+
+    ``kind`` is ``unsigned`` or ``bad_signature``; the task keeps the message whole as
+    a dead letter of that kind. ``body`` is the entries, or the event of a 4.x
+    ``send_event`` message (``legacy``), which no signature covers.
     """
-    from eventtracking import _celery_worker
-    from eventtracking.tracker import DEFAULT_TRACKER_NAME, TRACKERS
+    from eventtracking.tracker import registered
 
     if not isinstance(backend_name, str):
-        return True  # the task's own checks make it a malformed dead letter
-    tracker = TRACKERS.get(DEFAULT_TRACKER_NAME)
+        return None  # the task's own checks make it a malformed dead letter
+    tracker = registered()
     backend = tracker.backends.get(backend_name) if tracker is not None else None
     keys = getattr(backend, "signing_keys", ())
     if not keys:
-        return True
-    request = task.request
-    kind = _problem(keys, backend_name, None if legacy else body, _header(request))
+        return None
+    kind = _problem(keys, backend_name, None if legacy else body, _header(task.request))
     if kind is None:
-        return True
+        return None
     reason = (
         "the message carries no signature, and this worker's backend has signing_keys: "
         "it was not published by a web node with the same keys"
@@ -124,6 +125,4 @@ def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False)
         else "the message's signature matches none of this worker's signing_keys: it was "
         "changed, or signed with a key the worker does not have"
     )
-    _celery_worker.dead_letter_message(backend_name, body, reason, kind)
-    _celery_worker.forget(backend_name, getattr(request, "id", None))
-    return False
+    return kind, reason

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from eventtracking._stats import FastCounter
+from eventtracking._util.stats import FastCounter
 
 __all__ = ["NotEnabledAlarm", "logger_label", "logging_snippet", "why_nothing_is_written"]
 

@@ -1,0 +1,24 @@
+"""The Celery delivery path, web side and worker side.
+
+Users import :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend` from its
+4.x path and point Celery at ``eventtracking.tasks``; both modules re-export from here.
+
+``_backend``
+    :class:`AsyncRoutingBackend`, the web side: processors, then a batch of entries
+    published through its delivery (spool, batching).
+``_sink``
+    Publishing a batch as one Celery message; task names and the import of Celery.
+``_wire``
+    The entries' format (JSON text with the event's id) and the event-id context.
+``_signing``
+    Signing and checking messages.
+``_tasks``
+    The two Celery tasks (names ``eventtracking.tasks.send_events`` and
+    ``eventtracking.tasks.send_event``, unchanged from 4.x).
+``_worker``, ``_leaves``, ``_ledger``
+    The worker side: decoding a message, delivering leaf by leaf, and the Redis ledger
+    of what each leaf already holds.
+
+Nothing here is imported by this ``__init__``: a module that needs one piece (the
+wire format, say) does not load Celery or the backend.
+"""

@@ -558,7 +558,7 @@ def _register_body_serializer() -> bool:
         except encode_error:
             # What orjson refuses (a lone surrogate, a type only kombu knows): kombu's
             # own json, which writes the same JSON.
-            return kombu_dumps(body)  # type: ignore[no-any-return]
+            return kombu_dumps(body)
 
     # Registered without a decoder, under its own name: decoding application/json
     # stays kombu's, and the name kombu gives that content type stays "json".

@@ -1030,7 +1030,7 @@ def test_with_orjson_message_bodies_are_json_written_by_orjson(
     assert message["content-type"] == "application/json"
     assert message["content-encoding"] == "utf-8"
     body = base64.b64decode(message["body"])
-    args, kwargs, _embed = kombu_loads(body, "application/json", "utf-8")
+    args, _kwargs, _embed = kombu_loads(body, "application/json", "utf-8")
     assert args[0] == "bodies" and len(args[1]) == 5
     assert [_wire.decode_entry(text).event["data"]["i"] for text in args[1]] == list(range(5))
     assert body == orjson.dumps(json.loads(body))

@@ -66,7 +66,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventtracking import _wire
-from eventtracking._celery_leaves import Batch, confirm, deliver_entry, settle
+from eventtracking._celery_leaves import (
+    Batch,
+    Outcome,
+    confirm,
+    deliver_entry,
+    deliver_flat,
+    settle,
+)
 from eventtracking._celery_sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking._escape import escape
 from eventtracking._ratelimit import RateLimitedLogger
@@ -559,6 +566,7 @@ def _deliver_texts(
     short_numbers = _wire.no_long_numbers(texts)
     read = _wire.read_entry
     outcomes = batch.outcomes
+    flat = batch.flat(target.backends)
     for text in texts:
         if (not isinstance(text, str) or len(text) > quick) and _size(text, limit + 1) > limit:
             reason = (
@@ -575,11 +583,16 @@ def _deliver_texts(
             dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
+        if only is None and flat is not None:
+            outcomes.append(deliver_flat(flat, event_id, event, attempt, text, batch))
+        else:
+            outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
     confirm(batch, settings.delivery_timeout)
     delivered = 0
     for outcome in batch.outcomes:
-        if outcome.failures or outcome.missing:
+        if not isinstance(outcome, Outcome):  # every leaf took it (deliver_flat)
+            delivered += 1
+        elif outcome.failures or outcome.missing:
             settle(outcome, settings, counters, dead, retries)
         else:
             delivered += 1  # counted once per message rather than once per event

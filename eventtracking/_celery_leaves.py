@@ -3,9 +3,10 @@
 :mod:`eventtracking._celery_worker` decodes a message's entries; for each one,
 :func:`deliver_entry` walks the nested backends of the target routing backend (running
 the processors of nested routers on the way down) and records, by leaf path, which
-leaves took the event and which failed and why. :func:`confirm` asks the leaves that
-buffer to store what they took, and :func:`settle` turns the failures into retries
-(for that leaf only) or dead letters.
+leaves took the event and which failed and why (:func:`deliver_flat` does the same
+for a tree of leaves only, and records nothing but the entry when every leaf took
+it). :func:`confirm` asks the leaves that buffer to store what they took, and
+:func:`settle` turns the failures into retries (for that leaf only) or dead letters.
 
 Leaf paths in an entry (``leaves``) are chosen by whoever wrote the message: counters
 are kept by the paths of the worker's own tree only. The paths of an entry that name

@@ -1,13 +1,64 @@
-"""Checks of option values that constructors share."""
+"""The number checks of every option: sizes, limits and counts, and seconds.
+
+One rule each, and one wording of the error, for every constructor that takes them
+(the spool, the delivery, the backends, the Django settings): a bool is never a
+number here, though Python counts it as an int, and a message names the option, says
+what it takes and shows the value it got.
+"""
 
 from __future__ import annotations
 
 from typing import TypeGuard
 
-__all__ = ["is_count"]
+__all__ = ["check_count", "check_seconds", "is_count", "is_seconds"]
 
 
 def is_count(value: object, minimum: int = 1) -> TypeGuard[int]:
     """Whether ``value`` is an int of at least ``minimum``: a size, a limit, a number of
     retries. A bool is not one, though Python counts it as an int."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_seconds(value: object, *, allow_zero: bool = False) -> bool:
+    """Whether ``value`` is a number of seconds above 0 (0 included with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 if allow_zero else value > 0
+
+
+def check_count(
+    name: str,
+    value: object,
+    *,
+    minimum: int = 1,
+    unit: str = "",
+    or_none: str = "",
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raise ``error`` unless ``value`` is an int of at least ``minimum`` (or None, when
+    ``or_none`` says what None means): "batch_size must be a positive int, got 0"."""
+    if is_count(value, minimum) or (or_none and value is None):
+        return
+    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    what += f" ({unit})" if unit else ""
+    what += f" or None {or_none}" if or_none else ""
+    msg = f"{name} must be {what}, got {value!r}"
+    raise error(msg)
+
+
+def check_seconds(
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = False,
+    or_none: str = "",
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raise ``error`` unless ``value`` is a number of seconds above 0 (0 included with
+    ``allow_zero``; None, when ``or_none`` says what None means)."""
+    if is_seconds(value, allow_zero=allow_zero) or (or_none and value is None):
+        return
+    what = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+    what += f", or None {or_none}" if or_none else ""
+    msg = f"{name} must be {what}, got {value!r}"
+    raise error(msg)

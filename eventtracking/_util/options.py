@@ -1,14 +1,17 @@
 """The number checks of every option: sizes, limits and counts, and seconds.
 
 One rule each, and one wording of the error, for every constructor that takes them
-(the spool, the delivery, the backends, the Django settings): a bool is never a
-number here, though Python counts it as an int, and a message names the option, says
-what it takes and shows the value it got.
+(the spool, the delivery, the backends, the processors, the Django settings): a bool is
+never a number here, though Python counts it as an int, and the error, an
+ImproperlyConfigured (so a ValueError), names the option, says what it takes and shows
+the value it got.
 """
 
 from __future__ import annotations
 
 from typing import TypeGuard
+
+from eventtracking.exceptions import ImproperlyConfigured
 
 __all__ = ["check_count", "check_seconds", "is_count", "is_seconds"]
 
@@ -27,38 +30,24 @@ def is_seconds(value: object, *, allow_zero: bool = False) -> bool:
 
 
 def check_count(
-    name: str,
-    value: object,
-    *,
-    minimum: int = 1,
-    unit: str = "",
-    or_none: str = "",
-    error: type[Exception] = ValueError,
+    name: str, value: object, minimum: int = 1, unit: str = "", or_none: str = ""
 ) -> None:
-    """Raise ``error`` unless ``value`` is an int of at least ``minimum`` (or None, when
-    ``or_none`` says what None means): "batch_size must be a positive int, got 0"."""
-    if is_count(value, minimum) or (or_none and value is None):
-        return
-    what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-    what += f" ({unit})" if unit else ""
-    what += f" or None {or_none}" if or_none else ""
-    msg = f"{name} must be {what}, got {value!r}"
-    raise error(msg)
+    """Raise ImproperlyConfigured unless ``value`` is an int of at least ``minimum``, or
+    None when ``or_none`` says what None means: "batch_size must be a positive int, got 0",
+    "max_bytes must be a positive int (bytes) or None for no limit, got 0"."""
+    if not (is_count(value, minimum) or (or_none and value is None)):
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        _refuse(name, value, what + (f" ({unit})" if unit else ""), or_none)
 
 
-def check_seconds(
-    name: str,
-    value: object,
-    *,
-    allow_zero: bool = False,
-    or_none: str = "",
-    error: type[Exception] = ValueError,
-) -> None:
-    """Raise ``error`` unless ``value`` is a number of seconds above 0 (0 included with
-    ``allow_zero``; None, when ``or_none`` says what None means)."""
-    if is_seconds(value, allow_zero=allow_zero) or (or_none and value is None):
-        return
-    what = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
-    what += f", or None {or_none}" if or_none else ""
-    msg = f"{name} must be {what}, got {value!r}"
-    raise error(msg)
+def check_seconds(name: str, value: object, allow_zero: bool = False, or_none: str = "") -> None:
+    """Raise ImproperlyConfigured unless ``value`` is a number of seconds above 0 (0
+    included with ``allow_zero``), or None when ``or_none`` says what None means."""
+    if not (is_seconds(value, allow_zero=allow_zero) or (or_none and value is None)):
+        what = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        _refuse(name, value, what, or_none)
+
+
+def _refuse(name: str, value: object, what: str, or_none: str) -> None:
+    msg = f"{name} must be {what}{' ' + or_none if or_none else ''}, got {value!r}"
+    raise ImproperlyConfigured(msg)

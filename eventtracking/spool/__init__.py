@@ -262,10 +262,12 @@ class Spool:
         dead_letter_max_age: float | None = DEFAULT_DEAD_LETTER_MAX_AGE,
     ) -> None:
         check_seconds("lease", lease)
-        check_count("max_bytes", max_bytes, unit="bytes", or_none="for no limit")
+        check_count("max_bytes", max_bytes, unit="bytes", or_none="or None for no limit")
         check_count("reserve_bytes", reserve_bytes, minimum=0, unit="bytes; 0 keeps no reserve")
         check_seconds(
-            "dead_letter_max_age", dead_letter_max_age, or_none="to keep dead letters until purged"
+            "dead_letter_max_age",
+            dead_letter_max_age,
+            or_none="or None to keep dead letters until purged",
         )
         self.dead_letter_max_age = dead_letter_max_age
         self._next_expiry = 0.0

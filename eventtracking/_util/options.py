@@ -1,10 +1,9 @@
 """The number checks of every option: sizes, limits and counts, and seconds.
 
-One rule each, and one wording of the error, for every constructor that takes them
-(the spool, the delivery, the backends, the processors, the Django settings): a bool is
-never a number here, though Python counts it as an int, and the error, an
-ImproperlyConfigured (so a ValueError), names the option, says what it takes and shows
-the value it got.
+One rule each, and one wording, for the spool, the delivery, the backends, the
+processors and the Django settings: a bool is never a number here, though Python counts
+it as an int; the error, an ImproperlyConfigured (so a ValueError), names the option,
+says what it takes and shows the value it got.
 """
 
 from __future__ import annotations

@@ -33,16 +33,14 @@ Every outcome is counted in :meth:`~BatchDelivery.stats`, and errors are logged 
 limited rate. What cannot be kept, without a spool or when the spool is full, is
 dropped, logged and counted.
 
-Why this module is long: :class:`BatchDelivery` is one state machine. Its caller's
-side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
-counters and the spool under the promises above, and each side's code is only
+Why one module: :class:`BatchDelivery` is one state machine. Its caller's side
+(``put``, ``flush``, ``close``) and its thread's side share the queue, the counters and
+the spool under one lock and the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
-callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
-(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._util.fork`).
-
-Why one module: it is one class, BatchDelivery, whose thread, queue, spool hand-off and
-flush and close deadlines share one lock and one state; what stands alone (the flush
-gate, the backends' wrapper) is apart.
+callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the options
+(:mod:`eventtracking.delivery.options`), the backends' base
+(:mod:`eventtracking.delivery._backend`), the spool (:mod:`eventtracking.spool`) and
+fork handling (:mod:`eventtracking._util.fork`).
 """
 
 from __future__ import annotations

@@ -53,10 +53,8 @@ class DeliveryOptions:
         check_count("max_queue_size", self.max_queue_size)
         check_seconds("flush_interval", self.flush_interval)
         check_seconds("exit_timeout", self.exit_timeout, allow_zero=True)
-        spool_max_bytes = self.spool_max_bytes
-        check_count(
-            "spool_max_bytes", spool_max_bytes, unit="bytes", or_none="or None for no limit"
-        )
+        none = "or None for no limit"
+        check_count("spool_max_bytes", self.spool_max_bytes, unit="bytes", or_none=none)
 
     @classmethod
     def merge(
@@ -74,10 +72,7 @@ class DeliveryOptions:
             raise ImproperlyConfigured(msg)
         beside = [name for name, value in keywords.items() if value != getattr(defaults, name)]
         if beside:
-            msg = (
-                f"pass {', '.join(beside)} inside delivery_options, not beside it: "
-                "delivery_options is used whole"
-            )
+            msg = f"pass {', '.join(beside)} inside delivery_options, not beside it (used whole)"
             raise ImproperlyConfigured(msg)
         return given
 

@@ -264,11 +264,8 @@ class Spool:
         check_seconds("lease", lease)
         check_count("max_bytes", max_bytes, unit="bytes", or_none="or None for no limit")
         check_count("reserve_bytes", reserve_bytes, minimum=0, unit="bytes; 0 keeps no reserve")
-        check_seconds(
-            "dead_letter_max_age",
-            dead_letter_max_age,
-            or_none="or None to keep dead letters until purged",
-        )
+        keep = "or None to keep dead letters until purged"
+        check_seconds("dead_letter_max_age", dead_letter_max_age, or_none=keep)
         self.dead_letter_max_age = dead_letter_max_age
         self._next_expiry = 0.0
         self.directory = Path(directory)

@@ -212,11 +212,10 @@ class MongoBackend(SpoolingBackend):
             msg = f"MongoBackend options are not valid for pymongo: {type(exc).__name__}: {text}"
             raise ImproperlyConfigured(msg) from None
         self._make_client = make_client
-        self.stream = options.spool_stream or f"{seeds}/{database}.{collection}"
+        named = options.spool_stream
+        self.stream = named or f"{seeds}/{database}.{collection}"
         # Documentation records go beside the events, in a stream of their own.
-        self._metadata_stream = (
-            f"{options.spool_stream or f'{seeds}/{database}'}.{METADATA_COLLECTION}"
-        )
+        self._metadata_stream = f"{named or f'{seeds}/{database}'}.{METADATA_COLLECTION}"
         self.spool = options.open_spool()
         self.delivery_options = options
         self._encoder = EventEncoder(max_size=MAX_DOCUMENT_SIZE, max_nesting=MAX_NESTING)
@@ -232,11 +231,9 @@ class MongoBackend(SpoolingBackend):
         self._metadata_delivery: BatchDelivery | None = None
 
     def _delivery_for(self, sink: MongoSink, stream: str) -> BatchDelivery:
-        """The delivery into ``sink``'s collection, spooling to ``stream`` of the
-        backend's spool."""
-        return self.delivery_options.delivery(
-            sink, name=f"mongodb:{sink.namespace}", spool=self.spool, stream=stream
-        )
+        """The delivery into ``sink``'s collection, spooling to ``stream``."""
+        name = f"mongodb:{sink.namespace}"
+        return self.delivery_options.delivery(sink, name=name, spool=self.spool, stream=stream)
 
     def __repr__(self) -> str:
         where = self.uri or f"{self._target}:{self._target_port}"

@@ -190,7 +190,7 @@ def test_tasks_are_registered_under_their_4x_and_new_names(app: Any) -> None:
     [
         ("backend_name", 3, "backend_name must be a string"),
         ("batch_size", 0, "batch_size must be a positive int"),
-        ("publish_timeout", 0, "publish_timeout must be a number of seconds > 0"),
+        ("publish_timeout", 0, "publish_timeout must be a positive number of seconds"),
         ("max_retries", -1, "max_retries must be an int >= 0"),
         ("max_event_size", "big", "max_event_size must be a positive int"),
         ("signing_keys", "one-key-not-a-list", r"signing_keys must be a list of keys"),

@@ -471,8 +471,9 @@ def test_one_named_daemon_thread_per_delivery(make: Make) -> None:
         ("batch_size", 1.5, "batch_size must be a positive int, got 1.5"),
         ("max_queue_size", -1, "max_queue_size must be a positive int, got -1"),
         ("catch_up_batches", 0, "catch_up_batches must be a positive int, got 0"),
-        ("flush_interval", 0, "flush_interval must be a positive number, got 0"),
+        ("flush_interval", 0, "flush_interval must be a positive number of seconds, got 0"),
         ("exit_timeout", -1, "exit_timeout must be a number of seconds >= 0, got -1"),
+        ("exit_timeout", True, "exit_timeout must be a number of seconds >= 0, got True"),
     ],
 )
 def test_options_out_of_range_are_refused(option: str, value: object, message: str) -> None:

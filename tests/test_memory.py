@@ -85,7 +85,7 @@ def test_max_events_discards_the_oldest_and_counts() -> None:
     assert t.stats()["backends"]["memory"] == {"stored": 3, "discarded": 4}
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10", True])
 def test_invalid_max_events_raises(bad: Any) -> None:
     """max_events must be a positive int or None; anything else raises ValueError naming it."""
     with pytest.raises(ValueError, match="max_events"):

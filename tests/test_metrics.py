@@ -281,7 +281,7 @@ def test_a_bad_side_or_port_is_refused_naming_the_choices(reader: Reader) -> Non
         metrics.instrument(reader.provider, side="api")
     with pytest.raises(ValueError, match="port must be an integer from 0 to 65535, got '9464'"):
         metrics.start_prometheus("9464")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="ports must be a whole number, 1 or more, got 0"):
+    with pytest.raises(ValueError, match="ports must be a positive int, got 0"):
         metrics.start_prometheus(9464, ports=0)
 
 

@@ -46,6 +46,7 @@ from eventtracking._json import JSON_STATS, EventEncoder, dumps, encode_known
 from eventtracking._orjson import FAST_INSTALL_HINT, HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
 from eventtracking._util.engines import unknown_options
 from eventtracking._util.metadata_api import METADATA_EVENT_NAME
+from eventtracking._util.options import check_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.silent import NotEnabledAlarm
 from eventtracking._util.stats import Counters, FastCounter
@@ -128,16 +129,8 @@ class LoggerBackend:
                 f"{', '.join(sorted(_LEVELS))}."
             )
             raise ImproperlyConfigured(msg) from None
-        if max_event_size is not None and (
-            isinstance(max_event_size, bool)
-            or not isinstance(max_event_size, int)
-            or max_event_size <= 0
-        ):
-            msg = (
-                f"LoggerBackend max_event_size must be a positive int or None for no "
-                f"limit, got {max_event_size!r}."
-            )
-            raise ImproperlyConfigured(msg)
+        limit = "or None for no limit"
+        check_count("LoggerBackend max_event_size", max_event_size, or_none=limit)
         self.max_event_size = max_event_size
         self.encoder = _choose_encoder(encoder)
         if self.encoder == "orjson":

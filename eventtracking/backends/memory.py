@@ -7,7 +7,7 @@ from typing import Any
 
 from eventtracking._contextstack import plain_context
 from eventtracking._copy import safe_copy
-from eventtracking.exceptions import ImproperlyConfigured
+from eventtracking._util.options import check_count
 from eventtracking.typing import Event
 
 __all__ = ["InMemoryBackend"]
@@ -32,9 +32,7 @@ class InMemoryBackend:
     mutates_events = False
 
     def __init__(self, max_events: int | None = None) -> None:
-        if max_events is not None and (not isinstance(max_events, int) or max_events <= 0):
-            msg = f"max_events must be a positive int or None, got {max_events!r}"
-            raise ImproperlyConfigured(msg)
+        check_count("max_events", max_events, or_none="or None")
         self.max_events = max_events
         self.events: list[Event] = []
         self.metadata: list[dict[str, Any]] = []

@@ -33,16 +33,14 @@ Every outcome is counted in :meth:`~BatchDelivery.stats`, and errors are logged 
 limited rate. What cannot be kept, without a spool or when the spool is full, is
 dropped, logged and counted.
 
-Why this module is long: :class:`BatchDelivery` is one state machine. Its caller's
-side (``put``, ``flush``, ``close``) and its thread's side share the queue, the
-counters and the spool under the promises above, and each side's code is only
+Why one module: :class:`BatchDelivery` is one state machine. Its caller's side
+(``put``, ``flush``, ``close``) and its thread's side share the queue, the counters and
+the spool under one lock and the promises above, and each side's code is only
 understood beside the other's. What stands alone lives apart: the handshake between
-callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the spool itself
-(:mod:`eventtracking.spool`), and fork handling (:mod:`eventtracking._util.fork`).
-
-Why one module: it is one class, BatchDelivery, whose thread, queue, spool hand-off and
-flush and close deadlines share one lock and one state; what stands alone (the flush
-gate, the backends' wrapper) is apart.
+callers and the thread (:mod:`eventtracking.delivery._flush_gate`), the options
+(:mod:`eventtracking.delivery.options`), the backends' base
+(:mod:`eventtracking.delivery._backend`), the spool (:mod:`eventtracking.spool`) and
+fork handling (:mod:`eventtracking._util.fork`).
 """
 
 from __future__ import annotations
@@ -58,6 +56,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters, FastCounter
 from eventtracking.delivery._flush_gate import FlushGate, Orders
@@ -155,15 +154,13 @@ class BatchDelivery:
         if not callable(getattr(sink, "send_batch", None)):
             msg = f"sink {sink!r} has no send_batch(items) method; give it one"
             raise TypeError(msg)
-        _check_positive("batch_size", batch_size, integer=True)
-        _check_positive("max_queue_size", max_queue_size, integer=True)
-        _check_positive("catch_up_batches", catch_up_batches, integer=True)
-        _check_positive("flush_interval", flush_interval)
-        _check_positive("backoff_base", backoff_base)
-        _check_positive("backoff_max", backoff_max)
-        if not isinstance(exit_timeout, (int, float)) or exit_timeout < 0:
-            msg = f"exit_timeout must be a number of seconds >= 0, got {exit_timeout!r}"
-            raise ValueError(msg)
+        check_count("batch_size", batch_size)
+        check_count("max_queue_size", max_queue_size)
+        check_count("catch_up_batches", catch_up_batches)
+        check_seconds("flush_interval", flush_interval)
+        check_seconds("backoff_base", backoff_base)
+        check_seconds("backoff_max", backoff_max)
+        check_seconds("exit_timeout", exit_timeout, allow_zero=True)
         if durable and spool is None:
             msg = "durable=True needs a spool to write to; pass spool=Spool(directory)"
             raise ValueError(msg)
@@ -784,14 +781,6 @@ class BatchDelivery:
                 items.append(queue.popleft())
             except IndexError:
                 return items
-
-
-def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
-    number = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not number or value <= 0:
-        kind = "int" if integer else "number"
-        msg = f"{name} must be a positive {kind}, got {value!r}"
-        raise ValueError(msg)
 
 
 # Deliveries of this process that are not closed: flushed and closed at exit.

@@ -1,69 +1,74 @@
-"""How a backend that delivers in the background sets up its spool and its delivery.
+"""The base of the backends that deliver in the background through a spool.
 
-MongoBackend, AsyncRoutingBackend and EventBusRoutingBackend take the same options for
-it (``spool_dir``, ``spool_max_bytes``, ``durable``, ``batch_size``,
-``flush_interval``, ``max_queue_size``, ``exit_timeout``) and promise the same things
-about them: a bad value raises ImproperlyConfigured naming the option, and an unsafe
-spool directory is refused while the backend is built, in the caller's hands (Django
-reports it at start-up), rather than at the first spooled event. Nothing here starts a
-thread or contacts a server.
+MongoBackend, AsyncRoutingBackend and EventBusRoutingBackend deliver through a
+:class:`~eventtracking.delivery.BatchDelivery`, built from their
+:class:`~eventtracking.delivery.options.DeliveryOptions`, and keep what they cannot
+deliver yet in a :class:`~eventtracking.spool.Spool`. :class:`SpoolingBackend` gives
+them one ``flush``, ``close`` and ``stats``, with one deadline rule.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from eventtracking._util.options import is_count
-from eventtracking.delivery import BatchDelivery, Sink
-from eventtracking.exceptions import ImproperlyConfigured
-from eventtracking.spool import Spool, default_spool_dir
+from eventtracking import delivery as delivery_module
+from eventtracking._util.delivery_api import deadline_for, remaining
+from eventtracking.delivery import BatchDelivery
 
-__all__ = ["make_delivery", "open_spool", "spooled_delivery"]
+__all__ = ["SpoolingBackend"]
 
 
-def open_spool(spool_dir: str | os.PathLike[str] | None, spool_max_bytes: int | None) -> Spool:
-    """The spool in ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when
-    None), holding at most ``spool_max_bytes`` (None: no limit).
+class SpoolingBackend:
+    """``flush``, ``close`` and ``stats`` over a backend's deliveries, then (for a router,
+    through the next class in the method order) its nested backends.
 
-    Raises ImproperlyConfigured for a limit that is not a positive int, and
-    :class:`~eventtracking.spool.UnsafeSpoolError` (one of them) for a directory or file
-    that another user could read or change. Creates nothing.
+    One deadline for the whole backend: ``flush(None)`` means 30 s
+    (:data:`~eventtracking.delivery.DEFAULT_FLUSH_TIMEOUT`) and ``close(None)``
+    ``exit_timeout``, for everything together; nested backends get what is left. A
+    subclass sets ``delivery``, and may override :meth:`_deliveries`,
+    :meth:`_after_close` and :meth:`_stats`.
     """
-    if spool_max_bytes is not None and not is_count(spool_max_bytes):
-        msg = (
-            "spool_max_bytes must be a positive int (bytes) or None for no limit, got "
-            f"{spool_max_bytes!r}"
-        )
-        raise ImproperlyConfigured(msg)
-    spool = Spool(
-        spool_dir if spool_dir is not None else default_spool_dir(), max_bytes=spool_max_bytes
-    )
-    spool.check()
-    return spool
 
+    delivery: BatchDelivery
 
-def make_delivery(
-    sink: Sink, *, name: str, spool: Spool, stream: str, **options: Any
-) -> BatchDelivery:
-    """A :class:`~eventtracking.delivery.BatchDelivery` of ``sink``'s items that keeps what
-    it cannot deliver in ``stream`` of ``spool``; ``options`` are its other keyword
-    arguments. Raises ImproperlyConfigured for an option out of range."""
-    try:
-        return BatchDelivery(sink, name=name, spool=spool, stream=stream, **options)
-    except ValueError as exc:
-        raise ImproperlyConfigured(str(exc)) from exc
+    def _deliveries(self) -> list[BatchDelivery]:
+        """The deliveries to flush and close, in that order."""
+        return [self.delivery]
 
+    def _after_close(self) -> None:
+        """Called once the deliveries are closed, before the nested backends are."""
 
-def spooled_delivery(
-    sink: Sink,
-    *,
-    name: str,
-    stream: str,
-    spool_dir: str | os.PathLike[str] | None,
-    spool_max_bytes: int | None,
-    **options: Any,
-) -> tuple[Spool, BatchDelivery]:
-    """:func:`open_spool`, then :func:`make_delivery` with it; returns both."""
-    spool = open_spool(spool_dir, spool_max_bytes)
-    return spool, make_delivery(sink, name=name, spool=spool, stream=stream, **options)
+    def _stats(self, result: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any]:
+        """The stats from the nested backends' ``result`` and the ``delivery``'s."""
+        result.update(delivery)
+        return result
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what was sent so far, spooled items included, then flush nested
+        backends; True when all of it is done within ``timeout`` (None: 30 s). On False
+        nothing is lost: what is left stays queued or spooled."""
+        if timeout is None:
+            timeout = delivery_module.DEFAULT_FLUSH_TIMEOUT  # read now: tests lower it
+        deadline = deadline_for(timeout)
+        done = True
+        for delivery in self._deliveries():
+            done = delivery.flush(remaining(deadline)) and done
+        nested = getattr(super(), "flush", None)
+        return (nested(remaining(deadline)) is not False if nested else True) and done
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver for at most ``timeout`` seconds (None: ``exit_timeout``), spool the
+        rest, stop the threads, then close nested backends. Idempotent; items sent
+        afterwards go to the spool."""
+        deadline = deadline_for(self.delivery.exit_timeout if timeout is None else timeout)
+        for delivery in self._deliveries():
+            delivery.close(remaining(deadline))
+        self._after_close()
+        nested = getattr(super(), "close", None)
+        if nested is not None:
+            nested(remaining(deadline))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: see each backend's :meth:`_stats`."""
+        nested = getattr(super(), "stats", None)
+        return self._stats(nested() if nested else {}, self.delivery.stats())

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured as DjangoImproperlyConfi
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
+from eventtracking._util.options import is_seconds
 from eventtracking.exceptions import ImproperlyConfigured
 
 #: The tag of the app's system checks: ``manage.py check --tag eventtracking``.
@@ -247,7 +248,7 @@ def shutdown_timeout() -> float:
     """``EVENT_TRACKING_SHUTDOWN_TIMEOUT``: seconds process exit may spend flushing."""
     setting = "EVENT_TRACKING_SHUTDOWN_TIMEOUT"
     value = _setting(setting, DEFAULT_SHUTDOWN_TIMEOUT)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if not is_seconds(value, allow_zero=True):
         raise _fail(setting, value, "it must be a number of seconds, 0 or more.")
     return float(value)
 

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventtracking._util.options import is_count
+from eventtracking._util.options import check_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
@@ -125,9 +125,7 @@ class Validator:
         overrides = dict(types or {})
         for name, value in overrides.items():
             _check_mode(value, f"types[{name!r}]")
-        if max_event_size is not None and not is_count(max_event_size):
-            msg = f"max_event_size must be a positive int or None, got {max_event_size!r}."
-            raise ImproperlyConfigured(msg)
+        check_count("max_event_size", max_event_size, or_none="or None")
         self.tracker = tracker
         self.mode = mode
         self.registry = registry if registry is not None else get_registry()

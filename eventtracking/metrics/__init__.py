@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from eventtracking import tracker as _tracker_module
+from eventtracking._util.options import check_count, is_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.metrics._reading import Point, Reading
 
@@ -258,12 +259,10 @@ def start_prometheus(
     for a bad ``port``, ``ports`` or ``side``, and OSError when no port can be bound.
     """
     global _endpoint
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_count(port, minimum=0) or port > 65535:
         msg = f"port must be an integer from 0 to 65535, got {port!r}"
         raise ValueError(msg)
-    if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
-        msg = f"ports must be a whole number, 1 or more, got {ports!r}"
-        raise ValueError(msg)
+    check_count("ports", ports)
     if port + ports - 1 > 65535:
         msg = f"port {port} + ports {ports} - 1 is beyond 65535"
         raise ValueError(msg)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from eventtracking._util.options import is_count
+from eventtracking._util.options import check_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
@@ -74,12 +74,8 @@ class RegexFilter:
                 f"single string: {regular_expressions!r}"
             )
             raise ImproperlyConfigured(msg)
-        if max_name_length is not None and not is_count(max_name_length):
-            msg = (
-                "RegexFilter max_name_length must be a positive int, or None for no limit, "
-                f"got {max_name_length!r}."
-            )
-            raise ImproperlyConfigured(msg)
+        limit = "or None for no limit"
+        check_count("RegexFilter max_name_length", max_name_length, or_none=limit)
         self.filter_type = filter_type
         self.max_name_length = max_name_length
         self.regular_expressions = list(regular_expressions or [])

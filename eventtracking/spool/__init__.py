@@ -85,6 +85,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.stats import Counters
 from eventtracking.spool._db import FileReplaced, SpoolDatabase
 from eventtracking.spool._files import UnsafeSpoolError, check_directory, check_file
@@ -260,30 +261,11 @@ class Spool:
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         dead_letter_max_age: float | None = DEFAULT_DEAD_LETTER_MAX_AGE,
     ) -> None:
-        if lease <= 0:
-            msg = f"lease must be a positive number of seconds, got {lease!r}"
-            raise ValueError(msg)
-        if max_bytes is not None and not _is_int(max_bytes, minimum=1):
-            msg = (
-                f"max_bytes must be a positive int (bytes) or None for no limit, got {max_bytes!r}"
-            )
-            raise ValueError(msg)
-        if not _is_int(reserve_bytes, minimum=0):
-            msg = (
-                "reserve_bytes must be an int >= 0 (bytes; 0 keeps no reserve), got "
-                f"{reserve_bytes!r}"
-            )
-            raise ValueError(msg)
-        if dead_letter_max_age is not None and (
-            isinstance(dead_letter_max_age, bool)
-            or not isinstance(dead_letter_max_age, (int, float))
-            or not dead_letter_max_age > 0
-        ):
-            msg = (
-                "dead_letter_max_age must be a positive number of seconds, or None to keep "
-                f"dead letters until purged, got {dead_letter_max_age!r}"
-            )
-            raise ValueError(msg)
+        check_seconds("lease", lease)
+        check_count("max_bytes", max_bytes, unit="bytes", or_none="or None for no limit")
+        check_count("reserve_bytes", reserve_bytes, minimum=0, unit="bytes; 0 keeps no reserve")
+        keep = "or None to keep dead letters until purged"
+        check_seconds("dead_letter_max_age", dead_letter_max_age, or_none=keep)
         self.dead_letter_max_age = dead_letter_max_age
         self._next_expiry = 0.0
         self.directory = Path(directory)
@@ -495,9 +477,7 @@ class Spool:
         Returns None when there are none. Claims left by dead owners are taken back
         first (see the module docstring), so their rows are claimed again here.
         """
-        if limit <= 0:
-            msg = f"limit must be a positive int, got {limit!r}"
-            raise ValueError(msg)
+        check_count("limit", limit)
         conn = self._db.connect(create=False, verify=False)
         if conn is None:
             return None
@@ -762,10 +742,6 @@ def _evict_dead_letters(conn: sqlite3.Connection, need: int) -> int:
             break
     cursor = conn.execute("DELETE FROM dead_letters WHERE id <= ?", (last,))
     return max(cursor.rowcount, 0)
-
-
-def _is_int(value: Any, *, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _dead_letter_filter(

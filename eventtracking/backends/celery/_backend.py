@@ -45,21 +45,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
-from eventtracking._util.delivery_api import deadline_for, remaining
 from eventtracking._util.fork import ForkCheck
-from eventtracking._util.options import is_count
+from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import merge_into
 from eventtracking.backends.celery import _ledger as _redis_ledger
 from eventtracking.backends.celery import _signing, _wire
 from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.celery._sink import CelerySink, import_celery
-from eventtracking.delivery import DEFAULT_FLUSH_TIMEOUT, backoff_delay
-from eventtracking.delivery._backend import spooled_delivery
+from eventtracking.delivery import backoff_delay
+from eventtracking.delivery._backend import SpoolingBackend
+from eventtracking.delivery.options import DeliveryOptions
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.routing import RoutingBackend
-from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Backend, Event, Processor
 
 __all__ = [
@@ -85,13 +84,16 @@ DEFAULT_LEDGER_GRACE = 60.0
 #: all of them.
 CATCH_UP_BATCHES = 40
 
+# Small messages, published soon: a web process should not hold events long.
+_DEFAULTS = DeliveryOptions(batch_size=100, flush_interval=0.5)
+
 # The caller's encoder: orjson's takes a third of the standard library's time or less, on
 # the thread that emits and under the GIL the publisher needs. Its compact text holds
 # the same values by the same rules, and a worker's json.loads reads either.
 _encode_event = OrjsonEventEncoder().encode if HAVE_ORJSON else _wire.encode_event
 
 
-class AsyncRoutingBackend(RoutingBackend):
+class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
     """Run ``processors`` here, then have a Celery worker deliver to ``backends``.
 
     The 4.x options: ``processors``, ``backends`` and ``backend_name`` (the key of this
@@ -111,7 +113,9 @@ class AsyncRoutingBackend(RoutingBackend):
     * ``publish_timeout`` (2 s): the longest a publish waits on the broker;
     * ``spool_dir``, ``spool_stream``, ``spool_max_bytes``, ``durable``,
       ``exit_timeout``: as for :class:`~eventtracking.backends.mongodb.MongoBackend`; the
-      stream is ``celery:<backend_name>`` by default;
+      stream is ``celery:<backend_name>`` by default; ``delivery_options``: those
+      and the three above at once, as a
+      :class:`~eventtracking.delivery.options.DeliveryOptions`, instead of the keywords;
     * ``max_event_size`` (1 MiB): larger events become dead letters here;
       ``max_message_bytes`` (4 MiB): batches are split to stay under it.
 
@@ -143,7 +147,8 @@ class AsyncRoutingBackend(RoutingBackend):
       :mod:`eventtracking.backends.celery._signing`.
 
     Attributes: ``backend_name``, ``backends``, ``processors`` (as in 4.x), ``spool``,
-    ``stream`` and ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`).
+    ``stream``, ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery`) and
+    ``delivery_options``.
 
     Raises ImportError without Celery, ImproperlyConfigured for invalid options (and
     :class:`~eventtracking.spool.UnsafeSpoolError`, one of them, for a spool directory
@@ -158,15 +163,15 @@ class AsyncRoutingBackend(RoutingBackend):
         *,
         app: Any = None,
         queue: str | None = None,
-        batch_size: int = 100,
-        flush_interval: float = 0.5,
-        max_queue_size: int = 10_000,
+        batch_size: int = _DEFAULTS.batch_size,
+        flush_interval: float = _DEFAULTS.flush_interval,
+        max_queue_size: int = _DEFAULTS.max_queue_size,
         publish_timeout: float = 2.0,
-        spool_dir: str | os.PathLike[str] | None = None,
-        spool_stream: str | None = None,
-        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
-        durable: bool = False,
-        exit_timeout: float = 5.0,
+        spool_dir: str | os.PathLike[str] | None = _DEFAULTS.spool_dir,
+        spool_stream: str | None = _DEFAULTS.spool_stream,
+        spool_max_bytes: int | None = _DEFAULTS.spool_max_bytes,
+        durable: bool = _DEFAULTS.durable,
+        exit_timeout: float = _DEFAULTS.exit_timeout,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         max_message_bytes: int = 4 * 1024 * 1024,
         max_message_entries: int = _celery_worker.DEFAULT_MAX_MESSAGE_ENTRIES,
@@ -177,6 +182,7 @@ class AsyncRoutingBackend(RoutingBackend):
         ledger: bool = True,
         ledger_grace: float = DEFAULT_LEDGER_GRACE,
         signing_keys: Sequence[str | bytes] | None = None,
+        delivery_options: DeliveryOptions | None = None,
     ) -> None:
         import_celery()
         # Registers the tasks with Celery: a worker builds this backend from settings
@@ -189,23 +195,16 @@ class AsyncRoutingBackend(RoutingBackend):
                 f"EVENT_TRACKING_BACKENDS, got {backend_name!r}"
             )
             raise ImproperlyConfigured(msg)
-        _check_number("publish_timeout", publish_timeout)
-        _check_number("retry_backoff", retry_backoff)
-        _check_number("retry_backoff_max", retry_backoff_max)
-        _check_number("delivery_timeout", delivery_timeout, allow_zero=True)
-        _check_number("ledger_grace", ledger_grace)
-        for name, value in (
-            ("max_event_size", max_event_size),
-            ("max_message_bytes", max_message_bytes),
-            ("max_message_entries", max_message_entries),
-        ):
-            if not is_count(value):
-                unit = "entries" if name == "max_message_entries" else "bytes"
-                msg = f"{name} must be a positive int ({unit}), got {value!r}"
-                raise ImproperlyConfigured(msg)
-        if not is_count(max_retries, minimum=0):
-            msg = f"max_retries must be an int >= 0, got {max_retries!r}"
-            raise ImproperlyConfigured(msg)
+        check_seconds("publish_timeout", publish_timeout)
+        check_seconds("retry_backoff", retry_backoff)
+        check_seconds("retry_backoff_max", retry_backoff_max)
+        check_seconds("ledger_grace", ledger_grace)
+        check_seconds("delivery_timeout", delivery_timeout, allow_zero=True)
+        check_count("max_event_size", max_event_size, unit="bytes")
+        check_count("max_message_bytes", max_message_bytes, unit="bytes")
+        check_count("max_message_entries", max_message_entries, unit="entries")
+        check_count("max_retries", max_retries, minimum=0)
+        options = DeliveryOptions.merge(delivery_options, _DEFAULTS, locals())
         try:
             keys = _signing.normalise_keys(signing_keys)
         except ValueError as exc:
@@ -244,13 +243,12 @@ class AsyncRoutingBackend(RoutingBackend):
         # The worker's retries are published from task threads, not the delivery
         # thread: they get a connection of their own.
         self._retry_sink = CelerySink(self._name_for_worker, **sink_options)
-        self.stream = spool_stream or _celery_worker.stream_for(backend_name)
-        self.spool, self.delivery = spooled_delivery(
-            self._sink, name=f"celery:{backend_name or '(unnamed)'}", stream=self.stream,
-            spool_dir=spool_dir, spool_max_bytes=spool_max_bytes, durable=durable,
-            batch_size=batch_size, flush_interval=flush_interval,
-            max_queue_size=max_queue_size, exit_timeout=exit_timeout,
-            catch_up_batches=CATCH_UP_BATCHES,
+        self.stream = options.spool_stream or _celery_worker.stream_for(backend_name)
+        self.delivery_options = options
+        self.spool = options.open_spool()
+        self.delivery = options.delivery(
+            self._sink, name=f"celery:{backend_name or '(unnamed)'}", spool=self.spool,
+            stream=self.stream, catch_up_batches=CATCH_UP_BATCHES,
         )  # fmt: skip
 
     def __repr__(self) -> str:
@@ -407,27 +405,12 @@ class AsyncRoutingBackend(RoutingBackend):
 
     # -- delivery -----------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Publish what was sent so far (spooled events included), and flush the nested
-        backends; True when all of it is done within ``timeout``."""
-        if timeout is None:
-            timeout = DEFAULT_FLUSH_TIMEOUT
-        deadline = deadline_for(timeout)
-        published = self.delivery.flush(remaining(deadline))
-        return super().flush(remaining(deadline)) and published
-
-    def close(self, timeout: float | None = None) -> None:
-        """Publish for at most ``timeout`` seconds, spool the rest, close the nested
-        backends. Idempotent; events sent afterwards go to the spool."""
-        if timeout is None:
-            timeout = self.delivery.exit_timeout
-        deadline = deadline_for(timeout)
-        self.delivery.close(remaining(deadline))
+    def _after_close(self) -> None:
+        """Stop the ledger sweeper and the retries' connection; then the nested close."""
         self._sweeper_stop.set()
         self._retry_sink.close()
-        super().close(remaining(deadline))
 
-    def stats(self) -> dict[str, Any]:
+    def _stats(self, result: dict[str, Any], publisher: dict[str, Any]) -> dict[str, Any]:
         """Counters of both sides, as seen from this process.
 
         Web side: ``published`` (handed to the broker, ``replayed`` of them from the
@@ -441,8 +424,6 @@ class AsyncRoutingBackend(RoutingBackend):
         backend it found in the Redis ledger (web nodes with ``ledger=True`` wrote them,
         and nothing removes them; a warning says so); None when it has not looked.
         """
-        result = super().stats()
-        publisher = self.delivery.stats()
         name = self._name_for_worker() or self.backend_name
         worker = _celery_worker.stats(name)
         merge_into(result, {"dropped": publisher.get("dropped", {})})
@@ -488,15 +469,3 @@ def _sweep_forever(
             del backend
         if swept is None:
             return  # no ledger on this broker
-
-
-def _check_number(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        msg = f"{name} must be a number of seconds {bound}, got {value!r}"
-        raise ImproperlyConfigured(msg)

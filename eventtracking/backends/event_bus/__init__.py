@@ -35,18 +35,17 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking._util.delivery_api import deadline_for, remaining
+from eventtracking._util.options import check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 from eventtracking.backends.event_bus import _envelope as _eventbus
 from eventtracking.backends.event_bus import _publish as _eventbus_publish
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL
-from eventtracking.delivery import BatchDelivery
-from eventtracking.delivery._backend import spooled_delivery
+from eventtracking.delivery._backend import SpoolingBackend
+from eventtracking.delivery.options import DeliveryOptions
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.routing import RoutingBackend
-from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Backend, Event, Processor
 
 __all__ = [
@@ -67,6 +66,9 @@ PUBLISHERS = _eventbus.PUBLISHERS
 #: bus, so they share it: any of them replays what another left.
 DEFAULT_STREAM = f"eventbus:{EVENT_TYPE}"
 
+# Messages are small and a web process should not hold them long.
+_DEFAULTS = DeliveryOptions(batch_size=100, flush_interval=0.5)
+
 
 def __getattr__(name: str) -> Any:
     # 4.x imported these at module level, and tests patch them here
@@ -77,7 +79,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(msg)
 
 
-class EventBusRoutingBackend(RoutingBackend):
+class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
     """Publish events to the Open edX event bus; deliver those that come back from it.
 
     The 4.x arguments: ``processors`` and ``backends`` are used where the bus is
@@ -93,18 +95,10 @@ class EventBusRoutingBackend(RoutingBackend):
       edx-event-bus-redis's, ``'signal'`` otherwise.
     * ``publish_timeout`` (2.0 s): the longest a Redis call may take before the batch
       is spooled and retried;
-    * ``batch_size`` (100) and ``flush_interval`` (0.5 s): messages per batch, and the
-      longest one waits for its batch to fill;
-    * ``max_queue_size`` (10,000): messages held in memory; more go to the spool;
-    * ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when None) and
-      ``spool_stream`` (:data:`DEFAULT_STREAM`): where messages wait while the bus is
-      down, and where dead letters are kept;
-    * ``spool_max_bytes`` (:data:`~eventtracking.spool.DEFAULT_MAX_BYTES`, 1 GiB; None
-      for no limit): the most the spool holds; beyond it, messages stay in memory while
-      there is room, then are dropped and counted;
-    * ``durable`` (False): each message is on the spool before ``send`` returns;
-    * ``exit_timeout`` (5.0 s): how long interpreter exit waits for publishing before
-      spooling the rest.
+    * the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`
+      (messages held in memory, the spool where they wait while the bus is down and
+      dead letters are kept), with ``batch_size`` 100, ``flush_interval`` 0.5 s and
+      ``spool_stream`` :data:`DEFAULT_STREAM` by default; or one ``delivery_options``.
 
     The delivery thread starts with the first event to publish (or the first
     ``flush``), and then also publishes what earlier processes left in the spool. A
@@ -122,33 +116,34 @@ class EventBusRoutingBackend(RoutingBackend):
         *,
         publisher: str = "auto",
         publish_timeout: float = 2.0,
-        batch_size: int = 100,
-        flush_interval: float = 0.5,
-        max_queue_size: int = 10_000,
-        spool_dir: str | os.PathLike[str] | None = None,
-        spool_stream: str | None = None,
-        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
-        durable: bool = False,
-        exit_timeout: float = 5.0,
+        batch_size: int = _DEFAULTS.batch_size,
+        flush_interval: float = _DEFAULTS.flush_interval,
+        max_queue_size: int = _DEFAULTS.max_queue_size,
+        spool_dir: str | os.PathLike[str] | None = _DEFAULTS.spool_dir,
+        spool_stream: str | None = _DEFAULTS.spool_stream,
+        spool_max_bytes: int | None = _DEFAULTS.spool_max_bytes,
+        durable: bool = _DEFAULTS.durable,
+        exit_timeout: float = _DEFAULTS.exit_timeout,
+        delivery_options: DeliveryOptions | None = None,
     ) -> None:
         _eventbus.openedx_events()
         _eventbus.wire_ready()
         if publisher not in PUBLISHERS:
             msg = f"publisher must be one of {', '.join(map(repr, PUBLISHERS))}; got {publisher!r}"
             raise ImproperlyConfigured(msg)
-        _check_number("publish_timeout", publish_timeout)
+        check_seconds("publish_timeout", publish_timeout)
+        options = DeliveryOptions.merge(delivery_options, _DEFAULTS, locals())
         super().__init__(backends=backends, processors=processors)
         self.backend_name = backend_name
-        self.stream = spool_stream or DEFAULT_STREAM
+        self.stream = options.spool_stream or DEFAULT_STREAM
+        self.delivery_options = options
         self._sink = _eventbus_publish.BusSink(publisher, timeout=float(publish_timeout))
+        self.spool = options.open_spool()
         #: The :class:`~eventtracking.delivery.BatchDelivery` that publishes. It starts
         #: its thread with the first event (or flush), not here.
-        self.delivery: BatchDelivery
-        self.spool, self.delivery = spooled_delivery(
-            self._sink, name=f"eventbus:{backend_name or 'default'}", stream=self.stream,
-            spool_dir=spool_dir, spool_max_bytes=spool_max_bytes, durable=durable,
-            batch_size=batch_size, flush_interval=flush_interval,
-            max_queue_size=max_queue_size, exit_timeout=exit_timeout,
+        self.delivery = options.delivery(
+            self._sink, name=f"eventbus:{backend_name or 'default'}", spool=self.spool,
+            stream=self.stream,
         )  # fmt: skip
         self._log = RateLimitedLogger(logger)
         self._producer = Counters(groups=("skipped",))
@@ -256,21 +251,7 @@ class EventBusRoutingBackend(RoutingBackend):
 
     # -- delivery -----------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Publish what was queued and deliver what nested backends buffer; True when
-        all of it is done within ``timeout`` (None: the delivery's default limit)."""
-        deadline = deadline_for(timeout)
-        published = self.delivery.flush(remaining(deadline))
-        return super().flush(remaining(deadline)) and published
-
-    def close(self, timeout: float | None = None) -> None:
-        """Publish for at most ``timeout`` seconds, spool the rest, stop the thread, and
-        close the nested backends. Idempotent."""
-        deadline = deadline_for(timeout)
-        self.delivery.close(remaining(deadline))
-        super().close(remaining(deadline))
-
-    def stats(self) -> dict[str, Any]:
+    def _stats(self, result: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any]:
         """Counters of both sides.
 
         ``producer``: ``skipped`` by reason, and the delivery's counters (``queued``,
@@ -281,10 +262,8 @@ class EventBusRoutingBackend(RoutingBackend):
         the bus. The rest (``dropped``, ``failed``, ``backends``) is the router's, for
         the nested backends.
         """
-        result = super().stats()
-        producer: dict[str, Any] = self.delivery.stats()
-        producer.update(self._producer.snapshot())
-        result["producer"] = producer
+        delivery.update(self._producer.snapshot())
+        result["producer"] = delivery
         result["consumer"] = self._consumer.snapshot()
         return result
 
@@ -293,12 +272,6 @@ def _consumes_the_bus() -> bool:
     """Whether this process consumes the bus (openedx-events' ``consume_events``
     command), the only place where nested backends receive events."""
     return "consume_events" in sys.argv[1:]
-
-
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        msg = f"{name} must be a positive number of seconds, got {value!r}"
-        raise ImproperlyConfigured(msg)
 
 
 def _describe(event: Any) -> str:

@@ -39,15 +39,13 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eventtracking import delivery as delivery_module
-from eventtracking._util.delivery_api import deadline_for, remaining
 from eventtracking.backends.mongodb import _uri
 from eventtracking.backends.mongodb._encoding import EventEncoder, Refused
 from eventtracking.backends.mongodb._sink import Indexes, MongoSink
 from eventtracking.delivery import BatchDelivery
-from eventtracking.delivery._backend import make_delivery, open_spool
+from eventtracking.delivery._backend import SpoolingBackend
+from eventtracking.delivery.options import DeliveryOptions
 from eventtracking.exceptions import ImproperlyConfigured
-from eventtracking.spool import DEFAULT_MAX_BYTES
 from eventtracking.typing import Event
 
 __all__ = [
@@ -104,7 +102,10 @@ def _pymongo() -> Any:
     return pymongo
 
 
-class MongoBackend:
+_DEFAULTS = DeliveryOptions()
+
+
+class MongoBackend(SpoolingBackend):
     """Deliver events to ``database``.``collection`` from a background writer thread.
 
     Where (the 4.x options, plus ``uri``):
@@ -120,29 +121,20 @@ class MongoBackend:
     * ``extra``: more MongoClient options, such as ``{'journal': True}`` or
       ``{'w': 'majority'}``. It is copied, never changed.
 
-    Delivery (see :class:`~eventtracking.delivery.BatchDelivery`):
-
-    * ``batch_size`` (500): events per ``insert_many``;
-    * ``flush_interval`` (1.0 s): the longest an event waits for its batch to fill;
-    * ``max_queue_size`` (10,000): events held in memory; more go to the spool;
-    * ``spool_dir`` (:func:`~eventtracking.spool.default_spool_dir` when None): where
-      events wait while MongoDB is unreachable, and where dead letters are kept;
-    * ``durable`` (False): when True, each event is on the spool before ``send()``
-      returns, so it survives the process being killed;
-    * ``exit_timeout`` (5.0 s): how long interpreter exit waits for delivery before
-      spooling what is left;
-    * ``spool_stream``: the name of this destination in the spool; by default the
-      servers, database and collection (never credentials). Backends with the same
-      stream share their spooled events.
-    * ``spool_max_bytes`` (:data:`~eventtracking.spool.DEFAULT_MAX_BYTES`, 1 GiB;
-      None for no limit): the most the spool database holds; events that would take it
-      over are kept in memory while there is room, then dropped and counted.
+    Delivery: the eight keywords of
+    :class:`~eventtracking.delivery.options.DeliveryOptions`, with its defaults
+    (``batch_size`` 500 events per ``insert_many``, ``flush_interval`` 1.0 s,
+    ``max_queue_size``, ``spool_dir``, ``durable``, ``exit_timeout``,
+    ``spool_max_bytes``), or one ``delivery_options``. ``spool_stream`` is by default
+    the servers, database and collection (never credentials); backends with the same
+    stream share their spooled events.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
     4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and
     secret options hidden; None when built from host and port), ``spool`` (its
     :class:`~eventtracking.spool.Spool`) and ``stream`` (its name there), and
-    ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery` behind it).
+    ``delivery`` (the :class:`~eventtracking.delivery.BatchDelivery` behind it) with
+    its ``delivery_options``.
 
     Raises ImportError without pymongo, ImproperlyConfigured for conflicting or invalid
     options, and :class:`~eventtracking.spool.UnsafeSpoolError` (an ImproperlyConfigured)
@@ -165,16 +157,18 @@ class MongoBackend:
         collection: str = "events",
         extra: Mapping[str, Any] | None = None,
         uri: str | None = None,
-        batch_size: int = 500,
-        flush_interval: float = 1.0,
-        max_queue_size: int = 10_000,
-        spool_dir: str | os.PathLike[str] | None = None,
-        durable: bool = False,
-        exit_timeout: float = 5.0,
-        spool_stream: str | None = None,
-        spool_max_bytes: int | None = DEFAULT_MAX_BYTES,
+        batch_size: int = _DEFAULTS.batch_size,
+        flush_interval: float = _DEFAULTS.flush_interval,
+        max_queue_size: int = _DEFAULTS.max_queue_size,
+        spool_dir: str | os.PathLike[str] | None = _DEFAULTS.spool_dir,
+        durable: bool = _DEFAULTS.durable,
+        exit_timeout: float = _DEFAULTS.exit_timeout,
+        spool_stream: str | None = _DEFAULTS.spool_stream,
+        spool_max_bytes: int | None = _DEFAULTS.spool_max_bytes,
+        delivery_options: DeliveryOptions | None = None,
     ) -> None:
         pymongo = _pymongo()
+        options = DeliveryOptions.merge(delivery_options, _DEFAULTS, locals())
         if extra is not None and not isinstance(extra, Mapping):
             msg = f"extra must be a mapping of MongoClient options, got {type(extra).__name__}"
             raise ImproperlyConfigured(msg)
@@ -218,33 +212,28 @@ class MongoBackend:
             msg = f"MongoBackend options are not valid for pymongo: {type(exc).__name__}: {text}"
             raise ImproperlyConfigured(msg) from None
         self._make_client = make_client
-        self.stream = spool_stream or f"{seeds}/{database}.{collection}"
+        named = options.spool_stream
+        self.stream = named or f"{seeds}/{database}.{collection}"
         # Documentation records go beside the events, in a stream of their own.
-        self._metadata_stream = (spool_stream or f"{seeds}/{database}") + f".{METADATA_COLLECTION}"
-        self.spool = open_spool(spool_dir, spool_max_bytes)
+        self._metadata_stream = f"{named or f'{seeds}/{database}'}.{METADATA_COLLECTION}"
+        self.spool = options.open_spool()
+        self.delivery_options = options
         self._encoder = EventEncoder(max_size=MAX_DOCUMENT_SIZE, max_nesting=MAX_NESTING)
         # Bound once: send() runs for every event.
         self._encode_event = self._encoder.event
         self._connection: Any = None
         self._connection_lock = threading.Lock()
         self._sink = MongoSink(writer, make_client, database, collection, INDEXES)
-        self.delivery = self._delivery_for(
-            self._sink, self.stream, durable=durable, batch_size=batch_size,
-            flush_interval=flush_interval, max_queue_size=max_queue_size,
-            exit_timeout=exit_timeout,
-        )  # fmt: skip
+        self.delivery = self._delivery_for(self._sink, self.stream)
         # Documentation records (eventtracking.metadata) go to the event_types collection
         # through a delivery of their own, built with the first record: backends that
         # never get one start no thread.
         self._metadata_delivery: BatchDelivery | None = None
 
-    def _delivery_for(self, sink: MongoSink, stream: str, **options: Any) -> BatchDelivery:
-        """The delivery into ``sink``'s collection, spooling to ``stream`` of the
-        backend's spool; ``options`` are the rest of
-        :class:`~eventtracking.delivery.BatchDelivery`'s."""
-        return make_delivery(
-            sink, name=f"mongodb:{sink.namespace}", spool=self.spool, stream=stream, **options
-        )
+    def _delivery_for(self, sink: MongoSink, stream: str) -> BatchDelivery:
+        """The delivery into ``sink``'s collection, spooling to ``stream``."""
+        name = f"mongodb:{sink.namespace}"
+        return self.delivery_options.delivery(sink, name=name, spool=self.spool, stream=stream)
 
     def __repr__(self) -> str:
         where = self.uri or f"{self._target}:{self._target_port}"
@@ -324,11 +313,7 @@ class MongoBackend:
                     self._make_client(), self._make_client, self.database_name,
                     METADATA_COLLECTION, indexes=(),
                 )  # fmt: skip
-                events = self.delivery
-                self._metadata_delivery = self._delivery_for(
-                    sink, self._metadata_stream, durable=events.durable,
-                    flush_interval=events.flush_interval, exit_timeout=events.exit_timeout,
-                )  # fmt: skip
+                self._metadata_delivery = self._delivery_for(sink, self._metadata_stream)
             delivery = self._metadata_delivery
         try:
             payload = self._encoder.record(record)
@@ -337,42 +322,18 @@ class MongoBackend:
             return
         delivery.put(payload)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Store what was sent so far, spooled events included; True when all are stored.
-
-        ``timeout=None`` waits at most :data:`~eventtracking.delivery.DEFAULT_FLUSH_TIMEOUT`
-        seconds. On False, nothing is lost: the events are still queued or spooled.
-        """
+    def _deliveries(self) -> list[BatchDelivery]:
+        """Documentation records first (they are few), then events."""
         metadata = self._metadata_delivery
-        if metadata is None:
-            return self.delivery.flush(timeout)
-        # One deadline for both deliveries: None must not mean the limit twice over.
-        if timeout is None:
-            timeout = delivery_module.DEFAULT_FLUSH_TIMEOUT
-        deadline = deadline_for(timeout)
-        stored = metadata.flush(remaining(deadline))
-        return self.delivery.flush(remaining(deadline)) and stored
+        return [self.delivery] if metadata is None else [metadata, self.delivery]
 
-    def close(self, timeout: float | None = None) -> None:
-        """Deliver for at most ``timeout`` seconds (``exit_timeout`` when None), spool the
-        rest, stop the writer. Idempotent; events sent afterwards go to the spool."""
-        metadata = self._metadata_delivery
-        if metadata is None:
-            self.delivery.close(timeout)
-            return
-        if timeout is None:
-            timeout = self.delivery.exit_timeout
-        deadline = deadline_for(timeout)
-        metadata.close(remaining(deadline))
-        self.delivery.close(remaining(deadline))
-
-    def stats(self) -> dict[str, Any]:
+    def _stats(self, result: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any]:
         """Counters: ``queued``, ``stored``, ``spooled``, ``replayed``, ``dead_lettered``,
         ``retries``, ``duplicates`` (already stored, found on replay), ``index_errors``,
         ``dropped`` by reason, ``queue_size``, ``last_error``; see
         :meth:`~eventtracking.delivery.BatchDelivery.stats`. Once documentation records
         were sent, ``metadata`` holds the same counters for them."""
-        result = self.delivery.stats()
+        result.update(delivery)
         if self._metadata_delivery is not None:
             result["metadata"] = self._metadata_delivery.stats()
         return result

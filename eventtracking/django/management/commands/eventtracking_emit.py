@@ -28,6 +28,7 @@ from eventtracking import tracker as tracker_module
 from eventtracking._util.escape import escape_for_terminal
 from eventtracking.delivery import BatchDelivery
 from eventtracking.django._commands import configured_tracker
+from eventtracking.routing import is_router, walk
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs
 
@@ -64,15 +65,16 @@ def delivering(backend: Any) -> bool:
     )
 
 
-def backends_here(backends: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def backends_here(backends: Any) -> Iterator[tuple[str, Any]]:
     """Every backend of a tree with its dotted name, as far as this process delivers:
     the backends nested in a delivering router run where its messages are consumed."""
-    for name, backend in backends.items():
-        path = f"{prefix}{name}"
-        yield path, backend
-        children = getattr(backend, "backends", None)
-        if isinstance(children, dict) and not delivering(backend):
-            yield from backends_here(children, f"{path}.")
+    for node in walk(backends, into=_delivers_here):
+        yield ".".join(node.path), node.backend
+
+
+def _delivers_here(backend: Any) -> bool:
+    """Whether the backends nested in ``backend`` deliver in this process."""
+    return is_router(backend) and not delivering(backend)
 
 
 def stats_prefix(path: str) -> str:
@@ -231,9 +233,7 @@ class _Report:
         self.backend = backend
         self.kind = type(backend).__name__
         self.delivering = delivering(backend)
-        self.is_router = (
-            isinstance(getattr(backend, "backends", None), dict) and not self.delivering
-        )
+        self.is_router = _delivers_here(backend)
         self.outcomes = outcomes
         self.details = details
         self.counted = counted

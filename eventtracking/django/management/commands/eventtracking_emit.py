@@ -31,6 +31,7 @@ from eventtracking.django._commands import configured_tracker
 from eventtracking.routing import is_router, walk
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs
+from eventtracking.typing import SupportsFlush, SupportsStats
 
 #: Counter names whose increase means the test event was not delivered cleanly.
 TROUBLE = ("dropped", "failed", "dead", "oversized", "discarded", "error")
@@ -298,11 +299,10 @@ def _own_counters(backend: Any) -> dict[str, int] | None:
         except Exception:
             return None
         return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
-    stats = getattr(backend, "stats", None)
-    if not callable(stats):
+    if not isinstance(backend, SupportsStats):
         return None
     try:
-        values = stats()
+        values = backend.stats()
     except Exception:
         return None
     if not isinstance(values, dict):
@@ -343,11 +343,10 @@ def _report(
 
 def _settled(report: _Report) -> bool:
     """Whether the backend has nothing left to deliver now (a flush that ends at once)."""
-    flush = getattr(report.backend, "flush", None)
-    if not callable(flush):
+    if not isinstance(report.backend, SupportsFlush):
         return True
     try:
-        return bool(flush(0))
+        return bool(report.backend.flush(0))
     except Exception:
         return False
 

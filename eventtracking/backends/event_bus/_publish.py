@@ -505,7 +505,7 @@ class BusSink:
             self._signal = SignalPublisher()
         return self._signal
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         """Publish ``items``; return the positions refused for good; raise to retry."""
         if not items:
             return {}

@@ -166,9 +166,18 @@ def in_process_worker(app: Celery) -> Iterator[Any]:
     that it clears only once the worker stopped in time; left set, every later worker
     would stop before it started and its test would wait forever. So the flag is
     cleared here before each start.
+
+    Each worker gets an event loop (kombu hub) of its own. Celery's worker takes the
+    process's current loop when there is one (``kombu.asynchronous.get_event_loop``, a
+    module global), so a second worker started beside a running one drove the first
+    one's loop from another thread: two threads read one Redis connection (a reply
+    read half by each: ``InvalidResponse: Protocol Error``), and the second worker's
+    stop closed the loop under the first (``I/O operation on closed epoll object``).
+    A real worker is one per process and never meets this.
     """
     from celery.contrib.testing.worker import TestWorkController, start_worker
     from celery.worker import state
+    from kombu.asynchronous import get_event_loop, set_event_loop
 
     class TickingWorkController(TestWorkController):
         """Wakes its event loop every LOOP_TICK seconds.
@@ -190,6 +199,8 @@ def in_process_worker(app: Celery) -> Iterator[Any]:
             super().on_consumer_ready(consumer)
 
     state.should_terminate = None
+    outer_loop = get_event_loop()
+    set_event_loop(None)  # the worker builds its own and makes it current
     try:
         with start_worker(
             app,
@@ -204,6 +215,8 @@ def in_process_worker(app: Celery) -> Iterator[Any]:
         # The worker did not stop: show where every thread is, for the report.
         faulthandler.dump_traceback(all_threads=True)
         raise
+    finally:
+        set_event_loop(outer_loop)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:

@@ -994,3 +994,57 @@ def test_a_hung_broker_never_blocks_emit(redis_factory: Any, tmp_path: Path) -> 
     assert router.stats()["dropped"] == {}
     router.close(1)
     discard_app(hung_app)
+
+
+def _queued_messages(server_url: str, app: Any) -> list[dict[str, Any]]:
+    """The messages waiting in the app's default queue on Redis, as kombu stored them."""
+    import redis
+
+    prefix = app.conf.broker_transport_options["global_keyprefix"]
+    raw = redis.Redis.from_url(server_url).lrange(prefix + app.conf.task_default_queue, 0, -1)
+    return [json.loads(item) for item in raw]
+
+
+@pytest.mark.skipif(not HAVE_ORJSON, reason="the [fast] extra (orjson) is not installed")
+def test_with_orjson_message_bodies_are_json_written_by_orjson(
+    redis_factory: Any, tmp_path: Path
+) -> None:
+    """With the [fast] extra and Celery's default task_serializer (json), the publisher
+    writes each message's body with orjson: the content type stays application/json in
+    UTF-8, so any worker reads it with Celery's own json, to the same arguments."""
+    import base64
+
+    import orjson
+    from kombu.serialization import loads as kombu_loads
+
+    server = redis_factory()
+    app = make_app(Broker("redis", server.url))
+    router = AsyncRoutingBackend(backend_name="bodies", app=app, spool_dir=tmp_path)
+    tracker.register_tracker(tracker.Tracker({"bodies": router}))
+    for i in range(5):
+        emit("body", {"i": i, "text": "é\u2028"})
+    assert router.flush(10)
+    (message,) = _queued_messages(server.url, app)
+    assert message["content-type"] == "application/json"
+    assert message["content-encoding"] == "utf-8"
+    body = base64.b64decode(message["body"])
+    args, _kwargs, _embed = kombu_loads(body, "application/json", "utf-8")
+    assert args[0] == "bodies" and len(args[1]) == 5
+    assert [_wire.decode_entry(text).event["data"]["i"] for text in args[1]] == list(range(5))
+    assert body == orjson.dumps(json.loads(body))
+    router.close(1.0)
+    app.close()
+
+
+def test_a_task_serializer_set_by_the_user_is_kept(redis_factory: Any, tmp_path: Path) -> None:
+    """A Celery app configured with another task_serializer publishes with it."""
+    server = redis_factory()
+    app = make_app(Broker("redis", server.url), task_serializer="pickle")
+    router = AsyncRoutingBackend(backend_name="pickled", app=app, spool_dir=tmp_path)
+    tracker.register_tracker(tracker.Tracker({"pickled": router}))
+    emit("body", {"i": 1})
+    assert router.flush(10)
+    (message,) = _queued_messages(server.url, app)
+    assert message["content-type"] == "application/x-python-serialize"
+    router.close(1.0)
+    app.close()

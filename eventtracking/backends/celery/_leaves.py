@@ -3,9 +3,10 @@
 :mod:`eventtracking.backends.celery._worker` decodes a message's entries; for each one,
 :func:`deliver_entry` walks the nested backends of the target routing backend (running
 the processors of nested routers on the way down) and records, by leaf path, which
-leaves took the event and which failed and why. :func:`confirm` asks the leaves that
-buffer to store what they took, and :func:`settle` turns the failures into retries
-(for that leaf only) or dead letters.
+leaves took the event and which failed and why (:func:`deliver_flat` does the same
+for a tree of leaves only, and records nothing but the entry when every leaf took
+it). :func:`confirm` asks the leaves that buffer to store what they took, and
+:func:`settle` turns the failures into retries (for that leaf only) or dead letters.
 
 Leaf paths in an entry (``leaves``) are chosen by whoever wrote the message: counters
 are kept by the paths of the worker's own tree only. The paths of an entry that name
@@ -38,8 +39,10 @@ __all__ = [
     "Failure",
     "Outcome",
     "RetryLimit",
+    "Taken",
     "confirm",
     "deliver_entry",
+    "deliver_flat",
     "settle",
     "walkable",
 ]
@@ -110,12 +113,22 @@ class Outcome:
         return _wire.decode_entry(self.source).event
 
 
+#: An entry that every leaf of a flat tree took (see :func:`deliver_flat`): its text,
+#: id and attempt count, which :func:`confirm` turns into an :class:`Outcome` only if a
+#: leaf then cannot confirm.
+Taken = tuple[Any, str, int]
+
+
 class Batch:
     """The entries of one message on their way down, and the leaves they reached."""
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[Outcome | Taken] = []
+        # The top level's steps when none of them is walked into (see flat()), and
+        # whether deliver_flat() had every one of them take an event.
+        self.flat_steps: list[_Step] | None = None
+        self.flat_took = False
         # Leaves that took events, by path: each is asked to confirm once per batch.
         self.touched: dict[tuple[str, ...], Any] = {}
         # What _walk does at each level of the tree, worked out once per batch rather
@@ -148,6 +161,14 @@ class Batch:
             return top[1]
         steps = self.plan(backends, ())
         self._top = (backends, steps)
+        return steps
+
+    def flat(self, backends: Mapping[str, Any]) -> list[_Step] | None:
+        """The top level's steps when every one of them is a leaf, else None."""
+        steps = self.top(backends)
+        if any(walk for _path, _backend, walk, _copy in steps):
+            return None
+        self.flat_steps = steps
         return steps
 
 
@@ -197,6 +218,45 @@ def deliver_entry(
     return outcome
 
 
+def deliver_flat(
+    steps: list[_Step],
+    event_id: str,
+    event: dict[str, Any],
+    attempt: int,
+    source: Any,
+    batch: Batch,
+) -> Outcome | Taken:
+    """:func:`deliver_entry` for an entry that names no leaf paths, to a tree whose top
+    level holds leaves only (``steps`` from :meth:`Batch.flat`), as most are.
+
+    When every leaf takes the event, it returns a plain :data:`Taken` instead of an
+    :class:`Outcome`: a worker's time per event is mostly its own objects and calls.
+    """
+    failures: dict[tuple[str, ...], Failure] | None = None
+    token = _CURRENT_ID.set(event_id)
+    try:
+        for here, backend, _walk, copy in steps:
+            try:
+                backend.send(safe_copy(event) if copy else event)
+            except Exception as exc:
+                if failures is None:
+                    failures = {}
+                failures[here] = Failure.raised(exc)
+    finally:
+        _CURRENT_ID.reset(token)
+    if failures is None:
+        batch.flat_took = True
+        return (source, event_id, attempt)
+    outcome = Outcome(source, event_id, attempt)
+    outcome.failures = failures
+    for here, backend, _walk, _copy in steps:
+        if here not in failures:
+            outcome.taken.append(here)
+            if here not in batch.touched:
+                batch.touched[here] = backend
+    return outcome
+
+
 def _under(path: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
     return path[: len(prefix)] == prefix
 
@@ -233,6 +293,10 @@ def _walk(
 
 def confirm(batch: Batch, timeout: float) -> None:
     """Ask every leaf that buffers to store what it took; a leaf that cannot, failed."""
+    if batch.flat_took and batch.flat_steps is not None:
+        for here, backend, _walk, _copy in batch.flat_steps:
+            if here not in batch.touched:
+                batch.touched[here] = backend
     deadline = time.monotonic() + timeout
     unconfirmed: dict[tuple[str, ...], Failure] = {}
     for path, backend in batch.touched.items():
@@ -250,7 +314,13 @@ def confirm(batch: Batch, timeout: float) -> None:
                 unconfirmed[path] = Failure(text)
     if not unconfirmed:
         return
-    for outcome in batch.outcomes:
+    outcomes = batch.outcomes
+    for index, outcome in enumerate(outcomes):
+        if type(outcome) is tuple:
+            source, event_id, attempt = outcome
+            outcome = outcomes[index] = Outcome(source, event_id, attempt)
+            outcome.taken.extend(here for here, *_rest in batch.flat_steps or ())
+        assert isinstance(outcome, Outcome)
         for path in list(outcome.taken):
             if path in unconfirmed:
                 outcome.taken.remove(path)

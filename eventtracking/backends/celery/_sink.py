@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -215,6 +216,17 @@ class CelerySink:
     def _messages(self, texts: list[str]) -> list[tuple[int, list[str]]]:
         """Split entries into messages: by attempt (each has its countdown), then by
         size and count."""
+        # Most batches are first tries that fit in one message: told apart at C speed
+        # (an entry with an attempt ends in a digit and "}"; see peek_attempt).
+        try:
+            if (
+                len(texts) <= self.max_message_entries
+                and set(map(_second_to_last, texts)) <= _NO_ATTEMPT
+                and sum(map(len, texts)) <= self.max_message_bytes
+            ):
+                return [(0, texts)] if texts else []
+        except IndexError:  # a text of one character: the loop below reads it
+            pass
         by_attempt: dict[int, list[str]] = {}
         for text in texts:
             by_attempt.setdefault(peek_attempt(text), []).append(text)
@@ -272,6 +284,9 @@ class CelerySink:
                 "task_id": task_id,
                 "queue": route["queue"],
             }
+            serializer = _body_serializer(app)
+            if serializer is not None:
+                options["serializer"] = serializer
             if countdown:
                 options["countdown"] = countdown
             if headers:
@@ -459,6 +474,12 @@ class CelerySink:
         }
 
 
+_decode = bytes.decode
+_second_to_last = operator.itemgetter(-2)
+# The second-to-last characters of entries without an attempt field.
+_NO_ATTEMPT = frozenset("}]")
+
+
 def _readable(items: Sequence[bytes]) -> tuple[list[str], dict[int, str]]:
     """The items that are UTF-8 text, and the positions of the others with why.
 
@@ -467,6 +488,10 @@ def _readable(items: Sequence[bytes]) -> tuple[list[str], dict[int, str]]:
     the delivery makes it a dead letter again instead of retrying its whole batch, and
     everything behind it, for ever.
     """
+    try:
+        return list(map(_decode, items)), {}  # the usual case, without a call per item
+    except (UnicodeDecodeError, TypeError):
+        pass
     texts: list[str] = []
     refused: dict[int, str] = {}
     for position, item in enumerate(items):
@@ -490,3 +515,61 @@ def _fail_fast_options(driver: str, timeout: float) -> dict[str, Any]:
         # Confirms: a publish returns once the broker has the message, not merely sent.
         options.update(read_timeout=timeout, write_timeout=timeout, confirm_publish=True)
     return options
+
+
+#: The kombu serializer of our messages' bodies when orjson (the ``[fast]`` extra) is
+#: installed: the same JSON, as every worker reads it (content type
+#: ``application/json``, UTF-8), written by orjson.
+BODY_SERIALIZER = "eventtracking-orjson"
+
+# Whether BODY_SERIALIZER is registered with kombu: None before the first look.
+_registered: bool | None = None
+_register_lock = threading.Lock()
+
+
+def _body_serializer(app: Any) -> str | None:
+    """The serializer to publish with: :data:`BODY_SERIALIZER` when the app's
+    ``task_serializer`` is ``json`` (the default) and orjson is installed, else None
+    (Celery's own choice).
+
+    Celery's json serializer encodes a message with the standard library: a 100-entry
+    message is about 100 KB of JSON texts, each quote escaped, and that took the
+    publisher thread, which holds the GIL the caller needs, about as long as the rest
+    of its work per event. orjson writes the same JSON some ten times faster.
+    """
+    if app.conf.task_serializer != "json":
+        return None
+    global _registered
+    if _registered is None:
+        with _register_lock:
+            if _registered is None:
+                _registered = _register_body_serializer()
+    return BODY_SERIALIZER if _registered else None
+
+
+def _register_body_serializer() -> bool:
+    try:
+        import orjson
+        from kombu.serialization import registry
+        from kombu.utils.json import dumps as kombu_dumps
+    except ImportError:
+        return False
+
+    encode_error = orjson.JSONEncodeError
+
+    def encode(body: Any) -> bytes | str:
+        try:
+            return orjson.dumps(body)
+        except encode_error:
+            # What orjson refuses (a lone surrogate, a type only kombu knows): kombu's
+            # own json, which writes the same JSON.
+            text: bytes | str = kombu_dumps(body)
+            return text
+
+    # Registered without a decoder, under its own name: decoding application/json
+    # stays kombu's, and the name kombu gives that content type stays "json".
+    name = registry.type_to_name.get("application/json")
+    registry.register(BODY_SERIALIZER, encode, None, "application/json", "utf-8")
+    if name is not None:
+        registry.type_to_name["application/json"] = name
+    return True

@@ -74,7 +74,14 @@ from eventtracking._util.escape import escape
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 from eventtracking.backends.celery import _wire
-from eventtracking.backends.celery._leaves import Batch, confirm, deliver_entry, settle
+from eventtracking.backends.celery._leaves import (
+    Batch,
+    Outcome,
+    confirm,
+    deliver_entry,
+    deliver_flat,
+    settle,
+)
 from eventtracking.backends.celery._sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking.delivery import backoff_delay
 from eventtracking.spool import Spool, default_spool_dir
@@ -564,6 +571,7 @@ def _deliver_texts(
     short_numbers = _wire.no_long_numbers(texts)
     read = _wire.read_entry
     outcomes = batch.outcomes
+    flat = batch.flat(target.backends)
     for text in texts:
         if (not isinstance(text, str) or len(text) > quick) and _size(text, limit + 1) > limit:
             reason = (
@@ -580,11 +588,16 @@ def _deliver_texts(
             dead.append((_as_bytes(text, settings), reason, None))
             counters.incr("dead_letter_reasons", "malformed")
             continue
-        outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
+        if only is None and flat is not None:
+            outcomes.append(deliver_flat(flat, event_id, event, attempt, text, batch))
+        else:
+            outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
     confirm(batch, settings.delivery_timeout)
     delivered = 0
     for outcome in batch.outcomes:
-        if outcome.failures or outcome.missing:
+        if not isinstance(outcome, Outcome):  # every leaf took it (deliver_flat)
+            delivered += 1
+        elif outcome.failures or outcome.missing:
             settle(outcome, settings, counters, dead, retries)
         else:
             delivered += 1  # counted once per message rather than once per event

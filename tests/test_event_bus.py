@@ -532,6 +532,37 @@ def test_an_event_the_bus_cannot_carry_is_refused_alone(
     assert bus.stats()["producer"]["dead_lettered"] == 1
 
 
+def test_the_signal_publisher_encodes_each_event_once(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """Events written in the wire form are published through the signal without a trial
+    serialisation of their own: the producer's is the only one, and every event arrives."""
+    bus = make_bus(publisher="signal")
+    with bus_settings(redis_url, prefix), eventbus_support.producing_handler():
+        publisher = bus._sink.choose()
+        trials: list[Any] = []
+        serialize = publisher._serialize
+
+        def counted(*args: Any) -> Any:
+            trials.append(args)
+            return serialize(*args)
+
+        publisher._serialize = counted
+        for n in range(3):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
+    assert trials == []
+
+
 def test_signal_without_the_producing_handler_keeps_the_events(
     redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
 ) -> None:

@@ -29,6 +29,7 @@ from eventtracking.backends.event_bus._envelope import (
     LOG,
     REDIS_INSTALL_HINT,
     REDIS_PRODUCERS,
+    WIRE_MAGIC,
     Envelope,
     PublishError,
     avro_tracking_log,
@@ -327,11 +328,15 @@ class SignalPublisher:
             if envelope.id in self._published:
                 continue
             try:
-                # What every producer does first; done here, a message that can never
-                # be serialised is refused alone instead of failing its batch forever.
                 log_data = tracking_log(self._events, envelope)
                 metadata = message_metadata(self._events, envelope)
-                self._serialize({"tracking_log": log_data}, signal)
+                if not item.startswith(WIRE_MAGIC):
+                    # What every producer does first; done here, a message that can
+                    # never be serialised is refused alone instead of failing its batch
+                    # forever. One in the wire form was read back from the library's
+                    # own bytes (four whole strings and a time): it is encoded once, by
+                    # the producer.
+                    self._serialize({"tracking_log": log_data}, signal)
             except Exception as exc:
                 rejected[position] = (
                     f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"

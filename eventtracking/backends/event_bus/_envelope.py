@@ -428,16 +428,18 @@ def _require_str(value: Any, name: str) -> str:
     return value
 
 
-def enabled_topics() -> list[str]:
-    """The topics ``EVENT_BUS_PRODUCER_CONFIG`` enables for tracking logs.
+def enabled_topics(config: Any = None) -> list[str]:
+    """The topics ``EVENT_BUS_PRODUCER_CONFIG`` (``config``, or the setting when None)
+    enables for tracking logs.
 
     The same rule as openedx-events' producing handler: ``enabled`` must be True.
     Raises PublishError when the setting is malformed or enables none, since nothing
     would reach the bus.
     """
-    from django.conf import settings
+    if config is None:
+        from django.conf import settings
 
-    config = getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {}
+        config = getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {}
     by_topic = config.get(EVENT_TYPE) if isinstance(config, Mapping) else None
     topics = []
     if isinstance(by_topic, Mapping):

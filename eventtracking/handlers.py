@@ -41,8 +41,9 @@ from typing import Any
 from eventtracking._json import dumps
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
+from eventtracking._util.timestamps import parse_timestamp
 from eventtracking.backends.event_bus import EventBusRoutingBackend
-from eventtracking.backends.event_bus._envelope import openedx_events, parse_timestamp
+from eventtracking.backends.event_bus._envelope import openedx_events
 from eventtracking.tracker import Tracker, registered
 
 __all__ = ["DISPATCH_UID", "connect", "get_tracker", "send_tracking_log_to_backends", "stats"]

@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from eventtracking._copy import Copier, copy_one, safe_copy
 from eventtracking._util.delivery_api import close_all, flush_all, stats_of
@@ -45,14 +45,23 @@ from eventtracking.processors.exceptions import (
 )
 from eventtracking.typing import Backend, Event, Processor
 
-__all__ = ["RoutingBackend"]
+__all__ = [
+    "Node",
+    "RoutingBackend",
+    "is_router",
+    "may_change_events",
+    "plan",
+    "routes_here",
+    "walk",
+]
 
 #: The router's logger keeps its 4.x name, which sites configure in ``LOGGING``.
 LOG = logging.getLogger("eventtracking.backends.routing")
 
 
-def _may_mutate(component: Any) -> bool:
-    """Whether ``component`` may change the events it is given (True unless it says not)."""
+def may_change_events(component: object) -> bool:
+    """Whether ``component`` may change the events it is given: True unless it says not
+    with ``mutates_events = False``. The one rule of the router and the Celery worker."""
     return getattr(component, "mutates_events", True) is not False
 
 
@@ -95,9 +104,11 @@ class RoutingBackend:
         self._copies = 0
         self._last_copies = False
         kind = type(self)
+        # A subclass written for 4.x may override either step of send(): both are then
+        # called, as 4.x did (see send and _route).
+        self._custom_process = kind.process_event is not RoutingBackend.process_event
         self._customised = (
-            kind.process_event is not RoutingBackend.process_event
-            or kind.send_to_backends is not RoutingBackend.send_to_backends
+            self._custom_process or kind.send_to_backends is not RoutingBackend.send_to_backends
         )
         # The compiled copier of the last event's shape (see Copier): the next event
         # from the same place is copied without a walk.
@@ -154,22 +165,22 @@ class RoutingBackend:
 
     def _refresh(self) -> None:
         """Precompute the copy plan, so sending does not inspect every component."""
-        self._copy_for_processors = any(_may_mutate(p) for p in self.processors)
-        items = list(self.backends.items())
-        plan = []
-        for index, (name, backend) in enumerate(items):
-            if _is_plain_router(backend):
+        self._copy_for_processors = any(may_change_events(p) for p in self.processors)
+        nodes = plan(self.backends)
+        steps = []
+        for index, node in enumerate(nodes):
+            if node.inline:
                 how = _NESTED
-            elif _may_mutate(backend):
+            elif node.copies:
                 how = _COPY
             else:
                 how = _SHARE
-            plan.append((name, backend, how, index == len(items) - 1))
-        self._plan = tuple(plan)
+            steps.append((node.path[-1], node.backend, how, index == len(nodes) - 1))
+        self._plan = tuple(steps)
         # Backends that get a copy of their own, made together before the first one
         # needs it; one fewer when a private event goes to the last of them.
-        self._copies = sum(1 for entry in plan if entry[2] == _COPY)
-        self._last_copies = bool(plan) and plan[-1][2] == _COPY
+        self._copies = sum(1 for entry in steps if entry[2] == _COPY)
+        self._last_copies = bool(steps) and steps[-1][2] == _COPY
 
     @property
     def mutates_events(self) -> bool:
@@ -201,7 +212,15 @@ class RoutingBackend:
         tree) or is None. ``private`` is True when nothing else will ever see ``event``
         again, so the last backend that may change it can have it without a copy.
         """
-        if self.processors:
+        if self._custom_process:
+            # A 4.x subclass's own step: it may keep and change what it is given.
+            try:
+                event = self.process_event(event)
+            except EventEmissionExit:
+                self._counters.incr("dropped", "filtered")
+                return
+            copier, private = None, False
+        elif self.processors:
             try:
                 processed, private = self._process(event, private)
             except EventEmissionExit:
@@ -343,17 +362,70 @@ class RoutingBackend:
         return result
 
 
-def _is_plain_router(backend: Any) -> bool:
-    """Whether ``backend`` routes exactly as RoutingBackend does (no overridden entry).
+def is_router(backend: object) -> bool:
+    """Whether ``backend`` is a router: a :class:`RoutingBackend`, which has nested
+    ``backends`` (an AsyncRoutingBackend or EventBusRoutingBackend included)."""
+    return isinstance(backend, RoutingBackend)
 
-    Such a router can be handed the parent's copier and ownership of the event; any
-    other backend, a subclass that sends elsewhere included, is called through send().
+
+def routes_here(backend: object) -> bool:
+    """Whether ``backend`` is a router that hands its events to its nested backends
+    itself, as :class:`RoutingBackend` does (``send`` and ``send_to_backends`` not
+    overridden; its own ``process_event`` may be).
+
+    A walk that delivers goes through such a router instead of calling its ``send``: a
+    parent router hands it the event and the tree's copier, and the Celery worker
+    delivers to its leaves one by one. A router that sends elsewhere (to Celery, to the
+    event bus) is a leaf of such a walk.
     """
+    if not isinstance(backend, RoutingBackend):
+        return False
+    kind = type(backend)
     return (
-        isinstance(backend, RoutingBackend)
-        and type(backend).send is RoutingBackend.send
-        and not backend._customised
+        kind.send is RoutingBackend.send
+        and kind.send_to_backends is RoutingBackend.send_to_backends
     )
+
+
+class Node(NamedTuple):
+    """One backend of a tree, as :func:`walk` and :func:`plan` give it."""
+
+    #: The names from the top of the tree down to this backend.
+    path: tuple[str, ...]
+    backend: Any
+    #: :func:`routes_here`: a delivering walk goes into it rather than calling ``send``.
+    inline: bool
+    #: :func:`may_change_events`: it gets a copy of its own of each event.
+    copies: bool
+
+
+def plan(backends: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[Node]:
+    """The backends of one level of a tree (``backends``, found at ``path``), in order.
+
+    Worked out once for a level and kept (by the router, by the Celery worker per
+    message), so that delivering an event inspects no backend.
+    """
+    return [
+        Node((*path, name), backend, routes_here(backend), may_change_events(backend))
+        for name, backend in list(backends.items())
+    ]
+
+
+def walk(
+    backends: Mapping[str, Any],
+    path: tuple[str, ...] = (),
+    into: Callable[[Any], bool] = is_router,
+) -> Iterator[Node]:
+    """Every backend of a tree, each before its nested backends, depth first.
+
+    The walk goes into the nested backends of each backend that ``into`` accepts: by
+    default every router (:func:`is_router`); pass :func:`routes_here` to follow the
+    events as this process delivers them.
+    """
+    for node in plan(backends, path):
+        yield node
+        if into(node.backend):
+            yield from walk(node.backend.backends, node.path, into)
 
 
 def _event_name(event: Any) -> Any:

@@ -33,7 +33,7 @@ from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters, FastCounter, merge_into
 from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
 from eventtracking.routing import RoutingBackend
-from eventtracking.typing import Backend, ContextLocator, Event, Processor
+from eventtracking.typing import Backend, ContextLocator, Event, Processor, SupportsStats
 
 __all__ = [
     "DEFAULT_TRACKER_NAME",
@@ -243,10 +243,9 @@ class Tracker:
         merge_into(result, self._counters.snapshot())
         merge_into(result, {key: routing.get(key, {}) for key in ("dropped", "failed")})
         result["backends"] = routing["backends"]
-        validator_stats = getattr(self.validator, "stats", None)
-        if callable(validator_stats):
+        if isinstance(self.validator, SupportsStats):
             # Findings of the validator (eventtracking.metadata), only when one is set.
-            result["validation"] = validator_stats()
+            result["validation"] = self.validator.stats()
         return result
 
 

@@ -4,7 +4,9 @@ The tracker's signature says what it takes with them: ``Tracker(backends:
 Mapping[str, Backend], processors: Iterable[Processor], context_locator:
 ContextLocator)``. Only :meth:`Backend.send` is required of a backend. The delivery
 methods are optional: the tracker calls each one on every backend that has it, through
-nested routing backends too.
+nested routing backends too. The package tells which a backend has with ``isinstance``
+on these runtime-checkable protocols (:class:`SupportsFlush`, :class:`SupportsClose`,
+:class:`SupportsStats`, :class:`MetadataBackend`), never on the path of each event.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ __all__ = [
     "FlushableBackend",
     "MetadataBackend",
     "Processor",
+    "SupportsClose",
+    "SupportsFlush",
+    "SupportsStats",
 ]
 
 #: An event as it travels through processors and backends: the four keys ``name``,
@@ -54,7 +59,36 @@ class BatchBackend(Backend, Protocol):
 
 
 @runtime_checkable
-class FlushableBackend(Backend, Protocol):
+class SupportsFlush(Protocol):
+    """A component (a backend, a leaf) that can be asked to deliver what it buffers now.
+
+    The tracker and routers call it through nested routers; the Celery worker calls it
+    on each leaf that took events of a message before acknowledging the message.
+    """
+
+    def flush(self, timeout: float | None = None) -> bool | None:
+        """Deliver what was accepted so far; False when not all of it was in time
+        (None, from a backend written for the bare protocol, is success)."""
+
+
+@runtime_checkable
+class SupportsClose(Protocol):
+    """A component that holds resources to release when the tracker closes."""
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then release resources. Calling it twice is harmless."""
+
+
+@runtime_checkable
+class SupportsStats(Protocol):
+    """A component that counts what became of its events (see ``Tracker.stats()``)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Its counters, as a new dict of (nested dicts of) integers."""
+
+
+@runtime_checkable
+class FlushableBackend(Backend, SupportsFlush, SupportsClose, Protocol):
     """A backend that buffers events and can be asked to deliver them now."""
 
     def flush(self, timeout: float | None = None) -> bool:

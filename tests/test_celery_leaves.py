@@ -124,3 +124,33 @@ def test_the_worker_lets_go_of_each_event_once_its_leaves_have_it() -> None:
     _celery_worker.deliver(name, entries)
     assert len(leaf.events) == 20
     assert leaf.others == [[]] * 19
+
+
+class LooksLikeARouter:
+    """Not a router, though it has a ``backends`` mapping and a ``send``."""
+
+    mutates_events = False
+
+    def __init__(self, leaf: Reading) -> None:
+        self.backends = {"leaf": leaf}
+
+    def send(self, event: dict[str, Any]) -> None:
+        pass
+
+
+def test_the_worker_delivers_only_to_a_router_by_the_router_rule() -> None:
+    """A message naming a top-level backend that is no router (by
+    eventtracking.routing.is_router, the rule the tracker's walk follows) is not walked
+    into, even when the backend has a ``backends`` mapping: its entries are dead
+    letters, counted."""
+    leaf = Reading()
+    name = f"leaves{next(_names)}"
+    tracker.register_tracker(tracker.Tracker({name: LooksLikeARouter(leaf)}))
+    entries = [
+        _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "e", "data": {}}))
+    ]
+    _celery_worker.deliver(name, entries)
+    assert leaf.events == []
+    stats = _celery_worker.stats(name)
+    assert (stats["delivered"], stats["dead_lettered"]) == (0, 1)
+    assert stats["dead_letter_reasons"] == {"unknown_backend": 1}

@@ -1,6 +1,6 @@
 """Background delivery: batching, backoff, spooling, flush/close, fork and exit.
 
-The sinks here are small real objects with ``send_batch``: the component under test
+The sinks here are small real objects with ``write_batch``: the component under test
 accepts any such sink. MongoDB itself is tested in test_mongodb.py.
 """
 
@@ -44,7 +44,7 @@ class ListSink:
         self.entered = threading.Event()
         self.changed = threading.Condition()
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         self.entered.set()
         self.hold.wait(60)
         with self.changed:
@@ -100,7 +100,7 @@ def make(deliveries: list[BatchDelivery], tmp_path: Path) -> Make:
 
 
 def test_list_sink_is_a_sink() -> None:
-    """Anything with send_batch satisfies the Sink protocol."""
+    """Anything with write_batch satisfies the Sink protocol."""
     assert isinstance(ListSink(), Sink)
 
 
@@ -342,7 +342,7 @@ from eventtracking.spool import Spool
 class Sink:
     def __init__(self):
         self.down, self.items = True, []
-    def send_batch(self, items):
+    def write_batch(self, items):
         if self.down:
             raise ConnectionError("the server is down")
         self.items.extend(items)
@@ -482,11 +482,11 @@ def test_options_out_of_range_are_refused(option: str, value: object, message: s
         BatchDelivery(ListSink(), name="bad", **{option: value})  # type: ignore[arg-type]
 
 
-def test_durable_needs_a_spool_and_the_sink_needs_send_batch() -> None:
-    """durable=True without a spool, or a sink without send_batch, is refused."""
+def test_durable_needs_a_spool_and_the_sink_needs_write_batch() -> None:
+    """durable=True without a spool, or a sink without write_batch, is refused."""
     with pytest.raises(ValueError, match="durable=True needs a spool"):
         BatchDelivery(ListSink(), name="bad", durable=True)
-    with pytest.raises(TypeError, match="has no send_batch"):
+    with pytest.raises(TypeError, match="has no write_batch"):
         BatchDelivery(object(), name="bad")
 
 
@@ -498,7 +498,7 @@ FILE_SINK = textwrap.dedent(
     class FileSink:
         def __init__(self, path, down=False):
             self.path, self.down = path, down
-        def send_batch(self, items):
+        def write_batch(self, items):
             if self.down:
                 raise ConnectionError("down")
             with open(self.path, "ab") as f:

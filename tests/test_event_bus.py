@@ -532,6 +532,37 @@ def test_an_event_the_bus_cannot_carry_is_refused_alone(
     assert bus.stats()["producer"]["dead_lettered"] == 1
 
 
+def test_the_signal_publisher_encodes_each_event_once(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """Events written in the wire form are published through the signal without a trial
+    serialisation of their own: the producer's is the only one, and every event arrives."""
+    bus = make_bus(publisher="signal")
+    with bus_settings(redis_url, prefix), eventbus_support.producing_handler():
+        publisher = bus._sink.choose()
+        trials: list[Any] = []
+        serialize = publisher._serialize
+
+        def counted(*args: Any) -> Any:
+            trials.append(args)
+            return serialize(*args)
+
+        publisher._serialize = counted
+        for n in range(3):
+            bus.send(
+                {
+                    "name": "course.viewed",
+                    "timestamp": datetime.datetime.now(UTC),
+                    "context": {},
+                    "data": {"n": n},
+                }
+            )
+        assert bus.flush(30)
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
+    assert trials == []
+
+
 def test_signal_without_the_producing_handler_keeps_the_events(
     redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
 ) -> None:
@@ -672,13 +703,13 @@ BAD_PAYLOADS = {
     + str(uuid.uuid4()).encode()
     + b"\n2024-01-02T03:04:05+00:00\n\x1acourse.viewed\x04ab\x04{}\x04{",
     # Written by hand or by another tool: an id that is not text, nesting deeper than
-    # the JSON parser goes, a send time that is not UTC, a timestamp with a surrogate.
+    # the JSON parser goes, a send time that is no time, a timestamp with a surrogate.
     "id-not-text": b'{"id": 1, "time": "2024-01-02T03:04:05+00:00"}',
     "too-deep": b"[" * 100_000,
-    "time-not-utc": json.dumps(
+    "time-not-a-time": json.dumps(
         {
             "id": str(uuid.uuid4()),
-            "time": "2024-01-02T03:04:05+02:00",
+            "time": "2024-01-02T03:04:05+02:00 or so",
             "name": "course.viewed",
             "timestamp": "2024-01-02T03:04:05+00:00",
             "data": "{}",
@@ -773,6 +804,32 @@ def test_a_redriven_bad_item_never_holds_up_the_stream(
     assert stats["dead_lettered"] == 1
     assert stats["published"] == 5
     assert stats["retries"] == 0
+
+
+def test_an_envelope_sent_at_a_time_in_another_zone_is_published_at_that_time_in_utc(
+    redis_url: str, prefix: str, make_bus: MakeBus, tmp_path: Path, redis_server: Any
+) -> None:
+    """A JSON-form envelope whose send time and timestamp are in another time zone (as
+    another tool may write them) is published at the same moments, written in UTC."""
+    envelope = {
+        "id": str(uuid.uuid4()),
+        "time": "2024-01-02T05:04:05+02:00",
+        "name": "course.viewed",
+        "timestamp": "2024-01-02T08:34:04+05:30",
+        "data": json.dumps({"n": 0}),
+        "context": "{}",
+    }
+    Spool(tmp_path / "spool").append(DEFAULT_STREAM, [json.dumps(envelope).encode()])
+    bus = make_bus(publisher="redis")
+    with bus_settings(redis_url, prefix):
+        assert bus.flush(30)
+    [(_, fields)] = redis_server.client().xrange(f"{prefix}-{TOPIC}")
+    published = decode_message(fields)
+    assert published["id"] == envelope["id"]
+    stamp = published["tracking_log"].timestamp
+    assert stamp == datetime.datetime(2024, 1, 2, 3, 4, 4, tzinfo=UTC)
+    assert stamp.utcoffset() == datetime.timedelta(0)
+    assert bus.stats()["producer"]["published"] == 1
 
 
 def test_envelopes_spooled_by_an_earlier_release_are_published(

@@ -625,7 +625,7 @@ def sink_callers(backend: MongoBackend, hold: threading.Event | None = None) -> 
     list. With ``hold``, each such call waits for it to be set before going on: the
     writer is then held inside its network call for as long as the test wants."""
     callers: list[str] = []
-    original = backend._sink.send_batch
+    original = backend._sink.write_batch
 
     def recorded(items: Any) -> Any:
         callers.append(threading.current_thread().name)
@@ -633,7 +633,7 @@ def sink_callers(backend: MongoBackend, hold: threading.Event | None = None) -> 
             hold.wait(120)
         return original(items)
 
-    backend._sink.send_batch = recorded  # type: ignore[method-assign]
+    backend._sink.write_batch = recorded  # type: ignore[method-assign]
     return callers
 
 

@@ -21,6 +21,7 @@ from eventtracking.processors.exceptions import (
 )
 from eventtracking.processors.regex_filter import RegexFilter
 from eventtracking.processors.whitelist import NameWhitelistProcessor
+from eventtracking.routing import is_router, may_change_events, plan, routes_here, walk
 from eventtracking.tracker import Tracker
 
 ROUTING_LOG = "eventtracking.backends.routing"
@@ -806,3 +807,84 @@ def test_subclass_overriding_process_event_is_still_called() -> None:
     assert nested_leaf.received[0]["data"] == {"a": 1, "legacy": True}
     Legacy({"leaf": top_leaf}).send(make_event({"b": 2}))
     assert top_leaf.received[0]["data"] == {"b": 2, "legacy": True}
+
+
+class SendsElsewhere(RoutingBackend):
+    """A router that does not hand events to its nested backends itself (as the Celery
+    and event-bus routers do): it keeps them."""
+
+    def __init__(self, backends: Any) -> None:
+        super().__init__(backends)
+        self.kept: list[Any] = []
+
+    def send(self, event: Any) -> None:
+        self.kept.append(event)
+
+
+def tree() -> dict[str, Any]:
+    return {
+        "b": RoutingBackend({"leaf": Keeping(), "deep": Legacy({"x": EditsData()})}),
+        "a": SendsElsewhere({"y": Keeping()}),
+        "c": Keeping(),
+    }
+
+
+def test_walk_visits_every_backend_parents_first_into_every_router() -> None:
+    """routing.walk yields each backend of a tree once, before its nested ones, with
+    the path of names down to it, going into every router (one that sends elsewhere
+    included) and into nothing else."""
+    backends = tree()
+    found = [(node.path, node.backend) for node in walk(backends)]
+    inner = backends["b"].backends
+    assert found == [
+        (("b",), backends["b"]),
+        (("b", "deep"), inner["deep"]),
+        (("b", "deep", "x"), inner["deep"].backends["x"]),
+        (("b", "leaf"), inner["leaf"]),
+        (("a",), backends["a"]),
+        (("a", "y"), backends["a"].backends["y"]),
+        (("c",), backends["c"]),
+    ]
+
+
+def test_walk_into_routes_here_follows_the_events_of_this_process() -> None:
+    """With into=routes_here the walk stops at a router that sends its events
+    elsewhere; a 4.x subclass overriding only process_event is still gone into."""
+    paths = [node.path for node in walk(tree(), into=routes_here)]
+    assert ("b", "deep", "x") in paths
+    assert ("a",) in paths
+    assert ("a", "y") not in paths
+
+
+def test_plan_says_how_each_backend_of_a_level_is_reached() -> None:
+    """routing.plan gives, for one level, whether a delivering walk goes into each
+    backend (routes_here) and whether it gets a copy of its own (may_change_events)."""
+    backends = tree()
+    nodes = {node.path: node for node in plan(backends, ("top",))}
+    assert list(nodes) == [("top", "b"), ("top", "a"), ("top", "c")]
+    assert (nodes[("top", "b")].inline, nodes[("top", "b")].copies) == (True, False)
+    assert (nodes[("top", "a")].inline, nodes[("top", "a")].copies) == (False, False)
+    assert (nodes[("top", "c")].inline, nodes[("top", "c")].copies) == (False, False)
+    edits = {node.path[-1]: node for node in plan(backends["b"].backends["deep"].backends)}
+    assert edits["x"].copies is True
+    assert may_change_events(EditsData()) is True
+    assert may_change_events(Keeping()) is False
+    assert is_router(backends["a"]) and not routes_here(backends["a"])
+    assert routes_here(backends["b"].backends["deep"])
+    assert not is_router(backends["c"])
+
+
+def test_nested_subclass_overriding_process_event_is_routed_in_the_tree() -> None:
+    """A nested 4.x router that overrides only process_event goes through the parent's
+    walk: its override runs once, its copying backend gets a copy and the caller's
+    event is unchanged."""
+    leaf, plain = EditsData(), Keeping()
+    event = make_event({"nested": {"value": 1, "list": []}})
+    RoutingBackend({"legacy": Legacy({"leaf": leaf}), "plain": plain}).send(event)
+    assert leaf.received[0]["data"] == {
+        "nested": {"value": "edited", "list": ["edited"]},
+        "legacy": True,
+        "new": True,
+    }
+    assert plain.received == [event]
+    assert event["data"] == {"nested": {"value": 1, "list": []}}

@@ -827,7 +827,7 @@ class _FlakySink:
         self.stored: list[bytes] = []
         self.failed = False
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         if not self.failed:
             self.failed = True
             msg = "down for one batch"

@@ -19,6 +19,9 @@ from eventtracking.typing import (
     Event,
     FlushableBackend,
     Processor,
+    SupportsClose,
+    SupportsFlush,
+    SupportsStats,
 )
 
 
@@ -76,3 +79,44 @@ def test_send_only_backend_works_in_a_tracker() -> None:
     t.close(1.0)
     assert [e["name"] for e in backend.events] == ["x"]
     assert t.stats()["backends"] == {}
+
+
+class FlushOnly(SendOnly):
+    """A backend that buffers and can flush, but holds nothing to close and counts
+    nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[float | None] = []
+
+    def flush(self, timeout: float | None = None) -> bool:
+        self.flushed.append(timeout)
+        return True
+
+
+@pytest.mark.parametrize(
+    ("component", "protocols"),
+    [
+        (SendOnly(), set()),
+        (FlushOnly(), {SupportsFlush}),
+        (RoutingBackend(), {SupportsFlush, SupportsClose, SupportsStats}),
+    ],
+    ids=["send-only", "flush-only", "routing"],
+)
+def test_each_optional_method_has_its_protocol(component: Any, protocols: set) -> None:
+    """SupportsFlush, SupportsClose and SupportsStats each stand for one optional method,
+    so a backend with only one of them is told apart by isinstance."""
+    every = {SupportsFlush, SupportsClose, SupportsStats}
+    assert {p for p in every if isinstance(component, p)} == protocols
+
+
+def test_tracker_calls_each_optional_method_a_backend_has() -> None:
+    """A backend with flush() and no close() or stats() is flushed through a nested
+    router, and its missing methods are skipped."""
+    backend = FlushOnly()
+    t = Tracker({"route": RoutingBackend({"flushing": backend})})
+    t.emit("x")
+    assert t.flush(5.0) is True
+    t.close(5.0)
+    assert len(backend.flushed) == 1
+    assert t.stats()["backends"] == {"route": {"dropped": {}, "failed": {}, "backends": {}}}

@@ -16,6 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventtracking._contextstack import FrozenContext
+from eventtracking._util import timestamps
+from eventtracking._util.timestamps import parse_timestamp
 from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery._wire import (
     MalformedEntry,
@@ -28,7 +30,6 @@ from eventtracking.backends.celery._wire import (
     event_id_from,
     is_event_id,
     new_event_id,
-    parse_timestamp,
 )
 
 UTC = datetime.timezone.utc
@@ -110,8 +111,27 @@ def test_timestamp_strings_from_every_known_writer_parse_to_the_same_datetime(te
 
 @pytest.mark.parametrize("value", ["not a date", "", 12, None, {"x": 1}])
 def test_values_that_are_not_timestamps_are_kept_unchanged(value: Any) -> None:
-    """A timestamp that names no time is kept as it is, not dropped."""
-    assert parse_timestamp(value) == value
+    """A timestamp that names no time is kept as it is, not dropped, by decode_event and
+    decode_entry; the parser itself says so with a ValueError."""
+    text = json.dumps({"name": "x", "timestamp": value, "context": {}, "data": {}})
+    assert decode_event(text)["timestamp"] == value
+    assert decode_entry(encode_entry(new_event_id(), text)).event["timestamp"] == value
+    with pytest.raises(ValueError, match="timestamp"):
+        parse_timestamp(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.datetime.max.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        datetime.datetime.min.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=5))),
+    ],
+    ids=["after-9999-in-utc", "before-year-1-in-utc"],
+)
+def test_a_timestamp_outside_the_calendar_in_utc_is_kept_unchanged(value: Any) -> None:
+    """decode_event, given an event whose aware timestamp leaves the calendar in UTC,
+    keeps it as it came instead of raising."""
+    assert decode_event({"name": "x", "timestamp": value})["timestamp"] is value
 
 
 def test_event_ids_are_unique_hex_in_the_objectid_layout() -> None:
@@ -379,12 +399,21 @@ _STAMPS = st.builds(
 @given(_STAMPS | st.text(max_size=70) | st.datetimes() | st.integers())
 def test_the_fast_timestamp_path_gives_what_the_general_path_gives(value: Any) -> None:
     """parse_timestamp's fromisoformat shortcut returns, for any value, the same result
-    (equal, same type, UTC tzinfo) as the general path that handles every form."""
-    fast, general = parse_timestamp(value), _wire._parse_timestamp(value)
+    (equal, same type, UTC tzinfo), or the same error, as the general path that handles
+    every form."""
+    fast, general = _parsed(parse_timestamp, value), _parsed(timestamps._parse, value)
     assert type(fast) is type(general)
     assert fast == general
     if isinstance(fast, datetime.datetime):
         assert fast.tzinfo is general.tzinfo is UTC
+
+
+def _parsed(parse: Any, value: Any) -> Any:
+    """What ``parse`` returns for ``value``, or the ValueError's text."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        return str(exc)
 
 
 def test_a_timestamp_as_the_web_side_writes_it_reads_back_the_same() -> None:

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from eventtracking.typing import SupportsClose, SupportsFlush, SupportsStats
+
 LOG = logging.getLogger("eventtracking")
 
 
@@ -31,11 +33,10 @@ def flush_all(components: Iterable[tuple[str, Any]], timeout: float | None) -> b
     deadline = deadline_for(timeout)
     ok = True
     for name, component in components:
-        flush = getattr(component, "flush", None)
-        if not callable(flush):
+        if not isinstance(component, SupportsFlush):
             continue
         try:
-            result = flush(remaining(deadline))
+            result = component.flush(remaining(deadline))
         except Exception:
             LOG.exception("Flushing backend %r failed", name)
             ok = False
@@ -49,11 +50,10 @@ def close_all(components: Iterable[tuple[str, Any]], timeout: float | None) -> N
     """Call ``close(timeout)`` on each component that has one, sharing one deadline."""
     deadline = deadline_for(timeout)
     for name, component in components:
-        close = getattr(component, "close", None)
-        if not callable(close):
+        if not isinstance(component, SupportsClose):
             continue
         try:
-            close(remaining(deadline))
+            component.close(remaining(deadline))
         except Exception:
             LOG.exception("Closing backend %r failed", name)
 
@@ -62,11 +62,10 @@ def stats_of(components: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     """Collect ``stats()`` from each component that has one, by name."""
     result: dict[str, Any] = {}
     for name, component in components:
-        stats = getattr(component, "stats", None)
-        if not callable(stats):
+        if not isinstance(component, SupportsStats):
             continue
         try:
-            result[name] = stats()
+            result[name] = component.stats()
         except Exception:
             LOG.exception("Reading stats of backend %r failed", name)
     return result

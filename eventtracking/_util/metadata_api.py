@@ -13,6 +13,7 @@ from typing import Any
 
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
+from eventtracking.typing import MetadataBackend
 
 LOG = logging.getLogger("eventtracking.metadata")
 _RATE_LIMITED = RateLimitedLogger(LOG)
@@ -35,11 +36,10 @@ def deliver_metadata(
     ``failed['metadata:<name>']``; it never stops the others.
     """
     for name, component in components:
-        send = getattr(component, "send_metadata", None)
-        if not callable(send):
+        if not isinstance(component, MetadataBackend):
             continue
         try:
-            send(record)
+            component.send_metadata(record)
         except Exception:
             counters.incr("failed", f"metadata:{name}")
             _RATE_LIMITED.error(

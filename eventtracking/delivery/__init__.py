@@ -1,6 +1,6 @@
 """Deliver items to a sink from one background thread, without blocking or losing any.
 
-:class:`BatchDelivery` wraps any *sink*: an object with ``send_batch(items)`` that
+:class:`BatchDelivery` wraps any *sink*: an object with ``write_batch(items)`` that
 stores a batch somewhere slow (a database, an HTTP API). Callers hand it items with
 :meth:`~BatchDelivery.put`, which only appends to a bounded in-memory queue; one named
 daemon thread per delivery takes batches off the queue, by size or by interval, and
@@ -85,7 +85,7 @@ _CLAIMED_ELSEWHERE_WAIT = 0.05
 class Sink(Protocol):
     """Where a :class:`BatchDelivery` stores its items.
 
-    ``send_batch`` is called from the delivery thread only, one batch at a time. It
+    ``write_batch`` is called from the delivery thread only, one batch at a time. It
     either stores the batch and returns, or raises, and then nothing is assumed stored:
     the whole batch is retried later, so storing an item twice must be harmless (the
     Mongo backend gives each event its ``_id`` for that). It returns the positions of
@@ -96,7 +96,7 @@ class Sink(Protocol):
     ``stats()``, whose dict is merged into the delivery's.
     """
 
-    def send_batch(self, items: Sequence[bytes]) -> Mapping[int, str] | None:
+    def write_batch(self, items: Sequence[bytes]) -> Mapping[int, str] | None:
         """Store ``items``; return refused positions -> reasons; raise to retry later."""
 
 
@@ -151,8 +151,8 @@ class BatchDelivery:
         backoff_max: float = 30.0,
         log_interval: float = 60.0,
     ) -> None:
-        if not callable(getattr(sink, "send_batch", None)):
-            msg = f"sink {sink!r} has no send_batch(items) method; give it one"
+        if not callable(getattr(sink, "write_batch", None)):
+            msg = f"sink {sink!r} has no write_batch(items) method; give it one"
             raise TypeError(msg)
         check_count("batch_size", batch_size)
         check_count("max_queue_size", max_queue_size)
@@ -593,7 +593,7 @@ class BatchDelivery:
             return None
         self._spool_dirty = True
         try:
-            rejected = self._sink.send_batch(claim.payloads) or {}
+            rejected = self._sink.write_batch(claim.payloads) or {}
         except Exception as exc:
             self._release(claim)
             self._failed(exc, len(claim))
@@ -640,7 +640,7 @@ class BatchDelivery:
         self._batch_started = time.monotonic() if self._queue else None
         self._inflight = batch
         try:
-            rejected = self._sink.send_batch(batch) or {}
+            rejected = self._sink.write_batch(batch) or {}
         except Exception as exc:
             self._failed(exc, len(batch))
             if not self._spool_now(batch, reason=None):

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from eventtracking import tracker as tracker_module
+from eventtracking.routing import walk
 
 
 def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> tracker_module.Tracker:
@@ -33,14 +34,10 @@ def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> track
         raise CommandError(msg) from None
 
 
-def walk_backends(backends: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def walk_backends(backends: Any) -> Iterator[tuple[str, Any]]:
     """Every backend in a tree of routing backends, with its dotted name (``route.mongo``)."""
-    for name, backend in backends.items():
-        path = f"{prefix}{name}"
-        yield path, backend
-        children = getattr(backend, "backends", None)
-        if isinstance(children, dict):
-            yield from walk_backends(children, f"{path}.")
+    for node in walk(backends):
+        yield ".".join(node.path), node.backend
 
 
 def select_backends(

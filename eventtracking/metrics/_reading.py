@@ -14,6 +14,7 @@ from typing import Any
 
 from eventtracking import tracker as _tracker_module
 from eventtracking._util.ratelimit import RateLimitedLogger
+from eventtracking.routing import walk
 
 LOG = logging.getLogger("eventtracking.metrics")
 _LOG = RateLimitedLogger(LOG)  # a failing read would otherwise log at every scrape
@@ -60,12 +61,12 @@ def _is_group(value: Mapping[str, Any]) -> bool:
 
 
 def _spool_points(
-    backends: Mapping[str, Any], attributes: Mapping[str, str], parent: str
+    backends: Mapping[str, Any], attributes: Mapping[str, str]
 ) -> Iterator[tuple[str, Point]]:
     """The spool depth and dead letters of each backend that delivers through a spool."""
-    for name, backend in backends.items():
-        path = f"{parent}.{name}" if parent else str(name)
-        delivery = getattr(backend, "delivery", None)
+    for node in walk(backends):
+        path = ".".join(node.path)
+        delivery = getattr(node.backend, "delivery", None)
         spool = getattr(delivery, "spool", None)
         stream = getattr(delivery, "stream", None)
         if spool is not None and isinstance(stream, str):
@@ -73,9 +74,6 @@ def _spool_points(
             point_attributes = {**attributes, "backend": path}
             yield "spool.pending", (int(entry.get("pending", 0)), point_attributes)
             yield "spool.dead_letters", (int(entry.get("dead_letters", 0)), point_attributes)
-        nested = getattr(backend, "backends", None)
-        if isinstance(nested, Mapping):
-            yield from _spool_points(nested, attributes, path)
 
 
 class Reading:
@@ -108,7 +106,7 @@ class Reading:
             try:
                 add(flatten(tracker.stats(), attributes))
                 routing = getattr(tracker, "routing_backend", None)
-                add(_spool_points(getattr(routing, "backends", {}), attributes, ""))
+                add(_spool_points(getattr(routing, "backends", {}), attributes))
             except Exception:
                 _LOG.error(
                     f"stats:{name}",

@@ -31,7 +31,8 @@ from eventtracking.processors.exceptions import (
     NoBackendEnabled,
     NoTransformerImplemented,
 )
-from eventtracking.routing import RoutingBackend
+from eventtracking.routing import Node, plan
+from eventtracking.typing import SupportsFlush
 
 __all__ = [
     "UNKNOWN_PATH",
@@ -44,7 +45,6 @@ __all__ = [
     "deliver_entry",
     "deliver_flat",
     "settle",
-    "walkable",
 ]
 
 #: The ``failed`` counter of leaf paths that name no leaf of the worker's tree.
@@ -138,20 +138,13 @@ class Batch:
         self._top: tuple[Any, list[_Step]] | None = None
 
     def plan(self, backends: Mapping[str, Any], path: tuple[str, ...]) -> list[_Step]:
-        """The nested backends of one level of the tree: (path, backend, whether to
-        walk into it, whether it gets its own copy of the event)."""
+        """The nested backends of one level of the tree, as the router sees them
+        (:func:`eventtracking.routing.plan`): path, backend, whether to walk into it,
+        whether it gets its own copy of the event."""
         key = (id(backends), path)
         steps = self._plans.get(key)
         if steps is None:
-            steps = self._plans[key] = [
-                (
-                    (*path, name),
-                    backend,
-                    walkable(backend),
-                    getattr(backend, "mutates_events", True) is not False,
-                )
-                for name, backend in list(backends.items())
-            ]
+            steps = self._plans[key] = plan(backends, path)
         return steps
 
     def top(self, backends: Mapping[str, Any]) -> list[_Step]:
@@ -172,17 +165,7 @@ class Batch:
         return steps
 
 
-_Step = tuple[tuple[str, ...], Any, bool, bool]
-
-
-def walkable(backend: Any) -> bool:
-    """Whether the worker walks into ``backend`` instead of calling its ``send``."""
-    if not isinstance(backend, RoutingBackend):
-        return False
-    cls = type(backend)
-    return (
-        cls.send is RoutingBackend.send and cls.send_to_backends is RoutingBackend.send_to_backends
-    )
+_Step = Node
 
 
 _CURRENT_ID = _wire.current_event_id
@@ -300,12 +283,11 @@ def confirm(batch: Batch, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     unconfirmed: dict[tuple[str, ...], Failure] = {}
     for path, backend in batch.touched.items():
-        flush = getattr(backend, "flush", None)
-        if not callable(flush):
+        if not isinstance(backend, SupportsFlush):
             continue
         left = max(0.0, deadline - time.monotonic())
         try:
-            confirmed = flush(left)
+            confirmed = backend.flush(left)
         except Exception as exc:
             unconfirmed[path] = Failure(f"flush() raised {type(exc).__name__}: {exc}")
         else:

@@ -2,7 +2,7 @@
 
 :class:`CelerySink` is the sink of the :class:`~eventtracking.delivery.BatchDelivery`
 behind :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend`: each call of
-:meth:`CelerySink.send_batch` publishes one message of the task
+:meth:`CelerySink.write_batch` publishes one message of the task
 ``eventtracking.tasks.send_events`` holding many entries (see
 :mod:`eventtracking.backends.celery._wire`),
 or a few messages when the entries would not fit in ``max_message_bytes``.
@@ -197,7 +197,7 @@ class CelerySink:
 
     # -- the Sink protocol --------------------------------------------------------------
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
         """Publish ``items`` (entry bytes); raise to have the delivery spool and retry."""
         name = self._backend_name()
         if name is None:

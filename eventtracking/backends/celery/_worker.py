@@ -84,6 +84,7 @@ from eventtracking.backends.celery._leaves import (
 )
 from eventtracking.backends.celery._sink import DEFAULT_MAX_MESSAGE_ENTRIES
 from eventtracking.delivery import backoff_delay
+from eventtracking.routing import is_router
 from eventtracking.spool import Spool, default_spool_dir
 
 __all__ = [
@@ -625,7 +626,7 @@ def _find_target(backend_name: str) -> tuple[Any, str | None]:
             f"has the top-level backends {names}; set backend_name to the key of the "
             "AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
         )
-    if not isinstance(getattr(target, "backends", None), Mapping):
+    if not is_router(target):
         return None, (
             f"backend_name {backend_name!r} names a {type(target).__name__}, which has no "
             "nested backends to deliver to; name an AsyncRoutingBackend"

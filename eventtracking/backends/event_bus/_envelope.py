@@ -57,6 +57,7 @@ from typing import Any
 
 from eventtracking import _json
 from eventtracking._contextstack import plain_context
+from eventtracking._util.timestamps import parse_timestamp
 
 __all__ = [
     "EVENT_TYPE",
@@ -75,7 +76,6 @@ __all__ = [
     "message_metadata",
     "message_origin",
     "openedx_events",
-    "parse_timestamp",
     "random_message_id",
     "tracking_log",
     "wire_parts",
@@ -133,69 +133,6 @@ def openedx_events() -> SimpleNamespace:
 
 
 # -- timestamps and envelopes -----------------------------------------------------------
-
-
-def parse_timestamp(value: Any) -> datetime.datetime:
-    """Return ``value`` as a timezone-aware UTC datetime, or raise ValueError.
-
-    A datetime is converted to UTC (a naive one is taken to be UTC already, as the JSON
-    encoder does). A string may be any ISO 8601 date-time: with ``T`` or a space, with
-    or without a fraction of a second, ending in ``Z``, ``+HH:MM``, ``+HHMM`` or
-    nothing (UTC). 4.x accepted only ``%Y-%m-%dT%H:%M:%S.%f%z`` and lost the others.
-    An aware datetime that cannot be converted to UTC (it falls before year 1 or after
-    9999 there, or its time zone's offset raises or is no offset) is a ValueError too,
-    as is any value whose own ``repr`` fails.
-    """
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            return value.replace(tzinfo=_UTC)
-        try:
-            return value.astimezone(_UTC)
-        except Exception as exc:
-            # isoformat() would ask the time zone again: name it apart.
-            msg = (
-                f"timestamp {value.replace(tzinfo=None).isoformat()} in time zone "
-                f"{_json.safe_repr(value.tzinfo)} cannot be converted to UTC "
-                f"({type(exc).__name__}); emit events with a timezone-aware datetime "
-                "between years 1 and 9999 in UTC"
-            )
-            raise ValueError(msg) from exc
-    if isinstance(value, str):
-        parsed = _parse_iso(value.strip())
-        if parsed is not None:
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_UTC)
-        msg = (
-            f"timestamp {value!r} is not an ISO 8601 date-time; emit events with a "
-            "timezone-aware datetime, or a string such as '2024-01-31T12:00:00.000000+00:00'"
-        )
-        raise ValueError(msg)
-    msg = (
-        f"timestamp {_json.safe_repr(value)} ({type(value).__name__}) is neither a "
-        "datetime nor an ISO 8601 string; emit events with a timezone-aware datetime"
-    )
-    raise ValueError(msg)
-
-
-def _parse_iso(text: str) -> datetime.datetime | None:
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    try:
-        return datetime.datetime.fromisoformat(text)
-    except ValueError:
-        pass
-    # Python 3.10's fromisoformat takes only 0, 3 or 6 digits of fraction and no
-    # "+HHMM"; strptime covers those.
-    for layout in (
-        "%Y-%m-%dT%H:%M:%S.%f%z",
-        "%Y-%m-%dT%H:%M:%S%z",
-        "%Y-%m-%d %H:%M:%S.%f%z",
-        "%Y-%m-%d %H:%M:%S%z",
-    ):
-        try:
-            return datetime.datetime.strptime(text, layout)
-        except ValueError:
-            continue
-    return None
 
 
 @dataclass(frozen=True)
@@ -491,16 +428,18 @@ def _require_str(value: Any, name: str) -> str:
     return value
 
 
-def enabled_topics() -> list[str]:
-    """The topics ``EVENT_BUS_PRODUCER_CONFIG`` enables for tracking logs.
+def enabled_topics(config: Any = None) -> list[str]:
+    """The topics ``EVENT_BUS_PRODUCER_CONFIG`` (``config``, or the setting when None)
+    enables for tracking logs.
 
     The same rule as openedx-events' producing handler: ``enabled`` must be True.
     Raises PublishError when the setting is malformed or enables none, since nothing
     would reach the bus.
     """
-    from django.conf import settings
+    if config is None:
+        from django.conf import settings
 
-    config = getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {}
+        config = getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {}
     by_topic = config.get(EVENT_TYPE) if isinstance(config, Mapping) else None
     topics = []
     if isinstance(by_topic, Mapping):

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eventtracking._util.ratelimit import RateLimitedLogger
@@ -29,6 +30,7 @@ from eventtracking.backends.event_bus._envelope import (
     LOG,
     REDIS_INSTALL_HINT,
     REDIS_PRODUCERS,
+    WIRE_MAGIC,
     Envelope,
     PublishError,
     avro_tracking_log,
@@ -42,7 +44,7 @@ from eventtracking.backends.event_bus._envelope import (
     wire_parts,
 )
 
-__all__ = ["BusSink", "RedisStreamsPublisher", "SignalPublisher"]
+__all__ = ["BusSettings", "BusSink", "RedisStreamsPublisher", "SignalPublisher"]
 
 _UTC = datetime.timezone.utc
 # Ids of messages a SignalPublisher already handed to the producer, so that a batch
@@ -50,10 +52,35 @@ _UTC = datetime.timezone.utc
 _REMEMBERED_IDS = 10_000
 
 
+@dataclass(frozen=True)
+class BusSettings:
+    """The Django settings a batch is published under, read once per batch by
+    :class:`BusSink` and handed to its publisher."""
+
+    producer: Any = None
+    redis_url: Any = None
+    stream_max_len: Any = 10_000
+    producer_config: Any = None
+
+    @classmethod
+    def read(cls) -> BusSettings:
+        """The settings of the moment (``EVENT_BUS_PRODUCER``,
+        ``EVENT_BUS_REDIS_CONNECTION_URL``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN``,
+        ``EVENT_BUS_PRODUCER_CONFIG``)."""
+        from django.conf import settings
+
+        return cls(
+            producer=getattr(settings, "EVENT_BUS_PRODUCER", None),
+            redis_url=getattr(settings, "EVENT_BUS_REDIS_CONNECTION_URL", None),
+            stream_max_len=getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000),
+            producer_config=getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {},
+        )
+
+
 class RedisStreamsPublisher:
     """Write messages to Redis Streams exactly as edx-event-bus-redis's producer does.
 
-    Settings, read at each batch: ``EVENT_BUS_REDIS_CONNECTION_URL``,
+    Settings, read at each batch (see :class:`BusSettings`): ``EVENT_BUS_REDIS_CONNECTION_URL``,
     ``EVENT_BUS_TOPIC_PREFIX``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN`` (default 10,000,
     trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``. ``timeout`` bounds the
     connection and each reply, unless the URL sets ``socket_timeout`` or
@@ -160,24 +187,24 @@ class RedisStreamsPublisher:
             self._client_url = url
         return self._client
 
-    def publish(self, items: Sequence[bytes]) -> dict[int, str]:
+    def publish(self, items: Sequence[bytes], bus: BusSettings | None = None) -> dict[int, str]:
         """XADD each message to every enabled topic, in one round trip.
 
-        Returns the positions of envelopes that can never be published, with the
-        reason. Raises PublishError for anything a retry may fix: no URL, no topic,
-        Redis unreachable, hung or refusing.
+        ``bus`` holds the settings to publish under (read now when None). Returns the
+        positions of envelopes that can never be published, with the reason. Raises
+        PublishError for anything a retry may fix: no URL, no topic, Redis unreachable,
+        hung or refusing.
         """
-        from django.conf import settings
-
-        url = getattr(settings, "EVENT_BUS_REDIS_CONNECTION_URL", None)
+        bus = bus or BusSettings.read()
+        url = bus.redis_url
         if not url:
             msg = (
                 "EVENT_BUS_REDIS_CONNECTION_URL is not set, so the Redis event bus cannot "
                 "be reached; set it to redis://host:port/db. Events are kept until it is."
             )
             raise PublishError(msg)
-        topics = [self._full_topic(topic) for topic in enabled_topics()]
-        max_len = int(getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000))
+        topics = [self._full_topic(topic) for topic in enabled_topics(bus.producer_config)]
+        max_len = int(bus.stream_max_len)
         origin = message_origin(self._events)
         template = _header_template(origin)
         direct = self._direct
@@ -305,15 +332,16 @@ class SignalPublisher:
         self._log = RateLimitedLogger(LOG)
         self.counters = Counters("unverified", "receiver_errors")
 
-    def publish(self, items: Sequence[bytes]) -> dict[int, str]:
+    def publish(self, items: Sequence[bytes], bus: BusSettings | None = None) -> dict[int, str]:
         """Send one signal per message, in order; raise PublishError at the first failure.
 
-        Messages sent before the failure are remembered and skipped when the batch
-        comes back, so a retry does not publish them twice (within this process).
+        ``bus`` holds the settings to publish under (read now when None). Messages sent
+        before the failure are remembered and skipped when the batch comes back, so a
+        retry does not publish them twice (within this process).
         """
         from openedx_events.exceptions import SenderValidationError
 
-        enabled_topics()
+        enabled_topics((bus or BusSettings.read()).producer_config)
         producer_logger = self._producer_logger()
         observable = producer_logger.isEnabledFor(logging.ERROR)
         signal = self._events.TRACKING_EVENT_EMITTED
@@ -327,11 +355,15 @@ class SignalPublisher:
             if envelope.id in self._published:
                 continue
             try:
-                # What every producer does first; done here, a message that can never
-                # be serialised is refused alone instead of failing its batch forever.
                 log_data = tracking_log(self._events, envelope)
                 metadata = message_metadata(self._events, envelope)
-                self._serialize({"tracking_log": log_data}, signal)
+                if not item.startswith(WIRE_MAGIC):
+                    # What every producer does first; done here, a message that can
+                    # never be serialised is refused alone instead of failing its batch
+                    # forever. One in the wire form was read back from the library's
+                    # own bytes (four whole strings and a time): it is encoded once, by
+                    # the producer.
+                    self._serialize({"tracking_log": log_data}, signal)
             except Exception as exc:
                 rejected[position] = (
                     f"the event cannot be serialised for the event bus: {type(exc).__name__}: {exc}"
@@ -486,16 +518,15 @@ class BusSink:
         self._counters.set("in_flight", 0)
         self._last_publisher: str | None = None
 
-    def choose(self) -> RedisStreamsPublisher | SignalPublisher:
-        """The publisher for the next batch (built on first use).
+    def choose(self, bus: BusSettings | None = None) -> RedisStreamsPublisher | SignalPublisher:
+        """The publisher for the next batch (built on first use), by the settings
+        ``bus`` (read now when None).
 
         Called from the delivery thread only, so building needs no lock.
         """
         choice = self.publisher
         if choice == "auto":
-            from django.conf import settings
-
-            producer = getattr(settings, "EVENT_BUS_PRODUCER", None)
+            producer = (bus or BusSettings.read()).producer
             choice = "redis" if producer in REDIS_PRODUCERS else "signal"
         if choice == "redis":
             if self._redis is None:
@@ -505,18 +536,19 @@ class BusSink:
             self._signal = SignalPublisher()
         return self._signal
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str]:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str]:
         """Publish ``items``; return the positions refused for good; raise to retry."""
         if not items:
             return {}
+        bus = BusSettings.read()
         try:
-            publisher = self.choose()
+            publisher = self.choose(bus)
         except ImportError as exc:
             raise PublishError(str(exc)) from exc
         self._last_publisher = publisher.name
         self._counters.set("in_flight", len(items))
         try:
-            rejected = publisher.publish(items)
+            rejected = publisher.publish(items, bus)
         finally:
             self._counters.set("in_flight", 0)
         self._counters.incr("published", amount=len(items) - len(rejected))

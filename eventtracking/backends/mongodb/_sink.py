@@ -82,7 +82,7 @@ class MongoSink:
             self._client_process = ForkCheck()
         return self._client[self._database][self._collection_name]
 
-    def send_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
+    def write_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
         from bson.errors import InvalidBSON
         from pymongo.errors import BulkWriteError, OperationFailure
 

@@ -28,8 +28,10 @@ from eventtracking import tracker as tracker_module
 from eventtracking._util.escape import escape_for_terminal
 from eventtracking.delivery import BatchDelivery
 from eventtracking.django._commands import configured_tracker
+from eventtracking.routing import is_router, walk
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs
+from eventtracking.typing import SupportsFlush, SupportsStats
 
 #: Counter names whose increase means the test event was not delivered cleanly.
 TROUBLE = ("dropped", "failed", "dead", "oversized", "discarded", "error")
@@ -64,15 +66,16 @@ def delivering(backend: Any) -> bool:
     )
 
 
-def backends_here(backends: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def backends_here(backends: Any) -> Iterator[tuple[str, Any]]:
     """Every backend of a tree with its dotted name, as far as this process delivers:
     the backends nested in a delivering router run where its messages are consumed."""
-    for name, backend in backends.items():
-        path = f"{prefix}{name}"
-        yield path, backend
-        children = getattr(backend, "backends", None)
-        if isinstance(children, dict) and not delivering(backend):
-            yield from backends_here(children, f"{path}.")
+    for node in walk(backends, into=_delivers_here):
+        yield ".".join(node.path), node.backend
+
+
+def _delivers_here(backend: Any) -> bool:
+    """Whether the backends nested in ``backend`` deliver in this process."""
+    return is_router(backend) and not delivering(backend)
 
 
 def stats_prefix(path: str) -> str:
@@ -231,9 +234,7 @@ class _Report:
         self.backend = backend
         self.kind = type(backend).__name__
         self.delivering = delivering(backend)
-        self.is_router = (
-            isinstance(getattr(backend, "backends", None), dict) and not self.delivering
-        )
+        self.is_router = _delivers_here(backend)
         self.outcomes = outcomes
         self.details = details
         self.counted = counted
@@ -298,11 +299,10 @@ def _own_counters(backend: Any) -> dict[str, int] | None:
         except Exception:
             return None
         return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
-    stats = getattr(backend, "stats", None)
-    if not callable(stats):
+    if not isinstance(backend, SupportsStats):
         return None
     try:
-        values = stats()
+        values = backend.stats()
     except Exception:
         return None
     if not isinstance(values, dict):
@@ -343,11 +343,10 @@ def _report(
 
 def _settled(report: _Report) -> bool:
     """Whether the backend has nothing left to deliver now (a flush that ends at once)."""
-    flush = getattr(report.backend, "flush", None)
-    if not callable(flush):
+    if not isinstance(report.backend, SupportsFlush):
         return True
     try:
-        return bool(flush(0))
+        return bool(report.backend.flush(0))
     except Exception:
         return False
 

@@ -29,6 +29,7 @@ from eventtracking._util.escape import escape_for_terminal
 from eventtracking.django._commands import configured_tracker, select_backends
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs
+from eventtracking.typing import SupportsStats
 
 
 def _has_spool(backend: Any) -> bool:
@@ -78,7 +79,7 @@ class Command(BaseCommand):
         report = {}
         for name, backend in chosen:
             counts = backend.spool.status()["streams"].get(backend.stream, {})
-            stats = backend.stats() if callable(getattr(backend, "stats", None)) else {}
+            stats = backend.stats() if isinstance(backend, SupportsStats) else {}
             report[name] = {
                 "spool": str(backend.spool.path),
                 "stream": backend.stream,

@@ -351,7 +351,12 @@ def test_entries_are_read_as_the_standard_library_reads_them(text: str) -> None:
     fast, general = _outcome(_wire._loads, text), _outcome(json.loads, text)
     assert fast[0] == general[0]
     if fast[0] == "error":
-        assert fast[1] is general[1] or {fast[1], general[1]} <= {ValueError, json.JSONDecodeError}
+        # Whether json.loads gives up on deep nesting with RecursionError or reaches a
+        # JSONDecodeError first depends on how deep the caller's stack already is (the
+        # fast path adds frames), not only on the text; the wire reads both as a
+        # malformed entry. A TypeError must stay a TypeError.
+        unreadable = {ValueError, json.JSONDecodeError, RecursionError}
+        assert fast[1] is general[1] or {fast[1], general[1]} <= unreadable
     else:
         assert _same(fast[1], general[1])
 

@@ -286,15 +286,12 @@ def _own_counters(backend: Any) -> dict[str, int] | None:
     For a delivering backend, the counters of what its delivery did with events, which
     are the same for every kind (the sink's own, merged in, would count them twice).
     """
-    if delivering(backend):
-        try:
-            values = backend.delivery.stats()
-        except Exception:
-            return None
-        return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
-    if not isinstance(backend, SupportsStats):
-        return None
     try:
+        if delivering(backend):
+            values = backend.delivery.stats()
+            return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
+        if not isinstance(backend, SupportsStats):
+            return None
         values = backend.stats()
     except Exception:
         return None
@@ -325,10 +322,8 @@ def _report(
                         details[key] = delta
                     break
     # The router above counts a backend that raised under its name.
-    name = path.rpartition(".")[2]
-    parent = path.rpartition(".")[0]
-    prefix = f"backends.{parent.replace('.', '.backends.')}." if parent else ""
-    failed = changed.get(f"{prefix}failed.{name}" if parent else f"failed.{name}", 0)
+    parent, _, name = path.rpartition(".")
+    failed = changed.get(f"{stats_prefix(parent) if parent else ''}failed.{name}", 0)
     if failed > 0:
         outcomes["failed"] = outcomes.get("failed", 0) + failed
     return _Report(path, backend, outcomes, details, counted=after is not None)

@@ -155,9 +155,7 @@ def _label(spool: Spool, args: argparse.Namespace) -> str:
 def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
     letters = _open(args).dead_letters(args.stream, limit=args.limit)
     verbs.list_dead_letters([(letter.stream, letter) for letter in letters], args.json, _say(out))
-    if args.json:
-        return 0
-    if args.spool_dir is None:
+    if not args.json and args.spool_dir is None:
         out.write(_DEFAULT_DIR_HINT)
     return 0
 

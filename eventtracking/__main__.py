@@ -155,9 +155,7 @@ def _label(spool: Spool, args: argparse.Namespace) -> str:
 def _list_dead_letters(args: argparse.Namespace, out: TextIO) -> int:
     letters = _open(args).dead_letters(args.stream, limit=args.limit)
     verbs.list_dead_letters([(letter.stream, letter) for letter in letters], args.json, _say(out))
-    if args.json:
-        return 0
-    if args.spool_dir is None:
+    if not args.json and args.spool_dir is None:
         out.write(_DEFAULT_DIR_HINT)
     return 0
 
@@ -228,14 +226,18 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"{exc}\n")
         return 2
     label = f"Stream {escape_for_terminal(backend.stream)}"
-    problem = _not_documents(backend.spool, backend.stream)
-    if problem is not None:
-        backend.close(5)
+
+    def not_documents(problem: str) -> int:
         out.write(
             f"{label} does not hold MongoDB documents ({escape_for_terminal(problem)}): "
             f"another kind of backend spooled it. {_USE_MANAGE_PY}\n"
         )
         return 2
+
+    problem = _not_documents(backend.spool, backend.stream)
+    if problem is not None:
+        backend.close(5)
+        return not_documents(problem)
     try:
         if args.dead_letters:
             # Only the letters of the stream being delivered.
@@ -252,13 +254,8 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         # Long enough for an attempt in progress to end, so that it releases its rows.
         backend.close(5)
     out.write(f"{label}: {result.summary(backend)}\n")
-    error = escape_for_terminal(str(result.last_error))
     if not result.finished and _not_bson(str(result.last_error)):
-        out.write(
-            f"{label} does not hold MongoDB documents ({error}): another kind of backend "
-            f"spooled it. {_USE_MANAGE_PY}\n"
-        )
-        return 2
+        return not_documents(str(result.last_error))
     if not result.finished:
         out.write(f"{label}: {result.not_finished(args.timeout)}\n")
         return 1

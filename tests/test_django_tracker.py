@@ -316,13 +316,13 @@ def test_an_engine_like_no_other_gets_no_guess() -> None:
 def test_a_missing_optional_dependency_names_the_extra_to_install() -> None:
     """A backend whose optional dependency is missing fails with a message naming the
     extra, as a DEPENDENCY error rather than one about its options."""
-    from eventtracking.django import _engines
+    from eventtracking._util import engines as _engines
 
     result = _run_python(
         """
         import sys
         sys.modules["pymongo"] = None
-        from eventtracking.django import _engines
+        from eventtracking._util import engines as _engines
         try:
             _engines.build({"ENGINE": "eventtracking.backends.mongodb.MongoBackend"},
                            "EVENT_TRACKING_BACKENDS['mongo']", _engines.BACKEND)

@@ -227,28 +227,23 @@ class LoggerBackend:
                 record["name"] = name[:keep]
                 line = self._dumps(record)
         self._counters.incr("oversized")
-        if len(line) > limit:
-            # The limit is a promise to whatever reads the log (a syslog datagram, a
-            # shipper's line limit): even the smallest placeholder would break it.
+        # The limit is a promise to whatever reads the log (a syslog datagram, a
+        # shipper's line limit): when even the smallest placeholder would break it,
+        # nothing is logged.
+        dropped = len(line) > limit
+        if dropped:
             self._counters.incr("dropped_oversized")
-            self._log.warning(
-                f"oversized:{name}",
-                "Event %r is %d characters of JSON, over max_event_size=%d, which is too "
-                "small even for a placeholder record: nothing was logged for it.",
-                name,
-                size,
-                limit,
-            )
-            return None
         self._log.warning(
             f"oversized:{name}",
-            "Event %r is %d characters of JSON, over max_event_size=%d; a placeholder "
-            "record was logged instead of its data.",
+            "Event %r is %d characters of JSON, over max_event_size=%d%s",
             name,
             size,
             limit,
+            ", which is too small even for a placeholder record: nothing was logged for it."
+            if dropped
+            else "; a placeholder record was logged instead of its data.",
         )
-        return line
+        return None if dropped else line
 
     def stats(self) -> dict[str, Any]:
         """``sent`` lines, ``oversized`` events (over ``max_event_size``),

@@ -107,12 +107,10 @@ def segment_context(context: Mapping[str, Any]) -> dict[str, Any]:
     client_id = context.get("client_id")
     if client_id is not None:
         result["Google Analytics"] = {"clientId": client_id}
-    ip = context.get("ip")
-    if ip is not None:
-        result["ip"] = ip
-    agent = context.get("agent")
-    if agent is not None:
-        result["userAgent"] = agent
+    for key, segment_key in (("ip", "ip"), ("agent", "userAgent")):
+        value = context.get(key)
+        if value is not None:
+            result[segment_key] = value
     path = context.get("path")
     referer = context.get("referer")
     page = context.get("page")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
-from django.utils.module_loading import import_string
 
 from eventtracking._util import engines as _engines
 from eventtracking.django._settings import system_check
@@ -187,30 +186,19 @@ def _cannot_publish(engines: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _async_routers(
-    node: Any, where: str, key: str | None
-) -> Iterable[tuple[str, str | None, Any, Any]]:
-    """Each AsyncRoutingBackend in a settings tree: (where, top-level key or None, name,
-    its ``app`` option).
-
-    Only nodes whose ENGINE imports are inspected; the other checks report the rest.
-    """
-    from eventtracking.backends.celery._backend import AsyncRoutingBackend
-
-    if not isinstance(node, dict) or _engines.ENGINE not in node:
-        return
-    target = None
-    with contextlib.suppress(Exception):
-        target = import_string(node[_engines.ENGINE])
-    options = node.get(_engines.OPTIONS) or {}
-    if not isinstance(options, dict):
-        return
-    if isinstance(target, type) and issubclass(target, AsyncRoutingBackend):
-        yield where, key, options.get("backend_name", ""), options.get("app")
-    nested = options.get("backends")
-    if isinstance(nested, dict):
-        for name, child in nested.items():
-            yield from _async_routers(child, f"{where}['OPTIONS']['backends'][{name!r}]", None)
+def _async_routers(backends: dict[Any, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """Each AsyncRoutingBackend of the backends setting whose ENGINE imports: (where,
+    its top-level key or None, its ``backend_name``, its ``app`` option)."""
+    keys = {f"{DJANGO_BACKEND_SETTING_NAME}[{key!r}]": key for key in backends}
+    found = []
+    for where, target, node in _backends_tree():
+        options = node.get(_engines.OPTIONS) or {}
+        module = "eventtracking.backends.celery._backend"
+        if isinstance(options, dict) and _subclass(target, module, "AsyncRoutingBackend"):
+            found.append(
+                (where, keys.get(where), options.get("backend_name", ""), options.get("app"))
+            )
+    return found
 
 
 E030 = "eventtracking.E030"
@@ -255,11 +243,7 @@ def check_async_routing(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     from eventtracking.backends.celery._sink import INSTALL_HINT
 
     messages: list[checks.CheckMessage] = []
-    found = [
-        router
-        for key, node in backends.items()
-        for router in _async_routers(node, f"{DJANGO_BACKEND_SETTING_NAME}[{key!r}]", key)
-    ]
+    found = _async_routers(backends)
     if found and importlib.util.find_spec("celery") is None:
         messages.append(
             checks.Error(

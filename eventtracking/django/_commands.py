@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from eventtracking import tracker as tracker_module
-from eventtracking.routing import walk
+from eventtracking.routing import is_router, walk
 
 
 def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> tracker_module.Tracker:
@@ -34,9 +34,12 @@ def configured_tracker(name: str = tracker_module.DEFAULT_TRACKER_NAME) -> track
         raise CommandError(msg) from None
 
 
-def walk_backends(backends: Any) -> Iterator[tuple[str, Any]]:
-    """Every backend in a tree of routing backends, with its dotted name (``route.mongo``)."""
-    for node in walk(backends):
+def walk_backends(
+    backends: Any, into: Callable[[Any], bool] = is_router
+) -> Iterator[tuple[str, Any]]:
+    """Every backend in a tree of routing backends, with its dotted name (``route.mongo``),
+    going into the nested backends of those ``into`` accepts (all routers by default)."""
+    for node in walk(backends, into=into):
         yield ".".join(node.path), node.backend
 
 

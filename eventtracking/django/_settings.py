@@ -194,8 +194,14 @@ def skip_patterns() -> tuple[re.Pattern[str], ...]:
     """``EVENT_TRACKING_REQUEST_EVENT_SKIP``: path regexes (``re.match``) that emit nothing."""
     setting = "EVENT_TRACKING_REQUEST_EVENT_SKIP"
     value = _setting(setting, ())
+    return _compiled(setting, value, _string_list(setting, value))
+
+
+def _compiled(setting: str, value: Any, expressions: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    """``expressions`` compiled; SettingError for ``setting`` (``value``) naming one that
+    does not compile."""
     patterns = []
-    for expression in _string_list(setting, value):
+    for expression in expressions:
         try:
             patterns.append(re.compile(expression))
         except re.error as error:
@@ -234,14 +240,7 @@ def redact_paths() -> tuple[re.Pattern[str], ...]:
     """The default path redactions plus ``EVENT_TRACKING_REQUEST_REDACT_PATHS``."""
     setting = "EVENT_TRACKING_REQUEST_REDACT_PATHS"
     extra = _string_list(setting, _setting(setting, ()))
-    patterns = []
-    for expression in dict.fromkeys([*DEFAULT_REDACT_PATHS, *extra]):
-        try:
-            patterns.append(re.compile(expression))
-        except re.error as error:
-            fix = f"{expression!r} does not compile: {error}."
-            raise _fail(setting, extra, fix) from None
-    return tuple(patterns)
+    return _compiled(setting, extra, dict.fromkeys([*DEFAULT_REDACT_PATHS, *extra]))
 
 
 def shutdown_timeout() -> float:

@@ -87,7 +87,6 @@ __all__ = [
     "check_middleware",
     "check_middleware_settings",
     "check_tracker_settings",
-    "register_checks",
 ]
 __all__ += _backend_checks.__all__
 
@@ -331,7 +330,3 @@ def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             )
         )
     return messages
-
-
-def register_checks() -> None:
-    """Kept for code that calls it: importing this module registered the checks."""

@@ -156,10 +156,7 @@ def _card(card: dict[str, Any]) -> str:
             f"<td><code>{escape(row['id'])}</code></td><td>{escape(row['changes'])}</td></tr>"
         )
     out.append("</tbody></table></details>")
-    label = "Example event" if kind == "event" else "Example context"
-    if card["example_built"]:
-        label += " (built from the field types)"
-    out.append(f'<details class="example"><summary>{label}</summary>')
+    out.append(f'<details class="example"><summary>{card["example_label"]}</summary>')
     out.append(f'<pre><code class="language-json">{escape(card["example"])}</code></pre>')
     out.append("</details>")
     out.append("</article>")

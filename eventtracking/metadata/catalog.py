@@ -130,7 +130,8 @@ def _cards(registry: Registry) -> list[dict[str, Any]]:
     for definition in [*registry.event_types(), *registry.context_types()]:
         record = definition.record
         data, built = example_data(definition)
-        example = example_event(definition) if isinstance(definition, EventType) else data
+        is_event = isinstance(definition, EventType)
+        label = "Example event" if is_event else "Example context"
         cards.append(
             {
                 "kind": definition.kind,
@@ -151,8 +152,10 @@ def _cards(registry: Registry) -> list[dict[str, Any]]:
                 ],
                 "additional_fields": record["additional_fields"],
                 "history": _history(registry, definition),
-                "example": json.dumps(example, indent=2, ensure_ascii=False),
-                "example_built": built,
+                "example": json.dumps(
+                    example_event(definition) if is_event else data, indent=2, ensure_ascii=False
+                ),
+                "example_label": label + (" (built from the field types)" if built else ""),
             }
         )
     return cards
@@ -219,10 +222,6 @@ def _md_code(text: str) -> str:
     return f"{fence}{flat}{fence}"
 
 
-def _md_cell(text: str) -> str:
-    return _md_text(text)
-
-
 def _md_code_cell(text: str) -> str:
     # GitHub's tables split cells at every unescaped pipe, even inside code spans.
     return _md_code(text).replace("|", "\\|")
@@ -260,7 +259,7 @@ def _markdown_card(card: dict[str, Any]) -> list[str]:
         for row in card["fields"]:
             lines.append(
                 f"| {_md_code_cell(row['path'])} | {row['type']} | "
-                f"{'yes' if row['required'] else 'no'} | {_md_cell(row['description'])} |"
+                f"{'yes' if row['required'] else 'no'} | {_md_text(row['description'])} |"
             )
         lines.append("")
     else:
@@ -270,14 +269,11 @@ def _markdown_card(card: dict[str, Any]) -> list[str]:
         marker = " (current)" if row["current"] else ""
         lines.append(
             f"| {row['version']}{marker} | {_md_code_cell(row['id'])} | "
-            f"{_md_cell(row['changes'])} |"
+            f"{_md_text(row['changes'])} |"
         )
     lines.append("")
-    label = "Example event" if card["kind"] == "event_type" else "Example context"
-    if card["example_built"]:
-        label += " (built from the field types)"
     fence = _backtick_fence(card["example"], 3)
-    lines += [f"{label}:", "", f"{fence}json", card["example"], fence, ""]
+    lines += [f"{card['example_label']}:", "", f"{fence}json", card["example"], fence, ""]
     return lines
 
 
@@ -346,10 +342,7 @@ def render_rst(registry: Registry | None = None, title: str = DEFAULT_TITLE) -> 
             for row in card["history"]
         )
         lines += [f"Versions: {history}.", ""]
-        label = "Example event" if card["kind"] == "event_type" else "Example context"
-        if card["example_built"]:
-            label += " (built from the field types)"
-        lines += [f"{label}:", "", ".. code-block:: json", ""]
+        lines += [f"{card['example_label']}:", "", ".. code-block:: json", ""]
         lines += [f"   {line}" for line in card["example"].splitlines()]
         lines.append("")
     return "\n".join(lines)

@@ -81,31 +81,27 @@ _MAX_EXAMPLE_ITEMS = 10
 _MAX_EXAMPLE_INT_BITS = 64
 
 
+# The field type of a value: the first row whose class it is an instance of (a bool is an
+# int, and a datetime a date, so each comes first).
+_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (Mapping, "object"),
+    ((list, tuple), "array"),
+    (datetime.datetime, "datetime"),
+    (datetime.date, "date"),
+    (decimal.Decimal, "decimal"),
+    (uuid.UUID, "uuid"),
+)
+
+
 def infer_type(value: Any) -> str:
     """The field type (see :data:`~eventtracking.metadata.FIELD_TYPES`) of one value."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, datetime.datetime):
-        return "datetime"
-    if isinstance(value, datetime.date):
-        return "date"
-    if isinstance(value, decimal.Decimal):
-        return "decimal"
-    if isinstance(value, uuid.UUID):
-        return "uuid"
-    return "any"
+    return next((name for kind, name in _TYPES if isinstance(value, kind)), "any")
 
 
 def _merge_types(types: Counter[str]) -> list[str]:

@@ -163,23 +163,19 @@ def instrument(
     if meter_provider is None:
         meter_provider = otel.get_meter_provider()
     source = _registered_trackers if trackers is None else lambda: list(trackers.items())
-    reading = Reading(source, side, {*METRICS, "spool.pending", "spool.dead_letters"})
+    spool = {"spool.pending": SPOOL_PENDING, "spool.dead_letters": SPOOL_DEAD}
+    reading = Reading(source, side, {*METRICS, *spool})
     meter = meter_provider.get_meter("eventtracking", _version())
     # The SDK calls the callbacks in the order the instruments were made: the first
     # one reads stats() afresh, and the others report from that reading.
-    for n, (key, metric) in enumerate(METRICS.items()):
-        _add(
-            meter,
-            otel,
-            metric,
-            _callback(otel, functools.partial(reading.points, key, refresh=n == 0)),
-        )
-    for key, metric in (("spool.pending", SPOOL_PENDING), ("spool.dead_letters", SPOOL_DEAD)):
-        _add(meter, otel, metric, _callback(otel, functools.partial(reading.points, key)))
-    _add(meter, otel, OTHER, _callback(otel, reading.others))
+    for n, (key, metric) in enumerate({**METRICS, **spool}.items()):
+        _add(meter, otel, metric, functools.partial(reading.points, key, refresh=n == 0))
+    _add(meter, otel, OTHER, reading.others)
 
 
-def _callback(otel: Any, points: Callable[[], list[Point]]) -> Callable[[Any], list[Any]]:
+def _add(meter: Any, otel: Any, metric: Metric, points: Callable[[], list[Point]]) -> None:
+    """Make ``metric``'s instrument, observing ``points()`` at each collection."""
+
     def observe(_options: Any) -> list[Any]:
         try:
             return [otel.Observation(value, attrs) for value, attrs in points()]
@@ -187,12 +183,8 @@ def _callback(otel: Any, points: Callable[[], list[Point]]) -> Callable[[Any], l
             _LOG.error("observe", "Reporting eventtracking metrics failed", exc_info=True)
             return []
 
-    return observe
-
-
-def _add(meter: Any, otel: Any, metric: Metric, callback: Callable[[Any], list[Any]]) -> None:
     create = meter.create_observable_gauge if metric.gauge else meter.create_observable_counter
-    create(metric.name, callbacks=[callback], unit=metric.unit, description=metric.description)
+    create(metric.name, callbacks=[observe], unit=metric.unit, description=metric.description)
 
 
 def _version() -> str:

@@ -62,14 +62,11 @@ and taking rows; :mod:`eventtracking.spool._db` keeps the file usable (connectio
 thread and process, write transactions, checkpoints, moving a corrupt file aside);
 :mod:`eventtracking.spool._sqlite` holds the schema and reads SQLite's errors;
 :mod:`eventtracking.spool._files` and :mod:`eventtracking.spool._reserve` guard the
-files' permissions and the disk. What stays together here, and makes the module longer
-than most, is the one API over both tables: pending rows and dead letters share the
-size cap, the write transaction and the recovery around every method, and
-:meth:`Spool.ack` and :meth:`Spool.redrive` move rows from one table to the other.
+files' permissions and the disk.
 
-Why one module: it is one class, Spool, whose write, claim, retire and dead-letter
-operations are one protocol over the same SQLite file; the storage details are apart, in
-``_db``, ``_files``, ``_sqlite`` and ``_reserve``.
+Why one module: it is one class, Spool, one API over both tables: pending rows and dead
+letters share the size cap, the write transaction and the recovery around every method,
+and :meth:`Spool.ack` and :meth:`Spool.redrive` move rows from one table to the other.
 """
 
 from __future__ import annotations

@@ -106,16 +106,12 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
 
     * ``app``: the Celery app or its dotted path (default: the current app);
     * ``queue``: the queue to publish to (default: Celery's routing);
-    * ``batch_size`` (100) events per message, sent at the latest ``flush_interval``
-      (0.5 s) after the first; ``max_queue_size`` (10,000) events held in memory;
-      while more than two batches wait (a burst), a message carries half of them, up
-      to 40 batches;
+    * the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`,
+      or one ``delivery_options``, with ``batch_size`` 100 events per message,
+      ``flush_interval`` 0.5 s and ``spool_stream`` ``celery:<backend_name>`` by
+      default; while more than two batches wait (a burst), a message carries half of
+      them, up to 40 batches;
     * ``publish_timeout`` (2 s): the longest a publish waits on the broker;
-    * ``spool_dir``, ``spool_stream``, ``spool_max_bytes``, ``durable``,
-      ``exit_timeout``: as for :class:`~eventtracking.backends.mongodb.MongoBackend`; the
-      stream is ``celery:<backend_name>`` by default; ``delivery_options``: those
-      and the three above at once, as a
-      :class:`~eventtracking.delivery.options.DeliveryOptions`, instead of the keywords;
     * ``max_event_size`` (1 MiB): larger events become dead letters here;
       ``max_message_bytes`` (4 MiB): batches are split to stay under it.
 

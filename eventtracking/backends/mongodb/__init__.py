@@ -121,13 +121,10 @@ class MongoBackend(SpoolingBackend):
     * ``extra``: more MongoClient options, such as ``{'journal': True}`` or
       ``{'w': 'majority'}``. It is copied, never changed.
 
-    Delivery: the eight keywords of
-    :class:`~eventtracking.delivery.options.DeliveryOptions`, with its defaults
-    (``batch_size`` 500 events per ``insert_many``, ``flush_interval`` 1.0 s,
-    ``max_queue_size``, ``spool_dir``, ``durable``, ``exit_timeout``,
-    ``spool_max_bytes``), or one ``delivery_options``. ``spool_stream`` is by default
-    the servers, database and collection (never credentials); backends with the same
-    stream share their spooled events.
+    Delivery: the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`
+    with its defaults (a batch is one ``insert_many``), or one ``delivery_options``.
+    ``spool_stream`` is by default the servers, database and collection (never
+    credentials); backends with the same stream share their spooled events.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
     4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and

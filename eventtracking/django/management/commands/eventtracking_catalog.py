@@ -25,10 +25,7 @@ VALIDATION_SETTING = "EVENT_TRACKING_VALIDATION"
 class Command(BaseCommand):
     """Write the catalogue of documented event types."""
 
-    help = (
-        "Write the catalogue of documented event and context types as Markdown, JSON and "
-        "a self-contained HTML page."
-    )
+    help = _cli.DESCRIPTION
 
     def add_arguments(self, parser: CommandParser) -> None:
         _cli.add_arguments(parser)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -27,8 +26,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from eventtracking import tracker as tracker_module
 from eventtracking._util.escape import escape_for_terminal
 from eventtracking.delivery import BatchDelivery
-from eventtracking.django._commands import configured_tracker
-from eventtracking.routing import is_router, walk
+from eventtracking.django._commands import configured_tracker, walk_backends
+from eventtracking.routing import is_router
 from eventtracking.spool import Spool
 from eventtracking.spool import _commands as verbs
 from eventtracking.typing import SupportsFlush, SupportsStats
@@ -66,15 +65,9 @@ def delivering(backend: Any) -> bool:
     )
 
 
-def backends_here(backends: Any) -> Iterator[tuple[str, Any]]:
-    """Every backend of a tree with its dotted name, as far as this process delivers:
-    the backends nested in a delivering router run where its messages are consumed."""
-    for node in walk(backends, into=_delivers_here):
-        yield ".".join(node.path), node.backend
-
-
 def _delivers_here(backend: Any) -> bool:
-    """Whether the backends nested in ``backend`` deliver in this process."""
+    """Whether the backends nested in ``backend`` deliver in this process: those of a
+    delivering router run where its messages are consumed."""
     return is_router(backend) and not delivering(backend)
 
 
@@ -129,7 +122,7 @@ class Command(BaseCommand):
             raise CommandError(msg)
         data = self._data(options["data"])
         timeout = options["timeout"]
-        backends = list(backends_here(tracker.backends))
+        backends = list(walk_backends(tracker.backends, into=_delivers_here))
 
         before = flatten(tracker.stats())
         own_before = {path: _own_counters(backend) for path, backend in backends}
@@ -293,15 +286,12 @@ def _own_counters(backend: Any) -> dict[str, int] | None:
     For a delivering backend, the counters of what its delivery did with events, which
     are the same for every kind (the sink's own, merged in, would count them twice).
     """
-    if delivering(backend):
-        try:
-            values = backend.delivery.stats()
-        except Exception:
-            return None
-        return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
-    if not isinstance(backend, SupportsStats):
-        return None
     try:
+        if delivering(backend):
+            values = backend.delivery.stats()
+            return flatten({key: values[key] for key in DELIVERY_OUTCOMES if key in values})
+        if not isinstance(backend, SupportsStats):
+            return None
         values = backend.stats()
     except Exception:
         return None
@@ -332,10 +322,8 @@ def _report(
                         details[key] = delta
                     break
     # The router above counts a backend that raised under its name.
-    name = path.rpartition(".")[2]
-    parent = path.rpartition(".")[0]
-    prefix = f"backends.{parent.replace('.', '.backends.')}." if parent else ""
-    failed = changed.get(f"{prefix}failed.{name}" if parent else f"failed.{name}", 0)
+    parent, _, name = path.rpartition(".")
+    failed = changed.get(f"{stats_prefix(parent) if parent else ''}failed.{name}", 0)
     if failed > 0:
         outcomes["failed"] = outcomes.get("failed", 0) + failed
     return _Report(path, backend, outcomes, details, counted=after is not None)

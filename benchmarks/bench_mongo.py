@@ -72,8 +72,13 @@ EMIT_ITERATIONS = 500
 STORE_ITERATIONS = 250
 
 GOALS = {
-    "vs_pymongo": 1.5,  # end to end, ours / plain pymongo, at most
-    "vs_peer": 5.0,  # end to end, 4.0.2 / ours, at least
+    # End to end, ours / plain pymongo with the same indexes, at most. The store's
+    # goal is pymongo's own speed: the server is the limit, so a multiple of 4.0.2
+    # (shown beside it) says more about the server than about either library.
+    "vs_pymongo": 1.2,
+    # A replay from the spool (SQLite read, then the same inserts) / plain pymongo
+    # storing as many events, at most.
+    "replay_vs_pymongo": 1.5,
     "emit_loop": 20.0,  # emit loop, 4.0.2 / ours, at least
     "p99_ms": 1.0,  # emit latency while down, at most
     "max_ms": 50.0,
@@ -525,8 +530,8 @@ def _print_report(
             "end to end vs 4.0.2",
             f"ours {ours:.2f} s, 4.0.2 {peer:.2f} s",
             f"{peer / ours:.1f}x faster",
-            f">= {GOALS['vs_peer']:g}x",
-            peer / ours >= GOALS["vs_peer"],
+            "-",
+            None,
         ),
         (
             "caller's emit loop vs 4.0.2",
@@ -569,8 +574,8 @@ def _print_report(
             "  plain pymongo storing as many events (the server's own time)",
             f"{floor_s[small]:.1f} s / {floor_s[large]:.1f} s",
             f"replay {over[small]:.2f}x / {over[large]:.2f}x of it",
-            f"<= {GOALS['vs_pymongo']:g}x",
-            max(over.values()) <= GOALS["vs_pymongo"],
+            f"<= {GOALS['replay_vs_pymongo']:g}x",
+            max(over.values()) <= GOALS["replay_vs_pymongo"],
         ),
         (
             "  replay over pymongo, larger spool / smaller (linear: about 1)",

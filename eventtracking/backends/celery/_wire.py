@@ -30,6 +30,7 @@ id as its primary key and store a redelivered event only once.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -45,7 +46,7 @@ from eventtracking._util.event_ids import (
     new_event_id,
 )
 from eventtracking._util.options import is_count
-from eventtracking._util.timestamps import parse_timestamp
+from eventtracking._util.timestamps import UTC, parse_timestamp
 
 __all__ = [
     "Entry",
@@ -217,6 +218,9 @@ def decode_entry(source: str | bytes) -> Entry:
 
 _MATCH_ID = EVENT_ID_PATTERN.match
 _ABSENT = object()
+_fromisoformat = datetime.datetime.fromisoformat
+# parse_timestamp's longest date-time: longer text goes to it, and is refused there.
+_LONGEST_STAMP = 64
 
 
 def read_entry(
@@ -271,11 +275,23 @@ def read_entry(
             raise MalformedEntry(msg)
     # The event was just parsed and belongs to no one else: decode_event() would copy it.
     stamp = event.get("timestamp", _ABSENT)
-    if stamp is not _ABSENT:
-        # Kept as it came when it names no time, as decode_event keeps it; not through
-        # contextlib.suppress, which costs about 0.2 us per event more (python -m timeit).
-        try:  # noqa: SIM105
-            event["timestamp"] = parse_timestamp(stamp)
+    if stamp is _ABSENT:
+        return event_id, event, paths, attempt, raw
+    if type(stamp) is str and len(stamp) <= _LONGEST_STAMP:
+        # What encode_event writes (``...+00:00``) is read by fromisoformat alone, as
+        # parse_timestamp's own first step would: the same datetime, one call less.
+        try:
+            parsed = _fromisoformat(stamp)
         except ValueError:
             pass
+        else:
+            if parsed.tzinfo is UTC:
+                event["timestamp"] = parsed
+                return event_id, event, paths, attempt, raw
+    # Kept as it came when it names no time, as decode_event keeps it; not through
+    # contextlib.suppress, which costs about 0.2 us per event more (python -m timeit).
+    try:  # noqa: SIM105
+        event["timestamp"] = parse_timestamp(stamp)
+    except ValueError:
+        pass
     return event_id, event, paths, attempt, raw

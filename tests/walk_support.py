@@ -38,10 +38,12 @@ WALK_LIMIT = 15
 
 #: The publisher thread's name starts so (``BatchDelivery``'s thread).
 PUBLISHER_THREAD = "eventtracking-delivery"
-#: On the publisher thread, the event's path is what runs inside the sink's
-#: ``write_batch``: the loop around it (waiting for a batch to fill, the spool's
-#: checkpoints, flush requests) runs between batches whether or not an event came.
-CARRIER = "write_batch"
+#: Outside the emitting thread, the event's path is what runs inside these functions:
+#: the sink's ``write_batch`` on the publisher thread (the loop around it, waiting for
+#: a batch to fill, taking the spool's checkpoints, reading flush requests, runs
+#: between batches whether or not an event came), and the Celery task on any other
+#: thread (the worker's; the ledger's sweeper thread has its own timetable).
+CARRIERS = {True: "write_batch", False: "send_events"}
 
 
 @dataclass
@@ -66,7 +68,7 @@ class Walk:
             f"threads: {', '.join(sorted(self.threads))}"
         )
         loop = [name for name in self.all_files if name not in self.files]
-        lines.append(f"also entered by the publisher's loop in that time: {', '.join(loop)}")
+        lines.append(f"also entered by the threads' own loops in that time: {', '.join(loop)}")
         return "\n".join(lines)
 
 
@@ -107,7 +109,8 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str]) -> Walk:
     recording = threading.Event()
     arrived = threading.Event()
 
-    carrying: set[int] = set()  # the publisher frames handing the event to the broker
+    carrying: set[int] = set()  # the frames of the CARRIERS that run now
+    emitting = threading.get_ident()
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         if not recording.is_set():
@@ -117,18 +120,20 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str]) -> Walk:
         if not path.startswith(root):
             return
         thread = threading.current_thread()
-        publisher = thread.name.startswith(PUBLISHER_THREAD)
-        if publisher and code.co_name == CARRIER:
-            if event == "call":
-                carrying.add(id(frame))
-            elif event == "return":
-                carrying.discard(id(frame))
+        inside = thread.ident == emitting
+        if not inside:
+            if code.co_name == CARRIERS[thread.name.startswith(PUBLISHER_THREAD)]:
+                if event == "call":
+                    carrying.add(id(frame))
+                elif event == "return":
+                    carrying.discard(id(frame))
+            inside = bool(carrying)
         if event != "call":
             return
         relative = os.path.relpath(path, root)
         result.all_files.setdefault(relative, None)
-        if publisher and not carrying:
-            return  # the publisher's loop between batches, not this event's path
+        if not inside:
+            return  # a thread's own loop between batches or tasks, not this event's path
         result.calls += 1
         result.threads.add(thread.name)
         result.trace.append(f"{thread.name}: {relative}:{code.co_name}")

@@ -26,10 +26,12 @@ so that everything above it sees the same four methods.
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
+import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._contextstack import EMPTY, ContextStack
@@ -45,6 +47,7 @@ __all__ = [
     "ThreadLocalContextLocator",
     "as_stack_locator",
     "checked_context",
+    "stack_reader",
 ]
 
 
@@ -294,6 +297,21 @@ class MappingLocatorAdapter:
 
     def pop(self, name: str) -> None:
         del self.locator.get()[name]
+
+
+_STACK_OF = operator.attrgetter("_stack")
+
+
+def stack_reader(stacks: StackLocator) -> Callable[[], ContextStack]:
+    """What reads ``stacks``'s current stack: its ``get_stack``, or, for the locators
+    shipped here (unless a subclass overrides ``get_stack``), a reader of the same stack
+    that runs no Python code, since the tracker reads the stack on every emit."""
+    method = getattr(type(stacks), "get_stack", None)
+    if method is DefaultContextLocator.get_stack:
+        return functools.partial(_STACK_OF, stacks)
+    if method is ContextVarLocator.get_stack and isinstance(stacks, ContextVarLocator):
+        return stacks._var.get
+    return stacks.get_stack
 
 
 def as_stack_locator(locator: Any) -> StackLocator:

@@ -31,7 +31,12 @@ from typing import Any
 from eventtracking._contextstack import ContextStack
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters, FastCounter, merge_into
-from eventtracking.locator import DefaultContextLocator, as_stack_locator, checked_context
+from eventtracking.locator import (
+    DefaultContextLocator,
+    as_stack_locator,
+    checked_context,
+    stack_reader,
+)
 from eventtracking.routing import RoutingBackend
 from eventtracking.typing import Backend, ContextLocator, Event, Processor, SupportsStats
 
@@ -103,7 +108,7 @@ class Tracker:
         # offers the same stack protocol as the locators shipped here.
         stacks = as_stack_locator(locator)
         self._locator = locator
-        self._get_stack: Callable[[], ContextStack] = stacks.get_stack
+        self._get_stack: Callable[[], ContextStack] = stack_reader(stacks)
         self._push: Callable[[str, Mapping[str, Any]], None] = stacks.push
         self._pop: Callable[[str], None] = stacks.pop
 

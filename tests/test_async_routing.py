@@ -25,7 +25,7 @@ from celery_support import Broker, discard_app, in_process_worker, make_app, wai
 from eventtracking import tasks, tracker
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
 from eventtracking.backends.async_routing import CATCH_UP_BATCHES, AsyncRoutingBackend
-from eventtracking.backends.celery import _signing, _wire
+from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.backends.routing import RoutingBackend
@@ -688,13 +688,13 @@ def test_a_worker_with_signing_keys_refuses_forged_and_unsigned_messages(
     forged = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "A+"}))
     honest = _wire.encode_entry(coming_id, _wire.encode_event({"name": "real", "data": "D"}))
     app.send_task(tasks.send_events.name, args=(name, [forged]))
-    stolen = _signing.sign(_signing.normalise_keys([NEW_KEY]), name, [honest])
-    app.send_task(tasks.send_events.name, args=(name, [forged]), headers={_signing.HEADER: stolen})
+    stolen = _wire.sign(_wire.normalise_keys([NEW_KEY]), name, [honest])
+    app.send_task(tasks.send_events.name, args=(name, [forged]), headers={_wire.HEADER: stolen})
     wait_until(lambda: len(dead_letters(router)) == 2)
     router._retry_sink.publish(name, [honest])
     old = _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": "old-key"}))
-    signature = _signing.sign(_signing.normalise_keys([OLD_KEY]), name, [old])
-    app.send_task(tasks.send_events.name, args=(name, [old]), headers={_signing.HEADER: signature})
+    signature = _wire.sign(_wire.normalise_keys([OLD_KEY]), name, [old])
+    app.send_task(tasks.send_events.name, args=(name, [old]), headers={_wire.HEADER: signature})
     wait_until(lambda: len(memory.snapshot()) == 3)
     assert [event["data"] for event in memory.snapshot()[:2]] == [{"grade": "C"}, "D"]
     assert memory.snapshot()[2]["name"] == "old-key"
@@ -714,8 +714,8 @@ def test_a_worker_without_keys_takes_signed_and_unsigned_messages(
         _wire.encode_entry(_wire.new_event_id(), _wire.encode_event({"name": f"e{i}"}))
         for i in range(2)
     ]
-    signature = _signing.sign(_signing.normalise_keys([NEW_KEY]), router.backend_name, entries[:1])
-    headers = {_signing.HEADER: signature}
+    signature = _wire.sign(_wire.normalise_keys([NEW_KEY]), router.backend_name, entries[:1])
+    headers = {_wire.HEADER: signature}
     app.send_task(tasks.send_events.name, args=(router.backend_name, entries[:1]), headers=headers)
     app.send_task(tasks.send_events.name, args=(router.backend_name, entries[1:]))
     wait_until(lambda: len(memory.snapshot()) == 2)

@@ -18,6 +18,7 @@ from eventtracking.locator import (
     ContextVarLocator,
     DefaultContextLocator,
     ThreadLocalContextLocator,
+    stack_reader,
 )
 from eventtracking.tracker import Tracker
 
@@ -419,3 +420,31 @@ def test_default_locator_works_in_a_child_forked_while_its_lock_was_held() -> No
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status), f"the child did not exit normally: status {status}"
     assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("locator_class", [DefaultContextLocator, ContextVarLocator])
+def test_stack_reader_reads_the_current_stack_of_a_shipped_locator(locator_class: Any) -> None:
+    """The tracker's reader of a shipped locator sees every push, pop and set_stack, and
+    runs no Python code of the package (the tracker calls it on every emit)."""
+    locator = locator_class()
+    read = stack_reader(locator)
+    assert not hasattr(read, "__code__")
+    locator.push("outer", {"a": 1})
+    assert read() is locator.get_stack()
+    assert dict(read().merged()) == {"a": 1}
+    locator.pop("outer")
+    assert read() is locator.get_stack()
+    assert dict(read().merged()) == {}
+
+
+@pytest.mark.parametrize("locator_class", [DefaultContextLocator, ContextVarLocator])
+def test_a_subclass_that_overrides_get_stack_is_read_through_it(locator_class: Any) -> None:
+    """A locator subclass with its own get_stack is read through it, by the tracker too."""
+
+    class Fixed(locator_class):  # type: ignore[misc, valid-type]
+        def get_stack(self) -> Any:
+            return super().get_stack().push("fixed", {"fixed": True})
+
+    tracker, memory = make_tracker(Fixed())
+    tracker.emit("e")
+    assert memory.snapshot()[0]["context"] == {"fixed": True}

@@ -9,9 +9,8 @@ Users import :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend` 
 ``_sink``
     Publishing a batch as one Celery message; task names and the import of Celery.
 ``_wire``
-    The entries' format (JSON text with the event's id) and the event-id context.
-``_signing``
-    Signing and checking messages.
+    The entries' format (JSON text with the event's id), the event-id context, and the
+    messages' signatures.
 ``_tasks``
     The two Celery tasks (names ``eventtracking.tasks.send_events`` and
     ``eventtracking.tasks.send_event``, unchanged from 4.x).

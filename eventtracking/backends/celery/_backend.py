@@ -50,7 +50,7 @@ from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import merge_into
 from eventtracking.backends.celery import _ledger as _redis_ledger
-from eventtracking.backends.celery import _signing, _wire
+from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery import _worker as _celery_worker
 from eventtracking.backends.celery._sink import CelerySink, import_celery
 from eventtracking.delivery import backoff_delay
@@ -202,7 +202,7 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
         check_count("max_retries", max_retries, minimum=0)
         options = DeliveryOptions.merge(delivery_options, _DEFAULTS, locals())
         try:
-            keys = _signing.normalise_keys(signing_keys)
+            keys = _wire.normalise_keys(signing_keys)
         except ValueError as exc:
             raise ImproperlyConfigured(str(exc)) from None
         super().__init__(backends=backends, processors=processors)

@@ -39,7 +39,7 @@ from typing import Any
 from eventtracking._util.fork import ForkCheck
 from eventtracking._util.stats import Counters
 from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
-from eventtracking.backends.celery._signing import HEADER, sign
+from eventtracking.backends.celery._wire import HEADER, sign
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_ENTRIES",

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventtracking.backends.celery._signing import refusal
 from eventtracking.backends.celery._sink import LEGACY_TASK_NAME, TASK_NAME, import_celery
+from eventtracking.backends.celery._wire import refusal
 from eventtracking.backends.celery._worker import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF,
@@ -88,7 +88,7 @@ def _arguments(
 
 def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False) -> bool:
     """Whether a task may deliver its message; when not (see
-    :func:`~eventtracking.backends.celery._signing.refusal`), the message is kept whole
+    :func:`~eventtracking.backends.celery._wire.refusal`), the message is kept whole
     as a counted dead letter and taken out of the Redis ledger."""
     refused = refusal(task, backend_name, body, legacy=legacy)
     if refused is None:

@@ -643,6 +643,8 @@ def _finish(
 ) -> None:
     """Publish the retries and write the dead letters; raise _KeepFailed if neither can
     be kept."""
+    if not retries and not dead:
+        return  # the usual message: every entry delivered, nothing to name in a log
     problems: list[str] = []
     shown = escape(backend_name, _SHOWN)
     for attempt, texts in sorted(retries.items()):

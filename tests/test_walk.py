@@ -1,0 +1,58 @@
+"""The walk of one event from emit() to a Celery leaf stays short (tests/walk_support.py)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from walk_support import WALK_LIMIT, files_entered, walk
+
+from eventtracking import tracker
+from eventtracking.backends.celery import _wire, _worker
+from eventtracking.routing import RoutingBackend
+
+
+def test_one_event_crosses_few_package_files_from_emit_to_a_celery_leaf(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Through a real publisher thread, Redis and worker, the event enters at most
+    WALK_LIMIT files of the package, both sides and the leaf counted."""
+    found = walk(redis_url, tmp_path / "spool")
+    assert found.files[0] == "tracker.py"
+    assert found.files[-1] == "backends/memory.py"
+    assert "backends/celery/_worker.py" in found.files  # the worker's side was traced
+    assert len(found.files) <= WALK_LIMIT, found.report()
+
+
+class Reading:
+    """A leaf that leaves events alone."""
+
+    mutates_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def test_a_message_delivered_in_full_takes_no_detour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message whose every entry reaches its leaf enters neither the escaping of log
+    text (nothing failed, nothing is logged) nor the general timestamp parser (the
+    timestamps are in the form the library writes), and comes out whole."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    leaf = Reading()
+    tracker.register_tracker(tracker.Tracker({"walked": RoutingBackend(backends={"leaf": leaf})}))
+    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    event = {"name": "e", "timestamp": stamp, "context": {}, "data": {"i": 1}}
+    entries = [_wire.encode_entry(_wire.new_event_id(), _wire.encode_event(event))] * 3
+    _worker.deliver("walked", entries)  # first use: imports and caches
+    leaf.events.clear()
+    files = files_entered(_worker.deliver, "walked", entries)
+    assert leaf.events == [event] * 3
+    assert "_util/escape.py" not in files, files
+    assert "_util/timestamps.py" not in files, files

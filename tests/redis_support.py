@@ -76,29 +76,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The lock files of the ports :func:`server_port` handed out, held open (and locked)
+#: until this process ends.
+_HELD_PORTS: dict[int, int] = {}
+
+
 def server_port() -> int:
     """A free 127.0.0.1 port below the kernel's ephemeral range, for a server that a
-    test kills and starts again on the same port.
+    test kills and starts again on the same port, and that no other test run takes.
 
     A port from :func:`free_port` lies in the ephemeral range: while the server is
-    down, any process's ``bind(0)`` or outgoing connection may take it (another test
-    run's Redis did), and the restarted server then cannot listen. No ``bind(0)`` and
-    no outgoing connection takes a port below that range.
+    down, any process's ``bind(0)`` or outgoing connection may take it, and the
+    restarted server then cannot listen. No ``bind(0)`` and no outgoing connection
+    takes a port below that range. Two test runs side by side must not pick the same
+    one either while both servers are down: the port is drawn from the system's
+    random source (the ``random`` module's state is seeded by tests, so two runs drew
+    the same port, 17528, at the same second), and a lock file per port, held until
+    this process ends, keeps it from any other run on this machine.
     """
+    import fcntl
     import random
 
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
+    locks = Path(tempfile.gettempdir()) / "eventtracking-test-ports"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    draw = random.SystemRandom()
     for _ in range(200):
-        port = random.randrange(max(1024, low // 2), low)
+        port = draw.randrange(max(1024, low // 2), low)
+        if port in _HELD_PORTS:
+            continue
+        fd = os.open(locks / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # another run holds it
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
+                os.close(fd)
                 continue
-            return port
+        _HELD_PORTS[port] = fd
+        return port
     return free_port()
 
 

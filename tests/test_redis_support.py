@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from redis_support import RedisServer
+from redis_support import RedisServer, server_port
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +99,29 @@ def test_servers_listen_below_the_ephemeral_port_range(redis_factory: Callable[[
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports = {redis_factory().port for _ in range(3)}
     assert all(1024 <= port < low for port in ports), (ports, low)
+
+
+def test_server_ports_are_never_handed_out_twice_on_one_machine() -> None:
+    """Two test runs side by side drew the same port for servers they restart (the
+    ``random`` module is seeded by tests): each port is now drawn from the system's
+    random source and locked for the process that got it."""
+    import random
+    import subprocess
+    import sys
+
+    random.seed(1)
+    first = server_port()
+    random.seed(1)
+    second = server_port()
+    code = (
+        "import random, sys; sys.path.insert(0, 'tests'); random.seed(1); "
+        "from redis_support import server_port; "
+        "print(' '.join(str(server_port()) for _ in range(20)))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    others = {int(port) for port in other.stdout.split()}
+    assert first != second
+    assert len(others) == 20
+    assert not others & {first, second}

@@ -95,6 +95,8 @@ class Setup:
 
     def wait_stored(self, count: int, timeout: float = 90.0) -> None:
         def enough() -> bool:
+            for worker in self.workers:
+                worker.revive()  # a worker that exited is started again, as in production
             return self.collection.count_documents({}) >= count
 
         try:

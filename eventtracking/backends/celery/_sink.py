@@ -265,7 +265,7 @@ class CelerySink:
                 if self._signing_keys
                 else None
             )
-            if app.conf.task_always_eager:
+            if self.eager():
                 # By name: the task module imports this one (the backend imported it).
                 self._counters.incr("eager", amount=len(texts))
                 app.tasks[TASK_NAME].apply(args=(backend_name, texts), headers=headers)
@@ -313,10 +313,8 @@ class CelerySink:
         if not self.use_ledger:
             return
         with self.lock:
-            app = self.app
-            if app.conf.task_always_eager:
+            if self._broker_producer() is None:
                 return
-            self._get_producer(app)
             if self._ledger is not None:
                 try:
                     self._ledger.forget(task_id)
@@ -333,10 +331,9 @@ class CelerySink:
         if not self.use_ledger:
             return None
         with self.lock:
-            app = self.app
-            if app.conf.task_always_eager:
+            producer = self._broker_producer()
+            if producer is None:
                 return None
-            producer = self._get_producer(app)
             ledger = self._ledger
             if ledger is None:
                 return None
@@ -379,11 +376,8 @@ class CelerySink:
         if self.use_ledger:
             return None
         with self.lock:
-            app = self.app
-            if app.conf.task_always_eager:
-                return None
-            producer = self._get_producer(app)
-            if producer.connection.transport.driver_type != "redis":
+            producer = self._broker_producer()
+            if producer is None or producer.connection.transport.driver_type != "redis":
                 return None
             import redis
 
@@ -408,6 +402,13 @@ class CelerySink:
             ledger.forget(task_id)
         except Exception as exc:  # the sweep publishes it again later: a duplicate, no loss
             LOG.debug("Could not take message %s out of the ledger: %r", task_id, exc)
+
+    def _broker_producer(self) -> Any:
+        """The producer on the broker connection, or None when the app runs tasks in the
+        caller (:meth:`eager`: there is no broker to talk to). The caller holds the lock."""
+        if self.eager():
+            return None
+        return self._get_producer(self.app)
 
     def _get_producer(self, app: Any) -> Any:
         if self._process.forked():

@@ -244,6 +244,32 @@ def test_a_full_queue_moves_its_oldest_items_to_the_spool(make: Make) -> None:
     assert sink.items == [b"first", *items(0, 8)]
 
 
+def test_put_gives_up_the_gil_while_the_queue_is_more_than_a_quarter_full(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that emits without pause would keep the GIL from the thread for a switch
+    interval at each of the thread's round trips: past a quarter of max_queue_size, put()
+    gives it up once (time.sleep(0)); below, it does not."""
+    import eventtracking.delivery as delivery_module
+
+    yields: list[int] = []
+    real = delivery_module._let_others_run
+    monkeypatch.setattr(delivery_module, "_let_others_run", lambda s: (yields.append(1), real(s)))
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=40)
+    delivery.put(b"first")
+    assert sink.entered.wait(10)  # the thread is held in the sink: the queue only grows
+    delivery.put_many(items(0, 10))  # 10 queued: a quarter of 40, no more
+    assert yields == []
+    delivery.put_many(items(10, 15))  # 11 to 15 queued
+    assert len(yields) == 5
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    assert sink.items == [b"first", *items(0, 15)]
+    assert delivery.stats()["spooled"] == 0
+
+
 def test_without_a_spool_a_full_queue_drops_counts_and_logs(
     make: Make, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -53,6 +53,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from time import sleep as _let_others_run
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._util.fork import ForkCheck, after_fork_in_child
@@ -125,10 +126,10 @@ class BatchDelivery:
     ``flush_interval`` seconds after their first item arrived. When the sink falls
     behind, so that more than two batches wait in the queue (or the spool), a batch
     takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
-    items: the sink's
-    cost per batch is then paid less often (1, the default: batches stay
-    ``batch_size``). The queue holds
-    ``max_queue_size`` items. After a failure the thread waits
+    items: the sink's cost per batch is then paid less often (1, the default: batches
+    stay ``batch_size``). The queue holds ``max_queue_size`` items; while it is more
+    than a quarter full, :meth:`put` gives up the GIL once before it returns, so that a
+    caller emitting without pause does not starve the thread. After a failure the thread waits
     :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
     spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
     out of range.
@@ -171,6 +172,7 @@ class BatchDelivery:
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
+        self._yield_above = max_queue_size // 4
         self.catch_up_batches = catch_up_batches
         self.exit_timeout = float(exit_timeout)
         self.backoff_base = float(backoff_base)
@@ -223,9 +225,11 @@ class BatchDelivery:
     def put(self, item: bytes) -> None:
         """Accept one item for delivery. Never raises; blocks only to write the spool.
 
-        Normally this appends to the queue. It writes the spool (on the caller's
-        thread) with ``durable=True``, after :meth:`close`, and when the queue is full:
-        then the oldest ``batch_size`` queued items move to the spool in one commit.
+        Normally this appends to the queue, and while the queue is more than a quarter
+        full it gives up the GIL once (as ``time.sleep(0)`` does). It writes the spool
+        (on the caller's thread) with ``durable=True``, after :meth:`close`, and when
+        the queue is full: then the oldest ``batch_size`` queued items move to the spool
+        in one commit.
         """
         if self._process.forked():
             self._after_fork()
@@ -246,6 +250,12 @@ class BatchDelivery:
             return
         queue.append(item)
         self._poke(len(queue))
+        if len(queue) > self._yield_above:
+            # The thread is behind. Each of its broker round trips gives up the GIL, and
+            # a caller that emits without pause keeps it for a whole switch interval
+            # (5 ms) before the thread gets it back: a burst then outruns the thread and
+            # spills. Giving the GIL up here lets the thread send while the queue has room.
+            _let_others_run(0)
 
     def _make_room(self) -> bool:
         """The queue is full: move its oldest batch to the spool; False if impossible.

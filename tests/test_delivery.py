@@ -249,12 +249,12 @@ def test_put_gives_up_the_gil_while_the_queue_is_more_than_a_quarter_full(
 ) -> None:
     """A caller that emits without pause would keep the GIL from the thread for a switch
     interval at each of the thread's round trips: past a quarter of max_queue_size, put()
-    gives it up once (time.sleep(0)); below, it does not."""
+    gives it up once (os.sched_yield()); below, it does not."""
     import eventtracking.delivery as delivery_module
 
     yields: list[int] = []
     real = delivery_module._let_others_run
-    monkeypatch.setattr(delivery_module, "_let_others_run", lambda s: (yields.append(1), real(s)))
+    monkeypatch.setattr(delivery_module, "_let_others_run", lambda: (yields.append(1), real()))
     sink = ListSink()
     sink.hold.clear()
     delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=40)

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import logging
+import os
 import random
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from time import sleep as _let_others_run
 from typing import Any, Protocol, runtime_checkable
 
 from eventtracking._util.fork import ForkCheck, after_fork_in_child
@@ -62,6 +63,10 @@ from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters, FastCounter
 from eventtracking.delivery._flush_gate import FlushGate, Orders
 from eventtracking.spool import Claim, Spool, SpoolFullError
+
+# Gives up the GIL for a moment: sched_yield() returns at once where nothing else waits
+# for the CPU (time.sleep(0), the fallback, sleeps for the timer slack, ~50 us on Linux).
+_let_others_run = getattr(os, "sched_yield", None) or functools.partial(time.sleep, 0)
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
@@ -128,11 +133,11 @@ class BatchDelivery:
     takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
     items: the sink's cost per batch is then paid less often (1, the default: batches
     stay ``batch_size``). The queue holds ``max_queue_size`` items; while it is more
-    than a quarter full, :meth:`put` gives up the GIL once before it returns, so that a
-    caller emitting without pause does not starve the thread. After a failure the thread waits
-    :func:`backoff_delay` (``backoff_base`` doubling up to ``backoff_max``). At exit it
-    spends at most ``exit_timeout`` seconds delivering. Raises ValueError for options
-    out of range.
+    than a quarter full and the sink works, :meth:`put` gives up the GIL once before it
+    returns, so that a caller emitting without pause does not starve the thread. After
+    a failure the thread waits :func:`backoff_delay` (``backoff_base`` doubling up to
+    ``backoff_max``). At exit it spends at most ``exit_timeout`` seconds delivering.
+    Raises ValueError for options out of range.
     """
 
     def __init__(
@@ -226,10 +231,10 @@ class BatchDelivery:
         """Accept one item for delivery. Never raises; blocks only to write the spool.
 
         Normally this appends to the queue, and while the queue is more than a quarter
-        full it gives up the GIL once (as ``time.sleep(0)`` does). It writes the spool
-        (on the caller's thread) with ``durable=True``, after :meth:`close`, and when
-        the queue is full: then the oldest ``batch_size`` queued items move to the spool
-        in one commit.
+        full and the sink works, it gives up the GIL once (``os.sched_yield()``). It
+        writes the spool (on the caller's thread) with ``durable=True``, after
+        :meth:`close`, and when the queue is full: then the oldest ``batch_size`` queued
+        items move to the spool in one commit.
         """
         if self._process.forked():
             self._after_fork()
@@ -250,12 +255,14 @@ class BatchDelivery:
             return
         queue.append(item)
         self._poke(len(queue))
-        if len(queue) > self._yield_above:
-            # The thread is behind. Each of its broker round trips gives up the GIL, and
-            # a caller that emits without pause keeps it for a whole switch interval
-            # (5 ms) before the thread gets it back: a burst then outruns the thread and
-            # spills. Giving the GIL up here lets the thread send while the queue has room.
-            _let_others_run(0)
+        if len(queue) > self._yield_above and not self._failures:
+            # The thread is behind a sink that works. Each of its round trips gives up
+            # the GIL, and a caller that emits without pause keeps it for a whole switch
+            # interval (5 ms) before the thread gets it back: a burst then outruns the
+            # thread and spills. Giving the GIL up here lets the thread send while the
+            # queue has room. Not while the sink fails: the thread then only moves the
+            # queue to the spool, and the caller would wait for that.
+            _let_others_run()
 
     def _make_room(self) -> bool:
         """The queue is full: move its oldest batch to the spool; False if impossible.

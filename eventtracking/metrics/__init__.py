@@ -8,27 +8,12 @@ Needs the ``otel`` extra: ``pip install 'event-tracking[otel]'``. Two ways in:
   adds the metrics to it and serves them over HTTP (``/metrics``) on a port.
 
 Under Django, the ``EVENT_TRACKING_METRICS`` setting calls one or the other
-(:mod:`eventtracking.django`). Every instrument is asynchronous: its callback reads
-``stats()`` when a reader collects (a Prometheus scrape), so emitting an event costs
-nothing more with metrics on. One collection reads the trackers' ``stats()`` once, and
-every instrument reports from that one reading.
-
-Each integer in a tracker's ``stats()`` becomes one data point, found by walking the
-nested dicts, so a counter added later is exported without a change here:
-
-* the key names the metric (``published`` is ``eventtracking.events.published``; see
-  :data:`METRICS`); a key without a name of its own is ``eventtracking.other``, with
-  the key as the ``counter`` attribute;
-* ``backend`` is the backend's path in the tracker (``async.mongo`` for a backend
-  nested in ``async``); the tracker's own counters have none;
-* ``reason`` is the key inside a group (``dropped``, ``failed``, ``refused``...);
-* ``part`` is the section of a backend's stats the value comes from (``publisher``,
-  ``worker``, ``producer``, ``consumer``, ``spool``), absent for its own top level;
-* ``side`` says which process reports: ``web`` or ``worker`` (a Celery worker), and
-  ``tracker`` names the tracker unless it is the default one.
-
-Two gauges come from the spool rather than ``stats()``: ``eventtracking.spool.pending``
-(rows waiting in a backend's stream) and ``eventtracking.spool.dead_letters``.
+(:mod:`eventtracking.django`). Every instrument is asynchronous: one collection (a
+Prometheus scrape) reads the trackers' ``stats()`` once, and every instrument reports
+from that reading, so emitting costs nothing more with metrics on. Each integer in
+``stats()`` becomes one data point, found by walking the nested dicts, so a counter
+added later is exported without a change here; the names and labels are listed in
+``docs/metrics.rst`` (see :data:`METRICS`).
 """
 
 from __future__ import annotations

@@ -2,27 +2,13 @@
 
 :class:`MongoBackend` keeps the options and attributes of event-tracking 4.x (``host``,
 ``port``, ``user``, ``password``, ``database``, ``collection``, ``extra``;
-``connection``, ``database``, ``collection``) and delivers from a background thread
-(:mod:`eventtracking.delivery`):
-
-* ``send()`` gives the event an ``_id``, encodes it to BSON and queues the bytes. The
-  event itself is never changed, and later changes to it do not reach MongoDB.
-* A writer thread inserts batches with ``insert_many(ordered=False)`` and acknowledged
-  writes. It creates the indexes on ``timestamp`` (descending) and ``name`` once the
-  server answers. Construction never talks to the server.
-* While MongoDB is unreachable, events go to a local spool (SQLite, see
-  :mod:`eventtracking.spool`) and are replayed in order when it is back. A replayed
-  batch that was partly stored before stores only the rest: the ``_id`` was given on
-  this side, and the duplicate-key errors are expected and ignored.
-* A document MongoDB cannot take (one BSON cannot encode, one over 16 MiB, one a
-  collection validator refuses) becomes a dead letter in the spool, with the reason,
-  while the rest of its batch is stored.
-* Documentation records (:mod:`eventtracking.metadata`) go to the ``event_types``
-  collection of the same database, one document per version with the record id as
-  ``_id``, delivered the same way.
-
-pymongo is imported when a backend is built, so ``import eventtracking`` works without
-it; building one without pymongo raises ImportError naming the extra to install.
+``connection``, ``database``, ``collection``). ``send()`` gives the event an ``_id``
+and queues its BSON; a writer thread (:mod:`eventtracking.delivery`) inserts batches,
+spools them while MongoDB is unreachable (:mod:`eventtracking.spool`) and keeps refused
+documents as dead letters. Documentation records (:mod:`eventtracking.metadata`) go to
+the ``event_types`` collection of the same database. The rules are in
+``docs/mongodb.rst``. pymongo is imported when a backend is built, so ``import
+eventtracking`` works without it.
 
 The package, one concern per module: this module holds :class:`MongoBackend`, its
 options and its 4.x attributes; ``_uri`` reads URIs and credentials and hides their

@@ -13,10 +13,7 @@ it through four methods, the protocol the tracker and the Django middleware use:
 ``get_stack()``, ``set_stack(stack)``, ``push(name, context)`` and ``pop(name)``.
 
 ``get()`` returns what 4.x code expects: an ordered, mutable mapping of name ->
-context, outermost first, that it may edit in place. It is a live view of the stack
-(a :class:`ContextView`): ``locator.get()['child'] = ctx`` enters ``ctx`` as the
-innermost context named ``child``, and ``del locator.get()['child']`` leaves it, for
-the calling thread or task where the locator keeps one stack per thread or task.
+context that it may edit in place, a live view of the stack (:class:`ContextView`).
 
 A custom locator written for 4.x has only ``get()``, returning a mapping the tracker
 edits in place. :func:`as_stack_locator` wraps it in a :class:`MappingLocatorAdapter`,

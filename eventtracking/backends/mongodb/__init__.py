@@ -94,23 +94,12 @@ _DEFAULTS = DeliveryOptions()
 class MongoBackend(SpoolingBackend):
     """Deliver events to ``database``.``collection`` from a background writer thread.
 
-    Where (the 4.x options, plus ``uri``):
-
-    * ``host`` (default ``'localhost'``) and ``port`` (default 27017), or ``uri``: a
-      full ``mongodb://`` or ``mongodb+srv://`` URI, for replica sets, TLS and
-      ``authSource``. ``uri`` takes precedence; ImproperlyConfigured is raised when
-      ``host``/``port`` are also given and name a server the URI does not.
-    * ``user`` and ``password``: pymongo's ``username``/``password``, authenticated
-      against ``database`` unless ``extra`` or ``uri`` set ``authSource``.
-    * ``database`` (default ``'eventtracking'``), ``collection`` (default
-      ``'events'``).
-    * ``extra``: more MongoClient options, such as ``{'journal': True}`` or
-      ``{'w': 'majority'}``. It is copied, never changed.
-
-    Delivery: the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`
-    with its defaults (a batch is one ``insert_many``), or one ``delivery_options``.
-    ``spool_stream`` is by default the servers, database and collection (never
-    credentials); backends with the same stream share their spooled events.
+    The options (``host``, ``port``, ``uri``, ``user``, ``password``, ``database``,
+    ``collection``, ``extra`` and the eight of
+    :class:`~eventtracking.delivery.options.DeliveryOptions`, or one ``delivery_options``)
+    are described in the Options table of ``docs/mongodb.rst``. ``spool_stream`` is by
+    default the servers, database and collection (never credentials); backends with the
+    same stream share their spooled events.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
     4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and
@@ -258,9 +247,8 @@ class MongoBackend(SpoolingBackend):
         The event is encoded now, with its own ``_id`` (unless it has one), into a new
         document: the caller's dict is not changed, and changing it later changes
         nothing stored. On a Celery worker the ``_id`` is the id the event travelled
-        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered event
-        is
-        stored once. An event BSON cannot encode, or one over
+        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered
+        event is stored once. An event BSON cannot encode, or one over
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
         """
         try:

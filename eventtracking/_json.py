@@ -1,26 +1,11 @@
 """Turning events into JSON that any reader can parse, whatever the data holds.
 
-The rules, shared by every backend that writes JSON:
-
-* ``datetime`` -> ISO 8601 in UTC (a naive datetime is taken to be UTC already);
-  ``date`` and ``time`` -> ISO 8601; ``timedelta`` -> seconds as a number;
-* ``Decimal`` -> its exact string, e.g. ``"1.10"`` (a JSON number would be read back as
-  a binary float and lose digits);
-* ``UUID`` -> its canonical string; ``Enum`` -> its value; paths -> their string;
-* ``set`` and ``frozenset`` -> a list, sorted when the items can be ordered;
-* ``bytes`` -> the text when it is valid UTF-8, otherwise ``"base64:"`` followed by the
-  base64 encoding;
-* a float that is NaN or infinite -> the string ``"NaN"``, ``"Infinity"`` or
-  ``"-Infinity"`` (bare ``NaN`` is not JSON);
-* an int too long for Python to write in decimal (see
-  :func:`sys.set_int_max_str_digits`) -> its exact hexadecimal string, ``"0x..."``;
-* a key that is not a str, int, float, bool or None -> its ``repr``;
-* a reference cycle -> the string ``"<cycle>"``; nesting deeper than
-  :data:`MAX_DEPTH` -> ``"<too deep>"``;
-* any other object, or one of the above whose conversion raises (a ``__fspath__`` or a
-  set item's ``__lt__`` that fails) -> its ``repr``, with a warning (rate-limited) that
-  names the event and the key path, e.g. ``data.player.handle``, and a count; an object
-  whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
+The rules, shared by every backend that writes JSON, are listed for users in
+``docs/api.rst`` ("How values are written as JSON"): dates to ISO 8601 in UTC, decimals
+and UUIDs to strings, sets to lists, bytes to text or ``"base64:..."``, non-finite
+floats and over-long ints to strings, odd keys to their repr, ``"<cycle>"`` and
+``"<too deep>"`` (past :data:`MAX_DEPTH`), and anything else to its ``repr``, with a
+rate-limited warning naming the event and the key path, and a count.
 
 The fast path is the standard library's C encoder; only an event that trips it (NaN, a
 cycle, an odd key, an unknown object, extreme depth) takes the slower path that cleans

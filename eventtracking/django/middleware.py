@@ -10,13 +10,9 @@ who asked for what::
         'eventtracking.django.middleware.TrackRequestEventMiddleware',  # optional
     ]
 
-Both work under WSGI and ASGI, in Django's way: they declare ``sync_capable`` and
-``async_capable``, pick their mode when built, and have a separate ``__acall__`` that
-never blocks the event loop. Contexts live in a context variable, so neither reused
-threads nor interleaved tasks ever see another request's context.
-
-A failure inside the middleware (a broken hook, say) never breaks the request: it is
-logged, and re-raised only when ``DEBUG`` is true, so it shows during development.
+Both work under WSGI and ASGI, in Django's way (a separate ``__acall__`` that never
+blocks the event loop), and a failure inside them never breaks the request: it is
+logged, and re-raised only when ``DEBUG`` is true. ``docs/django.rst`` has the rest.
 """
 
 from __future__ import annotations

@@ -335,18 +335,10 @@ def _spell(path: Any) -> str:
 
 
 def _clean(value: Any, depth: int, active: set[int], path: Any) -> Any:
-    if isinstance(value, int):
-        if value.bit_length() > _SAFE_INT_BITS:
-            return _huge_int(value)
-        return value
+    if isinstance(value, (int, float)):
+        return number_form(value)
     if isinstance(value, str) or value is None:
         return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        if math.isnan(value):
-            return "NaN"
-        return "Infinity" if value > 0 else "-Infinity"
     if depth >= MAX_DEPTH:
         return "<too deep>"
     if isinstance(value, (dict, list, tuple)):
@@ -380,12 +372,19 @@ def _event_of(path: Any) -> Any:
     return path[0]
 
 
-def _huge_int(value: int) -> Any:
-    """``value`` itself when Python may write it in decimal, else its exact hex string."""
-    try:
-        int.__repr__(value)
-    except ValueError:
-        return hex(value)
+def number_form(value: float) -> Any:
+    """A number as the rules write it: itself, or a string for a NaN or an infinity
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``) and for an int too long for Python to
+    write in decimal (its exact hex)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value.bit_length() > _SAFE_INT_BITS:
+        try:
+            int.__repr__(value)
+        except ValueError:
+            return hex(value)
     return value
 
 

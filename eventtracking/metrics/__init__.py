@@ -222,8 +222,7 @@ def start_prometheus(
     """Serve the metrics for Prometheus on ``http://addr:port/metrics``, in this process.
 
     With ``ports`` over 1, the first free port from ``port`` to ``port + ports - 1`` is
-    taken: each process of a server with several (gunicorn, uWSGI) then serves its own
-    counters on a port of the range, and Prometheus scrapes them all.
+    taken, one per process of a server with several (gunicorn, uWSGI).
 
     Makes a ``MeterProvider`` with the OpenTelemetry Prometheus exporter's reader, calls
     :func:`instrument` on it and starts prometheus_client's HTTP server thread, which
@@ -297,12 +296,10 @@ def serve_worker_processes(
     """In a Celery worker whose pool forks (prefork, the default), serve each pool
     process's metrics on ``port + n``, n being its index from 1 to the concurrency.
 
-    Each pool process has counters of its own, so each serves its own endpoint (Celery
-    gives a process that replaces another the same index, so the same port). Call it
-    when the worker's app is loaded, before the pool starts: it connects to Celery's
-    ``worker_process_init`` signal. With the solo or threads pool, tasks run in the
-    main process: call :func:`start_prometheus` there instead (or as well: the main
-    process of a prefork worker runs no tasks, but ``port`` is then free for it).
+    Call it when the worker's app is loaded, before the pool starts: it connects to
+    Celery's ``worker_process_init`` signal. With the solo or threads pool, call
+    :func:`start_prometheus` instead (``docs/metrics.rst``, "Every process has its own
+    counters").
     Only the first call in a process counts.
 
     Raises ImportError naming the extras when OpenTelemetry or Celery is missing.

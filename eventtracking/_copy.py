@@ -13,11 +13,9 @@ Three entry points:
 * :func:`safe_copy` makes one copy;
 * :func:`copy_one` makes one copy of each event from one place, through the compiled
   copier of the last event's shape;
-* :class:`Copier` makes as many independent copies of one event as a fan-out needs.
-  The first copy walks the event and records where its containers are (a *plan*);
-  later copies replay the plan with C-level ``dict.copy`` and ``list.copy`` calls and
-  no per-leaf work. A plan seen on a few events is compiled into a small Python
-  function, which is cheaper still.
+* :class:`Copier` makes as many independent copies of one event as a fan-out needs:
+  the first walks the event and records a *plan*, the others replay it (compiled once
+  seen on a few events), as ``docs/design.rst`` describes.
 
 Why one module, past 450 lines: the walk, the plans it records and their
 compiled form share one representation (tuples whose replay functions are told apart

@@ -25,6 +25,7 @@ by identity). Split in two, each half would have to read the other's private nam
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import threading
@@ -305,23 +306,16 @@ _MAX_COMPILED = 256
 _MAX_SEEN = 4096
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Compiled:
     """How to copy values of one shape: ``replay(value)`` makes a copy, assuming the
     shape; ``checked(value)``, when not None, first checks that ``value`` has exactly
     that shape (every other value immutable) and raises if not."""
 
-    __slots__ = ("checked", "many", "replay")
-
-    def __init__(
-        self,
-        replay: Callable[[Any], Any],
-        checked: Callable[[Any], Any] | None = None,
-        many: Callable[[Any, int], list[Any]] | None = None,
-    ) -> None:
-        self.replay = replay
-        self.checked = checked
-        #: ``many(value, n)``: a list of ``n`` copies made in one loop.
-        self.many = many
+    replay: Callable[[Any], Any]
+    checked: Callable[[Any], Any] | None = None
+    #: ``many(value, n)``: a list of ``n`` copies made in one loop.
+    many: Callable[[Any, int], list[Any]] | None = None
 
 
 _compiled: dict[Any, _Compiled] = {}

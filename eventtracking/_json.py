@@ -19,6 +19,7 @@ orjson, under the same rules, in compact form.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import decimal
 import enum
@@ -149,13 +150,11 @@ def _find_paths(
             _find_paths(item, (path, index), wanted, found, depth + 1, active)
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Spelled:
     """A key path, spelled out only if the warning is written."""
 
-    __slots__ = ("path",)
-
-    def __init__(self, path: Any) -> None:
-        self.path = path
+    path: Any
 
     def __str__(self) -> str:
         return _spell(self.path)

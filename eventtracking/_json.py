@@ -32,6 +32,7 @@ import uuid
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext, plain_context
+from eventtracking._util.escape import safe_repr
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 
@@ -85,14 +86,6 @@ def encode_known(obj: Any) -> Any:
         return os.fspath(obj)
     msg = f"Object of type {type(obj).__name__} is not JSON serializable"
     raise TypeError(msg)
-
-
-def safe_repr(obj: Any) -> str:
-    """``repr(obj)``, or a placeholder naming its type when ``repr`` itself fails."""
-    try:
-        return repr(obj)
-    except Exception:
-        return f"<unrepresentable {type(obj).__qualname__}>"
 
 
 def _repr_fallback(obj: Any, path: Any) -> str:

@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext, plain_context
-from eventtracking._util.escape import safe_repr
+from eventtracking._util.escape import safe_repr as safe_repr  # re-exported
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 

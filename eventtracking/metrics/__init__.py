@@ -120,10 +120,6 @@ def detect_side(argv: list[str] | None = None) -> str:
     return "worker" if any("celery" in p for p in program) and "worker" in argv[1:] else "web"
 
 
-def _registered_trackers() -> list[tuple[str, Any]]:
-    return _tracker_module.registered_trackers()
-
-
 def instrument(
     meter_provider: Any = None,
     *,
@@ -147,7 +143,9 @@ def instrument(
         raise ValueError(msg)
     if meter_provider is None:
         meter_provider = otel.get_meter_provider()
-    source = _registered_trackers if trackers is None else lambda: list(trackers.items())
+    source = (
+        _tracker_module.registered_trackers if trackers is None else lambda: list(trackers.items())
+    )
     spool = {"spool.pending": SPOOL_PENDING, "spool.dead_letters": SPOOL_DEAD}
     reading = Reading(source, side, {*METRICS, *spool})
     meter = meter_provider.get_meter("eventtracking", _version())

@@ -1,13 +1,7 @@
 """The command line: ``python -m eventtracking <command> ...``.
 
-Commands:
-
-``spool``
-    Inspect and repair the local spool of the background backends: ``status``,
-    ``dead-letters`` (list them), ``redrive``, ``replay`` and ``purge``, the verbs of
-    ``manage.py eventtracking_spool`` too (see :mod:`eventtracking.spool._commands`).
-``catalog``
-    Write the catalogue of documented event types as Markdown, JSON and HTML.
+Commands: ``spool``, the verbs of :mod:`eventtracking.spool._commands` on a spool
+directory, and ``catalog``, which writes the event catalogue (``--help`` says more).
 
 Adding a command: write ``register(commands)``, which adds a parser to the argparse
 sub-parsers ``commands`` and sets ``handler`` on it with ``set_defaults``; a handler

@@ -1,16 +1,10 @@
 """The immutable stack of named contexts that every locator stores.
 
-A stack is a sequence of ``(name, context)`` frames, innermost last. A name may appear
-more than once (nested ``with tracker.context('x', ...)`` blocks); only its innermost
-frame counts, and it counts at its own position, so re-entering a name makes it win over
-everything entered before. Leaving a name removes its innermost frame and uncovers the
-one below.
-
-Stacks are never changed in place: every enter or exit makes a new one. That makes a
-stack safe to share between threads and asyncio tasks, and lets it cache the merged
-context, which is the only thing the emit path needs. A stack is a linked list, each one
-pointing to the stack below it, so entering or leaving the innermost context costs the
-same at any depth, and merging walks only the frames entered since the last merge.
+A stack is a sequence of ``(name, context)`` frames, innermost last; only a name's
+innermost frame counts, at its own position. Stacks are never changed in place, so they
+are safe to share and each caches its merged context; a stack is a linked list, so
+entering or leaving costs the same at any depth, and merging walks only the frames
+entered since the last merge. ``docs/design.rst`` ("Contexts") has the rules.
 """
 
 from __future__ import annotations

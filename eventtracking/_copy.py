@@ -13,11 +13,9 @@ Three entry points:
 * :func:`safe_copy` makes one copy;
 * :func:`copy_one` makes one copy of each event from one place, through the compiled
   copier of the last event's shape;
-* :class:`Copier` makes as many independent copies of one event as a fan-out needs.
-  The first copy walks the event and records where its containers are (a *plan*);
-  later copies replay the plan with C-level ``dict.copy`` and ``list.copy`` calls and
-  no per-leaf work. A plan seen on a few events is compiled into a small Python
-  function, which is cheaper still.
+* :class:`Copier` makes as many independent copies of one event as a fan-out needs:
+  the first walks the event and records a *plan*, the others replay it (compiled once
+  seen on a few events), as ``docs/design.rst`` describes.
 
 Why one module, past 450 lines: the walk, the plans it records and their
 compiled form share one representation (tuples whose replay functions are told apart
@@ -27,6 +25,7 @@ by identity). Split in two, each half would have to read the other's private nam
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import threading
@@ -307,23 +306,16 @@ _MAX_COMPILED = 256
 _MAX_SEEN = 4096
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Compiled:
     """How to copy values of one shape: ``replay(value)`` makes a copy, assuming the
     shape; ``checked(value)``, when not None, first checks that ``value`` has exactly
     that shape (every other value immutable) and raises if not."""
 
-    __slots__ = ("checked", "many", "replay")
-
-    def __init__(
-        self,
-        replay: Callable[[Any], Any],
-        checked: Callable[[Any], Any] | None = None,
-        many: Callable[[Any, int], list[Any]] | None = None,
-    ) -> None:
-        self.replay = replay
-        self.checked = checked
-        #: ``many(value, n)``: a list of ``n`` copies made in one loop.
-        self.many = many
+    replay: Callable[[Any], Any]
+    checked: Callable[[Any], Any] | None = None
+    #: ``many(value, n)``: a list of ``n`` copies made in one loop.
+    many: Callable[[Any, int], list[Any]] | None = None
 
 
 _compiled: dict[Any, _Compiled] = {}

@@ -1,26 +1,11 @@
 """Turning events into JSON that any reader can parse, whatever the data holds.
 
-The rules, shared by every backend that writes JSON:
-
-* ``datetime`` -> ISO 8601 in UTC (a naive datetime is taken to be UTC already);
-  ``date`` and ``time`` -> ISO 8601; ``timedelta`` -> seconds as a number;
-* ``Decimal`` -> its exact string, e.g. ``"1.10"`` (a JSON number would be read back as
-  a binary float and lose digits);
-* ``UUID`` -> its canonical string; ``Enum`` -> its value; paths -> their string;
-* ``set`` and ``frozenset`` -> a list, sorted when the items can be ordered;
-* ``bytes`` -> the text when it is valid UTF-8, otherwise ``"base64:"`` followed by the
-  base64 encoding;
-* a float that is NaN or infinite -> the string ``"NaN"``, ``"Infinity"`` or
-  ``"-Infinity"`` (bare ``NaN`` is not JSON);
-* an int too long for Python to write in decimal (see
-  :func:`sys.set_int_max_str_digits`) -> its exact hexadecimal string, ``"0x..."``;
-* a key that is not a str, int, float, bool or None -> its ``repr``;
-* a reference cycle -> the string ``"<cycle>"``; nesting deeper than
-  :data:`MAX_DEPTH` -> ``"<too deep>"``;
-* any other object, or one of the above whose conversion raises (a ``__fspath__`` or a
-  set item's ``__lt__`` that fails) -> its ``repr``, with a warning (rate-limited) that
-  names the event and the key path, e.g. ``data.player.handle``, and a count; an object
-  whose ``repr`` fails -> ``"<unrepresentable TYPE>"``.
+The rules, shared by every backend that writes JSON, are listed for users in
+``docs/api.rst`` ("How values are written as JSON"): dates to ISO 8601 in UTC, decimals
+and UUIDs to strings, sets to lists, bytes to text or ``"base64:..."``, non-finite
+floats and over-long ints to strings, odd keys to their repr, ``"<cycle>"`` and
+``"<too deep>"`` (past :data:`MAX_DEPTH`), and anything else to its ``repr``, with a
+rate-limited warning naming the event and the key path, and a count.
 
 The fast path is the standard library's C encoder; only an event that trips it (NaN, a
 cycle, an odd key, an unknown object, extreme depth) takes the slower path that cleans
@@ -34,6 +19,7 @@ orjson, under the same rules, in compact form.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import decimal
 import enum
@@ -46,6 +32,7 @@ import uuid
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext, plain_context
+from eventtracking._util.escape import safe_repr as safe_repr  # re-exported
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 
@@ -99,14 +86,6 @@ def encode_known(obj: Any) -> Any:
         return os.fspath(obj)
     msg = f"Object of type {type(obj).__name__} is not JSON serializable"
     raise TypeError(msg)
-
-
-def safe_repr(obj: Any) -> str:
-    """``repr(obj)``, or a placeholder naming its type when ``repr`` itself fails."""
-    try:
-        return repr(obj)
-    except Exception:
-        return f"<unrepresentable {type(obj).__qualname__}>"
 
 
 def _repr_fallback(obj: Any, path: Any) -> str:
@@ -164,13 +143,11 @@ def _find_paths(
             _find_paths(item, (path, index), wanted, found, depth + 1, active)
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Spelled:
     """A key path, spelled out only if the warning is written."""
 
-    __slots__ = ("path",)
-
-    def __init__(self, path: Any) -> None:
-        self.path = path
+    path: Any
 
     def __str__(self) -> str:
         return _spell(self.path)
@@ -350,18 +327,10 @@ def _spell(path: Any) -> str:
 
 
 def _clean(value: Any, depth: int, active: set[int], path: Any) -> Any:
-    if isinstance(value, int):
-        if value.bit_length() > _SAFE_INT_BITS:
-            return _huge_int(value)
-        return value
+    if isinstance(value, (int, float)):
+        return number_form(value)
     if isinstance(value, str) or value is None:
         return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        if math.isnan(value):
-            return "NaN"
-        return "Infinity" if value > 0 else "-Infinity"
     if depth >= MAX_DEPTH:
         return "<too deep>"
     if isinstance(value, (dict, list, tuple)):
@@ -395,12 +364,19 @@ def _event_of(path: Any) -> Any:
     return path[0]
 
 
-def _huge_int(value: int) -> Any:
-    """``value`` itself when Python may write it in decimal, else its exact hex string."""
-    try:
-        int.__repr__(value)
-    except ValueError:
-        return hex(value)
+def number_form(value: float) -> Any:
+    """A number as the rules write it: itself, or a string for a NaN or an infinity
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``) and for an int too long for Python to
+    write in decimal (its exact hex)."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if value.bit_length() > _SAFE_INT_BITS:
+        try:
+            int.__repr__(value)
+        except ValueError:
+            return hex(value)
     return value
 
 

@@ -1,26 +1,14 @@
 """Where a tracker keeps its stack of contexts.
 
-A locator decides which code shares a context stack:
-
-* :class:`DefaultContextLocator` — one stack for the whole tracker;
-* :class:`ThreadLocalContextLocator` — one stack per thread;
-* :class:`ContextVarLocator` — one stack per thread *and* per asyncio task, following
-  :mod:`contextvars`: a new task starts from a copy of the stack it was created under,
-  and what it enters is never seen outside it. Use it under ASGI.
-
-Each stores an immutable :class:`~eventtracking._contextstack.ContextStack` and offers
-it through four methods, the protocol the tracker and the Django middleware use:
-``get_stack()``, ``set_stack(stack)``, ``push(name, context)`` and ``pop(name)``.
-
-``get()`` returns what 4.x code expects: an ordered, mutable mapping of name ->
-context, outermost first, that it may edit in place. It is a live view of the stack
-(a :class:`ContextView`): ``locator.get()['child'] = ctx`` enters ``ctx`` as the
-innermost context named ``child``, and ``del locator.get()['child']`` leaves it, for
-the calling thread or task where the locator keeps one stack per thread or task.
-
-A custom locator written for 4.x has only ``get()``, returning a mapping the tracker
-edits in place. :func:`as_stack_locator` wraps it in a :class:`MappingLocatorAdapter`,
-so that everything above it sees the same four methods.
+A locator decides which code shares a context stack: one for the whole tracker
+(:class:`DefaultContextLocator`), one per thread (:class:`ThreadLocalContextLocator`),
+or one per :mod:`contextvars` context, so per thread and asyncio task
+(:class:`ContextVarLocator`, for ASGI). Each stores an immutable
+:class:`~eventtracking._contextstack.ContextStack` behind four methods, the protocol
+the tracker and the Django middleware use (:class:`StackLocator`); ``get()`` gives
+4.x code its mutable mapping, a live :class:`ContextView`; :func:`as_stack_locator`
+adapts a 4.x locator that has only ``get()``. The rules are in ``docs/design.rst``
+("Contexts").
 """
 
 from __future__ import annotations
@@ -86,18 +74,11 @@ class ContextView(MutableMapping[str, Any]):
     """The entered contexts of a locator as a mutable mapping of name -> context.
 
     It is live: every read looks at the stack the locator holds for the calling thread
-    or task at that moment. Writes change that stack, as 4.x code expects:
-
-    * ``view[name] = ctx`` enters a one-level copy of ``ctx`` as the innermost context
-      ``name`` (like :meth:`~eventtracking.tracker.Tracker.enter_context`; TypeError when
-      ``ctx`` is not a mapping). Assigning a name that is already entered stacks a new
-      frame over it, which wins;
-    * ``del view[name]`` leaves the innermost context ``name`` and uncovers the one
-      below, if any (like ``exit_context``); KeyError when none is entered.
-
-    Reading gives each name's innermost context, outermost name first. It compares equal
-    to a dict or ``OrderedDict`` with the same items, and :meth:`copy` returns a
-    snapshot as an ``OrderedDict``.
+    or task at that moment, and gives each name's innermost context, outermost name
+    first. ``view[name] = ctx`` enters a one-level copy of ``ctx`` (TypeError when it is
+    not a mapping) and ``del view[name]`` leaves the innermost ``name`` (KeyError when
+    none is entered), like ``enter_context`` and ``exit_context``. :meth:`copy` returns
+    a snapshot as an ``OrderedDict``.
     """
 
     __slots__ = ("_locator",)
@@ -255,15 +236,10 @@ class MappingLocatorAdapter:
 
     A 4.x locator has only ``get()``, returning a mutable mapping of name -> context
     that callers edit in place. The adapter keeps the state in that mapping, so code
-    that still edits it directly and code that goes through the adapter agree:
-
-    * :meth:`push` moves a re-entered name to the innermost position (4.x kept the
-      old one); the mapping holds one context per name, so the outer one is replaced;
-    * :meth:`pop` deletes the name;
-    * :meth:`get_stack` builds a stack from the mapping on every call: its contexts are
-      the locator's own objects, which 4.x code may change in place, so nothing derived
-      from them is cached;
-    * :meth:`set_stack` rewrites the mapping to hold the stack's contexts.
+    that still edits it directly and code that goes through the adapter agree. The
+    mapping holds one context per name: :meth:`push` replaces a re-entered name's
+    context and moves it innermost. :meth:`get_stack` builds a new stack on every call,
+    since 4.x code may change the contexts in place.
     """
 
     __slots__ = ("locator",)

@@ -14,13 +14,10 @@ The router promises isolation without paying for a deep copy of every event:
   ``mutates_events = False``. Every backend and processor shipped here does, routers
   included, so the common case copies nothing at all.
 
-Copies are cheap and few. Routers nested in a tree pass the event down without copying
-it, together with one :class:`~eventtracking._copy.Copier`: the first copy walks the
-event once for the whole tree, the others replay that walk. An event that is already a
-private copy (made for a processor chain, or handed down by a parent router whose last
-backend this router is) goes without a copy to the last backend that may change it, so
-``N`` such backends need ``N - 1`` copies. A value that cannot be copied is shared,
-logged and counted, never raised into the caller (see :mod:`eventtracking._copy`).
+Copies are cheap and few: routers nested in a tree share one
+:class:`~eventtracking._copy.Copier`, and a private event goes uncopied to the last
+backend that may change it (``docs/design.rst`` tells how). A value that cannot be
+copied is shared, logged and counted, never raised into the caller.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ here; the registry is the one place that reads ``TRACKERS``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -254,15 +255,13 @@ class Tracker:
         return result
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _EnteredContext:
     """The context manager returned by :meth:`Tracker.context`; also usable as a decorator."""
 
-    __slots__ = ("ctx", "name", "tracker")
-
-    def __init__(self, tracker: Tracker, name: str, ctx: Mapping[str, Any]) -> None:
-        self.tracker = tracker
-        self.name = name
-        self.ctx = ctx
+    tracker: Tracker
+    name: str
+    ctx: Mapping[str, Any]
 
     def __enter__(self) -> None:
         self.tracker.enter_context(self.name, self.ctx)

@@ -264,11 +264,12 @@ def unknown_options(unknown: list[str], valid: list[str]) -> str:
     return ", ".join(described)
 
 
-def _child_role(key: Any) -> str:
-    """The role of the members of an option: RoutingBackend-style trees name them."""
-    if key == "backends":
+def _member_role(key: Any, value: Any) -> str:
+    """The role of the members of option ``key`` (RoutingBackend-style trees name them):
+    BACKEND in a ``backends`` dict, PROCESSOR in a ``processors`` list, else ANY."""
+    if key == "backends" and isinstance(value, dict) and ENGINE not in value:
         return BACKEND
-    if key == "processors":
+    if key == "processors" and isinstance(value, (list, tuple)):
         return PROCESSOR
     return ANY
 
@@ -334,12 +335,10 @@ def _build_engine(node: Mapping[str, Any], where: str, role: str) -> Any:
 
 def _build_member(key: Any, value: Any, where: str) -> Any:
     """Build one option value; ``backends`` and ``processors`` members are roles."""
-    role = _child_role(key)
-    if role == BACKEND and isinstance(value, dict) and ENGINE not in value:
+    role = _member_role(key, value)
+    if role == BACKEND:
         return {name: build(child, f"{where}[{name!r}]", BACKEND) for name, child in value.items()}
-    if role == PROCESSOR and isinstance(value, (list, tuple)):
-        return build(value, where, PROCESSOR)
-    return build(value, where)
+    return build(value, where, role)
 
 
 def problems(node: Any, where: str, role: str = ANY) -> Iterator[EngineError]:
@@ -366,14 +365,12 @@ def problems(node: Any, where: str, role: str = ANY) -> Iterator[EngineError]:
         options_where = f"{where}[{OPTIONS!r}]"
         for key, value in options.items():
             member_where = f"{options_where}[{key!r}]"
-            member_role = _child_role(key)
-            if member_role == BACKEND and isinstance(value, dict) and ENGINE not in value:
+            member_role = _member_role(key, value)
+            if member_role == BACKEND:
                 for name, child in value.items():
                     yield from problems(child, f"{member_where}[{name!r}]", BACKEND)
-            elif member_role == PROCESSOR and isinstance(value, (list, tuple)):
-                yield from problems(value, member_where, PROCESSOR)
             else:
-                yield from problems(value, member_where)
+                yield from problems(value, member_where, member_role)
     elif isinstance(node, (list, tuple)):
         for index, child in enumerate(node):
             yield from problems(child, f"{where}[{index}]", role)

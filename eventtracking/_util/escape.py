@@ -13,7 +13,7 @@ nothing: an operator reading a dead letter wants all of it.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_LIMIT", "escape", "escape_for_terminal"]
+__all__ = ["DEFAULT_LIMIT", "escape", "escape_for_terminal", "safe_repr"]
 
 #: Characters of the value kept by :func:`escape` before it is cut.
 DEFAULT_LIMIT = 200
@@ -48,6 +48,14 @@ def escape(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
 def escape_for_terminal(text: str) -> str:
     """``text`` escaped as :func:`escape` does, whole (nothing is cut)."""
     return escape(text, limit=None)
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a placeholder naming its type when ``repr`` itself fails."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
 
 
 def _char(char: str) -> str:

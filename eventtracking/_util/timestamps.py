@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import re
 
+from eventtracking._util.escape import safe_repr
+
 __all__ = ["UTC", "parse_timestamp"]
 
 UTC = datetime.timezone.utc
@@ -55,12 +57,12 @@ def _parse(value: object) -> datetime.datetime:
         if parsed is not None:
             return _in_utc(parsed)
         msg = (
-            f"timestamp {_repr(value)} is not an ISO 8601 date-time; emit events with a "
+            f"timestamp {safe_repr(value)} is not an ISO 8601 date-time; emit events with a "
             "timezone-aware datetime, or a string such as '2024-01-31T12:00:00.000000+00:00'"
         )
         raise ValueError(msg)
     msg = (
-        f"timestamp {_repr(value)} ({type(value).__name__}) is neither a "
+        f"timestamp {safe_repr(value)} ({type(value).__name__}) is neither a "
         "datetime nor an ISO 8601 string; emit events with a timezone-aware datetime"
     )
     raise ValueError(msg)
@@ -79,7 +81,7 @@ def _in_utc(value: datetime.datetime) -> datetime.datetime:
         # isoformat() would ask the time zone again: name it apart.
         msg = (
             f"timestamp {value.replace(tzinfo=None).isoformat()} in time zone "
-            f"{_repr(value.tzinfo)} cannot be converted to UTC "
+            f"{safe_repr(value.tzinfo)} cannot be converted to UTC "
             f"({type(exc).__name__}); emit events with a timezone-aware datetime "
             "between years 1 and 9999 in UTC"
         )
@@ -104,10 +106,3 @@ def _parse_text(value: str) -> datetime.datetime | None:
         return datetime.datetime.strptime(f"{date}T{clock}.{micro}{zone}", "%Y-%m-%dT%H:%M:%S.%f%z")
     except ValueError:
         return None
-
-
-def _repr(value: object) -> str:
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"

@@ -1,8 +1,7 @@
 """Write each event as one line of JSON to a standard :mod:`logging` logger.
 
-Serialisation follows the rules in :mod:`eventtracking._json`: dates, decimals, UUIDs,
-sets and bytes have a defined form, and nothing an event holds can stop it from being
-written.
+Serialisation follows :ref:`json-rules`: dates, decimals, UUIDs, sets and bytes have a
+defined form, and nothing an event holds can stop it from being written.
 
 An event whose JSON is longer than ``max_event_size`` characters is not dropped. A
 placeholder record takes its place in the log, keeping its ``name``, ``timestamp`` and
@@ -20,7 +19,7 @@ event: the warning says so and ``stats()['dropped_oversized']`` counts it too.
 The encoder is orjson when the ``[fast]`` extra is installed (``encoder="auto"``), and
 the standard library's ``json`` otherwise or with ``encoder="stdlib"``, whose lines are
 byte for byte what ``json.dumps`` writes. orjson's lines hold the same values in a
-compact form: see :mod:`eventtracking._json`.
+compact form.
 
 A real :class:`logging.Logger` gets each line as a record built from a template made
 once, with every attribute ``logging`` itself would give it, and handled at once: no
@@ -85,7 +84,7 @@ class DateTimeJSONEncoder(json.JSONEncoder):
     """A JSON encoder that knows datetimes, dates, decimals, UUIDs, sets and bytes.
 
     Datetimes are written in UTC ISO 8601, naive ones taken to be UTC. See
-    :mod:`eventtracking._json` for the form of every other type. Unknown objects still
+    :ref:`json-rules` for the form of every other type. Unknown objects still
     raise TypeError, as with the standard encoder.
     """
 

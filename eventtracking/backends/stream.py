@@ -8,7 +8,7 @@ processes whose standard output is collected as their log (containers, systemd):
         'stdout': {'ENGINE': 'eventtracking.backends.stream.StreamBackend'},
     }
 
-Lines follow the JSON rules of :mod:`eventtracking._json`, like ``LoggerBackend``'s,
+Lines follow the JSON rules of ``LoggerBackend`` (:ref:`json-rules`),
 with no size limit.
 """
 

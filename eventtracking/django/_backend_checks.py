@@ -63,15 +63,11 @@ def _configured_engines(node: Any, where: str) -> Iterator[tuple[str, Any, dict[
 
 
 def _subclass(target: Any, module: str, name: str) -> bool:
-    import importlib
-
     base = getattr(importlib.import_module(module), name)
     return isinstance(target, type) and issubclass(target, base)
 
 
 def _installed(module: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is not None
     except ImportError:  # the parent package of a dotted name is missing

@@ -1,20 +1,13 @@
 """``EVENT_TRACKING_METRICS``: the metrics of :mod:`eventtracking.metrics`, from settings.
 
-* absent, ``None`` or ``False``: off;
-* ``True``: the metrics go to OpenTelemetry's global ``MeterProvider``, for a site that
-  configures OpenTelemetry (and its exporters) itself;
-* a dict: ``{"prometheus_port": 9464}`` serves them for Prometheus on that port
-  (``prometheus_addr``, ``127.0.0.1`` by default, is the address to listen on; with
-  ``prometheus_ports``: N, each process takes the first free port of the N from
-  ``prometheus_port``, for servers that run several processes);
-  without ``prometheus_port`` they go to the global provider. ``side``, ``'web'`` or
-  ``'worker'``, is guessed from the command line unless given.
-
-The app turns them on in ``ready()``. The Prometheus endpoint is not started by a
-management command (``migrate``, ``check``, ``shell``...), which would take the port
-from the server, except by ``runserver``'s serving process. In a Celery worker (side
-``worker``) the main process serves on the port and each pool process n of a prefork
-pool on port + n (:func:`eventtracking.metrics.serve_worker_processes`).
+Absent, ``None`` or ``False``: off; ``True``: OpenTelemetry's global ``MeterProvider``;
+a dict with ``prometheus_port`` (and ``prometheus_addr``, ``prometheus_ports``,
+``side``): served for Prometheus, as ``docs/metrics.rst`` describes (a dict without
+``prometheus_port`` means the global provider). The app turns them
+on in ``ready()``; a management command other than ``runserver``'s serving process
+never starts the endpoint, which would take the port from the server. In a Celery
+worker the main process serves on the port and each prefork pool process n on
+port + n (:func:`eventtracking.metrics.serve_worker_processes`).
 """
 
 from __future__ import annotations

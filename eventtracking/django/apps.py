@@ -48,15 +48,9 @@ class EventTrackingConfig(AppConfig):
     def ready(self) -> None:
         """Register the checks and the default tracker; never raises.
 
-        A configuration error must not stop every management command, including
-        ``manage.py check``, which explains it, nor break the site's views. It is kept
-        in :attr:`startup_error` for the checks, and the default tracker registered is
-        a :func:`~eventtracking.tracker.dropping_tracker`: views that enter its
-        contexts keep working, and its events are dropped and counted (see
-        :func:`eventtracking.tracker.stats`); the warning of the first drop gives the
-        error. A server process also logs it at ERROR, in one line; a management
-        command leaves it to the system checks, so that ``runserver`` and ``check``
-        print it once.
+        A configuration error is kept in :attr:`startup_error` for the checks, and the
+        default tracker is then a :func:`~eventtracking.tracker.dropping_tracker`, as
+        ``docs/django.rst`` ("The tracker") describes.
         """
         from eventtracking.django import checks  # noqa: F401 (importing it registers them)
         from eventtracking.django.django_tracker import override_default_tracker
@@ -99,7 +93,7 @@ def _start_metrics() -> None:
 
     A bad value is logged here, and explained by ``manage.py check`` (eventtracking.E010).
     """
-    from eventtracking.django import _metrics, _settings
+    from eventtracking.django import _metrics
 
     try:
         setting = _settings.metrics()
@@ -119,7 +113,6 @@ def settings_decide_the_default_tracker(error: Exception | None) -> None:
     """
     from django.conf import settings
 
-    from eventtracking import tracker
     from eventtracking.django import checks
     from eventtracking.django.django_tracker import (
         DJANGO_BACKEND_SETTING_NAME,
@@ -137,7 +130,7 @@ def settings_decide_the_default_tracker(error: Exception | None) -> None:
             reason += f", so {DJANGO_BACKEND_SETTING_NAME} is not used ({checks.W003})"
     else:
         reason = f"{DJANGO_ENABLED_SETTING_NAME} is not true in settings"
-    tracker.set_fallback(None, reason)
+    tracker_module.set_fallback(None, reason)
 
 
 def report_startup_error(error: Exception) -> None:

@@ -1,19 +1,11 @@
 """Django's ASGI application, plus the lifespan protocol to flush events at shutdown.
 
-uvicorn, after a graceful shutdown on SIGTERM or SIGINT, raises the signal again with
-its default action, so the process dies without running :mod:`atexit` handlers, and
-events a backend still buffers are lost. Django's own ASGI handler does not speak the
-lifespan protocol, which is the one place such a server lets an application clean up.
-Use this module instead of ``django.core.asgi``::
-
-    # asgi.py
-    import os
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-    from eventtracking.django.asgi import get_asgi_application
-    application = get_asgi_application()
-
-and run the server with the lifespan protocol on (``uvicorn --lifespan on``; ``auto``,
-the default, works too).
+uvicorn, after a graceful shutdown, re-raises the signal with its default action, so
+:mod:`atexit` handlers never run and buffered events are lost; the lifespan protocol,
+which Django's own ASGI handler does not speak, is where such a server lets an
+application clean up. Use :func:`get_asgi_application` from here instead of
+``django.core.asgi``'s, with ``uvicorn --lifespan on`` (or ``auto``, the default), as
+``docs/django.rst`` ("ASGI and uvicorn") shows.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from eventtracking.django._backend_checks import *  # noqa: F403 (its __all__, l
 from eventtracking.django._settings import TAG, system_check
 from eventtracking.django.django_tracker import (
     DJANGO_BACKEND_SETTING_NAME,
+    DJANGO_ENABLED_SETTING_NAME,
     DJANGO_PROCESSOR_SETTING_NAME,
 )
 from eventtracking.django.middleware import (
@@ -275,8 +276,6 @@ ENABLED_MISSING_HINT = (
 @system_check
 def check_enabled_setting(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Warn when backends are configured but ``EVENT_TRACKING_ENABLED`` is not set at all."""
-    from eventtracking.django.django_tracker import DJANGO_ENABLED_SETTING_NAME
-
     if getattr(settings, DJANGO_BACKEND_SETTING_NAME, None) and not hasattr(
         settings, DJANGO_ENABLED_SETTING_NAME
     ):

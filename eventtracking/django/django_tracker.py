@@ -56,9 +56,8 @@ class DjangoTracker(Tracker):
     asyncio task has its own.
 
     Raises :class:`~eventtracking.exceptions.ImproperlyConfigured` (a ValueError, as in
-    4.x) when a setting has the wrong shape or an ENGINE is missing, empty or cannot be
-    imported, and when a constructor rejects its OPTIONS (chained to the constructor's
-    own error). The message names the offending entry.
+    4.x) naming the entry, when a setting has the wrong shape, an ENGINE cannot be
+    used or a constructor rejects its OPTIONS (chained).
     """
 
     def __init__(
@@ -88,8 +87,7 @@ class DjangoTracker(Tracker):
         """Build the backends described by the dict setting ``settings_name``.
 
         Raises ImproperlyConfigured (a ValueError) when the setting is not a dict or an
-        entry cannot be built.
-        Backends built before a failing one are closed.
+        entry cannot be built. Backends built before a failing one are closed.
         """
         config = getattr(settings, settings_name, None)
         if config is None:

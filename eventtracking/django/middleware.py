@@ -10,13 +10,9 @@ who asked for what::
         'eventtracking.django.middleware.TrackRequestEventMiddleware',  # optional
     ]
 
-Both work under WSGI and ASGI, in Django's way: they declare ``sync_capable`` and
-``async_capable``, pick their mode when built, and have a separate ``__acall__`` that
-never blocks the event loop. Contexts live in a context variable, so neither reused
-threads nor interleaved tasks ever see another request's context.
-
-A failure inside the middleware (a broken hook, say) never breaks the request: it is
-logged, and re-raised only when ``DEBUG`` is true, so it shows during development.
+Both work under WSGI and ASGI, in Django's way (a separate ``__acall__`` that never
+blocks the event loop), and a failure inside them never breaks the request: it is
+logged, and re-raised only when ``DEBUG`` is true. ``docs/django.rst`` has the rest.
 """
 
 from __future__ import annotations
@@ -166,16 +162,10 @@ def _leaked_names(pushed: Any, current: Any) -> list[str]:
 class TrackRequestContextMiddleware:
     """Enter the request context around each request.
 
-    The context holds the fields of ``EVENT_TRACKING_REQUEST_CONTEXT_FIELDS`` (all by
-    default): ``user_id``, ``username``, ``session`` (a keyed hash), ``ip``, ``agent``,
-    ``host``, ``path``, ``method``, ``referer``, ``accept_language`` and
-    ``request_id``, plus whatever ``EVENT_TRACKING_REQUEST_CONTEXT_HOOK`` returns.
-    ``path`` and ``referer`` have tokens redacted, and ``referer`` keeps no query
-    string, fragment or credentials. The
-    user and session are read when the first event is emitted, so an authentication
-    middleware placed after this one still works and a request that emits nothing
-    costs no lookup. The context is left when the response is returned, even when the
-    view raises, and anything the view entered and forgot to leave is discarded.
+    The fields, the hook, when the user is read and what is redacted are described in
+    ``docs/django.rst`` ("Request context"). The context is left when the response is
+    returned, even when the view raises, and anything the view entered and forgot to
+    leave is discarded.
 
     Raises :class:`~eventtracking.django._settings.SettingError`, Django's
     ImproperlyConfigured and the library's, when Django builds it, for a bad setting.
@@ -261,17 +251,10 @@ class TrackRequestContextMiddleware:
 class TrackRequestEventMiddleware:
     """Emit one event per request, named ``EVENT_TRACKING_REQUEST_EVENT_NAME``.
 
-    Its data is ``{'method', 'path', 'query', 'status', 'duration_ms'}``. ``query`` holds
-    the query parameters (a list for a repeated key); values whose key looks secret
-    (contains password, token, ..., or ``EVENT_TRACKING_REQUEST_EVENT_SECRET_KEYS``; or
-    has code, key, pwd, ... as a word) are blanked, also inside values that are JSON
-    documents. A query Django refuses (more fields than
-    ``DATA_UPLOAD_MAX_NUMBER_FIELDS``) is left out: ``query`` is empty and
-    ``query_omitted`` says why. ``path`` has the parts matched by the redaction
-    expressions (Django's password-reset token by default, and
-    ``EVENT_TRACKING_REQUEST_REDACT_PATHS``) replaced by ``<redacted>``. Paths matching
-    one of the ``EVENT_TRACKING_REQUEST_EVENT_SKIP`` regexes (``re.match``) emit
-    nothing. A view that raises is reported with status 500.
+    Its data is ``{'method', 'path', 'query', 'status', 'duration_ms'}``, with secret
+    query values blanked and path tokens redacted, as ``docs/django.rst`` ("One event per
+    request") describes. Paths matching one of the ``EVENT_TRACKING_REQUEST_EVENT_SKIP``
+    regexes emit nothing. A view that raises is reported with status 500.
 
     Place it after :class:`TrackRequestContextMiddleware`, so that the event carries the
     request context.

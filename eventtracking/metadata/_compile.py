@@ -9,11 +9,11 @@ Each definition gets two functions:
 * ``diagnose(data) -> findings``: a plain recursive walk that runs only when ``check``
   said False. It decides with ``isinstance`` and parsing, and lists every problem.
 
-A general JSON Schema library (fastjsonschema) costs about 1.3 us for five fields on
-the benchmark machine, more than the whole budget of ``warn``; it is still used for
-definitions given as a full JSON Schema (see :mod:`eventtracking.metadata._schema`).
-The thorough test and the findings are in :mod:`eventtracking.metadata._findings`; this
-module writes the fast test and picks the checks of a definition.
+Why not fastjsonschema for everything: see ``docs/metadata.rst`` ("How it stays
+cheap"); it is used for definitions given as a full JSON Schema
+(:mod:`eventtracking.metadata._schema`). The thorough test and the findings are in
+:mod:`eventtracking.metadata._findings`; this module writes the fast test and picks the
+checks of a definition.
 """
 
 from __future__ import annotations

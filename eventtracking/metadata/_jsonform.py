@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from eventtracking._json import encode_known, safe_repr
+from eventtracking._json import encode_known, number_form, safe_repr
 
 __all__ = [
     "elements",
@@ -27,8 +27,6 @@ __all__ = [
 
 _NATIVE = (str, int, bool, type(None))
 _MAX_DEPTH = 100
-# Ints this short always convert to decimal (see eventtracking._json).
-_SAFE_INT_BITS = 2000
 #: Paths reported per value at most: one bad list of 10,000 items is one finding.
 MAX_PATHS = 10
 
@@ -150,15 +148,9 @@ def to_json_form(value: Any) -> Any:
 
 
 def _json_form(value: Any, depth: int, active: set[int]) -> Any:
-    if isinstance(value, (*_NATIVE, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        if isinstance(value, int) and value.bit_length() > _SAFE_INT_BITS:
-            # Too long for Python to write in decimal: the writers' exact hex form.
-            try:
-                int.__repr__(value)
-            except ValueError:
-                return hex(value)
+    if isinstance(value, (int, float)):
+        return number_form(value)
+    if isinstance(value, (str, type(None))):
         return value
     if depth >= _MAX_DEPTH:
         return "<too deep>"
@@ -194,11 +186,8 @@ def key_text(key: Any) -> str:
     if key is None or isinstance(key, bool):
         return "null" if key is None else ("true" if key else "false")
     if isinstance(key, int):
-        try:
-            return int.__repr__(key)
-        except ValueError:
-            # Too many digits for Python to write in decimal: the writers' hex form.
-            return hex(key)
+        form = number_form(key)
+        return form if isinstance(form, str) else int.__repr__(form)
     if isinstance(key, float):
         form = _json_form(key, 0, set())
         return form if isinstance(form, str) else float.__repr__(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from eventtracking._contextstack import FrozenContext
@@ -32,49 +33,26 @@ __all__ = [
 _SHOWN_NAME_LENGTH = 200
 
 
+@dataclass(eq=False, slots=True)
 class Plan:
     """What to do with events of one name; built once per name and registry change."""
 
-    __slots__ = (
-        "annotated",
-        "cached",
-        "check",
-        "definition",
-        "diagnose",
-        "log_after",
-        "mode",
-        "name",
-        "ref",
-        "size_limit",
-        "suppressed",
-    )
-
-    def __init__(
-        self,
-        name: Any,
-        mode: str,
-        definition: Definition | None,
-        ref: str | None,
-        check: Callable[[Any], bool] | None,
-        diagnose: Callable[[Any], list[Finding]],
-        size_limit: int | None,
-    ) -> None:
-        self.name = name
-        self.mode = mode
-        self.definition = definition
-        self.ref = ref
-        #: (shared context, the same with the reference added): events emitted under
-        #: the same contexts share one annotated context, as they share the original.
-        self.annotated: tuple[Any, Any] = (None, None)
-        self.check = check
-        self.diagnose = diagnose
-        #: max_event_size when the size is checked for this name, else None.
-        self.size_limit = size_limit
-        #: When the next warning may be logged, and how many were held back since.
-        self.log_after = 0.0
-        self.suppressed = 0
-        #: Whether the plan is kept for the next events of the name.
-        self.cached = True
+    name: Any
+    mode: str
+    definition: Definition | None
+    ref: str | None
+    check: Callable[[Any], bool] | None
+    diagnose: Callable[[Any], list[Finding]]
+    #: max_event_size when the size is checked for this name, else None.
+    size_limit: int | None
+    #: (shared context, the same with the reference added): events emitted under the
+    #: same contexts share one annotated context, as they share the original.
+    annotated: tuple[Any, Any] = (None, None)
+    #: When the next warning may be logged, and how many were held back since.
+    log_after: float = 0.0
+    suppressed: int = 0
+    #: Whether the plan is kept for the next events of the name.
+    cached: bool = True
 
 
 def add_reference(plan: Plan, context: Any) -> Any:

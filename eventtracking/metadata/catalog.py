@@ -5,13 +5,10 @@
     python -m eventtracking catalog --source events.yaml --import myapp.events -o docs/events
     python manage.py eventtracking_catalog -o docs/events       # with Django
 
-Every format lists each event type (current version first, then its history), its
-fields, where it is emitted, its owner and an example event, and then the context
-types. The JSON form is the list of every version's record, exactly as stored beside
-the events, and loads back into a registry (:func:`eventtracking.metadata.load`). The
-HTML page is self-contained (no external files or network), with a search box that
-filters the cards by name, description and field. Output is deterministic: the same
-registry always gives the same bytes.
+Every format lists each event type (current version first, then its history), then
+the context types; ``docs/metadata.rst`` ("The catalogue") describes each. The JSON
+form loads back into a registry (:func:`eventtracking.metadata.load`), and output is
+deterministic: the same registry always gives the same bytes.
 """
 
 from __future__ import annotations

@@ -5,11 +5,8 @@ beside the events, and its :attr:`~EventType.id` is a hash of what the record sa
 the same definition has the same id in every process, and any change gives a new id.
 :func:`build_definition` checks and normalises what a registration or a file gives.
 
-Fields are named by path: ``url`` is a key of ``data``, ``address.postal_code`` a key
-of the object under ``address``, ``tags[]`` each item of the array ``tags`` and
-``items[].sku`` a key of each object in the array ``items``. Parents that are not
-declared are added as required objects or arrays. The rules of fields live in
-``eventtracking.metadata._fields``; their public names are imported here.
+Fields are named by path (``address.postal_code``, ``items[].sku``); their rules live
+in ``eventtracking.metadata._fields``, and their public names are imported here.
 """
 
 from __future__ import annotations
@@ -198,10 +195,7 @@ def parse_locations(value: Any, *, where: str) -> tuple[Location, ...]:
     if value is None:
         return ()
     items = value if isinstance(value, (list, tuple)) else [value]
-    result = []
-    for item in items:
-        result.append(_location(item, where))
-    return tuple(dict.fromkeys(result))
+    return tuple(dict.fromkeys(_location(item, where) for item in items))
 
 
 def _location(item: Any, where: str) -> Location:

@@ -12,24 +12,12 @@ present::
     observer.write_drafts("event_types.yaml", registry=metadata.get_registry())
 
 The drafts are in the file format of :mod:`eventtracking.metadata.loading`, with empty
-descriptions for a person to write, and ``observed`` details that loading ignores.
-Edit, commit, and load the file (or paste the definitions into code).
-
-Observed values are real users' data, so by default the observer keeps none: drafts
-hold types and counts only. ``EventObserver(examples=True)`` also keeps a few values per
-field and the first event of each type, cut to a bounded size, for drafts that are
-read only by the people allowed to see that data. Drafts are written readable by their
-owner only (mode 0600).
-
-In Django, list it in ``EVENT_TRACKING_BACKENDS`` with ``'OPTIONS': {'path':
-str(BASE_DIR / 'event_types.draft.yaml')}``: the drafts are written when the tracker is
-closed. Choose a directory that only the site's user can write to.
-
-The observer costs a walk over each event's data, under a lock: it is meant for test
-runs and staging, not for production traffic. Its memory is bounded whatever the
-events hold: by ``max_types`` and ``max_fields``, and by :data:`MAX_NAME_LENGTH`,
-:data:`MAX_PATH_LENGTH` and :data:`MAX_EXAMPLE_SIZE`; what is over a limit is counted,
-not recorded.
+descriptions for a person to write. By default the observer keeps no observed values,
+which are real users' data; ``examples=True`` keeps a few. Drafts are written readable by
+their owner only. It costs a walk over each event's data, under a lock: meant for test
+runs and staging, not production. Its memory is bounded whatever the events hold (see
+``max_types``, ``max_fields`` and the ``MAX_*`` constants); what is over a limit is
+counted, not recorded. ``docs/metadata.rst`` says more, with the Django setting.
 """
 
 from __future__ import annotations

@@ -83,10 +83,7 @@ def load(source: Any, registry: Registry | None = None) -> list[Definition]:
     when something is wrong; nothing from a bad source is registered.
     """
     if isinstance(source, (list, tuple)):
-        loaded: list[Definition] = []
-        for item in source:
-            loaded.extend(load(item, registry))
-        return loaded
+        return [definition for item in source for definition in load(item, registry)]
     if isinstance(source, Mapping):
         return load_mapping(source, registry, origin="settings")
     if isinstance(source, (str, os.PathLike)):

@@ -14,11 +14,7 @@ Register a type with a call, at module level (the usual place)::
 or with the :func:`emits` decorator on the function that emits it, or from a YAML or
 JSON file or a settings dict (:mod:`eventtracking.metadata.loading`).
 
-Each registration is a version. Registering a name again with the same definition
-returns the existing version; with a different one it adds version ``n + 1``, which
-becomes current, and every earlier version stays readable. Version numbers count
-registrations in this registry; the ``id`` (a hash of the content) is what identifies
-a definition across processes and deployments.
+Each registration is a version (see "Versions and ids" in ``docs/metadata.rst``).
 """
 
 from __future__ import annotations

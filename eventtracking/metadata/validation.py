@@ -6,32 +6,14 @@
 
     metadata.set_validation(tracker, "warn")     # or "strict" in test suites
 
-``off`` (the default)
-    The tracker has no validator: emit does not even look at the registry, and events
-    keep exactly their four keys.
-``warn``
-    Every problem is counted in ``tracker.stats()['validation']`` and logged on the
-    ``eventtracking.metadata`` logger, once per event type and minute. The event is
-    delivered as it is.
-``strict``
-    The first event with a problem raises
-    :class:`~eventtracking.exceptions.ValidationError` into the code that called
-    ``emit``, and is not delivered. Meant for test suites, so that an undocumented or
-    wrongly shaped event fails CI.
-
-What is checked, by finding (the keys of ``stats()['validation']['findings']``):
-``unregistered_type``, ``missing_field``, ``extra_field``, ``wrong_type``,
-``invalid_value`` (other JSON Schema rules), ``unserialisable_value`` (a value the JSON
-writers could only write as its ``repr``), ``oversized_event`` (only with
-``max_event_size``; it costs one JSON encoding per event) and ``invalid_schema`` (a
-type documented by a JSON Schema while fastjsonschema is not installed). A definition
-that cannot be compiled at all is refused when it is registered.
-
-While validating (and whenever ``annotate`` is on), every event of a registered type
-gets the id of its definition's record in ``context['eventtracking_type']``; events of
-unregistered types are left untouched. The
-first event of each version also sends that version's documentation record to every
-backend that stores records (``send_metadata``), through the routing tree.
+``off`` (the default) gives the tracker no validator: emit does not look at the registry.
+``warn`` counts each problem in ``tracker.stats()['validation']`` and logs it, once per
+event type and minute, and delivers the event. ``strict`` raises
+:class:`~eventtracking.exceptions.ValidationError` into the code that called ``emit``
+and does not deliver the event. The findings, the record id put in
+``context['eventtracking_type']`` and the records sent to ``send_metadata`` are
+described in ``docs/metadata.rst``. A definition that cannot be compiled at all is
+refused when it is registered.
 """
 
 from __future__ import annotations

@@ -8,27 +8,12 @@ Needs the ``otel`` extra: ``pip install 'event-tracking[otel]'``. Two ways in:
   adds the metrics to it and serves them over HTTP (``/metrics``) on a port.
 
 Under Django, the ``EVENT_TRACKING_METRICS`` setting calls one or the other
-(:mod:`eventtracking.django`). Every instrument is asynchronous: its callback reads
-``stats()`` when a reader collects (a Prometheus scrape), so emitting an event costs
-nothing more with metrics on. One collection reads the trackers' ``stats()`` once, and
-every instrument reports from that one reading.
-
-Each integer in a tracker's ``stats()`` becomes one data point, found by walking the
-nested dicts, so a counter added later is exported without a change here:
-
-* the key names the metric (``published`` is ``eventtracking.events.published``; see
-  :data:`METRICS`); a key without a name of its own is ``eventtracking.other``, with
-  the key as the ``counter`` attribute;
-* ``backend`` is the backend's path in the tracker (``async.mongo`` for a backend
-  nested in ``async``); the tracker's own counters have none;
-* ``reason`` is the key inside a group (``dropped``, ``failed``, ``refused``...);
-* ``part`` is the section of a backend's stats the value comes from (``publisher``,
-  ``worker``, ``producer``, ``consumer``, ``spool``), absent for its own top level;
-* ``side`` says which process reports: ``web`` or ``worker`` (a Celery worker), and
-  ``tracker`` names the tracker unless it is the default one.
-
-Two gauges come from the spool rather than ``stats()``: ``eventtracking.spool.pending``
-(rows waiting in a backend's stream) and ``eventtracking.spool.dead_letters``.
+(:mod:`eventtracking.django`). Every instrument is asynchronous: one collection (a
+Prometheus scrape) reads the trackers' ``stats()`` once, and every instrument reports
+from that reading, so emitting costs nothing more with metrics on. Each integer in
+``stats()`` becomes one data point, found by walking the nested dicts, so a counter
+added later is exported without a change here; the names and labels are listed in
+``docs/metrics.rst`` (see :data:`METRICS`).
 """
 
 from __future__ import annotations
@@ -135,10 +120,6 @@ def detect_side(argv: list[str] | None = None) -> str:
     return "worker" if any("celery" in p for p in program) and "worker" in argv[1:] else "web"
 
 
-def _registered_trackers() -> list[tuple[str, Any]]:
-    return _tracker_module.registered_trackers()
-
-
 def instrument(
     meter_provider: Any = None,
     *,
@@ -162,7 +143,9 @@ def instrument(
         raise ValueError(msg)
     if meter_provider is None:
         meter_provider = otel.get_meter_provider()
-    source = _registered_trackers if trackers is None else lambda: list(trackers.items())
+    source = (
+        _tracker_module.registered_trackers if trackers is None else lambda: list(trackers.items())
+    )
     spool = {"spool.pending": SPOOL_PENDING, "spool.dead_letters": SPOOL_DEAD}
     reading = Reading(source, side, {*METRICS, *spool})
     meter = meter_provider.get_meter("eventtracking", _version())
@@ -237,8 +220,7 @@ def start_prometheus(
     """Serve the metrics for Prometheus on ``http://addr:port/metrics``, in this process.
 
     With ``ports`` over 1, the first free port from ``port`` to ``port + ports - 1`` is
-    taken: each process of a server with several (gunicorn, uWSGI) then serves its own
-    counters on a port of the range, and Prometheus scrapes them all.
+    taken, one per process of a server with several (gunicorn, uWSGI).
 
     Makes a ``MeterProvider`` with the OpenTelemetry Prometheus exporter's reader, calls
     :func:`instrument` on it and starts prometheus_client's HTTP server thread, which
@@ -312,12 +294,10 @@ def serve_worker_processes(
     """In a Celery worker whose pool forks (prefork, the default), serve each pool
     process's metrics on ``port + n``, n being its index from 1 to the concurrency.
 
-    Each pool process has counters of its own, so each serves its own endpoint (Celery
-    gives a process that replaces another the same index, so the same port). Call it
-    when the worker's app is loaded, before the pool starts: it connects to Celery's
-    ``worker_process_init`` signal. With the solo or threads pool, tasks run in the
-    main process: call :func:`start_prometheus` there instead (or as well: the main
-    process of a prefork worker runs no tasks, but ``port`` is then free for it).
+    Call it when the worker's app is loaded, before the pool starts: it connects to
+    Celery's ``worker_process_init`` signal. With the solo or threads pool, call
+    :func:`start_prometheus` instead (``docs/metrics.rst``, "Every process has its own
+    counters").
     Only the first call in a process counts.
 
     Raises ImportError naming the extras when OpenTelemetry or Celery is missing.

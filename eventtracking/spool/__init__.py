@@ -7,11 +7,9 @@ every event before ``send()`` returns. Documents the server refused for good go 
 dead-letter table, with the reason, until an operator re-drives or purges them.
 
 Why SQLite in WAL mode: it ships with Python, a committed row survives the death of
-the process that wrote it, WAL lets readers run beside the single writer, and one file
-can be shared by every process of a host. ``BEGIN IMMEDIATE`` takes the write lock
-before a transaction reads, which is what makes claiming rows safe between processes.
-The spool directory must be on a local file system: SQLite's locking is unreliable on
-network file systems.
+the process that wrote it, and one file can be shared by every process of a host.
+``BEGIN IMMEDIATE`` takes the write lock before a transaction reads, which is what
+makes claiming rows safe between processes.
 
 Rows belong to a *stream*, a string naming one destination (a Mongo backend uses its
 servers, database and collection), so several backends can share one directory.
@@ -19,43 +17,18 @@ servers, database and collection), so several backends can share one directory.
 Claiming protocol, which keeps every row delivered once and none left behind:
 
 1. :meth:`Spool.claim` marks the oldest unclaimed rows of a stream with a token naming
-   this host and process, in one ``BEGIN IMMEDIATE`` transaction, so no two consumers
-   get the same row;
+   this host and process, in one ``BEGIN IMMEDIATE`` transaction;
 2. after delivering them, :meth:`Spool.ack` deletes the rows (moving the refused ones
    to the dead-letter table) or :meth:`Spool.release` hands them back;
 3. a claim whose owner died is taken back: at once when the owner was a process of
    this host that no longer exists, otherwise once the claim is older than ``lease``.
 
 Every statement of that loop finds its rows through the ``(stream, claim, id)`` index,
-and a delivery asks :meth:`Spool.has_pending` rather than counting rows, so a batch
-costs the same however many rows wait: a spool a long outage filled drains in linear
-time. ``tests/test_spool.py`` checks the query plans, in files of every schema version.
-
-What protects the spool:
-
-* **Private files.** The directory is created 0700 and the files 0600, whatever the
-  umask. A directory that another user owns or can write to, and a spool file that is
-  not this user's own or that others can read, are refused with
-  :class:`UnsafeSpoolError` (see :mod:`eventtracking.spool._files`).
-* **Corruption.** A spool file SQLite finds corrupt is moved aside, renamed
-  ``eventtracking-spool.sqlite3.corrupt-<time>-<pid>`` with its ``-wal``, and a fresh
-  spool is started; the move is logged as an error and counted in :meth:`Spool.stats`.
-  Every process sharing the directory notices the move at its next statement and uses
-  the fresh file.
-* **Size.** Adding rows is refused with :class:`SpoolFullError` (and counted) when the
-  database would hold more than ``max_bytes``, and when the disk is nearly full.
-* **Dead letters give way.** Undelivered rows matter more than dead letters, which
-  anyone who can write to a broker can cause: when new rows (pending or dead) would
-  take the database over ``max_bytes``, the oldest dead letters are deleted to make
-  room, and counted in :meth:`Spool.stats` (``dead_letters_evicted``). Pending rows are
-  never deleted for room. Dead letters older than ``dead_letter_max_age`` (30 days;
-  None keeps them) are deleted too, checked at most once a minute while dead letters
-  are added, and counted (``dead_letters_expired``).
-* **Draining a full disk.** The spool never fills the disk itself: it stops adding
-  rows while fewer than ``reserve_bytes`` are free. And it keeps a reserve of as many
-  bytes beside it, given back when claiming or acknowledging rows finds the disk full
-  (filled by something else), so that what the spool holds can always be delivered
-  (see :mod:`eventtracking.spool._reserve`).
+so a batch costs the same however many rows wait (``tests/test_spool.py`` checks the
+query plans, in files of every schema version). What protects the spool is described in
+:ref:`spool` and the sections after it: private files (else :class:`UnsafeSpoolError`),
+a corrupt file moved aside, the ``max_bytes`` cap (the oldest dead letters are evicted
+first, and old ones expire), and the disk reserve.
 
 Where the parts live: this module says what the spool stores, and the rules for adding
 and taking rows; :mod:`eventtracking.spool._db` keeps the file usable (connections per

@@ -6,18 +6,9 @@ same options, and say the same things: each line starts with what it is about (a
 backend's name, a stream, or the spool's directory), then what was done. Each front end
 adds only how it finds the spool (``--spool-dir`` and ``--stream``, or ``--backend``),
 how it reports a problem (exit status 2, or Django's CommandError), and, for ``replay``
-from the command line, where to deliver:
-
-``status [--json]``
-    pending events and dead letters;
-``dead-letters [--limit N] [--json]``
-    the dead letters, oldest first, with their reasons;
-``redrive [--id ID ...]``
-    move dead letters (all, or the chosen ones) back to be delivered again;
-``replay [--dead-letters [--id ID ...]] [--timeout S]``
-    deliver the pending events now, after re-driving dead letters when asked;
-``purge --dead-letters [--id ID ...]`` and ``purge --pending --yes``
-    delete dead letters, or events never delivered, for good.
+from the command line, where to deliver. The verbs (``status``, ``dead-letters``,
+``redrive``, ``replay``, ``purge``) and their options are listed in ``docs/django.rst``
+(``manage.py eventtracking_spool``).
 """
 
 from __future__ import annotations
@@ -34,7 +25,6 @@ from eventtracking._util.escape import escape_for_terminal
 from eventtracking.spool import DeadLetter, Spool
 
 __all__ = [
-    "VERBS",
     "Progress",
     "Replayed",
     "Say",
@@ -54,9 +44,6 @@ __all__ = [
 
 #: Writes one line of a command's output (the front end adds the line end).
 Say = Callable[[str], object]
-
-#: The verbs, in the order ``--help`` lists them.
-VERBS = ("status", "dead-letters", "redrive", "replay", "purge")
 
 # Characters of a dead letter's event shown in a listing.
 _PREVIEW = 200

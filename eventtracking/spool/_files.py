@@ -1,21 +1,14 @@
 """The spool's files on disk: private to their user, never in a shared place.
 
-Spooled events hold personal data (user ids, addresses, the pages people visited), and
-whatever the spool holds is later delivered as this process's own events. So:
-
-* the spool directory belongs to the user running the process, and nobody else may
-  write to it (another user could replace the spool file, or plant one of their own);
-* the spool files (the database and SQLite's ``-wal`` and ``-shm`` beside it) belong
-  to that user, are regular files, and nobody else may read or write them;
-* what this module creates is created that way whatever the umask: files 0600, the
-  directory 0700.
-
-A location that breaks a rule raises :class:`UnsafeSpoolError`, which names the path
-and the fix. Nothing here is changed behind the user's back: an existing directory or
-file is checked, never re-permissioned.
-
-Where the platform has no POSIX ownership (no :func:`os.geteuid`), only what can be
-checked is.
+Spooled events hold personal data, and whatever the spool holds is later delivered as
+this process's own events. So the directory belongs to the user running the process and
+nobody else may write to it; the spool files (the database, ``-wal`` and ``-shm``) are
+that user's regular files that nobody else may read or write; and what this module
+creates is created 0700 (directory) and 0600 (files) whatever the umask. A location
+that breaks a rule raises :class:`UnsafeSpoolError`, which names the path and the fix;
+nothing existing is re-permissioned. The rules for users are in ``docs/mongodb.rst``
+("Private files"). Where the platform has no POSIX ownership (no :func:`os.geteuid`),
+only what can be checked is.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Free space kept back, so that a spool on a full disk can still be drained.
 
-Draining a SQLite spool writes: claiming rows updates them, delivering them deletes
-them, and both go through the write-ahead log before a checkpoint copies them into the
-database. On a full disk those writes fail, so a spool that filled the disk during an
-outage could never be delivered, even once the server is back.
-
-Two things keep room for draining:
-
-* the spool never fills the disk itself: adding rows is refused while the file system
-  has less than the reserve's size free (:meth:`DiskReserve.room_for`), so its
-  write-ahead log can always be checkpointed;
-* a *reserve*, a file of allocated blocks beside the spool, protects against other
-  programs filling the disk. When a draining write fails because the disk is full, the
-  reserve is deleted, which gives its space back to the file system, and the write is
-  tried again. The freed space stays for draining, since rows are added only while
-  the reserve's size is free; the reserve is made again once the file system has room
-  for it twice over.
+Draining a SQLite spool writes (claims update rows, deliveries delete them, both
+through the write-ahead log), so on a full disk a spool that filled it during an outage
+could never be delivered. Two things keep room, as ``docs/mongodb.rst`` ("Size and disk
+space") tells users: adding rows is refused while less than the reserve's size is free
+(:meth:`DiskReserve.room_for`), and a *reserve* file of allocated blocks beside the
+spool is deleted when a draining write fails for a full disk, then the write is tried
+again. It is made again once the file system has room for it twice over.
 """
 
 from __future__ import annotations

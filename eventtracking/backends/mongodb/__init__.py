@@ -2,27 +2,13 @@
 
 :class:`MongoBackend` keeps the options and attributes of event-tracking 4.x (``host``,
 ``port``, ``user``, ``password``, ``database``, ``collection``, ``extra``;
-``connection``, ``database``, ``collection``) and delivers from a background thread
-(:mod:`eventtracking.delivery`):
-
-* ``send()`` gives the event an ``_id``, encodes it to BSON and queues the bytes. The
-  event itself is never changed, and later changes to it do not reach MongoDB.
-* A writer thread inserts batches with ``insert_many(ordered=False)`` and acknowledged
-  writes. It creates the indexes on ``timestamp`` (descending) and ``name`` once the
-  server answers. Construction never talks to the server.
-* While MongoDB is unreachable, events go to a local spool (SQLite, see
-  :mod:`eventtracking.spool`) and are replayed in order when it is back. A replayed
-  batch that was partly stored before stores only the rest: the ``_id`` was given on
-  this side, and the duplicate-key errors are expected and ignored.
-* A document MongoDB cannot take (one BSON cannot encode, one over 16 MiB, one a
-  collection validator refuses) becomes a dead letter in the spool, with the reason,
-  while the rest of its batch is stored.
-* Documentation records (:mod:`eventtracking.metadata`) go to the ``event_types``
-  collection of the same database, one document per version with the record id as
-  ``_id``, delivered the same way.
-
-pymongo is imported when a backend is built, so ``import eventtracking`` works without
-it; building one without pymongo raises ImportError naming the extra to install.
+``connection``, ``database``, ``collection``). ``send()`` gives the event an ``_id``
+and queues its BSON; a writer thread (:mod:`eventtracking.delivery`) inserts batches,
+spools them while MongoDB is unreachable (:mod:`eventtracking.spool`) and keeps refused
+documents as dead letters. Documentation records (:mod:`eventtracking.metadata`) go to
+the ``event_types`` collection of the same database. The rules are in
+``docs/mongodb.rst``. pymongo is imported when a backend is built, so ``import
+eventtracking`` works without it.
 
 The package, one concern per module: this module holds :class:`MongoBackend`, its
 options and its 4.x attributes; ``_uri`` reads URIs and credentials and hides their
@@ -108,23 +94,12 @@ _DEFAULTS = DeliveryOptions()
 class MongoBackend(SpoolingBackend):
     """Deliver events to ``database``.``collection`` from a background writer thread.
 
-    Where (the 4.x options, plus ``uri``):
-
-    * ``host`` (default ``'localhost'``) and ``port`` (default 27017), or ``uri``: a
-      full ``mongodb://`` or ``mongodb+srv://`` URI, for replica sets, TLS and
-      ``authSource``. ``uri`` takes precedence; ImproperlyConfigured is raised when
-      ``host``/``port`` are also given and name a server the URI does not.
-    * ``user`` and ``password``: pymongo's ``username``/``password``, authenticated
-      against ``database`` unless ``extra`` or ``uri`` set ``authSource``.
-    * ``database`` (default ``'eventtracking'``), ``collection`` (default
-      ``'events'``).
-    * ``extra``: more MongoClient options, such as ``{'journal': True}`` or
-      ``{'w': 'majority'}``. It is copied, never changed.
-
-    Delivery: the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`
-    with its defaults (a batch is one ``insert_many``), or one ``delivery_options``.
-    ``spool_stream`` is by default the servers, database and collection (never
-    credentials); backends with the same stream share their spooled events.
+    The options (``host``, ``port``, ``uri``, ``user``, ``password``, ``database``,
+    ``collection``, ``extra`` and the eight of
+    :class:`~eventtracking.delivery.options.DeliveryOptions`, or one ``delivery_options``)
+    are described in the Options table of ``docs/mongodb.rst``. ``spool_stream`` is by
+    default the servers, database and collection (never credentials); backends with the
+    same stream share their spooled events.
 
     Attributes: ``connection``, ``database`` and ``collection`` (pymongo objects, as in
     4.x), ``database_name`` and ``collection_name``, ``uri`` (user name, password and
@@ -272,9 +247,8 @@ class MongoBackend(SpoolingBackend):
         The event is encoded now, with its own ``_id`` (unless it has one), into a new
         document: the caller's dict is not changed, and changing it later changes
         nothing stored. On a Celery worker the ``_id`` is the id the event travelled
-        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered event
-        is
-        stored once. An event BSON cannot encode, or one over
+        with (:data:`eventtracking._util.event_ids.current_event_id`), so a redelivered
+        event is stored once. An event BSON cannot encode, or one over
         :data:`MAX_DOCUMENT_SIZE`, becomes a dead letter instead.
         """
         try:

@@ -1,17 +1,11 @@
 """``manage.py eventtracking_emit``: send one test event end to end, to check a deployment.
 
 It emits an event through the configured tracker, flushes it, and reports, backend by
-backend, what became of it: written, queued, spooled, filtered or dropped. Then it
-prints every counter that changed. It fails (exit status 1) when no tracker is
-configured, when there is no backend, when the event reached no backend, when the flush
-does not finish in time, or when a counter of drops, failures or dead letters went up.
-
-A backend that delivers in the background through a spool (MongoBackend,
-AsyncRoutingBackend, EventBusRoutingBackend) is reported by what its delivery did with
-the event; the backends nested in a Celery or event-bus router run in the worker or
-the consumer, not here, so they are not reported. When its server, broker or bus is
-down the event waits in the spool: the command says where, and succeeds, since the
-event is safe; failed attempts to publish are no loss.
+backend, what became of it, then every counter that changed; ``docs/django.rst`` lists
+when it fails. A backend that delivers in the background through a spool is reported
+by what its delivery did with the event (the backends nested in a Celery or event-bus
+router run elsewhere); an event waiting in the spool while the server is down is safe,
+so the command says where it waits and succeeds.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventtracking.backends.mongodb import INDEXES
+from eventtracking.backends.mongodb import INDEXES, MongoBackend
 from eventtracking.django._commands import configured_tracker, select_backends
 
 #: The keys of the index event-tracking 4.x created on a field events do not have.
@@ -47,8 +47,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             import pymongo
-
-            from eventtracking.backends.mongodb import MongoBackend
         except ImportError as error:
             msg = f"{error}. Install the extra: pip install 'event-tracking[mongo]'"
             raise CommandError(msg) from None

@@ -2,19 +2,10 @@
 
 A backend such as MongoBackend keeps events in a local spool while its server is
 unreachable, and documents the server refused for good as dead letters. This command
-finds the spools through the settings, so there is no path or URI to type::
-
-    manage.py eventtracking_spool status
-    manage.py eventtracking_spool dead-letters [--limit 20]
-    manage.py eventtracking_spool redrive [--id 3 ...]
-    manage.py eventtracking_spool replay [--dead-letters [--id 3 ...]]
-    manage.py eventtracking_spool purge --dead-letters [--id 3 ...]
-    manage.py eventtracking_spool purge --pending --yes
-
-The verbs are those of ``python -m eventtracking spool`` (see
-:mod:`eventtracking.spool._commands`). Every action takes ``--backend NAME`` to work on one
-backend only, and Django's own options (``--settings``, ``--pythonpath``, ...) work
-before or after the action word.
+finds the spools through the settings, so there is no path or URI to type. The verbs
+are those of ``python -m eventtracking spool`` (see :mod:`eventtracking.spool._commands`).
+Every action takes ``--backend NAME`` to work on one backend only, and Django's own
+options (``--settings``, ``--pythonpath``, ...) work before or after the action word.
 """
 
 from __future__ import annotations

@@ -84,10 +84,9 @@ class BusWalk:
         lines = []
         for name, part in self.stretches.items():
             lines.append(f"{name} ({', '.join(sorted(part.threads))}):")
-            lines.extend(
-                f"  {step}  [{self.calls[name, step.split(':', 1)[0]]} calls]"
-                for step in part.steps
-            )
+            for step in part.steps:
+                calls = self.calls[name, step.split(":", 1)[0]]
+                lines.append(f"  {step}  [{calls} call{'' if calls == 1 else 's'} into the file]")
         lines.append("the walk, each file where the event first enters it:")
         lines.append(self.total.report())
         return "\n".join(lines)

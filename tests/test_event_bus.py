@@ -663,6 +663,31 @@ def test_settings_changed_between_batches_take_effect_at_the_next(
     assert sources[f"{prefix}-2-{TOPIC}"] == [renamed_source]
 
 
+class Incomparable:
+    """A settings value whose ``==`` raises."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("cannot compare")
+
+    __hash__ = object.__hash__
+
+
+def test_settings_that_cannot_be_compared_never_stop_a_batch(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """A producer config holding a value whose ``==`` raises (so the publisher cannot
+    tell whether the settings changed) has every batch published, under the settings
+    read for it."""
+    sink = make_bus(publisher="redis")._sink
+    config = eventbus_support.producer_config(TOPIC)
+    config["some.other.type"] = {"odd": Incomparable()}
+    with bus_settings(redis_url, prefix, EVENT_BUS_PRODUCER_CONFIG=config):
+        for n in range(3):
+            assert sink.write_batch(envelopes(range(n, n + 1))) == {}
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
+
+
 def test_signal_without_the_producing_handler_keeps_the_events(
     redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
 ) -> None:

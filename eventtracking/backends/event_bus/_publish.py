@@ -127,11 +127,18 @@ class _Plans:
         keeps nothing, so the next batch tries again.
         """
         last = self._last
-        if last is not None and last[0] == bus:
+        if last is not None and _same(last[0], bus):
             return last[1]
         plan = self._make(bus)
         self._last = (bus.kept(), plan)
         return plan
+
+
+def _same(kept: BusSettings, bus: BusSettings) -> bool:
+    try:
+        return bool(kept == bus)
+    except Exception:
+        return False  # a setting that cannot be compared: make the plan again
 
 
 class RedisStreamsPublisher:

@@ -21,6 +21,11 @@ entered context per event, as in the MongoDB suite):
     by edx-event-bus-redis's own code (``RedisMessage`` and openedx-events' Avro
     serializer), written with redis-py pipelines of 100 XADD commands, as the backend
     writes a batch. The table prints end to end as a multiple of it.
+``publisher thread``
+    (ours only) What the publishing thread spends per event on batches of 10
+    envelopes, built beforehand as ``send`` queues them: the sink's per-batch work
+    (the settings, the streams, the messages' header fields) and the pipeline of XADD
+    commands. A busy site's batches are full (100); a quiet one's hold a few events.
 ``Redis hung``
     (ours only) The emit loop with Redis stopped by SIGSTOP: events are queued and
     spooled, none dropped. 4.0.2 is left out: each of its emits would wait for
@@ -240,6 +245,59 @@ class XaddFloor:
         self.client.delete(self.stream())
 
 
+class SinkBatches:
+    """The publisher thread's work on batches of ``BATCH`` envelopes made beforehand."""
+
+    BATCH = 10
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        import datetime
+        import logging
+
+        logging.disable(logging.CRITICAL)
+        self.prefix = f"bench-{os.getpid()}"
+        self.url = setup["url"]
+        _configure(self.url, self.prefix)
+        from eventtracking.backends.event_bus import EventBusRoutingBackend, _envelope
+
+        self.spool_dir = tempfile.mkdtemp(prefix="bench-bus-spool-")
+        self.backend = EventBusRoutingBackend(spool_dir=self.spool_dir)
+        # The sink the backend's delivery thread hands its batches to.
+        self.sink = self.backend._sink
+        now = datetime.datetime.now(datetime.timezone.utc)
+        event = {"name": NAME, "timestamp": now, "data": DATA, "context": CONTEXT}
+        self.envelopes = [_envelope.encode_envelope(event)[0] for _ in range(ITERATIONS)]
+
+    def stream(self) -> str:
+        return f"{self.prefix}-{TOPIC}"
+
+    def run(self, n: int) -> None:
+        envelopes = self.envelopes
+        write_batch = self.sink.write_batch
+        for start in range(0, n, self.BATCH):
+            first = start % len(envelopes)
+            batch = envelopes[first : first + min(self.BATCH, n - start)]
+            if write_batch(batch):
+                msg = "the bus refused an envelope"
+                raise AssertionError(msg)
+
+    def check(self, expected: int) -> dict[str, Any]:
+        import redis
+
+        length = redis.Redis.from_url(self.url).xlen(self.stream())
+        if length != expected:
+            msg = f"the stream holds {length} messages; {expected} were written"
+            raise AssertionError(msg)
+        return {"published": length}
+
+    def close(self) -> None:
+        import redis
+
+        self.backend.close(5)
+        redis.Redis.from_url(self.url).delete(self.stream())
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+
+
 class Outage(TrackerToBus):
     """The emit loop with the bus unreachable (ours only): nothing may be dropped."""
 
@@ -287,6 +345,15 @@ SUITE = Suite(
             iterations=ITERATIONS,
             description="The messages end to end writes, built beforehand, XADDed in "
             "pipelines of 100: the least end to end can cost.",
+        ),
+        Entry(
+            "sink",
+            "publisher thread, batches of 10",
+            SinkBatches,
+            sides=("ours",),
+            iterations=ITERATIONS,
+            description="The sink's write_batch on batches of 10 envelopes made "
+            "beforehand: the publishing thread's cost per event, per-batch work included.",
         ),
         Entry(
             "hung",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -72,6 +73,7 @@ _COUNTERS = Counters(
 )
 _seen: collections.OrderedDict[str, None] = collections.OrderedDict()
 _seen_lock = threading.Lock()
+_UTC = datetime.timezone.utc
 
 
 def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any) -> None:
@@ -168,9 +170,12 @@ def _rebuild(tracking_log: Any) -> dict[str, Any]:
     except Exception as exc:
         msg = f"the tracking log cannot be read as an event: {type(exc).__name__}: {exc}"
         raise ValueError(msg) from exc
-    # A timestamp that is not one is kept as it came: the backends may know what it is.
-    with contextlib.suppress(ValueError):
-        timestamp = parse_timestamp(timestamp)
+    # openedx-events reads the timestamp back as a datetime in UTC: it is one already,
+    # without the general parser. A timestamp that is not one is kept as it came: the
+    # backends may know what it is.
+    if type(timestamp) is not datetime.datetime or timestamp.tzinfo is not _UTC:
+        with contextlib.suppress(ValueError):
+            timestamp = parse_timestamp(timestamp)
     return {"name": name, "timestamp": timestamp, "data": data, "context": context}
 
 

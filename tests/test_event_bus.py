@@ -26,7 +26,8 @@ from django.test import override_settings
 from eventbus_support import EVENT_TYPE, TOPIC, bus_settings, consume, decode_message
 
 from eventtracking import _json
-from eventtracking.backends.event_bus import DEFAULT_STREAM, EventBusRoutingBackend
+from eventtracking.backends.event_bus import DEFAULT_STREAM, EventBusRoutingBackend, _envelope
+from eventtracking.backends.event_bus._publish import BusSettings
 from eventtracking.backends.memory import InMemoryBackend
 from eventtracking.exceptions import ImproperlyConfigured
 from eventtracking.spool import Spool
@@ -561,6 +562,130 @@ def test_the_signal_publisher_encodes_each_event_once(
     stream = f"{prefix}-{TOPIC}"
     assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
     assert trials == []
+
+
+def envelopes(numbers: range) -> list[bytes]:
+    """Envelopes of listed events whose data is ``{"n": n}``, as ``send`` queues them."""
+    return [
+        _envelope.encode_envelope(
+            {
+                "name": "course.viewed",
+                "timestamp": datetime.datetime.now(UTC),
+                "context": {},
+                "data": {"n": n},
+            }
+        )[0]
+        for n in numbers
+    ]
+
+
+def calls_during(function: Callable[..., Any], *args: Any) -> list[tuple[str, str]]:
+    """The (file, function) of every Python call ``function(*args)`` makes in this
+    thread, and ("<builtin>", name) of every builtin it calls."""
+    calls: list[tuple[str, str]] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls.append((frame.f_code.co_filename, frame.f_code.co_name))
+        elif event == "c_call":
+            calls.append(("<builtin>", getattr(arg, "__name__", "")))
+
+    sys.setprofile(profile)
+    try:
+        function(*args)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("publisher", ["redis", "signal"])
+def test_a_batch_under_the_same_settings_works_out_nothing_again(
+    publisher: str, redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """After a first batch, the next one under the same settings reads the settings
+    once and works out neither the streams' names (edx-event-bus-redis's
+    ``get_full_topic``) nor the messages' origin (openedx-events' source setting and
+    the host name) again, for the batch or for any of its messages; the Redis Streams
+    publisher calls neither library at all, and every event arrives in order."""
+    import edx_event_bus_redis
+    import openedx_events
+
+    sink = make_bus(publisher=publisher)._sink
+    with bus_settings(redis_url, prefix), eventbus_support.producing_handler():
+        assert sink.write_batch(envelopes(range(3))) == {}
+        calls = calls_during(sink.write_batch, envelopes(range(3, 6)))
+    names = [name for _, name in calls]
+    # (edx-event-bus-redis's producer, behind the signal, asks for its stream's name.)
+    assert publisher == "signal" or "get_full_topic" not in names
+    assert "_get_source" not in names
+    assert "gethostname" not in names
+    publish_file = sys.modules[BusSettings.__module__].__file__
+    assert calls.count((publish_file, "read")) == 1
+    if publisher == "redis":
+        libraries = [
+            Path(module.__file__).parent for module in (openedx_events, edx_event_bus_redis)
+        ]
+        assert [c for c in calls if any(c[0].startswith(str(d)) for d in libraries)] == []
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == list(range(6))
+
+
+def test_settings_changed_between_batches_take_effect_at_the_next(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """What a publisher keeps from one batch to the next is made again when the settings
+    change: a new topic prefix or service name (override_settings), and a topic enabled
+    in the producer config's own dict, each take effect at the next batch."""
+    from openedx_events.data import EventsMetadata
+
+    sink = make_bus(publisher="redis")._sink
+    config = eventbus_support.producer_config(TOPIC)
+    renamed = {"EVENT_BUS_TOPIC_PREFIX": f"{prefix}-2", "EVENTS_SERVICE_NAME": "walked"}
+    with bus_settings(redis_url, prefix, EVENT_BUS_PRODUCER_CONFIG=config):
+        default_source = EventsMetadata(event_type=EVENT_TYPE).source
+        assert sink.write_batch(envelopes(range(1))) == {}
+        with override_settings(**renamed):
+            renamed_source = EventsMetadata(event_type=EVENT_TYPE).source
+            assert sink.write_batch(envelopes(range(1, 2))) == {}
+        config[EVENT_TYPE]["audit"] = dict(config[EVENT_TYPE][TOPIC])
+        assert sink.write_batch(envelopes(range(2, 3))) == {}
+    assert renamed_source != default_source
+    client = redis_server.client()
+    sources = {}
+    for stream, numbers in (
+        (f"{prefix}-{TOPIC}", [0, 2]),
+        (f"{prefix}-2-{TOPIC}", [1]),
+        (f"{prefix}-audit", [2]),
+    ):
+        assert eventbus_support.published_names(client, stream) == numbers
+        sources[stream] = [fields[b"source"].decode() for _, fields in client.xrange(stream)]
+    assert sources[f"{prefix}-{TOPIC}"] == [default_source, default_source]
+    assert sources[f"{prefix}-2-{TOPIC}"] == [renamed_source]
+
+
+class Incomparable:
+    """A settings value whose ``==`` raises."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("cannot compare")
+
+    __hash__ = object.__hash__
+
+
+def test_settings_that_cannot_be_compared_never_stop_a_batch(
+    redis_url: str, prefix: str, make_bus: MakeBus, redis_server: Any
+) -> None:
+    """A producer config holding a value whose ``==`` raises (so the publisher cannot
+    tell whether the settings changed) has every batch published, under the settings
+    read for it."""
+    sink = make_bus(publisher="redis")._sink
+    config = eventbus_support.producer_config(TOPIC)
+    config["some.other.type"] = {"odd": Incomparable()}
+    with bus_settings(redis_url, prefix, EVENT_BUS_PRODUCER_CONFIG=config):
+        for n in range(3):
+            assert sink.write_batch(envelopes(range(n, n + 1))) == {}
+    stream = f"{prefix}-{TOPIC}"
+    assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
 
 
 def test_signal_without_the_producing_handler_keeps_the_events(

@@ -8,6 +8,7 @@ as the bus consumers send it (``send_event_with_custom_metadata``, which sets
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import eventbus_support
 import pytest
+from walk_support import files_entered
 
 from eventtracking import handlers
 from eventtracking.backends.event_bus import DEFAULT_STREAM, EventBusRoutingBackend
@@ -240,6 +242,23 @@ def test_a_string_timestamp_becomes_a_datetime_or_stays(tmp_path: Path) -> None:
         None, tracking_log=tracking_log(timestamp="test_timestamp"), from_event_bus=True
     )
     assert [event["timestamp"] for event in nested.snapshot()] == [WHEN, "test_timestamp"]
+
+
+def test_a_timestamp_in_utc_is_delivered_without_the_timestamp_parser(tmp_path: Path) -> None:
+    """A timestamp the bus hands over as a datetime in UTC, as openedx-events reads it
+    back, is delivered as it came without entering the timestamp parser; one in another
+    time zone is still converted to UTC."""
+    nested = InMemoryBackend()
+    register_tracker(Tracker({"bus": make_bus(tmp_path, backends={"nested": nested})}))
+    receive = functools.partial(handlers.send_tracking_log_to_backends, None, from_event_bus=True)
+    receive(tracking_log=tracking_log())  # first use: imports and caches
+    files = files_entered(functools.partial(receive, tracking_log=tracking_log()))
+    assert "_util/timestamps.py" not in files, files
+    five_hours_ahead = datetime.timezone(datetime.timedelta(hours=5))
+    receive(tracking_log=tracking_log(timestamp=WHEN.astimezone(five_hours_ahead)))
+    stamps = [event["timestamp"] for event in nested.snapshot()]
+    assert stamps == [WHEN, WHEN, WHEN]
+    assert all(stamp.tzinfo is UTC for stamp in stamps)
 
 
 def test_connect_is_idempotent(tmp_path: Path) -> None:

@@ -128,6 +128,12 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
     ) -> None:
         _eventbus.openedx_events()
         _eventbus.wire_ready()
+        from django.conf import settings  # openedx-events brings Django
+
+        # The settings object, not their values: override_settings changes what it
+        # holds, and send() reads the names of the moment at each event, without
+        # an import statement on every event.
+        self._settings = settings
         if publisher not in PUBLISHERS:
             msg = f"publisher must be one of {', '.join(map(repr, PUBLISHERS))}; got {publisher!r}"
             raise ImproperlyConfigured(msg)
@@ -197,9 +203,7 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
         self.delivery.put(payload)
 
     def _listed(self, name: Any) -> bool:
-        from django.conf import settings
-
-        names = getattr(settings, "EVENT_BUS_TRACKING_LOGS", ())
+        names = getattr(self._settings, "EVENT_BUS_TRACKING_LOGS", ())
         if isinstance(names, str):
             # "abc" in "xabcx" would be a substring test: compare the one name instead.
             self._log.warning(

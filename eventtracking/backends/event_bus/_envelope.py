@@ -476,7 +476,8 @@ def message_origin(events: SimpleNamespace) -> dict[str, Any]:
     """The metadata fields that are the same for every message of a batch.
 
     Taken from openedx-events' own defaults (``source`` from the service name setting,
-    ``sourcehost``, ``sourcelib``), worked out once instead of for every message.
+    ``sourcehost``, ``sourcelib``), worked out once for as long as the settings stay
+    the same, instead of for every message.
     """
     defaults = events.EventsMetadata(event_type=EVENT_TYPE)
     return {

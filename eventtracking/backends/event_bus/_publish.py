@@ -15,10 +15,12 @@ batch, and refuse a bad envelope alone.
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import datetime
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,12 +63,17 @@ class BusSettings:
     redis_url: Any = None
     stream_max_len: Any = 10_000
     producer_config: Any = None
+    #: Read by edx-event-bus-redis for the stream's name, and by openedx-events for
+    #: the messages' ``source``: held here so that a change makes a new :class:`_Plan`.
+    topic_prefix: Any = None
+    service_name: Any = None
 
     @classmethod
     def read(cls) -> BusSettings:
         """The settings of the moment (``EVENT_BUS_PRODUCER``,
         ``EVENT_BUS_REDIS_CONNECTION_URL``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN``,
-        ``EVENT_BUS_PRODUCER_CONFIG``)."""
+        ``EVENT_BUS_PRODUCER_CONFIG``, ``EVENT_BUS_TOPIC_PREFIX``, and
+        ``EVENTS_SERVICE_NAME`` or else ``SERVICE_VARIANT``)."""
         from django.conf import settings
 
         return cls(
@@ -74,7 +81,64 @@ class BusSettings:
             redis_url=getattr(settings, "EVENT_BUS_REDIS_CONNECTION_URL", None),
             stream_max_len=getattr(settings, "EVENT_BUS_REDIS_STREAM_MAX_LEN", 10_000),
             producer_config=getattr(settings, "EVENT_BUS_PRODUCER_CONFIG", None) or {},
+            topic_prefix=getattr(settings, "EVENT_BUS_TOPIC_PREFIX", None),
+            service_name=getattr(settings, "EVENTS_SERVICE_NAME", None)
+            or getattr(settings, "SERVICE_VARIANT", None),
         )
+
+    def kept(self) -> BusSettings:
+        """A copy to compare later batches' settings with: the producer config is
+        copied too, so that a change made to the setting's dict in place is seen."""
+        try:
+            config = copy.deepcopy(self.producer_config)
+        except Exception:
+            config = None  # never equal to a later read: the plan is made every batch
+        return dataclasses.replace(self, producer_config=config)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every message published under one :class:`BusSettings` shares.
+
+    Making it asks openedx-events and edx-event-bus-redis (the enabled topics, the
+    streams' names, the messages' origin, whose host name is a system call); a
+    publisher keeps it while the settings stay equal, so that a batch reads the
+    settings once and asks neither library anything.
+    """
+
+    origin: dict[str, Any]
+    #: The RESP head of an XADD to each enabled topic's stream (Redis Streams only).
+    heads: tuple[bytes, ...] = ()
+    #: The header fields every message carries, as bytes (Redis Streams only).
+    template: tuple[bytes, bytes, bytes, bytes, bytes] = (b"", b"", b"", b"", b"")
+
+
+class _Plans:
+    """The :class:`_Plan` of the last settings a publisher saw."""
+
+    def __init__(self, make: Callable[[BusSettings], _Plan]) -> None:
+        self._make = make
+        self._last: tuple[BusSettings, _Plan] | None = None
+
+    def get(self, bus: BusSettings) -> _Plan:
+        """The plan for ``bus``, made again when it differs from the last one's.
+
+        Raises what making it raises (PublishError when no topic is enabled), and then
+        keeps nothing, so the next batch tries again.
+        """
+        last = self._last
+        if last is not None and _same(last[0], bus):
+            return last[1]
+        plan = self._make(bus)
+        self._last = (bus.kept(), plan)
+        return plan
+
+
+def _same(kept: BusSettings, bus: BusSettings) -> bool:
+    try:
+        return bool(kept == bus)
+    except Exception:
+        return False  # a setting that cannot be compared: make the plan again
 
 
 class RedisStreamsPublisher:
@@ -82,7 +146,9 @@ class RedisStreamsPublisher:
 
     Settings, read at each batch (see :class:`BusSettings`): ``EVENT_BUS_REDIS_CONNECTION_URL``,
     ``EVENT_BUS_TOPIC_PREFIX``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN`` (default 10,000,
-    trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``. ``timeout`` bounds the
+    trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``; the streams and the
+    messages' header fields are worked out again only when they change (see
+    :class:`_Plan`). ``timeout`` bounds the
     connection and each reply, unless the URL sets ``socket_timeout`` or
     ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
     retries with backoff instead. The fields of a message are checked against the
@@ -115,6 +181,17 @@ class RedisStreamsPublisher:
         # Whether messages may be built from the wire form directly, without
         # edx-event-bus-redis: only if that gives the library's fields for a probe.
         self._direct = avro_writes_library_bytes() and self._direct_is_library()
+        self._plans = _Plans(self._plan)
+
+    def _plan(self, bus: BusSettings) -> _Plan:
+        max_len = int(bus.stream_max_len)
+        topics = enabled_topics(bus.producer_config)
+        origin = message_origin(self._events)
+        return _Plan(
+            origin=origin,
+            heads=tuple(_resp_head(self._full_topic(topic), max_len) for topic in topics),
+            template=_header_template(origin),
+        )
 
     def _direct_is_library(self) -> bool:
         events = self._events
@@ -203,10 +280,9 @@ class RedisStreamsPublisher:
                 "be reached; set it to redis://host:port/db. Events are kept until it is."
             )
             raise PublishError(msg)
-        topics = [self._full_topic(topic) for topic in enabled_topics(bus.producer_config)]
-        max_len = int(bus.stream_max_len)
-        origin = message_origin(self._events)
-        template = _header_template(origin)
+        plan = self._plans.get(bus)
+        origin = plan.origin
+        template = plan.template
         direct = self._direct
         rejected: dict[int, str] = {}
         messages: list[dict[bytes, bytes]] = []
@@ -225,8 +301,7 @@ class RedisStreamsPublisher:
         if not messages:
             return rejected
         chunks: list[bytes] = []
-        for stream in topics:
-            head = _resp_head(stream, max_len)
+        for head in plan.heads:
             chunks.extend(_resp_xadd(head, fields) for fields in messages)
         try:
             self._send_commands(url, chunks)
@@ -331,6 +406,11 @@ class SignalPublisher:
         self._watched: set[str] = set()
         self._log = RateLimitedLogger(LOG)
         self.counters = Counters("unverified", "receiver_errors")
+        self._plans = _Plans(self._plan)
+
+    def _plan(self, bus: BusSettings) -> _Plan:
+        enabled_topics(bus.producer_config)
+        return _Plan(origin=message_origin(self._events))
 
     def publish(self, items: Sequence[bytes], bus: BusSettings | None = None) -> dict[int, str]:
         """Send one signal per message, in order; raise PublishError at the first failure.
@@ -341,7 +421,7 @@ class SignalPublisher:
         """
         from openedx_events.exceptions import SenderValidationError
 
-        enabled_topics((bus or BusSettings.read()).producer_config)
+        origin = self._plans.get(bus or BusSettings.read()).origin
         producer_logger = self._producer_logger()
         observable = producer_logger.isEnabledFor(logging.ERROR)
         signal = self._events.TRACKING_EVENT_EMITTED
@@ -356,7 +436,7 @@ class SignalPublisher:
                 continue
             try:
                 log_data = tracking_log(self._events, envelope)
-                metadata = message_metadata(self._events, envelope)
+                metadata = message_metadata(self._events, envelope, origin)
                 if not item.startswith(WIRE_MAGIC):
                     # What every producer does first; done here, a message that can
                     # never be serialised is refused alone instead of failing its batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from walk_support import WALK_LIMIT, files_entered, walk
 
 from eventtracking import tracker
 from eventtracking.backends.celery import _wire, _worker
+from eventtracking.delivery import BatchDelivery
 from eventtracking.routing import RoutingBackend
 
 
@@ -56,3 +58,21 @@ def test_a_message_delivered_in_full_takes_no_detour(
     assert leaf.events == [event] * 3
     assert "_util/escape.py" not in files, files
     assert "_util/timestamps.py" not in files, files
+
+
+class Dropping:
+    """A sink that takes every batch."""
+
+    def write_batch(self, items: Sequence[bytes]) -> None:
+        pass
+
+
+def test_queueing_an_entry_enters_the_delivery_module_alone() -> None:
+    """BatchDelivery.put, which runs once per event on the caller's thread, checks for a
+    fork inline: no call into the fork helpers."""
+    delivery = BatchDelivery(Dropping(), name="walk", flush_interval=60)
+    try:
+        delivery.put(b"warm")  # first use: starts the thread
+        assert files_entered(delivery.put, b"entry") == ["delivery/__init__.py"]
+    finally:
+        delivery.close(5)

@@ -30,13 +30,13 @@ import contextlib
 import json
 import logging
 import operator
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventtracking._util.fork import ForkCheck
 from eventtracking._util.stats import Counters
 from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
 from eventtracking.backends.celery._wire import HEADER, sign
@@ -165,7 +165,7 @@ class CelerySink:
         self._ledger: RedisLedger | None = None
         self._eager = False
         self._eager_until = 0.0
-        self._process = ForkCheck()
+        self._pid = os.getpid()
         #: Held while publishing; callers other than the delivery thread take it too.
         self.lock = threading.RLock()
         self._counters = Counters("messages", "published", "eager", "recovered")
@@ -411,11 +411,11 @@ class CelerySink:
         return self._get_producer(self.app)
 
     def _get_producer(self, app: Any) -> Any:
-        if self._process.forked():
+        if self._pid != os.getpid():
             # Forked: the parent's connection is the parent's.
             _INHERITED.append(self._connection)
             self._connection = self._producer = None
-            self._process = ForkCheck()
+            self._pid = os.getpid()
         if self._producer is None:
             from kombu.messaging import Producer
 
@@ -459,7 +459,7 @@ class CelerySink:
     def close(self) -> None:
         """Close the connection (called once by the delivery when it closes)."""
         with self.lock:
-            if not self._process.forked():
+            if self._pid == os.getpid():
                 self._drop_connection()
 
     def stats(self) -> dict[str, Any]:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery_support import Broker, discard_app, make_app
 from walk_support import WALK_LIMIT, files_entered, walk
 
 from eventtracking import tracker
+from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.celery import _wire, _worker
 from eventtracking.delivery import BatchDelivery
 from eventtracking.routing import RoutingBackend
@@ -76,3 +78,24 @@ def test_queueing_an_entry_enters_the_delivery_module_alone() -> None:
         assert files_entered(delivery.put, b"entry") == ["delivery/__init__.py"]
     finally:
         delivery.close(5)
+
+
+def test_the_web_side_makes_an_entry_without_the_stores_id_helpers(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """AsyncRoutingBackend.send makes the event's id in the wire format's own module: it
+    enters neither the helpers the stores read ids with nor the fork helpers."""
+    app = make_app(Broker("redis", redis_url))
+    router = AsyncRoutingBackend(
+        backend_name="walk", backends={}, app=app, spool_dir=tmp_path, flush_interval=60
+    )
+    event = {"name": "e", "timestamp": datetime.datetime.now(datetime.timezone.utc), "data": {}}
+    try:
+        router.send(event)  # first use: imports, the app, the delivery thread
+        files = files_entered(router.send, event)
+    finally:
+        router.close(5)
+        discard_app(app)
+    assert "backends/celery/_wire.py" in files
+    assert "_util/event_ids.py" not in files, files
+    assert "_util/fork.py" not in files, files

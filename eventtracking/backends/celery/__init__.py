@@ -9,8 +9,8 @@ Users import :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend` 
 ``_sink``
     Publishing a batch as one Celery message; task names and the import of Celery.
 ``_wire``
-    The entries' format (JSON text with the event's id), the event-id context, and the
-    messages' signatures.
+    The entries' format (JSON text with the event's id), the making of event ids, and
+    the messages' signatures.
 ``_tasks``
     The two Celery tasks (names ``eventtracking.tasks.send_events`` and
     ``eventtracking.tasks.send_event``, unchanged from 4.x).

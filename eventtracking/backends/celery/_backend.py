@@ -269,7 +269,7 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
             except EventEmissionExit:
                 self._counters.incr("dropped", "filtered")
                 return
-        text = _wire.encode_entry(_wire.new_event_id(), _encode_event(event))
+        text = _wire.new_entry(_encode_event(event))
         payload = text.encode("utf-8")
         if len(payload) > self.max_event_size:
             self.delivery.dead_letter(

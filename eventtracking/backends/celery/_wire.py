@@ -42,6 +42,11 @@ Rotation: give the new key first and keep the old one after it on every node
 messages signed with the old one are delivered, drop the old one.
 
 A 4.x message (``send_event``) is never signed: a worker with keys refuses it too.
+
+Why one module: what crosses the broker is one contract between web nodes and
+workers, written and read here: the events' JSON, the entries around them, the ids
+they carry and the signatures over them. A change to how one is written is a change
+to how it is read, in the same file.
 """
 
 from __future__ import annotations

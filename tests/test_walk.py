@@ -99,3 +99,24 @@ def test_the_web_side_makes_an_entry_without_the_stores_id_helpers(
     assert "backends/celery/_wire.py" in files
     assert "_util/event_ids.py" not in files, files
     assert "_util/fork.py" not in files, files
+
+
+def test_celery_runs_the_task_bodies_of_the_worker_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The functions Celery runs for both tasks are the worker's: running a task enters
+    the module that declares it only to declare it, not on each message."""
+    from eventtracking import tasks
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    leaf = Reading()
+    tracker.register_tracker(tracker.Tracker({"walked": RoutingBackend(backends={"leaf": leaf})}))
+    stamp = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    event = {"name": "e", "timestamp": stamp, "context": {}, "data": {"i": 1}}
+    entries = [_wire.new_entry(_wire.encode_event(event))]
+    tasks.send_events.apply(args=("walked", entries))  # first use: imports and caches
+    files = files_entered(tasks.send_events.apply, ("walked", entries))
+    files += files_entered(tasks.send_event.apply, ("walked", event))
+    assert leaf.events == [event] * 3
+    assert "backends/celery/_worker.py" in files
+    assert "backends/celery/_tasks.py" not in files, files

@@ -1,6 +1,7 @@
 """The worker's side of asynchronous routing: deliver each event to every leaf backend.
 
-The tasks in :mod:`eventtracking.tasks` hand their message here. For each entry (see
+Celery runs the tasks of :mod:`eventtracking.tasks` as :func:`send_events` and
+:func:`send_event` here (``_tasks`` declares them). For each entry (see
 :mod:`eventtracking.backends.celery._wire`), :func:`deliver` looks up the top-level backend named by
 ``backend_name`` in the worker's default tracker and walks its nested backends itself,
 rather than calling ``send_to_backends``: a routing backend swallows its backends'
@@ -55,9 +56,9 @@ grows with the values a message chooses:
 * **Logs.** Values from a message are written into log lines and reasons through
   :func:`eventtracking._util.escape.escape`, and every log line here is rate limited.
 
-Why one module: a message's life on the worker (checks, delivery, retries, requeues,
-dead letters) is one sequence over the same settings and counters; delivery leaf by leaf
-is apart, in ``_leaves``.
+Why one module: a message's life on the worker (the task's body, checks, delivery,
+retries, requeues, dead letters) is one sequence over the same settings and counters;
+delivery leaf by leaf is apart, in ``_leaves``.
 """
 
 from __future__ import annotations
@@ -101,10 +102,13 @@ __all__ = [
     "UNKNOWN",
     "Requeue",
     "WorkerSettings",
+    "check_task",
     "dead_letter_message",
     "deliver",
     "deliver_legacy",
     "forget",
+    "send_event",
+    "send_events",
     "stats",
     "stream_for",
 ]
@@ -327,6 +331,92 @@ def _known(backend_name: Any) -> str:
     if tracker is None or backend_name not in tracker.backends:
         return UNKNOWN
     return backend_name
+
+
+# -- the tasks ------------------------------------------------------------------------
+# What Celery runs: ``eventtracking.backends.celery._tasks`` declares the two tasks with
+# these functions as their bodies.
+
+
+def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Deliver a batch: ``send_events(backend_name, entries)``.
+
+    ``entries`` is a list of entry texts written by
+    :func:`eventtracking.backends.celery._wire.encode_entry`. Not meant to be called by hand:
+    AsyncRoutingBackend publishes it.
+    """
+    backend_name, entries, problem = _arguments(args, kwargs, ("backend_name", "entries"))
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            forget(backend_name, self.request.id)
+            return
+        if check_task(self, backend_name, entries):
+            deliver(backend_name, entries, self.request.id, requeues)
+    except Requeue as requeue:
+        send_back(self, requeue)
+
+
+def send_event(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Deliver one event of a 4.x message: ``send_event(backend_name, processed_event)``.
+
+    ``processed_event`` is the event dict, already through the top-level processors.
+    Its ``timestamp`` may arrive as a datetime or an ISO string (kombu <= 5.2); either
+    way the leaves receive a timezone-aware UTC datetime. The event's id is derived
+    from the message id, so a redelivered message is stored once in MongoDB.
+    """
+    backend_name, event, problem = _arguments(args, kwargs, ("backend_name", "processed_event"))
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            return
+        if check_task(self, backend_name, event, legacy=True):
+            deliver_legacy(backend_name, event, self.request.id, requeues)
+    except Requeue as requeue:
+        send_back(self, requeue)
+
+
+def _arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, str]
+) -> tuple[Any, Any, str | None]:
+    """The two arguments of a task, by position or by name, and what is wrong with them.
+
+    Tasks take ``*args`` so that a message with the wrong arguments reaches our code
+    and becomes a counted dead letter, instead of a TypeError that Celery would
+    acknowledge and drop.
+    """
+    if not kwargs and len(args) == 2:
+        return args[0], args[1], None  # what the library publishes
+    values: list[Any] = [*args[:2], None, None][:2]
+    for index, name in enumerate(names):
+        if name in kwargs:
+            values[index] = kwargs[name]
+    given = len(args) + len(kwargs)
+    unknown = sorted(set(kwargs) - set(names))
+    if given != 2 or unknown:
+        problem = (
+            f"malformed message: expected 2 arguments ({', '.join(names)}), got "
+            f"{len(args)} positional and keyword(s) {sorted(kwargs)}"
+        )
+        return values[0], None, problem
+    return values[0], values[1], None
+
+
+def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False) -> bool:
+    """Whether a task may deliver its message; when not (see
+    :func:`~eventtracking.backends.celery._wire.refusal`), the message is kept whole
+    as a counted dead letter and taken out of the Redis ledger."""
+    refused = _wire.refusal(task, backend_name, body, legacy=legacy)
+    if refused is None:
+        return True
+    kind, reason = refused
+    dead_letter_message(backend_name, body, reason, kind)
+    forget(backend_name, getattr(task.request, "id", None))
+    return False
 
 
 # -- delivery -------------------------------------------------------------------------

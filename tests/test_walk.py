@@ -14,6 +14,7 @@ from walk_support import WALK_LIMIT, files_entered, walk
 from eventtracking import tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.celery import _wire, _worker
+from eventtracking.backends.celery._sink import CelerySink
 from eventtracking.delivery import BatchDelivery
 from eventtracking.routing import RoutingBackend
 
@@ -120,3 +121,21 @@ def test_celery_runs_the_task_bodies_of_the_worker_module(
     assert leaf.events == [event] * 3
     assert "backends/celery/_worker.py" in files
     assert "backends/celery/_tasks.py" not in files, files
+
+
+def test_publishing_a_batch_counts_it_without_a_call_into_the_counters(redis_url: str) -> None:
+    """The Celery sink counts what it publishes in its own ints, under the lock it
+    publishes with; its stats() keys and values are those of before."""
+    app = make_app(Broker("redis", redis_url))
+    sink = CelerySink(lambda: "walk", app=app)
+    event = {"name": "e", "timestamp": datetime.datetime.now(datetime.timezone.utc), "data": {}}
+    entry = _wire.new_entry(_wire.encode_event(event)).encode()
+    try:
+        sink.write_batch([entry, entry])  # first use: the connection and the ledger
+        files = files_entered(sink.write_batch, [entry])
+        assert sink.stats() == {"messages": 2, "published_entries": 3, "eager": 0, "recovered": 0}
+    finally:
+        sink.close()
+        discard_app(app)
+    assert "backends/celery/_ledger.py" in files  # the message was recorded
+    assert "_util/stats.py" not in files, files

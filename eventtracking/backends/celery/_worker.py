@@ -645,10 +645,10 @@ def _deliver_texts(
     settings: WorkerSettings,
     counters: Counters,
 ) -> None:
-    counters.incr("received", amount=len(texts))
     dead: list[tuple[bytes | None, str, str | None]] = []
     retries: dict[int, list[str]] = {}
     if problem is not None:
+        counters.incr("received", amount=len(texts))
         for text in texts:
             dead.append((_as_bytes(text, settings), problem, None))
         counters.incr("dead_letter_reasons", "unknown_backend", amount=len(texts))
@@ -692,8 +692,9 @@ def _deliver_texts(
             settle(outcome, settings, counters, dead, retries)
         else:
             delivered += 1  # counted once per message rather than once per event
-    if delivered:
-        counters.incr("delivered", amount=delivered)
+    # Received and delivered are counted together, once per message and under one
+    # lock, before the retries and dead letters are kept (which may fail).
+    counters.add(received=len(texts), delivered=delivered)
     _finish(backend_name, settings, counters, dead, retries)
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery_support import Broker, discard_app, make_app
 from walk_support import WALK_LIMIT, files_entered, walk
 
 from eventtracking import tracker
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.celery import _wire, _worker
+from eventtracking.backends.celery._ledger import LEDGER_KEY
 from eventtracking.backends.celery._sink import CelerySink
 from eventtracking.delivery import BatchDelivery
 from eventtracking.routing import RoutingBackend
@@ -125,7 +127,8 @@ def test_celery_runs_the_task_bodies_of_the_worker_module(
 
 def test_publishing_a_batch_counts_it_without_a_call_into_the_counters(redis_url: str) -> None:
     """The Celery sink counts what it publishes in its own ints, under the lock it
-    publishes with; its stats() keys and values are those of before."""
+    publishes with, and records each message in the Redis ledger beside the publish;
+    its stats() keys and values are those of before."""
     app = make_app(Broker("redis", redis_url))
     sink = CelerySink(lambda: "walk", app=app)
     event = {"name": "e", "timestamp": datetime.datetime.now(datetime.timezone.utc), "data": {}}
@@ -134,8 +137,11 @@ def test_publishing_a_batch_counts_it_without_a_call_into_the_counters(redis_url
         sink.write_batch([entry, entry])  # first use: the connection and the ledger
         files = files_entered(sink.write_batch, [entry])
         assert sink.stats() == {"messages": 2, "published_entries": 3, "eager": 0, "recovered": 0}
+        prefix = app.conf.broker_transport_options["global_keyprefix"]
+        recorded = redis.Redis.from_url(redis_url).hlen(prefix + LEDGER_KEY)
     finally:
         sink.close()
         discard_app(app)
-    assert "backends/celery/_ledger.py" in files  # the message was recorded
+    assert recorded == 2  # both messages are in the Redis ledger
     assert "_util/stats.py" not in files, files
+    assert "backends/celery/_ledger.py" not in files, files  # recorded beside the publish

@@ -37,7 +37,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
+from eventtracking.backends.celery._ledger import (
+    LEDGER_KEY,
+    LEDGER_TTL,
+    RedisLedger,
+    unacked_task_ids,
+)
 from eventtracking.backends.celery._wire import HEADER, sign
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "CelerySink",
     "import_celery",
     "peek_attempt",
+    "record",
     "resolve_app",
 ]
 
@@ -67,6 +73,12 @@ DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
 
 # Seconds between two full lookups of task_always_eager (see CelerySink.eager).
 _EAGER_RECHECK = 1.0
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # the [fast] extra is not installed
+    _orjson = None
 
 # Connections the parent opened before a fork: the child must neither use nor close
 # them (the parent still does); kept referenced so garbage collection leaves them be.
@@ -115,6 +127,35 @@ def peek_attempt(text: str) -> int:
         return int(text[start + 1 : -1])
     except ValueError:
         return 0
+
+
+def record(
+    ledger: RedisLedger, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
+) -> None:
+    """Note in the Redis ``ledger`` a message about to be published, to run by the Unix
+    time ``due`` (see :mod:`eventtracking.backends.celery._ledger`, which reads it back).
+
+    The record is JSON, which every worker version reads with ``json.loads``; with
+    orjson (the ``[fast]`` extra) it is written in orjson's compact form, as the
+    publisher holds the GIL the caller needs while it writes a thousand texts.
+    """
+    value = _encode_record({"queue": queue, "backend_name": backend_name, "texts": texts})
+    pipe = ledger.client.pipeline(transaction=True)
+    pipe.hset(ledger.key, task_id, value)
+    pipe.zadd(ledger.due_key, {task_id: due})
+    pipe.expire(ledger.key, LEDGER_TTL)
+    pipe.expire(ledger.due_key, LEDGER_TTL)
+    pipe.execute()
+
+
+def _encode_record(fields: dict[str, Any]) -> bytes | str:
+    """A record's JSON: orjson's when it is installed, else the standard library's."""
+    if _orjson is None:
+        return json.dumps(fields)
+    try:
+        return _orjson.dumps(fields)  # type: ignore[no-any-return]
+    except TypeError:  # a text with a lone surrogate, which the standard library escapes
+        return json.dumps(fields)
 
 
 class CelerySink:
@@ -296,7 +337,7 @@ class CelerySink:
             try:
                 if ledger is not None:
                     due = time.time() + (countdown or 0.0)
-                    ledger.record(task_id, route["queue"].name, backend_name, texts, due)
+                    record(ledger, task_id, route["queue"].name, backend_name, texts, due)
                 try:
                     app.send_task(TASK_NAME, **options)
                 except BaseException:

@@ -394,6 +394,9 @@ def read_entry(
 
 # -- signatures -----------------------------------------------------------------------
 
+# refusal()'s default: look the backend up in the registered tracker.
+_LOOK_UP: Any = object()
+
 #: The Celery message header that carries the signature.
 HEADER = "eventtracking_signature"
 
@@ -465,20 +468,22 @@ def _header(request: Any) -> Any:
 
 
 def refusal(
-    task: Any, backend_name: Any, body: Any, *, legacy: bool = False
+    task: Any, backend_name: Any, body: Any, *, legacy: bool = False, backend: Any = _LOOK_UP
 ) -> tuple[str, str] | None:
     """Why a task may not deliver its message, as ``(kind, reason)``, or None when it may.
 
     ``kind`` is ``unsigned`` or ``bad_signature``; the task keeps the message whole as
     a dead letter of that kind. ``body`` is the entries, or the event of a 4.x
-    ``send_event`` message (``legacy``), which no signature covers.
+    ``send_event`` message (``legacy``), which no signature covers. ``backend``: the
+    backend ``backend_name`` names, when the caller found it already (None for none).
     """
-    from eventtracking.tracker import registered
-
     if not isinstance(backend_name, str):
         return None  # the task's own checks make it a malformed dead letter
-    tracker = registered()
-    backend = tracker.backends.get(backend_name) if tracker is not None else None
+    if backend is _LOOK_UP:
+        from eventtracking.tracker import registered
+
+        tracker = registered()
+        backend = tracker.backends.get(backend_name) if tracker is not None else None
     keys = getattr(backend, "signing_keys", ())
     if not keys:
         return None

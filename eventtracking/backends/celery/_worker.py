@@ -333,6 +333,37 @@ def _known(backend_name: Any) -> str:
     return backend_name
 
 
+# The last lookup that found a target: (the tracker's backends mapping, the name, the
+# target). Reused while the mapping and the backend under the name are the same
+# objects, so that a replaced tracker or backend is seen on the next message.
+_last_found: tuple[Any, str, Any] | None = None
+
+
+def _lookup(backend_name: str) -> tuple[str, Any, str | None]:
+    """:func:`_known` and :func:`_find_target` at once, as ``(key, target, problem)``,
+    with one look at the registered tracker per message."""
+    global _last_found
+    from eventtracking.tracker import registered
+
+    tracker = registered()
+    if tracker is not None:
+        backends = tracker.backends
+        target = backends.get(backend_name)
+        last = _last_found
+        if (
+            last is not None
+            and last[2] is target
+            and last[0] is backends
+            and last[1] == backend_name
+        ):
+            return backend_name, target, None
+    key = _known(backend_name)
+    target, problem = _find_target(backend_name)
+    if problem is None and tracker is not None:
+        _last_found = (tracker.backends, backend_name, target)
+    return key, target, problem
+
+
 # -- the tasks ------------------------------------------------------------------------
 # What Celery runs: ``eventtracking.backends.celery._tasks`` declares the two tasks with
 # these functions as their bodies.
@@ -353,8 +384,9 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
             dead_letter_message(backend_name, body, problem, requeues=requeues)
             forget(backend_name, self.request.id)
             return
-        if check_task(self, backend_name, entries):
-            deliver(backend_name, entries, self.request.id, requeues)
+        found = _lookup(backend_name) if isinstance(backend_name, str) else None
+        if check_task(self, backend_name, entries, found=found):
+            _deliver(backend_name, entries, self.request.id, requeues, found)
     except Requeue as requeue:
         send_back(self, requeue)
 
@@ -406,11 +438,22 @@ def _arguments(
     return values[0], values[1], None
 
 
-def check_task(task: Any, backend_name: Any, body: Any, *, legacy: bool = False) -> bool:
+def check_task(
+    task: Any,
+    backend_name: Any,
+    body: Any,
+    *,
+    legacy: bool = False,
+    found: tuple[str, Any, str | None] | None = None,
+) -> bool:
     """Whether a task may deliver its message; when not (see
     :func:`~eventtracking.backends.celery._wire.refusal`), the message is kept whole
-    as a counted dead letter and taken out of the Redis ledger."""
-    refused = _wire.refusal(task, backend_name, body, legacy=legacy)
+    as a counted dead letter and taken out of the Redis ledger. ``found``: what
+    :func:`_lookup` gave for ``backend_name``, when the caller looked already."""
+    if found is None:
+        refused = _wire.refusal(task, backend_name, body, legacy=legacy)
+    else:
+        refused = _wire.refusal(task, backend_name, body, legacy=legacy, backend=found[1])
     if refused is None:
         return True
     kind, reason = refused
@@ -431,13 +474,22 @@ def deliver(backend_name: Any, entries: Any, task_id: str | None = None, requeue
     :class:`Requeue` only when the spool cannot keep what must be kept and the message
     may come back once more.
     """
+    _deliver(backend_name, entries, task_id, requeues, None)
+
+
+def _deliver(
+    backend_name: Any,
+    entries: Any,
+    task_id: str | None,
+    requeues: int,
+    found: tuple[str, Any, str | None] | None,
+) -> None:
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
         shape = _shape_problem(backend_name, entries)
         dead_letter_message(backend_name, entries, shape, requeues=requeues)
         forget(backend_name, task_id)
         return
-    key = _known(backend_name)
-    target, problem = _find_target(backend_name)
+    key, target, problem = found or _lookup(backend_name)
     settings = _settings_for(key, target)
     counters = _counters(key)
     texts = list(entries)

@@ -243,7 +243,7 @@ _COUNTERS_LOCK = threading.Lock()
 
 
 def _counters(key: str) -> Counters:
-    """The counters of a configured backend name, or of :data:`UNKNOWN` (see _known)."""
+    """The counters of a configured backend name, or of :data:`UNKNOWN` (see _lookup)."""
     with _COUNTERS_LOCK:
         counters = _COUNTERS.get(key)
         if counters is None:
@@ -320,48 +320,50 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
     return dataclasses.replace(default, stream=stream_for(key))
 
 
-def _known(backend_name: Any) -> str:
-    """``backend_name`` when the worker's tracker has a top-level backend by that name,
-    else :data:`UNKNOWN`: what counters and default settings are kept by."""
-    from eventtracking.tracker import registered
-
-    if not isinstance(backend_name, str):
-        return UNKNOWN
-    tracker = registered()
-    if tracker is None or backend_name not in tracker.backends:
-        return UNKNOWN
-    return backend_name
-
-
 # The last lookup that found a target: (the tracker's backends mapping, the name, the
 # target). Reused while the mapping and the backend under the name are the same
 # objects, so that a replaced tracker or backend is seen on the next message.
 _last_found: tuple[Any, str, Any] | None = None
 
 
-def _lookup(backend_name: str) -> tuple[str, Any, str | None]:
-    """:func:`_known` and :func:`_find_target` at once, as ``(key, target, problem)``,
-    with one look at the registered tracker per message."""
+def _lookup(backend_name: Any) -> tuple[str, Any, str | None]:
+    """``(key, target, problem)`` for ``backend_name``, with one look at the registered
+    tracker: ``key`` is the name when the tracker has a top-level backend by that name,
+    else :data:`UNKNOWN` (what counters and default settings are kept by); ``target``
+    the router to deliver to, or None with the ``problem`` why there is none."""
     global _last_found
     from eventtracking.tracker import registered
 
+    # The registered tracker only: get_tracker() would make the fallback that prints
+    # events when nothing is configured, which has none of the worker's backends.
     tracker = registered()
-    if tracker is not None:
-        backends = tracker.backends
-        target = backends.get(backend_name)
-        last = _last_found
-        if (
-            last is not None
-            and last[2] is target
-            and last[0] is backends
-            and last[1] == backend_name
-        ):
-            return backend_name, target, None
-    key = _known(backend_name)
-    target, problem = _find_target(backend_name)
-    if problem is None and tracker is not None:
-        _last_found = (tracker.backends, backend_name, target)
-    return key, target, problem
+    if tracker is None:
+        problem = (
+            "the worker has no default tracker: register one (the Django app does when "
+            "EVENT_TRACKING_ENABLED is true) before the worker consumes events"
+        )
+        return UNKNOWN, None, problem
+    backends = tracker.backends
+    target = backends.get(backend_name) if isinstance(backend_name, str) else None
+    last = _last_found
+    if last is not None and last[2] is target and last[0] is backends and last[1] == backend_name:
+        return backend_name, target, None
+    if target is None:
+        names = ", ".join(repr(name) for name in backends) or "none"
+        problem = (
+            f"unknown backend_name '{escape(str(backend_name), _SHOWN)}': the worker's "
+            f"tracker has the top-level backends {names}; set backend_name to the key of "
+            "the AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
+        )
+        return UNKNOWN, None, problem
+    if not is_router(target):
+        problem = (
+            f"backend_name {backend_name!r} names a {type(target).__name__}, which has no "
+            "nested backends to deliver to; name an AsyncRoutingBackend"
+        )
+        return backend_name, None, problem
+    _last_found = (backends, backend_name, target)
+    return backend_name, target, None
 
 
 # -- the tasks ------------------------------------------------------------------------
@@ -509,8 +511,8 @@ def forget(backend_name: Any, task_id: str | None) -> None:
     """Take a message that is dealt with (delivered or kept) out of the Redis ledger."""
     if task_id is None:
         return
-    key = _known(backend_name)
-    _forget(_settings_for(key, _find_target(key)[0]), task_id)
+    key, target, _problem = _lookup(backend_name)
+    _forget(_settings_for(key, target), task_id)
 
 
 def _forget(settings: WorkerSettings, task_id: str | None) -> None:
@@ -542,8 +544,7 @@ def deliver_legacy(
         shape = _shape_problem(backend_name, event)
         dead_letter_message(backend_name, event, shape, requeues=requeues)
         return
-    key = _known(backend_name)
-    target, problem = _find_target(backend_name)
+    key, target, problem = _lookup(backend_name)
     settings = _settings_for(key, target)
     counters = _counters(key)
     try:
@@ -588,7 +589,7 @@ def _requeue_or_drop(
             requeues + 1,
             settings.max_requeues,
         )
-        raise Requeue(str(problem), countdown, _known(backend_name), entries)
+        raise Requeue(str(problem), countdown, _lookup(backend_name)[0], entries)
     counters.incr("dropped", "spool_unavailable", amount=entries)
     _LOG.error(
         "requeue-drop",
@@ -750,33 +751,6 @@ def _deliver_texts(
     _finish(backend_name, settings, counters, dead, retries)
 
 
-def _find_target(backend_name: str) -> tuple[Any, str | None]:
-    from eventtracking.tracker import registered
-
-    # The registered tracker only: get_tracker() would make the fallback that prints
-    # events when nothing is configured, which has none of the worker's backends.
-    tracker = registered()
-    if tracker is None:
-        return None, (
-            "the worker has no default tracker: register one (the Django app does when "
-            "EVENT_TRACKING_ENABLED is true) before the worker consumes events"
-        )
-    target = tracker.backends.get(backend_name)
-    if target is None:
-        names = ", ".join(repr(name) for name in tracker.backends) or "none"
-        return None, (
-            f"unknown backend_name '{escape(backend_name, _SHOWN)}': the worker's tracker "
-            f"has the top-level backends {names}; set backend_name to the key of the "
-            "AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
-        )
-    if not is_router(target):
-        return None, (
-            f"backend_name {backend_name!r} names a {type(target).__name__}, which has no "
-            "nested backends to deliver to; name an AsyncRoutingBackend"
-        )
-    return target, None
-
-
 def _finish(
     backend_name: str,
     settings: WorkerSettings,
@@ -859,17 +833,17 @@ def dead_letter_message(
     try:
         _dead_letter_whole(backend_name, body, reason, kind)
     except _KeepFailed as exc:
-        key = _known(backend_name)
-        settings = _settings_for(key, _find_target(key)[0])
+        key, target, _problem = _lookup(backend_name)
+        settings = _settings_for(key, target)
         _requeue_or_drop(key, 1, exc, settings, _counters(key), requeues)
 
 
 def _dead_letter_whole(backend_name: Any, body: Any, reason: str, kind: str) -> None:
-    key = _known(backend_name)
+    key, target, _problem = _lookup(backend_name)
     counters = _counters(key)
     counters.incr("received")
     counters.incr("dead_letter_reasons", kind)
-    settings = _settings_for(key, _find_target(key)[0])
+    settings = _settings_for(key, target)
     payload: bytes | None = _wire.encode_value([backend_name, body]).encode(
         "utf-8", "surrogatepass"
     )

@@ -388,7 +388,7 @@ def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
             return
         found = _lookup(backend_name) if isinstance(backend_name, str) else None
         if check_task(self, backend_name, entries, found=found):
-            _deliver(backend_name, entries, self.request.id, requeues, found)
+            deliver(backend_name, entries, self.request.id, requeues, found=found)
     except Requeue as requeue:
         send_back(self, requeue)
 
@@ -467,25 +467,23 @@ def check_task(
 # -- delivery -------------------------------------------------------------------------
 
 
-def deliver(backend_name: Any, entries: Any, task_id: str | None = None, requeues: int = 0) -> None:
+def deliver(
+    backend_name: Any,
+    entries: Any,
+    task_id: str | None = None,
+    requeues: int = 0,
+    *,
+    found: tuple[str, Any, str | None] | None = None,
+) -> None:
     """Deliver the entries of one ``send_events`` message (see the module docstring).
 
     Returns once everything is delivered or kept (or counted as dropped), after taking
     the message (``task_id``) out of the Redis ledger. ``requeues`` is how many times
     the message was sent back already (Celery's ``request.retries``). Raises
     :class:`Requeue` only when the spool cannot keep what must be kept and the message
-    may come back once more.
+    may come back once more. ``found``: what :func:`_lookup` gave for ``backend_name``,
+    when the caller (the task) looked already.
     """
-    _deliver(backend_name, entries, task_id, requeues, None)
-
-
-def _deliver(
-    backend_name: Any,
-    entries: Any,
-    task_id: str | None,
-    requeues: int,
-    found: tuple[str, Any, str | None] | None,
-) -> None:
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
         shape = _shape_problem(backend_name, entries)
         dead_letter_message(backend_name, entries, shape, requeues=requeues)

@@ -154,3 +154,62 @@ def test_the_worker_delivers_only_to_a_router_by_the_router_rule() -> None:
     stats = _celery_worker.stats(name)
     assert (stats["delivered"], stats["dead_lettered"]) == (0, 1)
     assert stats["dead_letter_reasons"] == {"unknown_backend": 1}
+
+
+def entries_of(*names: str) -> list[str]:
+    return [
+        _wire.new_entry(_wire.encode_event({"name": name, "data": {}, "context": {}}))
+        for name in names
+    ]
+
+
+def names_in(leaf: Reading) -> list[str]:
+    return [event["name"] for event in leaf.events]
+
+
+def test_the_next_message_sees_a_tree_changed_or_replaced_since_the_last() -> None:
+    """What the worker keeps between messages (the target, the top level's plan) is
+    for the same objects only: a leaf added or replaced in place, a router replaced
+    under the same name and a new tracker each get the next message."""
+    name = f"leaves{next(_names)}"
+    old, added, replacing, nested_leaf, new_tracker_leaf = (Reading() for _ in range(5))
+    top = RoutingBackend(backends={"old": old})
+    tracker.register_tracker(tracker.Tracker({name: top}))
+    _celery_worker.deliver(name, entries_of("first"))
+    top.backends["added"] = added
+    _celery_worker.deliver(name, entries_of("second"))
+    top.backends["old"] = replacing
+    _celery_worker.deliver(name, entries_of("third"))
+    tracker.registered().backends[name] = RoutingBackend(backends={"n": nested_leaf})  # type: ignore[union-attr]
+    _celery_worker.deliver(name, entries_of("fourth"))
+    tracker.register_tracker(
+        tracker.Tracker({name: RoutingBackend(backends={"t": new_tracker_leaf})})
+    )
+    _celery_worker.deliver(name, entries_of("fifth"))
+    assert names_in(old) == ["first", "second"]
+    assert names_in(added) == ["second", "third"]
+    assert names_in(replacing) == ["third"]
+    assert names_in(nested_leaf) == ["fourth"]
+    assert names_in(new_tracker_leaf) == ["fifth"]
+
+
+def test_a_message_looks_at_the_registered_tracker_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task finds its target once per message, for the signature check and the
+    delivery both."""
+    from eventtracking import tasks
+
+    name = f"leaves{next(_names)}"
+    leaf = Reading()
+    tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"leaf": leaf})}))
+    tasks.send_events.apply(args=(name, entries_of("warm")))
+    looks = itertools.count()
+    registered = tracker.registered
+
+    def counting(*args: Any) -> Any:
+        next(looks)
+        return registered(*args)
+
+    monkeypatch.setattr(tracker, "registered", counting)
+    tasks.send_events.apply(args=(name, entries_of("a", "b")))
+    assert names_in(leaf) == ["warm", "a", "b"]
+    assert next(looks) == 1

@@ -1,16 +1,19 @@
 """The fork helpers every fork-aware object uses: at-fork hooks held weakly, and the
-pid check."""
+pid check each such object makes inline."""
 
 from __future__ import annotations
 
 import gc
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
-from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util import fork
+from eventtracking._util.fork import after_fork_in_child
+from eventtracking.delivery import BatchDelivery
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -34,6 +37,17 @@ def in_child(check: Callable[[], bool]) -> bool:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return answer == b"1"
+
+
+class FileSink:
+    """Appends each item as a line of ``path``: what a forked child delivered is seen."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write_batch(self, items: Sequence[bytes]) -> None:
+        with open(self.path, "ab") as file:
+            file.write(b"".join(item + b"\n" for item in items))
 
 
 class Resettable:
@@ -64,14 +78,23 @@ def test_registering_does_not_keep_the_object_alive() -> None:
     assert in_child(lambda: survivor.resets == 1)
 
 
-def test_fork_check_tells_the_child_from_the_parent() -> None:
-    """A ForkCheck made in the parent says forked() in the child only; one made in the
-    child does not."""
-    check = ForkCheck()
-    assert not check.forked()
-    assert check.pid == os.getpid()
-    assert in_child(lambda: check.forked() and not ForkCheck().forked())
-    assert not check.forked()
+def test_an_object_whose_hook_did_not_run_starts_over_by_its_pid_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork that runs no at-fork hooks (a C extension's ``fork()``): a delivery made in
+    the parent still sees, on its next use in the child, that its thread and queue are
+    the parent's, starts its own thread and delivers the child's item alone."""
+    out = tmp_path / "out"
+    delivery = BatchDelivery(FileSink(out), name="fork", flush_interval=60)
+    try:
+        delivery.put(b"parent")
+        assert delivery.flush(10)
+        delivery.put(b"parent-queued")  # still queued when the child is forked
+        monkeypatch.setattr(fork, "_HOOKS", {})  # the child runs no hook of ours
+        assert in_child(lambda: (delivery.put(b"child"), delivery.flush(10))[1])
+        assert out.read_bytes().splitlines() == [b"parent", b"child"]
+    finally:
+        delivery.close(5)
 
 
 def test_only_bound_methods_are_taken() -> None:

@@ -23,6 +23,7 @@ from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.celery import _ledger as _redis_ledger
 from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery._ledger import LEDGER_KEY, LEDGER_TTL, LedgerError, RedisLedger
+from eventtracking.backends.celery._sink import record
 from eventtracking.backends.memory import InMemoryBackend
 
 
@@ -113,9 +114,9 @@ def test_a_message_held_unacknowledged_is_not_taken_for_lost(redis_url: str) -> 
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "t:")
     now = time.time()
-    ledger.record("held", "q", "b", ["x"], due=now - 10)
-    ledger.record("young", "q", "b", ["x"], due=now)
-    ledger.record("gone", "q", "b", ["x"], due=now - 10)
+    record(ledger, "held", "q", "b", ["x"], due=now - 10)
+    record(ledger, "young", "q", "b", ["x"], due=now)
+    record(ledger, "gone", "q", "b", ["x"], due=now - 10)
     lost = ledger.lost(grace=5, queue_size=lambda queue: 0, unacked_task_ids=lambda: ["held"])
     assert [record.task_id for record in lost] == ["gone"]
     busy = ledger.lost(grace=5, queue_size=lambda queue: 1, unacked_task_ids=lambda: [])
@@ -170,9 +171,9 @@ def test_every_text_reads_back_from_its_record_as_it_was_written(redis_url: str)
 
     ledger = RedisLedger(redis.Redis.from_url(redis_url), prefix="read-back.")
     texts = [*entries(2), 'quotes " and \\ backslash, é, 😀', "lone \ud800 surrogate"]
-    ledger.record("task-1", "q", "backend", texts, due=0.0)
-    (record,) = ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=list)
-    assert record == LedgerRecord("task-1", "q", "backend", texts)
+    record(ledger, "task-1", "q", "backend", texts, due=0.0)
+    (found,) = ledger.lost(grace=0, queue_size=lambda queue: 0, unacked_task_ids=list)
+    assert found == LedgerRecord("task-1", "q", "backend", texts)
 
 
 @pytest.mark.parametrize("kind", ["unknown backend", "malformed"])
@@ -232,7 +233,7 @@ def test_ledger_keys_expire_and_records_due_too_far_ahead_are_dropped(redis_url:
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "t:")
     now = time.time()
-    ledger.record("far", "q", "b", ["x"], due=now + 10 * LEDGER_TTL)
+    record(ledger, "far", "q", "b", ["x"], due=now + 10 * LEDGER_TTL)
     assert 0 < client.ttl("t:" + LEDGER_KEY) <= LEDGER_TTL
     assert 0 < client.ttl("t:" + LEDGER_KEY + ".due") <= LEDGER_TTL
     before = _redis_ledger.stats()["too_far_ahead"]
@@ -250,8 +251,8 @@ def test_forget_removes_a_record_without_a_transaction(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "f:")
     now = time.time()
-    ledger.record("done", "q", "b", ["x"], due=now - 10)
-    ledger.record("half", "q", "b", ["x"], due=now - 10)
+    record(ledger, "done", "q", "b", ["x"], due=now - 10)
+    record(ledger, "half", "q", "b", ["x"], due=now - 10)
     client.config_resetstat()
     ledger.forget("done")
     ledger.settle()
@@ -276,7 +277,7 @@ def test_forget_does_not_wait_for_redis_and_the_next_call_raises_a_refusal(
 
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "w:")
-    ledger.record("sent", "q", "b", ["x"], due=time.time())
+    record(ledger, "sent", "q", "b", ["x"], due=time.time())
     client.client_pause(30_000, all=False)  # Redis holds back every write for 30 s
     began = time.monotonic()
     ledger.forget("sent")
@@ -291,7 +292,7 @@ def test_forget_does_not_wait_for_redis_and_the_next_call_raises_a_refusal(
     with pytest.raises(LedgerError, match="WRONGTYPE"):
         ledger.settle()
     client.delete("w:" + LEDGER_KEY)
-    ledger.record("after", "q", "b", ["x"], due=time.time())
+    record(ledger, "after", "q", "b", ["x"], due=time.time())
     ledger.forget("after")  # on a new connection
     ledger.settle()
     assert client.hget("w:" + LEDGER_KEY, "after") is None
@@ -306,7 +307,7 @@ def test_forget_goes_on_after_its_connection_broke(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "k:")
     for task_id in ("one", "two"):
-        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+        record(ledger, task_id, "q", "b", ["x"], due=time.time())
     ledger.forget("one")
     ledger.settle()
     client.client_kill_filter(_type="normal", skipme=True)
@@ -332,7 +333,7 @@ def test_a_forked_child_forgets_on_its_own_connection(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     ledger = RedisLedger(client, "p:")
     for task_id in ("parent", "child"):
-        ledger.record(task_id, "q", "b", ["x"], due=time.time())
+        record(ledger, task_id, "q", "b", ["x"], due=time.time())
     ledger.forget("parent")  # not settled when the child is forked
     context = multiprocessing.get_context("fork")
     done = context.Queue()

@@ -33,6 +33,22 @@ def test_fast_counter_counts_exactly_across_threads() -> None:
     assert counter.value == 40_000
 
 
+def test_counters_add_several_at_once_exactly_across_threads() -> None:
+    """add(a=n, b=m) adds to each named plain counter, and many threads adding at once
+    lose nothing."""
+    counters = Counters("received", "delivered")
+    start = threading.Barrier(8, timeout=WAIT)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(2000):
+            counters.add(received=3, delivered=2)
+
+    run_threads(8, work)
+    counters.add(received=1, delivered=0)
+    assert counters.snapshot() == {"received": 48_001, "delivered": 32_000}
+
+
 def test_counters_plain_and_grouped() -> None:
     """incr(name) bumps a plain counter; incr(name, reason) bumps an entry of a group."""
     counters = Counters("sent", groups=("dropped",))

@@ -29,6 +29,7 @@ from eventtracking.backends.celery._wire import (
     encode_event,
     event_id_from,
     is_event_id,
+    new_entry,
     new_event_id,
 )
 
@@ -214,6 +215,17 @@ def test_a_plain_entry_has_no_leaves_and_attempt_zero() -> None:
     entry = decode_entry(encode_entry(new_event_id(), encode_event(event())))
     assert entry.leaves is None
     assert entry.attempt == 0
+
+
+def test_a_new_entry_is_the_plain_entry_of_a_new_id() -> None:
+    """new_entry writes what encode_entry writes for a fresh id: the event, no leaves,
+    first try, and an id of its own each time."""
+    first, second = (new_entry(encode_event(event(a=1))) for _ in range(2))
+    entries = [decode_entry(first), decode_entry(second)]
+    assert [entry.event for entry in entries] == [event(a=1)] * 2
+    assert first == encode_entry(entries[0].id, encode_event(event(a=1)))
+    assert entries[0].id != entries[1].id
+    assert all(is_event_id(entry.id) for entry in entries)
 
 
 def test_encoding_refuses_an_id_that_is_not_24_hex_digits() -> None:

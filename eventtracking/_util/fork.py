@@ -9,9 +9,11 @@ as OpenTelemetry's batch processor does:
 * :func:`after_fork_in_child` registers a bound method that Python calls in the child
   right after ``os.fork()``. The object is held weakly: registering never keeps it
   alive, and a collected object is forgotten.
-* :class:`ForkCheck` remembers the process that made an object's state; its
-  :meth:`~ForkCheck.forked` tells the object, on its next use, that it is in another
-  process. That covers forks which run no at-fork hooks (a C extension's ``fork()``).
+* the object keeps the id of the process that made its state (``self._pid =
+  os.getpid()``) and compares it on each use (``self._pid != os.getpid()``): that
+  covers forks which run no at-fork hooks (a C extension's ``fork()``). It is written
+  inline rather than through a helper here, as it runs on every ``put()`` of a
+  delivery: one Python call less per event, and one file less on its path.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ForkCheck", "after_fork_in_child"]
+__all__ = ["after_fork_in_child"]
 
 # What to call in a forked child: the object, held weakly, and the function to call on
 # it, by the id of the weak reference (the objects need not be hashable).
@@ -55,24 +57,3 @@ def _run_hooks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_run_hooks_in_child)
-
-
-class ForkCheck:
-    """The process that an object's per-process state belongs to.
-
-    Made with that state, and made again whenever the state is: ``forked()`` is then
-    True only in a child that inherited it.
-    """
-
-    __slots__ = ("pid",)
-
-    def __init__(self) -> None:
-        #: The id of the process that made the state.
-        self.pid = os.getpid()
-
-    def __repr__(self) -> str:
-        return f"<ForkCheck pid={self.pid}>"
-
-    def forked(self) -> bool:
-        """Whether this is a process forked from the one that made the state."""
-        return self.pid != os.getpid()

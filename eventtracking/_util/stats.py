@@ -52,6 +52,14 @@ class Counters:
                 group = self._groups.setdefault(name, {})
                 group[reason] = group.get(reason, 0) + amount
 
+    def add(self, **amounts: int) -> None:
+        """Add to several plain counters at once, under one lock: ``add(received=100,
+        delivered=99)``."""
+        with self._lock:
+            plain = self._plain
+            for name, amount in amounts.items():
+                plain[name] = plain.get(name, 0) + amount
+
     def set(self, name: str, value: object) -> None:
         """Record a gauge-like value, such as the last error message or a queue depth."""
         with self._lock:

@@ -37,9 +37,10 @@ Beyond 4.x:
   :meth:`SegmentBackend.stats`);
 * each event goes to Segment with a ``messageId`` made from its event id (the id it
   travelled with on a Celery worker, :data:`eventtracking._util.event_ids.current_event_id`;
-  a new one otherwise), so a worker that delivers the same event again (a retry)
-  sends the same ``messageId``, and Segment keeps one copy. Only Segment's own module
-  and clients are given it: another client is called with 4.x's arguments;
+  outside a delivery, Segment's client makes one, a UUID, as with 4.x), so a worker that
+  delivers the same event again (a retry) sends the same ``messageId``, and Segment
+  keeps one copy. Only Segment's own module and clients are given it: another client
+  is called with 4.x's arguments;
 * ``flush(timeout)`` runs at most one flush of a client at a time: Segment retries an
   upload for hours while its API is down, and each call used to leave a thread
   waiting on it.
@@ -185,7 +186,8 @@ class SegmentBackend:
             properties = json.loads(_json.dumps(event))
             options: dict[str, Any] = {"context": segment_context(context)}
             if self._message_ids:
-                options["message_id"] = event_ids.current_event_id.get() or event_ids.new_event_id()
+                # None outside a delivery: Segment's client then makes one of its own.
+                options["message_id"] = event_ids.current_event_id.get()
             result = self.client.track(user_id, name, properties, **options)
         except Exception as exc:
             # Segment's checks raise AssertionError for an id or a name of the wrong

@@ -57,7 +57,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.fork import after_fork_in_child
 from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters, FastCounter
@@ -197,7 +197,7 @@ class BatchDelivery:
 
     def _reset_runtime(self) -> None:
         """Fresh state for this process: at construction, and in the child after a fork."""
-        self._process = ForkCheck()
+        self._pid = os.getpid()
         self._queue: collections.deque[bytes] = collections.deque()
         self._dead: collections.deque[tuple[bytes | None, str, str | None]] = collections.deque()
         self._wake = threading.Event()
@@ -236,7 +236,7 @@ class BatchDelivery:
         :meth:`close`, and when the queue is full: then the oldest ``batch_size`` queued
         items move to the spool in one commit.
         """
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
         if self._thread is None:
             self._ensure_thread()
@@ -290,7 +290,7 @@ class BatchDelivery:
         The thread writes it to the dead-letter table; without a spool it is dropped
         and counted. Logged at a limited rate. Never raises.
         """
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
         self._log.warning(
             "dead-letter", "Delivery %r refused an event for good: %s", self.name, reason
@@ -361,7 +361,7 @@ class BatchDelivery:
         seconds: nothing here waits forever. Returns False on timeout; the events stay
         queued or spooled.
         """
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
         if timeout is None:
             timeout = DEFAULT_FLUSH_TIMEOUT
@@ -397,7 +397,7 @@ class BatchDelivery:
         wait at all: the queue goes straight to the spool. Calling it again does
         nothing; items put afterwards go to the spool.
         """
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
         with self._start_lock:
             if self._closed:
@@ -807,7 +807,7 @@ _LIVE: weakref.WeakSet[BatchDelivery] = weakref.WeakSet()
 @atexit.register
 def _close_at_exit() -> None:
     """Give each live delivery its ``exit_timeout`` (together, not one after another)."""
-    deliveries = [d for d in list(_LIVE) if not d._process.forked() and not d.closed]
+    deliveries = [d for d in list(_LIVE) if d._pid == os.getpid() and not d.closed]
     if not deliveries:
         return
     deadline = time.monotonic() + max(d.exit_timeout for d in deliveries)

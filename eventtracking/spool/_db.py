@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from eventtracking._util.fork import ForkCheck, after_fork_in_child
+from eventtracking._util.fork import after_fork_in_child
 from eventtracking._util.stats import Counters
 from eventtracking.spool._files import (
     check_directory,
@@ -122,7 +122,7 @@ class SpoolDatabase:
     # -- connections ------------------------------------------------------------------
 
     def _reset(self) -> None:
-        self._process = ForkCheck()
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         # Writers of this process queue here rather than in SQLite's busy handler, which
         # sleeps in steps of up to 100 ms: a caller spooling beside the delivery thread
@@ -147,7 +147,7 @@ class SpoolDatabase:
         ``verify=False`` skips checking that the connection's file is still the one at the
         path: for writes, which check it in the transaction (see :meth:`write`).
         """
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
@@ -199,7 +199,7 @@ class SpoolDatabase:
         # closes the connection: threads that come and go leave no files open.
         owner = _ThreadOwner()
         finalizer = weakref.finalize(
-            owner, _close_thread_connection, self._connections, conn, self._process, self.path
+            owner, _close_thread_connection, self._connections, conn, self._pid, self.path
         )
         finalizer.atexit = False  # at exit, deliveries still use the spool
         self._local.owner = owner
@@ -228,7 +228,7 @@ class SpoolDatabase:
 
     def close(self) -> None:
         """Close this process's connections. They are opened again if used again."""
-        if self._process.forked():
+        if self._pid != os.getpid():
             self._after_fork()
             return
         with self._lock:
@@ -406,12 +406,12 @@ class _ThreadOwner:
 def _close_thread_connection(
     connections: dict[int, tuple[sqlite3.Connection, tuple[int, int]]],
     conn: sqlite3.Connection,
-    process: ForkCheck,
+    pid: int,
     path: Path,
 ) -> None:
     """Close the connection of a thread that ended, unless close() or a fork took it."""
     entry = connections.pop(id(conn), None)
-    if entry is None or process.forked():
+    if entry is None or pid != os.getpid():
         return  # closed by Spool.close(), or inherited from the parent: never close it
     if identity(path) != entry[1]:
         _ABANDONED.append(conn)  # moved aside: closing would delete the new file's WAL

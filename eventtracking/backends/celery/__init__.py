@@ -7,16 +7,17 @@ Users import :class:`~eventtracking.backends.async_routing.AsyncRoutingBackend` 
     :class:`AsyncRoutingBackend`, the web side: processors, then a batch of entries
     published through its delivery (spool, batching).
 ``_sink``
-    Publishing a batch as one Celery message; task names and the import of Celery.
+    Publishing a batch as one Celery message, with its record in the Redis ledger;
+    task names and the import of Celery.
 ``_wire``
-    The entries' format (JSON text with the event's id), the event-id context, and the
-    messages' signatures.
+    The entries' format (JSON text with the event's id), the making of event ids, and
+    the messages' signatures.
 ``_tasks``
-    The two Celery tasks (names ``eventtracking.tasks.send_events`` and
-    ``eventtracking.tasks.send_event``, unchanged from 4.x).
+    The declaration of the two Celery tasks (names ``eventtracking.tasks.send_events``
+    and ``eventtracking.tasks.send_event``, unchanged from 4.x).
 ``_worker``, ``_leaves``, ``_ledger``
-    The worker side: decoding a message, delivering leaf by leaf, and the Redis ledger
-    of what each leaf already holds.
+    The worker side: the tasks' bodies and a message's life, delivering leaf by leaf,
+    and the Redis ledger's removals and sweeps of lost messages.
 
 Nothing here is imported by this ``__init__``: a module that needs one piece (the
 wire format, say) does not load Celery or the backend.

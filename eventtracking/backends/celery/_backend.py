@@ -45,7 +45,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
-from eventtracking._util.fork import ForkCheck
 from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import merge_into
@@ -219,11 +218,12 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
         self.ledger_grace = float(ledger_grace)
         self._found_name: str | None = None
         self._sweeper_lock = threading.Lock()
-        # The process whose sweeper thread runs (None: none started yet).
-        self._sweeper: ForkCheck | None = None
+        # The id of the process whose sweeper thread runs (None: none started yet).
+        self._sweeper: int | None = None
         self._sweeper_stop = threading.Event()
-        # The process that looked for ledger records left behind (ledger=False only).
-        self._ledger_checked: ForkCheck | None = None
+        # The id of the process that looked for ledger records left behind
+        # (ledger=False only).
+        self._ledger_checked: int | None = None
         self._ledger_left_behind: int | None = None
         sink_options: dict[str, Any] = {
             "app": app,
@@ -269,7 +269,7 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
             except EventEmissionExit:
                 self._counters.incr("dropped", "filtered")
                 return
-        text = _wire.encode_entry(_wire.new_event_id(), _encode_event(event))
+        text = _wire.new_entry(_encode_event(event))
         payload = text.encode("utf-8")
         if len(payload) > self.max_event_size:
             self.delivery.dead_letter(
@@ -325,7 +325,7 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
 
         Called by the worker for each message; starts the ledger sweeper on first use.
         """
-        if self._sweeper is None or self._sweeper.forked():
+        if self._sweeper != os.getpid():
             self.start_sweeper()
         return _celery_worker.WorkerSettings(
             spool=self.spool,
@@ -357,9 +357,9 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
             self._look_for_ledger_records()
             return
         with self._sweeper_lock:
-            if self._sweeper is not None and not self._sweeper.forked():
+            if self._sweeper == os.getpid():
                 return
-            self._sweeper = ForkCheck()
+            self._sweeper = os.getpid()
             self._sweeper_stop = stop = threading.Event()
         thread = threading.Thread(
             target=_sweep_forever,
@@ -374,9 +374,9 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
         this backend's messages in the Redis ledger (``ledger=True`` there), since no
         worker of ours takes them out and they stay in Redis for good."""
         with self._sweeper_lock:
-            if self._ledger_checked is not None and not self._ledger_checked.forked():
+            if self._ledger_checked == os.getpid():
                 return
-            self._ledger_checked = ForkCheck()
+            self._ledger_checked = os.getpid()
         name = self._name_for_worker() or self.backend_name
         try:
             found = self._retry_sink.ledger_left_behind(name)

@@ -119,6 +119,10 @@ class Outcome:
 Taken = tuple[Any, str, int]
 
 
+# The last top-level plan: the mapping, its (name, backend) pairs then, and the steps.
+_last_top: tuple[Mapping[str, Any], tuple[tuple[str, Any], ...], list[Node]] | None = None
+
+
 class Batch:
     """The entries of one message on their way down, and the leaves they reached."""
 
@@ -148,11 +152,20 @@ class Batch:
         return steps
 
     def top(self, backends: Mapping[str, Any]) -> list[_Step]:
-        """:meth:`plan` for the top level (path ``()``)."""
+        """:meth:`plan` for the top level (path ``()``), kept from one message to the next
+        while the mapping is the same object and holds the same backends."""
+        global _last_top
         top = self._top
         if top is not None and top[0] is backends:
             return top[1]
-        steps = self.plan(backends, ())
+        items = tuple(backends.items())
+        last = _last_top
+        if last is not None and last[0] is backends and last[1] == items:
+            steps = last[2]
+        else:
+            steps = plan(backends, ())
+            _last_top = (backends, items, steps)
+        self._plans[(id(backends), ())] = steps
         self._top = (backends, steps)
         return steps
 

@@ -6,7 +6,8 @@ unacknowledged; when Redis dies (or the connection breaks) between the two, the
 message is in neither place, and Celery's ``acks_late`` cannot bring it back. RabbitMQ
 has no such gap, and needs no ledger.
 
-So the publisher records each message in the ledger (``record``) before publishing it,
+So the publisher records each message in the ledger before publishing it (``record``
+in ``_sink.py``, beside the publish it goes with, on the same connection),
 and the worker removes it (``forget``) once every leaf holds its events, before Celery
 acknowledges the message. A worker periodically looks for lost messages (``due``): a
 message still in the ledger well after it should have run, while it is neither in its
@@ -97,8 +98,10 @@ class RedisLedger:
     def __init__(self, client: Any, prefix: str = "") -> None:
         self.client = client
         self.prefix = prefix
-        self._ledger = prefix + LEDGER_KEY
-        self._due = prefix + _DUE_KEY
+        #: The keys of the records and of their due times, prefixed (see the module
+        #: docstring); the publisher writes both (``_sink.record``).
+        self.key = prefix + LEDGER_KEY
+        self.due_key = prefix + _DUE_KEY
         self._lock = prefix + _LOCK_KEY
         # forget()'s own connection, the process it belongs to, and the replies on it
         # not read yet.
@@ -108,25 +111,8 @@ class RedisLedger:
         self._pid = os.getpid()
         self._unconfirmed: list[str] = []
         # The two removals in Redis's protocol, but for the task id that ends each.
-        self._hdel = b"*3\r\n$4\r\nHDEL\r\n" + _bulk(self._ledger)
-        self._zrem = b"*3\r\n$4\r\nZREM\r\n" + _bulk(self._due)
-
-    def record(
-        self, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
-    ) -> None:
-        """Note a message about to be published, to run by the Unix time ``due``.
-
-        The record is JSON, which every worker version reads with ``json.loads``; with
-        orjson (the ``[fast]`` extra) it is written in orjson's compact form, as the
-        publisher holds the GIL the caller needs while it writes a thousand texts.
-        """
-        value = _encode_record({"queue": queue, "backend_name": backend_name, "texts": texts})
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._ledger, task_id, value)
-        pipe.zadd(self._due, {task_id: due})
-        pipe.expire(self._ledger, LEDGER_TTL)
-        pipe.expire(self._due, LEDGER_TTL)
-        pipe.execute()
+        self._hdel = b"*3\r\n$4\r\nHDEL\r\n" + _bulk(self.key)
+        self._zrem = b"*3\r\n$4\r\nZREM\r\n" + _bulk(self.due_key)
 
     def forget(self, task_id: str) -> None:
         """Remove a message: delivered, or never published.
@@ -195,8 +181,8 @@ class RedisLedger:
         """Remove records through the client, waiting for Redis (and retrying)."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in task_ids:
-            pipe.hdel(self._ledger, task_id)
-            pipe.zrem(self._due, task_id)
+            pipe.hdel(self.key, task_id)
+            pipe.zrem(self.due_key, task_id)
         pipe.execute()
 
     def _forget_connection(self) -> Any:
@@ -221,7 +207,7 @@ class RedisLedger:
 
     def size(self) -> int:
         """Messages in the ledger now."""
-        return int(self.client.hlen(self._ledger))
+        return int(self.client.hlen(self.key))
 
     def take_sweep_lock(self, seconds: float) -> bool:
         """Whether this process may sweep now (one sweeper per ``seconds`` across workers)."""
@@ -241,11 +227,11 @@ class RedisLedger:
 
         A message counts as lost only when its queue is empty (FIFO: it is not waiting
         behind others) and no unacknowledged message has its task id (no worker holds
-        it). Records that are not what :meth:`record` writes are dropped from the ledger
+        it). Records that are not what ``_sink.record`` writes are dropped from the ledger
         and counted (see the module docstring).
         """
         now = time.time() if now is None else now
-        far = int(self.client.zremrangebyscore(self._due, f"({now + LEDGER_TTL}", "+inf"))
+        far = int(self.client.zremrangebyscore(self.due_key, f"({now + LEDGER_TTL}", "+inf"))
         if far:
             _COUNTERS.incr("too_far_ahead", amount=far)
             _LOG.warning(
@@ -253,12 +239,12 @@ class RedisLedger:
             )
         task_ids = [
             tid.decode() if isinstance(tid, bytes) else str(tid)
-            for tid in self.client.zrangebyscore(self._due, 0, now - grace, start=0, num=limit)
+            for tid in self.client.zrangebyscore(self.due_key, 0, now - grace, start=0, num=limit)
         ]
         if not task_ids:
             return []
         records: list[LedgerRecord] = []
-        for task_id, raw in zip(task_ids, self.client.hmget(self._ledger, task_ids), strict=True):
+        for task_id, raw in zip(task_ids, self.client.hmget(self.key, task_ids), strict=True):
             if raw is None:
                 self.forget(task_id)  # delivered meanwhile
                 continue
@@ -278,7 +264,7 @@ class RedisLedger:
 
 
 def stats() -> dict[str, object]:
-    """Ledger records this process dropped: ``invalid`` ones (not what ``record``
+    """Ledger records this process dropped: ``invalid`` ones (not what ``_sink.record``
     writes) and ``too_far_ahead`` (due over :data:`LEDGER_TTL` from now)."""
     return _COUNTERS.snapshot()
 
@@ -326,15 +312,3 @@ def unacked_task_ids(client: Any, key: str) -> Iterable[str]:
             continue
         if isinstance(task_id, str):
             yield task_id
-
-
-def _encode_record(fields: dict[str, Any]) -> bytes | str:
-    """A record's JSON: orjson's when it is installed, else the standard library's."""
-    try:
-        import orjson  # the [fast] extra; imported here, once per message
-    except ImportError:
-        return json.dumps(fields)
-    try:
-        return orjson.dumps(fields)
-    except TypeError:  # a text with a lone surrogate, which the standard library escapes
-        return json.dumps(fields)

@@ -30,15 +30,19 @@ import contextlib
 import json
 import logging
 import operator
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventtracking._util.fork import ForkCheck
-from eventtracking._util.stats import Counters
-from eventtracking.backends.celery._ledger import LEDGER_KEY, RedisLedger, unacked_task_ids
+from eventtracking.backends.celery._ledger import (
+    LEDGER_KEY,
+    LEDGER_TTL,
+    RedisLedger,
+    unacked_task_ids,
+)
 from eventtracking.backends.celery._wire import HEADER, sign
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "CelerySink",
     "import_celery",
     "peek_attempt",
+    "record",
     "resolve_app",
 ]
 
@@ -68,6 +73,12 @@ DEFAULT_MAX_MESSAGE_ENTRIES = 10_000
 
 # Seconds between two full lookups of task_always_eager (see CelerySink.eager).
 _EAGER_RECHECK = 1.0
+
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # the [fast] extra is not installed
+    _orjson = None
 
 # Connections the parent opened before a fork: the child must neither use nor close
 # them (the parent still does); kept referenced so garbage collection leaves them be.
@@ -118,6 +129,35 @@ def peek_attempt(text: str) -> int:
         return 0
 
 
+def record(
+    ledger: RedisLedger, task_id: str, queue: str, backend_name: str, texts: list[str], due: float
+) -> None:
+    """Note in the Redis ``ledger`` a message about to be published, to run by the Unix
+    time ``due`` (see :mod:`eventtracking.backends.celery._ledger`, which reads it back).
+
+    The record is JSON, which every worker version reads with ``json.loads``; with
+    orjson (the ``[fast]`` extra) it is written in orjson's compact form, as the
+    publisher holds the GIL the caller needs while it writes a thousand texts.
+    """
+    value = _encode_record({"queue": queue, "backend_name": backend_name, "texts": texts})
+    pipe = ledger.client.pipeline(transaction=True)
+    pipe.hset(ledger.key, task_id, value)
+    pipe.zadd(ledger.due_key, {task_id: due})
+    pipe.expire(ledger.key, LEDGER_TTL)
+    pipe.expire(ledger.due_key, LEDGER_TTL)
+    pipe.execute()
+
+
+def _encode_record(fields: dict[str, Any]) -> bytes | str:
+    """A record's JSON: orjson's when it is installed, else the standard library's."""
+    if _orjson is None:
+        return json.dumps(fields)
+    try:
+        return _orjson.dumps(fields)  # type: ignore[no-any-return]
+    except TypeError:  # a text with a lone surrogate, which the standard library escapes
+        return json.dumps(fields)
+
+
 class CelerySink:
     """Publish entries to ``eventtracking.tasks.send_events`` for one routing backend.
 
@@ -165,10 +205,12 @@ class CelerySink:
         self._ledger: RedisLedger | None = None
         self._eager = False
         self._eager_until = 0.0
-        self._process = ForkCheck()
+        self._pid = os.getpid()
         #: Held while publishing; callers other than the delivery thread take it too.
         self.lock = threading.RLock()
-        self._counters = Counters("messages", "published", "eager", "recovered")
+        # Counted under the lock, which every publish holds: plain ints, no call into
+        # the counters' module per message.
+        self._sent_messages = self._published = self._eager_entries = self._recovered = 0
 
     @property
     def app(self) -> Any:
@@ -267,7 +309,7 @@ class CelerySink:
             )
             if self.eager():
                 # By name: the task module imports this one (the backend imported it).
-                self._counters.incr("eager", amount=len(texts))
+                self._eager_entries += len(texts)
                 app.tasks[TASK_NAME].apply(args=(backend_name, texts), headers=headers)
                 return
             producer = self._get_producer(app)
@@ -295,7 +337,7 @@ class CelerySink:
             try:
                 if ledger is not None:
                     due = time.time() + (countdown or 0.0)
-                    ledger.record(task_id, route["queue"].name, backend_name, texts, due)
+                    record(ledger, task_id, route["queue"].name, backend_name, texts, due)
                 try:
                     app.send_task(TASK_NAME, **options)
                 except BaseException:
@@ -305,8 +347,8 @@ class CelerySink:
             except BaseException:
                 self._drop_connection()
                 raise
-            self._counters.incr("messages")
-            self._counters.incr("published", amount=len(texts))
+            self._sent_messages += 1
+            self._published += len(texts)
 
     def forget(self, task_id: str) -> None:
         """Take a delivered message out of the ledger (Redis only; else nothing)."""
@@ -362,7 +404,7 @@ class CelerySink:
             except BaseException:
                 self._drop_connection()
                 raise
-            self._counters.incr("recovered", amount=recovered)
+            self._recovered += recovered
             return recovered
 
     def ledger_left_behind(self, backend_name: str, limit: int = 1000) -> int | None:
@@ -411,11 +453,11 @@ class CelerySink:
         return self._get_producer(self.app)
 
     def _get_producer(self, app: Any) -> Any:
-        if self._process.forked():
+        if self._pid != os.getpid():
             # Forked: the parent's connection is the parent's.
             _INHERITED.append(self._connection)
             self._connection = self._producer = None
-            self._process = ForkCheck()
+            self._pid = os.getpid()
         if self._producer is None:
             from kombu.messaging import Producer
 
@@ -459,19 +501,19 @@ class CelerySink:
     def close(self) -> None:
         """Close the connection (called once by the delivery when it closes)."""
         with self.lock:
-            if not self._process.forked():
+            if self._pid == os.getpid():
                 self._drop_connection()
 
     def stats(self) -> dict[str, Any]:
         """``messages`` published, the ``published_entries`` they held, the entries run
         in this process under ``task_always_eager`` (``eager``), and those published
         again by :meth:`sweep` (``recovered``)."""
-        snapshot = self._counters.snapshot()
+        # Read without the lock, which a publish holds for up to publish_timeout.
         return {
-            "messages": snapshot["messages"],
-            "published_entries": snapshot["published"],
-            "eager": snapshot["eager"],
-            "recovered": snapshot["recovered"],
+            "messages": self._sent_messages,
+            "published_entries": self._published,
+            "eager": self._eager_entries,
+            "recovered": self._recovered,
         }
 
 

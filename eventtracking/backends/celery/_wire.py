@@ -42,15 +42,25 @@ Rotation: give the new key first and keep the old one after it on every node
 messages signed with the old one are delivered, drop the old one.
 
 A 4.x message (``send_event``) is never signed: a worker with keys refuses it too.
+
+Why one module: what crosses the broker is one contract between web nodes and
+workers, written and read here: the events' JSON, the entries around them, the ids
+they carry and the signatures over them. A change to how one is written is a change
+to how it is read, in the same file.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import hashlib
 import hmac
+import itertools
 import json
+import os
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -62,8 +72,8 @@ from eventtracking._util.event_ids import (
     delivering,
     event_id_from,
     is_event_id,
-    new_event_id,
 )
+from eventtracking._util.fork import after_fork_in_child
 from eventtracking._util.options import is_count
 from eventtracking._util.timestamps import UTC, parse_timestamp
 
@@ -80,6 +90,7 @@ __all__ = [
     "encode_value",
     "event_id_from",
     "is_event_id",
+    "new_entry",
     "new_event_id",
     "no_long_numbers",
     "normalise_keys",
@@ -203,6 +214,61 @@ def decode_event(source: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
     return event
 
 
+# -- ids ----------------------------------------------------------------------------
+
+
+class _IdSource:
+    """Event ids in the ObjectId layout: the time in seconds, a counter, random bytes.
+
+    4 bytes of seconds and a 3-byte counter (from a random start) keep the ids of one
+    process in the order they were made, as ObjectIds are; the last 5 bytes are drawn
+    for each id alone (from :func:`os.urandom`), so an id seen on a broker does not
+    give the ones that follow: to publish a forged event first under the id of one
+    still to come, a writer would have to guess 40 random bits. The bytes are drawn
+    in blocks, as one system call per event would cost more than the rest of the id.
+    A forked child throws its copy of the block away, or it would repeat its
+    parent's ids.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        after_fork_in_child(self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        # What follows the seconds in the next ids: popleft() is atomic, so taking one
+        # needs no lock; only refilling does.
+        self._ready: collections.deque[str] = collections.deque()
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            pool = os.urandom(_RANDOM_BLOCK).hex()
+            self._ready.extend(
+                f"{next(self._counter) & 0xFFFFFF:06x}{pool[start : start + _RANDOM_DIGITS]}"
+                for start in range(0, len(pool), _RANDOM_DIGITS)
+            )
+
+    def __call__(self) -> str:
+        seconds = int(time.time()) & 0xFFFFFFFF
+        while True:
+            try:
+                return f"{seconds:08x}{self._ready.popleft()}"
+            except IndexError:
+                self._refill()
+
+
+# The random hex digits of an id (5 bytes), and the bytes drawn at a time (819 ids).
+_RANDOM_DIGITS = 10
+_RANDOM_BLOCK = 4095
+
+
+#: Return a new event id (24 lower-case hex digits), unique across processes.
+new_event_id = _IdSource()
+
+
 # -- entries --------------------------------------------------------------------------
 
 
@@ -216,9 +282,9 @@ def encode_entry(
     """The entry text for an event already encoded by :func:`encode_event`.
 
     ``event_id`` must satisfy :func:`is_event_id` (ValueError otherwise): it is written
-    as it is, without escaping.
+    as it is, without escaping. An event accepted now takes :func:`new_entry` instead.
     """
-    if not is_event_id(event_id):
+    if not isinstance(event_id, str) or _MATCH_ID(event_id) is None:
         msg = f"event_id must be 24 lower-case hex digits, got {event_id!r}"
         raise ValueError(msg)
     text = '{"id": "' + event_id + '", "event": ' + event_json
@@ -227,6 +293,12 @@ def encode_entry(
     if attempt:
         text += ', "attempt": ' + str(int(attempt))
     return text + "}"
+
+
+def new_entry(event_json: str) -> str:
+    """:func:`encode_entry` for an event accepted now: with a new id from
+    :func:`new_event_id`, which needs no check, and no leaves or attempt."""
+    return '{"id": "' + new_event_id() + '", "event": ' + event_json + "}"
 
 
 def decode_entry(source: str | bytes) -> Entry:
@@ -322,6 +394,9 @@ def read_entry(
 
 # -- signatures -----------------------------------------------------------------------
 
+# refusal()'s default: look the backend up in the registered tracker.
+_LOOK_UP: Any = object()
+
 #: The Celery message header that carries the signature.
 HEADER = "eventtracking_signature"
 
@@ -393,20 +468,22 @@ def _header(request: Any) -> Any:
 
 
 def refusal(
-    task: Any, backend_name: Any, body: Any, *, legacy: bool = False
+    task: Any, backend_name: Any, body: Any, *, legacy: bool = False, backend: Any = _LOOK_UP
 ) -> tuple[str, str] | None:
     """Why a task may not deliver its message, as ``(kind, reason)``, or None when it may.
 
     ``kind`` is ``unsigned`` or ``bad_signature``; the task keeps the message whole as
     a dead letter of that kind. ``body`` is the entries, or the event of a 4.x
-    ``send_event`` message (``legacy``), which no signature covers.
+    ``send_event`` message (``legacy``), which no signature covers. ``backend``: the
+    backend ``backend_name`` names, when the caller found it already (None for none).
     """
-    from eventtracking.tracker import registered
-
     if not isinstance(backend_name, str):
         return None  # the task's own checks make it a malformed dead letter
-    tracker = registered()
-    backend = tracker.backends.get(backend_name) if tracker is not None else None
+    if backend is _LOOK_UP:
+        from eventtracking.tracker import registered
+
+        tracker = registered()
+        backend = tracker.backends.get(backend_name) if tracker is not None else None
     keys = getattr(backend, "signing_keys", ())
     if not keys:
         return None

@@ -1,6 +1,7 @@
 """The worker's side of asynchronous routing: deliver each event to every leaf backend.
 
-The tasks in :mod:`eventtracking.tasks` hand their message here. For each entry (see
+Celery runs the tasks of :mod:`eventtracking.tasks` as :func:`send_events` and
+:func:`send_event` here (``_tasks`` declares them). For each entry (see
 :mod:`eventtracking.backends.celery._wire`), :func:`deliver` looks up the top-level backend named by
 ``backend_name`` in the worker's default tracker and walks its nested backends itself,
 rather than calling ``send_to_backends``: a routing backend swallows its backends'
@@ -55,9 +56,9 @@ grows with the values a message chooses:
 * **Logs.** Values from a message are written into log lines and reasons through
   :func:`eventtracking._util.escape.escape`, and every log line here is rate limited.
 
-Why one module: a message's life on the worker (checks, delivery, retries, requeues,
-dead letters) is one sequence over the same settings and counters; delivery leaf by leaf
-is apart, in ``_leaves``.
+Why one module: a message's life on the worker (the task's body, checks, delivery,
+retries, requeues, dead letters) is one sequence over the same settings and counters;
+delivery leaf by leaf is apart, in ``_leaves``.
 """
 
 from __future__ import annotations
@@ -101,10 +102,13 @@ __all__ = [
     "UNKNOWN",
     "Requeue",
     "WorkerSettings",
+    "check_task",
     "dead_letter_message",
     "deliver",
     "deliver_legacy",
     "forget",
+    "send_event",
+    "send_events",
     "stats",
     "stream_for",
 ]
@@ -239,7 +243,7 @@ _COUNTERS_LOCK = threading.Lock()
 
 
 def _counters(key: str) -> Counters:
-    """The counters of a configured backend name, or of :data:`UNKNOWN` (see _known)."""
+    """The counters of a configured backend name, or of :data:`UNKNOWN` (see _lookup)."""
     with _COUNTERS_LOCK:
         counters = _COUNTERS.get(key)
         if counters is None:
@@ -316,38 +320,176 @@ def _settings_for(key: str, target: Any) -> WorkerSettings:
     return dataclasses.replace(default, stream=stream_for(key))
 
 
-def _known(backend_name: Any) -> str:
-    """``backend_name`` when the worker's tracker has a top-level backend by that name,
-    else :data:`UNKNOWN`: what counters and default settings are kept by."""
+# The last lookup that found a target: (the tracker's backends mapping, the name, the
+# target). Reused while the mapping and the backend under the name are the same
+# objects, so that a replaced tracker or backend is seen on the next message.
+_last_found: tuple[Any, str, Any] | None = None
+
+
+def _lookup(backend_name: Any) -> tuple[str, Any, str | None]:
+    """``(key, target, problem)`` for ``backend_name``, with one look at the registered
+    tracker: ``key`` is the name when the tracker has a top-level backend by that name,
+    else :data:`UNKNOWN` (what counters and default settings are kept by); ``target``
+    the router to deliver to, or None with the ``problem`` why there is none."""
+    global _last_found
     from eventtracking.tracker import registered
 
-    if not isinstance(backend_name, str):
-        return UNKNOWN
+    # The registered tracker only: get_tracker() would make the fallback that prints
+    # events when nothing is configured, which has none of the worker's backends.
     tracker = registered()
-    if tracker is None or backend_name not in tracker.backends:
-        return UNKNOWN
-    return backend_name
+    if tracker is None:
+        problem = (
+            "the worker has no default tracker: register one (the Django app does when "
+            "EVENT_TRACKING_ENABLED is true) before the worker consumes events"
+        )
+        return UNKNOWN, None, problem
+    backends = tracker.backends
+    target = backends.get(backend_name) if isinstance(backend_name, str) else None
+    last = _last_found
+    if last is not None and last[2] is target and last[0] is backends and last[1] == backend_name:
+        return backend_name, target, None
+    if target is None:
+        names = ", ".join(repr(name) for name in backends) or "none"
+        problem = (
+            f"unknown backend_name '{escape(str(backend_name), _SHOWN)}': the worker's "
+            f"tracker has the top-level backends {names}; set backend_name to the key of "
+            "the AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
+        )
+        return UNKNOWN, None, problem
+    if not is_router(target):
+        problem = (
+            f"backend_name {backend_name!r} names a {type(target).__name__}, which has no "
+            "nested backends to deliver to; name an AsyncRoutingBackend"
+        )
+        return backend_name, None, problem
+    _last_found = (backends, backend_name, target)
+    return backend_name, target, None
+
+
+# -- the tasks ------------------------------------------------------------------------
+# What Celery runs: ``eventtracking.backends.celery._tasks`` declares the two tasks with
+# these functions as their bodies.
+
+
+def send_events(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Deliver a batch: ``send_events(backend_name, entries)``.
+
+    ``entries`` is a list of entry texts written by
+    :func:`eventtracking.backends.celery._wire.encode_entry`. Not meant to be called by hand:
+    AsyncRoutingBackend publishes it.
+    """
+    backend_name, entries, problem = _arguments(args, kwargs, ("backend_name", "entries"))
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            forget(backend_name, self.request.id)
+            return
+        found = _lookup(backend_name) if isinstance(backend_name, str) else None
+        if check_task(self, backend_name, entries, found=found):
+            deliver(backend_name, entries, self.request.id, requeues, found=found)
+    except Requeue as requeue:
+        send_back(self, requeue)
+
+
+def send_event(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Deliver one event of a 4.x message: ``send_event(backend_name, processed_event)``.
+
+    ``processed_event`` is the event dict, already through the top-level processors.
+    Its ``timestamp`` may arrive as a datetime or an ISO string (kombu <= 5.2); either
+    way the leaves receive a timezone-aware UTC datetime. The event's id is derived
+    from the message id, so a redelivered message is stored once in MongoDB.
+    """
+    backend_name, event, problem = _arguments(args, kwargs, ("backend_name", "processed_event"))
+    requeues = self.request.retries or 0
+    try:
+        if problem is not None:
+            body = {"args": args, "kwargs": kwargs}
+            dead_letter_message(backend_name, body, problem, requeues=requeues)
+            return
+        if check_task(self, backend_name, event, legacy=True):
+            deliver_legacy(backend_name, event, self.request.id, requeues)
+    except Requeue as requeue:
+        send_back(self, requeue)
+
+
+def _arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, str]
+) -> tuple[Any, Any, str | None]:
+    """The two arguments of a task, by position or by name, and what is wrong with them.
+
+    Tasks take ``*args`` so that a message with the wrong arguments reaches our code
+    and becomes a counted dead letter, instead of a TypeError that Celery would
+    acknowledge and drop.
+    """
+    if not kwargs and len(args) == 2:
+        return args[0], args[1], None  # what the library publishes
+    values: list[Any] = [*args[:2], None, None][:2]
+    for index, name in enumerate(names):
+        if name in kwargs:
+            values[index] = kwargs[name]
+    given = len(args) + len(kwargs)
+    unknown = sorted(set(kwargs) - set(names))
+    if given != 2 or unknown:
+        problem = (
+            f"malformed message: expected 2 arguments ({', '.join(names)}), got "
+            f"{len(args)} positional and keyword(s) {sorted(kwargs)}"
+        )
+        return values[0], None, problem
+    return values[0], values[1], None
+
+
+def check_task(
+    task: Any,
+    backend_name: Any,
+    body: Any,
+    *,
+    legacy: bool = False,
+    found: tuple[str, Any, str | None] | None = None,
+) -> bool:
+    """Whether a task may deliver its message; when not (see
+    :func:`~eventtracking.backends.celery._wire.refusal`), the message is kept whole
+    as a counted dead letter and taken out of the Redis ledger. ``found``: what
+    :func:`_lookup` gave for ``backend_name``, when the caller looked already."""
+    if found is None:
+        refused = _wire.refusal(task, backend_name, body, legacy=legacy)
+    else:
+        refused = _wire.refusal(task, backend_name, body, legacy=legacy, backend=found[1])
+    if refused is None:
+        return True
+    kind, reason = refused
+    dead_letter_message(backend_name, body, reason, kind)
+    forget(backend_name, getattr(task.request, "id", None))
+    return False
 
 
 # -- delivery -------------------------------------------------------------------------
 
 
-def deliver(backend_name: Any, entries: Any, task_id: str | None = None, requeues: int = 0) -> None:
+def deliver(
+    backend_name: Any,
+    entries: Any,
+    task_id: str | None = None,
+    requeues: int = 0,
+    *,
+    found: tuple[str, Any, str | None] | None = None,
+) -> None:
     """Deliver the entries of one ``send_events`` message (see the module docstring).
 
     Returns once everything is delivered or kept (or counted as dropped), after taking
     the message (``task_id``) out of the Redis ledger. ``requeues`` is how many times
     the message was sent back already (Celery's ``request.retries``). Raises
     :class:`Requeue` only when the spool cannot keep what must be kept and the message
-    may come back once more.
+    may come back once more. ``found``: what :func:`_lookup` gave for ``backend_name``,
+    when the caller (the task) looked already.
     """
     if not isinstance(backend_name, str) or not isinstance(entries, (list, tuple)):
         shape = _shape_problem(backend_name, entries)
         dead_letter_message(backend_name, entries, shape, requeues=requeues)
         forget(backend_name, task_id)
         return
-    key = _known(backend_name)
-    target, problem = _find_target(backend_name)
+    key, target, problem = found or _lookup(backend_name)
     settings = _settings_for(key, target)
     counters = _counters(key)
     texts = list(entries)
@@ -367,8 +509,8 @@ def forget(backend_name: Any, task_id: str | None) -> None:
     """Take a message that is dealt with (delivered or kept) out of the Redis ledger."""
     if task_id is None:
         return
-    key = _known(backend_name)
-    _forget(_settings_for(key, _find_target(key)[0]), task_id)
+    key, target, _problem = _lookup(backend_name)
+    _forget(_settings_for(key, target), task_id)
 
 
 def _forget(settings: WorkerSettings, task_id: str | None) -> None:
@@ -400,8 +542,7 @@ def deliver_legacy(
         shape = _shape_problem(backend_name, event)
         dead_letter_message(backend_name, event, shape, requeues=requeues)
         return
-    key = _known(backend_name)
-    target, problem = _find_target(backend_name)
+    key, target, problem = _lookup(backend_name)
     settings = _settings_for(key, target)
     counters = _counters(key)
     try:
@@ -446,7 +587,7 @@ def _requeue_or_drop(
             requeues + 1,
             settings.max_requeues,
         )
-        raise Requeue(str(problem), countdown, _known(backend_name), entries)
+        raise Requeue(str(problem), countdown, _lookup(backend_name)[0], entries)
     counters.incr("dropped", "spool_unavailable", amount=entries)
     _LOG.error(
         "requeue-drop",
@@ -555,10 +696,10 @@ def _deliver_texts(
     settings: WorkerSettings,
     counters: Counters,
 ) -> None:
-    counters.incr("received", amount=len(texts))
     dead: list[tuple[bytes | None, str, str | None]] = []
     retries: dict[int, list[str]] = {}
     if problem is not None:
+        counters.incr("received", amount=len(texts))
         for text in texts:
             dead.append((_as_bytes(text, settings), problem, None))
         counters.incr("dead_letter_reasons", "unknown_backend", amount=len(texts))
@@ -602,36 +743,10 @@ def _deliver_texts(
             settle(outcome, settings, counters, dead, retries)
         else:
             delivered += 1  # counted once per message rather than once per event
-    if delivered:
-        counters.incr("delivered", amount=delivered)
+    # Received and delivered are counted together, once per message and under one
+    # lock, before the retries and dead letters are kept (which may fail).
+    counters.add(received=len(texts), delivered=delivered)
     _finish(backend_name, settings, counters, dead, retries)
-
-
-def _find_target(backend_name: str) -> tuple[Any, str | None]:
-    from eventtracking.tracker import registered
-
-    # The registered tracker only: get_tracker() would make the fallback that prints
-    # events when nothing is configured, which has none of the worker's backends.
-    tracker = registered()
-    if tracker is None:
-        return None, (
-            "the worker has no default tracker: register one (the Django app does when "
-            "EVENT_TRACKING_ENABLED is true) before the worker consumes events"
-        )
-    target = tracker.backends.get(backend_name)
-    if target is None:
-        names = ", ".join(repr(name) for name in tracker.backends) or "none"
-        return None, (
-            f"unknown backend_name '{escape(backend_name, _SHOWN)}': the worker's tracker "
-            f"has the top-level backends {names}; set backend_name to the key of the "
-            "AsyncRoutingBackend in EVENT_TRACKING_BACKENDS"
-        )
-    if not is_router(target):
-        return None, (
-            f"backend_name {backend_name!r} names a {type(target).__name__}, which has no "
-            "nested backends to deliver to; name an AsyncRoutingBackend"
-        )
-    return target, None
 
 
 def _finish(
@@ -716,17 +831,17 @@ def dead_letter_message(
     try:
         _dead_letter_whole(backend_name, body, reason, kind)
     except _KeepFailed as exc:
-        key = _known(backend_name)
-        settings = _settings_for(key, _find_target(key)[0])
+        key, target, _problem = _lookup(backend_name)
+        settings = _settings_for(key, target)
         _requeue_or_drop(key, 1, exc, settings, _counters(key), requeues)
 
 
 def _dead_letter_whole(backend_name: Any, body: Any, reason: str, kind: str) -> None:
-    key = _known(backend_name)
+    key, target, _problem = _lookup(backend_name)
     counters = _counters(key)
     counters.incr("received")
     counters.incr("dead_letter_reasons", kind)
-    settings = _settings_for(key, _find_target(key)[0])
+    settings = _settings_for(key, target)
     payload: bytes | None = _wire.encode_value([backend_name, body]).encode(
         "utf-8", "surrogatepass"
     )

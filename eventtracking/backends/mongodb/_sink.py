@@ -17,10 +17,10 @@ logged and counted, never fatal.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from eventtracking._util.fork import ForkCheck
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 
@@ -65,7 +65,7 @@ class MongoSink:
     ) -> None:
         self._client = client
         self._indexes = indexes
-        self._client_process = ForkCheck()
+        self._client_pid = os.getpid()
         self._make_client = make_client
         self._database = database
         self._collection_name = collection
@@ -76,10 +76,10 @@ class MongoSink:
         self._log = RateLimitedLogger(LOG)
 
     def _collection(self) -> Any:
-        if self._client_process.forked():
+        if self._client_pid != os.getpid():
             _INHERITED.append(self._client)
             self._client = self._make_client()
-            self._client_process = ForkCheck()
+            self._client_pid = os.getpid()
         return self._client[self._database][self._collection_name]
 
     def write_batch(self, items: Sequence[bytes]) -> dict[int, str] | None:
@@ -207,7 +207,7 @@ class MongoSink:
         return self._counters.snapshot()
 
     def close(self) -> None:
-        if not self._client_process.forked():
+        if self._client_pid == os.getpid():
             self._client.close()
 
 

@@ -44,12 +44,13 @@ __all__ = ["ENVELOPE_CALLS_PER_MESSAGE", "EVENTBUS_WALK_LIMIT", "STRETCHES", "Bu
 #: The most package files one event may cross from ``emit`` to the leaf behind the bus,
 #: counting the leaf's own file and both processes. The walk measured 12 when this tool
 #: was written; the receiver no longer sends the timestamp openedx-events hands it (a
-#: datetime in UTC) through the general parser (``_util/timestamps.py``). The 11 left:
-#: the core any event crosses (tracker, routing, the delivery with its fork check and
-#: counters, the JSON writer), the backend's three modules, the receiver and the leaf.
-#: edx-toggles is installed (edx-event-bus-redis brings it), so the switch's
-#: ``is_enabled`` is edx-toggles' own and ``config.py`` is not entered.
-EVENTBUS_WALK_LIMIT = 11
+#: datetime in UTC) through the general parser (``_util/timestamps.py``), and the
+#: delivery checks for a fork inline (``_util/fork.py``). The 10 left: the core any
+#: event crosses (tracker, routing, the delivery, its counters, the JSON writer), the
+#: backend's three modules, the receiver and the leaf. edx-toggles is installed
+#: (edx-event-bus-redis brings it), so the switch's ``is_enabled`` is edx-toggles' own
+#: and ``config.py`` is not entered.
+EVENTBUS_WALK_LIMIT = 10
 #: The most calls the publisher thread makes into the envelope's module for a batch of
 #: one message: slicing its wire form (``wire_parts``, which checks the Avro bounds),
 #: and nothing for the batch. It made 6 when this tool was written: the enabled topics,

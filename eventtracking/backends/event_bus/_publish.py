@@ -15,6 +15,7 @@ batch, and refuse a bad envelope alone.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -42,6 +43,7 @@ from eventtracking.backends.event_bus._envelope import (
     message_metadata,
     message_origin,
     openedx_events,
+    storable,
     tracking_log,
     wire_parts,
 )
@@ -86,15 +88,6 @@ class BusSettings:
             or getattr(settings, "SERVICE_VARIANT", None),
         )
 
-    def kept(self) -> BusSettings:
-        """A copy to compare later batches' settings with: the producer config is
-        copied too, so that a change made to the setting's dict in place is seen."""
-        try:
-            config = copy.deepcopy(self.producer_config)
-        except Exception:
-            config = None  # never equal to a later read: the plan is made every batch
-        return dataclasses.replace(self, producer_config=config)
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -127,18 +120,19 @@ class _Plans:
         keeps nothing, so the next batch tries again.
         """
         last = self._last
-        if last is not None and _same(last[0], bus):
-            return last[1]
+        # A setting whose == raises cannot be compared: the plan is made again.
+        with contextlib.suppress(Exception):
+            if last is not None and last[0] == bus:
+                return last[1]
         plan = self._make(bus)
-        self._last = (bus.kept(), plan)
+        # The producer config is copied, so that a change made to the setting's dict in
+        # place is seen; one that cannot be copied is never equal to a later read.
+        try:
+            config = copy.deepcopy(bus.producer_config)
+        except Exception:
+            config = None
+        self._last = (dataclasses.replace(bus, producer_config=config), plan)
         return plan
-
-
-def _same(kept: BusSettings, bus: BusSettings) -> bool:
-    try:
-        return bool(kept == bus)
-    except Exception:
-        return False  # a setting that cannot be compared: make the plan again
 
 
 class RedisStreamsPublisher:
@@ -296,7 +290,7 @@ class RedisStreamsPublisher:
             except Exception as exc:
                 rejected[position] = (
                     f"the event cannot be serialised for the event bus: {type(exc).__name__}: "
-                    f"{_printable(exc)}"
+                    f"{storable(str(exc))}"
                 )
         if not messages:
             return rejected
@@ -375,12 +369,6 @@ def _header_template(origin: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes
         str(origin["sourcehost"]).encode(),
         ".".join(map(str, origin["sourcelib"])).encode(),
     )
-
-
-def _printable(exc: BaseException) -> str:
-    # Stored as text in the spool: a lone surrogate quoted from the event must not make
-    # the dead letter itself unwritable.
-    return str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class SignalPublisher:

@@ -6,10 +6,8 @@ that overflowed the in-memory queue, events left at exit and, with ``durable=Tru
 every event before ``send()`` returns. Documents the server refused for good go to the
 dead-letter table, with the reason, until an operator re-drives or purges them.
 
-Why SQLite in WAL mode: it ships with Python, a committed row survives the death of
-the process that wrote it, and one file can be shared by every process of a host.
-``BEGIN IMMEDIATE`` takes the write lock before a transaction reads, which is what
-makes claiming rows safe between processes.
+Why SQLite in WAL mode: see :ref:`spool`. ``BEGIN IMMEDIATE`` takes the write lock
+before a transaction reads, which is what makes claiming rows safe between processes.
 
 Rows belong to a *stream*, a string naming one destination (a Mongo backend uses its
 servers, database and collection), so several backends can share one directory.
@@ -30,12 +28,8 @@ query plans, in files of every schema version). What protects the spool is descr
 a corrupt file moved aside, the ``max_bytes`` cap (the oldest dead letters are evicted
 first, and old ones expire), and the disk reserve.
 
-Where the parts live: this module says what the spool stores, and the rules for adding
-and taking rows; :mod:`eventtracking.spool._db` keeps the file usable (connections per
-thread and process, write transactions, checkpoints, moving a corrupt file aside);
-:mod:`eventtracking.spool._sqlite` holds the schema and reads SQLite's errors;
-:mod:`eventtracking.spool._files` and :mod:`eventtracking.spool._reserve` guard the
-files' permissions and the disk.
+Where the parts live (``_db``, ``_sqlite``, ``_files``, ``_reserve``): see
+``docs/design.rst``, section 8.
 
 Why one module: it is one class, Spool, one API over both tables: pending rows and dead
 letters share the size cap, the write transaction and the recovery around every method,

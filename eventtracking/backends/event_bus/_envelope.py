@@ -169,9 +169,6 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
     return _json.dumps(fields).encode("utf-8"), None
 
 
-# The version (4) and variant (RFC 4122) bits of a random UUID, over 128 random bits.
-
-
 def random_message_id() -> str:
     """A random (version 4) UUID as text, for a message id.
 

@@ -72,10 +72,7 @@ class BusSettings:
 
     @classmethod
     def read(cls) -> BusSettings:
-        """The settings of the moment (``EVENT_BUS_PRODUCER``,
-        ``EVENT_BUS_REDIS_CONNECTION_URL``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN``,
-        ``EVENT_BUS_PRODUCER_CONFIG``, ``EVENT_BUS_TOPIC_PREFIX``, and
-        ``EVENTS_SERVICE_NAME`` or else ``SERVICE_VARIANT``)."""
+        """The settings of the moment."""
         from django.conf import settings
 
         return cls(
@@ -138,17 +135,14 @@ class _Plans:
 class RedisStreamsPublisher:
     """Write messages to Redis Streams exactly as edx-event-bus-redis's producer does.
 
-    Settings, read at each batch (see :class:`BusSettings`): ``EVENT_BUS_REDIS_CONNECTION_URL``,
-    ``EVENT_BUS_TOPIC_PREFIX``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN`` (default 10,000,
-    trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``; the streams and the
-    messages' header fields are worked out again only when they change (see
-    :class:`_Plan`). ``timeout`` bounds the
-    connection and each reply, unless the URL sets ``socket_timeout`` or
-    ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
-    retries with backoff instead. The fields of a message are checked against the
-    library's for a probe message when the publisher is built (see
-    :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own code
-    builds every message.
+    The settings are those of the batch (see :class:`BusSettings`); what they make of
+    the streams and the messages' header fields is kept while they stay the same (see
+    :class:`_Plan`). ``timeout`` bounds the connection and each reply, unless the URL
+    sets ``socket_timeout`` or ``socket_connect_timeout`` itself; redis-py's own
+    retries are off, the delivery retries with backoff instead. The fields of a message
+    are checked against the library's for a probe message when the publisher is built
+    (see :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own
+    code builds every message.
     """
 
     name = "redis-streams"

@@ -239,15 +239,8 @@ def _remember(message_id: str) -> None:
 
 
 def stats() -> dict[str, object]:
-    """What the receiver saw in this process.
-
-    ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
-    ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
-    ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them;
-    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback);
-    ``unreadable_id`` messages whose metadata id could not be read as text, delivered
-    without an id (so without the check for copies).
-    """
+    """What the receiver saw in this process: the counters ``docs/eventbus.rst`` lists
+    (*What is counted*), from ``received`` to ``unreadable_id``."""
     return _COUNTERS.snapshot()
 
 

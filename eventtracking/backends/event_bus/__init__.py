@@ -233,16 +233,9 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
     # -- delivery -----------------------------------------------------------------------
 
     def _stats(self, result: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any]:
-        """Counters of both sides.
-
-        ``producer``: ``skipped`` by reason, and the delivery's counters (``queued``,
-        ``published``, ``spooled``, ``replayed``, ``dead_lettered``, ``retries``,
-        ``dropped``, ``queue_size``, ``in_flight``, ``last_error``...; see
-        :meth:`~eventtracking.delivery.BatchDelivery.stats`). ``consumer``:
-        ``received``, ``delivered``, ``filtered`` and ``dead_lettered`` messages from
-        the bus. The rest (``dropped``, ``failed``, ``backends``) is the router's, for
-        the nested backends.
-        """
+        """Counters of both sides, as ``docs/eventbus.rst`` (*What is counted*) lists
+        them: ``producer`` (the delivery's, and ``skipped`` by reason), ``consumer``, and
+        the router's for the nested backends."""
         delivery.update(self._producer.snapshot())
         result["producer"] = delivery
         result["consumer"] = self._consumer.snapshot()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -206,25 +207,20 @@ class Command(BaseCommand):
         return data
 
 
+@dataclass
 class _Report:
     """What became of the test event at one backend."""
 
-    def __init__(
-        self,
-        path: str,
-        backend: Any,
-        outcomes: dict[str, int],
-        details: dict[str, int],
-        counted: bool,
-    ) -> None:
-        self.path = path
-        self.backend = backend
-        self.kind = type(backend).__name__
-        self.delivering = delivering(backend)
-        self.is_router = _delivers_here(backend)
-        self.outcomes = outcomes
-        self.details = details
-        self.counted = counted
+    path: str
+    backend: Any
+    outcomes: dict[str, int]
+    details: dict[str, int]
+    counted: bool
+
+    def __post_init__(self) -> None:
+        self.kind = type(self.backend).__name__
+        self.delivering = delivering(self.backend)
+        self.is_router = _delivers_here(self.backend)
 
     @property
     def reached(self) -> bool:

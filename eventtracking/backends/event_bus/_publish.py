@@ -2,14 +2,12 @@
 
 :class:`BusSink` hands each batch of envelopes (see
 :mod:`eventtracking.backends.event_bus._envelope`) to :class:`RedisStreamsPublisher` or
-:class:`SignalPublisher`, which raise
-:class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did not
-take it, so that the delivery keeps the batch and retries. An envelope that cannot be read or
-published is refused alone: it becomes a dead letter, and the rest of its batch goes.
+:class:`SignalPublisher`.
 
-Why one module: the two publishers (Redis Streams and the Django signal) and the sink
-that drives them share one contract: raise PublishError when the bus did not take a
-batch, and refuse a bad envelope alone.
+Why one module: the two publishers and the sink that drives them share one contract:
+raise :class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did
+not take a batch, so that the delivery keeps it and retries, and refuse an envelope that
+cannot be read or published alone, as a dead letter, so that the rest of its batch goes.
 """
 
 from __future__ import annotations

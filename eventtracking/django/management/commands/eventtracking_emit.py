@@ -1,11 +1,9 @@
 """``manage.py eventtracking_emit``: send one test event end to end, to check a deployment.
 
 It emits an event through the configured tracker, flushes it, and reports, backend by
-backend, what became of it, then every counter that changed; ``docs/django.rst`` lists
-when it fails. A backend that delivers in the background through a spool is reported
-by what its delivery did with the event (the backends nested in a Celery or event-bus
-router run elsewhere); an event waiting in the spool while the server is down is safe,
-so the command says where it waits and succeeds.
+backend, what became of it, then every counter that changed; ``docs/django.rst``
+(*Management commands*) shows its output, how a backend that delivers through a spool
+is reported, and when it fails.
 """
 
 from __future__ import annotations

@@ -407,20 +407,13 @@ class Spool:
             ).fetchone()
         return int(row[0])
 
-    @_recovering(drains=True)
     def has_pending(self, stream: str) -> bool:
         """Whether ``stream`` holds rows not delivered yet, claimed or not.
 
         What a delivery asks before each batch: it looks at one index entry, where
         :meth:`pending_count` counts every row of the stream.
         """
-        conn = self._db.connect(create=False)
-        if conn is None:
-            return False
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pending WHERE stream = ?)", (stream,)
-        ).fetchone()
-        return bool(row[0])
+        return self.pending_up_to(stream, 1) > 0
 
     @_recovering(drains=True)
     def pending_up_to(self, stream: str, limit: int) -> int:

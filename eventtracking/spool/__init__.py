@@ -370,25 +370,34 @@ class Spool:
 
     @_recovering()
     def _append(self, rows: list[tuple[str, bytes, float]]) -> int:
+        incoming = sum(
+            len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
+        )
+        sql = "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)"
+        return self._insert(sql, rows, incoming)
+
+    def _insert(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], incoming: int, *, expire: bool = False
+    ) -> int:
+        """Run ``sql`` for each of ``rows`` (``incoming`` bytes) in one transaction, once
+        the disk and the size cap admit them, expiring old dead letters first when
+        ``expire`` (the time of the first row is the last item). Raises
+        :class:`SpoolFullError`, writing none, for lack of room."""
         if not rows:
             return 0
         conn = self._db.connect(create=True, verify=False)
         assert conn is not None
-        incoming = sum(
-            len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
-        )
         self._admit(len(rows), incoming)
         try:
             with self._db.write(conn) as file_size:
+                expired = self._expire_dead_letters(conn, rows[0][-1]) if expire else 0
                 evicted = self._admit_size(conn, incoming, len(rows), file_size)
-                conn.executemany(
-                    "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
-                )
+                conn.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
             if not is_full(exc):
                 raise
             raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
-        self._count_freed(evicted, 0)
+        self._count_freed(evicted, expired)
         return len(rows)
 
     # -- consuming ----------------------------------------------------------------------
@@ -543,30 +552,15 @@ class Spool:
     def _add_dead_letters(
         self, rows: list[tuple[str, bytes | None, str | None, str, float]]
     ) -> int:
-        if not rows:
-            return 0
-        conn = self._db.connect(create=True, verify=False)
-        assert conn is not None
         incoming = sum(
             len(payload or b"") + len(detail or "") + len(reason) + 2 * len(stream) + _ROW_OVERHEAD
             for stream, payload, detail, reason, _ in rows
         )
-        self._admit(len(rows), incoming)
-        try:
-            with self._db.write(conn) as file_size:
-                expired = self._expire_dead_letters(conn, rows[0][4])
-                evicted = self._admit_size(conn, incoming, len(rows), file_size)
-                conn.executemany(
-                    "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-        except sqlite3.DatabaseError as exc:
-            if not is_full(exc):
-                raise
-            raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
-        self._count_freed(evicted, expired)
-        return len(rows)
+        sql = (
+            "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        return self._insert(sql, rows, incoming, expire=True)
 
     @_recovering()
     def dead_letters(

@@ -27,13 +27,12 @@ from eventtracking._util.options import check_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
-from eventtracking.metadata._findings import Finding
+from eventtracking.metadata._findings import Finding, never
 from eventtracking.metadata._jsonform import json_size
 from eventtracking.metadata._plans import (
     Plan,
     add_reference,
     message,
-    never,
     no_findings,
     sampled,
     unregistered,

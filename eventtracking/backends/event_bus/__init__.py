@@ -140,11 +140,6 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
         """The ``publisher`` option: ``'auto'``, ``'redis'`` or ``'signal'``."""
         return self._sink.publisher
 
-    @property
-    def mutates_events(self) -> bool:
-        """False: publishing only reads the event, so the tracker need not copy it."""
-        return False
-
     # -- the producing side -------------------------------------------------------------
 
     def send(self, event: Event) -> None:

@@ -1,11 +1,9 @@
 """Turning events into JSON that any reader can parse, whatever the data holds.
 
 The rules, shared by every backend that writes JSON, are listed for users in
-``docs/api.rst`` ("How values are written as JSON"): dates to ISO 8601 in UTC, decimals
-and UUIDs to strings, sets to lists, bytes to text or ``"base64:..."``, non-finite
-floats and over-long ints to strings, odd keys to their repr, ``"<cycle>"`` and
-``"<too deep>"`` (past :data:`MAX_DEPTH`), and anything else to its ``repr``, with a
-rate-limited warning naming the event and the key path, and a count.
+``docs/api.rst`` ("How values are written as JSON"); a value that follows none of them
+is written as its ``repr``, with a rate-limited warning naming the event and the key
+path, and a count.
 
 The fast path is the standard library's C encoder; only an event that trips it (NaN, a
 cycle, an odd key, an unknown object, extreme depth) takes the slower path that cleans

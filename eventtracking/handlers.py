@@ -8,20 +8,11 @@ hands it to every top-level
 :class:`~eventtracking.backends.event_bus.EventBusRoutingBackend` of the default
 tracker, which runs its processors and delivers to its nested backends.
 
-Beyond 4.x:
-
-* a message whose id was delivered moments ago is not delivered again: a publisher that
-  retries a batch re-sends it with the same id (see
-  :mod:`eventtracking.backends.event_bus._envelope`).
-  An id is remembered only once its message was delivered: a message that was dropped
-  (by a processor, for want of a backend) or failed does not keep a later copy out.
-  The last 10,000 ids are remembered, an id longer than 64 characters by its SHA-256,
-  so that ids a writer on the bus makes huge cost no memory;
-* a message that cannot become an event (data or context that is not JSON, or nested
-  too deep to read) is a dead letter in the backend's spool, with the reason, instead
-  of an exception the consumer logs and acknowledges;
-* nothing here raises into the consumer: every outcome is counted, in :func:`stats` and
-  in each backend's ``stats()['consumer']``.
+Beyond 4.x, as ``docs/eventbus.rst`` tells: a message whose id was delivered moments
+ago is skipped (the last 10,000 delivered ids are remembered, one longer than 64
+characters by its SHA-256); a message that cannot become an event is a dead letter in
+the backend's spool; nothing here raises into the consumer: every outcome is counted,
+in :func:`stats` and in each backend's ``stats()['consumer']``.
 
 The Django app connects the receiver when openedx-events is installed (see
 :mod:`eventtracking.django.apps`); elsewhere, call :func:`connect`. Importing this
@@ -44,7 +35,7 @@ from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import Counters
 from eventtracking._util.timestamps import parse_timestamp
 from eventtracking.backends.event_bus import EventBusRoutingBackend
-from eventtracking.backends.event_bus._envelope import openedx_events
+from eventtracking.backends.event_bus._envelope import openedx_events, storable
 from eventtracking.tracker import Tracker, registered
 
 __all__ = ["DISPATCH_UID", "connect", "get_tracker", "send_tracking_log_to_backends", "stats"]
@@ -124,8 +115,8 @@ def send_tracking_log_to_backends(sender: Any, signal: Any = None, **kwargs: Any
         _COUNTERS.incr("malformed")
         engines[0].reject_from_bus(
             _raw(tracking_log, message_id),
-            _storable(str(exc)),
-            None if message_id is None else _storable(message_id),
+            storable(str(exc)),
+            None if message_id is None else storable(message_id),
         )
         return
     delivered = False
@@ -199,12 +190,6 @@ def _from_event_bus(flag: Any) -> bool:
         return False
 
 
-def _storable(text: str) -> str:
-    """``text`` with lone surrogates (which a forged id or a hostile object's error
-    may hold) written as escapes, so that the spool can store it."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _message_id(metadata: Any) -> str | None:
     """The message id as text; None when there is none, or it cannot be read.
 
@@ -254,15 +239,8 @@ def _remember(message_id: str) -> None:
 
 
 def stats() -> dict[str, object]:
-    """What the receiver saw in this process.
-
-    ``received`` messages from the bus; ``ignored_local`` signals sent in this process;
-    ``duplicates`` skipped as delivered already; ``malformed`` ones made dead letters;
-    ``no_tracker`` and ``no_backend`` ones dropped because nothing could take them;
-    ``failed`` deliveries to a backend that raised (a bug: the log has the traceback);
-    ``unreadable_id`` messages whose metadata id could not be read as text, delivered
-    without an id (so without the check for copies).
-    """
+    """What the receiver saw in this process: the counters ``docs/eventbus.rst`` lists
+    (*What is counted*), from ``received`` to ``unreadable_id``."""
     return _COUNTERS.snapshot()
 
 

@@ -8,91 +8,50 @@ containers call back on such edits too, so the precomputed plan always matches t
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_C = TypeVar("_C", bound=type)
 
 
+def _watching(*names: str) -> Callable[[_C], _C]:
+    """Make the methods ``names`` of the decorated class's base, each of which changes
+    its contents, call ``on_change()`` after the change."""
+
+    def decorate(cls: _C) -> _C:
+        base = cls.__mro__[1]
+        for name in names:
+            setattr(cls, name, _watched(getattr(base, name)))
+        return cls
+
+    return decorate
+
+
+def _watched(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def changing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        if self.on_change is not None:
+            self.on_change()
+        return result
+
+    return changing
+
+
+# update(), |= and setdefault() go through __setitem__.
+@_watching("__setitem__", "__delitem__", "pop", "popitem", "clear", "move_to_end")
 class WatchedDict(OrderedDict[Any, Any]):
     """An OrderedDict that calls ``on_change()`` after any change to its contents."""
 
     on_change: Callable[[], None] | None = None
 
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
-    # update(), |= and setdefault() go through __setitem__.
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: Any) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def pop(self, *args: Any) -> Any:
-        value = super().pop(*args)
-        self._changed()
-        return value
-
-    def popitem(self, last: bool = True) -> tuple[Any, Any]:
-        item = super().popitem(last)
-        self._changed()
-        return item
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def move_to_end(self, key: Any, last: bool = True) -> None:
-        super().move_to_end(key, last)
-        self._changed()
-
-
+@_watching(
+    "append", "extend", "insert", "remove", "pop", "clear", "__setitem__", "__delitem__", "__iadd__"
+)
 class WatchedList(list[Any]):
     """A list that calls ``on_change()`` after any change to which items it holds."""
 
     on_change: Callable[[], None] | None = None
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
-
-    def append(self, item: Any) -> None:
-        super().append(item)
-        self._changed()
-
-    def extend(self, items: Iterable[Any]) -> None:
-        super().extend(items)
-        self._changed()
-
-    def insert(self, index: SupportsIndex, item: Any) -> None:
-        super().insert(index, item)
-        self._changed()
-
-    def remove(self, item: Any) -> None:
-        super().remove(item)
-        self._changed()
-
-    def pop(self, index: SupportsIndex = -1) -> Any:
-        item = super().pop(index)
-        self._changed()
-        return item
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def __setitem__(self, index: Any, value: Any) -> None:
-        super().__setitem__(index, value)
-        self._changed()
-
-    def __delitem__(self, index: Any) -> None:
-        super().__delitem__(index)
-        self._changed()
-
-    def __iadd__(self, items: Iterable[Any]) -> WatchedList:  # type: ignore[misc]
-        super().__iadd__(items)
-        self._changed()
-        return self

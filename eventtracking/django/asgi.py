@@ -1,11 +1,8 @@
 """Django's ASGI application, plus the lifespan protocol to flush events at shutdown.
 
-uvicorn, after a graceful shutdown, re-raises the signal with its default action, so
-:mod:`atexit` handlers never run and buffered events are lost; the lifespan protocol,
-which Django's own ASGI handler does not speak, is where such a server lets an
-application clean up. Use :func:`get_asgi_application` from here instead of
-``django.core.asgi``'s, with ``uvicorn --lifespan on`` (or ``auto``, the default), as
-``docs/django.rst`` ("ASGI and uvicorn") shows.
+Use :func:`get_asgi_application` from here instead of ``django.core.asgi``'s, with
+``uvicorn --lifespan on`` (or ``auto``, the default): ``docs/django.rst`` ("ASGI and
+uvicorn") shows how, and why events queued at shutdown are lost without it.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
 """A tracker whose backends and processors come from Django settings.
 
-Settings (all optional)::
-
-    EVENT_TRACKING_ENABLED = True     # override_default_tracker() registers a DjangoTracker
-    EVENT_TRACKING_BACKENDS = {
-        'logger': {
-            'ENGINE': 'eventtracking.backends.logger.LoggerBackend',
-            'OPTIONS': {'name': 'tracking', 'max_event_size': None},
-        },
-    }
-    EVENT_TRACKING_PROCESSORS = [
-        {'ENGINE': 'eventtracking.processors.regex_filter.RegexFilter',
-         'OPTIONS': {'filter_type': 'blocklist', 'regular_expressions': ['^debug\\.']}},
-    ]
-    EVENT_TRACKING_VALIDATION = 'warn'  # or 'strict', or a dict: see eventtracking.metadata
-
-ENGINE/OPTIONS dicts are built recursively inside dicts and lists, so a
-:class:`~eventtracking.routing.RoutingBackend` can hold its own backends and
-processors in its OPTIONS.
+Its settings, ``EVENT_TRACKING_ENABLED``, ``EVENT_TRACKING_BACKENDS`` and
+``EVENT_TRACKING_PROCESSORS`` (ENGINE/OPTIONS dicts, built recursively inside dicts and
+lists, so that a :class:`~eventtracking.routing.RoutingBackend` can hold its own
+backends and processors), are described in ``docs/django.rst`` (*The tracker*), and
+``EVENT_TRACKING_VALIDATION`` in ``docs/metadata.rst``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Middleware that puts each request's context on its events, and one event per request.
 
-``TrackRequestContextMiddleware`` enters a context named ``django.request`` for the
-duration of each request, so every event emitted while handling the request carries
-who asked for what::
-
-    MIDDLEWARE = [
-        'eventtracking.django.middleware.TrackRequestContextMiddleware',
-        ...,
-        'eventtracking.django.middleware.TrackRequestEventMiddleware',  # optional
-    ]
-
-Both work under WSGI and ASGI, in Django's way (a separate ``__acall__`` that never
-blocks the event loop), and a failure inside them never breaks the request: it is
+``TrackRequestContextMiddleware`` (first in ``MIDDLEWARE``) enters a context named
+``django.request`` for the duration of each request, so every event emitted while
+handling the request carries who asked for what; ``TrackRequestEventMiddleware`` is
+optional. Both work under WSGI and ASGI, in Django's way (a separate ``__acall__`` that
+never blocks the event loop), and a failure inside them never breaks the request: it is
 logged, and re-raised only when ``DEBUG`` is true. ``docs/django.rst`` has the rest.
 """
 

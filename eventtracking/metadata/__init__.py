@@ -1,19 +1,10 @@
 """Event documentation and metadata: document event types, store the documentation
 beside the events, check events against it, and publish a catalogue.
 
-* :mod:`~eventtracking.metadata.registry`: :func:`register`, :func:`register_context`,
-  the :func:`emits` decorator and the :class:`Registry` of versioned definitions;
-* :mod:`~eventtracking.metadata.loading`: definitions from YAML or JSON files and
-  settings (:func:`load`);
-* :mod:`~eventtracking.metadata.validation`: :func:`set_validation` with modes
-  ``off``, ``warn`` and ``strict``; references to definitions in events; records sent
-  to backends;
-* :mod:`~eventtracking.metadata.discovery`: :class:`EventObserver`, which drafts
-  definitions from the events a code base actually emits;
-* :mod:`~eventtracking.metadata.catalog`: Markdown, JSON and HTML catalogues
-  (``python -m eventtracking catalog``).
-
-See ``docs/metadata.rst`` for the design.
+Its parts, :mod:`~eventtracking.metadata.registry` (:func:`register`, :func:`emits`),
+:mod:`~eventtracking.metadata.loading`, :mod:`~eventtracking.metadata.validation`,
+:mod:`~eventtracking.metadata.discovery` and :mod:`~eventtracking.metadata.catalog`, are
+described in ``docs/metadata.rst``, which also gives the design.
 """
 
 from eventtracking._util.metadata_api import METADATA_EVENT_NAME, REFERENCE_KEY

@@ -1,19 +1,13 @@
 """Checking data against documented fields: a compiled fast test and a thorough one.
 
-Each definition gets two functions:
-
-* ``check(data) -> bool``: Python source generated from the fields and compiled once.
-  It uses exact type tests (``type(v) is str``) and key-set comparisons, so a valid
-  event costs a few hundred nanoseconds. It may say False for valid data (a ``str``
-  subclass, a date given as text), never True for invalid data;
-* ``diagnose(data) -> findings``: a plain recursive walk that runs only when ``check``
-  said False. It decides with ``isinstance`` and parsing, and lists every problem.
-
-Why not fastjsonschema for everything: see ``docs/metadata.rst`` ("How it stays
-cheap"); it is used for definitions given as a full JSON Schema
-(:mod:`eventtracking.metadata._schema`). The thorough test and the findings are in
-:mod:`eventtracking.metadata._findings`; this module writes the fast test and picks the
-checks of a definition.
+Each definition gets a fast ``check(data) -> bool``, Python source generated from the
+fields and compiled once, which may say False for valid data but never True for
+invalid data, and a thorough ``diagnose(data) -> findings`` that runs only when
+``check`` said False. Why, and why not fastjsonschema for everything: see
+``docs/metadata.rst`` ("How it stays cheap"); it is used for definitions given as a
+full JSON Schema (:mod:`eventtracking.metadata._schema`). The thorough test and the
+findings are in :mod:`eventtracking.metadata._findings`; this module writes the fast
+test and picks the checks of a definition.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "Finding",
     "diagnose_into",
     "field_tree",
+    "never",
     "unserialisable_findings",
 ]
 
@@ -45,6 +46,11 @@ Checks = tuple[
     Callable[[Any], bool], Callable[[Any], bool] | None, Callable[[Any], list["Finding"]]
 ]
 """``(check, shallow, diagnose)``: see :func:`compile_fields`."""
+
+
+def never(data: Any) -> bool:
+    """The check of what always needs diagnosing."""
+    return False
 
 
 @dataclass

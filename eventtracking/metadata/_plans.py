@@ -22,7 +22,6 @@ __all__ = [
     "Plan",
     "add_reference",
     "message",
-    "never",
     "no_findings",
     "sampled",
     "shown",
@@ -89,11 +88,6 @@ def shown(name: Any) -> str:
     if len(text) <= _SHOWN_NAME_LENGTH:
         return text
     return f"{text[:_SHOWN_NAME_LENGTH]}... ({len(text)} characters)"
-
-
-def never(data: Any) -> bool:
-    """The check of what always needs diagnosing."""
-    return False
 
 
 def no_findings(data: Any) -> list[Finding]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from eventtracking.metadata._findings import Checks, Finding, unserialisable_findings
+from eventtracking.metadata._findings import Checks, Finding, never, unserialisable_findings
 from eventtracking.metadata._jsonform import is_plain, to_json_form
 
 __all__ = ["compile_schema", "remote_references"]
@@ -79,7 +79,7 @@ def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
             f"{name!r} is documented by a JSON Schema, and checking it needs "
             "fastjsonschema: pip install 'event-tracking[schema]'"
         )
-        return _never, None, lambda data: [Finding("invalid_schema", "schema", text)]
+        return never, None, lambda data: [Finding("invalid_schema", "schema", text)]
     try:
         # fastjsonschema rewrites references in place: give it a copy.
         compiled = fastjsonschema.compile(to_json_form(schema), handlers=_NO_FETCHING)
@@ -118,7 +118,3 @@ def compile_schema(name: str, schema: Mapping[str, Any]) -> Checks:
         return findings
 
     return check, shallow, diagnose
-
-
-def _never(data: Any) -> bool:
-    return False

@@ -1,23 +1,13 @@
 """Discovery: draft definitions from the events a code base actually emits.
 
-For code bases with hundreds of undocumented events. Add the observer as a backend for
-a test run or in staging; it records, per event name, how often it was seen, the type
-of every field (nested objects and arrays too) and whether each field was always
-present::
-
-    from eventtracking.metadata.discovery import EventObserver
-
-    observer = EventObserver.attach(tracker)
-    ...                                   # run the test suite, or serve staging traffic
-    observer.write_drafts("event_types.yaml", registry=metadata.get_registry())
-
-The drafts are in the file format of :mod:`eventtracking.metadata.loading`, with empty
-descriptions for a person to write. By default the observer keeps no observed values,
-which are real users' data; ``examples=True`` keeps a few. Drafts are written readable by
-their owner only. It costs a walk over each event's data, under a lock: meant for test
-runs and staging, not production. Its memory is bounded whatever the events hold (see
-``max_types``, ``max_fields`` and the ``MAX_*`` constants); what is over a limit is
-counted, not recorded. ``docs/metadata.rst`` says more, with the Django setting.
+:class:`EventObserver` is a backend to add for a test run or in staging: it records,
+per event name, how often it was seen, the types of every field path and whether each
+field was always present, and writes drafts in the file format of
+:mod:`eventtracking.metadata.loading`. ``docs/metadata.rst`` (*Discovering undocumented
+events*) shows its use, with the Django setting, what it keeps of real users' data
+(nothing by default) and the limits that bound its memory (the ``MAX_*`` constants
+here). It walks each event's data under a lock: meant for test runs and staging, not
+production.
 """
 
 from __future__ import annotations

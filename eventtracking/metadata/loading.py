@@ -66,9 +66,8 @@ _EVENT_KEYS = frozenset(
         "version",
     }
 )
-_CONTEXT_KEYS = frozenset(
-    {"name", "description", "fields", "owner", "emitted_from", "example", "version"}
-)
+# A context type has no schema, no mode, and always takes undocumented keys.
+_CONTEXT_KEYS = _EVENT_KEYS - {"schema", "additional_fields", "validation"}
 # Written by the catalogue and the observer; checked or ignored when loading.
 _RECORD_KEYS = frozenset({"id", "kind", "schema_source", "observed"})
 _TOP_KEYS = frozenset({"event_types", "context_types", "format", "generated_by", "title"})

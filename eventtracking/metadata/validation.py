@@ -6,11 +6,9 @@
 
     metadata.set_validation(tracker, "warn")     # or "strict" in test suites
 
-``off`` (the default) gives the tracker no validator: emit does not look at the registry.
-``warn`` counts each problem in ``tracker.stats()['validation']`` and logs it, once per
-event type and minute, and delivers the event. ``strict`` raises
-:class:`~eventtracking.exceptions.ValidationError` into the code that called ``emit``
-and does not deliver the event. The findings, the record id put in
+The modes (``off``, the default, costs ``emit`` nothing; ``warn`` counts, logs and
+delivers; ``strict`` raises :class:`~eventtracking.exceptions.ValidationError` into the
+caller and does not deliver), the findings, the record id put in
 ``context['eventtracking_type']`` and the records sent to ``send_metadata`` are
 described in ``docs/metadata.rst``. A definition that cannot be compiled at all is
 refused when it is registered.
@@ -29,13 +27,12 @@ from eventtracking._util.options import check_count
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import FastCounter
 from eventtracking.exceptions import ImproperlyConfigured, ValidationError
-from eventtracking.metadata._findings import Finding
+from eventtracking.metadata._findings import Finding, never
 from eventtracking.metadata._jsonform import json_size
 from eventtracking.metadata._plans import (
     Plan,
     add_reference,
     message,
-    never,
     no_findings,
     sampled,
     unregistered,

@@ -1,19 +1,11 @@
 """The counters of ``stats()`` as OpenTelemetry metrics, for Prometheus or any exporter.
 
-Needs the ``otel`` extra: ``pip install 'event-tracking[otel]'``. Two ways in:
-
-* :func:`instrument` adds the metrics to a ``MeterProvider``: the global one by default,
-  for sites that already configure OpenTelemetry and its exporters;
-* :func:`start_prometheus` makes a provider with the OpenTelemetry Prometheus exporter,
-  adds the metrics to it and serves them over HTTP (``/metrics``) on a port.
-
-Under Django, the ``EVENT_TRACKING_METRICS`` setting calls one or the other
-(:mod:`eventtracking.django`). Every instrument is asynchronous: one collection (a
-Prometheus scrape) reads the trackers' ``stats()`` once, and every instrument reports
-from that reading, so emitting costs nothing more with metrics on. Each integer in
-``stats()`` becomes one data point, found by walking the nested dicts, so a counter
-added later is exported without a change here; the names and labels are listed in
-``docs/metrics.rst`` (see :data:`METRICS`).
+Needs the ``otel`` extra: ``pip install 'event-tracking[otel]'``. :func:`instrument`
+adds the metrics to a ``MeterProvider`` (the global one by default);
+:func:`start_prometheus` also serves them over HTTP for Prometheus. ``docs/metrics.rst``
+tells how to turn them on (under Django, the ``EVENT_TRACKING_METRICS`` setting), why
+emitting costs nothing more, and what is exported (see :data:`METRICS`): each integer
+in ``stats()``, so a counter added later is exported without a change here.
 """
 
 from __future__ import annotations

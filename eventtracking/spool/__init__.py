@@ -6,10 +6,8 @@ that overflowed the in-memory queue, events left at exit and, with ``durable=Tru
 every event before ``send()`` returns. Documents the server refused for good go to the
 dead-letter table, with the reason, until an operator re-drives or purges them.
 
-Why SQLite in WAL mode: it ships with Python, a committed row survives the death of
-the process that wrote it, and one file can be shared by every process of a host.
-``BEGIN IMMEDIATE`` takes the write lock before a transaction reads, which is what
-makes claiming rows safe between processes.
+Why SQLite in WAL mode: see :ref:`spool`. ``BEGIN IMMEDIATE`` takes the write lock
+before a transaction reads, which is what makes claiming rows safe between processes.
 
 Rows belong to a *stream*, a string naming one destination (a Mongo backend uses its
 servers, database and collection), so several backends can share one directory.
@@ -30,12 +28,8 @@ query plans, in files of every schema version). What protects the spool is descr
 a corrupt file moved aside, the ``max_bytes`` cap (the oldest dead letters are evicted
 first, and old ones expire), and the disk reserve.
 
-Where the parts live: this module says what the spool stores, and the rules for adding
-and taking rows; :mod:`eventtracking.spool._db` keeps the file usable (connections per
-thread and process, write transactions, checkpoints, moving a corrupt file aside);
-:mod:`eventtracking.spool._sqlite` holds the schema and reads SQLite's errors;
-:mod:`eventtracking.spool._files` and :mod:`eventtracking.spool._reserve` guard the
-files' permissions and the disk.
+Where the parts live (``_db``, ``_sqlite``, ``_files``, ``_reserve``): see
+``docs/design.rst``, section 8.
 
 Why one module: it is one class, Spool, one API over both tables: pending rows and dead
 letters share the size cap, the write transaction and the recovery around every method,
@@ -376,25 +370,34 @@ class Spool:
 
     @_recovering()
     def _append(self, rows: list[tuple[str, bytes, float]]) -> int:
+        incoming = sum(
+            len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
+        )
+        sql = "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)"
+        return self._insert(sql, rows, incoming)
+
+    def _insert(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], incoming: int, *, expire: bool = False
+    ) -> int:
+        """Run ``sql`` for each of ``rows`` (``incoming`` bytes) in one transaction, once
+        the disk and the size cap admit them, expiring old dead letters first when
+        ``expire`` (the time of the first row is the last item). Raises
+        :class:`SpoolFullError`, writing none, for lack of room."""
         if not rows:
             return 0
         conn = self._db.connect(create=True, verify=False)
         assert conn is not None
-        incoming = sum(
-            len(payload) + 2 * len(stream) + _ROW_OVERHEAD for stream, payload, _ in rows
-        )
         self._admit(len(rows), incoming)
         try:
             with self._db.write(conn) as file_size:
+                expired = self._expire_dead_letters(conn, rows[0][-1]) if expire else 0
                 evicted = self._admit_size(conn, incoming, len(rows), file_size)
-                conn.executemany(
-                    "INSERT INTO pending (stream, payload, created) VALUES (?, ?, ?)", rows
-                )
+                conn.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
             if not is_full(exc):
                 raise
             raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
-        self._count_freed(evicted, 0)
+        self._count_freed(evicted, expired)
         return len(rows)
 
     # -- consuming ----------------------------------------------------------------------
@@ -413,20 +416,13 @@ class Spool:
             ).fetchone()
         return int(row[0])
 
-    @_recovering(drains=True)
     def has_pending(self, stream: str) -> bool:
         """Whether ``stream`` holds rows not delivered yet, claimed or not.
 
         What a delivery asks before each batch: it looks at one index entry, where
         :meth:`pending_count` counts every row of the stream.
         """
-        conn = self._db.connect(create=False)
-        if conn is None:
-            return False
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pending WHERE stream = ?)", (stream,)
-        ).fetchone()
-        return bool(row[0])
+        return self.pending_up_to(stream, 1) > 0
 
     @_recovering(drains=True)
     def pending_up_to(self, stream: str, limit: int) -> int:
@@ -556,30 +552,15 @@ class Spool:
     def _add_dead_letters(
         self, rows: list[tuple[str, bytes | None, str | None, str, float]]
     ) -> int:
-        if not rows:
-            return 0
-        conn = self._db.connect(create=True, verify=False)
-        assert conn is not None
         incoming = sum(
             len(payload or b"") + len(detail or "") + len(reason) + 2 * len(stream) + _ROW_OVERHEAD
             for stream, payload, detail, reason, _ in rows
         )
-        self._admit(len(rows), incoming)
-        try:
-            with self._db.write(conn) as file_size:
-                expired = self._expire_dead_letters(conn, rows[0][4])
-                evicted = self._admit_size(conn, incoming, len(rows), file_size)
-                conn.executemany(
-                    "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-        except sqlite3.DatabaseError as exc:
-            if not is_full(exc):
-                raise
-            raise self._refused("disk", len(rows), f"the disk is full ({exc})") from exc
-        self._count_freed(evicted, expired)
-        return len(rows)
+        sql = (
+            "INSERT INTO dead_letters (stream, payload, detail, reason, created) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        return self._insert(sql, rows, incoming, expire=True)
 
     @_recovering()
     def dead_letters(

@@ -1,13 +1,11 @@
 """The spool's files on disk: private to their user, never in a shared place.
 
-Spooled events hold personal data, and whatever the spool holds is later delivered as
-this process's own events. So the directory belongs to the user running the process and
-nobody else may write to it; the spool files (the database, ``-wal`` and ``-shm``) are
-that user's regular files that nobody else may read or write; and what this module
-creates is created 0700 (directory) and 0600 (files) whatever the umask. A location
-that breaks a rule raises :class:`UnsafeSpoolError`, which names the path and the fix;
-nothing existing is re-permissioned. The rules for users are in ``docs/mongodb.rst``
-("Private files"). Where the platform has no POSIX ownership (no :func:`os.geteuid`),
+The rules, and why, are told to users in ``docs/mongodb.rst`` ("Private files"): the
+directory is the running user's and nobody else may write to it, the spool files are
+that user's regular files, private to them, and what this module creates is created
+0700 (directory) and 0600 (files) whatever the umask. A location that breaks a rule
+raises :class:`UnsafeSpoolError`, which names the path and the fix; nothing existing is
+re-permissioned. Where the platform has no POSIX ownership (no :func:`os.geteuid`),
 only what can be checked is.
 """
 

@@ -1,12 +1,11 @@
 """Free space kept back, so that a spool on a full disk can still be drained.
 
-Draining a SQLite spool writes (claims update rows, deliveries delete them, both
-through the write-ahead log), so on a full disk a spool that filled it during an outage
-could never be delivered. Two things keep room, as ``docs/mongodb.rst`` ("Size and disk
-space") tells users: adding rows is refused while less than the reserve's size is free
-(:meth:`DiskReserve.room_for`), and a *reserve* file of allocated blocks beside the
-spool is deleted when a draining write fails for a full disk, then the write is tried
-again. It is made again once the file system has room for it twice over.
+Draining a SQLite spool writes, so on a full disk a spool that filled it during an
+outage could never be delivered. ``docs/mongodb.rst`` ("Size and disk space") tells
+users the two things that keep room: adding rows is refused while less than the
+reserve's size is free (:meth:`DiskReserve.room_for`), and a *reserve* file beside the
+spool is given back when a draining write fails for a full disk (the write is then
+tried again), and made again once the file system has room for it twice over.
 """
 
 from __future__ import annotations

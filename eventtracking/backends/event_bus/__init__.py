@@ -1,25 +1,12 @@
 """Send tracking logs through the Open edX event bus, and deliver them where they arrive.
 
-:class:`EventBusRoutingBackend` keeps the 4.x surface and splits its work in two:
-
-* **In the process that emits** (the web process), :meth:`~EventBusRoutingBackend.send`
-  publishes the event as openedx-events' ``TRACKING_EVENT_EMITTED`` signal
-  (``TrackingLogData(name, timestamp, data, context)``, data and context as JSON text),
-  when the switch :data:`eventtracking.config.SEND_TRACKING_EVENT_EMITTED_SIGNAL` is on
-  and the name is in the ``EVENT_BUS_TRACKING_LOGS`` setting (a list or a set). Its own
-  processors and backends are not used there.
-* **In the process that consumes the bus** (``manage.py consume_events``), the receiver
-  :func:`eventtracking.handlers.send_tracking_log_to_backends` rebuilds the event and
-  hands it to :meth:`~EventBusRoutingBackend.receive_from_bus`, which runs the processors
-  and delivers to the nested backends.
-
-Unlike 4.x, ``send`` never waits on the bus and never loses an event while the bus is
-down: it serialises the event and queues it; a background thread publishes batches (see
-:mod:`eventtracking.backends.event_bus._envelope` for how failures are seen), spools what the bus
-does not
-take to the local spool (:mod:`eventtracking.spool`) and replays it in order once the
-bus is back. An event whose timestamp is unusable becomes a dead letter there, with the
-reason, instead of vanishing. Every outcome is counted in :meth:`~EventBusRoutingBackend.stats`.
+:class:`EventBusRoutingBackend` keeps the 4.x surface. In the process that emits,
+:meth:`~EventBusRoutingBackend.send` queues the event for a background thread that
+publishes it as openedx-events' ``TRACKING_EVENT_EMITTED`` signal, or writes it to Redis
+Streams, and spools what the bus does not take; in the process that consumes the bus,
+:func:`eventtracking.handlers.send_tracking_log_to_backends` hands it to
+:meth:`~EventBusRoutingBackend.receive_from_bus`, which runs the processors and delivers
+to the nested backends. ``docs/eventbus.rst`` walks both sides, and what is counted.
 
 openedx-events is imported when a backend is built, so importing this module needs only
 the core; building a backend without it raises ImportError naming the extra
@@ -84,21 +71,11 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
 
     The 4.x arguments: ``processors`` and ``backends`` are used where the bus is
     consumed (see :meth:`receive_from_bus`); ``backend_name`` is kept as
-    :attr:`backend_name` and used for nothing else, as in 4.x.
-
-    Publishing (see :class:`~eventtracking.delivery.BatchDelivery` for the delivery):
-
-    * ``publisher`` (``'auto'``): ``'redis'`` writes Redis Streams messages in the exact
-      format of edx-event-bus-redis, in one round trip per batch, and sees every
-      failure; ``'signal'`` sends the signal to whatever ``EVENT_BUS_PRODUCER`` is (Kafka
-      included), as 4.x did; ``'auto'`` picks ``'redis'`` when ``EVENT_BUS_PRODUCER`` is
-      edx-event-bus-redis's, ``'signal'`` otherwise.
-    * ``publish_timeout`` (2.0 s): the longest a Redis call may take before the batch
-      is spooled and retried;
-    * the eight keywords of :class:`~eventtracking.delivery.options.DeliveryOptions`
-      (messages held in memory, the spool where they wait while the bus is down and
-      dead letters are kept), with ``batch_size`` 100, ``flush_interval`` 0.5 s and
-      ``spool_stream`` :data:`DEFAULT_STREAM` by default; or one ``delivery_options``.
+    :attr:`backend_name`. ``publisher`` (``'auto'``, ``'redis'`` or ``'signal'``),
+    ``publish_timeout`` (2.0 s) and the delivery options (see
+    :class:`~eventtracking.delivery.options.DeliveryOptions`; ``batch_size`` 100,
+    ``flush_interval`` 0.5 s and ``spool_stream`` :data:`DEFAULT_STREAM` by default)
+    are described in ``docs/eventbus.rst`` (*Two ways to publish*, *Options*).
 
     The delivery thread starts with the first event to publish (or the first
     ``flush``), and then also publishes what earlier processes left in the spool. A
@@ -162,11 +139,6 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
     def publisher(self) -> str:
         """The ``publisher`` option: ``'auto'``, ``'redis'`` or ``'signal'``."""
         return self._sink.publisher
-
-    @property
-    def mutates_events(self) -> bool:
-        """False: publishing only reads the event, so the tracker need not copy it."""
-        return False
 
     # -- the producing side -------------------------------------------------------------
 
@@ -256,16 +228,9 @@ class EventBusRoutingBackend(SpoolingBackend, RoutingBackend):
     # -- delivery -----------------------------------------------------------------------
 
     def _stats(self, result: dict[str, Any], delivery: dict[str, Any]) -> dict[str, Any]:
-        """Counters of both sides.
-
-        ``producer``: ``skipped`` by reason, and the delivery's counters (``queued``,
-        ``published``, ``spooled``, ``replayed``, ``dead_lettered``, ``retries``,
-        ``dropped``, ``queue_size``, ``in_flight``, ``last_error``...; see
-        :meth:`~eventtracking.delivery.BatchDelivery.stats`). ``consumer``:
-        ``received``, ``delivered``, ``filtered`` and ``dead_lettered`` messages from
-        the bus. The rest (``dropped``, ``failed``, ``backends``) is the router's, for
-        the nested backends.
-        """
+        """Counters of both sides, as ``docs/eventbus.rst`` (*What is counted*) lists
+        them: ``producer`` (the delivery's, and ``skipped`` by reason), ``consumer``, and
+        the router's for the nested backends."""
         delivery.update(self._producer.snapshot())
         result["producer"] = delivery
         result["consumer"] = self._consumer.snapshot()

@@ -8,25 +8,9 @@ an *envelope* (bytes: a random message id, the send time, and the four fields of
 of two publishers, and raises when the bus did not take them, so that the delivery
 spools them and retries: nothing is lost while the bus is down. This module holds what
 the backend, the sink and the receiver share; :mod:`eventtracking.backends.event_bus._publish`
-holds the sink and the publishers:
-
-* ``RedisStreamsPublisher`` writes to Redis Streams itself, with a pipeline per
-  batch and bounded socket timeouts. The message is byte for byte what
-  edx-event-bus-redis's producer writes, and its consumer reads it as its own: it is
-  built from the envelope's wire form only after a probe message built that way gave
-  the fields of the library's own code (``RedisMessage`` and openedx-events' Avro
-  serializer), and by that code otherwise. It is
-  chosen when ``EVENT_BUS_PRODUCER`` names edx-event-bus-redis, because that
-  producer catches every error and only logs it.
-* ``SignalPublisher`` sends the ``TRACKING_EVENT_EMITTED`` signal, as 4.x did, and
-  openedx-events' handler passes it to the configured producer (Kafka, or any other).
-  Errors are seen when the signal raises, when the producing receiver returns an
-  error, or when the producer logs one at ERROR on this thread. What the producer
-  reports later, from another thread, stays invisible (see docs/eventbus.rst).
-
-The message id travels in the envelope, so a batch that is published again after a
-failure carries the same ids, which lets consumers drop the copies. It is a random
-UUID (version 4): openedx-events' own default, ``uuid1``, holds the host's MAC address.
+holds the sink and its two publishers, Redis Streams and the signal (``docs/eventbus.rst``
+says what each can see of a failure, and why the message id is a random UUID that
+travels in the envelope).
 
 An envelope has two forms. The *wire* form is written once, by the caller, as what the
 bus carries: the id and send time as the header text the message will hold, then the
@@ -77,6 +61,7 @@ __all__ = [
     "message_origin",
     "openedx_events",
     "random_message_id",
+    "storable",
     "tracking_log",
     "wire_parts",
     "wire_ready",
@@ -182,9 +167,6 @@ def encode_envelope(event: Mapping[str, Any]) -> tuple[bytes, str | None]:
     fields = _json_fields(message_id, sent, event, data=data, context=context)
     fields["timestamp"] = stamp
     return _json.dumps(fields).encode("utf-8"), None
-
-
-# The version (4) and variant (RFC 4122) bits of a random UUID, over 128 random bits.
 
 
 def random_message_id() -> str:
@@ -414,11 +396,14 @@ def decode_envelope(payload: bytes) -> Envelope:
             context=_require_str(fields["context"], "context"),
         )
     except Exception as exc:
-        # The reason is stored as text: a lone surrogate quoted from the payload must
-        # not make the dead letter itself unwritable.
-        reason = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
-        msg = f"not an event-bus envelope: {type(exc).__name__}: {reason}"
+        msg = f"not an event-bus envelope: {type(exc).__name__}: {storable(str(exc))}"
         raise ValueError(msg) from exc
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates (which a forged id, a payload or a hostile object's
+    error may hold) written as escapes, so that a dead letter's reason can be stored."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _require_str(value: Any, name: str) -> str:

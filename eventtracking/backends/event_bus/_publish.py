@@ -2,19 +2,18 @@
 
 :class:`BusSink` hands each batch of envelopes (see
 :mod:`eventtracking.backends.event_bus._envelope`) to :class:`RedisStreamsPublisher` or
-:class:`SignalPublisher`, which raise
-:class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did not
-take it, so that the delivery keeps the batch and retries. An envelope that cannot be read or
-published is refused alone: it becomes a dead letter, and the rest of its batch goes.
+:class:`SignalPublisher`.
 
-Why one module: the two publishers (Redis Streams and the Django signal) and the sink
-that drives them share one contract: raise PublishError when the bus did not take a
-batch, and refuse a bad envelope alone.
+Why one module: the two publishers and the sink that drives them share one contract:
+raise :class:`~eventtracking.backends.event_bus._envelope.PublishError` when the bus did
+not take a batch, so that the delivery keeps it and retries, and refuse an envelope that
+cannot be read or published alone, as a dead letter, so that the rest of its batch goes.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -42,6 +41,7 @@ from eventtracking.backends.event_bus._envelope import (
     message_metadata,
     message_origin,
     openedx_events,
+    storable,
     tracking_log,
     wire_parts,
 )
@@ -70,10 +70,7 @@ class BusSettings:
 
     @classmethod
     def read(cls) -> BusSettings:
-        """The settings of the moment (``EVENT_BUS_PRODUCER``,
-        ``EVENT_BUS_REDIS_CONNECTION_URL``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN``,
-        ``EVENT_BUS_PRODUCER_CONFIG``, ``EVENT_BUS_TOPIC_PREFIX``, and
-        ``EVENTS_SERVICE_NAME`` or else ``SERVICE_VARIANT``)."""
+        """The settings of the moment."""
         from django.conf import settings
 
         return cls(
@@ -85,15 +82,6 @@ class BusSettings:
             service_name=getattr(settings, "EVENTS_SERVICE_NAME", None)
             or getattr(settings, "SERVICE_VARIANT", None),
         )
-
-    def kept(self) -> BusSettings:
-        """A copy to compare later batches' settings with: the producer config is
-        copied too, so that a change made to the setting's dict in place is seen."""
-        try:
-            config = copy.deepcopy(self.producer_config)
-        except Exception:
-            config = None  # never equal to a later read: the plan is made every batch
-        return dataclasses.replace(self, producer_config=config)
 
 
 @dataclass(frozen=True)
@@ -127,34 +115,32 @@ class _Plans:
         keeps nothing, so the next batch tries again.
         """
         last = self._last
-        if last is not None and _same(last[0], bus):
-            return last[1]
+        # A setting whose == raises cannot be compared: the plan is made again.
+        with contextlib.suppress(Exception):
+            if last is not None and last[0] == bus:
+                return last[1]
         plan = self._make(bus)
-        self._last = (bus.kept(), plan)
+        # The producer config is copied, so that a change made to the setting's dict in
+        # place is seen; one that cannot be copied is never equal to a later read.
+        try:
+            config = copy.deepcopy(bus.producer_config)
+        except Exception:
+            config = None
+        self._last = (dataclasses.replace(bus, producer_config=config), plan)
         return plan
-
-
-def _same(kept: BusSettings, bus: BusSettings) -> bool:
-    try:
-        return bool(kept == bus)
-    except Exception:
-        return False  # a setting that cannot be compared: make the plan again
 
 
 class RedisStreamsPublisher:
     """Write messages to Redis Streams exactly as edx-event-bus-redis's producer does.
 
-    Settings, read at each batch (see :class:`BusSettings`): ``EVENT_BUS_REDIS_CONNECTION_URL``,
-    ``EVENT_BUS_TOPIC_PREFIX``, ``EVENT_BUS_REDIS_STREAM_MAX_LEN`` (default 10,000,
-    trimmed approximately) and ``EVENT_BUS_PRODUCER_CONFIG``; the streams and the
-    messages' header fields are worked out again only when they change (see
-    :class:`_Plan`). ``timeout`` bounds the
-    connection and each reply, unless the URL sets ``socket_timeout`` or
-    ``socket_connect_timeout`` itself; redis-py's own retries are off, the delivery
-    retries with backoff instead. The fields of a message are checked against the
-    library's for a probe message when the publisher is built (see
-    :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own code
-    builds every message.
+    The settings are those of the batch (see :class:`BusSettings`); what they make of
+    the streams and the messages' header fields is kept while they stay the same (see
+    :class:`_Plan`). ``timeout`` bounds the connection and each reply, unless the URL
+    sets ``socket_timeout`` or ``socket_connect_timeout`` itself; redis-py's own
+    retries are off, the delivery retries with backoff instead. The fields of a message
+    are checked against the library's for a probe message when the publisher is built
+    (see :meth:`_direct_is_library`); if they ever differ, edx-event-bus-redis's own
+    code builds every message.
     """
 
     name = "redis-streams"
@@ -296,7 +282,7 @@ class RedisStreamsPublisher:
             except Exception as exc:
                 rejected[position] = (
                     f"the event cannot be serialised for the event bus: {type(exc).__name__}: "
-                    f"{_printable(exc)}"
+                    f"{storable(str(exc))}"
                 )
         if not messages:
             return rejected
@@ -375,12 +361,6 @@ def _header_template(origin: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes
         str(origin["sourcehost"]).encode(),
         ".".join(map(str, origin["sourcelib"])).encode(),
     )
-
-
-def _printable(exc: BaseException) -> str:
-    # Stored as text in the spool: a lone surrogate quoted from the event must not make
-    # the dead letter itself unwritable.
-    return str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class SignalPublisher:

@@ -10,11 +10,8 @@ the ``event_types`` collection of the same database. The rules are in
 ``docs/mongodb.rst``. pymongo is imported when a backend is built, so ``import
 eventtracking`` works without it.
 
-The package, one concern per module: this module holds :class:`MongoBackend`, its
-options and its 4.x attributes; ``_uri`` reads URIs and credentials and hides their
-secrets; ``_encoding`` turns events into BSON documents; ``_sink`` is the writer
-thread's side (inserts, indexes, write errors). The delivery in between is
-:class:`~eventtracking.delivery.BatchDelivery`.
+The package's other modules (``_uri``, ``_encoding``, ``_sink``) are walked in
+``docs/design.rst``, section 8.
 """
 
 from __future__ import annotations

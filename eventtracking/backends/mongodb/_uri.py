@@ -2,16 +2,11 @@
 
 A password often reaches :class:`~eventtracking.backends.mongodb.MongoBackend` inside
 its URI, and the URI then shows up in error messages, ``repr()``, logs and Django's
-system checks. Three rules keep the secret out of all of them:
-
-* Text shown to people goes through :func:`redact`. It hides everything before the
-  last ``@`` (the user info, however it is encoded), and the values of the options
-  that hold secrets.
-* A URI with an ``@`` after its list of servers is refused before anything parses it.
-  There, an unencoded ``/``, ``?`` or ``@`` in a password would make a parser take part
-  of the password for a server name or a database (``mongodb://app:S3cr3t/pw@db/``),
-  and then quote it.
-* Messages from pymongo go through :func:`scrub`, which blanks the secrets it was given.
+system checks. Three rules keep the secret out of all of them (``docs/mongodb.rst``
+tells users why): text shown to people goes through :func:`redact`, which hides
+everything before the last ``@`` and the values of the options that hold secrets; a URI
+with an ``@`` after its list of servers is refused before anything parses it; messages
+from pymongo go through :func:`scrub`, which blanks the secrets it was given.
 """
 
 from __future__ import annotations

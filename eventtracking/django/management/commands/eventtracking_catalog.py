@@ -1,10 +1,8 @@
 """``manage.py eventtracking_catalog``: write the event catalogue of this project.
 
-The registry is what the project's code registered while Django started (module-level
-``register()`` calls in imported modules), plus the definitions in
-``EVENT_TRACKING_VALIDATION['EVENT_TYPES']``, plus ``--source`` files and ``--import``
-modules. It writes Markdown, JSON and one self-contained HTML page, as
-``python -m eventtracking catalog`` does.
+As ``python -m eventtracking catalog``, with the project's registry: what its code
+registered while Django started, plus ``EVENT_TRACKING_VALIDATION['EVENT_TYPES']``
+(see ``docs/metadata.rst``, *The catalogue*).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """``manage.py eventtracking_emit``: send one test event end to end, to check a deployment.
 
 It emits an event through the configured tracker, flushes it, and reports, backend by
-backend, what became of it, then every counter that changed; ``docs/django.rst`` lists
-when it fails. A backend that delivers in the background through a spool is reported
-by what its delivery did with the event (the backends nested in a Celery or event-bus
-router run elsewhere); an event waiting in the spool while the server is down is safe,
-so the command says where it waits and succeeds.
+backend, what became of it, then every counter that changed; ``docs/django.rst``
+(*Management commands*) shows its output, how a backend that delivers through a spool
+is reported, and when it fails.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -206,25 +205,20 @@ class Command(BaseCommand):
         return data
 
 
+@dataclass
 class _Report:
     """What became of the test event at one backend."""
 
-    def __init__(
-        self,
-        path: str,
-        backend: Any,
-        outcomes: dict[str, int],
-        details: dict[str, int],
-        counted: bool,
-    ) -> None:
-        self.path = path
-        self.backend = backend
-        self.kind = type(backend).__name__
-        self.delivering = delivering(backend)
-        self.is_router = _delivers_here(backend)
-        self.outcomes = outcomes
-        self.details = details
-        self.counted = counted
+    path: str
+    backend: Any
+    outcomes: dict[str, int]
+    details: dict[str, int]
+    counted: bool
+
+    def __post_init__(self) -> None:
+        self.kind = type(self.backend).__name__
+        self.delivering = delivering(self.backend)
+        self.is_router = _delivers_here(self.backend)
 
     @property
     def reached(self) -> bool:

@@ -1,9 +1,7 @@
 """``manage.py eventtracking_ensure_indexes``: create the indexes of the Mongo backends.
 
-The backends create these indexes themselves once the server answers; this command
-does it now, from a deployment script, and reports what each collection has. It also
-points out the index on ``time`` that event-tracking 4.x created: events have no such
-field, so it only costs writes; ``--drop-legacy`` removes it.
+What it creates, and the index of 4.x that ``--drop-legacy`` removes, are described in
+``docs/django.rst`` (*Management commands*).
 """
 
 from __future__ import annotations

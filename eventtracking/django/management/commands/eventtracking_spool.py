@@ -1,11 +1,8 @@
 """``manage.py eventtracking_spool``: the spool of the configured background backends.
 
-A backend such as MongoBackend keeps events in a local spool while its server is
-unreachable, and documents the server refused for good as dead letters. This command
-finds the spools through the settings, so there is no path or URI to type. The verbs
-are those of ``python -m eventtracking spool`` (see :mod:`eventtracking.spool._commands`).
-Every action takes ``--backend NAME`` to work on one backend only, and Django's own
-options (``--settings``, ``--pythonpath``, ...) work before or after the action word.
+It finds the spools through the settings, so there is no path or URI to type; the
+verbs are those of ``python -m eventtracking spool`` (see
+:mod:`eventtracking.spool._commands`), and ``docs/django.rst`` lists them.
 """
 
 from __future__ import annotations

@@ -244,11 +244,11 @@ def test_a_full_queue_moves_its_oldest_items_to_the_spool(make: Make) -> None:
     assert sink.items == [b"first", *items(0, 8)]
 
 
-def test_put_gives_up_the_gil_while_the_queue_is_more_than_a_quarter_full(
+def test_put_gives_up_the_gil_while_the_queue_is_more_than_half_full(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A caller that emits without pause would keep the GIL from the thread for a switch
-    interval at each of the thread's round trips: past a quarter of max_queue_size, put()
+    interval at each of the thread's round trips: past half of max_queue_size, put()
     gives it up once (os.sched_yield()); below, it does not."""
     import eventtracking.delivery as delivery_module
 
@@ -260,13 +260,13 @@ def test_put_gives_up_the_gil_while_the_queue_is_more_than_a_quarter_full(
     delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=40)
     delivery.put(b"first")
     assert sink.entered.wait(10)  # the thread is held in the sink: the queue only grows
-    delivery.put_many(items(0, 10))  # 10 queued: a quarter of 40, no more
+    delivery.put_many(items(0, 20))  # 20 queued: half of 40, no more
     assert yields == []
-    delivery.put_many(items(10, 15))  # 11 to 15 queued
+    delivery.put_many(items(20, 25))  # 21 to 25 queued
     assert len(yields) == 5
     sink.hold.set()
     assert delivery.flush(10) is True
-    assert sink.items == [b"first", *items(0, 15)]
+    assert sink.items == [b"first", *items(0, 25)]
     assert delivery.stats()["spooled"] == 0
 
 

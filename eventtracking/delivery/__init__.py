@@ -133,7 +133,7 @@ class BatchDelivery:
     takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
     items: the sink's cost per batch is then paid less often (1, the default: batches
     stay ``batch_size``). The queue holds ``max_queue_size`` items; while it is more
-    than a quarter full and the sink works, :meth:`put` gives up the GIL once before it
+    than half full and the sink works, :meth:`put` gives up the GIL once before it
     returns, so that a caller emitting without pause does not starve the thread. After
     a failure the thread waits :func:`backoff_delay` (``backoff_base`` doubling up to
     ``backoff_max``). At exit it spends at most ``exit_timeout`` seconds delivering.
@@ -177,7 +177,7 @@ class BatchDelivery:
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_queue_size = max_queue_size
-        self._yield_above = max_queue_size // 4
+        self._yield_above = max_queue_size // 2
         self.catch_up_batches = catch_up_batches
         self.exit_timeout = float(exit_timeout)
         self.backoff_base = float(backoff_base)
@@ -230,7 +230,7 @@ class BatchDelivery:
     def put(self, item: bytes) -> None:
         """Accept one item for delivery. Never raises; blocks only to write the spool.
 
-        Normally this appends to the queue, and while the queue is more than a quarter
+        Normally this appends to the queue, and while the queue is more than half
         full and the sink works, it gives up the GIL once (``os.sched_yield()``). It
         writes the spool (on the caller's thread) with ``durable=True``, after
         :meth:`close`, and when the queue is full: then the oldest ``batch_size`` queued

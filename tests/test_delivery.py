@@ -244,21 +244,30 @@ def test_a_full_queue_moves_its_oldest_items_to_the_spool(make: Make) -> None:
     assert sink.items == [b"first", *items(0, 8)]
 
 
-def test_put_gives_up_the_gil_while_the_queue_is_more_than_half_full(
-    make: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A caller that emits without pause would keep the GIL from the thread for a switch
-    interval at each of the thread's round trips: past half of max_queue_size, put()
-    gives it up once (os.sched_yield()); below, it does not."""
+def count_yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count put()'s gifts of the GIL (they still happen)."""
     import eventtracking.delivery as delivery_module
 
     yields: list[int] = []
     real = delivery_module._let_others_run
     monkeypatch.setattr(delivery_module, "_let_others_run", lambda: (yields.append(1), real()))
+    return yields
+
+
+def test_put_gives_up_the_gil_while_the_queue_is_more_than_half_full(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that emits without pause would keep the GIL from the thread for a switch
+    interval at each of the thread's round trips: past half of max_queue_size, while
+    the sink answers, put() gives it up once (os.sched_yield()); below, it does not."""
+    yields = count_yields(monkeypatch)
     sink = ListSink()
-    sink.hold.clear()
     delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=40)
     delivery.put(b"first")
+    assert delivery.flush(10) is True  # the sink answered
+    sink.hold.clear()
+    sink.entered.clear()
+    delivery.put(b"second")
     assert sink.entered.wait(10)  # the thread is held in the sink: the queue only grows
     delivery.put_many(items(0, 20))  # 20 queued: half of 40, no more
     assert yields == []
@@ -266,8 +275,27 @@ def test_put_gives_up_the_gil_while_the_queue_is_more_than_half_full(
     assert len(yields) == 5
     sink.hold.set()
     assert delivery.flush(10) is True
-    assert sink.items == [b"first", *items(0, 25)]
+    assert sink.items == [b"first", b"second", *items(0, 25)]
     assert delivery.stats()["spooled"] == 0
+
+
+def test_put_keeps_the_gil_for_a_sink_that_has_not_answered(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink down from the start, or a write hanging on a server that cannot be
+    reached, gains nothing from the caller's GIL: put() does not give it up, however
+    full the queue."""
+    yields = count_yields(monkeypatch)
+    sink = ListSink()
+    sink.hold.clear()
+    delivery = make(sink, batch_size=1, flush_interval=0.01, max_queue_size=40)
+    delivery.put(b"first")
+    assert sink.entered.wait(10)  # its first batch hangs
+    delivery.put_many(items(0, 39))
+    assert yields == []
+    sink.hold.set()
+    assert delivery.flush(10) is True
+    assert sink.items == [b"first", *items(0, 39)]
 
 
 def test_without_a_spool_a_full_queue_drops_counts_and_logs(

@@ -49,6 +49,7 @@ import atexit
 import collections
 import functools
 import logging
+import math
 import os
 import random
 import threading
@@ -67,6 +68,10 @@ from eventtracking.spool import Claim, Spool, SpoolFullError
 # Gives up the GIL for a moment: sched_yield() returns at once where nothing else waits
 # for the CPU (time.sleep(0), the fallback, sleeps for the timer slack, ~50 us on Linux).
 _let_others_run = getattr(os, "sched_yield", None) or functools.partial(time.sleep, 0)
+# A sink that took a batch less than this many seconds ago answers: put() may give up
+# the GIL for its thread. One that did not (down from the start, or a write hanging on
+# an unreachable server) would gain nothing from it.
+_ANSWERED_LATELY = 1.0
 
 __all__ = [
     "DEFAULT_FLUSH_TIMEOUT",
@@ -133,8 +138,9 @@ class BatchDelivery:
     takes half of what waits, in whole batches, up to ``catch_up_batches`` batches'
     items: the sink's cost per batch is then paid less often (1, the default: batches
     stay ``batch_size``). The queue holds ``max_queue_size`` items; while it is more
-    than half full and the sink works, :meth:`put` gives up the GIL once before it
-    returns, so that a caller emitting without pause does not starve the thread. After
+    than half full and the sink took a batch within the last second, :meth:`put` gives
+    up the GIL once before it returns, so that a caller emitting without pause does not
+    starve the thread. After
     a failure the thread waits :func:`backoff_delay` (``backoff_base`` doubling up to
     ``backoff_max``). At exit it spends at most ``exit_timeout`` seconds delivering.
     Raises ValueError for options out of range.
@@ -205,6 +211,9 @@ class BatchDelivery:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures = 0
+        # When the sink last took a batch (time.monotonic()): put() gives up the GIL
+        # only for a sink that answers (see _ANSWERED_LATELY).
+        self._answered_at = -math.inf
         self._backoff_until = 0.0
         self._batch_started: float | None = None
         # Rows may be waiting in the spool: left by an earlier process, or spooled here.
@@ -231,7 +240,7 @@ class BatchDelivery:
         """Accept one item for delivery. Never raises; blocks only to write the spool.
 
         Normally this appends to the queue, and while the queue is more than half
-        full and the sink works, it gives up the GIL once (``os.sched_yield()``). It
+        full and the sink answers, it gives up the GIL once (``os.sched_yield()``). It
         writes the spool (on the caller's thread) with ``durable=True``, after
         :meth:`close`, and when the queue is full: then the oldest ``batch_size`` queued
         items move to the spool in one commit.
@@ -255,13 +264,17 @@ class BatchDelivery:
             return
         queue.append(item)
         self._poke(len(queue))
-        if len(queue) > self._yield_above and not self._failures:
-            # The thread is behind a sink that works. Each of its round trips gives up
+        if (
+            len(queue) > self._yield_above
+            and time.monotonic() - self._answered_at < _ANSWERED_LATELY
+            and not self._failures
+        ):
+            # The thread is behind a sink that answers. Each of its round trips gives up
             # the GIL, and a caller that emits without pause keeps it for a whole switch
             # interval (5 ms) before the thread gets it back: a burst then outruns the
             # thread and spills. Giving the GIL up here lets the thread send while the
-            # queue has room. Not while the sink fails: the thread then only moves the
-            # queue to the spool, and the caller would wait for that.
+            # queue has room. Not while the sink fails or hangs: the thread then waits,
+            # or moves the queue to the spool, and the caller would only pay for that.
             _let_others_run()
 
     def _make_room(self) -> bool:
@@ -693,6 +706,7 @@ class BatchDelivery:
         return self.batch_size * max(batches, 1)
 
     def _succeeded(self) -> None:
+        self._answered_at = time.monotonic()
         self._counters.incr("batches")
         if self._failures:
             LOG.warning(

@@ -32,6 +32,7 @@ from celery import Celery, signals
 __all__ = [
     "AMQP_ENV",
     "Broker",
+    "Reading",
     "WorkerProcess",
     "discard_app",
     "in_process_worker",
@@ -342,3 +343,16 @@ class WorkerProcess:
         # Written to a temporary name, then renamed: never read half-written.
         result: dict[str, Any] = json.loads(answer.read_text())
         return result
+
+
+class Reading:
+    """A leaf that promises to leave events alone (``mutates_events = False``) and keeps
+    what it is sent."""
+
+    mutates_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.events.append(event)

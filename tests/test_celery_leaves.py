@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery_support import Reading
 
 from eventtracking import tracker
 from eventtracking.backends.celery import _wire
@@ -39,18 +40,6 @@ class Changing:
     def send(self, event: dict[str, Any]) -> None:
         event["data"]["changed"] = True
         event["name"] = "changed"
-        self.events.append(event)
-
-
-class Reading:
-    """A leaf that promises to leave events alone."""
-
-    mutates_events = False
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def send(self, event: dict[str, Any]) -> None:
         self.events.append(event)
 
 

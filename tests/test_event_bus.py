@@ -39,6 +39,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bus_env")]
 bus_env = eventbus_support.bus_env
 
 UTC = datetime.timezone.utc
+
+
+def viewed(n: int, name: str = "course.viewed") -> dict[str, Any]:
+    """The n-th event of a test that sends several, stamped now."""
+    return {"name": name, "timestamp": datetime.datetime.now(UTC), "context": {}, "data": {"n": n}}
+
+
 MakeBus = Callable[..., EventBusRoutingBackend]
 
 
@@ -305,14 +312,7 @@ def test_without_a_topic_events_wait_until_one_is_enabled(
     bus = make_bus()
     with bus_settings(redis_url, prefix, topics=()):
         for n in range(5):
-            bus.send(
-                {
-                    "name": "course.viewed",
-                    "timestamp": datetime.datetime.now(UTC),
-                    "context": {},
-                    "data": {"n": n},
-                }
-            )
+            bus.send(viewed(n))
         assert not bus.flush(0.5)
         stats = bus.stats()["producer"]
         assert stats["retries"] >= 1
@@ -332,14 +332,7 @@ def test_a_new_backend_publishes_what_an_earlier_one_left(
     first = make_bus()
     with bus_settings("redis://127.0.0.1:1/0", prefix):
         for n in range(3):
-            first.send(
-                {
-                    "name": "course.viewed",
-                    "timestamp": datetime.datetime.now(UTC),
-                    "context": {},
-                    "data": {"n": n},
-                }
-            )
+            first.send(viewed(n))
         first.close(0)
     assert first.stats()["producer"]["spooled"] == 3
     with bus_settings(redis_url, prefix):
@@ -517,14 +510,7 @@ def test_an_event_the_bus_cannot_carry_is_refused_alone(
         eventbus_support.producing_handler(),
     ):
         for n, name in enumerate(["course.viewed", 404, "course.viewed"]):
-            bus.send(
-                {
-                    "name": name,
-                    "timestamp": datetime.datetime.now(UTC),
-                    "context": {},
-                    "data": {"n": n},
-                }
-            )
+            bus.send(viewed(n, name))
         assert bus.flush(30)
     stream = f"{prefix}-{TOPIC}"
     assert eventbus_support.published_names(redis_server.client(), stream) == [0, 2]
@@ -550,14 +536,7 @@ def test_the_signal_publisher_encodes_each_event_once(
 
         publisher._serialize = counted
         for n in range(3):
-            bus.send(
-                {
-                    "name": "course.viewed",
-                    "timestamp": datetime.datetime.now(UTC),
-                    "context": {},
-                    "data": {"n": n},
-                }
-            )
+            bus.send(viewed(n))
         assert bus.flush(30)
     stream = f"{prefix}-{TOPIC}"
     assert eventbus_support.published_names(redis_server.client(), stream) == [0, 1, 2]
@@ -566,17 +545,7 @@ def test_the_signal_publisher_encodes_each_event_once(
 
 def envelopes(numbers: range) -> list[bytes]:
     """Envelopes of listed events whose data is ``{"n": n}``, as ``send`` queues them."""
-    return [
-        _envelope.encode_envelope(
-            {
-                "name": "course.viewed",
-                "timestamp": datetime.datetime.now(UTC),
-                "context": {},
-                "data": {"n": n},
-            }
-        )[0]
-        for n in numbers
-    ]
+    return [_envelope.encode_envelope(viewed(n))[0] for n in numbers]
 
 
 def calls_during(function: Callable[..., Any], *args: Any) -> list[tuple[str, str]]:
@@ -911,14 +880,7 @@ def test_a_redriven_bad_item_never_holds_up_the_stream(
 
         bus = make_bus(publisher=publisher)
         for n in range(5):
-            bus.send(
-                {
-                    "name": "course.viewed",
-                    "timestamp": datetime.datetime.now(UTC),
-                    "context": {},
-                    "data": {"n": n},
-                }
-            )
+            bus.send(viewed(n))
         assert bus.flush(30)
     stream = f"{prefix}-{TOPIC}"
     assert eventbus_support.published_names(redis_server.client(), stream) == list(range(5))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from celery_support import Broker, discard_app, make_app
+from celery_support import Broker, Reading, discard_app, make_app
 from walk_support import WALK_LIMIT, files_entered, walk
 
 from eventtracking import tracker
@@ -31,18 +30,6 @@ def test_one_event_crosses_few_package_files_from_emit_to_a_celery_leaf(
     assert found.files[-1] == "backends/memory.py"
     assert "backends/celery/_worker.py" in found.files  # the worker's side was traced
     assert len(found.files) <= WALK_LIMIT, found.report()
-
-
-class Reading:
-    """A leaf that leaves events alone."""
-
-    mutates_events = False
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def send(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
 
 
 def test_a_message_delivered_in_full_takes_no_detour(

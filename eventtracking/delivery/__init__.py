@@ -211,8 +211,8 @@ class BatchDelivery:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failures = 0
-        # When the sink last took a batch (time.monotonic()): put() gives up the GIL
-        # only for a sink that answers (see _ANSWERED_LATELY).
+        # When the sink last took a batch (time.monotonic()), forgotten when a batch
+        # fails: put() gives up the GIL only for a sink that answers (_ANSWERED_LATELY).
         self._answered_at = -math.inf
         self._backoff_until = 0.0
         self._batch_started: float | None = None
@@ -267,7 +267,6 @@ class BatchDelivery:
         if (
             len(queue) > self._yield_above
             and time.monotonic() - self._answered_at < _ANSWERED_LATELY
-            and not self._failures
         ):
             # The thread is behind a sink that answers. Each of its round trips gives up
             # the GIL, and a caller that emits without pause keeps it for a whole switch
@@ -716,6 +715,7 @@ class BatchDelivery:
         self._backoff_until = 0.0
 
     def _failed(self, exc: BaseException, count: int) -> None:
+        self._answered_at = -math.inf
         self._failures += 1
         delay = backoff_delay(self._failures, self.backoff_base, self.backoff_max)
         self._backoff_until = time.monotonic() + delay

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 from eventtracking._contextstack import IMMUTABLE_TYPES, FrozenContext, plain_context
 from eventtracking._json import (
@@ -149,8 +149,20 @@ class OrjsonEventEncoder:
         # (context, its JSON as an orjson.Fragment): see _json.EventEncoder.
         self._cached: tuple[Any, Any] | None = None
 
-    def encode(self, event: Any) -> str:
-        """Return the JSON line for ``event``; never raises."""
+    @overload
+    def encode(self, event: Any, orjson_only: Literal[False] = False) -> str: ...
+
+    @overload
+    def encode(self, event: Any, orjson_only: Literal[True]) -> str | None: ...
+
+    def encode(self, event: Any, orjson_only: bool = False) -> str | None:
+        """Return the JSON line for ``event``; never raises.
+
+        With ``orjson_only``, return None instead of the standard library's line when
+        orjson cannot write the event under the rules: a line orjson wrote holds no
+        integer beyond 64 bits, which is what the Celery backend promises its workers
+        (see :func:`eventtracking.backends.celery._wire.new_entry`).
+        """
         if type(event) is dict and tuple(event) == EVENT_KEYS:
             context = event["context"]
             name = event["name"]
@@ -184,7 +196,10 @@ class OrjsonEventEncoder:
                     # orjson refused the data, so it would refuse the event too: a
                     # second try would cost as much again (for a cycle, orjson writes
                     # the data at every level down to its depth limit first).
-                    return _dumps_stdlib(event)
+                    return None if orjson_only else _dumps_stdlib(event)
+        if orjson_only:
+            out = _orjson_bytes(event)
+            return None if out is None else out.decode()
         return dumps_compact(event)
 
     def _encode_context(self, context: FrozenContext) -> Any:

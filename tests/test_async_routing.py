@@ -312,7 +312,8 @@ def test_with_orjson_the_caller_encodes_events_in_its_compact_form(
         "context": {"user_id": 5},
         "data": data,
     }
-    assert payload.decode() == _wire.encode_entry(entry.id, OrjsonEventEncoder().encode(event))
+    line = OrjsonEventEncoder().encode(event)
+    assert payload.decode() == _wire.encode_entry(entry.id, line, int64=True)
     assert entry.event == _wire.decode_event(_wire.encode_event(event))
     down_app.close()
 

@@ -19,6 +19,7 @@ from eventtracking._contextstack import FrozenContext
 from eventtracking._util import timestamps
 from eventtracking._util.timestamps import parse_timestamp
 from eventtracking.backends.celery import _wire
+from eventtracking.backends.celery._backend import _entry_of
 from eventtracking.backends.celery._wire import (
     MalformedEntry,
     current_event_id,
@@ -440,42 +441,55 @@ def test_a_timestamp_as_the_web_side_writes_it_reads_back_the_same() -> None:
     assert parse_timestamp(stamp).tzinfo is UTC
 
 
-@given(st.lists(_JSON_TEXTS, max_size=6))
-def test_a_message_looked_at_once_reads_as_the_standard_library_reads_it(
-    texts: list[str],
-) -> None:
-    """The worker looks for long numbers once per message (no_long_numbers) and then
-    reads each entry without looking again: every text still reads to what json.loads
-    gives, or fails likewise."""
-    short = _wire.no_long_numbers(texts)
-    for text in texts:
-        fast = _outcome(lambda source: _wire._loads(source, short), text)
-        general = _outcome(json.loads, text)
-        assert fast[0] == general[0]
-        if fast[0] == "error":
-            assert fast[1] is general[1] or {fast[1], general[1]} <= {
-                ValueError,
-                json.JSONDecodeError,
-            }
-        else:
-            assert _same(fast[1], general[1])
+@given(_VALUES)
+def test_an_entry_the_web_side_writes_reads_as_the_standard_library_reads_it(data: Any) -> None:
+    """Whatever an event holds (ints over 64 bits, NaN, odd strings), the entry the web
+    side writes for it reads on the worker to what json.loads gives: an entry that
+    promises no integer beyond 64 bits (``int64``), which the worker reads with orjson
+    alone, is written only for events that keep it."""
+    text = _entry_of(event(value=data))
+    fields = _wire.read_entry(text)
+    expected = decode_event(json.loads(text)["event"])
+    assert _same(fields[1], expected)
+    assert fields[4] == {}
+    assert text.endswith(', "int64": true}') is (_wire._orjson is not None and _fits_64_bits(data))
 
 
-@pytest.mark.parametrize(
-    ("texts", "short"),
-    [
-        (["[1234567890, 123456789]", '{"a": 123456789}'], True),
-        (["[1]", '{"big": 12345678901234567890}'], False),
-        (['"' + "9" * 19 + '"'], False),
-        (["1234567890", "123456789"], True),  # a run split between two entries
-        (["[1]", b"[2]"], False),  # not a str: each entry is looked at alone
-        (['"\ud800"'], False),
-    ],
-)
-def test_no_long_numbers_looks_at_every_entry_of_a_message(texts: list[Any], short: bool) -> None:
-    """A run of 19 digits in any entry of a message, an entry that is not a str or one
-    with a lone surrogate sends the message's entries to the entry-by-entry look."""
-    assert _wire.no_long_numbers(texts) is (short and _wire._orjson is not None)
+def _fits_64_bits(value: Any) -> bool:
+    """Whether no int in ``value`` is beyond what orjson writes (64 bits), and no float
+    is NaN or infinite (which orjson writes as null)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    if isinstance(value, dict):
+        return all(map(_fits_64_bits, value.values()))
+    return all(map(_fits_64_bits, value))
+
+
+@pytest.mark.parametrize("big", [2**64, -(2**63) - 1, 10**30])
+def test_a_promise_of_64_bit_integers_is_the_writers_to_keep(big: int) -> None:
+    """An entry that promises no integer beyond 64 bits is read by orjson alone: a
+    writer that breaks the promise has its own big integer read as a float (what orjson
+    gives), while the same entry without the promise reads it exactly."""
+    body = f'{{"id": "{new_event_id()}", "event": {{"name": "n", "data": {{"n": {big}}}}}'
+    kept = _wire.read_entry(body + "}")
+    assert kept[1]["data"]["n"] == big
+    assert type(kept[1]["data"]["n"]) is int
+    broken = _wire.read_entry(body + ', "int64": true}')
+    assert broken[4] == {}
+    if _wire._orjson is not None:
+        assert broken[1]["data"]["n"] == float(big)
+        assert type(broken[1]["data"]["n"]) is float
+
+
+@pytest.mark.parametrize("value", ["false", "1", '"true"', "null", "[]"])
+def test_an_int64_field_other_than_true_makes_the_entry_malformed(value: str) -> None:
+    text = f'{{"id": "{new_event_id()}", "event": {{"name": "n"}}, "int64": {value}}}'
+    with pytest.raises(_wire.MalformedEntry, match="int64 must be true"):
+        _wire.read_entry(text)
 
 
 @given(_VALUES, st.booleans())
@@ -489,7 +503,20 @@ def test_read_entry_gives_the_fields_of_decode_entry(data: Any, retried: bool) -
         attempt=2 if retried else 0,
     )
     entry = decode_entry(text)
-    fields = _wire.read_entry(text, _wire.no_long_numbers([text]))
+    fields = _wire.read_entry(text)
     assert _same(tuple(entry), fields)
     assert fields[2] == ((("a", "b"),) if retried else None)
     assert fields[3] == (2 if retried else 0)
+
+
+def test_int64_is_written_for_a_first_try_only() -> None:
+    """The promise ends the entry, where the publisher looks for an attempt count: it
+    reads none there, and an entry with leaves or an attempt cannot carry it."""
+    from eventtracking.backends.celery._sink import peek_attempt
+
+    text = encode_entry(new_event_id(), encode_event(event()), int64=True)
+    assert json.loads(text)["int64"] is True
+    assert peek_attempt(text) == 0
+    for retry in ({"attempt": 1}, {"leaves": [["a"]]}):
+        with pytest.raises(ValueError, match="int64 is for a first try"):
+            encode_entry(new_event_id(), encode_event(event()), int64=True, **retry)

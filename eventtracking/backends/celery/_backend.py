@@ -89,7 +89,19 @@ _DEFAULTS = DeliveryOptions(batch_size=100, flush_interval=0.5)
 # The caller's encoder: orjson's takes a third of the standard library's time or less, on
 # the thread that emits and under the GIL the publisher needs. Its compact text holds
 # the same values by the same rules, and a worker's json.loads reads either.
-_encode_event = OrjsonEventEncoder().encode if HAVE_ORJSON else _wire.encode_event
+_ENCODER = OrjsonEventEncoder() if HAVE_ORJSON else None
+
+
+def _entry_of(event: Event) -> str:
+    """The entry text of an event accepted now. A line orjson wrote holds no integer
+    beyond 64 bits, and its entry says so (``int64``): the worker then reads it with
+    orjson without first looking for long numbers (see ``_wire.new_entry``)."""
+    if _ENCODER is None:
+        return _wire.new_entry(_wire.encode_event(event))
+    line = _ENCODER.encode(event, orjson_only=True)
+    if line is None:
+        return _wire.new_entry(_ENCODER.encode(event))
+    return _wire.new_entry(line, int64=True)
 
 
 class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
@@ -269,7 +281,7 @@ class AsyncRoutingBackend(SpoolingBackend, RoutingBackend):
             except EventEmissionExit:
                 self._counters.incr("dropped", "filtered")
                 return
-        text = _wire.new_entry(_encode_event(event))
+        text = _entry_of(event)
         payload = text.encode("utf-8")
         if len(payload) > self.max_event_size:
             self.delivery.dead_letter(

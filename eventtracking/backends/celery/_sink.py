@@ -519,8 +519,9 @@ class CelerySink:
 
 _decode = bytes.decode
 _second_to_last = operator.itemgetter(-2)
-# The second-to-last characters of entries without an attempt field.
-_NO_ATTEMPT = frozenset("}]")
+# The second-to-last characters of entries without an attempt field (``e`` ends the
+# ``"int64": true`` of an entry accepted now).
+_NO_ATTEMPT = frozenset("}]e")
 
 
 def _readable(items: Sequence[bytes]) -> tuple[list[str], dict[int, str]]:

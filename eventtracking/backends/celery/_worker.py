@@ -709,8 +709,6 @@ def _deliver_texts(
     limit = settings.entry_limit
     # Four bytes a character at most: most entries need no closer look.
     quick = limit // 4
-    # One look for long numbers in the whole message rather than one per entry.
-    short_numbers = _wire.no_long_numbers(texts)
     read = _wire.read_entry
     outcomes = batch.outcomes
     flat = batch.flat(target.backends)
@@ -724,7 +722,7 @@ def _deliver_texts(
             counters.incr("dead_letter_reasons", "oversize_entry")
             continue
         try:
-            event_id, event, only, attempt, _extra = read(text, short_numbers)
+            event_id, event, only, attempt, _extra = read(text)
         except _wire.MalformedEntry as exc:
             reason = f"malformed entry: {escape(str(exc), 2 * _SHOWN)}"
             dead.append((_as_bytes(text, settings), reason, None))

@@ -202,3 +202,35 @@ def test_a_message_looks_at_the_registered_tracker_once(monkeypatch: pytest.Monk
     tasks.send_events.apply(args=(name, entries_of("a", "b")))
     assert names_in(leaf) == ["warm", "a", "b"]
     assert next(looks) == 1
+
+
+class IdReading:
+    """A leaf that notes the event id it is delivered under."""
+
+    def __init__(self, fails: frozenset[str] = frozenset()) -> None:
+        self.ids: list[str | None] = []
+        self.fails = fails
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.ids.append(_wire.current_event_id.get())
+        if event["name"] in self.fails:
+            raise RuntimeError("refused")
+
+
+def test_each_leaf_sees_its_events_id_and_the_id_is_put_back_after_the_message() -> None:
+    """Leaves of a flat tree and of a nested one read each event's own id while they
+    take it, a failing event included; after the message the id is what it was."""
+    name = f"leaves{next(_names)}"
+    flat, nested_leaf = IdReading(fails=frozenset({"b"})), IdReading()
+    tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"flat": flat})}))
+    entries = entries_of("a", "b", "c")
+    ids = [_wire.read_entry(text)[0] for text in entries]
+    with _wire.delivering("0123456789abcdef01234567"):
+        _celery_worker.deliver(name, entries)
+        assert _wire.current_event_id.get() == "0123456789abcdef01234567"
+    assert flat.ids == ids
+    nested = RoutingBackend(backends={"leaf": nested_leaf})
+    tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"n": nested})}))
+    _celery_worker.deliver(name, entries)
+    assert nested_leaf.ids == ids
+    assert _wire.current_event_id.get() is None

@@ -112,10 +112,10 @@ class Outcome:
         return _wire.decode_entry(self.source).event
 
 
-#: An entry that every leaf of a flat tree took (see :func:`deliver_flat`): its text,
-#: id and attempt count, which :func:`confirm` turns into an :class:`Outcome` only if a
-#: leaf then cannot confirm.
-Taken = tuple[Any, str, int]
+#: An entry that every leaf of a flat tree took (see :func:`deliver_flat`): its text
+#: alone, which :func:`confirm` reads again into an :class:`Outcome` only if a leaf then
+#: cannot confirm.
+Taken = str | bytes
 
 
 # The last top-level plan: the mapping, its (name, backend) pairs then, and the steps.
@@ -181,6 +181,7 @@ _Step = Node
 
 
 _CURRENT_ID = _wire.current_event_id
+_SET_ID = _CURRENT_ID.set
 
 
 def deliver_entry(
@@ -218,30 +219,30 @@ def deliver_flat(
     event_id: str,
     event: dict[str, Any],
     attempt: int,
-    source: Any,
+    source: Taken,
     batch: Batch,
 ) -> Outcome | Taken:
     """:func:`deliver_entry` for an entry that names no leaf paths, to a tree whose top
     level holds leaves only (``steps`` from :meth:`Batch.flat`), as most are.
 
-    When every leaf takes the event, it returns a plain :data:`Taken` instead of an
-    :class:`Outcome`: a worker's time per event is mostly its own objects and calls.
+    When every leaf takes the event, it returns the entry's text (:data:`Taken`)
+    instead of an :class:`Outcome`: a worker's time per event is mostly its own objects
+    and calls. It leaves :data:`~eventtracking.backends.celery._wire.current_event_id`
+    set to the event's id: the caller puts it back once per message, rather than this
+    once per event.
     """
     failures: dict[tuple[str, ...], Failure] | None = None
-    token = _CURRENT_ID.set(event_id)
-    try:
-        for here, backend, _walk, copy in steps:
-            try:
-                backend.send(safe_copy(event) if copy else event)
-            except Exception as exc:
-                if failures is None:
-                    failures = {}
-                failures[here] = Failure.raised(exc)
-    finally:
-        _CURRENT_ID.reset(token)
+    _SET_ID(event_id)
+    for here, backend, _walk, copy in steps:
+        try:
+            backend.send(safe_copy(event) if copy else event)
+        except Exception as exc:
+            if failures is None:
+                failures = {}
+            failures[here] = Failure.raised(exc)
     if failures is None:
         batch.flat_took = True
-        return (source, event_id, attempt)
+        return source
     outcome = Outcome(source, event_id, attempt)
     outcome.failures = failures
     for here, backend, _walk, _copy in steps:
@@ -313,9 +314,9 @@ def confirm(batch: Batch, timeout: float) -> None:
         return
     outcomes = batch.outcomes
     for index, outcome in enumerate(outcomes):
-        if type(outcome) is tuple:
-            source, event_id, attempt = outcome
-            outcome = outcomes[index] = Outcome(source, event_id, attempt)
+        if not isinstance(outcome, Outcome):
+            event_id, _event, _only, attempt, _extra = _wire.read_entry(outcome)
+            outcome = outcomes[index] = Outcome(outcome, event_id, attempt)
             outcome.taken.extend(here for here, *_rest in batch.flat_steps or ())
         assert isinstance(outcome, Outcome)
         for path in list(outcome.taken):

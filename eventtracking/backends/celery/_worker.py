@@ -712,26 +712,31 @@ def _deliver_texts(
     read = _wire.read_entry
     outcomes = batch.outcomes
     flat = batch.flat(target.backends)
-    for text in texts:
-        if (not isinstance(text, str) or len(text) > quick) and _size(text, limit + 1) > limit:
-            reason = (
-                f"entry over {limit} bytes, the worker's max_event_size="
-                f"{settings.max_event_size} plus {_SLACK} for retries"
-            )
-            dead.append((_as_bytes(text, settings), reason, None))
-            counters.incr("dead_letter_reasons", "oversize_entry")
-            continue
-        try:
-            event_id, event, only, attempt, _extra = read(text)
-        except _wire.MalformedEntry as exc:
-            reason = f"malformed entry: {escape(str(exc), 2 * _SHOWN)}"
-            dead.append((_as_bytes(text, settings), reason, None))
-            counters.incr("dead_letter_reasons", "malformed")
-            continue
-        if only is None and flat is not None:
-            outcomes.append(deliver_flat(flat, event_id, event, attempt, text, batch))
-        else:
-            outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
+    # deliver_flat leaves each event's id set: it is put back once, after the last one.
+    token = _wire.current_event_id.set(None)
+    try:
+        for text in texts:
+            if (not isinstance(text, str) or len(text) > quick) and _size(text, limit + 1) > limit:
+                reason = (
+                    f"entry over {limit} bytes, the worker's max_event_size="
+                    f"{settings.max_event_size} plus {_SLACK} for retries"
+                )
+                dead.append((_as_bytes(text, settings), reason, None))
+                counters.incr("dead_letter_reasons", "oversize_entry")
+                continue
+            try:
+                event_id, event, only, attempt, _extra = read(text)
+            except _wire.MalformedEntry as exc:
+                reason = f"malformed entry: {escape(str(exc), 2 * _SHOWN)}"
+                dead.append((_as_bytes(text, settings), reason, None))
+                counters.incr("dead_letter_reasons", "malformed")
+                continue
+            if only is None and flat is not None:
+                outcomes.append(deliver_flat(flat, event_id, event, attempt, text, batch))
+            else:
+                outcomes.append(deliver_entry(target, event_id, event, only, attempt, text, batch))
+    finally:
+        _wire.current_event_id.reset(token)
     confirm(batch, settings.delivery_timeout)
     delivered = 0
     for outcome in batch.outcomes:

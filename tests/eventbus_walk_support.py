@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walk_support import Walk
+from walk_support import Walk, no_collections
 
 __all__ = ["ENVELOPE_CALLS_PER_MESSAGE", "EVENTBUS_WALK_LIMIT", "STRETCHES", "BusWalk", "walk"]
 
@@ -165,24 +165,25 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str], prefix: str = "walk"
             if not bus.flush(30) or consume(1, group=f"{prefix}-g") != 1:
                 msg = f"the warm-up event did not cross the bus: {bus.stats()}"
                 raise AssertionError(msg)
-            recording.set()
-            main_stretch[0] = "emit"
-            sys.setprofile(profile)
-            tracker.emit("walk", {"i": 1})
-            sys.setprofile(None)
-            main_stretch[0] = None
-            if not bus.flush(30):
-                msg = f"the walked event was not published: {bus.stats()}"
-                raise AssertionError(msg)
-            main_stretch[0] = "receive"
-            sys.setprofile(profile)
-            try:
-                consume(1, group=f"{prefix}-g")
-            finally:
+            with no_collections():
+                recording.set()
+                main_stretch[0] = "emit"
+                sys.setprofile(profile)
+                tracker.emit("walk", {"i": 1})
                 sys.setprofile(None)
-            if not arrived.is_set():
-                msg = f"the walked event never reached the leaf:\n{result.report()}"
-                raise AssertionError(msg)
+                main_stretch[0] = None
+                if not bus.flush(30):
+                    msg = f"the walked event was not published: {bus.stats()}"
+                    raise AssertionError(msg)
+                main_stretch[0] = "receive"
+                sys.setprofile(profile)
+                try:
+                    consume(1, group=f"{prefix}-g")
+                finally:
+                    sys.setprofile(None)
+                if not arrived.is_set():
+                    msg = f"the walked event never reached the leaf:\n{result.report()}"
+                    raise AssertionError(msg)
     finally:
         recording.clear()
         threading.setprofile(None)  # type: ignore[arg-type]

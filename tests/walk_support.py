@@ -18,10 +18,13 @@ its limit, and ``python tests/walk_support.py`` prints the walk, file by file::
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,21 @@ def files_entered(function: Any, *args: Any) -> list[str]:
     finally:
         sys.setprofile(None)
     return list(entered)
+
+
+@contextlib.contextmanager
+def no_collections() -> Iterator[None]:
+    """Collect garbage now and not again until the block ends. A collection during a
+    walk runs the finalizers of earlier tests' objects (a spool's connection, a fork
+    hook) on whichever thread it happens, and they are not the walked event's path."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def walk(redis_url: str, spool_dir: str | os.PathLike[str]) -> Walk:
@@ -166,13 +184,14 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str]) -> Walk:
             # The warm message's task ends (its ledger record goes) before the walk.
             wait_until(finished.is_set)
             router.flush(10)
-            sys.setprofile(profile)
-            recording.set()
-            tracker.emit("walk", {"i": 1})
-            sys.setprofile(None)
-            if not arrived.wait(60):
-                msg = "the walked event never reached the leaf"
-                raise AssertionError(msg)
+            with no_collections():
+                sys.setprofile(profile)
+                recording.set()
+                tracker.emit("walk", {"i": 1})
+                sys.setprofile(None)
+                if not arrived.wait(60):
+                    msg = "the walked event never reached the leaf"
+                    raise AssertionError(msg)
     finally:
         recording.clear()
         threading.setprofile(None)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from celery_support import Reading
 from eventtracking import tracker
 from eventtracking.backends.celery import _wire
 from eventtracking.backends.celery import _worker as _celery_worker
+from eventtracking.processors.exceptions import NoBackendEnabled
 from eventtracking.routing import RoutingBackend
 
 _names = itertools.count(1)
@@ -214,7 +215,9 @@ class IdReading:
     def send(self, event: dict[str, Any]) -> None:
         self.ids.append(_wire.current_event_id.get())
         if event["name"] in self.fails:
-            raise RuntimeError("refused")
+            # A refusal is a dead letter at once (in the spool under tmp_path): any
+            # other error would be published again, to whichever Celery app is current.
+            raise NoBackendEnabled
 
 
 def test_each_leaf_sees_its_events_id_and_the_id_is_put_back_after_the_message() -> None:
@@ -229,6 +232,9 @@ def test_each_leaf_sees_its_events_id_and_the_id_is_put_back_after_the_message()
         _celery_worker.deliver(name, entries)
         assert _wire.current_event_id.get() == "0123456789abcdef01234567"
     assert flat.ids == ids
+    stats = _celery_worker.stats(name)
+    assert stats["dead_letter_reasons"] == {"NoBackendEnabled": 1}
+    assert stats["retried"] == 0  # nothing was published
     nested = RoutingBackend(backends={"leaf": nested_leaf})
     tracker.register_tracker(tracker.Tracker({name: RoutingBackend(backends={"n": nested})}))
     _celery_worker.deliver(name, entries)

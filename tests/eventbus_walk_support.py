@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from walk_support import Walk, no_collections
+from walk_support import Walk, carry, no_collections
 
 __all__ = ["ENVELOPE_CALLS_PER_MESSAGE", "EVENTBUS_WALK_LIMIT", "STRETCHES", "BusWalk", "walk"]
 
@@ -127,10 +127,10 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str], prefix: str = "walk"
             stretch = main_stretch[0]
             if stretch == "receive":
                 # The consumer's loop is not the event's path: only the receiver is.
-                _carry(receiving, frame, event, code.co_name == STRETCHES["receive"])
+                carry(receiving, frame, event, code.co_name == STRETCHES["receive"])
                 stretch = "receive" if receiving else None
         elif thread.name.startswith(PUBLISHER_THREAD):
-            _carry(publishing, frame, event, code.co_name == STRETCHES["publish"])
+            carry(publishing, frame, event, code.co_name == STRETCHES["publish"])
             stretch = "publish" if publishing else None
         else:
             stretch = None  # another thread (a timer, the spool's): not the event's path
@@ -193,15 +193,6 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str], prefix: str = "walk"
     names = [event["name"] for event in memory.snapshot()]
     assert names == ["warm", "walk"], names
     return result
-
-
-def _carry(frames: set[int], frame: Any, event: str, carrier: bool) -> None:
-    """Note a carrier's frame while it runs."""
-    if carrier:
-        if event == "call":
-            frames.add(id(frame))
-        elif event == "return":
-            frames.discard(id(frame))
 
 
 def main() -> None:

@@ -97,6 +97,16 @@ def files_entered(function: Any, *args: Any) -> list[str]:
     return list(entered)
 
 
+def carry(frames: set[int], frame: Any, event: str, carrier: bool) -> None:
+    """Note the frame of a carrier (a function that takes the event along its path)
+    while it runs: a profile hook counts what happens inside it."""
+    if carrier:
+        if event == "call":
+            frames.add(id(frame))
+        elif event == "return":
+            frames.discard(id(frame))
+
+
 @contextlib.contextmanager
 def no_collections() -> Iterator[None]:
     """Collect garbage now and not again until the block ends. A collection during a
@@ -142,11 +152,8 @@ def walk(redis_url: str, spool_dir: str | os.PathLike[str]) -> Walk:
         thread = threading.current_thread()
         inside = thread.ident == emitting
         if not inside:
-            if code.co_name == CARRIERS[thread.name.startswith(PUBLISHER_THREAD)]:
-                if event == "call":
-                    carrying.add(id(frame))
-                elif event == "return":
-                    carrying.discard(id(frame))
+            carrier = CARRIERS[thread.name.startswith(PUBLISHER_THREAD)]
+            carry(carrying, frame, event, code.co_name == carrier)
             inside = bool(carrying)
         if event != "call":
             return

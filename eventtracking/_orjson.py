@@ -28,7 +28,13 @@ from eventtracking._json import (
     fast_default,
 )
 
-__all__ = ["FAST_INSTALL_HINT", "HAVE_ORJSON", "OrjsonEventEncoder", "dumps_compact"]
+__all__ = [
+    "FAST_INSTALL_HINT",
+    "HAVE_ORJSON",
+    "OrjsonEventEncoder",
+    "dumps_compact",
+    "dumps_stdlib",
+]
 
 _UTC = datetime.timezone.utc
 
@@ -119,13 +125,14 @@ def dumps_compact(value: Any) -> str:
         out = _orjson_bytes(value)
         if out is not None:
             return out.decode()
-    return _dumps_stdlib(value)
+    return dumps_stdlib(value)
 
 
-def _dumps_stdlib(value: Any) -> str:
+def dumps_stdlib(value: Any) -> str:
     """:func:`dumps_compact` through the standard library alone, cleaning what it
-    refuses. Its cycle check stops at the first reference back, where an unchecked
-    encoder would write the data again at every level until the recursion limit."""
+    refuses: the line for what orjson cannot write. Its cycle check stops at the first
+    reference back, where an unchecked encoder would write the data again at every
+    level until the recursion limit."""
     try:
         return _COMPACT.encode(value)
     except (ValueError, TypeError, RecursionError):
@@ -196,7 +203,7 @@ class OrjsonEventEncoder:
                     # orjson refused the data, so it would refuse the event too: a
                     # second try would cost as much again (for a cycle, orjson writes
                     # the data at every level down to its depth limit first).
-                    return None if orjson_only else _dumps_stdlib(event)
+                    return None if orjson_only else dumps_stdlib(event)
         if orjson_only:
             out = _orjson_bytes(event)
             return None if out is None else out.decode()

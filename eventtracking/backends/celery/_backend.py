@@ -44,7 +44,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder
+from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder, dumps_stdlib
 from eventtracking._util.options import check_count, check_seconds
 from eventtracking._util.ratelimit import RateLimitedLogger
 from eventtracking._util.stats import merge_into
@@ -100,7 +100,9 @@ def _entry_of(event: Event) -> str:
         return _wire.new_entry(_wire.encode_event(event))
     line = _ENCODER.encode(event, orjson_only=True)
     if line is None:
-        return _wire.new_entry(_ENCODER.encode(event))
+        # What encode() falls back to, without a second try of orjson, which already
+        # refused the event (for a cycle, at the cost of writing it to its depth limit).
+        return _wire.new_entry(dumps_stdlib(event))
     return _wire.new_entry(line, int64=True)
 
 

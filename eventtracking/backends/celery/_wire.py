@@ -270,7 +270,7 @@ def encode_entry(
     (neither ``leaves`` nor ``attempt``: ValueError). An event accepted now takes
     :func:`new_entry` instead.
     """
-    if not isinstance(event_id, str) or _MATCH_ID(event_id) is None:
+    if not is_event_id(event_id):
         msg = f"event_id must be 24 lower-case hex digits, got {event_id!r}"
         raise ValueError(msg)
     if int64:

@@ -140,10 +140,9 @@ class BatchDelivery:
     stay ``batch_size``). The queue holds ``max_queue_size`` items; while it is more
     than half full and the sink took a batch within the last second, :meth:`put` gives
     up the GIL once before it returns, so that a caller emitting without pause does not
-    starve the thread. After
-    a failure the thread waits :func:`backoff_delay` (``backoff_base`` doubling up to
-    ``backoff_max``). At exit it spends at most ``exit_timeout`` seconds delivering.
-    Raises ValueError for options out of range.
+    starve the thread. After a failure the thread waits :func:`backoff_delay`
+    (``backoff_base`` doubling up to ``backoff_max``). At exit it spends at most
+    ``exit_timeout`` seconds delivering. Raises ValueError for options out of range.
     """
 
     def __init__(

@@ -30,7 +30,6 @@ adapter, a custom logger class, a mock in a test) is called as 4.x called it:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -336,9 +335,12 @@ class _RecordTemplate:
             process_name = "MainProcess"
             multiprocessing = sys.modules.get("multiprocessing")
             if multiprocessing is not None:
-                # logging's own rule: any failure leaves "MainProcess".
-                with contextlib.suppress(Exception):
+                # logging's own rule: any failure leaves "MainProcess". Not through
+                # contextlib.suppress, which costs about 0.18 us a record more.
+                try:  # noqa: SIM105
                     process_name = multiprocessing.current_process().name
+                except Exception:
+                    pass
             attributes["processName"] = process_name
         else:
             attributes["processName"] = None
@@ -349,8 +351,10 @@ class _RecordTemplate:
                 asyncio = sys.modules.get("asyncio")
                 if asyncio is not None:
                     # No running loop, or no task: logging's rule is None.
-                    with contextlib.suppress(Exception):
+                    try:  # noqa: SIM105
                         task_name = asyncio.current_task().get_name()
+                    except Exception:
+                        pass
             attributes["taskName"] = task_name
         return record
 

@@ -381,6 +381,9 @@ def _compile(plan: Any) -> _Compiled:
         "_plain": plain_context,
         "_Mismatch": _Mismatch,
     }
+    # The containers to copy are read out of the value first (read_lines), then copied
+    # (copy_lines): many() reads them once for all its copies.
+    read_lines: list[str] = []
     copy_lines: list[str] = []
     check_lines: list[str] = []
     names = iter(range(1, 1 << 30))
@@ -401,12 +404,14 @@ def _compile(plan: Any) -> _Compiled:
         copy_lines.append(f"{target} = {'_dc' if rebuild is _replay_dict else '_lc'}({source})")
         for key, copy_function in flat:
             key_name = constant(key)
+            child_source = f"v{next(names)}"
+            read_lines.append(f"{child_source} = {source}[{key_name}]")
             function = "_dc" if copy_function is _dict_copy else "_lc"
-            copy_lines.append(f"{target}[{key_name}] = {function}({source}[{key_name}])")
+            copy_lines.append(f"{target}[{key_name}] = {function}({child_source})")
         for key, child in nested:
             key_name = constant(key)
             child_source = f"v{next(names)}"
-            copy_lines.append(f"{child_source} = {source}[{key_name}]")
+            read_lines.append(f"{child_source} = {source}[{key_name}]")
             copy_lines.append(f"{target}[{key_name}] = {copy_code(child_source, child)}")
         return target
 
@@ -460,20 +465,22 @@ def _compile(plan: Any) -> _Compiled:
     except _Unchecked:
         check_lines = []
     parameters = "".join(f", {name}={name}" for name in constants)
-    copy_body = "".join(f"\n        {line}" for line in copy_lines)
+    copy_body = "".join(f"\n        {line}" for line in [*read_lines, *copy_lines])
     source = (
         f"def replay(value{parameters}):\n    try:{copy_body}\n        return {result}\n"
         "    except Exception:\n        return _changed_shape(value)\n"
     )
+    reads = "".join(f"\n        {line}" for line in read_lines)
     loop_body = "".join(f"\n            {line}" for line in copy_lines)
     source += (
         f"\ndef many(value, count{parameters}):\n    made = []\n    append = made.append\n"
-        f"    try:\n        for _ in range(count):{loop_body}\n            append({result})\n"
+        f"    try:{reads}\n        for _ in range(count):{loop_body}\n"
+        f"            append({result})\n"
         "        return made\n    except Exception:\n"
         "        return [_changed_shape(value) for _ in range(count)]\n"
     )
     if check_lines:
-        body = "".join(f"\n    {line}" for line in [*check_lines, *copy_lines])
+        body = "".join(f"\n    {line}" for line in [*check_lines, *read_lines, *copy_lines])
         source += f"\ndef checked(value{parameters}):{body}\n    return {result}\n"
     namespace = dict(constants)
     exec(compile(source, "<eventtracking copy plan>", "exec"), namespace)

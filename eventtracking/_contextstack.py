@@ -14,6 +14,7 @@ import decimal
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any, NoReturn
 
 #: Types whose values never change: a context that holds only these can be kept as it
@@ -90,6 +91,9 @@ def plain_context(value: Any) -> bool:
 
 
 _new_stack = object.__new__
+_new_frozen = dict.__new__
+# FrozenContext refuses update(): the merge fills a new one through dict's own.
+_dict_update = dict.update
 _NO_NAMES: frozenset[str] = frozenset()
 
 
@@ -121,7 +125,7 @@ class ContextStack:
         #: path reads it directly: one attribute lookup, where calling merged() would
         #: cost a call on every event.
         self.cached_merge: FrozenContext | None = None
-        # The names on the stack, kept with the merge that needed them.
+        # The names on the stack, once a merge above needed them (see _all_names).
         self._names: frozenset[str] | None = None
         frames = tuple(frames)
         if frames:
@@ -207,10 +211,10 @@ class ContextStack:
         merged = self.cached_merge
         if merged is None:
             # A benign race: two threads may both compute the same value.
-            merged = self.cached_merge = FrozenContext(self._merge())
+            merged = self.cached_merge = self._merge()
         return merged
 
-    def _merge(self) -> dict[str, Any]:
+    def _merge(self) -> FrozenContext:
         # Start from the nearest stack below that has merged already, and add the
         # frames entered since, as long as none of them re-enters a name of that stack
         # (a re-entered name moves, so the merge below no longer holds).
@@ -220,27 +224,43 @@ class ContextStack:
             segment.append(node._frame)
             node = node._below  # type: ignore[assignment]  # a frame has a stack below
         base = node.cached_merge
-        base_names = node._names if base is not None else _NO_NAMES
+        base_names = _NO_NAMES if base is None else node._names
         if base_names is None:
-            base_names = node._names = frozenset(name for name, _ in node.effective())
-        names = {name for name, _ in segment}
+            base_names = node._names = node._all_names()
+        # Built in place, without FrozenContext.__init__ or a dict to copy into it.
+        combined = _new_frozen(FrozenContext)
+        combined.plain_values = None
+        names = set(map(_first, segment))
         if not names.isdisjoint(base_names):
-            effective_frames = self.effective()
-            self._names = frozenset(name for name, _ in effective_frames)
-            combined: dict[str, Any] = {}
-            for _, context in effective_frames:
-                combined.update(context)
+            for _, context in self.effective():
+                _dict_update(combined, context)
             return combined
-        combined = dict(base) if base is not None else {}
+        if base is not None:
+            _dict_update(combined, base)
         segment.reverse()  # outermost first
         if len(names) < len(segment):
             # A name entered twice since: only its innermost frame counts, there.
             keep = _innermost(segment)
             segment = [frame for frame in segment if id(frame) in keep]
         for _, context in segment:
-            combined.update(context)
-        self._names = base_names | names
+            _dict_update(combined, context)
         return combined
+
+    def _all_names(self) -> frozenset[str]:
+        """The names on the stack, from the nearest stack below that knows its own.
+
+        Asked for only when a merge builds on this stack's, rather than worked out
+        with every merge: a stack entered around one event never needs them.
+        """
+        collected: list[str] = []
+        node = self
+        while node._frame is not None:
+            known = node._names
+            if known is not None:
+                return known.union(collected)
+            collected.append(node._frame[0])
+            node = node._below  # type: ignore[assignment]  # a frame has a stack below
+        return frozenset(collected)
 
     def as_ordered_dict(self) -> OrderedDict[str, Mapping[str, Any]]:
         """A fresh ``OrderedDict`` of name -> context, as 4.x locators returned."""
@@ -263,6 +283,8 @@ def _stack_on(below: ContextStack, frame: tuple[str, Mapping[str, Any]]) -> Cont
     stack._frames = stack.cached_merge = stack._names = None
     return stack
 
+
+_first = itemgetter(0)
 
 #: The stack with no frame, where every locator starts.
 EMPTY = ContextStack()

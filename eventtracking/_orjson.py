@@ -191,14 +191,18 @@ class OrjsonEventEncoder:
                         # One more orjson call writes the line: the timestamp natively
                         # (for a UTC datetime, exactly its isoformat()), the context
                         # and data as the JSON already made.
-                        line: bytes = _odumps(
-                            {
-                                "name": name,
-                                "timestamp": stamp,
-                                "context": context_json,
-                                "data": _Fragment(data_json),
-                            }
-                        )
+                        try:
+                            line: bytes = _odumps(
+                                {
+                                    "name": name,
+                                    "timestamp": stamp,
+                                    "context": context_json,
+                                    "data": _Fragment(data_json),
+                                }
+                            )
+                        except _orjson.JSONEncodeError:
+                            # A name with a lone surrogate, which orjson refuses.
+                            return None if orjson_only else dumps_stdlib(event)
                         return line.decode()
                     # orjson refused the data, so it would refuse the event too: a
                     # second try would cost as much again (for a cycle, orjson writes

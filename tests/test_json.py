@@ -340,3 +340,30 @@ def test_orjson_encoder_writes_the_values_the_stdlib_encoder_writes(
     fast = OrjsonEventEncoder().encode(event)
     assert loads_strict(fast) == loads_strict(EventEncoder().encode(event))
     assert loads_strict(dumps_compact(data)) == loads_strict(dumps(data))
+
+
+@pytest.mark.skipif(not HAVE_ORJSON, reason="orjson is not installed (the [fast] extra)")
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.text(alphabet="an\udc80\u2028", max_size=5),
+    context=st.dictionaries(st.text(alphabet="nul", max_size=4), SCALARS, max_size=3),
+    data=ODD,
+)
+def test_orjson_encoder_writes_the_line_dumps_compact_writes(
+    name: str, context: dict[str, Any], data: Any
+) -> None:
+    """The encoder's one-call line for a shared context is the line dumps_compact() writes
+    for the same event, event after event, whatever the name (a lone surrogate), the
+    context (nulls, NaN) and the data hold; with orjson_only it is that line or None."""
+    frozen = FrozenContext(context)
+    encoder = OrjsonEventEncoder()
+    for index in range(2):
+        event = {
+            "name": name,
+            "timestamp": datetime(2024, 5, 6, 7, 8, 9, index, tzinfo=timezone.utc),
+            "context": frozen,
+            "data": data,
+        }
+        line = encoder.encode(event)
+        assert line == dumps_compact(event)
+        assert encoder.encode(event, orjson_only=True) in (line, None)

@@ -167,7 +167,12 @@ class LoggerBackend:
             if placeholder is None:
                 return
             line = placeholder
-        self._write(logger, line)
+        # _write(), written out: this runs for every event.
+        template = self._template
+        if template is not None and _logging.getLogRecordFactory() is _logging.LogRecord:
+            logger.handle(template.make(line))
+        else:
+            self.log(line)
         self._sent.incr()
 
     def _write(self, logger: Any, line: str) -> None:

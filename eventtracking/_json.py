@@ -239,6 +239,26 @@ def event_name_of(event: Any) -> Any:
 EVENT_KEYS = ("name", "timestamp", "context", "data")
 _escape = json.encoder.encode_basestring_ascii
 
+# The last second utc_isoformat() wrote, as (its fields, its text up to the seconds).
+_last_second: tuple[tuple[int, ...] | None, str] = (None, "")
+
+
+def utc_isoformat(stamp: datetime.datetime) -> str:
+    """``stamp.isoformat()`` for a datetime in UTC (``tzinfo`` is ``timezone.utc``).
+
+    isoformat() costs about 0.6 us, half of it formatting the offset; events come many
+    to a second, so the text up to the seconds is kept from one call to the next and
+    only the microseconds are written each time (about 0.3 us).
+    """
+    global _last_second
+    second = (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+    last = _last_second
+    if last[0] != second:
+        # isoformat() of the whole second ends with "+00:00".
+        last = _last_second = (second, stamp.replace(microsecond=0).isoformat()[:-6])
+    micro = stamp.microsecond
+    return f"{last[1]}.{micro:06d}+00:00" if micro else f"{last[1]}+00:00"
+
 
 class EventEncoder:
     """Serialise events like :func:`dumps`, reusing the JSON of a shared context.
@@ -275,7 +295,7 @@ class EventEncoder:
                 try:
                     name_json = _escape(name) if type(name) is str else _encode(name)
                     if type(stamp) is datetime.datetime and stamp.tzinfo is _UTC:
-                        stamp_json = f'"{stamp.isoformat()}"'
+                        stamp_json = f'"{utc_isoformat(stamp)}"'
                     else:
                         stamp_json = _encode(stamp)
                     data_json = _encode(event["data"])

@@ -25,6 +25,7 @@ from eventtracking._json import (
     dumps,
     encode_known,
     safe_repr,
+    utc_isoformat,
 )
 from eventtracking._orjson import HAVE_ORJSON, OrjsonEventEncoder, dumps_compact
 from eventtracking._util.ratelimit import RateLimitedLogger
@@ -367,3 +368,24 @@ def test_orjson_encoder_writes_the_line_dumps_compact_writes(
         line = encoder.encode(event)
         assert line == dumps_compact(event)
         assert encoder.encode(event, orjson_only=True) in (line, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stamps=st.lists(
+        st.datetimes(timezones=st.just(timezone.utc)).flatmap(
+            # The same second again, with other microseconds (0 among them).
+            lambda stamp: st.lists(
+                st.integers(0, 999_999).map(lambda micro: stamp.replace(microsecond=micro)),
+                max_size=3,
+            ).map(lambda again: [stamp, *again])
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_utc_isoformat_is_isoformat(stamps: list[list[datetime]]) -> None:
+    """utc_isoformat() writes what isoformat() writes for any UTC datetime (years
+    before 1000, no microseconds), whichever second it wrote last."""
+    for stamp in (stamp for group in stamps for stamp in group):
+        assert utc_isoformat(stamp) == stamp.isoformat()

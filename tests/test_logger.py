@@ -762,6 +762,31 @@ def test_a_record_factory_is_respected(lines: Lines) -> None:
     assert len(made) == 1 and lines.records == made
 
 
+def test_the_loggers_filters_still_decide(lines: Lines) -> None:
+    """A filter on the backend's logger sees every record and can drop it, as with
+    logger.info(); without filters the records still reach the handlers."""
+    logger = logging.getLogger(lines.logger_name)  # type: ignore[attr-defined]
+    backend = LoggerBackend(name=lines.logger_name, max_event_size=None)  # type: ignore[attr-defined]
+    backend.send({"keep": False})
+    seen: list[str] = []
+
+    def only_kept(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return bool(json.loads(record.getMessage())["keep"])
+
+    logger.addFilter(only_kept)
+    try:
+        backend.send({"keep": False})
+        backend.send({"keep": True})
+    finally:
+        logger.removeFilter(only_kept)
+    assert [json.loads(line) for line in seen] == [{"keep": False}, {"keep": True}]
+    assert [json.loads(line) for line in lines.lines] == [  # type: ignore[attr-defined]
+        {"keep": False},
+        {"keep": True},
+    ]
+
+
 def test_stdlib_line_is_byte_identical_to_json_dumps(lines: Lines) -> None:
     """encoder="stdlib" writes exactly json.dumps of the event (timestamp in ISO UTC)."""
     backend = LoggerBackend(name=lines.logger_name, encoder="stdlib", max_event_size=None)  # type: ignore[attr-defined]

@@ -170,7 +170,12 @@ class LoggerBackend:
         # _write(), written out: this runs for every event.
         template = self._template
         if template is not None and _logging.getLogRecordFactory() is _logging.LogRecord:
-            logger.handle(template.make(line))
+            if logger.filters:
+                logger.handle(template.make(line))
+            else:
+                # All handle() does for a logger without filters, which isEnabledFor()
+                # found enabled.
+                logger.callHandlers(template.make(line))
         else:
             self.log(line)
         self._sent.incr()

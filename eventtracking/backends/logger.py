@@ -167,25 +167,20 @@ class LoggerBackend:
             if placeholder is None:
                 return
             line = placeholder
-        # _write(), written out: this runs for every event.
-        template = self._template
-        if template is not None and _logging.getLogRecordFactory() is _logging.LogRecord:
-            if logger.filters:
-                logger.handle(template.make(line))
-            else:
-                # All handle() does for a logger without filters, which isEnabledFor()
-                # found enabled.
-                logger.callHandlers(template.make(line))
-        else:
-            self.log(line)
+        self._write(logger, line)
         self._sent.incr()
 
     def _write(self, logger: Any, line: str) -> None:
+        """Log ``line`` on ``logger``, which the caller found enabled for the level."""
         template = self._template
         if template is not None and _logging.getLogRecordFactory() is _logging.LogRecord:
             # logger.info() would walk the stack to find a caller, which is always this
             # backend and so tells the reader nothing.
-            logger.handle(template.make(line))
+            if logger.filters:
+                logger.handle(template.make(line))
+            else:
+                # All handle() does for an enabled logger without filters.
+                logger.callHandlers(template.make(line))
         else:
             self.log(line)
 

@@ -201,12 +201,12 @@ class OrjsonEventEncoder:
                                 }
                             )
                         except _orjson.JSONEncodeError:
-                            # A name with a lone surrogate, which orjson refuses.
-                            return None if orjson_only else dumps_stdlib(event)
-                        return line.decode()
-                    # orjson refused the data, so it would refuse the event too: a
-                    # second try would cost as much again (for a cycle, orjson writes
-                    # the data at every level down to its depth limit first).
+                            pass  # a name with a lone surrogate: as below
+                        else:
+                            return line.decode()
+                    # orjson refused the data (or the name), so it would refuse the
+                    # event too: a second try would cost as much again (for a cycle,
+                    # orjson writes the data at every level down to its depth limit).
                     return None if orjson_only else dumps_stdlib(event)
         if orjson_only:
             out = _orjson_bytes(event)

@@ -273,12 +273,12 @@ def encode_entry(
     if not is_event_id(event_id):
         msg = f"event_id must be 24 lower-case hex digits, got {event_id!r}"
         raise ValueError(msg)
+    text = '{"id": "' + event_id + '", "event": ' + event_json
     if int64:
         if leaves is not None or attempt:
             msg = "int64 is for a first try: an entry with leaves or an attempt has neither"
             raise ValueError(msg)
-        return '{"id": "' + event_id + '", "event": ' + event_json + _INT64_END
-    text = '{"id": "' + event_id + '", "event": ' + event_json
+        return text + _INT64_END
     if leaves is not None:
         text += ', "leaves": ' + json.dumps([list(path) for path in leaves])
     if attempt:
@@ -293,9 +293,9 @@ def new_entry(event_json: str, int64: bool = False) -> str:
     ``int64``: the event's JSON holds no integer beyond 64 bits (orjson wrote it), and
     the entry says so (see the module docstring).
     """
-    if int64:
-        return '{"id": "' + new_event_id() + '", "event": ' + event_json + _INT64_END
-    return '{"id": "' + new_event_id() + '", "event": ' + event_json + "}"
+    return (
+        '{"id": "' + new_event_id() + '", "event": ' + event_json + (_INT64_END if int64 else "}")
+    )
 
 
 # How an entry whose writer promises no integer beyond 64 bits ends (see new_entry).

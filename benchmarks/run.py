@@ -291,7 +291,7 @@ def _cells(row: Row) -> tuple[str, ...]:
         row.entry["title"],
         f"{ours:.2f}" if ours is not None else "-",
         f"{peer:.2f}" if peer is not None else "-",
-        f"{peer / ours:.1f}x" if ours and peer else "-",
+        f"{peer / ours:.2f}x" if ours and peer else "-",
         goal_text,
         status,
     )

@@ -5,9 +5,11 @@ Run as ``python -m celery -A _worker_app worker --pool=solo`` with, in the envir
 ``BENCH_WORKER_BROKER`` / ``BENCH_WORKER_QUEUE``
     the Redis URL and the queue the messages wait in;
 ``BENCH_WORKER_DIR``
-    where the worker writes ``done`` (``<events> <first start> <last end> <gc>``, seconds
-    of ``time.time()``, then the seconds spent in garbage collection in between) once it
-    has handled ``BENCH_WORKER_EVENTS`` events;
+    where the worker writes ``done`` (``<events> <first start> <last end> <gc> <inside>
+    <cpu>``: seconds of ``time.time()``, then the seconds spent in garbage collection,
+    inside the tasks (from ``task_prerun`` to ``task_postrun``) and on the CPU (the
+    process's), all from the start of the first task) once it has handled
+    ``BENCH_WORKER_EVENTS`` events;
 ``BENCH_WORKER_ROLE``
     ``ours``: the library's task, delivering to a tracker whose AsyncRoutingBackend
     ``async`` has one nested leaf that counts events; ``floor``: a no-op task under the
@@ -45,6 +47,9 @@ class Clock:
 
     count = 0
     start = 0.0
+    cpu_start = 0.0
+    task_start = 0.0
+    inside = 0.0
     written = False
     gc_seconds = 0.0
     gc_began = 0.0
@@ -93,12 +98,18 @@ elif ROLE == "floor":
 def _started(**kwargs: Any) -> None:
     if not Clock.start:
         Clock.start = time.time()
+        Clock.cpu_start = time.process_time()
+    Clock.task_start = time.perf_counter()
 
 
 @signals.task_postrun.connect
 def _ended(**kwargs: Any) -> None:
+    Clock.inside += time.perf_counter() - Clock.task_start
     if Clock.count >= TARGET and not Clock.written:
         Clock.written = True
+        end, cpu = time.time(), time.process_time() - Clock.cpu_start
         partial = HERE / "done.part"
-        partial.write_text(f"{Clock.count} {Clock.start!r} {time.time()!r} {Clock.gc_seconds!r}")
+        partial.write_text(
+            f"{Clock.count} {Clock.start!r} {end!r} {Clock.gc_seconds!r} {Clock.inside!r} {cpu!r}"
+        )
         partial.rename(HERE / "done")

@@ -15,9 +15,11 @@
    with the same options, which only counts the entries of each message.
 
 It prints both rates (median of the runs) and ours / floor, the median of the pairs'
-ratios (the two runs of a pair follow each other). Ratios only: the machine
-is shared; nothing is asserted. ``bench_worker.py in-process`` times ``deliver()``
-alone on the same messages, in microseconds per event. Our side has no 4.0.2
+ratios (the two runs of a pair follow each other). Below them, for each role: the time
+an event spends inside the task (ours is the library's own work; the floor's task only
+counts) and the worker's CPU time an event (Celery's and the task's). Ratios only: the
+machine is shared; nothing is asserted. ``bench_worker.py in-process`` times
+``deliver()`` alone on the same messages, in microseconds per event. Our side has no 4.0.2
 counterpart (4.0.2 sends one event per message), so ``run.py``'s side-by-side table
 has no entry for it.
 """
@@ -35,6 +37,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 from _event import CONTEXT, DATA, NAME
 from _harness import Suite, print_report_table
@@ -106,11 +109,20 @@ def _body(raw: bytes) -> bytes:
     return base64.b64decode(json.loads(raw)["body"])
 
 
-def measure(
-    role: str, broker: str, queue: str, messages: list[bytes], events: int
-) -> tuple[float, float]:
-    """Load ``messages`` into ``queue`` and run one worker of ``role``: its events per
-    second, and the share of its time spent in garbage collection."""
+class Run(NamedTuple):
+    """One worker's run: events a second, and where its time went."""
+
+    rate: float
+    #: The share of the run spent in garbage collection.
+    gc_share: float
+    #: Microseconds an event inside the tasks (Celery's task_prerun to task_postrun).
+    inside_us: float
+    #: Microseconds an event the worker process was on the CPU.
+    cpu_us: float
+
+
+def measure(role: str, broker: str, queue: str, messages: list[bytes], events: int) -> Run:
+    """Load ``messages`` into ``queue`` and run one worker of ``role``."""
     import redis
 
     client = redis.Redis.from_url(broker)
@@ -142,7 +154,7 @@ def measure(
                     msg = f"the {role} worker did not finish:\n{tail}"
                     raise RuntimeError(msg)
                 time.sleep(0.05)
-            count, start, end, collecting = done.read_text().split()
+            count, start, end, collecting, inside, cpu = done.read_text().split()
         finally:
             process.terminate()
             try:
@@ -155,7 +167,12 @@ def measure(
         msg = f"the {role} worker handled {count} events, not {events}"
         raise RuntimeError(msg)
     seconds = float(end) - float(start)
-    return events / seconds, float(collecting) / seconds
+    return Run(
+        events / seconds,
+        float(collecting) / seconds,
+        float(inside) / events * 1e6,
+        float(cpu) / events * 1e6,
+    )
 
 
 def report(args: argparse.Namespace) -> int:
@@ -167,19 +184,24 @@ def report(args: argparse.Namespace) -> int:
     server = start_redis(redis_binary(), port, workdir)
     broker = f"redis://127.0.0.1:{port}/0"
     queue = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    rates: dict[str, list[float]] = {role: [] for role in ROLES}
-    collecting: dict[str, list[float]] = {role: [] for role in ROLES}
+    runs: dict[str, list[Run]] = {role: [] for role in ROLES}
     try:
         messages = publish(broker, queue, events, workdir)
         for rep in range(repeat):
             for role in ROLES if rep % 2 == 0 else ROLES[::-1]:
-                rate, share = measure(role, broker, queue, messages, events)
-                rates[role].append(rate)
-                collecting[role].append(share)
+                runs[role].append(measure(role, broker, queue, messages, events))
     finally:
         server.terminate()
         server.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
+    rates = {role: [run.rate for run in runs[role]] for role in ROLES}
+
+    def median(field: str) -> str:
+        return ", ".join(
+            f"{role} {statistics.median(getattr(run, field) for run in runs[role]):.1f}"
+            for role in ROLES
+        )
+
     ours, floor = (statistics.median(rates[role]) for role in ROLES)
     # Each repetition runs the two roles back to back (in alternating order): the
     # ratio of a pair shares the machine's mood of that moment, so the headline is the
@@ -192,7 +214,7 @@ def report(args: argparse.Namespace) -> int:
         f"({len(messages)}), to a no-op leaf; the floor is a no-op task under the same name "
         f"fed the same messages ({label})"
     )
-    runs = ", ".join(f"{role} " + " ".join(f"{r:,.0f}" for r in rates[role]) for role in ROLES)
+    each_run = ", ".join(f"{role} " + " ".join(f"{r:,.0f}" for r in rates[role]) for role in ROLES)
     rows = [
         (
             "events/s, ours vs the no-op task",
@@ -215,14 +237,19 @@ def report(args: argparse.Namespace) -> int:
             "-",
             None,
         ),
-        ("  each run, events/s", runs, "", "-", None),
+        ("  each run, events/s", each_run, "", "-", None),
         (
             "  time in garbage collection",
-            ", ".join(f"{role} {statistics.median(collecting[role]):.0%}" for role in ROLES),
+            ", ".join(
+                f"{role} {statistics.median(run.gc_share for run in runs[role]):.0%}"
+                for role in ROLES
+            ),
             "",
             "-",
             None,
         ),
+        ("  us an event inside the tasks (median)", median("inside_us"), "", "-", None),
+        ("  us an event on the CPU, the whole worker (median)", median("cpu_us"), "", "-", None),
     ]
     print_report_table(rows, time.monotonic() - started)
     return 0

@@ -38,9 +38,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed benchmarks/requirements.txt
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	touch $@
 
-# Extra options for run.py, e.g. make bench BENCH_ARGS="--suite core --quick".
+# Extra options for run.py, e.g. make bench BENCH_ARGS="--suite core --quick". With
+# --suite, only the suites named run: the reports below are left out.
 bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/run.py --peer-python $(PEER_VENV)/bin/python $(BENCH_ARGS)
+ifeq ($(findstring --suite,$(BENCH_ARGS)),)
 	$(PY) benchmarks/bench_mongo.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))
 	$(PY) benchmarks/bench_celery.py report --peer-python $(PEER_VENV)/bin/python \
@@ -48,6 +50,7 @@ bench: $(VENV)/.installed $(VENV)/.bench-installed $(PEER_VENV)/.installed
 	$(PY) benchmarks/bench_worker.py report $(findstring --quick,$(BENCH_ARGS))
 	$(PY) benchmarks/report_spool.py report --peer-python $(PEER_VENV)/bin/python \
 		$(findstring --quick,$(BENCH_ARGS))
+endif
 
 # Minutes of steady traffic through Celery, a worker SIGKILLed and Redis restarted on a
 # schedule (benchmarks/soak_celery.py); e.g. make soak SOAK_ARGS="--minutes 10".

@@ -196,9 +196,10 @@ def report(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     rates = {role: [run.rate for run in runs[role]] for role in ROLES}
 
-    def median(field: str) -> str:
+    def median(field: str, spec: str = ".1f") -> str:
+        """Each role's median of one field of its runs, formatted with ``spec``."""
         return ", ".join(
-            f"{role} {statistics.median(getattr(run, field) for run in runs[role]):.1f}"
+            f"{role} {statistics.median(getattr(run, field) for run in runs[role]):{spec}}"
             for role in ROLES
         )
 
@@ -238,16 +239,7 @@ def report(args: argparse.Namespace) -> int:
             None,
         ),
         ("  each run, events/s", each_run, "", "-", None),
-        (
-            "  time in garbage collection",
-            ", ".join(
-                f"{role} {statistics.median(run.gc_share for run in runs[role]):.0%}"
-                for role in ROLES
-            ),
-            "",
-            "-",
-            None,
-        ),
+        ("  time in garbage collection", median("gc_share", ".0%"), "", "-", None),
         ("  us an event inside the tasks (median)", median("inside_us"), "", "-", None),
         ("  us an event on the CPU, the whole worker (median)", median("cpu_us"), "", "-", None),
     ]
